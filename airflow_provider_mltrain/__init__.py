@@ -1,0 +1,59 @@
+"""airflow-provider-mltrain: submit training scripts to local, Docker, SSH and Spark compute.
+
+The core API works without Airflow::
+
+    from airflow_provider_mltrain import Workspace, Experiment, ScriptRunConfig
+
+    run = Experiment(Workspace(), "digits").submit(ScriptRunConfig("train/", "train.py"))
+    run.wait_for_completion(show_output=True)
+"""
+
+from __future__ import annotations
+
+from airflow_provider_mltrain import targets as _targets  # registers the built-in targets
+from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
+from airflow_provider_mltrain.core.environment import Environment, PythonSection
+from airflow_provider_mltrain.core.errors import (
+    InvalidRunConfig,
+    MLTrainError,
+    RunFailed,
+    RunNotFound,
+    RunTimeout,
+    SnapshotError,
+    SnapshotTooLarge,
+    TargetError,
+    UnknownComputeTarget,
+)
+from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.run import Run
+from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+from airflow_provider_mltrain.core.settings import SnapshotLimits
+from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.workspace import Workspace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ComputeTarget",
+    "Environment",
+    "Experiment",
+    "InvalidRunConfig",
+    "MLTrainError",
+    "PythonSection",
+    "Run",
+    "RunFailed",
+    "RunNotFound",
+    "RunSpec",
+    "RunStatus",
+    "RunTimeout",
+    "ScriptRunConfig",
+    "SnapshotError",
+    "SnapshotLimits",
+    "SnapshotTooLarge",
+    "TargetError",
+    "UnknownComputeTarget",
+    "Workspace",
+    "__version__",
+]
+
+del _targets

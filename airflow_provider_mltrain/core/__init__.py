@@ -1,0 +1,1 @@
+"""The core: plain Python, no Airflow. Workspace, experiments, runs, snapshots, run store."""

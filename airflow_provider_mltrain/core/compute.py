@@ -1,0 +1,129 @@
+"""The one interface every compute target implements, and the registry that finds targets by name.
+
+A target holds each run in ``<target root>/runs/<run_id>/`` (the run directory protocol in
+DESIGN.md) and is reached only through these methods, so a controller that restarted, or another
+process entirely, can follow a run by id.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mltrain.core.errors import UnknownComputeTarget
+
+if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything the runner needs; written as ``run.json`` in the run folder."""
+
+    run_id: str
+    experiment: str
+    script: str
+    arguments: tuple[str, ...]
+    snapshot_id: str
+    interpreter: str | None = None
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval: float = 5.0
+    kill_grace_period: float = 10.0
+
+    def to_runner_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "experiment": self.experiment,
+            "script": self.script,
+            "arguments": list(self.arguments),
+            "snapshot_id": self.snapshot_id,
+            "interpreter": self.interpreter,
+            "environment_variables": dict(self.environment_variables),
+            "heartbeat_interval": self.heartbeat_interval,
+            "kill_grace_period": self.kill_grace_period,
+        }
+
+
+class ComputeTarget(abc.ABC):
+    """Start, observe and stop runs on one kind of compute."""
+
+    kind: str = ""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def resolve_interpreter(self, interpreter_path: str | None) -> str | None:
+        """Check the environment's interpreter before anything is submitted; returns what to run."""
+        return interpreter_path
+
+    @abc.abstractmethod
+    def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
+        """Start the run; False (and nothing done) when a run with this id already exists here."""
+
+    @abc.abstractmethod
+    def read_status(self, run_id: str) -> dict[str, Any] | None:
+        """The runner's ``status.json``, or None before the runner wrote it."""
+
+    @abc.abstractmethod
+    def runner_alive(self, run_id: str, status: dict[str, Any] | None) -> bool:
+        """Whether the run's supervisor process still exists."""
+
+    @abc.abstractmethod
+    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        """Bytes of a run file (``logs/std_log.txt``, ...) from ``offset``; b"" if it does not exist."""
+
+    @abc.abstractmethod
+    def file_size(self, run_id: str, name: str) -> int:
+        """Size of a run file, 0 if it does not exist."""
+
+    @abc.abstractmethod
+    def list_files(self, run_id: str) -> list[str]:
+        """Names (``outputs/...``, ``logs/...``) of the run's files so far."""
+
+    @abc.abstractmethod
+    def request_cancel(self, run_id: str, grace_period: float) -> None:
+        """Ask the runner to stop the script: SIGTERM to its process group, SIGKILL after the grace."""
+
+    @abc.abstractmethod
+    def kill(self, run_id: str, status: dict[str, Any] | None) -> None:
+        """Force-stop whatever is left of the run (its runner is gone or did not answer)."""
+
+    @abc.abstractmethod
+    def collect(self, run_id: str, dest: Path) -> None:
+        """Copy the run's ``outputs/`` and ``logs/`` into ``dest``."""
+
+    def close(self) -> None:
+        """Release connections; the target can be used again afterwards."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+# A resolver turns a target name into a target (or None when the name is not its to resolve).
+# The targets package registers ``local``; the Airflow layer registers one for connection ids.
+Resolver = Callable[[str, Path], "ComputeTarget | None"]
+_resolvers: list[Resolver] = []
+
+
+def register_resolver(resolver: Resolver, first: bool = False) -> None:
+    if resolver not in _resolvers:
+        _resolvers.insert(0, resolver) if first else _resolvers.append(resolver)
+
+
+def get_target(name: str | ComputeTarget, workspace_root: Path) -> ComputeTarget:
+    """The target called ``name`` (``"local"`` or an Airflow connection id), or the target given."""
+    if isinstance(name, ComputeTarget):
+        return name
+    if not isinstance(name, str) or not name:
+        raise UnknownComputeTarget(f"compute_target must be a target name such as 'local', got {name!r}.")
+    for resolver in _resolvers:
+        target = resolver(name, workspace_root)
+        if target is not None:
+            return target
+    raise UnknownComputeTarget(
+        f"Unknown compute target {name!r}. Built in: 'local'. Docker, SSH and Spark targets are "
+        "Airflow connections: create a connection with that id, or check the spelling."
+    )

@@ -1,0 +1,122 @@
+"""Experiment: a named group of runs, and the place runs are submitted from."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mltrain.core.compute import RunSpec, get_target
+from airflow_provider_mltrain.core.environment import resolve_environment
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, SnapshotError, TargetError
+from airflow_provider_mltrain.core.gitinfo import git_properties
+from airflow_provider_mltrain.core.run import Run
+from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.store import RunExists
+
+if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+    from airflow_provider_mltrain.core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
+
+def check_name(kind: str, value: Any) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise InvalidRunConfig(
+            f"{kind} {value!r} is not valid: use 1-255 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit."
+        )
+    return value
+
+
+class Experiment:
+    def __init__(self, workspace: Workspace, name: str):
+        self.workspace = workspace
+        self.name = check_name("Experiment name", name)
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r})"
+
+    def submit(
+        self,
+        config: ScriptRunConfig,
+        tags: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        properties: dict[str, Any] | None = None,
+    ) -> Run:
+        """Snapshot the source folder, record the run and start it on its target.
+
+        Every check (paths, arguments, environment, target, snapshot limits) happens before the
+        run is written to the store. With ``run_id`` given and already in the store, nothing is
+        submitted and the existing run is returned: a retried submission reattaches.
+        """
+        source = config.resolved_source_directory()
+        script = config.resolved_script(source)
+        arguments = config.resolved_arguments()
+        environment = resolve_environment(config.environment)
+        all_tags = {str(k): "" if v is None else str(v) for k, v in {**config.tags, **(tags or {})}.items()}
+        if run_id is None:
+            run_id = f"{self.name}_{int(time.time())}_{secrets.token_hex(4)}"
+        check_name("run_id", run_id)
+        store = self.workspace.store
+        if store.get_run(run_id) is not None:
+            log.info("Run %s exists already; returning it instead of submitting again.", run_id)
+            return Run(self.workspace, run_id)
+        target = get_target(config.compute_target, self.workspace.root)
+        interpreter = target.resolve_interpreter(environment.python.interpreter_path)
+        snapshot = self.workspace.snapshots.take(source, self.workspace.snapshot_limits)
+        if script not in {f.path for f in snapshot.files}:
+            raise SnapshotError(
+                f"script {script!r} is left out of the snapshot by an ignore file in {source} "
+                "(.mltrainignore or .gitignore). Remove the line that matches it."
+            )
+        spec = RunSpec(
+            run_id=run_id,
+            experiment=self.name,
+            script=script,
+            arguments=tuple(arguments),
+            snapshot_id=snapshot.id,
+            interpreter=interpreter,
+            environment_variables=dict(environment.environment_variables),
+        )
+        record = {
+            "id": run_id,
+            "experiment": self.name,
+            "status": RunStatus.QUEUED.value,
+            "target": target.name,
+            "source_directory": str(source),
+            "script": script,
+            "arguments": arguments,
+            "snapshot_id": snapshot.id,
+            "environment": {**environment.to_dict(), "interpreter": interpreter},
+            "tags": all_tags,
+            "properties": {**git_properties(source), **{str(k): str(v) for k, v in (properties or {}).items()}},
+        }
+        try:
+            store.create_run(record)
+        except RunExists:
+            return Run(self.workspace, run_id)
+        run = Run(self.workspace, run_id)
+        store.record_states(run_id, [(RunStatus.PREPARING, time.time(), None)])
+        try:
+            target.start(spec, snapshot, self.workspace.snapshots)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            store.record_states(run_id, [(RunStatus.FAILED, time.time(), message)])
+            store.update(run_id, error=f"could not start on {target.name}: {message}", collected=True)
+            if isinstance(exc, TargetError):
+                raise
+            raise TargetError(f"Run {run_id} could not start on target {target.name!r}: {message}") from exc
+        return run
+
+    def list_runs(self, status: str | None = None, tags: dict[str, str] | None = None) -> list[Run]:
+        """Runs of this experiment, newest first; ``tags`` keeps runs having all those tag values."""
+        records = self.workspace.store.list_runs(experiment=self.name, status=status)
+        if tags:
+            records = [r for r in records if all(r["tags"].get(k) == str(v) for k, v in tags.items())]
+        return [Run(self.workspace, r["id"]) for r in records]

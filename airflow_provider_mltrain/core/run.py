@@ -1,0 +1,421 @@
+"""Run: a submitted script, followed through its target and recorded in the run store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow_provider_mltrain.core.compute import ComputeTarget, get_target
+from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout
+from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.runner.pylib.mltrain import summarize
+
+if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.experiment import Experiment
+    from airflow_provider_mltrain.core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+STD_LOG = "logs/std_log.txt"
+METRICS = "logs/metrics.jsonl"
+# A runner that never wrote status.json this long after submission did not start.
+START_TIMEOUT = 120.0
+DEFAULT_GRACE_PERIOD = 10.0
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat() if ts is not None else None
+
+
+class Run:
+    """A handle on one run; cheap to create, reads the store and the target when asked."""
+
+    def __init__(self, workspace: Workspace, run_id: str):
+        self.workspace = workspace
+        self.id = run_id
+        self._target: ComputeTarget | None = None
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.id == self.id and other.workspace.root == self.workspace.root
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- record --------------------------------------------------------------------------------
+
+    def _record(self) -> dict[str, Any]:
+        record = self.workspace.store.get_run(self.id)
+        if record is None:
+            from airflow_provider_mltrain.core.errors import RunNotFound
+
+            raise RunNotFound(f"Run {self.id!r} is not in the run store at {self.workspace.store.url}.")
+        return record
+
+    @property
+    def experiment(self) -> Experiment:
+        from airflow_provider_mltrain.core.experiment import Experiment
+
+        return Experiment(self.workspace, self._record()["experiment"])
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._record()["tags"])
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self._record()["properties"])
+
+    def tag(self, key: str, value: str | None = None) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        merged = self.tags | {str(k): "" if v is None else str(v) for k, v in tags.items()}
+        self.workspace.store.update(self.id, tags=merged)
+
+    def add_properties(self, properties: dict[str, Any]) -> None:
+        current = self.properties
+        clash = {k for k, v in properties.items() if k in current and current[k] != str(v)}
+        if clash:
+            raise ValueError(f"Run properties are write-once; already set: {sorted(clash)}")
+        self.workspace.store.update(self.id, properties=current | {k: str(v) for k, v in properties.items()})
+
+    @property
+    def target(self) -> ComputeTarget:
+        if self._target is None:
+            self._target = get_target(self._record()["target"], self.workspace.root)
+        return self._target
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the run's outputs and logs are collected in the workspace once it ends."""
+        return self.workspace.run_files_dir(self.id)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def get_status(self) -> str:
+        return self.refresh().value
+
+    def refresh(self) -> RunStatus:
+        """Read the target once: record new state transitions, metrics, and collect files at the end."""
+        record = self._record()
+        status = RunStatus(record["status"])
+        if record["collected"]:
+            return status
+        target = self.target
+        runner = target.read_status(self.id)
+        states = _history(runner)
+        self._ingest_metrics(record["metrics_offset"])
+        error = None
+        if not _terminal(runner) and status.rank >= RunStatus.PREPARING.rank:
+            error = self._lost_reason(target, runner, record)
+            if error:
+                runner = target.read_status(self.id)  # it may have finished in between
+                if _terminal(runner):
+                    states, error = _history(runner), None
+                else:
+                    target.kill(self.id, runner)
+                    states.append((RunStatus.FAILED, time.time(), error))
+        new = self.workspace.store.record_states(self.id, states)
+        if new.is_terminal:
+            self._finish(runner, error)
+        return new
+
+    def _lost_reason(self, target: ComputeTarget, runner: dict[str, Any] | None, record: dict[str, Any]) -> str | None:
+        now = time.time()
+        if runner is None:
+            if now - record["created_at"] < START_TIMEOUT or target.runner_alive(self.id, runner):
+                return None
+            return f"the runner did not start within {START_TIMEOUT:.0f} s (see supervisor.log on the target)"
+        if target.runner_alive(self.id, runner):
+            return None
+        beat = float(runner.get("heartbeat") or 0)
+        return (
+            f"the runner on {runner.get('host', 'the target')} stopped (last heartbeat "
+            f"{_iso(beat)}) while the run was {runner.get('state')}"
+        )
+
+    def _ingest_metrics(self, offset: int) -> None:
+        data = self.target.read_file(self.id, METRICS, offset)
+        end = data.rfind(b"\n") + 1
+        if end <= 0:
+            return
+        rows: list[dict[str, Any]] = []
+        tags: dict[str, str] = {}
+        props: dict[str, str] = {}
+        pos = 0
+        for line in data[:end].split(b"\n")[:-1]:
+            seq = offset + pos
+            pos += len(line) + 1
+            try:
+                rec = json.loads(line)
+                name, kind = str(rec["name"]), str(rec.get("kind", "scalar"))
+            except (ValueError, KeyError, TypeError):
+                log.warning("Run %s: skipping a malformed metrics line at byte %d", self.id, seq)
+                continue
+            if kind == "tags":
+                tags.update(rec.get("value") or {})
+            elif kind == "properties":
+                props.update(rec.get("value") or {})
+            step = rec.get("step")
+            rows.append(
+                {
+                    "run_id": self.id,
+                    "seq": seq,
+                    "name": name[:255],
+                    "kind": kind[:16],
+                    "step": int(step) if isinstance(step, (int, float)) else None,
+                    "value": json.dumps(rec.get("value")),
+                    "logged_at": float(rec.get("time") or time.time()),
+                }
+            )
+        if self.workspace.store.ingest_metrics(self.id, offset, offset + end, rows) and (tags or props):
+            record = self._record()
+            self.workspace.store.update(
+                self.id, tags=record["tags"] | tags, properties={**props, **record["properties"]}
+            )
+
+    def _finish(self, runner: dict[str, Any] | None, error: str | None) -> None:
+        record = self._record()
+        if record["collected"]:
+            return
+        dest = self.output_dir
+        try:
+            self._ingest_metrics(record["metrics_offset"])
+            tmp = dest.with_name(dest.name + ".collecting")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.target.collect(self.id, tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            log.warning("Run %s: collecting outputs failed (%s); will retry on next refresh", self.id, exc)
+            return
+        fields: dict[str, Any] = {"collected": True}
+        if runner:
+            fields["exit_code"] = runner.get("exit_code")
+        fields["error"] = error or (runner or {}).get("error") or record["error"]
+        self.workspace.store.update(self.id, **fields)
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def wait_for_completion(
+        self,
+        show_output: bool = False,
+        timeout: float | None = None,
+        raise_on_error: bool = True,
+        poll_interval: float = 5.0,
+        log_callback: Callable[[str], None] | None = None,
+        output: IO[str] | None = None,
+    ) -> dict[str, Any]:
+        """Follow the run until it ends; returns ``get_details()``.
+
+        ``show_output`` prints the run's log as it grows (to ``output``, default stdout);
+        ``log_callback`` receives each complete log line instead. Raises :class:`RunTimeout` when
+        ``timeout`` seconds pass first (the run goes on), and :class:`RunFailed` when the run ends
+        Failed or Canceled and ``raise_on_error`` is true.
+        """
+        if show_output and log_callback is None:
+            stream = output or sys.stdout
+
+            def log_callback(line: str) -> None:
+                stream.write(line + "\n")
+                stream.flush()
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        follower = LogFollower(self) if log_callback else None
+        delay = 0.02
+        while True:
+            status = self.refresh()
+            if follower is not None and log_callback is not None:
+                for line in follower.read(final=status.is_terminal):
+                    log_callback(line)
+            if status.is_terminal:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RunTimeout(f"Run {self.id} is still {status.value} after {timeout} s; it goes on running.")
+            delay = min(delay * 1.5, poll_interval)
+            if deadline is not None:
+                delay = max(0.0, min(delay, deadline - time.monotonic()))
+            time.sleep(delay)
+        details = self.get_details()
+        if raise_on_error and status != RunStatus.COMPLETED:
+            tail = self.get_log_tail()
+            code = details["exit_code"]
+            raise RunFailed(
+                f"Run {self.id} {status.value.lower()}"
+                + (f" with exit code {code}" if code not in (None, 0) else "")
+                + (f": {details['error']}" if details["error"] else "")
+                + (f"\n--- last lines of the log ---\n{tail}" if tail else ""),
+                run_id=self.id,
+                status=status.value,
+                exit_code=code,
+                log_tail=tail,
+            )
+        return details
+
+    def cancel(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> str:
+        """Stop the run: SIGTERM to the script's process group, SIGKILL after ``grace_period``."""
+        status = self.refresh()
+        if status.is_terminal:
+            return status.value
+        target = self.target
+        target.request_cancel(self.id, grace_period)
+        deadline = time.monotonic() + grace_period + 15
+        while time.monotonic() < deadline:
+            status = self.refresh()
+            if status.is_terminal:
+                return status.value
+            time.sleep(0.1)
+        runner = target.read_status(self.id)
+        target.kill(self.id, runner)
+        self.workspace.store.record_states(
+            self.id, [(RunStatus.CANCELED, time.time(), "forced: the runner did not stop in time")]
+        )
+        self._finish(runner, "canceled by request (forced after the grace period)")
+        return RunStatus.CANCELED.value
+
+    # -- results -------------------------------------------------------------------------------
+
+    def get_metrics(self, name: str | None = None) -> dict[str, Any]:
+        """``{name: value}`` for a value logged once, ``{name: [values...]}`` for a series."""
+        if not self._record()["collected"]:
+            self.refresh()
+        rows = self.workspace.store.get_metric_rows(self.id, name)
+        records = [{"name": r["name"], "kind": r["kind"], "value": json.loads(r["value"])} for r in rows]
+        return summarize(records, name)
+
+    def get_metric_history(self, name: str) -> list[dict[str, Any]]:
+        """Every value of one metric with its step and time, in logging order."""
+        return [
+            {"value": json.loads(r["value"]), "step": r["step"], "time": r["logged_at"]}
+            for r in self.workspace.store.get_metric_rows(self.id, name)
+        ]
+
+    def get_details(self) -> dict[str, Any]:
+        record = self._record()
+        events = self.workspace.store.get_events(self.id)
+        times = {e["status"]: e["at"] for e in events}
+        start = times.get(RunStatus.RUNNING.value)
+        end = next((times[s.value] for s in RunStatus if s.is_terminal and s.value in times), None)
+        return {
+            "run_id": record["id"],
+            "experiment": record["experiment"],
+            "status": record["status"],
+            "target": record["target"],
+            "source_directory": record["source_directory"],
+            "script": record["script"],
+            "arguments": record["arguments"],
+            "snapshot_id": record["snapshot_id"],
+            "environment": record["environment"],
+            "tags": record["tags"],
+            "properties": record["properties"],
+            "created_at": _iso(record["created_at"]),
+            "start_time": _iso(start),
+            "end_time": _iso(end),
+            "duration_seconds": (end - start) if start and end else None,
+            "state_times": {e["status"]: _iso(e["at"]) for e in events},
+            "exit_code": record["exit_code"],
+            "error": record["error"],
+            "output_dir": str(self.output_dir) if record["collected"] else None,
+        }
+
+    def get_file_names(self) -> list[str]:
+        if self._record()["collected"]:
+            return list_run_files(self.output_dir)
+        return self.target.list_files(self.id)
+
+    def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None) -> Path:
+        """Copy one run file (a name from ``get_file_names()``) to ``output_file_path``."""
+        if name not in self.get_file_names():
+            raise FileNotFoundError(f"Run {self.id} has no file {name!r}; see get_file_names().")
+        dest = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
+        if dest.is_dir():
+            dest = dest / Path(name).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self._record()["collected"]:
+            shutil.copyfile(self.output_dir.joinpath(*name.split("/")), dest)
+        else:
+            dest.write_bytes(self.target.read_file(self.id, name))
+        return dest
+
+    def get_log_tail(self, max_lines: int = 30, max_bytes: int = 64 * 1024) -> str:
+        size = self.target_log_size()
+        data = self.read_log(max(0, size - max_bytes))
+        return "\n".join(data.decode("utf-8", "replace").splitlines()[-max_lines:])
+
+    def target_log_size(self) -> int:
+        if self._record()["collected"]:
+            path = self.output_dir / STD_LOG
+            return path.stat().st_size if path.exists() else 0
+        return self.target.file_size(self.id, STD_LOG)
+
+    def read_log(self, offset: int = 0) -> bytes:
+        """The run's stdout+stderr from ``offset`` (bytes), from the target or the collected copy."""
+        if self._record()["collected"]:
+            path = self.output_dir / STD_LOG
+            if not path.exists():
+                return b""
+            with open(path, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        return self.target.read_file(self.id, STD_LOG, offset)
+
+
+class LogFollower:
+    """Yields complete new log lines on each call: the log streams by offset, never re-read."""
+
+    def __init__(self, run: Run, offset: int = 0):
+        self.run = run
+        self.offset = offset
+        self._partial = b""
+
+    def read(self, final: bool = False) -> list[str]:
+        data = self.run.read_log(self.offset)
+        self.offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if final and self._partial:
+            lines.append(self._partial)
+            self._partial = b""
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+
+def list_run_files(run_dir: Path) -> list[str]:
+    """Names of a run folder's files under ``outputs/`` and ``logs/``, as ``get_file_names`` gives them."""
+    names = []
+    for top in ("outputs", "logs"):
+        for dirpath, _dirs, files in os.walk(run_dir / top):
+            rel = Path(dirpath).relative_to(run_dir).as_posix()
+            names += [f"{rel}/{f}" for f in files]
+    return sorted(names)
+
+
+def _history(runner: dict[str, Any] | None) -> list[tuple[RunStatus, float, str | None]]:
+    if not runner:
+        return []
+    out = []
+    for item in runner.get("history", []):
+        try:
+            out.append((RunStatus(item[0]), float(item[1]), None))
+        except (ValueError, IndexError, TypeError):
+            continue
+    return out
+
+
+def _terminal(runner: dict[str, Any] | None) -> bool:
+    try:
+        return bool(runner) and RunStatus(runner["state"]).is_terminal  # type: ignore[index]
+    except (ValueError, KeyError):
+        return False

@@ -1,0 +1,89 @@
+"""ScriptRunConfig: what to run (folder, script, arguments), where, and in which environment."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mltrain.core.environment import Environment
+from airflow_provider_mltrain.core.errors import InvalidRunConfig
+
+if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.compute import ComputeTarget
+
+
+@dataclass
+class ScriptRunConfig:
+    source_directory: str | os.PathLike[str]
+    script: str
+    arguments: Sequence[Any] = ()
+    compute_target: str | ComputeTarget = "local"
+    environment: Environment | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def resolved_source_directory(self) -> Path:
+        raw = self.source_directory
+        if raw is None or str(raw) == "":
+            raise InvalidRunConfig("source_directory is empty. Pass the folder that holds the script.")
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise InvalidRunConfig(
+                f"source_directory {path} does not exist. Pass the folder that holds the script."
+            )
+        if not path.is_dir():
+            raise InvalidRunConfig(f"source_directory {path} is not a folder. Pass the folder that holds the script.")
+        return path.resolve()
+
+    def resolved_script(self, source: Path) -> str:
+        """The script as a clean relative POSIX path inside ``source``."""
+        script = self.script
+        if not isinstance(script, str) or not script.strip():
+            raise InvalidRunConfig("script is empty. Name the script to run, relative to source_directory.")
+        raw = Path(script).expanduser()
+        candidate = raw if raw.is_absolute() else source / raw
+        lexical = Path(os.path.normpath(candidate))
+        try:
+            rel = lexical.relative_to(source)
+        except ValueError:
+            raise InvalidRunConfig(
+                f"script {script!r} is outside source_directory {source}. Only the source folder "
+                "travels to the compute target: move the script into it, or pick a source_directory "
+                "that contains it."
+            ) from None
+        if str(rel) in ("", "."):
+            raise InvalidRunConfig(f"script {script!r} names source_directory itself, not a script in it.")
+        if lexical.is_symlink():
+            raise InvalidRunConfig(f"script {script!r} is a symlink; name the file it points to instead.")
+        if not lexical.exists():
+            raise InvalidRunConfig(f"script {script!r} does not exist in {source}.")
+        if lexical.is_dir():
+            raise InvalidRunConfig(f"script {script!r} is a folder, not a Python file, in {source}.")
+        return rel.as_posix()
+
+    def resolved_arguments(self) -> list[str]:
+        args = self.arguments
+        if args is None:
+            return []
+        if isinstance(args, (str, bytes)):
+            raise InvalidRunConfig(
+                f"arguments must be a list, got the string {args!r}. Split it into items, "
+                "for example ['--epochs', '5']."
+            )
+        if not isinstance(args, Sequence):
+            raise InvalidRunConfig(f"arguments must be a list of strings or numbers, got {type(args).__name__}.")
+        out = []
+        for i, arg in enumerate(args):
+            if isinstance(arg, bool) or not isinstance(arg, (str, numbers.Real)):
+                raise InvalidRunConfig(
+                    f"arguments[{i}] is {arg!r} ({type(arg).__name__}); arguments must be strings or "
+                    "numbers. Convert it with str() to pass it as text."
+                )
+            text = str(arg)
+            if "\0" in text:
+                raise InvalidRunConfig(f"arguments[{i}] contains a NUL byte, which no process argument can hold.")
+            out.append(text)
+        return out

@@ -1,0 +1,488 @@
+"""Content-addressed snapshots of a source directory.
+
+A snapshot is a manifest (path -> blob hash, size, mode; symlinks; empty folders) plus the blobs it
+names. Its id is the hash of the manifest, so the same tree always gives the same id and a target
+that already holds a blob never receives it again. Blobs are copied into the store when the snapshot
+is taken: what a run sees is fixed at submission, whatever happens to the source folder afterwards.
+
+Ignore rules: in every folder, ``.mltrainignore`` (gitignore syntax) if present, else ``.gitignore``;
+deeper files override shallower ones, as in git. ``.git/``, ``__pycache__/`` and virtualenvs are
+always left out. Limits are checked after a stat-only walk, before any file is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from airflow_provider_mltrain.core.errors import SnapshotError, SnapshotTooLarge
+from airflow_provider_mltrain.core.settings import SnapshotLimits
+
+log = logging.getLogger(__name__)
+
+IGNORE_FILES = (".mltrainignore", ".gitignore")
+ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".hg", ".svn", ".mltrain"})
+MANIFEST_VERSION = 1
+# Cached hashes of files modified this close to the cache write are not trusted (git's "racy clean").
+RACY_WINDOW_NS = 2_000_000_000
+SMALL_FILE = 1 << 20
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    hash: str
+    size: int
+    mode: int  # 0o755 or 0o644, as git keeps it
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable manifest. ``files``, ``symlinks`` and ``dirs`` are sorted by path."""
+
+    id: str
+    files: tuple[FileEntry, ...]
+    symlinks: tuple[tuple[str, str], ...] = ()
+    dirs: tuple[str, ...] = ()
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def paths(self) -> list[str]:
+        return sorted([f.path for f in self.files] + [p for p, _ in self.symlinks])
+
+    def to_dict(self) -> dict:
+        return {
+            "version": MANIFEST_VERSION,
+            "files": [[f.path, f.hash, f.size, f.mode] for f in self.files],
+            "symlinks": [list(s) for s in self.symlinks],
+            "dirs": list(self.dirs),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, snapshot_id: str | None = None) -> Snapshot:
+        files = tuple(FileEntry(p, h, int(s), int(m)) for p, h, s, m in data["files"])
+        symlinks = tuple((p, t) for p, t in data.get("symlinks", ()))
+        dirs = tuple(data.get("dirs", ()))
+        for path in [f.path for f in files] + [p for p, _ in symlinks] + list(dirs):
+            _check_relative(path)
+        body = _canonical({"version": MANIFEST_VERSION, "files": data["files"], **_rest(symlinks, dirs)})
+        computed = hashlib.sha256(body).hexdigest()
+        if snapshot_id is not None and snapshot_id != computed:
+            raise SnapshotError(f"Snapshot manifest {snapshot_id} is corrupt (its content hashes to {computed}).")
+        return cls(id=computed, files=files, symlinks=symlinks, dirs=dirs)
+
+
+def _rest(symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> dict:
+    return {"symlinks": [list(s) for s in symlinks], "dirs": list(dirs)}
+
+
+def _canonical(data: dict) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _check_relative(path: str) -> None:
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise SnapshotError(f"Snapshot path {path!r} is not a plain relative path; refusing to use it.")
+
+
+@dataclass
+class _Scanned:
+    path: str
+    size: int
+    mode: int
+    sig: tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    files: list[_Scanned] = field(default_factory=list)
+    symlinks: list[tuple[str, str]] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    root_ignore_file: str | None = None
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+class _IgnoreRules:
+    """The ignore files met on the way down, deepest last."""
+
+    def __init__(self) -> None:
+        self._specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+
+    def child(self, rel_dir: str, folder: Path) -> _IgnoreRules:
+        for name in IGNORE_FILES:
+            path = folder / name
+            try:
+                lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise SnapshotError(f"Cannot read ignore file {path}: {exc.strerror}.") from exc
+            try:
+                spec = pathspec.GitIgnoreSpec.from_lines(lines)
+            except Exception as exc:
+                raise SnapshotError(f"Ignore file {path} has a line pathspec cannot parse: {exc}") from exc
+            new = _IgnoreRules()
+            new._specs = [*self._specs, (rel_dir, spec)]
+            return new
+        return self
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        verdict = False
+        for base, spec in self._specs:
+            sub = rel[len(base) + 1 :] if base else rel
+            result = spec.check_file(sub + "/" if is_dir else sub).include
+            if result is not None:
+                verdict = result
+        return verdict
+
+
+def _is_virtualenv(folder: str) -> bool:
+    return os.path.exists(os.path.join(folder, "pyvenv.cfg")) or os.path.exists(
+        os.path.join(folder, "conda-meta")
+    )
+
+
+def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
+    """Walk the tree with ``lstat`` only: what a snapshot would hold, nothing read or hashed."""
+    root = Path(source_dir)
+    if not root.exists():
+        raise SnapshotError(f"source_directory {root} does not exist. Pass the folder that holds the script.")
+    if not root.is_dir():
+        raise SnapshotError(f"source_directory {root} is not a folder. Pass the folder that holds the script.")
+    root = root.resolve()
+    result = ScanResult(root=root)
+    rules = _IgnoreRules().child("", root)
+    for name in IGNORE_FILES:
+        if (root / name).is_file():
+            result.root_ignore_file = name
+            break
+    stack: list[tuple[str, str, _IgnoreRules]] = [("", str(root), rules)]
+    while stack:
+        rel_dir, abs_dir, rules = stack.pop()
+        try:
+            entries = list(os.scandir(abs_dir))
+        except OSError as exc:
+            raise SnapshotError(
+                f"Cannot list folder {abs_dir}: {exc.strerror}. Make it readable, or leave it out "
+                f"with an entry in {root / '.mltrainignore'}."
+            ) from exc
+        kept_any = False
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_symlink():
+                    if rules.ignored(rel, is_dir=False):
+                        continue
+                    target = os.readlink(entry.path)
+                    if _escapes(rel, target):
+                        log.warning(
+                            "Symlink %s points outside the source folder (%s); it is kept as a link "
+                            "and never followed.",
+                            rel,
+                            target,
+                        )
+                    result.symlinks.append((rel, target))
+                    kept_any = True
+                elif entry.is_dir(follow_symlinks=False):
+                    if entry.name in ALWAYS_EXCLUDED_DIRS or _is_virtualenv(entry.path):
+                        continue
+                    if rules.ignored(rel, is_dir=True):
+                        continue
+                    stack.append((rel, entry.path, rules.child(rel, Path(entry.path))))
+                    kept_any = True
+                elif entry.is_file(follow_symlinks=False):
+                    if rules.ignored(rel, is_dir=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    mode = 0o755 if st.st_mode & 0o111 else 0o644
+                    sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                    result.files.append(_Scanned(rel, st.st_size, mode, sig))
+                    kept_any = True
+                else:
+                    log.warning("Leaving out %s: not a regular file, folder or symlink.", rel)
+            except OSError as exc:
+                raise SnapshotError(f"Cannot read {entry.path}: {exc.strerror}.") from exc
+        if rel_dir and not kept_any:
+            result.dirs.append(rel_dir)
+    result.files.sort(key=lambda f: f.path)
+    result.symlinks.sort()
+    result.dirs.sort()
+    return result
+
+
+def _escapes(rel: str, target: str) -> bool:
+    if os.path.isabs(target):
+        return True
+    joined = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+    return joined == ".." or joined.startswith("../")
+
+
+def check_limits(result: ScanResult, limits: SnapshotLimits) -> None:
+    count = len(result.files) + len(result.symlinks)
+    total = result.total_size
+    if count <= limits.max_files and total <= limits.max_bytes:
+        return
+    lines = [
+        f"Snapshot of {result.root} is too large: {_mb(total)} in {count:,} files "
+        f"(limits: {_mb(limits.max_bytes)}, {limits.max_files:,} files)."
+    ]
+    biggest = sorted(result.files, key=lambda f: f.size, reverse=True)[:5]
+    lines.append("Largest files:")
+    lines += [f"  {_mb(f.size):>10}  {f.path}" for f in biggest]
+    folders: dict[str, list[int]] = {}
+    for f in result.files:
+        parts = f.path.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            agg = folders.setdefault("/".join(parts[:depth]) + "/", [0, 0])
+            agg[0] += f.size
+            agg[1] += 1
+    if folders:
+        by = 1 if count > limits.max_files and total <= limits.max_bytes else 0
+        lines.append("Largest folders:")
+        for name, (size, n) in sorted(folders.items(), key=lambda kv: kv[1][by], reverse=True)[:5]:
+            lines.append(f"  {_mb(size):>10}  {name} ({n:,} files)")
+    ignore = result.root / (
+        result.root_ignore_file if result.root_ignore_file == ".mltrainignore" else ".mltrainignore"
+    )
+    note = " (it takes precedence over .gitignore)" if result.root_ignore_file == ".gitignore" else ""
+    lines.append(
+        f"Leave out what the script does not need by listing it in {ignore}{note}, in gitignore "
+        "syntax; or raise the limits with MLTRAIN_SNAPSHOT_MAX_SIZE_MB / MLTRAIN_SNAPSHOT_MAX_FILES "
+        "([mltrain] snapshot_max_size_mb / snapshot_max_files)."
+    )
+    raise SnapshotTooLarge("\n".join(lines))
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+class SnapshotStore:
+    """Blobs and manifests under ``<workspace>/snapshots``, with a stat cache per source folder."""
+
+    def __init__(self, root: str | os.PathLike[str], workers: int | None = None):
+        self.root = Path(root)
+        self.blobs = self.root / "blobs"
+        self.manifests = self.root / "manifests"
+        self.statcache = self.root / "statcache"
+        self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
+        self._made_dirs: set[str] = set()
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest[:2] / digest[2:]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def take(self, source_dir: str | os.PathLike[str], limits: SnapshotLimits | None = None) -> Snapshot:
+        """Snapshot ``source_dir``: limits first, then hash (trusting the stat cache), then store."""
+        result = scan(source_dir)
+        check_limits(result, limits or SnapshotLimits.from_settings())
+        cache_file = self.statcache / (hashlib.sha256(str(result.root).encode()).hexdigest()[:24] + ".json")
+        cache = self._load_cache(cache_file)
+        started_ns = time.time_ns()
+        todo: list[_Scanned] = []
+        digests: dict[str, tuple[str, int]] = {}
+        trusted_before = cache.get("written_at_ns", 0) - RACY_WINDOW_NS
+        entries = cache.get("entries", {})
+        for f in result.files:
+            hit = entries.get(f.path)
+            if hit and tuple(hit[:4]) == f.sig and f.sig[1] < trusted_before and self.has_blob(hit[4]):
+                digests[f.path] = (hit[4], f.size)
+            else:
+                todo.append(f)
+        if todo:
+            for f, (digest, size) in zip(todo, self._store_all(result.root, todo)):
+                digests[f.path] = (digest, size)
+        files = tuple(FileEntry(f.path, digests[f.path][0], digests[f.path][1], f.mode) for f in result.files)
+        snap = Snapshot.from_dict(
+            {
+                "version": MANIFEST_VERSION,
+                "files": [[e.path, e.hash, e.size, e.mode] for e in files],
+                **_rest(result.symlinks, result.dirs),
+            }
+        )
+        self._write_manifest(snap)
+        if todo or len(entries) != len(result.files):
+            new_entries = {f.path: [*f.sig, digests[f.path][0]] for f in result.files}
+            self._save_cache(cache_file, {"written_at_ns": started_ns, "entries": new_entries})
+        return snap
+
+    def get(self, snapshot_id: str) -> Snapshot:
+        path = self.manifests / snapshot_id[:2] / f"{snapshot_id}.json"
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise SnapshotError(f"Snapshot {snapshot_id} is not in the store at {self.root}.") from None
+        return Snapshot.from_dict(data, snapshot_id)
+
+    def materialize(self, snapshot: Snapshot, dest: str | os.PathLike[str]) -> None:
+        """Write the snapshot's files into ``dest`` (which must not exist yet or be empty)."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        link_paths = {p for p, _ in snapshot.symlinks}
+        for d in snapshot.dirs:
+            _check_under_links(d, link_paths)
+            (dest / d).mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        for f in snapshot.files:
+            _check_under_links(f.path, link_paths)
+            target = dest / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.blob_path(f.hash), "rb") as src:
+                fd = os.open(target, flags, f.mode)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+            os.chmod(target, f.mode)
+        for path, link_target in snapshot.symlinks:
+            _check_under_links(path, link_paths - {path})
+            (dest / path).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(link_target, dest / path)
+
+    def iter_blob_paths(self, snapshot: Snapshot) -> Iterator[tuple[FileEntry, Path]]:
+        for f in snapshot.files:
+            yield f, self.blob_path(f.hash)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _store_all(self, root: Path, files: list[_Scanned]) -> list[tuple[str, int]]:
+        if len(files) == 1 or self.workers == 1:
+            return [self._store_one(root, f) for f in files]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda f: self._store_one(root, f), files))
+
+    def _store_one(self, root: Path, f: _Scanned) -> tuple[str, int]:
+        """Hash the file's bytes and store exactly those bytes; returns (digest, size read)."""
+        path = os.path.join(root, f.path)
+        try:
+            with open(path, "rb") as src:
+                if f.size <= SMALL_FILE:
+                    data = src.read()
+                    digest = hashlib.sha256(data).hexdigest()
+                    if not self.has_blob(digest):
+                        self._write_blob(digest, data)
+                    return digest, len(data)
+                return self._stream_blob(src)
+        except PermissionError as exc:
+            raise SnapshotError(
+                f"Cannot read {path}: permission denied. Make it readable, or leave it out by adding "
+                f"{f.path!r} to {root / '.mltrainignore'}."
+            ) from exc
+        except OSError as exc:
+            raise SnapshotError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+
+    def _blob_dir(self, digest: str) -> Path:
+        folder = self.blobs / digest[:2]
+        if digest[:2] not in self._made_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(digest[:2])
+        return folder
+
+    def _write_blob(self, digest: str, data: bytes) -> None:
+        folder = self._blob_dir(digest)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, folder / digest[2:])
+
+    def _stream_blob(self, src) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".tmp-")
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            digest = hasher.hexdigest()
+            if self.has_blob(digest):
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, self._blob_dir(digest) / digest[2:])
+            return digest, size
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _write_manifest(self, snap: Snapshot) -> None:
+        folder = self.manifests / snap.id[:2]
+        path = folder / f"{snap.id}.json"
+        if path.exists():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, _canonical(snap.to_dict()))
+
+    def _load_cache(self, path: Path) -> dict:
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_cache(self, path: Path, data: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _check_under_links(path: str, link_paths: set[str]) -> None:
+    _check_relative(path)
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        if "/".join(parts[:depth]) in link_paths:
+            raise SnapshotError(f"Snapshot path {path!r} lies under a symlink; refusing to write through it.")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def diff(old: Snapshot, new: Snapshot) -> dict[str, list[str]]:
+    """Paths added, removed and changed between two snapshots."""
+    a = {f.path: (f.hash, f.mode) for f in old.files} | {p: ("link", t) for p, t in old.symlinks}
+    b = {f.path: (f.hash, f.mode) for f in new.files} | {p: ("link", t) for p, t in new.symlinks}
+    return {
+        "added": sorted(b.keys() - a.keys()),
+        "removed": sorted(a.keys() - b.keys()),
+        "changed": sorted(p for p in a.keys() & b.keys() if a[p] != b[p]),
+    }
+
+
+__all__ = [
+    "FileEntry",
+    "ScanResult",
+    "Snapshot",
+    "SnapshotStore",
+    "check_limits",
+    "diff",
+    "scan",
+]

@@ -1,0 +1,240 @@
+"""The run store: runs, their state transitions and metrics, on SQLAlchemy.
+
+SQLite (the default) runs in WAL mode with ``BEGIN IMMEDIATE`` write transactions and a busy
+timeout, so several processes (workers, triggerer, CLI) can write at once without "database is
+locked" errors. Any other SQLAlchemy URL (PostgreSQL for multi-host deployments) works unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from airflow_provider_mltrain.core.states import RunStatus
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "mltrain_runs",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("experiment", sa.String(255), nullable=False, index=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("source_directory", sa.Text, nullable=False),
+    sa.Column("script", sa.Text, nullable=False),
+    sa.Column("arguments", sa.Text, nullable=False),
+    sa.Column("snapshot_id", sa.String(64), nullable=False),
+    sa.Column("environment", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("properties", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("metrics_offset", sa.BigInteger, nullable=False, default=0),
+    sa.Column("collected", sa.Boolean, nullable=False, default=False),
+)
+
+run_events = sa.Table(
+    "mltrain_run_events",
+    metadata,
+    sa.Column("run_id", sa.String(255), primary_key=True),
+    sa.Column("status", sa.String(32), primary_key=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+)
+
+metrics = sa.Table(
+    "mltrain_metrics",
+    metadata,
+    sa.Column("run_id", sa.String(255), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("step", sa.BigInteger, nullable=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("logged_at", sa.Float, nullable=False),
+)
+
+meta = sa.Table(
+    "mltrain_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+JSON_COLUMNS = ("arguments", "environment", "tags", "properties")
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 60000")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def get_engine(url: str) -> Engine:
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _sqlite_engine(url) if url.startswith("sqlite") else sa.create_engine(url, pool_pre_ping=True)
+            _create_schema(engine)
+            _engines[url] = engine
+        return engine
+
+
+def _create_schema(engine: Engine) -> None:
+    for attempt in range(5):
+        try:
+            with engine.begin() as conn:
+                metadata.create_all(conn, checkfirst=True)
+                if conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
+                    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            return
+        except (OperationalError, IntegrityError):
+            # Another process created the tables between our check and our CREATE.
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _decode(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    for key in JSON_COLUMNS:
+        if key in data and isinstance(data[key], str):
+            data[key] = json.loads(data[key])
+    return data
+
+
+def _encode(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for key in JSON_COLUMNS:
+        if key in out and not isinstance(out[key], str):
+            out[key] = json.dumps(out[key], sort_keys=True)
+    return out
+
+
+class RunExists(Exception):
+    pass
+
+
+class RunStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = get_engine(url)
+
+    def create_run(self, record: dict[str, Any], at: float | None = None) -> None:
+        now = at or time.time()
+        values = _encode({"created_at": now, "updated_at": now, "metrics_offset": 0, "collected": False, **record})
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(runs.insert().values(**values))
+                conn.execute(run_events.insert().values(run_id=record["id"], status=record["status"], at=now))
+        except IntegrityError as exc:
+            raise RunExists(record["id"]) from exc
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return _decode(row) if row else None
+
+    def list_runs(
+        self, experiment: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        if experiment is not None:
+            query = query.where(runs.c.experiment == experiment)
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_decode(r) for r in conn.execute(query)]
+
+    def list_experiments(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(sa.select(runs.c.experiment).distinct()))
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(updated_at=time.time(), **_encode(fields)))
+
+    def record_states(self, run_id: str, states: Iterable[tuple[RunStatus, float, str | None]]) -> RunStatus:
+        """Record transitions not seen yet and move the run's status forward, never back.
+
+        A terminal state, once recorded, is final: a late "Running" from a slow reader cannot undo it.
+        Returns the status after the update.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).first()
+            if row is None:
+                raise KeyError(run_id)
+            current = RunStatus(row[0])
+            seen = {r[0] for r in conn.execute(sa.select(run_events.c.status).where(run_events.c.run_id == run_id))}
+            for state, at, detail in states:
+                if current.is_terminal:
+                    break
+                if state.value not in seen:
+                    conn.execute(run_events.insert().values(run_id=run_id, status=state.value, at=at, detail=detail))
+                    seen.add(state.value)
+                if state.rank > current.rank or (state.is_terminal and not current.is_terminal):
+                    current = state
+            conn.execute(
+                runs.update().where(runs.c.id == run_id).values(status=current.value, updated_at=time.time())
+            )
+            return current
+
+    def get_events(self, run_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.at))
+            return [dict(r._mapping) for r in rows]
+
+    def ingest_metrics(self, run_id: str, old_offset: int, new_offset: int, records: list[dict[str, Any]]) -> bool:
+        """Store metric records read from ``[old_offset, new_offset)`` of the run's metrics file.
+
+        The offset moves by compare-and-set, so two controllers reading the same file at once
+        store each record once. Returns False when another controller got there first.
+        """
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.metrics_offset == old_offset)
+                .values(metrics_offset=new_offset)
+            ).rowcount
+            if moved != 1:
+                return False
+            if records:
+                conn.execute(metrics.insert(), records)
+        return True
+
+    def get_metric_rows(self, run_id: str, name: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(metrics).where(metrics.c.run_id == run_id).order_by(metrics.c.seq)
+        if name is not None:
+            query = query.where(metrics.c.name == name)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]

@@ -1,0 +1,62 @@
+"""Workspace: the root folder and run store that hold experiments, runs and snapshots."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from airflow_provider_mltrain.core import settings
+from airflow_provider_mltrain.core.errors import RunNotFound
+from airflow_provider_mltrain.core.run import Run
+from airflow_provider_mltrain.core.settings import SnapshotLimits
+from airflow_provider_mltrain.core.snapshot import SnapshotStore
+from airflow_provider_mltrain.core.store import RunStore
+
+
+class Workspace:
+    """``Workspace()`` finds its root from ``MLTRAIN_WORKSPACE``, ``[mltrain] workspace``, or
+    ``$AIRFLOW_HOME/mltrain``; its run store from ``MLTRAIN_DATABASE_URL`` /
+    ``[mltrain] database_url``, or a SQLite file in the root."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        database_url: str | None = None,
+        snapshot_limits: SnapshotLimits | None = None,
+    ):
+        self.root = Path(root).expanduser().absolute() if root else settings.workspace_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.database_url = database_url or settings.database_url(self.root)
+        self._snapshot_limits = snapshot_limits
+
+    def __repr__(self) -> str:
+        return f"Workspace(root={str(self.root)!r})"
+
+    @cached_property
+    def store(self) -> RunStore:
+        return RunStore(self.database_url)
+
+    @cached_property
+    def snapshots(self) -> SnapshotStore:
+        return SnapshotStore(self.root / "snapshots")
+
+    @property
+    def snapshot_limits(self) -> SnapshotLimits:
+        return self._snapshot_limits or SnapshotLimits.from_settings()
+
+    def run_files_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def get_run(self, run_id: str) -> Run:
+        if self.store.get_run(run_id) is None:
+            raise RunNotFound(f"Run {run_id!r} is not in the run store at {self.store.url}.")
+        return Run(self, run_id)
+
+    def experiment(self, name: str):  # type: ignore[no-untyped-def]
+        from airflow_provider_mltrain.core.experiment import Experiment
+
+        return Experiment(self, name)
+
+    def list_experiments(self) -> list[str]:
+        return self.store.list_experiments()

@@ -1,0 +1,178 @@
+"""ScriptRunOperator: snapshot a folder, run its script on a compute target, follow it to the end."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mltrain.core.environment import Environment
+from airflow_provider_mltrain.core.errors import MLTrainError, RunTimeout
+from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.run import Run
+from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.version_compat import AirflowException, AirflowTaskTimeout, BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+XCOM_RUN_ID = "run_id"
+XCOM_RUN_DETAILS = "run_details"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def run_id_for_task(dag_id: str, task_id: str, airflow_run_id: str, map_index: int = -1, attempt: int = 1) -> str:
+    """The run id of a task instance, fixed before submission so a retry finds the same run.
+
+    Readable parts (truncated, made file- and label-safe) plus a hash of the exact identity, so two
+    task instances never share an id. ``attempt`` > 1 names the fresh run that follows a failed one.
+    """
+    identity = f"{dag_id}\0{task_id}\0{airflow_run_id}\0{map_index}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
+    parts = [_UNSAFE.sub("_", p).strip("._-")[:60] or "x" for p in (dag_id, task_id, airflow_run_id)]
+    if map_index >= 0:
+        parts.append(f"m{map_index}")
+    run_id = ".".join([*parts, digest])
+    return run_id if attempt <= 1 else f"{run_id}.a{attempt}"
+
+
+class ScriptRunOperator(BaseOperator):
+    """Run ``script`` from ``source_directory`` on ``compute_target`` and record it in ``experiment_name``.
+
+    The task's return value (XCom) is the run id; the run's details go to the ``run_details`` XCom
+    key. While waiting, the run's stdout and stderr stream into the task log. A failed run fails the
+    task with its exit code and the tail of its log; ``timeout`` cancels the run and fails the task.
+
+    A retry of the same task instance reattaches to its run while it is active, returns a completed
+    run without running it again, and starts a fresh run (linked to the old one) after a failure.
+    """
+
+    template_fields: Sequence[str] = (
+        "experiment_name",
+        "source_directory",
+        "script",
+        "arguments",
+        "compute_target",
+        "tags",
+    )
+    template_fields_renderers = {"arguments": "json", "tags": "json"}
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self,
+        *,
+        experiment_name: str,
+        source_directory: str,
+        script: str,
+        arguments: Sequence[Any] = (),
+        compute_target: str = "local",
+        environment: Environment | None = None,
+        tags: dict[str, Any] | None = None,
+        wait_for_completion: bool = True,
+        poll_interval: float = 10.0,
+        timeout: float | timedelta | None = None,
+        cancel_grace_period: float = 10.0,
+        workspace: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.experiment_name = experiment_name
+        self.source_directory = source_directory
+        self.script = script
+        self.arguments = list(arguments) if isinstance(arguments, tuple) else arguments
+        self.compute_target = compute_target
+        self.environment = environment
+        self.tags = tags or {}
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        self.cancel_grace_period = cancel_grace_period
+        self.workspace = workspace
+        self._run: Run | None = None
+
+    def _workspace(self) -> Workspace:
+        return Workspace(self.workspace) if self.workspace else Workspace()
+
+    def _pick_run_id(self, workspace: Workspace, ti: Any) -> tuple[str, str | None]:
+        """The id to submit under, and the failed run it follows (if any)."""
+        map_index = getattr(ti, "map_index", -1)
+        map_index = -1 if map_index is None else int(map_index)
+        attempt, previous = 1, None
+        while True:
+            run_id = run_id_for_task(ti.dag_id, ti.task_id, ti.run_id, map_index, attempt)
+            record = workspace.store.get_run(run_id)
+            if record is None:
+                return run_id, previous
+            status = Run(workspace, run_id).refresh()
+            if status in (RunStatus.FAILED, RunStatus.CANCELED):
+                attempt, previous = attempt + 1, run_id
+                continue
+            self.log.info("Run %s exists (%s): attaching to it instead of submitting again.", run_id, status.value)
+            return run_id, previous
+
+    def execute(self, context: Context) -> str:
+        ti = context["ti"]
+        workspace = self._workspace()
+        config = ScriptRunConfig(
+            source_directory=self.source_directory,
+            script=self.script,
+            arguments=self.arguments,
+            compute_target=self.compute_target,
+            environment=self.environment,
+        )
+        run_id, previous = self._pick_run_id(workspace, ti)
+        properties = {
+            "airflow.dag_id": ti.dag_id,
+            "airflow.task_id": ti.task_id,
+            "airflow.run_id": ti.run_id,
+            "airflow.map_index": str(getattr(ti, "map_index", -1)),
+        }
+        if previous:
+            properties["mltrain.previous_run_id"] = previous
+        try:
+            run = Experiment(workspace, self.experiment_name).submit(
+                config, tags=self.tags, run_id=run_id, properties=properties
+            )
+        except MLTrainError as exc:
+            raise AirflowException(f"mltrain: run not submitted: {exc}") from exc
+        self._run = run
+        ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
+        self.log.info("Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name)
+        if not self.wait_for_completion:
+            return run.id
+        try:
+            details = run.wait_for_completion(
+                timeout=self.timeout,
+                raise_on_error=False,
+                poll_interval=self.poll_interval,
+                log_callback=lambda line: self.log.info("%s", line),
+            )
+        except RunTimeout:
+            self.log.warning("Run %s did not end within %s s: canceling it.", run.id, self.timeout)
+            run.cancel(self.cancel_grace_period)
+            ti.xcom_push(key=XCOM_RUN_DETAILS, value=run.get_details())
+            raise AirflowException(f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled.")
+        except AirflowTaskTimeout:
+            self.log.warning("Task execution_timeout reached: canceling run %s.", run.id)
+            run.cancel(self.cancel_grace_period)
+            raise
+        ti.xcom_push(key=XCOM_RUN_DETAILS, value=details)
+        if details["status"] != RunStatus.COMPLETED.value:
+            code = details["exit_code"]
+            raise AirflowException(
+                f"mltrain: run {run.id} {details['status'].lower()}"
+                + (f" with exit code {code}" if code not in (None, 0) else "")
+                + (f": {details['error']}" if details["error"] else "")
+                + f"\n--- last lines of the run's log ---\n{run.get_log_tail()}"
+            )
+        self.log.info("Run %s completed; outputs in %s", run.id, details["output_dir"])
+        return run.id
+
+    def on_kill(self) -> None:
+        if self._run is not None:
+            self.log.info("Task killed: canceling run %s.", self._run.id)
+            self._run.cancel(self.cancel_grace_period)

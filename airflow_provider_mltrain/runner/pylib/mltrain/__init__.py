@@ -1,0 +1,263 @@
+"""The in-script API: ``from mltrain import Run; run = Run.get_context(); run.log("accuracy", 0.93)``.
+
+Standard library only, any Python >= 3.9; the run supervisor puts this package on ``PYTHONPATH``
+on every target. Inside a run, each logged value is appended as one JSON line to the run's
+``logs/metrics.jsonl`` (one ``write`` per line, so several processes may log at once). Outside a
+run, ``Run.get_context()`` returns an offline run that keeps values in memory and logs them with
+``logging``, so the same script runs unchanged on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import os
+import shutil
+import threading
+import time
+
+__all__ = ["Experiment", "Run"]
+
+log = logging.getLogger("mltrain")
+
+
+def _plain(value, what):
+    """A JSON-ready copy of value: numpy scalars and arrays become Python numbers and lists."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist(), what)
+    if hasattr(value, "item") and callable(value.item):
+        return _plain(value.item(), what)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, what) for v in value]
+    raise TypeError(
+        "mltrain: %s must be a number, a string, a bool or a list of those; got %s. "
+        "Convert it first (for example float(x))." % (what, type(value).__name__)
+    )
+
+
+class Experiment:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return "Experiment(name=%r)" % self.name
+
+
+class Run:
+    """The run a script is part of. Get it with ``Run.get_context()``."""
+
+    _context = None
+    _context_lock = threading.Lock()
+
+    def __init__(self, run_id, experiment_name, metrics_file=None, run_dir=None):
+        self.id = run_id
+        self.experiment = Experiment(experiment_name)
+        self._metrics_file = metrics_file
+        self._run_dir = run_dir
+        self._offline_metrics = []
+        self._tags = {}
+        self._properties = {}
+
+    # -- obtaining the run ---------------------------------------------------------------------
+
+    @classmethod
+    def get_context(cls, allow_offline=True, **_ignored):
+        """The current run; outside a run, an offline run (or RuntimeError with allow_offline=False)."""
+        with cls._context_lock:
+            run_id = os.environ.get("MLTRAIN_RUN_ID")
+            if cls._context is not None and cls._context.id == (run_id or cls._context.id):
+                return cls._context
+            if run_id:
+                cls._context = cls(
+                    run_id,
+                    os.environ.get("MLTRAIN_EXPERIMENT", ""),
+                    os.environ.get("MLTRAIN_METRICS_FILE"),
+                    os.environ.get("MLTRAIN_RUN_DIR"),
+                )
+            elif allow_offline:
+                cls._context = _OfflineRun()
+            else:
+                raise RuntimeError("mltrain: this script is not running inside an mltrain run.")
+            return cls._context
+
+    @property
+    def offline(self):
+        return self._metrics_file is None
+
+    @property
+    def display_name(self):
+        return self.id
+
+    def __repr__(self):
+        return "Run(id=%r, experiment=%r)" % (self.id, self.experiment.name)
+
+    # -- logging -------------------------------------------------------------------------------
+
+    def _emit(self, kind, name, value, step=None, description=""):
+        if not isinstance(name, str) or not name:
+            raise TypeError("mltrain: a metric name must be a non-empty string, got %r" % (name,))
+        record = {"name": name, "kind": kind, "value": value, "step": step, "time": time.time()}
+        if description:
+            record["description"] = str(description)
+        if self.offline:
+            self._offline_metrics.append(record)
+            log.info("mltrain offline run: %s %s = %r%s", kind, name, value, "" if step is None else " @%s" % step)
+            return
+        line = json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n"
+        data = line.encode("utf-8")
+        fd = os.open(self._metrics_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def log(self, name, value, description="", step=None):
+        """Log one value; logging the same name again makes a series (a chart over steps)."""
+        value = _plain(value, "the value of metric %r" % name)
+        if isinstance(value, list):
+            raise TypeError("mltrain: run.log(%r, ...) takes one value; use run.log_list for a list." % name)
+        if step is not None:
+            step = int(step)
+        self._emit("scalar", name, value, step, description)
+
+    def log_list(self, name, value, description=""):
+        """Log a list of values under one name."""
+        value = _plain(list(value), "the values of metric %r" % name)
+        self._emit("list", name, value, None, description)
+
+    def log_row(self, name, description=None, **kwargs):
+        """Log one row of a table: ``run.log_row("epoch", n=1, loss=0.3)``."""
+        row = {str(k): _plain(v, "column %r of %r" % (k, name)) for k, v in kwargs.items()}
+        self._emit("row", name, row, None, description or "")
+
+    def log_table(self, name, value, description=""):
+        """Log a table as columns: ``run.log_table("t", {"x": [1, 2], "y": [3, 4]})``."""
+        table = {str(k): _plain(list(v), "column %r of %r" % (k, name)) for k, v in dict(value).items()}
+        self._emit("table", name, table, None, description)
+
+    def log_image(self, name, path=None, plot=None, description=""):
+        """Keep an image (a file, or a matplotlib figure/pyplot) as ``outputs/images/<name>.png``."""
+        folder = os.path.join(self._run_dir or ".", "snapshot", "outputs", "images") if self._run_dir else None
+        if self.offline or folder is None:
+            self._emit("image", name, path or "<plot>", None, description)
+            return
+        os.makedirs(folder, exist_ok=True)
+        base = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "image"
+        if path is not None:
+            ext = os.path.splitext(str(path))[1] or ".png"
+            dest = os.path.join(folder, base + ext)
+            shutil.copyfile(str(path), dest)
+        elif plot is not None:
+            dest = os.path.join(folder, base + ".png")
+            plot.savefig(dest)
+        else:
+            raise TypeError("mltrain: run.log_image(%r) needs path= or plot=." % name)
+        self._emit("image", name, "outputs/images/" + os.path.basename(dest), None, description)
+
+    # -- tags and properties -------------------------------------------------------------------
+
+    def set_tags(self, tags):
+        tags = {str(k): "" if v is None else str(v) for k, v in dict(tags).items()}
+        self._tags.update(tags)
+        self._emit("tags", "tags", tags)
+
+    def tag(self, key, value=None):
+        self.set_tags({key: value})
+
+    def get_tags(self):
+        return dict(self._tags)
+
+    def add_properties(self, properties):
+        props = {str(k): str(v) for k, v in dict(properties).items()}
+        self._properties.update(props)
+        self._emit("properties", "properties", props)
+
+    def get_properties(self):
+        return dict(self._properties)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def upload_file(self, name, path_or_stream):
+        """Copy a file into the run's outputs as ``name`` (a relative path under ``outputs/``)."""
+        name = str(name)
+        if name.startswith("outputs/"):
+            name = name[len("outputs/") :]
+        parts = name.replace("\\", "/").split("/")
+        if not name or os.path.isabs(name) or ".." in parts:
+            raise ValueError("mltrain: upload_file name %r must be a relative path inside outputs/." % name)
+        dest = os.path.join("outputs", *parts)
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        if hasattr(path_or_stream, "read"):
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(path_or_stream, out)
+        else:
+            shutil.copyfile(str(path_or_stream), dest)
+
+    # -- metrics read-back ---------------------------------------------------------------------
+
+    def get_metrics(self, name=None):
+        """Metrics logged so far in this process's run, in the shape ``Run.get_metrics`` returns."""
+        if self.offline:
+            records = list(self._offline_metrics)
+        else:
+            records = []
+            try:
+                with open(self._metrics_file, encoding="utf-8") as f:
+                    for line in f:
+                        if line.endswith("\n"):
+                            records.append(json.loads(line))
+            except FileNotFoundError:
+                pass
+        return summarize(records, name)
+
+    # -- lifecycle (the supervisor owns the run's state; these exist for compatibility) ----------
+
+    def complete(self, *_args, **_kwargs):
+        pass
+
+    def flush(self, *_args, **_kwargs):
+        pass
+
+    def fail(self, error_details=None, *_args, **_kwargs):
+        raise SystemExit("run marked failed: %s" % (error_details or "fail() called"))
+
+
+class _OfflineRun(Run):
+    def __init__(self):
+        Run.__init__(self, "OfflineRun_%d" % int(time.time()), "offline")
+
+
+def summarize(records, name=None):
+    """Group metric records by name: one value, or a list for a series (``get_metrics`` shape)."""
+    out = {}
+    for rec in records:
+        key = rec.get("name")
+        kind = rec.get("kind")
+        if kind in ("tags", "properties") or (name is not None and key != name):
+            continue
+        value = rec.get("value")
+        if isinstance(value, float) and math.isnan(value):
+            value = float("nan")
+        if kind == "row":
+            table = out.setdefault(key, {})
+            for col, v in value.items():
+                table.setdefault(col, []).append(v)
+        elif kind == "table":
+            out[key] = value
+        elif kind == "list":
+            out[key] = value
+        else:
+            if key in out:
+                prev = out[key]
+                out[key] = (prev if isinstance(prev, list) else [prev]) + [value]
+            else:
+                out[key] = value
+    return out

@@ -1,0 +1,293 @@
+"""The run supervisor: starts the script in a run folder and keeps ``status.json`` true.
+
+Standard library only, any Python >= 3.9: this file is copied to targets that have nothing else.
+
+Usage: ``python supervisor.py RUN_DIR [--detach]``. ``RUN_DIR`` holds ``run.json`` (what to run)
+and ``snapshot/`` (the script's working folder). With ``--detach`` the supervisor forks into its own
+session and the launching process returns as soon as the run is claimed, so the run outlives
+whoever started it. One supervisor per run folder: an exclusive ``flock`` on ``supervisor.lock``
+claims the run, and a folder whose ``status.json`` exists is never run twice.
+
+Cancel: create ``cancel_requested`` in the run folder and send SIGTERM to the supervisor. The
+script's process group gets SIGTERM, then SIGKILL after the grace period.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYLIB = os.path.join(HERE, "pylib")
+BOOTSTRAP = os.path.join(HERE, "bootstrap.py")
+
+STATUS = "status.json"
+SPEC = "run.json"
+LOCK = "supervisor.lock"
+CANCEL = "cancel_requested"
+STD_LOG = os.path.join("logs", "std_log.txt")
+METRICS = os.path.join("logs", "metrics.jsonl")
+
+
+def _now():
+    return time.time()
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class Supervisor:
+    def __init__(self, run_dir):
+        self.run_dir = os.path.abspath(run_dir)
+        with open(os.path.join(self.run_dir, SPEC), encoding="utf-8") as f:
+            self.spec = json.load(f)
+        self.status = {
+            "run_id": self.spec["run_id"],
+            "state": None,
+            "history": [],
+            "host": socket.gethostname(),
+            "supervisor_pid": os.getpid(),
+            "heartbeat_interval": float(self.spec.get("heartbeat_interval", 5)),
+        }
+        self.child = None
+        self.cancel_requested = False
+        self.lock_fd = None
+
+    # -- status --------------------------------------------------------------------------------
+
+    def set_state(self, state, **fields):
+        now = _now()
+        self.status.update(fields)
+        self.status["state"] = state
+        self.status["history"].append([state, now])
+        self.status["heartbeat"] = now
+        write_json_atomic(os.path.join(self.run_dir, STATUS), self.status)
+
+    def heartbeat(self):
+        self.status["heartbeat"] = _now()
+        write_json_atomic(os.path.join(self.run_dir, STATUS), self.status)
+
+    # -- claim ---------------------------------------------------------------------------------
+
+    def claim(self):
+        """Take the run folder's lock; False if another supervisor holds it or the run already ran."""
+        fd = os.open(os.path.join(self.run_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        if os.path.exists(os.path.join(self.run_dir, STATUS)):
+            os.close(fd)
+            return False
+        self.lock_fd = fd
+        os.set_inheritable(fd, False)
+        os.makedirs(os.path.join(self.run_dir, "logs"), exist_ok=True)
+        os.makedirs(os.path.join(self.run_dir, "outputs"), exist_ok=True)
+        self.set_state("Starting", started_at=_now())
+        return True
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def _environ(self):
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (self.spec.get("environment_variables") or {}).items()})
+        pythonpath = [PYLIB] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(pythonpath),
+                "PYTHONUNBUFFERED": "1",
+                "MLTRAIN_RUN_ID": self.spec["run_id"],
+                "MLTRAIN_EXPERIMENT": self.spec.get("experiment", ""),
+                "MLTRAIN_RUN_DIR": self.run_dir,
+                "MLTRAIN_METRICS_FILE": os.path.join(self.run_dir, METRICS),
+            }
+        )
+        return env
+
+    def start_script(self):
+        interpreter = self.spec.get("interpreter") or sys.executable
+        argv = [interpreter, BOOTSTRAP, self.spec["script"]] + [str(a) for a in self.spec.get("arguments", [])]
+        log = open(os.path.join(self.run_dir, STD_LOG), "ab")
+        try:
+            self.child = subprocess.Popen(
+                argv,
+                cwd=os.path.join(self.run_dir, "snapshot"),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environ(),
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            log.close()
+        self.set_state("Running", pid=self.child.pid, pgid=self.child.pid)
+
+    def _on_signal(self, signum, _frame):
+        self.cancel_requested = True
+
+    def wait(self):
+        interval = self.status["heartbeat_interval"]
+        grace = float(self.spec.get("kill_grace_period", 10))
+        next_beat = _now() + interval
+        kill_at = None
+        while True:
+            try:
+                return self.child.wait(timeout=min(interval, 0.5))
+            except subprocess.TimeoutExpired:
+                pass
+            now = _now()
+            if not self.cancel_requested and os.path.exists(os.path.join(self.run_dir, CANCEL)):
+                self.cancel_requested = True
+            if self.cancel_requested and kill_at is None:
+                self._signal_group(signal.SIGTERM)
+                kill_at = now + grace
+            elif kill_at is not None and now >= kill_at:
+                self._signal_group(signal.SIGKILL)
+                kill_at = float("inf")
+            if now >= next_beat:
+                self.heartbeat()
+                next_beat = now + interval
+
+    def _signal_group(self, sig):
+        try:
+            os.killpg(self.child.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def finalize(self, returncode):
+        self.set_state("Finalizing")
+        # Whatever the script left behind in its process group ends with the run.
+        self._signal_group(signal.SIGKILL)
+        error = None
+        try:
+            self._collect_script_folders()
+        except OSError as exc:
+            error = "collecting ./outputs and ./logs failed: %s" % exc
+        if os.path.exists(os.path.join(self.run_dir, CANCEL)):
+            self.cancel_requested = True
+        if self.cancel_requested:
+            state, error = "Canceled", "canceled by request"
+        elif returncode == 0 and error is None:
+            state = "Completed"
+        elif returncode != 0:
+            state = "Failed"
+            if returncode < 0:
+                try:
+                    name = signal.Signals(-returncode).name
+                except ValueError:
+                    name = "signal %d" % -returncode
+                error = "script killed by %s" % name
+            else:
+                error = "script exited with code %d" % returncode
+        else:
+            state = "Failed"
+        self.set_state(state, exit_code=returncode, error=error, ended_at=_now())
+
+    def _collect_script_folders(self):
+        """Move the script's ./outputs and ./logs next to the run's own logs."""
+        snap = os.path.join(self.run_dir, "snapshot")
+        for name in ("outputs", "logs"):
+            src = os.path.join(snap, name)
+            if os.path.islink(src) or not os.path.isdir(src):
+                continue
+            dest = os.path.join(self.run_dir, name)
+            os.makedirs(dest, exist_ok=True)
+            for entry in os.listdir(src):
+                target = os.path.join(dest, entry)
+                n = 1
+                while os.path.lexists(target):
+                    target = os.path.join(dest, "%s.%d" % (entry, n))
+                    n += 1
+                shutil.move(os.path.join(src, entry), target)
+
+    def run(self):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        if os.path.exists(os.path.join(self.run_dir, CANCEL)):
+            self.set_state("Canceled", exit_code=None, error="canceled before the script started", ended_at=_now())
+            return 0
+        try:
+            self.start_script()
+        except OSError as exc:
+            with open(os.path.join(self.run_dir, STD_LOG), "a", encoding="utf-8") as f:
+                f.write("mltrain: could not start the script: %s\n" % exc)
+            self.set_state("Failed", exit_code=None, error="could not start the script: %s" % exc, ended_at=_now())
+            return 1
+        returncode = self.wait()
+        self.finalize(returncode)
+        return 0
+
+
+def _detach(sup):
+    """Fork into a new session; the parent exits once the child has claimed the run."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as r:
+            message = r.read().decode("utf-8", "replace")
+        # No waitpid: the child outlives us and is reparented, which is the point of detaching.
+        if message == "ok":
+            return 0
+        if message == "busy":
+            return 0  # another supervisor has this run: nothing to do
+        sys.stderr.write(message or "mltrain supervisor died before claiming the run\n")
+        return 1
+    os.close(read_fd)
+    os.setsid()
+    try:
+        log_fd = os.open(os.path.join(sup.run_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(null_fd)
+        os.close(log_fd)
+        claimed = sup.claim()
+    except Exception as exc:  # reported to the launcher, which shows it to the user
+        os.write(write_fd, ("mltrain supervisor failed to start: %r\n" % (exc,)).encode())
+        os._exit(1)
+    os.write(write_fd, b"ok" if claimed else b"busy")
+    os.close(write_fd)
+    if not claimed:
+        os._exit(0)
+    code = 1
+    try:
+        code = sup.run()
+    finally:
+        os._exit(code)
+
+
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    detach = "--detach" in args
+    args = [a for a in args if a != "--detach"]
+    if len(args) != 1:
+        sys.stderr.write("usage: supervisor.py RUN_DIR [--detach]\n")
+        return 2
+    sup = Supervisor(args[0])
+    if detach:
+        return _detach(sup)
+    if not sup.claim():
+        return 0
+    return sup.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The local target: runs on this machine, in ``<workspace>/targets/local/runs/<run_id>/``."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError
+from airflow_provider_mltrain.core.run import list_run_files
+from airflow_provider_mltrain.runner import RUNNER_DIR
+from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
+
+if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR = os.path.join(RUNNER_DIR, "supervisor.py")
+COLLECTED = ("outputs", "logs")
+
+
+class LocalTarget(ComputeTarget):
+    kind = "local"
+
+    def __init__(self, root: str | os.PathLike[str], name: str = "local"):
+        super().__init__(name)
+        self.root = Path(root)
+        self.runs = self.root / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def resolve_interpreter(self, interpreter_path: str | None) -> str | None:
+        if not interpreter_path:
+            return sys.executable
+        resolved = shutil.which(interpreter_path) if os.sep not in interpreter_path else interpreter_path
+        if not resolved or not os.path.isfile(resolved) or not os.access(resolved, os.X_OK):
+            raise InvalidRunConfig(
+                f"interpreter_path {interpreter_path!r} is not an executable file on this machine. "
+                "Give the full path of a Python (for example /usr/bin/python3)."
+            )
+        return resolved
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
+        final = self.run_dir(spec.run_id)
+        if final.exists():
+            self._finish_interrupted_start(final)
+            return False
+        self.runs.mkdir(parents=True, exist_ok=True)
+        tmp = self.runs / f".tmp-{spec.run_id}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+            store.materialize(snapshot, tmp / "snapshot")
+            (tmp / "logs").mkdir()
+            (tmp / "outputs").mkdir()
+            (tmp / "run.json").write_text(json.dumps(spec.to_runner_json(), indent=1), encoding="utf-8")
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    return False  # another controller started this run id first
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._launch(final)
+        return True
+
+    def _finish_interrupted_start(self, run_dir: Path) -> None:
+        """A controller that died between claiming the folder and launching left no status: launch now."""
+        if (run_dir / "run.json").exists() and not (run_dir / "status.json").exists():
+            self._launch(run_dir)
+
+    def _launch(self, run_dir: Path) -> None:
+        try:
+            proc = subprocess.run(
+                [sys.executable, SUPERVISOR, str(run_dir), "--detach"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=120,
+                close_fds=True,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TargetError(f"Could not start the run supervisor for {run_dir}: {exc}") from exc
+        if proc.returncode != 0:
+            detail = proc.stderr.decode("utf-8", "replace").strip()
+            raise TargetError(f"The run supervisor for {run_dir} failed to start: {detail}")
+
+    # -- observe -------------------------------------------------------------------------------
+
+    def read_status(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            with open(self.run_dir(run_id) / "status.json", encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def runner_alive(self, run_id: str, status: dict[str, Any] | None) -> bool:
+        try:
+            fd = os.open(self.run_dir(run_id) / "supervisor.lock", os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    def _path(self, run_id: str, name: str) -> Path:
+        parts = name.split("/")
+        if not name or name.startswith("/") or ".." in parts or parts[0] not in (*COLLECTED, "status.json"):
+            raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
+        return self.run_dir(run_id).joinpath(*parts)
+
+    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        try:
+            with open(self._path(run_id, name), "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def file_size(self, run_id: str, name: str) -> int:
+        try:
+            return self._path(run_id, name).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def list_files(self, run_id: str) -> list[str]:
+        return list_run_files(self.run_dir(run_id))
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def request_cancel(self, run_id: str, grace_period: float) -> None:
+        run_dir = self.run_dir(run_id)
+        if not run_dir.exists():
+            return
+        (run_dir / "cancel_requested").write_text(json.dumps({"grace_period": grace_period}))
+        status = self.read_status(run_id)
+        if status and self.runner_alive(run_id, status):
+            try:
+                os.kill(int(status["supervisor_pid"]), signal.SIGTERM)
+            except (ProcessLookupError, KeyError, ValueError):
+                pass
+
+    def kill(self, run_id: str, status: dict[str, Any] | None) -> None:
+        if not status:
+            return
+        pgid = status.get("pgid")
+        if pgid and _process_belongs_to_run(int(pgid), run_id):
+            try:
+                os.killpg(int(pgid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sup = status.get("supervisor_pid")
+        if sup and self.runner_alive(run_id, status):
+            try:
+                os.kill(int(sup), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def collect(self, run_id: str, dest: Path) -> None:
+        src = self.run_dir(run_id)
+        for name in COLLECTED:
+            folder = src / name
+            if folder.is_dir():
+                shutil.copytree(folder, dest / name, copy_function=_link_or_copy, symlinks=True, dirs_exist_ok=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        os.unlink(dst)
+        _link_or_copy(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _process_belongs_to_run(pid: int, run_id: str) -> bool:
+    """Guard against pid reuse: the process must carry this run's id in its environment."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"MLTRAIN_RUN_ID={run_id}".encode() in environ.split(b"\0")
