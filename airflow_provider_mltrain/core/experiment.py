@@ -8,6 +8,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_mltrain.core import settings
 from airflow_provider_mltrain.core.compute import RunSpec, get_target
 from airflow_provider_mltrain.core.environment import resolve_environment
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, SnapshotError, TargetError
@@ -83,6 +84,7 @@ class Experiment:
             snapshot_id=snapshot.id,
             interpreter=interpreter,
             environment_variables=dict(environment.environment_variables),
+            heartbeat_interval=settings.heartbeat_interval(),
         )
         record = {
             "id": run_id,

@@ -60,6 +60,11 @@ def database_url(root: Path) -> str:
     return get_setting("database_url") or f"sqlite:///{root / 'runs.db'}"
 
 
+def heartbeat_interval() -> float:
+    """Seconds between the runner's status.json heartbeats (default 5)."""
+    return _positive_number("heartbeat_interval", 5.0)
+
+
 @dataclass(frozen=True)
 class SnapshotLimits:
     """Refuse snapshots above these; the defaults are the reference's (300 MB, 2,000 files)."""

@@ -58,7 +58,6 @@ class Supervisor:
             "state": None,
             "history": [],
             "host": socket.gethostname(),
-            "supervisor_pid": os.getpid(),
             "heartbeat_interval": float(self.spec.get("heartbeat_interval", 5)),
         }
         self.child = None
@@ -98,7 +97,7 @@ class Supervisor:
         os.set_inheritable(fd, False)
         os.makedirs(os.path.join(self.run_dir, "logs"), exist_ok=True)
         os.makedirs(os.path.join(self.run_dir, "outputs"), exist_ok=True)
-        self.set_state("Starting", started_at=_now())
+        self.set_state("Starting", started_at=_now(), supervisor_pid=os.getpid())
         return True
 
     # -- run -----------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+# make demo: install, run the quickstart DAG on the local target, print the run.
+# make test: install the dev tools and run every check and test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+AIRFLOW_HOME_DEMO := $(CURDIR)/.airflow
+DEMO_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME_DEMO) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags_examples \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False MLTRAIN_WORKSPACE=$(AIRFLOW_HOME_DEMO)/mltrain
+
+.PHONY: demo test lint typecheck unit install-demo install-dev clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip uv
+
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(UV) pip install --python $(PY) --quiet -e '.[examples]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(PY)
+	$(UV) pip install --python $(PY) --quiet -e '.[dev]'
+	touch $@ $(VENV)/.demo-installed
+
+install-demo: $(VENV)/.demo-installed
+install-dev: $(VENV)/.dev-installed
+
+demo: install-demo
+	@mkdir -p $(AIRFLOW_HOME_DEMO)
+	@echo "== Airflow home: $(AIRFLOW_HOME_DEMO) (SQLite)"
+	@$(DEMO_ENV) $(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME_DEMO)/db-migrate.log 2>&1 \
+		|| { cat $(AIRFLOW_HOME_DEMO)/db-migrate.log; exit 1; }
+	@echo "== airflow dags test mltrain_quickstart (log: $(AIRFLOW_HOME_DEMO)/dags-test.log)"
+	@$(DEMO_ENV) $(VENV)/bin/airflow dags test mltrain_quickstart > $(AIRFLOW_HOME_DEMO)/dags-test.log 2>&1 \
+		|| { tail -60 $(AIRFLOW_HOME_DEMO)/dags-test.log; exit 1; }
+	@grep -E "DagRun Finished" $(AIRFLOW_HOME_DEMO)/dags-test.log | sed -E 's/.*(state=[a-z]+).*/== DAG run finished: \1/'
+	@echo "== The run"
+	@$(DEMO_ENV) $(VENV)/bin/mltrain runs show --latest --experiment digits
+
+lint: install-dev
+	$(VENV)/bin/ruff check airflow_provider_mltrain tests dags_examples bench
+	$(VENV)/bin/ruff format --check airflow_provider_mltrain tests dags_examples bench
+
+typecheck: install-dev
+	$(VENV)/bin/mypy airflow_provider_mltrain
+
+unit: install-dev
+	$(PY) -m pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(AIRFLOW_HOME_DEMO) .pytest_cache .mypy_cache .ruff_cache

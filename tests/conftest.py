@@ -1,0 +1,44 @@
+"""Shared fixtures. Airflow's home is a temporary folder for the whole session, set before Airflow loads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import textwrap
+from pathlib import Path
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="mltrain-test-airflow-")
+os.environ["AIRFLOW_HOME"] = _SESSION_HOME
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+for var in ("MLTRAIN_WORKSPACE", "MLTRAIN_DATABASE_URL", "AIRFLOW__MLTRAIN__WORKSPACE"):
+    os.environ.pop(var, None)
+
+import pytest  # noqa: E402
+
+from airflow_provider_mltrain import Workspace  # noqa: E402
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def make_tree(tmp_path: Path):
+    """make_tree({"train.py": "print(1)", "data/x.csv": b"..."}) -> a source folder with those files."""
+    counter = iter(range(1_000_000))
+
+    def make(files: dict[str, str | bytes], name: str | None = None) -> Path:
+        root = tmp_path / (name or f"src{next(counter)}")
+        root.mkdir(parents=True, exist_ok=True)
+        for rel, content in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(textwrap.dedent(content))
+        return root
+
+    return make

@@ -1,0 +1,149 @@
+"""Bad input: a clear error before anything is submitted, and nothing written to the run store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from airflow_provider_mltrain import (
+    Environment,
+    Experiment,
+    InvalidRunConfig,
+    PythonSection,
+    ScriptRunConfig,
+    SnapshotError,
+    SnapshotLimits,
+    SnapshotTooLarge,
+    UnknownComputeTarget,
+    Workspace,
+)
+
+
+@pytest.fixture
+def src(make_tree):
+    return make_tree({"train.py": "print('hi')\n", "pkg/helper.py": ""})
+
+
+def assert_refused(workspace, config, error, match, **submit_kwargs):
+    with pytest.raises(error, match=match):
+        Experiment(workspace, "exp").submit(config, **submit_kwargs)
+    assert workspace.store.list_runs() == []
+    assert not (workspace.root / "targets").exists()
+
+
+def test_missing_source_directory(workspace, tmp_path):
+    assert_refused(workspace, ScriptRunConfig(tmp_path / "nope", "train.py"), InvalidRunConfig, "does not exist")
+
+
+def test_source_directory_is_a_file(workspace, src):
+    assert_refused(workspace, ScriptRunConfig(src / "train.py", "train.py"), InvalidRunConfig, "not a folder")
+
+
+@pytest.mark.parametrize(
+    ("script", "match"),
+    [
+        ("missing.py", "does not exist"),
+        ("pkg", "is a folder"),
+        ("../train.py", "outside source_directory"),
+        ("/etc/hostname", "outside source_directory"),
+        ("pkg/../../x.py", "outside source_directory"),
+        ("", "script is empty"),
+    ],
+)
+def test_bad_script(workspace, src, script, match):
+    assert_refused(workspace, ScriptRunConfig(src, script), InvalidRunConfig, match)
+
+
+def test_absolute_script_inside_the_folder_is_accepted(workspace, src):
+    run = Experiment(workspace, "exp").submit(ScriptRunConfig(src, str(src / "train.py")))
+    assert run.get_details()["script"] == "train.py"
+    run.wait_for_completion()
+
+
+def test_script_symlink_is_refused(workspace, src):
+    os.symlink("train.py", src / "link.py")
+    assert_refused(workspace, ScriptRunConfig(src, "link.py"), InvalidRunConfig, "symlink")
+
+
+def test_script_left_out_by_ignore_file(workspace, src):
+    (src / ".mltrainignore").write_text("train.py\n")
+    assert_refused(workspace, ScriptRunConfig(src, "train.py"), SnapshotError, "left out of the snapshot")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        ("--epochs 5", "Split it"),
+        ([None], r"arguments\[0\]"),
+        (["--x", {"a": 1}], r"arguments\[1\]"),
+        ([True], "strings or numbers"),
+        ([b"bytes"], "strings or numbers"),
+        (["a\0b"], "NUL"),
+        (5, "list"),
+    ],
+)
+def test_bad_arguments(workspace, src, arguments, match):
+    assert_refused(workspace, ScriptRunConfig(src, "train.py", arguments=arguments), InvalidRunConfig, match)
+
+
+def test_unknown_compute_target(workspace, src):
+    assert_refused(workspace, ScriptRunConfig(src, "train.py", compute_target="gpu-box"), UnknownComputeTarget,
+                   "Unknown compute target 'gpu-box'")
+
+
+def test_snapshot_over_the_limits(tmp_path, src):
+    ws = Workspace(tmp_path / "ws", snapshot_limits=SnapshotLimits(max_files=1))
+    assert_refused(ws, ScriptRunConfig(src, "train.py"), SnapshotTooLarge, "too large")
+
+
+def test_bad_interpreter_path(workspace, src):
+    env = Environment(python=PythonSection(interpreter_path="/no/such/python"))
+    assert_refused(workspace, ScriptRunConfig(src, "train.py", environment=env), InvalidRunConfig,
+                   "not an executable file")
+
+
+def test_managed_environment_not_yet_supported(workspace, src):
+    env = Environment(python=PythonSection(user_managed_dependencies=False))
+    assert_refused(workspace, ScriptRunConfig(src, "train.py", environment=env), InvalidRunConfig,
+                   "managed dependencies")
+
+
+def test_environment_of_the_wrong_type(workspace, src):
+    assert_refused(workspace, ScriptRunConfig(src, "train.py", environment="sklearn"), InvalidRunConfig,
+                   "must be an Environment")
+
+
+@pytest.mark.parametrize("name", ["", "has space", "../up", "x" * 300])
+def test_bad_experiment_name(workspace, name):
+    with pytest.raises(InvalidRunConfig, match="Experiment name"):
+        Experiment(workspace, name)
+
+
+def test_bad_run_id(workspace, src):
+    assert_refused(workspace, ScriptRunConfig(src, "train.py"), InvalidRunConfig, "run_id", run_id="a/b")
+
+
+def test_same_run_id_returns_the_existing_run(workspace, make_tree):
+    src = make_tree({"train.py": "import os\nopen(os.environ['COUNT_FILE'], 'a').write('x')\n"})
+    count = src.parent / "count.txt"
+    env = Environment(environment_variables={"COUNT_FILE": str(count)})
+    exp = Experiment(workspace, "exp")
+    first = exp.submit(ScriptRunConfig(src, "train.py", environment=env), run_id="fixed-id")
+    second = exp.submit(ScriptRunConfig(src, "train.py", environment=env), run_id="fixed-id")
+    assert first == second
+    first.wait_for_completion()
+    assert count.read_text() == "x"
+    assert [r.id for r in exp.list_runs()] == ["fixed-id"]
+
+
+def test_list_runs_filters_and_orders(workspace, src):
+    exp = Experiment(workspace, "exp")
+    a = exp.submit(ScriptRunConfig(src, "train.py"), tags={"kind": "a"})
+    b = exp.submit(ScriptRunConfig(src, "train.py"), tags={"kind": "b"})
+    a.wait_for_completion()
+    b.wait_for_completion()
+    assert [r.id for r in exp.list_runs()] == [b.id, a.id]
+    assert [r.id for r in exp.list_runs(tags={"kind": "a"})] == [a.id]
+    assert [r.id for r in exp.list_runs(status="Completed")] == [b.id, a.id]
+    assert workspace.list_experiments() == ["exp"]

@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain.core import snapshot as snapshot_mod
+from airflow_provider_mltrain.core.errors import SnapshotError, SnapshotTooLarge
+from airflow_provider_mltrain.core.settings import SnapshotLimits
+from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore, diff, scan
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SnapshotStore:
+    return SnapshotStore(tmp_path / "store")
+
+
+def age(root: Path, seconds: float = 10) -> None:
+    """Move every mtime into the past, out of the stat cache's racy window."""
+    past = time.time() - seconds
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            os.utime(os.path.join(dirpath, f), (past, past), follow_symlinks=False)
+
+
+def test_same_tree_same_id_and_content_changes_it(store, make_tree):
+    a = make_tree({"train.py": "print(1)\n", "lib/util.py": "X = 1\n"})
+    b = make_tree({"train.py": "print(1)\n", "lib/util.py": "X = 1\n"})
+    snap_a, snap_b = store.take(a), store.take(b)
+    assert snap_a.id == snap_b.id
+    assert snap_a.paths() == ["lib/util.py", "train.py"]
+    (b / "lib/util.py").write_text("X = 2\n")
+    snap_c = store.take(b)
+    assert snap_c.id != snap_a.id
+    assert diff(snap_a, snap_c) == {"added": [], "removed": [], "changed": ["lib/util.py"]}
+
+
+def test_executable_bit_is_part_of_the_snapshot(store, make_tree):
+    src = make_tree({"run.sh": "echo hi\n"})
+    first = store.take(src)
+    os.chmod(src / "run.sh", 0o755)
+    age(src)
+    second = store.take(src)
+    assert first.id != second.id
+    assert second.files[0].mode == 0o755
+
+
+def test_gitignore_is_honoured(store, make_tree):
+    src = make_tree({".gitignore": "*.log\ndata/\n!keep.log\n", "train.py": "", "a.log": "", "keep.log": "",
+                     "data/big.csv": "x"})
+    assert store.take(src).paths() == [".gitignore", "keep.log", "train.py"]
+
+
+def test_mltrainignore_wins_over_gitignore(store, make_tree):
+    src = make_tree({".gitignore": "*.csv\n", ".mltrainignore": "*.log\n", "a.csv": "", "a.log": "", "t.py": ""})
+    assert store.take(src).paths() == [".gitignore", ".mltrainignore", "a.csv", "t.py"]
+
+
+def test_nested_ignore_files_apply_below_their_folder(store, make_tree):
+    src = make_tree({"t.py": "", "sub/.gitignore": "*.tmp\n!keep.tmp\n", "sub/x.tmp": "", "sub/keep.tmp": "",
+                     "y.tmp": ""})
+    assert store.take(src).paths() == ["sub/.gitignore", "sub/keep.tmp", "t.py", "y.tmp"]
+
+
+def test_git_pycache_and_virtualenvs_are_always_left_out(store, make_tree):
+    src = make_tree({"t.py": "", ".git/HEAD": "ref", "__pycache__/t.cpython-311.pyc": "x",
+                     "myenv/pyvenv.cfg": "home = /usr", "myenv/lib/site.py": "", "pkg/__pycache__/a.pyc": ""})
+    assert store.take(src).paths() == ["t.py"]
+
+
+def test_empty_folders_are_kept(store, make_tree, tmp_path):
+    src = make_tree({"t.py": ""})
+    (src / "data" / "cache").mkdir(parents=True)
+    snap = store.take(src)
+    assert snap.dirs == ("data/cache",)
+    store.materialize(snap, tmp_path / "out")
+    assert (tmp_path / "out/data/cache").is_dir()
+
+
+def test_too_many_files_names_folders_and_ignore_file(store, make_tree):
+    files = {f"data/part-{i}.csv": "1,2\n" for i in range(30)}
+    src = make_tree({"train.py": "", **files, "notes/a.txt": "hello"})
+    with pytest.raises(SnapshotTooLarge) as err:
+        store.take(src, SnapshotLimits(max_files=10))
+    message = str(err.value)
+    assert "32 files" in message and "10 files" in message
+    assert "data/ (30 files)" in message
+    assert str(src / ".mltrainignore") in message
+    assert "MLTRAIN_SNAPSHOT_MAX_FILES" in message
+    assert not any(store.blobs.rglob("*")), "limits are checked before any file is stored"
+
+
+def test_too_large_names_the_largest_files(store, make_tree):
+    src = make_tree({"train.py": "", "model.bin": b"\0" * 3_000_000, "small.txt": "x", ".gitignore": "*.log\n"})
+    with pytest.raises(SnapshotTooLarge) as err:
+        store.take(src, SnapshotLimits(max_bytes=1_000_000))
+    lines = str(err.value).splitlines()
+    assert "2.9 MB  model.bin" in lines[2]
+    assert "(it takes precedence over .gitignore)" in str(err.value)
+
+
+def test_stat_cache_skips_reading_unchanged_files(store, make_tree, monkeypatch):
+    src = make_tree({f"f{i}.txt": f"content {i}" for i in range(20)})
+    age(src)
+    first = store.take(src)
+    reads: list[str] = []
+    original = SnapshotStore._store_one
+
+    def counting(self, root, f):
+        reads.append(f.path)
+        return original(self, root, f)
+
+    monkeypatch.setattr(SnapshotStore, "_store_one", counting)
+    assert store.take(src).id == first.id
+    assert reads == []
+    (src / "f3.txt").write_text("changed")
+    past = time.time() - 10
+    os.utime(src / "f3.txt", (past, past))
+    third = store.take(src)
+    assert reads == ["f3.txt"]
+    assert third.id != first.id
+
+
+def test_recently_modified_files_are_rehashed_even_with_same_stat(store, make_tree, monkeypatch):
+    src = make_tree({"a.txt": "one"})
+    store.take(src)
+    # Same size and restored mtime: only the racy-window rule catches this edit.
+    st = (src / "a.txt").stat()
+    (src / "a.txt").write_text("two")
+    os.utime(src / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    snap = store.take(src)
+    assert (store.blob_path(snap.files[0].hash)).read_text() == "two"
+
+
+def test_materialized_snapshot_does_not_change_when_source_is_edited(store, make_tree, tmp_path):
+    src = make_tree({"train.py": "print('v1')\n"})
+    snap = store.take(src)
+    (src / "train.py").write_text("print('v2')\n")
+    store.materialize(snap, tmp_path / "run")
+    assert (tmp_path / "run/train.py").read_text() == "print('v1')\n"
+
+
+def test_symlinks_are_kept_as_links_and_never_followed(store, make_tree, tmp_path, caplog):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("do not copy")
+    src = make_tree({"train.py": "", "data/real.csv": "1"})
+    os.symlink("data/real.csv", src / "inside.csv")
+    os.symlink(str(outside), src / "outside.txt")
+    os.symlink("../../", src / "data/up")
+    with caplog.at_level(logging.WARNING):
+        snap = store.take(src)
+    assert dict(snap.symlinks) == {"inside.csv": "data/real.csv", "outside.txt": str(outside), "data/up": "../../"}
+    assert "outside.txt" in caplog.text and "never followed" in caplog.text
+    stored = [p.read_bytes() for p in store.blobs.rglob("*") if p.is_file()]
+    assert b"do not copy" not in stored
+    store.materialize(snap, tmp_path / "run")
+    assert os.readlink(tmp_path / "run/inside.csv") == "data/real.csv"
+    assert (tmp_path / "run/inside.csv").read_text() == "1"
+
+
+def test_non_utf8_file_names_are_kept(store, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    name = b"caf\xe9.txt"
+    with open(os.path.join(os.fsencode(src), name), "wb") as f:
+        f.write(b"latin-1 name")
+    snap = store.take(src)
+    assert len(snap.files) == 1
+    again = store.get(snap.id)
+    assert again == snap
+    store.materialize(again, tmp_path / "run")
+    assert os.listdir(os.fsencode(tmp_path / "run")) == [name]
+
+
+def test_special_files_are_left_out_with_a_warning(store, make_tree, caplog):
+    src = make_tree({"t.py": ""})
+    os.mkfifo(src / "pipe")
+    with caplog.at_level(logging.WARNING):
+        assert store.take(src).paths() == ["t.py"]
+    assert "pipe" in caplog.text
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path):
+    """The error names the file and the ignore file to edit."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "t.py").write_text("")
+    (src / "secret.key").write_text("k")
+    os.chmod(src / "secret.key", 0o000)
+    code = (
+        "import sys\n"
+        "from airflow_provider_mltrain.core.snapshot import SnapshotStore\n"
+        "from airflow_provider_mltrain.core.errors import SnapshotError\n"
+        "try:\n"
+        f"    SnapshotStore({str(tmp_path / 'store')!r}).take({str(src)!r})\n"
+        "except SnapshotError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    prefix = []
+    if os.geteuid() == 0:
+        # Root reads any file; without its capabilities it obeys the file mode like anyone else.
+        prefix = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"]
+    proc = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert "secret.key" in proc.stdout and "permission denied" in proc.stdout
+    assert ".mltrainignore" in proc.stdout
+
+
+def test_manifest_paths_cannot_escape(store):
+    for bad in ("../x", "/etc/passwd", "a/../../b", "a//b"):
+        with pytest.raises(SnapshotError):
+            Snapshot.from_dict({"version": 1, "files": [[bad, "0" * 64, 1, 0o644]]})
+
+
+def test_materialize_never_writes_through_a_symlink(store, tmp_path):
+    data = {"version": 1, "files": [["link/evil.txt", "0" * 64, 1, 0o644]], "symlinks": [["link", "/tmp"]]}
+    snap = Snapshot.from_dict(data)
+    with pytest.raises(SnapshotError, match="under a symlink"):
+        store.materialize(snap, tmp_path / "run")
+
+
+def test_corrupt_manifest_is_detected(store, make_tree):
+    snap = store.take(make_tree({"t.py": "x"}))
+    path = store.manifests / snap.id[:2] / f"{snap.id}.json"
+    data = json.loads(path.read_text())
+    data["files"][0][2] = 999
+    path.write_text(json.dumps(data))
+    with pytest.raises(SnapshotError, match="corrupt"):
+        store.get(snap.id)
+
+
+def test_large_files_stream_into_the_store(store, make_tree, monkeypatch):
+    monkeypatch.setattr(snapshot_mod, "SMALL_FILE", 1024)
+    payload = os.urandom(5000)
+    src = make_tree({"weights.bin": payload, "t.py": ""})
+    snap = store.take(src)
+    entry = next(f for f in snap.files if f.path == "weights.bin")
+    assert store.blob_path(entry.hash).read_bytes() == payload
+    assert entry.size == 5000
+    assert not list(store.blobs.glob(".tmp-*"))
+
+
+def test_scan_reports_missing_folder(tmp_path):
+    with pytest.raises(SnapshotError, match="does not exist"):
+        scan(tmp_path / "nope")

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.store import RunExists, RunStore
+
+
+def record(run_id: str) -> dict:
+    return {
+        "id": run_id,
+        "experiment": "exp",
+        "status": "Queued",
+        "target": "local",
+        "source_directory": "/src",
+        "script": "t.py",
+        "arguments": [],
+        "snapshot_id": "0" * 64,
+        "environment": {},
+        "tags": {},
+        "properties": {},
+    }
+
+
+def test_create_get_and_duplicate(tmp_path):
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.create_run(record("a"))
+    assert store.get_run("a")["status"] == "Queued"
+    with pytest.raises(RunExists):
+        store.create_run(record("a"))
+    assert store.get_run("missing") is None
+
+
+def test_states_only_move_forward_and_terminal_is_final(tmp_path):
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.create_run(record("a"))
+    now = time.time()
+    assert store.record_states("a", [(RunStatus.RUNNING, now, None)]) == RunStatus.RUNNING
+    assert store.record_states("a", [(RunStatus.STARTING, now, None)]) == RunStatus.RUNNING
+    assert store.record_states("a", [(RunStatus.FAILED, now + 1, "boom")]) == RunStatus.FAILED
+    assert store.record_states("a", [(RunStatus.COMPLETED, now + 2, None)]) == RunStatus.FAILED
+    statuses = [e["status"] for e in store.get_events("a")]
+    assert sorted(statuses) == ["Failed", "Queued", "Running", "Starting"]
+
+
+def test_metric_ingestion_is_compare_and_set(tmp_path):
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.create_run(record("a"))
+    row = {"run_id": "a", "seq": 0, "name": "m", "kind": "scalar", "step": None, "value": "1", "logged_at": 0.0}
+    assert store.ingest_metrics("a", 0, 10, [row]) is True
+    assert store.ingest_metrics("a", 0, 10, [row]) is False  # a second reader of the same bytes
+    assert len(store.get_metric_rows("a")) == 1
+
+
+def _writer(url: str, worker: int, n: int) -> None:
+    store = RunStore(url)
+    for i in range(n):
+        run_id = f"w{worker}-{i}"
+        store.create_run(record(run_id))
+        store.record_states(run_id, [(RunStatus.RUNNING, time.time(), None)])
+        row = {"run_id": run_id, "seq": 0, "name": "m", "kind": "scalar", "step": i, "value": "1",
+               "logged_at": 0.0}
+        store.ingest_metrics(run_id, 0, 2, [row])
+        store.update(run_id, tags={"worker": str(worker)})
+
+
+def test_several_processes_write_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = RunStore(url)
+    runs = store.list_runs()
+    assert len(runs) == 160
+    assert {r["status"] for r in runs} == {"Running"}
+    assert sum(len(store.get_metric_rows(r["id"])) for r in runs) == 160

@@ -1,0 +1,315 @@
+"""The checks every compute target must pass. A new target adds itself to TARGETS and its fixture.
+
+Each test submits real scripts through the public API and follows them through the target's own
+channel; nothing here is faked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain import (
+    Environment,
+    Experiment,
+    RunFailed,
+    RunStatus,
+    RunTimeout,
+    ScriptRunConfig,
+    Workspace,
+)
+
+TARGETS = ["local"]
+
+
+@pytest.fixture(params=TARGETS)
+def target(request, monkeypatch) -> str:
+    monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "0.5")
+    return request.param
+
+
+def submit(workspace: Workspace, target: str, src: Path, script: str = "train.py", **kwargs):
+    config = ScriptRunConfig(src, script, compute_target=target, **kwargs)
+    return Experiment(workspace, "suite").submit(config)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+TRAIN = """
+import os, sys
+from mltrain import Run
+run = Run.get_context()
+print("training on", run.id)
+print("to stderr", file=sys.stderr)
+for epoch in range(3):
+    run.log("loss", 1.0 / (epoch + 1), step=epoch)
+run.log("accuracy", 0.93)
+run.log_list("lr", [0.1, 0.01])
+run.log_row("per_class", cls=0, recall=0.9)
+run.log_row("per_class", cls=1, recall=0.8)
+run.set_tags({"framework": "none"})
+os.makedirs("outputs/nested", exist_ok=True)
+open("outputs/model.bin", "wb").write(b"weights")
+open("outputs/nested/info.json", "w").write("{}")
+os.makedirs("logs", exist_ok=True)
+open("logs/train.log", "w").write("custom log")
+"""
+
+
+def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tree):
+    src = make_tree({"train.py": TRAIN})
+    run = submit(workspace, target, src)
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed"
+    assert details["exit_code"] == 0
+    assert details["target"] == target
+    assert set(details["state_times"]) == {s.value for s in RunStatus if s not in (RunStatus.FAILED,
+                                                                                     RunStatus.CANCELED)}
+    assert run.get_metrics() == {
+        "loss": [1.0, 0.5, 1 / 3],
+        "accuracy": 0.93,
+        "lr": [0.1, 0.01],
+        "per_class": {"cls": [0, 1], "recall": [0.9, 0.8]},
+    }
+    assert [h["step"] for h in run.get_metric_history("loss")] == [0, 1, 2]
+    assert run.tags == {"framework": "none"}
+    names = run.get_file_names()
+    assert {"outputs/model.bin", "outputs/nested/info.json", "logs/train.log", "logs/std_log.txt"} <= set(names)
+    log = (Path(details["output_dir"]) / "logs/std_log.txt").read_text()
+    assert f"training on {run.id}" in log and "to stderr" in log
+    dest = run.download_file("outputs/model.bin", workspace.root.parent / "dl" / "model.bin")
+    assert dest.read_bytes() == b"weights"
+    with pytest.raises(FileNotFoundError):
+        run.download_file("../../etc/passwd", workspace.root.parent / "x")
+
+
+def test_arguments_reach_argv_exactly(workspace, target, make_tree):
+    src = make_tree({"train.py": "import sys, json\nopen('outputs/argv.json','w').write(json.dumps(sys.argv[1:]))\n",
+                     "outputs/.keep": ""})
+    args = ["plain", "with space", "it's \"quoted\"", "$HOME", "a;b", "line1\nline2", "", 3, 2.5, "--flag=x y"]
+    run = submit(workspace, target, src, arguments=args)
+    run.wait_for_completion()
+    out = Path(run.get_details()["output_dir"]) / "outputs/argv.json"
+    assert json.loads(out.read_text()) == [str(a) for a in args]
+
+
+def test_failed_script_reports_exit_code_and_log_tail(workspace, target, make_tree):
+    src = make_tree({"train.py": "print('about to fail')\nraise SystemExit(3)\n"})
+    run = submit(workspace, target, src)
+    with pytest.raises(RunFailed) as err:
+        run.wait_for_completion()
+    assert err.value.exit_code == 3
+    assert err.value.status == "Failed"
+    assert "about to fail" in err.value.log_tail
+    assert "exit code 3" in str(err.value)
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed" and details["error"] == "script exited with code 3"
+
+
+def test_traceback_lands_in_the_log(workspace, target, make_tree):
+    src = make_tree({"train.py": "def f():\n    raise ValueError('bad data')\nf()\n"})
+    run = submit(workspace, target, src)
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["exit_code"] == 1
+    assert "ValueError: bad data" in run.get_log_tail()
+
+
+def test_show_output_streams_the_log(workspace, target, make_tree, capsys):
+    src = make_tree({"train.py": "import time\nfor i in range(5):\n    print('line', i, flush=True)\n"
+                                 "    time.sleep(0.1)\nprint('no newline at end', end='')\n"})
+    run = submit(workspace, target, src)
+    run.wait_for_completion(show_output=True)
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"line {i}" for i in range(5)] + ["no newline at end"]
+
+
+def test_cancel_ends_the_whole_process_group(workspace, target, make_tree):
+    src = make_tree({"train.py": """
+        import subprocess, sys, time, os
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        open("outputs/pids", "w").write(f"{os.getpid()} {child.pid}")
+        time.sleep(600)
+    """, "outputs/.keep": ""})
+    run = submit(workspace, target, src)
+    runner_dir = workspace.root / "targets" / "local" / "runs" / run.id
+    pids_file = runner_dir / "snapshot/outputs/pids"
+    text = wait_until(lambda: pids_file.exists() and pids_file.read_text())
+    pids = [int(p) for p in text.split()]
+    assert all(pid_alive(p) for p in pids)
+    assert run.cancel(grace_period=2) == "Canceled"
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10)
+    details = run.get_details()
+    assert details["status"] == "Canceled"
+    assert "Canceled" in details["state_times"]
+
+
+def test_cancel_escalates_to_sigkill_after_grace(workspace, target, make_tree):
+    src = make_tree({"train.py": """
+        import signal, time, os
+        signal.signal(signal.SIGTERM, lambda *a: print("ignoring SIGTERM", flush=True))
+        open("outputs/pid", "w").write(str(os.getpid()))
+        while True:
+            time.sleep(0.1)
+    """, "outputs/.keep": ""})
+    run = submit(workspace, target, src)
+    pid_file = workspace.root / "targets" / "local" / "runs" / run.id / "snapshot/outputs/pid"
+    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
+    started = time.monotonic()
+    assert run.cancel(grace_period=1) == "Canceled"
+    assert time.monotonic() - started >= 1
+    assert not pid_alive(pid)
+    assert "ignoring SIGTERM" in run.read_log().decode()
+
+
+def test_timeout_raises_and_the_run_goes_on(workspace, target, make_tree):
+    src = make_tree({"train.py": "import time\ntime.sleep(2)\nprint('done')\n"})
+    run = submit(workspace, target, src)
+    with pytest.raises(RunTimeout):
+        run.wait_for_completion(timeout=0.3)
+    assert run.get_status() in ("Starting", "Running")
+    assert run.wait_for_completion()["status"] == "Completed"
+
+
+def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, tmp_path):
+    src = make_tree({"train.py": "import time\ntime.sleep(1.5)\nopen('outputs/done','w').write('1')\n",
+                     "outputs/.keep": ""})
+    code = textwrap.dedent(f"""
+        from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+        ws = Workspace({str(workspace.root)!r})
+        run = Experiment(ws, "suite").submit(ScriptRunConfig({str(src)!r}, "train.py", compute_target={target!r}))
+        print(run.id)
+    """)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert time.monotonic() - started < 1.5 + 5  # submit returns without waiting for the script
+    run_id = proc.stdout.strip().splitlines()[-1]
+    run = Workspace(workspace.root).get_run(run_id)  # a new controller reattaches by id
+    assert run.get_status() in ("Starting", "Running")
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert "outputs/done" in run.get_file_names()
+
+
+def test_lost_runner_is_failed_with_a_reason(workspace, target, make_tree):
+    if target != "local":
+        pytest.skip("killing the runner process needs local process access")
+    src = make_tree({"train.py": "import time, os\nopen('outputs/pid','w').write(str(os.getpid()))\n"
+                                 "time.sleep(600)\n", "outputs/.keep": ""})
+    run = submit(workspace, target, src)
+    run_dir = workspace.root / "targets" / "local" / "runs" / run.id
+    pid = int(wait_until(lambda: (run_dir / "snapshot/outputs/pid").exists()
+                         and (run_dir / "snapshot/outputs/pid").read_text()))
+    status = json.loads((run_dir / "status.json").read_text())
+    os.kill(status["supervisor_pid"], signal.SIGKILL)
+    wait_until(lambda: not pid_alive(status["supervisor_pid"]))
+    assert run.get_status() == "Failed"
+    assert "runner" in run.get_details()["error"] and "stopped" in run.get_details()["error"]
+    wait_until(lambda: not pid_alive(pid), timeout=5)  # the orphaned script is ended too
+
+
+def test_heartbeat_advances_while_running(workspace, target, make_tree):
+    src = make_tree({"train.py": "import time\ntime.sleep(2.5)\n"})
+    run = submit(workspace, target, src)
+    first = wait_until(lambda: (run.target.read_status(run.id) or {}).get("heartbeat"))
+    later = wait_until(lambda: (run.target.read_status(run.id) or {}).get("heartbeat", 0) > first and
+                       run.target.read_status(run.id)["heartbeat"])
+    assert later > first
+    run.wait_for_completion()
+
+
+def test_editing_source_after_submit_does_not_change_the_run(workspace, target, make_tree):
+    src = make_tree({"train.py": "import time\ntime.sleep(0.5)\nprint(open('data.txt').read())\n",
+                     "data.txt": "original"})
+    run = submit(workspace, target, src)
+    (src / "data.txt").write_text("edited")
+    run.wait_for_completion()
+    assert "original" in run.get_log_tail() and "edited" not in run.get_log_tail()
+
+
+def test_environment_variables_and_interpreter_path(workspace, target, make_tree):
+    other = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    src = make_tree({"train.py": "import os, sys\nprint('exe', sys.executable)\nprint('var', os.environ['MY_VAR'])\n"})
+    env = Environment(environment_variables={"MY_VAR": "hello world"})
+    env.python.interpreter_path = other
+    run = submit(workspace, target, src, environment=env)
+    run.wait_for_completion()
+    tail = run.get_log_tail()
+    assert f"exe {other}" in tail and "var hello world" in tail
+    assert run.get_details()["environment"]["interpreter"] == other
+
+
+def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
+    src = make_tree({"train.py": """
+        from azureml.core import Run
+        from azureml.core.run import Run as Run2
+        run = Run.get_context()
+        assert Run is Run2
+        run.log("accuracy", 0.9)
+        run.log_list("losses", [0.5, 0.25])
+        try:
+            from azureml.core import Workspace
+        except ImportError as exc:
+            print("clear error:", "compatibility layer provides only Run" in str(exc))
+    """})
+    run = submit(workspace, target, src)
+    run.wait_for_completion()
+    assert run.get_metrics() == {"accuracy": 0.9, "losses": [0.5, 0.25]}
+    assert "clear error: True" in run.get_log_tail()
+
+
+def test_real_azureml_core_is_left_alone(workspace, target, make_tree, tmp_path):
+    site = tmp_path / "site"
+    (site / "azureml/core").mkdir(parents=True)
+    (site / "azureml/__init__.py").write_text("")
+    (site / "azureml/core/__init__.py").write_text("REAL = True\nfrom azureml.core.run import Run\n")
+    (site / "azureml/core/run.py").write_text("class Run:\n    pass\n")
+    src = make_tree({"train.py": "import azureml.core\nprint('real', getattr(azureml.core, 'REAL', False))\n"})
+    env = Environment(environment_variables={"PYTHONPATH": str(site)})
+    run = submit(workspace, target, src, environment=env)
+    run.wait_for_completion()
+    assert "real True" in run.get_log_tail()
+
+
+def test_numpy_values_and_bad_values(workspace, target, make_tree):
+    src = make_tree({"train.py": """
+        import numpy as np
+        from mltrain import Run
+        run = Run.get_context()
+        run.log("f32", np.float32(0.5))
+        run.log("i64", np.int64(7))
+        run.log_list("arr", np.array([1, 2, 3]))
+        try:
+            run.log("bad", object())
+        except TypeError as exc:
+            print("refused:", exc)
+    """})
+    run = submit(workspace, target, src)
+    run.wait_for_completion()
+    assert run.get_metrics() == {"f32": 0.5, "i64": 7, "arr": [1, 2, 3]}
+    assert "refused: mltrain: the value of metric 'bad' must be a number" in run.get_log_tail()
