@@ -42,7 +42,8 @@ def _show(run: Run, as_json: bool) -> None:
     lines = [
         f"Run        {details['run_id']}",
         f"Experiment {details['experiment']}",
-        f"Status     {details['status']}" + (f" (exit code {details['exit_code']})" if details["exit_code"] else ""),
+        f"Status     {details['status']}"
+        + (f" (exit code {details['exit_code']})" if details["exit_code"] else ""),
         f"Target     {details['target']}",
         f"Script     {details['script']} {' '.join(details['arguments'])}".rstrip(),
         f"Snapshot   {details['snapshot_id'][:16]}",
@@ -51,7 +52,7 @@ def _show(run: Run, as_json: bool) -> None:
     ]
     if details["error"]:
         lines.append(f"Error      {details['error']}")
-    git = {k.rsplit('.', 1)[1]: v for k, v in details["properties"].items() if k.startswith("mltrain.git.")}
+    git = {k.rsplit(".", 1)[1]: v for k, v in details["properties"].items() if k.startswith("mltrain.git.")}
     if git:
         lines.append("Git        " + ", ".join(f"{k}={v}" for k, v in sorted(git.items())))
     if details["tags"]:
@@ -59,7 +60,8 @@ def _show(run: Run, as_json: bool) -> None:
     lines.append("Metrics")
     for name, value in metrics.items():
         if isinstance(value, list) and len(value) > 1 and all(isinstance(v, (int, float)) for v in value):
-            lines.append(f"  {name:<24} {value[-1]:.6g} (last of {len(value)}; min {min(value):.6g}, max {max(value):.6g})")
+            summary = f"last of {len(value)}; min {min(value):.6g}, max {max(value):.6g}"
+            lines.append(f"  {name:<24} {value[-1]:.6g} ({summary})")
         else:
             lines.append(f"  {name:<24} {value}")
     base = details["output_dir"]
@@ -81,7 +83,9 @@ def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mltrain", description="Run history of airflow-provider-mltrain.")
-    parser.add_argument("--workspace", help="workspace root (default: MLTRAIN_WORKSPACE or $AIRFLOW_HOME/mltrain)")
+    parser.add_argument(
+        "--workspace", help="workspace root (default: MLTRAIN_WORKSPACE or $AIRFLOW_HOME/mltrain)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     runs = sub.add_parser("runs", help="list and show runs").add_subparsers(dest="action", required=True)
     p_list = runs.add_parser("list", help="runs, newest first")
@@ -104,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.latest:
                 latest = ws.store.list_runs(experiment=args.experiment, limit=1)
                 if not latest:
-                    parser.error(f"no runs in {ws.root}" + (f" for experiment {args.experiment}" if args.experiment else ""))
+                    parser.error(
+                        f"no runs in {ws.root}"
+                        + (f" for experiment {args.experiment}" if args.experiment else "")
+                    )
                 run = Run(ws, latest[0]["id"])
             else:
                 parser.error("give a RUN_ID or --latest")

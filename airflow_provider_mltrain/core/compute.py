@@ -95,7 +95,7 @@ class ComputeTarget(abc.ABC):
     def collect(self, run_id: str, dest: Path) -> None:
         """Copy the run's ``outputs/`` and ``logs/`` into ``dest``."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most targets hold no connection
         """Release connections; the target can be used again afterwards."""
 
     def __repr__(self) -> str:

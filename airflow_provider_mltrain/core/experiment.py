@@ -97,7 +97,10 @@ class Experiment:
             "snapshot_id": snapshot.id,
             "environment": {**environment.to_dict(), "interpreter": interpreter},
             "tags": all_tags,
-            "properties": {**git_properties(source), **{str(k): str(v) for k, v in (properties or {}).items()}},
+            "properties": {
+                **git_properties(source),
+                **{str(k): str(v) for k, v in (properties or {}).items()},
+            },
         }
         try:
             store.create_run(record)

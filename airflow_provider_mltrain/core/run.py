@@ -131,7 +131,9 @@ class Run:
             self._finish(runner, error)
         return new
 
-    def _lost_reason(self, target: ComputeTarget, runner: dict[str, Any] | None, record: dict[str, Any]) -> str | None:
+    def _lost_reason(
+        self, target: ComputeTarget, runner: dict[str, Any] | None, record: dict[str, Any]
+    ) -> str | None:
         now = time.time()
         if runner is None:
             if now - record["created_at"] < START_TIMEOUT or target.runner_alive(self.id, runner):
@@ -243,7 +245,9 @@ class Run:
             if status.is_terminal:
                 break
             if deadline is not None and time.monotonic() >= deadline:
-                raise RunTimeout(f"Run {self.id} is still {status.value} after {timeout} s; it goes on running.")
+                raise RunTimeout(
+                    f"Run {self.id} is still {status.value} after {timeout} s; it goes on running."
+                )
             delay = min(delay * 1.5, poll_interval)
             if deadline is not None:
                 delay = max(0.0, min(delay, deadline - time.monotonic()))
@@ -405,7 +409,7 @@ def list_run_files(run_dir: Path) -> list[str]:
 def _history(runner: dict[str, Any] | None) -> list[tuple[RunStatus, float, str | None]]:
     if not runner:
         return []
-    out = []
+    out: list[tuple[RunStatus, float, str | None]] = []
     for item in runner.get("history", []):
         try:
             out.append((RunStatus(item[0]), float(item[1]), None))

@@ -35,7 +35,9 @@ class ScriptRunConfig:
                 f"source_directory {path} does not exist. Pass the folder that holds the script."
             )
         if not path.is_dir():
-            raise InvalidRunConfig(f"source_directory {path} is not a folder. Pass the folder that holds the script.")
+            raise InvalidRunConfig(
+                f"source_directory {path} is not a folder. Pass the folder that holds the script."
+            )
         return path.resolve()
 
     def resolved_script(self, source: Path) -> str:
@@ -74,7 +76,9 @@ class ScriptRunConfig:
                 "for example ['--epochs', '5']."
             )
         if not isinstance(args, Sequence):
-            raise InvalidRunConfig(f"arguments must be a list of strings or numbers, got {type(args).__name__}.")
+            raise InvalidRunConfig(
+                f"arguments must be a list of strings or numbers, got {type(args).__name__}."
+            )
         out = []
         for i, arg in enumerate(args):
             if isinstance(arg, bool) or not isinstance(arg, (str, numbers.Real)):
@@ -84,6 +88,8 @@ class ScriptRunConfig:
                 )
             text = str(arg)
             if "\0" in text:
-                raise InvalidRunConfig(f"arguments[{i}] contains a NUL byte, which no process argument can hold.")
+                raise InvalidRunConfig(
+                    f"arguments[{i}] contains a NUL byte, which no process argument can hold."
+                )
             out.append(text)
         return out

@@ -82,7 +82,9 @@ class Snapshot:
         body = _canonical({"version": MANIFEST_VERSION, "files": data["files"], **_rest(symlinks, dirs)})
         computed = hashlib.sha256(body).hexdigest()
         if snapshot_id is not None and snapshot_id != computed:
-            raise SnapshotError(f"Snapshot manifest {snapshot_id} is corrupt (its content hashes to {computed}).")
+            raise SnapshotError(
+                f"Snapshot manifest {snapshot_id} is corrupt (its content hashes to {computed})."
+            )
         return cls(id=computed, files=files, symlinks=symlinks, dirs=dirs)
 
 
@@ -167,7 +169,9 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
     if not root.exists():
         raise SnapshotError(f"source_directory {root} does not exist. Pass the folder that holds the script.")
     if not root.is_dir():
-        raise SnapshotError(f"source_directory {root} is not a folder. Pass the folder that holds the script.")
+        raise SnapshotError(
+            f"source_directory {root} is not a folder. Pass the folder that holds the script."
+        )
     root = root.resolve()
     result = ScanResult(root=root)
     rules = _IgnoreRules().child("", root)

@@ -102,7 +102,9 @@ def get_engine(url: str) -> Engine:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _sqlite_engine(url) if url.startswith("sqlite") else sa.create_engine(url, pool_pre_ping=True)
+            engine = (
+                _sqlite_engine(url) if url.startswith("sqlite") else sa.create_engine(url, pool_pre_ping=True)
+            )
             _create_schema(engine)
             _engines[url] = engine
         return engine
@@ -113,7 +115,10 @@ def _create_schema(engine: Engine) -> None:
         try:
             with engine.begin() as conn:
                 metadata.create_all(conn, checkfirst=True)
-                if conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
+                if (
+                    conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
+                    is None
+                ):
                     conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
             return
         except (OperationalError, IntegrityError):
@@ -150,7 +155,9 @@ class RunStore:
 
     def create_run(self, record: dict[str, Any], at: float | None = None) -> None:
         now = at or time.time()
-        values = _encode({"created_at": now, "updated_at": now, "metrics_offset": 0, "collected": False, **record})
+        values = _encode(
+            {"created_at": now, "updated_at": now, "metrics_offset": 0, "collected": False, **record}
+        )
         try:
             with self.engine.begin() as conn:
                 conn.execute(runs.insert().values(**values))
@@ -182,7 +189,9 @@ class RunStore:
 
     def update(self, run_id: str, **fields: Any) -> None:
         with self.engine.begin() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(updated_at=time.time(), **_encode(fields)))
+            conn.execute(
+                runs.update().where(runs.c.id == run_id).values(updated_at=time.time(), **_encode(fields))
+            )
 
     def record_states(self, run_id: str, states: Iterable[tuple[RunStatus, float, str | None]]) -> RunStatus:
         """Record transitions not seen yet and move the run's status forward, never back.
@@ -195,12 +204,17 @@ class RunStore:
             if row is None:
                 raise KeyError(run_id)
             current = RunStatus(row[0])
-            seen = {r[0] for r in conn.execute(sa.select(run_events.c.status).where(run_events.c.run_id == run_id))}
+            seen = {
+                r[0]
+                for r in conn.execute(sa.select(run_events.c.status).where(run_events.c.run_id == run_id))
+            }
             for state, at, detail in states:
                 if current.is_terminal:
                     break
                 if state.value not in seen:
-                    conn.execute(run_events.insert().values(run_id=run_id, status=state.value, at=at, detail=detail))
+                    conn.execute(
+                        run_events.insert().values(run_id=run_id, status=state.value, at=at, detail=detail)
+                    )
                     seen.add(state.value)
                 if state.rank > current.rank or (state.is_terminal and not current.is_terminal):
                     current = state
@@ -211,10 +225,14 @@ class RunStore:
 
     def get_events(self, run_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.at))
+            rows = conn.execute(
+                sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.at)
+            )
             return [dict(r._mapping) for r in rows]
 
-    def ingest_metrics(self, run_id: str, old_offset: int, new_offset: int, records: list[dict[str, Any]]) -> bool:
+    def ingest_metrics(
+        self, run_id: str, old_offset: int, new_offset: int, records: list[dict[str, Any]]
+    ) -> bool:
         """Store metric records read from ``[old_offset, new_offset)`` of the run's metrics file.
 
         The offset moves by compare-and-set, so two controllers reading the same file at once

@@ -25,7 +25,9 @@ XCOM_RUN_DETAILS = "run_details"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def run_id_for_task(dag_id: str, task_id: str, airflow_run_id: str, map_index: int = -1, attempt: int = 1) -> str:
+def run_id_for_task(
+    dag_id: str, task_id: str, airflow_run_id: str, map_index: int = -1, attempt: int = 1
+) -> str:
     """The run id of a task instance, fixed before submission so a retry finds the same run.
 
     Readable parts (truncated, made file- and label-safe) plus a hash of the exact identity, so two
@@ -111,7 +113,9 @@ class ScriptRunOperator(BaseOperator):
             if status in (RunStatus.FAILED, RunStatus.CANCELED):
                 attempt, previous = attempt + 1, run_id
                 continue
-            self.log.info("Run %s exists (%s): attaching to it instead of submitting again.", run_id, status.value)
+            self.log.info(
+                "Run %s exists (%s): attaching to it instead of submitting again.", run_id, status.value
+            )
             return run_id, previous
 
     def execute(self, context: Context) -> str:
@@ -141,7 +145,9 @@ class ScriptRunOperator(BaseOperator):
             raise AirflowException(f"mltrain: run not submitted: {exc}") from exc
         self._run = run
         ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
-        self.log.info("Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name)
+        self.log.info(
+            "Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name
+        )
         if not self.wait_for_completion:
             return run.id
         try:
@@ -155,7 +161,9 @@ class ScriptRunOperator(BaseOperator):
             self.log.warning("Run %s did not end within %s s: canceling it.", run.id, self.timeout)
             run.cancel(self.cancel_grace_period)
             ti.xcom_push(key=XCOM_RUN_DETAILS, value=run.get_details())
-            raise AirflowException(f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled.")
+            raise AirflowException(
+                f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled."
+            ) from None
         except AirflowTaskTimeout:
             self.log.warning("Task execution_timeout reached: canceling run %s.", run.id)
             run.cancel(self.cancel_grace_period)

@@ -120,9 +120,10 @@ class Supervisor:
 
     def start_script(self):
         interpreter = self.spec.get("interpreter") or sys.executable
-        argv = [interpreter, BOOTSTRAP, self.spec["script"]] + [str(a) for a in self.spec.get("arguments", [])]
-        log = open(os.path.join(self.run_dir, STD_LOG), "ab")
-        try:
+        argv = [interpreter, BOOTSTRAP, self.spec["script"]] + [
+            str(a) for a in self.spec.get("arguments", [])
+        ]
+        with open(os.path.join(self.run_dir, STD_LOG), "ab") as log:
             self.child = subprocess.Popen(
                 argv,
                 cwd=os.path.join(self.run_dir, "snapshot"),
@@ -133,8 +134,6 @@ class Supervisor:
                 start_new_session=True,
                 close_fds=True,
             )
-        finally:
-            log.close()
         self.set_state("Running", pid=self.child.pid, pgid=self.child.pid)
 
     def _on_signal(self, signum, _frame):
@@ -219,14 +218,18 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         if os.path.exists(os.path.join(self.run_dir, CANCEL)):
-            self.set_state("Canceled", exit_code=None, error="canceled before the script started", ended_at=_now())
+            self.set_state(
+                "Canceled", exit_code=None, error="canceled before the script started", ended_at=_now()
+            )
             return 0
         try:
             self.start_script()
         except OSError as exc:
             with open(os.path.join(self.run_dir, STD_LOG), "a", encoding="utf-8") as f:
                 f.write("mltrain: could not start the script: %s\n" % exc)
-            self.set_state("Failed", exit_code=None, error="could not start the script: %s" % exc, ended_at=_now())
+            self.set_state(
+                "Failed", exit_code=None, error="could not start the script: %s" % exc, ended_at=_now()
+            )
             return 1
         returncode = self.wait()
         self.finalize(returncode)
@@ -251,7 +254,9 @@ def _detach(sup):
     os.close(read_fd)
     os.setsid()
     try:
-        log_fd = os.open(os.path.join(sup.run_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(
+            os.path.join(sup.run_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+        )
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)
         os.dup2(log_fd, 1)

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError
 from airflow_provider_mltrain.core.run import list_run_files
 from airflow_provider_mltrain.runner import RUNNER_DIR
-from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
@@ -181,7 +181,9 @@ class LocalTarget(ComputeTarget):
         for name in COLLECTED:
             folder = src / name
             if folder.is_dir():
-                shutil.copytree(folder, dest / name, copy_function=_link_or_copy, symlinks=True, dirs_exist_ok=True)
+                shutil.copytree(
+                    folder, dest / name, copy_function=_link_or_copy, symlinks=True, dirs_exist_ok=True
+                )
 
 
 def _link_or_copy(src: str, dst: str) -> None:

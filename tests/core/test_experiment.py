@@ -33,7 +33,9 @@ def assert_refused(workspace, config, error, match, **submit_kwargs):
 
 
 def test_missing_source_directory(workspace, tmp_path):
-    assert_refused(workspace, ScriptRunConfig(tmp_path / "nope", "train.py"), InvalidRunConfig, "does not exist")
+    assert_refused(
+        workspace, ScriptRunConfig(tmp_path / "nope", "train.py"), InvalidRunConfig, "does not exist"
+    )
 
 
 def test_source_directory_is_a_file(workspace, src):
@@ -88,8 +90,12 @@ def test_bad_arguments(workspace, src, arguments, match):
 
 
 def test_unknown_compute_target(workspace, src):
-    assert_refused(workspace, ScriptRunConfig(src, "train.py", compute_target="gpu-box"), UnknownComputeTarget,
-                   "Unknown compute target 'gpu-box'")
+    assert_refused(
+        workspace,
+        ScriptRunConfig(src, "train.py", compute_target="gpu-box"),
+        UnknownComputeTarget,
+        "Unknown compute target 'gpu-box'",
+    )
 
 
 def test_snapshot_over_the_limits(tmp_path, src):
@@ -99,19 +105,28 @@ def test_snapshot_over_the_limits(tmp_path, src):
 
 def test_bad_interpreter_path(workspace, src):
     env = Environment(python=PythonSection(interpreter_path="/no/such/python"))
-    assert_refused(workspace, ScriptRunConfig(src, "train.py", environment=env), InvalidRunConfig,
-                   "not an executable file")
+    assert_refused(
+        workspace,
+        ScriptRunConfig(src, "train.py", environment=env),
+        InvalidRunConfig,
+        "not an executable file",
+    )
 
 
 def test_managed_environment_not_yet_supported(workspace, src):
     env = Environment(python=PythonSection(user_managed_dependencies=False))
-    assert_refused(workspace, ScriptRunConfig(src, "train.py", environment=env), InvalidRunConfig,
-                   "managed dependencies")
+    assert_refused(
+        workspace, ScriptRunConfig(src, "train.py", environment=env), InvalidRunConfig, "managed dependencies"
+    )
 
 
 def test_environment_of_the_wrong_type(workspace, src):
-    assert_refused(workspace, ScriptRunConfig(src, "train.py", environment="sklearn"), InvalidRunConfig,
-                   "must be an Environment")
+    assert_refused(
+        workspace,
+        ScriptRunConfig(src, "train.py", environment="sklearn"),
+        InvalidRunConfig,
+        "must be an Environment",
+    )
 
 
 @pytest.mark.parametrize("name", ["", "has space", "../up", "x" * 300])

@@ -6,8 +6,12 @@ from airflow_provider_mltrain.core.gitinfo import git_properties
 
 
 def git(cwd, *args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=cwd,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_repository_branch_commit_dirty(tmp_path):
@@ -18,7 +22,9 @@ def test_repository_branch_commit_dirty(tmp_path):
     git(repo, "remote", "add", "origin", "https://user:token@git.example.invalid/team/models.git")
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "first")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
     props = git_properties(repo / "src")
     assert props == {
         "mltrain.git.repository_uri": "https://git.example.invalid/team/models.git",

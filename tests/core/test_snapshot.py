@@ -52,25 +52,43 @@ def test_executable_bit_is_part_of_the_snapshot(store, make_tree):
 
 
 def test_gitignore_is_honoured(store, make_tree):
-    src = make_tree({".gitignore": "*.log\ndata/\n!keep.log\n", "train.py": "", "a.log": "", "keep.log": "",
-                     "data/big.csv": "x"})
+    src = make_tree(
+        {
+            ".gitignore": "*.log\ndata/\n!keep.log\n",
+            "train.py": "",
+            "a.log": "",
+            "keep.log": "",
+            "data/big.csv": "x",
+        }
+    )
     assert store.take(src).paths() == [".gitignore", "keep.log", "train.py"]
 
 
 def test_mltrainignore_wins_over_gitignore(store, make_tree):
-    src = make_tree({".gitignore": "*.csv\n", ".mltrainignore": "*.log\n", "a.csv": "", "a.log": "", "t.py": ""})
+    src = make_tree(
+        {".gitignore": "*.csv\n", ".mltrainignore": "*.log\n", "a.csv": "", "a.log": "", "t.py": ""}
+    )
     assert store.take(src).paths() == [".gitignore", ".mltrainignore", "a.csv", "t.py"]
 
 
 def test_nested_ignore_files_apply_below_their_folder(store, make_tree):
-    src = make_tree({"t.py": "", "sub/.gitignore": "*.tmp\n!keep.tmp\n", "sub/x.tmp": "", "sub/keep.tmp": "",
-                     "y.tmp": ""})
+    src = make_tree(
+        {"t.py": "", "sub/.gitignore": "*.tmp\n!keep.tmp\n", "sub/x.tmp": "", "sub/keep.tmp": "", "y.tmp": ""}
+    )
     assert store.take(src).paths() == ["sub/.gitignore", "sub/keep.tmp", "t.py", "y.tmp"]
 
 
 def test_git_pycache_and_virtualenvs_are_always_left_out(store, make_tree):
-    src = make_tree({"t.py": "", ".git/HEAD": "ref", "__pycache__/t.cpython-311.pyc": "x",
-                     "myenv/pyvenv.cfg": "home = /usr", "myenv/lib/site.py": "", "pkg/__pycache__/a.pyc": ""})
+    src = make_tree(
+        {
+            "t.py": "",
+            ".git/HEAD": "ref",
+            "__pycache__/t.cpython-311.pyc": "x",
+            "myenv/pyvenv.cfg": "home = /usr",
+            "myenv/lib/site.py": "",
+            "pkg/__pycache__/a.pyc": "",
+        }
+    )
     assert store.take(src).paths() == ["t.py"]
 
 
@@ -97,7 +115,9 @@ def test_too_many_files_names_folders_and_ignore_file(store, make_tree):
 
 
 def test_too_large_names_the_largest_files(store, make_tree):
-    src = make_tree({"train.py": "", "model.bin": b"\0" * 3_000_000, "small.txt": "x", ".gitignore": "*.log\n"})
+    src = make_tree(
+        {"train.py": "", "model.bin": b"\0" * 3_000_000, "small.txt": "x", ".gitignore": "*.log\n"}
+    )
     with pytest.raises(SnapshotTooLarge) as err:
         store.take(src, SnapshotLimits(max_bytes=1_000_000))
     lines = str(err.value).splitlines()
@@ -155,7 +175,11 @@ def test_symlinks_are_kept_as_links_and_never_followed(store, make_tree, tmp_pat
     os.symlink("../../", src / "data/up")
     with caplog.at_level(logging.WARNING):
         snap = store.take(src)
-    assert dict(snap.symlinks) == {"inside.csv": "data/real.csv", "outside.txt": str(outside), "data/up": "../../"}
+    assert dict(snap.symlinks) == {
+        "inside.csv": "data/real.csv",
+        "outside.txt": str(outside),
+        "data/up": "../../",
+    }
     assert "outside.txt" in caplog.text and "never followed" in caplog.text
     stored = [p.read_bytes() for p in store.blobs.rglob("*") if p.is_file()]
     assert b"do not copy" not in stored

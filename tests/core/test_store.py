@@ -49,7 +49,15 @@ def test_states_only_move_forward_and_terminal_is_final(tmp_path):
 def test_metric_ingestion_is_compare_and_set(tmp_path):
     store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
     store.create_run(record("a"))
-    row = {"run_id": "a", "seq": 0, "name": "m", "kind": "scalar", "step": None, "value": "1", "logged_at": 0.0}
+    row = {
+        "run_id": "a",
+        "seq": 0,
+        "name": "m",
+        "kind": "scalar",
+        "step": None,
+        "value": "1",
+        "logged_at": 0.0,
+    }
     assert store.ingest_metrics("a", 0, 10, [row]) is True
     assert store.ingest_metrics("a", 0, 10, [row]) is False  # a second reader of the same bytes
     assert len(store.get_metric_rows("a")) == 1
@@ -61,8 +69,15 @@ def _writer(url: str, worker: int, n: int) -> None:
         run_id = f"w{worker}-{i}"
         store.create_run(record(run_id))
         store.record_states(run_id, [(RunStatus.RUNNING, time.time(), None)])
-        row = {"run_id": run_id, "seq": 0, "name": "m", "kind": "scalar", "step": i, "value": "1",
-               "logged_at": 0.0}
+        row = {
+            "run_id": run_id,
+            "seq": 0,
+            "name": "m",
+            "kind": "scalar",
+            "step": i,
+            "value": "1",
+            "logged_at": 0.0,
+        }
         store.ingest_metrics(run_id, 0, 2, [row])
         store.update(run_id, tags={"worker": str(worker)})
 

@@ -90,8 +90,9 @@ def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tr
     assert details["status"] == "Completed"
     assert details["exit_code"] == 0
     assert details["target"] == target
-    assert set(details["state_times"]) == {s.value for s in RunStatus if s not in (RunStatus.FAILED,
-                                                                                     RunStatus.CANCELED)}
+    assert set(details["state_times"]) == {
+        s.value for s in RunStatus if s not in (RunStatus.FAILED, RunStatus.CANCELED)
+    }
     assert run.get_metrics() == {
         "loss": [1.0, 0.5, 1 / 3],
         "accuracy": 0.93,
@@ -101,7 +102,9 @@ def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tr
     assert [h["step"] for h in run.get_metric_history("loss")] == [0, 1, 2]
     assert run.tags == {"framework": "none"}
     names = run.get_file_names()
-    assert {"outputs/model.bin", "outputs/nested/info.json", "logs/train.log", "logs/std_log.txt"} <= set(names)
+    assert {"outputs/model.bin", "outputs/nested/info.json", "logs/train.log", "logs/std_log.txt"} <= set(
+        names
+    )
     log = (Path(details["output_dir"]) / "logs/std_log.txt").read_text()
     assert f"training on {run.id}" in log and "to stderr" in log
     dest = run.download_file("outputs/model.bin", workspace.root.parent / "dl" / "model.bin")
@@ -111,9 +114,13 @@ def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tr
 
 
 def test_arguments_reach_argv_exactly(workspace, target, make_tree):
-    src = make_tree({"train.py": "import sys, json\nopen('outputs/argv.json','w').write(json.dumps(sys.argv[1:]))\n",
-                     "outputs/.keep": ""})
-    args = ["plain", "with space", "it's \"quoted\"", "$HOME", "a;b", "line1\nline2", "", 3, 2.5, "--flag=x y"]
+    src = make_tree(
+        {
+            "train.py": "import sys, json\nopen('outputs/argv.json','w').write(json.dumps(sys.argv[1:]))\n",
+            "outputs/.keep": "",
+        }
+    )
+    args = ["plain", "with space", 'it\'s "quoted"', "$HOME", "a;b", "line1\nline2", "", 3, 2.5, "--flag=x y"]
     run = submit(workspace, target, src, arguments=args)
     run.wait_for_completion()
     out = Path(run.get_details()["output_dir"]) / "outputs/argv.json"
@@ -142,8 +149,12 @@ def test_traceback_lands_in_the_log(workspace, target, make_tree):
 
 
 def test_show_output_streams_the_log(workspace, target, make_tree, capsys):
-    src = make_tree({"train.py": "import time\nfor i in range(5):\n    print('line', i, flush=True)\n"
-                                 "    time.sleep(0.1)\nprint('no newline at end', end='')\n"})
+    src = make_tree(
+        {
+            "train.py": "import time\nfor i in range(5):\n    print('line', i, flush=True)\n"
+            "    time.sleep(0.1)\nprint('no newline at end', end='')\n"
+        }
+    )
     run = submit(workspace, target, src)
     run.wait_for_completion(show_output=True)
     out = capsys.readouterr().out
@@ -151,12 +162,17 @@ def test_show_output_streams_the_log(workspace, target, make_tree, capsys):
 
 
 def test_cancel_ends_the_whole_process_group(workspace, target, make_tree):
-    src = make_tree({"train.py": """
+    src = make_tree(
+        {
+            "train.py": """
         import subprocess, sys, time, os
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         open("outputs/pids", "w").write(f"{os.getpid()} {child.pid}")
         time.sleep(600)
-    """, "outputs/.keep": ""})
+    """,
+            "outputs/.keep": "",
+        }
+    )
     run = submit(workspace, target, src)
     runner_dir = workspace.root / "targets" / "local" / "runs" / run.id
     pids_file = runner_dir / "snapshot/outputs/pids"
@@ -171,13 +187,18 @@ def test_cancel_ends_the_whole_process_group(workspace, target, make_tree):
 
 
 def test_cancel_escalates_to_sigkill_after_grace(workspace, target, make_tree):
-    src = make_tree({"train.py": """
+    src = make_tree(
+        {
+            "train.py": """
         import signal, time, os
         signal.signal(signal.SIGTERM, lambda *a: print("ignoring SIGTERM", flush=True))
         open("outputs/pid", "w").write(str(os.getpid()))
         while True:
             time.sleep(0.1)
-    """, "outputs/.keep": ""})
+    """,
+            "outputs/.keep": "",
+        }
+    )
     run = submit(workspace, target, src)
     pid_file = workspace.root / "targets" / "local" / "runs" / run.id / "snapshot/outputs/pid"
     pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
@@ -198,12 +219,17 @@ def test_timeout_raises_and_the_run_goes_on(workspace, target, make_tree):
 
 
 def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, tmp_path):
-    src = make_tree({"train.py": "import time\ntime.sleep(1.5)\nopen('outputs/done','w').write('1')\n",
-                     "outputs/.keep": ""})
+    src = make_tree(
+        {
+            "train.py": "import time\ntime.sleep(1.5)\nopen('outputs/done','w').write('1')\n",
+            "outputs/.keep": "",
+        }
+    )
     code = textwrap.dedent(f"""
         from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
         ws = Workspace({str(workspace.root)!r})
-        run = Experiment(ws, "suite").submit(ScriptRunConfig({str(src)!r}, "train.py", compute_target={target!r}))
+        config = ScriptRunConfig({str(src)!r}, "train.py", compute_target={target!r})
+        run = Experiment(ws, "suite").submit(config)
         print(run.id)
     """)
     started = time.monotonic()
@@ -219,12 +245,21 @@ def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, 
 def test_lost_runner_is_failed_with_a_reason(workspace, target, make_tree):
     if target != "local":
         pytest.skip("killing the runner process needs local process access")
-    src = make_tree({"train.py": "import time, os\nopen('outputs/pid','w').write(str(os.getpid()))\n"
-                                 "time.sleep(600)\n", "outputs/.keep": ""})
+    src = make_tree(
+        {
+            "train.py": "import time, os\nopen('outputs/pid','w').write(str(os.getpid()))\ntime.sleep(600)\n",
+            "outputs/.keep": "",
+        }
+    )
     run = submit(workspace, target, src)
     run_dir = workspace.root / "targets" / "local" / "runs" / run.id
-    pid = int(wait_until(lambda: (run_dir / "snapshot/outputs/pid").exists()
-                         and (run_dir / "snapshot/outputs/pid").read_text()))
+    pid = int(
+        wait_until(
+            lambda: (
+                (run_dir / "snapshot/outputs/pid").exists() and (run_dir / "snapshot/outputs/pid").read_text()
+            )
+        )
+    )
     status = json.loads((run_dir / "status.json").read_text())
     os.kill(status["supervisor_pid"], signal.SIGKILL)
     wait_until(lambda: not pid_alive(status["supervisor_pid"]))
@@ -237,15 +272,20 @@ def test_heartbeat_advances_while_running(workspace, target, make_tree):
     src = make_tree({"train.py": "import time\ntime.sleep(2.5)\n"})
     run = submit(workspace, target, src)
     first = wait_until(lambda: (run.target.read_status(run.id) or {}).get("heartbeat"))
-    later = wait_until(lambda: (run.target.read_status(run.id) or {}).get("heartbeat", 0) > first and
-                       run.target.read_status(run.id)["heartbeat"])
+    later = wait_until(
+        lambda: (
+            (run.target.read_status(run.id) or {}).get("heartbeat", 0) > first
+            and run.target.read_status(run.id)["heartbeat"]
+        )
+    )
     assert later > first
     run.wait_for_completion()
 
 
 def test_editing_source_after_submit_does_not_change_the_run(workspace, target, make_tree):
-    src = make_tree({"train.py": "import time\ntime.sleep(0.5)\nprint(open('data.txt').read())\n",
-                     "data.txt": "original"})
+    src = make_tree(
+        {"train.py": "import time\ntime.sleep(0.5)\nprint(open('data.txt').read())\n", "data.txt": "original"}
+    )
     run = submit(workspace, target, src)
     (src / "data.txt").write_text("edited")
     run.wait_for_completion()
@@ -254,7 +294,9 @@ def test_editing_source_after_submit_does_not_change_the_run(workspace, target, 
 
 def test_environment_variables_and_interpreter_path(workspace, target, make_tree):
     other = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-    src = make_tree({"train.py": "import os, sys\nprint('exe', sys.executable)\nprint('var', os.environ['MY_VAR'])\n"})
+    src = make_tree(
+        {"train.py": "import os, sys\nprint('exe', sys.executable)\nprint('var', os.environ['MY_VAR'])\n"}
+    )
     env = Environment(environment_variables={"MY_VAR": "hello world"})
     env.python.interpreter_path = other
     run = submit(workspace, target, src, environment=env)
@@ -265,7 +307,9 @@ def test_environment_variables_and_interpreter_path(workspace, target, make_tree
 
 
 def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
-    src = make_tree({"train.py": """
+    src = make_tree(
+        {
+            "train.py": """
         from azureml.core import Run
         from azureml.core.run import Run as Run2
         run = Run.get_context()
@@ -276,7 +320,9 @@ def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
             from azureml.core import Workspace
         except ImportError as exc:
             print("clear error:", "compatibility layer provides only Run" in str(exc))
-    """})
+    """
+        }
+    )
     run = submit(workspace, target, src)
     run.wait_for_completion()
     assert run.get_metrics() == {"accuracy": 0.9, "losses": [0.5, 0.25]}
@@ -289,7 +335,9 @@ def test_real_azureml_core_is_left_alone(workspace, target, make_tree, tmp_path)
     (site / "azureml/__init__.py").write_text("")
     (site / "azureml/core/__init__.py").write_text("REAL = True\nfrom azureml.core.run import Run\n")
     (site / "azureml/core/run.py").write_text("class Run:\n    pass\n")
-    src = make_tree({"train.py": "import azureml.core\nprint('real', getattr(azureml.core, 'REAL', False))\n"})
+    src = make_tree(
+        {"train.py": "import azureml.core\nprint('real', getattr(azureml.core, 'REAL', False))\n"}
+    )
     env = Environment(environment_variables={"PYTHONPATH": str(site)})
     run = submit(workspace, target, src, environment=env)
     run.wait_for_completion()
@@ -297,7 +345,9 @@ def test_real_azureml_core_is_left_alone(workspace, target, make_tree, tmp_path)
 
 
 def test_numpy_values_and_bad_values(workspace, target, make_tree):
-    src = make_tree({"train.py": """
+    src = make_tree(
+        {
+            "train.py": """
         import numpy as np
         from mltrain import Run
         run = Run.get_context()
@@ -308,7 +358,9 @@ def test_numpy_values_and_bad_values(workspace, target, make_tree):
             run.log("bad", object())
         except TypeError as exc:
             print("refused:", exc)
-    """})
+    """
+        }
+    )
     run = submit(workspace, target, src)
     run.wait_for_completion()
     assert run.get_metrics() == {"f32": 0.5, "i64": 7, "arr": [1, 2, 3]}

@@ -109,7 +109,9 @@ class Run:
             record["description"] = str(description)
         if self.offline:
             self._offline_metrics.append(record)
-            log.info("mltrain offline run: %s %s = %r%s", kind, name, value, "" if step is None else " @%s" % step)
+            log.info(
+                "mltrain offline run: %s %s = %r%s", kind, name, value, "" if step is None else " @%s" % step
+            )
             return
         line = json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n"
         data = line.encode("utf-8")
@@ -145,7 +147,9 @@ class Run:
 
     def log_image(self, name, path=None, plot=None, description=""):
         """Keep an image (a file, or a matplotlib figure/pyplot) as ``outputs/images/<name>.png``."""
-        folder = os.path.join(self._run_dir or ".", "snapshot", "outputs", "images") if self._run_dir else None
+        folder = (
+            os.path.join(self._run_dir or ".", "snapshot", "outputs", "images") if self._run_dir else None
+        )
         if self.offline or folder is None:
             self._emit("image", name, path or "<plot>", None, description)
             return
@@ -250,9 +254,7 @@ def summarize(records, name=None):
             table = out.setdefault(key, {})
             for col, v in value.items():
                 table.setdefault(col, []).append(v)
-        elif kind == "table":
-            out[key] = value
-        elif kind == "list":
+        elif kind == "table" or kind == "list":
             out[key] = value
         else:
             if key in out:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_provider_mltrain.core.experiment import NAME_RE
+from airflow_provider_mltrain.operators.script_run import ScriptRunOperator, run_id_for_task
+
+
+def test_run_id_is_stable_safe_and_unique():
+    a = run_id_for_task("dag", "train", "manual__2026-11-29T05:00:00+00:00")
+    assert a == run_id_for_task("dag", "train", "manual__2026-11-29T05:00:00+00:00")
+    assert NAME_RE.match(a) and len(a) <= 255
+    assert re.fullmatch(r"dag\.train\.manual__2026-11-29T05_00_00_00_00\.[0-9a-f]{10}", a)
+    assert (
+        run_id_for_task("dag", "train", "manual__2026-11-29T05_00_00_00_00") != a
+    )  # sanitizing never merges ids
+    assert run_id_for_task("dag", "train", "r", map_index=2) != run_id_for_task(
+        "dag", "train", "r", map_index=3
+    )
+    long = run_id_for_task("d" * 250, "t" * 250, "r" * 250)
+    assert NAME_RE.match(long)
+    assert run_id_for_task("dag", "train", "r", attempt=2).endswith(".a2")
+
+
+def test_template_fields():
+    assert set(ScriptRunOperator.template_fields) >= {"source_directory", "script", "arguments", "tags"}
+
+
+@pytest.fixture
+def operator(tmp_path):
+    return ScriptRunOperator(
+        task_id="train",
+        experiment_name="exp",
+        source_directory=str(tmp_path),
+        script="t.py",
+        workspace=str(tmp_path / "ws"),
+    )
+
+
+def test_retry_after_failure_gets_a_fresh_linked_run(operator, tmp_path, make_tree):
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig
+
+    ws = operator._workspace()
+    ti = SimpleNamespace(dag_id="d", task_id="train", run_id="r1", map_index=-1)
+    first_id, previous = operator._pick_run_id(ws, ti)
+    assert previous is None
+    src = make_tree({"t.py": "raise SystemExit(1)"})
+    Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"), run_id=first_id).wait_for_completion(
+        raise_on_error=False
+    )
+    second_id, previous = operator._pick_run_id(ws, ti)
+    assert previous == first_id and second_id == first_id + ".a2"
+    (src / "t.py").write_text("print('ok')")
+    Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"), run_id=second_id).wait_for_completion()
+    # A completed run is returned as it is: no third run.
+    assert operator._pick_run_id(ws, ti) == (second_id, first_id)

@@ -1,0 +1,111 @@
+"""DAGs run through a real Airflow (``airflow dags test``) on SQLite, each in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain import Workspace
+
+pytestmark = pytest.mark.airflow
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = _env(home, ROOT / "dags_examples")
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return home
+
+
+def _env(home: Path, dags: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLTRAIN"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        MLTRAIN_WORKSPACE=str(home / "mltrain"),
+    )
+    return env
+
+
+def dags_test(home: Path, dags: Path, dag_id: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [AIRFLOW, "dags", "test", dag_id], env=_env(home, dags), capture_output=True, text=True, timeout=600
+    )
+
+
+def xcom(home: Path, dag_id: str, task_id: str, key: str):
+    with sqlite3.connect(home / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT value FROM xcom WHERE dag_id=? AND task_id=? AND key=?", (dag_id, task_id, key)
+        ).fetchall()
+    assert len(rows) == 1, rows
+    value = rows[0][0]
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def test_provider_is_registered(airflow_home):
+    proc = subprocess.run(
+        [AIRFLOW, "providers", "list", "-o", "json"],
+        env=_env(airflow_home, ROOT / "dags_examples"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    providers = {p["package_name"]: p for p in json.loads(proc.stdout[proc.stdout.index("[") :])}
+    assert "airflow-provider-mltrain" in providers
+
+
+def test_quickstart_trains_and_records_the_run(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "dags_examples", "mltrain_quickstart")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    ws = Workspace(airflow_home / "mltrain")
+    runs = ws.experiment("digits").list_runs()
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.get_status() == "Completed"
+    metrics = run.get_metrics()
+    assert len(metrics["accuracy"]) == 15
+    assert metrics["final_accuracy"] > 0.9
+    assert "outputs/model.pkl" in run.get_file_names()
+    assert run.properties["airflow.dag_id"] == "mltrain_quickstart"
+    assert run.tags["dag_run"].startswith("manual__")
+    assert xcom(airflow_home, "mltrain_quickstart", "train", "return_value") == run.id
+    details = xcom(airflow_home, "mltrain_quickstart", "train", "run_details")
+    assert details["status"] == "Completed" and details["run_id"] == run.id
+    assert (
+        xcom(airflow_home, "mltrain_quickstart", "check_accuracy", "return_value")
+        == metrics["final_accuracy"]
+    )
+    # The training log streamed into the task log.
+    assert "epoch 15  accuracy" in proc.stdout + proc.stderr
+
+
+def test_failing_script_fails_the_task_with_exit_code_and_log_tail(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_failing")
+    out = proc.stdout + proc.stderr
+    assert "failed with exit code 3" in out, out[-4000:]
+    assert "something went wrong, exiting with 3" in out
+    run = Workspace(airflow_home / "mltrain").experiment("failing").list_runs()[0]
+    details = run.get_details()
+    assert details["status"] == "Failed" and details["exit_code"] == 3
+    assert details["arguments"] == ["--code", "3"]  # templated from params
+
+
+def test_timeout_cancels_the_run_and_fails_the_task(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_timeout")
+    out = proc.stdout + proc.stderr
+    assert "timed out after 2" in out, out[-4000:]
+    run = Workspace(airflow_home / "mltrain").experiment("timeout").list_runs()[0]
+    assert run.get_status() == "Canceled"
