@@ -57,3 +57,14 @@ def test_retry_after_failure_gets_a_fresh_linked_run(operator, tmp_path, make_tr
     Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"), run_id=second_id).wait_for_completion()
     # A completed run is returned as it is: no third run.
     assert operator._pick_run_id(ws, ti) == (second_id, first_id)
+
+
+def test_on_kill_cancels_the_run(operator, make_tree):
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig
+
+    ws = operator._workspace()
+    src = make_tree({"t.py": "import time\ntime.sleep(600)\n"})
+    operator._run = Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"))
+    operator.cancel_grace_period = 1
+    operator.on_kill()
+    assert operator._run.get_status() == "Canceled"

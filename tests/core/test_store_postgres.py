@@ -1,0 +1,54 @@
+"""The run store on a real PostgreSQL server (started by tests/services/postgres.sh)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+from airflow_provider_mltrain.core.store import RunStore, metadata
+from tests.core.test_store import _writer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_url() -> str:
+    url = os.environ.get("MLTRAIN_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("MLTRAIN_TEST_POSTGRES_URL is not set: tests/services/postgres.sh did not run")
+        pytest.skip("no PostgreSQL: run `make test` (it starts one) or set MLTRAIN_TEST_POSTGRES_URL")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+    from airflow_provider_mltrain.core import store
+
+    store._engines.pop(url, None)
+    return url
+
+
+def test_several_processes_write_at_once(pg_url):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(pg_url, w, 25)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    runs = RunStore(pg_url).list_runs()
+    assert len(runs) == 100 and {r["status"] for r in runs} == {"Running"}
+
+
+def test_a_whole_run_with_the_store_on_postgres(pg_url, tmp_path, make_tree):
+    src = make_tree({"train.py": "from mltrain import Run\nRun.get_context().log('acc', 0.5, step=1)\n"})
+    ws = Workspace(tmp_path / "ws", database_url=pg_url)
+    run = Experiment(ws, "pg").submit(ScriptRunConfig(src, "train.py"), tags={"db": "postgres"})
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed"
+    assert run.get_metric_history("acc")[0]["step"] == 1
+    assert Workspace(tmp_path / "ws", database_url=pg_url).get_run(run.id).tags == {"db": "postgres"}

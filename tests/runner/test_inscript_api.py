@@ -1,0 +1,76 @@
+"""The in-script ``mltrain`` module, run by hand (offline) and against a metrics file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain.runner import RUNNER_DIR
+
+PYLIB = os.path.join(RUNNER_DIR, "pylib")
+
+
+def run_script(code: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MLTRAIN_")}
+    clean["PYTHONPATH"] = PYLIB
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **(env or {})}, capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_offline_run_keeps_metrics_in_memory():
+    proc = run_script(
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "from mltrain import Run\n"
+        "run = Run.get_context()\n"
+        "assert run.offline and run.id.startswith('OfflineRun')\n"
+        "run.log('a', 1); run.log('a', 2); run.log_row('t', x=1)\n"
+        "print(run.get_metrics())\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "{'a': [1, 2], 't': {'x': [1]}}"
+    assert "mltrain offline run" in proc.stderr
+
+
+def test_offline_refused_when_not_allowed():
+    proc = run_script("from mltrain import Run\nRun.get_context(allow_offline=False)\n")
+    assert proc.returncode == 1 and "not running inside an mltrain run" in proc.stderr
+
+
+def test_records_are_json_lines_with_step_and_time(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    env = {
+        "MLTRAIN_RUN_ID": "r1",
+        "MLTRAIN_EXPERIMENT": "e",
+        "MLTRAIN_METRICS_FILE": str(metrics),
+        "MLTRAIN_RUN_DIR": str(tmp_path),
+    }
+    proc = run_script(
+        "from mltrain import Run\n"
+        "run = Run.get_context()\n"
+        "run.log('loss', 0.5, step=3, description='train loss')\n"
+        "run.log_table('tbl', {'x': [1, 2], 'y': [3, 4]})\n"
+        "run.upload_file('sub/notes.txt', __import__('io').BytesIO(b'hi'))\n"
+        "print(run.id, run.experiment.name, run.get_metrics())\n",
+        env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "r1 e {'loss': 0.5, 'tbl': {'x': [1, 2], 'y': [3, 4]}}"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert records[0]["step"] == 3 and records[0]["description"] == "train loss" and records[0]["time"] > 0
+    assert (tmp_path / "outputs/sub/notes.txt").read_bytes() == b"hi"
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/abs.txt", "a/../../b"])
+def test_upload_file_stays_in_outputs(tmp_path, name):
+    proc = run_script(
+        f"from mltrain import Run\nRun.get_context().upload_file({name!r}, 'x')\n",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1 and "must be a relative path inside outputs/" in proc.stderr
