@@ -25,6 +25,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_mltrain.operators.script_run"],
             }
         ],
+        "hooks": [
+            {
+                "integration-name": "ML Training",
+                "python-modules": ["airflow_provider_mltrain.hooks.environment"],
+            }
+        ],
         "config": {
             "mltrain": {
                 "description": "Where airflow-provider-mltrain keeps runs, snapshots and environments.",
@@ -44,6 +50,13 @@ def get_provider_info() -> dict[str, Any]:
                         "sensitive": True,
                         "example": "postgresql+psycopg2://user:pass@db/mltrain",
                         "default": None,
+                    },
+                    "heartbeat_interval": {
+                        "description": "Seconds between a runner's status.json heartbeats.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "5",
+                        "default": "5",
                     },
                     "snapshot_max_size_mb": {
                         "description": "Largest snapshot accepted, in MB.",

@@ -92,6 +92,20 @@ def test_quickstart_trains_and_records_the_run(airflow_home):
     assert "epoch 15  accuracy" in proc.stdout + proc.stderr
 
 
+def test_managed_environment_dag_builds_from_yaml(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "dags_examples", "mltrain_managed_environment")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "mltrain: building environment" in out  # build output in the task log
+    run = Workspace(airflow_home / "mltrain").experiment("digits-managed-env").list_runs()[0]
+    env = run.get_details()["environment"]
+    assert run.get_status() == "Completed"
+    assert env["name"] == "digits-sklearn" and env["managed"] is True
+    assert "scikit-learn==1.9.1" in env["packages"] and "numpy==2.4.6" in env["packages"]
+    assert env["interpreter"].startswith(str(airflow_home / "mltrain" / "targets" / "local" / "envs"))
+    assert len(run.get_metrics()["accuracy"]) == 10
+
+
 def test_failing_script_fails_the_task_with_exit_code_and_log_tail(airflow_home):
     proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_failing")
     out = proc.stdout + proc.stderr

@@ -16,7 +16,21 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.errors import UnknownComputeTarget
 
 if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.environment import Environment
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
+
+LogLine = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PreparedEnvironment:
+    """The interpreter a run uses on its target, and what is installed there."""
+
+    interpreter: str
+    packages: tuple[str, ...] = ()
+    python_version: str | None = None
+    built: bool = False
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,13 +69,23 @@ class ComputeTarget(abc.ABC):
     def __init__(self, name: str):
         self.name = name
 
-    def resolve_interpreter(self, interpreter_path: str | None) -> str | None:
-        """Check the environment's interpreter before anything is submitted; returns what to run."""
-        return interpreter_path
+    @abc.abstractmethod
+    def check_environment(self, env: Environment) -> None:
+        """Cheap checks before anything is submitted (the interpreter exists and is a Python, ...)."""
+
+    @abc.abstractmethod
+    def prepare_environment(
+        self, env: Environment, log: LogLine, rebuild: bool = False
+    ) -> PreparedEnvironment:
+        """Build the environment on this target, or find the cached build; output goes to ``log``."""
 
     @abc.abstractmethod
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
         """Start the run; False (and nothing done) when a run with this id already exists here."""
+
+    @abc.abstractmethod
+    def has_run(self, run_id: str) -> bool:
+        """Whether this target (as seen from here) holds a run folder for ``run_id``."""
 
     @abc.abstractmethod
     def read_status(self, run_id: str) -> dict[str, Any] | None:
@@ -124,6 +148,15 @@ def get_target(name: str | ComputeTarget, workspace_root: Path) -> ComputeTarget
         if target is not None:
             return target
     raise UnknownComputeTarget(
-        f"Unknown compute target {name!r}. Built in: 'local'. Docker, SSH and Spark targets are "
-        "Airflow connections: create a connection with that id, or check the spelling."
+        f"Unknown compute target {name!r}. This version has one target, 'local' (this machine); "
+        "Docker, SSH and Spark targets, named by Airflow connection ids, are coming. Check the spelling."
     )
+
+
+def remember_target(target: ComputeTarget) -> None:
+    """Let this process find a target object passed to ``submit`` by its name later on."""
+
+    def resolver(name: str, _root: Path) -> ComputeTarget | None:
+        return target if name == target.name else None
+
+    register_resolver(resolver, first=True)

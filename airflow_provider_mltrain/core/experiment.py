@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core import settings
-from airflow_provider_mltrain.core.compute import RunSpec, get_target
-from airflow_provider_mltrain.core.environment import resolve_environment
-from airflow_provider_mltrain.core.errors import InvalidRunConfig, SnapshotError, TargetError
+from airflow_provider_mltrain.core.compute import RunSpec, get_target, remember_target
+from airflow_provider_mltrain.core.environment import (
+    EnvironmentBuildFailed,
+    resolve_environment,
+    warn_unpinned,
+)
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError, TargetError
 from airflow_provider_mltrain.core.gitinfo import git_properties
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
@@ -21,7 +27,7 @@ if TYPE_CHECKING:
     from airflow_provider_mltrain.core.run_config import ScriptRunConfig
     from airflow_provider_mltrain.core.workspace import Workspace
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -49,44 +55,46 @@ class Experiment:
         tags: dict[str, Any] | None = None,
         run_id: str | None = None,
         properties: dict[str, Any] | None = None,
+        log: Callable[[str], None] | None = None,
+        rebuild_environment: bool = False,
     ) -> Run:
-        """Snapshot the source folder, record the run and start it on its target.
+        """Snapshot the source folder, record the run, prepare its environment and start it.
 
         Every check (paths, arguments, environment, target, snapshot limits) happens before the
         run is written to the store. With ``run_id`` given and already in the store, nothing is
-        submitted and the existing run is returned: a retried submission reattaches.
+        submitted and the existing run is returned: a retried submission reattaches. Environment
+        build output goes to ``log`` (default: this module's logger); a failed build leaves the
+        run Failed in Preparing and raises :class:`EnvironmentBuildFailed`.
         """
+        say = log or (lambda line: logger.info("%s", line))
         source = config.resolved_source_directory()
         script = config.resolved_script(source)
         arguments = config.resolved_arguments()
-        environment = resolve_environment(config.environment)
+        environment = resolve_environment(config.environment, self.workspace, source)
         all_tags = {str(k): "" if v is None else str(v) for k, v in {**config.tags, **(tags or {})}.items()}
         if run_id is None:
             run_id = f"{self.name}_{int(time.time())}_{secrets.token_hex(4)}"
         check_name("run_id", run_id)
         store = self.workspace.store
         if store.get_run(run_id) is not None:
-            log.info("Run %s exists already; returning it instead of submitting again.", run_id)
+            logger.info("Run %s exists already; returning it instead of submitting again.", run_id)
             return Run(self.workspace, run_id)
         target = get_target(config.compute_target, self.workspace.root)
-        interpreter = target.resolve_interpreter(environment.python.interpreter_path)
-        snapshot = self.workspace.snapshots.take(source, self.workspace.snapshot_limits)
-        if script not in {f.path for f in snapshot.files}:
-            raise SnapshotError(
-                f"script {script!r} is left out of the snapshot by an ignore file in {source} "
-                "(.mltrainignore or .gitignore). Remove the line that matches it."
-            )
+        if config.compute_target is target:
+            remember_target(target)
+        target.check_environment(environment)
+        env_hash = environment.content_hash()
+        snapshot = self.workspace.snapshots.take(source, self.workspace.snapshot_limits, required=script)
         spec = RunSpec(
             run_id=run_id,
             experiment=self.name,
             script=script,
             arguments=tuple(arguments),
             snapshot_id=snapshot.id,
-            interpreter=interpreter,
             environment_variables=dict(environment.environment_variables),
             heartbeat_interval=settings.heartbeat_interval(),
         )
-        record = {
+        record: dict[str, Any] = {
             "id": run_id,
             "experiment": self.name,
             "status": RunStatus.QUEUED.value,
@@ -95,7 +103,7 @@ class Experiment:
             "script": script,
             "arguments": arguments,
             "snapshot_id": snapshot.id,
-            "environment": {**environment.to_dict(), "interpreter": interpreter},
+            "environment": {**environment.to_dict(), "hash": env_hash, "managed": environment.managed},
             "tags": all_tags,
             "properties": {
                 **git_properties(source),
@@ -108,6 +116,34 @@ class Experiment:
             return Run(self.workspace, run_id)
         run = Run(self.workspace, run_id)
         store.record_states(run_id, [(RunStatus.PREPARING, time.time(), None)])
+        try:
+            if environment.managed:
+                warn_unpinned(environment, say)
+            prepared = target.prepare_environment(environment, say, rebuild=rebuild_environment)
+        except Exception as exc:
+            message = str(exc)
+            if environment.managed:
+                store.record_build(env_hash, target.name, "failed", error=message, run_id=run_id)
+            store.record_states(run_id, [(RunStatus.FAILED, time.time(), message)])
+            store.update(run_id, error=message, collected=True)
+            if isinstance(exc, MLTrainError):
+                raise
+            raise EnvironmentBuildFailed(
+                f"Run {run_id}: preparing environment {environment.name!r} failed: {message}"
+            ) from exc
+        if prepared.built:
+            store.record_build(env_hash, target.name, "built", seconds=prepared.seconds, run_id=run_id)
+        store.update(
+            run_id,
+            environment={
+                **record["environment"],
+                "interpreter": prepared.interpreter,
+                "packages": list(prepared.packages),
+                "python_version": prepared.python_version,
+                "cache_hit": environment.managed and not prepared.built,
+            },
+        )
+        spec = dataclasses.replace(spec, interpreter=prepared.interpreter)
         try:
             target.start(spec, snapshot, self.workspace.snapshots)
         except Exception as exc:

@@ -136,6 +136,10 @@ class Run:
     ) -> str | None:
         now = time.time()
         if runner is None:
+            if not target.has_run(self.id):
+                # Not on this target as seen from here (the local target of another host, say):
+                # nothing to judge by, so no verdict.
+                return None
             if now - record["created_at"] < START_TIMEOUT or target.runner_alive(self.id, runner):
                 return None
             return f"the runner did not start within {START_TIMEOUT:.0f} s (see supervisor.log on the target)"
@@ -275,6 +279,13 @@ class Run:
             return status.value
         target = self.target
         target.request_cancel(self.id, grace_period)
+        if target.read_status(self.id) is None and not target.runner_alive(self.id, None):
+            # Nothing started on the target yet; the cancel marker stops a late supervisor too.
+            self.workspace.store.record_states(
+                self.id, [(RunStatus.CANCELED, time.time(), "canceled before start")]
+            )
+            self._finish(None, "canceled by request before the run started")
+            return RunStatus.CANCELED.value
         deadline = time.monotonic() + grace_period + 15
         while time.monotonic() < deadline:
             status = self.refresh()

@@ -22,7 +22,7 @@ class ScriptRunConfig:
     script: str
     arguments: Sequence[Any] = ()
     compute_target: str | ComputeTarget = "local"
-    environment: Environment | None = None
+    environment: Environment | str | os.PathLike[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
     def resolved_source_directory(self) -> Path:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 IGNORE_FILES = (".mltrainignore", ".gitignore")
 ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".hg", ".svn", ".mltrain"})
+# A run's ./outputs and ./logs are what it produces; copies left in the source folder by local
+# runs are not part of what it is given.
+RUN_OUTPUT_DIRS = frozenset({"outputs", "logs"})
 MANIFEST_VERSION = 1
 # Cached hashes of files modified this close to the cache write are not trusted (git's "racy clean").
 RACY_WINDOW_NS = 2_000_000_000
@@ -129,8 +132,11 @@ class _IgnoreRules:
     def __init__(self) -> None:
         self._specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
 
-    def child(self, rel_dir: str, folder: Path) -> _IgnoreRules:
+    def child(self, rel_dir: str, folder: Path, names: set[str] | None = None) -> _IgnoreRules:
+        """The rules below ``folder``; ``names`` (the folder's listing) spares looking for absent files."""
         for name in IGNORE_FILES:
+            if names is not None and name not in names:
+                continue
             path = folder / name
             try:
                 lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
@@ -174,14 +180,13 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
         )
     root = root.resolve()
     result = ScanResult(root=root)
-    rules = _IgnoreRules().child("", root)
     for name in IGNORE_FILES:
         if (root / name).is_file():
             result.root_ignore_file = name
             break
-    stack: list[tuple[str, str, _IgnoreRules]] = [("", str(root), rules)]
+    stack: list[tuple[str, str, _IgnoreRules]] = [("", str(root), _IgnoreRules())]
     while stack:
-        rel_dir, abs_dir, rules = stack.pop()
+        rel_dir, abs_dir, parent_rules = stack.pop()
         try:
             entries = list(os.scandir(abs_dir))
         except OSError as exc:
@@ -189,6 +194,7 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
                 f"Cannot list folder {abs_dir}: {exc.strerror}. Make it readable, or leave it out "
                 f"with an entry in {root / '.mltrainignore'}."
             ) from exc
+        rules = parent_rules.child(rel_dir, Path(abs_dir), {e.name for e in entries})
         kept_any = False
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
@@ -209,9 +215,11 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
                 elif entry.is_dir(follow_symlinks=False):
                     if entry.name in ALWAYS_EXCLUDED_DIRS or _is_virtualenv(entry.path):
                         continue
+                    if not rel_dir and entry.name in RUN_OUTPUT_DIRS:
+                        continue
                     if rules.ignored(rel, is_dir=True):
                         continue
-                    stack.append((rel, entry.path, rules.child(rel, Path(entry.path))))
+                    stack.append((rel, entry.path, rules))
                     kept_any = True
                 elif entry.is_file(follow_symlinks=False):
                     if rules.ignored(rel, is_dir=False):
@@ -297,9 +305,23 @@ class SnapshotStore:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def take(self, source_dir: str | os.PathLike[str], limits: SnapshotLimits | None = None) -> Snapshot:
-        """Snapshot ``source_dir``: limits first, then hash (trusting the stat cache), then store."""
+    def take(
+        self,
+        source_dir: str | os.PathLike[str],
+        limits: SnapshotLimits | None = None,
+        required: str | None = None,
+    ) -> Snapshot:
+        """Snapshot ``source_dir``: limits first, then hash (trusting the stat cache), then store.
+
+        ``required`` (the script) must be in the snapshot; checked before anything is read.
+        """
         result = scan(source_dir)
+        if required is not None and required not in {f.path for f in result.files}:
+            raise SnapshotError(
+                f"script {required!r} is left out of the snapshot of {result.root} by an ignore file "
+                "(.mltrainignore or .gitignore), or lies in its top-level outputs/ or logs/ folder, "
+                "which are never snapshotted. Remove the ignore line that matches it, or move it."
+            )
         check_limits(result, limits or SnapshotLimits.from_settings())
         cache_file = self.statcache / (hashlib.sha256(str(result.root).encode()).hexdigest()[:24] + ".json")
         cache = self._load_cache(cache_file)

@@ -73,6 +73,29 @@ meta = sa.Table(
     sa.Column("value", sa.String(255), nullable=False),
 )
 
+environments = sa.Table(
+    "mltrain_environments",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+environment_builds = sa.Table(
+    "mltrain_environment_builds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hash", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("run_id", sa.String(255), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("seconds", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 JSON_COLUMNS = ("arguments", "environment", "tags", "properties")
 
 _engines: dict[str, Engine] = {}
@@ -254,5 +277,80 @@ class RunStore:
         query = sa.select(metrics).where(metrics.c.run_id == run_id).order_by(metrics.c.seq)
         if name is not None:
             query = query.where(metrics.c.name == name)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    # -- environments ------------------------------------------------------------------------------
+
+    def register_environment(self, name: str, content_hash: str, spec: dict[str, Any]) -> str:
+        """The version for this spec under ``name``: the existing one for the same hash, else the next."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(environments.c.version, environments.c.hash)
+                .where(environments.c.name == name)
+                .order_by(environments.c.version.desc())
+            ).all()
+            if rows and rows[0].hash == content_hash:
+                return str(rows[0].version)
+            version = (rows[0].version + 1) if rows else 1
+            spec = {**spec, "version": str(version)}
+            conn.execute(
+                environments.insert().values(
+                    name=name,
+                    version=version,
+                    hash=content_hash,
+                    spec=json.dumps(spec),
+                    created_at=time.time(),
+                )
+            )
+            return str(version)
+
+    def get_environment(self, name: str, version: str | None = None) -> dict[str, Any] | None:
+        query = sa.select(environments).where(environments.c.name == name)
+        if version is not None:
+            try:
+                query = query.where(environments.c.version == int(version))
+            except ValueError:
+                return None
+        query = query.order_by(environments.c.version.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        data["spec"] = json.loads(data["spec"])
+        data["version"] = str(data["version"])
+        return data
+
+    def environment_names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(sa.select(environments.c.name).distinct()))
+
+    def record_build(
+        self,
+        content_hash: str,
+        target: str,
+        status: str,
+        seconds: float | None = None,
+        error: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                environment_builds.insert().values(
+                    hash=content_hash,
+                    target=target,
+                    run_id=run_id,
+                    status=status,
+                    seconds=seconds,
+                    error=error,
+                    created_at=time.time(),
+                )
+            )
+
+    def list_builds(self, content_hash: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(environment_builds).order_by(environment_builds.c.id)
+        if content_hash is not None:
+            query = query.where(environment_builds.c.hash == content_hash)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.environment import Environment
+from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import MLTrainError, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
 from airflow_provider_mltrain.core.run import Run
@@ -45,6 +45,10 @@ def run_id_for_task(
 class ScriptRunOperator(BaseOperator):
     """Run ``script`` from ``source_directory`` on ``compute_target`` and record it in ``experiment_name``.
 
+    ``environment`` is an ``Environment``, the path of a YAML spec (relative paths are looked up in
+    ``source_directory`` first), or the name of a registered or curated environment; managed
+    environments are built once per content hash, with the build output in the task log.
+
     The task's return value (XCom) is the run id; the run's details go to the ``run_details`` XCom
     key. While waiting, the run's stdout and stderr stream into the task log. A failed run fails the
     task with its exit code and the tail of its log; ``timeout`` cancels the run and fails the task.
@@ -59,6 +63,7 @@ class ScriptRunOperator(BaseOperator):
         "script",
         "arguments",
         "compute_target",
+        "environment",
         "tags",
     )
     template_fields_renderers = {"arguments": "json", "tags": "json"}
@@ -72,13 +77,14 @@ class ScriptRunOperator(BaseOperator):
         script: str,
         arguments: Sequence[Any] = (),
         compute_target: str = "local",
-        environment: Environment | None = None,
+        environment: Environment | str | None = None,
         tags: dict[str, Any] | None = None,
         wait_for_completion: bool = True,
         poll_interval: float = 10.0,
         timeout: float | timedelta | None = None,
         cancel_grace_period: float = 10.0,
         workspace: str | None = None,
+        rebuild_environment: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -94,6 +100,7 @@ class ScriptRunOperator(BaseOperator):
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         self.cancel_grace_period = cancel_grace_period
         self.workspace = workspace
+        self.rebuild_environment = rebuild_environment
         self._run: Run | None = None
 
     def _workspace(self) -> Workspace:
@@ -129,6 +136,7 @@ class ScriptRunOperator(BaseOperator):
             environment=self.environment,
         )
         run_id, previous = self._pick_run_id(workspace, ti)
+        attaching = workspace.store.get_run(run_id) is not None
         properties = {
             "airflow.dag_id": ti.dag_id,
             "airflow.task_id": ti.task_id,
@@ -139,15 +147,26 @@ class ScriptRunOperator(BaseOperator):
             properties["mltrain.previous_run_id"] = previous
         try:
             run = Experiment(workspace, self.experiment_name).submit(
-                config, tags=self.tags, run_id=run_id, properties=properties
+                config,
+                tags=self.tags,
+                run_id=run_id,
+                properties=properties,
+                log=lambda line: self.log.info("%s", line),
+                rebuild_environment=self.rebuild_environment,
             )
+        except EnvironmentBuildFailed as exc:
+            raise AirflowException(
+                f"mltrain: run {run_id} failed while preparing its environment: {exc}"
+            ) from exc
         except MLTrainError as exc:
             raise AirflowException(f"mltrain: run not submitted: {exc}") from exc
         self._run = run
-        ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
-        self.log.info(
-            "Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name
-        )
+        if self.do_xcom_push:
+            ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
+        if not attaching:
+            self.log.info(
+                "Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name
+            )
         if not self.wait_for_completion:
             return run.id
         try:
@@ -160,7 +179,8 @@ class ScriptRunOperator(BaseOperator):
         except RunTimeout:
             self.log.warning("Run %s did not end within %s s: canceling it.", run.id, self.timeout)
             run.cancel(self.cancel_grace_period)
-            ti.xcom_push(key=XCOM_RUN_DETAILS, value=run.get_details())
+            if self.do_xcom_push:
+                ti.xcom_push(key=XCOM_RUN_DETAILS, value=run.get_details())
             raise AirflowException(
                 f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled."
             ) from None
@@ -168,7 +188,8 @@ class ScriptRunOperator(BaseOperator):
             self.log.warning("Task execution_timeout reached: canceling run %s.", run.id)
             run.cancel(self.cancel_grace_period)
             raise
-        ti.xcom_push(key=XCOM_RUN_DETAILS, value=details)
+        if self.do_xcom_push:
+            ti.xcom_push(key=XCOM_RUN_DETAILS, value=details)
         if details["status"] != RunStatus.COMPLETED.value:
             code = details["exit_code"]
             raise AirflowException(

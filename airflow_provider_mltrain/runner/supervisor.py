@@ -119,6 +119,10 @@ class Supervisor:
         return env
 
     def start_script(self):
+        snapshot = os.path.join(self.run_dir, "snapshot")
+        for name in ("outputs", "logs"):
+            if not os.path.lexists(os.path.join(snapshot, name)):
+                os.mkdir(os.path.join(snapshot, name))
         interpreter = self.spec.get("interpreter") or sys.executable
         argv = [interpreter, BOOTSTRAP, self.spec["script"]] + [
             str(a) for a in self.spec.get("arguments", [])
@@ -154,13 +158,21 @@ class Supervisor:
                 self.cancel_requested = True
             if self.cancel_requested and kill_at is None:
                 self._signal_group(signal.SIGTERM)
-                kill_at = now + grace
+                kill_at = now + self._requested_grace(grace)
             elif kill_at is not None and now >= kill_at:
                 self._signal_group(signal.SIGKILL)
                 kill_at = float("inf")
             if now >= next_beat:
                 self.heartbeat()
                 next_beat = now + interval
+
+    def _requested_grace(self, default):
+        """The grace period the canceller asked for in ``cancel_requested``, else the spec's."""
+        try:
+            with open(os.path.join(self.run_dir, CANCEL), encoding="utf-8") as f:
+                return max(0.0, float(json.load(f).get("grace_period", default)))
+        except (OSError, ValueError, AttributeError, TypeError):
+            return default
 
     def _signal_group(self, sig):
         try:

@@ -12,16 +12,21 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
+from airflow_provider_mltrain.core.compute import ComputeTarget, LogLine, PreparedEnvironment, RunSpec
+from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, check_interpreter, find_uv
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError
 from airflow_provider_mltrain.core.run import list_run_files
-from airflow_provider_mltrain.runner import RUNNER_DIR
+from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild
 
 if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.environment import Environment
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
+    from airflow_provider_mltrain.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +45,52 @@ class LocalTarget(ComputeTarget):
     def run_dir(self, run_id: str) -> Path:
         return self.runs / run_id
 
-    def resolve_interpreter(self, interpreter_path: str | None) -> str | None:
-        if not interpreter_path:
+    # -- environments --------------------------------------------------------------------------
+
+    def _interpreter(self, env: Environment) -> str:
+        path = env.python.interpreter_path
+        if not path:
             return sys.executable
-        resolved = shutil.which(interpreter_path) if os.sep not in interpreter_path else interpreter_path
+        resolved = shutil.which(path) if os.sep not in path else path
         if not resolved or not os.path.isfile(resolved) or not os.access(resolved, os.X_OK):
             raise InvalidRunConfig(
-                f"interpreter_path {interpreter_path!r} is not an executable file on this machine. "
-                "Give the full path of a Python (for example /usr/bin/python3)."
+                f"Environment {env.name!r}: interpreter_path {path!r} is not an executable file on this "
+                "machine. Give the full path of a Python (for example /usr/bin/python3)."
             )
         return resolved
+
+    def check_environment(self, env: Environment) -> None:
+        if not env.managed and env.python.interpreter_path:
+            check_interpreter(self._interpreter(env))
+
+    def prepare_environment(
+        self, env: Environment, log: LogLine, rebuild: bool = False
+    ) -> PreparedEnvironment:
+        if not env.managed:
+            interpreter = self._interpreter(env)
+            return PreparedEnvironment(interpreter=interpreter, packages=tuple(_freeze(interpreter)))
+        spec: dict[str, Any] = {
+            "hash": env.content_hash(),
+            "root": str(self.root / "envs"),
+            "requirements": env.requirement_lines(),
+            "python_version": env.python.python_version,
+            "base_python": sys.executable,
+            "uv": find_uv(),
+            "rebuild": rebuild,
+        }
+        try:
+            info = envbuild.build(spec, log)
+        except envbuild.BuildFailed as exc:
+            raise EnvironmentBuildFailed(
+                f"Environment {env.name!r} ({spec['hash'][:12]}) failed to build: {exc}"
+            ) from None
+        return PreparedEnvironment(
+            interpreter=info["python"],
+            packages=tuple(info["packages"]),
+            python_version=info.get("python_version"),
+            built=info["built"],
+            seconds=info["seconds"],
+        )
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -91,6 +132,7 @@ class LocalTarget(ComputeTarget):
                 capture_output=True,
                 timeout=120,
                 close_fds=True,
+                env=script_environment(),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise TargetError(f"Could not start the run supervisor for {run_dir}: {exc}") from exc
@@ -99,6 +141,9 @@ class LocalTarget(ComputeTarget):
             raise TargetError(f"The run supervisor for {run_dir} failed to start: {detail}")
 
     # -- observe -------------------------------------------------------------------------------
+
+    def has_run(self, run_id: str) -> bool:
+        return self.run_dir(run_id).is_dir()
 
     def read_status(self, run_id: str) -> dict[str, Any] | None:
         try:
@@ -184,6 +229,61 @@ class LocalTarget(ComputeTarget):
                 shutil.copytree(
                     folder, dest / name, copy_function=_link_or_copy, symlinks=True, dirs_exist_ok=True
                 )
+        # The working copy of the snapshot is done with; the snapshot store keeps its content.
+        shutil.rmtree(src / "snapshot", ignore_errors=True)
+
+
+# Variables of the controller that a training script must not see: Airflow's configuration and
+# secrets (database, connections, variables) and the run store's URL.
+_PRIVATE_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW", "MLTRAIN_DATABASE_URL")
+
+
+def script_environment() -> dict[str, str]:
+    """The controller's environment minus what belongs to Airflow or the run store."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+
+
+def prune_local_builds(workspace: Workspace, days: float, dry_run: bool = False) -> list[Path]:
+    """Delete local environment builds that no run used in the last ``days`` and no active run uses.
+
+    Each build is deleted under its build lock, so a build or a submission in progress is never cut.
+    """
+    root = LocalTarget(workspace.root / "targets" / "local").root / "envs"
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - days * 86400
+    keep = set()
+    for record in workspace.store.list_runs():
+        if record["created_at"] >= cutoff or not RunStatus(record["status"]).is_terminal:
+            keep.add(record["environment"].get("hash"))
+    removed = []
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir() or folder.name in keep:
+            continue
+        marker = folder / envbuild.MARKER
+        if marker.exists() and marker.stat().st_mtime >= cutoff:
+            continue
+        removed.append(folder)
+        if dry_run:
+            continue
+        with open(root / f"{folder.name}.lock", "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+def _freeze(interpreter: str) -> list[str]:
+    """What a user-managed interpreter has installed, through uv (fast); empty when uv is missing."""
+    uv = find_uv()
+    if not uv:
+        return []
+    try:
+        out = subprocess.run([uv, "pip", "freeze", "--python", interpreter], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    return sorted(line for line in out.stdout.decode("utf-8", "replace").splitlines() if line.strip())
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -71,6 +71,7 @@ def test_script_symlink_is_refused(workspace, src):
 def test_script_left_out_by_ignore_file(workspace, src):
     (src / ".mltrainignore").write_text("train.py\n")
     assert_refused(workspace, ScriptRunConfig(src, "train.py"), SnapshotError, "left out of the snapshot")
+    assert not any((workspace.root / "snapshots").rglob("*.json"))
 
 
 @pytest.mark.parametrize(
@@ -113,19 +114,31 @@ def test_bad_interpreter_path(workspace, src):
     )
 
 
-def test_managed_environment_not_yet_supported(workspace, src):
-    env = Environment(python=PythonSection(user_managed_dependencies=False))
+def test_unknown_environment_name_suggests_close_ones(workspace, src):
     assert_refused(
-        workspace, ScriptRunConfig(src, "train.py", environment=env), InvalidRunConfig, "managed dependencies"
+        workspace,
+        ScriptRunConfig(src, "train.py", environment="sklearn"),
+        InvalidRunConfig,
+        "Unknown environment 'sklearn'. Did you mean 'mltrain-sklearn'",
     )
 
 
 def test_environment_of_the_wrong_type(workspace, src):
     assert_refused(
         workspace,
-        ScriptRunConfig(src, "train.py", environment="sklearn"),
+        ScriptRunConfig(src, "train.py", environment=42),
         InvalidRunConfig,
-        "must be an Environment",
+        "must be an Environment, a YAML file's path or an environment name",
+    )
+
+
+def test_interpreter_that_is_not_python(workspace, src):
+    env = Environment(python=PythonSection(interpreter_path="/bin/true"))
+    assert_refused(
+        workspace,
+        ScriptRunConfig(src, "train.py", environment=env),
+        InvalidRunConfig,
+        "is not a Python interpreter",
     )
 
 

@@ -273,3 +273,34 @@ def test_large_files_stream_into_the_store(store, make_tree, monkeypatch):
 def test_scan_reports_missing_folder(tmp_path):
     with pytest.raises(SnapshotError, match="does not exist"):
         scan(tmp_path / "nope")
+
+
+def test_top_level_outputs_and_logs_are_not_snapshotted(store, make_tree):
+    src = make_tree({"t.py": "", "outputs/model.pkl": "old", "logs/x.txt": "", "pkg/outputs/keep.txt": ""})
+    assert store.take(src).paths() == ["pkg/outputs/keep.txt", "t.py"]
+
+
+def test_required_script_is_checked_before_anything_is_stored(store, make_tree):
+    src = make_tree({"t.py": "", ".mltrainignore": "t.py\n", "data.bin": "x" * 100})
+    with pytest.raises(SnapshotError, match="left out of the snapshot"):
+        store.take(src, required="t.py")
+    assert not store.blobs.exists() or not any(store.blobs.rglob("*"))
+
+
+def test_unreadable_subfolder_is_named(tmp_path):
+    src = tmp_path / "src"
+    (src / "private").mkdir(parents=True)
+    (src / "t.py").write_text("")
+    os.chmod(src / "private", 0o000)
+    code = (
+        "from airflow_provider_mltrain.core.snapshot import scan\n"
+        "from airflow_provider_mltrain.core.errors import SnapshotError\n"
+        "try:\n"
+        f"    scan({str(src)!r})\n"
+        "except SnapshotError as e:\n"
+        "    print(e)\n"
+    )
+    prefix = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"] if os.geteuid() == 0 else []
+    proc = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True)
+    os.chmod(src / "private", 0o755)
+    assert f"Cannot list folder {src / 'private'}" in proc.stdout, proc.stdout + proc.stderr

@@ -204,7 +204,8 @@ def test_cancel_escalates_to_sigkill_after_grace(workspace, target, make_tree):
     pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
     started = time.monotonic()
     assert run.cancel(grace_period=1) == "Canceled"
-    assert time.monotonic() - started >= 1
+    elapsed = time.monotonic() - started
+    assert 1 <= elapsed < 8, elapsed  # the grace period asked for, not the default of 10 s
     assert not pid_alive(pid)
     assert "ignoring SIGTERM" in run.read_log().decode()
 
@@ -365,3 +366,49 @@ def test_numpy_values_and_bad_values(workspace, target, make_tree):
     run.wait_for_completion()
     assert run.get_metrics() == {"f32": 0.5, "i64": 7, "arr": [1, 2, 3]}
     assert "refused: mltrain: the value of metric 'bad' must be a number" in run.get_log_tail()
+
+
+def test_script_does_not_see_airflow_secrets(workspace, target, make_tree, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://user:secret@db/airflow")
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://user:secret@wh/db")
+    monkeypatch.setenv("MLTRAIN_DATABASE_URL", f"sqlite:///{workspace.root / 'runs.db'}")
+    monkeypatch.setenv("TEAM_SETTING", "visible")
+    src = make_tree(
+        {
+            "train.py": "import os\n"
+            "print(sorted(k for k in os.environ if '__' in k or 'CONN' in k or 'DATABASE' in k))\n"
+            "print('team', os.environ.get('TEAM_SETTING'))\n"
+        }
+    )
+    run = submit(workspace, target, src)
+    run.wait_for_completion()
+    tail = run.get_log_tail()
+    assert "[]" in tail and "team visible" in tail and "secret" not in tail
+
+
+def test_mixed_metric_kinds_under_one_name_do_not_break_reads(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": "from mltrain import Run\nr = Run.get_context()\nr.log('m', 1)\n"
+            "r.log_row('m', a=2)\nr.log('m', 3)\n"
+        }
+    )
+    run = submit(workspace, target, src)
+    run.wait_for_completion()
+    assert run.get_metrics() == {"m": [1, {"a": 2}, 3]}
+
+
+def test_outputs_folder_exists_and_working_copy_is_removed(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": "open('outputs/model.txt', 'w').write('m')\nopen('logs/extra.txt', 'w').write('l')\n",
+            "outputs/stale-from-a-local-run.bin": "old",
+        }
+    )
+    run = submit(workspace, target, src)
+    run.wait_for_completion()
+    names = run.get_file_names()
+    assert "outputs/model.txt" in names and "logs/extra.txt" in names
+    assert "outputs/stale-from-a-local-run.bin" not in names
+    if target == "local":
+        assert not (workspace.root / "targets/local/runs" / run.id / "snapshot").exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import numbers
 import os
 import shutil
@@ -242,24 +241,28 @@ class _OfflineRun(Run):
 def summarize(records, name=None):
     """Group metric records by name: one value, or a list for a series (``get_metrics`` shape)."""
     out = {}
+    kinds = {}
     for rec in records:
         key = rec.get("name")
         kind = rec.get("kind")
         if kind in ("tags", "properties") or (name is not None and key != name):
             continue
         value = rec.get("value")
-        if isinstance(value, float) and math.isnan(value):
-            value = float("nan")
-        if kind == "row":
+        first_kind = kinds.setdefault(key, kind)
+        if first_kind != kind or first_kind == "mixed":
+            # One name used for two kinds of value: keep everything, in order, as a plain list.
+            prev = out.get(key)
+            out[key] = (prev if isinstance(prev, list) and first_kind != "list" else [prev]) + [value]
+            kinds[key] = "mixed"
+        elif kind == "row":
             table = out.setdefault(key, {})
             for col, v in value.items():
                 table.setdefault(col, []).append(v)
-        elif kind == "table" or kind == "list":
+        elif kind in ("table", "list"):
             out[key] = value
+        elif key in out:
+            prev = out[key]
+            out[key] = (prev if isinstance(prev, list) else [prev]) + [value]
         else:
-            if key in out:
-                prev = out[key]
-                out[key] = (prev if isinstance(prev, list) else [prev]) + [value]
-            else:
-                out[key] = value
+            out[key] = value
     return out

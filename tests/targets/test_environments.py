@@ -1,0 +1,170 @@
+"""Managed environments built for real (uv, packages from the index) on every target."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain import Environment, Experiment, PythonSection, ScriptRunConfig, Workspace
+from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, find_uv
+from airflow_provider_mltrain.runner import envbuild
+from tests.targets.test_target_suite import TARGETS, wait_until
+
+SIX = "six==1.17.0"
+SCRIPT = "import os, six\nprint('six', six.__version__)\nprint('FOO', os.environ.get('FOO'))\n"
+
+
+@pytest.fixture(params=TARGETS)
+def target(request) -> str:
+    return request.param
+
+
+def envs_root(workspace: Workspace, target: str) -> Path:
+    return workspace.root / "targets" / target / "envs"
+
+
+def submit(workspace, target, src, environment, **kwargs):
+    config = ScriptRunConfig(src, "train.py", compute_target=target, environment=environment)
+    return Experiment(workspace, "envs").submit(config, **kwargs)
+
+
+def test_yaml_environment_builds_once_then_is_reused(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": SCRIPT,
+            "env.yaml": f"python:\n  requirements: [{SIX}]\nenvironment_variables:\n  FOO: from-yaml\n",
+        }
+    )
+    lines: list[str] = []
+    first = submit(workspace, target, src, "env.yaml", log=lines.append)
+    first.wait_for_completion()
+    assert "six 1.17.0" in first.get_log_tail() and "FOO from-yaml" in first.get_log_tail()
+    assert any("Installed 1 package" in line or "six" in line for line in lines)  # the build's own output
+    details = first.get_details()["environment"]
+    assert details["packages"] == [SIX] and details["cache_hit"] is False
+    assert len(details["hash"]) == 64
+    second = submit(workspace, target, src, "env.yaml")
+    second.wait_for_completion()
+    assert second.get_details()["environment"]["cache_hit"] is True
+    assert [b["status"] for b in workspace.store.list_builds(details["hash"])] == ["built"]
+    lock = (envs_root(workspace, target) / details["hash"] / "mltrain-lock.txt").read_text()
+    assert lock == f"{SIX}\n"
+
+
+def test_rebuild_builds_again(workspace, target, make_tree):
+    src = make_tree({"train.py": SCRIPT})
+    environment = Environment(name="six", python=PythonSection(requirements=[SIX]))
+    submit(workspace, target, src, environment).wait_for_completion()
+    submit(workspace, target, src, environment, rebuild_environment=True).wait_for_completion()
+    assert [b["status"] for b in workspace.store.list_builds(environment.content_hash())] == [
+        "built",
+        "built",
+    ]
+
+
+def test_unpinned_requirements_are_warned_about(workspace, target, make_tree):
+    src = make_tree({"train.py": SCRIPT})
+    lines: list[str] = []
+    environment = Environment(python=PythonSection(requirements=["six>=1.16"]))
+    submit(workspace, target, src, environment, log=lines.append).wait_for_completion()
+    assert any("six is not pinned" in line and "frozen" in line for line in lines)
+
+
+def test_two_concurrent_submissions_build_once(workspace, target, make_tree):
+    src = make_tree(
+        {"train.py": SCRIPT, "env.yaml": f"python:\n  requirements: [{SIX}, 'packaging==24.2']\n"}
+    )
+    code = textwrap.dedent(f"""
+        from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+        ws = Workspace({str(workspace.root)!r})
+        cfg = ScriptRunConfig({str(src)!r}, "train.py", compute_target={target!r}, environment="env.yaml")
+        Experiment(ws, "envs").submit(cfg).wait_for_completion()
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    runs = Experiment(workspace, "envs").list_runs()
+    assert len(runs) == 2 and {r.get_status() for r in runs} == {"Completed"}
+    env_hash = runs[0].get_details()["environment"]["hash"]
+    assert [b["status"] for b in workspace.store.list_builds(env_hash)] == ["built"]
+    assert sorted(r.get_details()["environment"]["cache_hit"] for r in runs) == [False, True]
+
+
+def test_unresolvable_requirement_fails_in_preparing_and_caches_nothing(workspace, target, make_tree):
+    src = make_tree({"train.py": SCRIPT})
+    environment = Environment(python=PythonSection(requirements=["mltrain-no-such-package-xyz==1.0"]))
+    lines: list[str] = []
+    with pytest.raises(EnvironmentBuildFailed, match="mltrain-no-such-package-xyz") as err:
+        submit(workspace, target, src, environment, log=lines.append)
+    assert "installing the requirements failed" in str(err.value)
+    assert any("mltrain-no-such-package-xyz" in line for line in lines)  # uv's own message reached the log
+    run = Experiment(workspace, "envs").list_runs()[0]
+    details = run.get_details()
+    assert details["status"] == "Failed"
+    assert set(details["state_times"]) == {"Queued", "Preparing", "Failed"}
+    root = envs_root(workspace, target)
+    assert not (root / environment.content_hash()).exists()
+    assert not list(root.glob(".tmp-*"))
+    assert [b["status"] for b in workspace.store.list_builds(environment.content_hash())] == ["failed"]
+
+
+def test_killed_build_leaves_nothing_usable(workspace, target, make_tree, tmp_path):
+    if target != "local":
+        pytest.skip("kills the builder process on this machine")
+    environment = Environment(python=PythonSection(requirements=[SIX]))
+    root = envs_root(workspace, target)
+    slow_uv = tmp_path / "slow-uv"
+    slow_uv.write_text(
+        f'#!/bin/sh\nif [ "$1" = pip ] && [ "$2" = install ]; then sleep 600; fi\nexec {find_uv()} "$@"\n'
+    )
+    slow_uv.chmod(0o755)
+    spec = {
+        "hash": environment.content_hash(),
+        "root": str(root),
+        "requirements": [SIX],
+        "uv": str(slow_uv),
+        "base_python": sys.executable,
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    builder = subprocess.Popen(
+        [sys.executable, envbuild.__file__, str(spec_file)], stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    wait_until(lambda: list(root.glob(".tmp-*/bin/python")), timeout=60)
+    os.killpg(builder.pid, signal.SIGKILL)
+    builder.wait()
+    assert not (root / environment.content_hash()).exists()
+    src = make_tree({"train.py": SCRIPT})
+    run = submit(workspace, target, src, environment)
+    run.wait_for_completion()
+    assert "six 1.17.0" in run.get_log_tail()
+    assert not list(root.glob(".tmp-*"))
+
+
+def test_curated_minimal_environment_runs_stdlib_scripts(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": "import sys\nprint('prefix', sys.prefix)\ntry:\n    import sklearn\n"
+            "except ImportError:\n    print('isolated')\n"
+        }
+    )
+    run = submit(workspace, target, src, "mltrain-minimal")
+    run.wait_for_completion()
+    assert "isolated" in run.get_log_tail()
+    assert str(envs_root(workspace, target)) in run.get_log_tail()
+
+
+def test_unavailable_python_version_is_a_clear_build_error(workspace, target, make_tree):
+    src = make_tree({"train.py": SCRIPT})
+    environment = Environment(python=PythonSection(python_version="3.7", requirements=[SIX]))
+    started = time.monotonic()
+    with pytest.raises(EnvironmentBuildFailed, match=r"3\.7"):
+        submit(workspace, target, src, environment)
+    assert time.monotonic() - started < 60  # no download attempted
