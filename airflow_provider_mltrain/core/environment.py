@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 HASH_VERSION = 1
 CURATED_PREFIX = "mltrain-"
+_SENSITIVE = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|SESSION|COOKIE", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
@@ -219,6 +220,14 @@ class Environment:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("base_dir")
+        return data
+
+    def recordable(self) -> dict[str, Any]:
+        """``to_dict()`` for the run history: values of secret-looking variables are masked."""
+        data = self.to_dict()
+        data["environment_variables"] = {
+            k: "***" if _SENSITIVE.search(k) else v for k, v in self.environment_variables.items()
+        }
         return data
 
     @classmethod

@@ -103,7 +103,7 @@ class Experiment:
             "script": script,
             "arguments": arguments,
             "snapshot_id": snapshot.id,
-            "environment": {**environment.to_dict(), "hash": env_hash, "managed": environment.managed},
+            "environment": {**environment.recordable(), "hash": env_hash, "managed": environment.managed},
             "tags": all_tags,
             "properties": {
                 **git_properties(source),

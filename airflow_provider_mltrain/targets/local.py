@@ -106,7 +106,10 @@ class LocalTarget(ComputeTarget):
             store.materialize(snapshot, tmp / "snapshot")
             (tmp / "logs").mkdir()
             (tmp / "outputs").mkdir()
-            (tmp / "run.json").write_text(json.dumps(spec.to_runner_json(), indent=1), encoding="utf-8")
+            # run.json carries the environment variables, secrets included: owner-only.
+            fd = os.open(tmp / "run.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(spec.to_runner_json(), f, indent=1)
             try:
                 os.rename(tmp, final)
             except OSError as exc:

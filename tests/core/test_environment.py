@@ -202,3 +202,16 @@ def test_yaml_path_is_found_next_to_the_script(workspace, tmp_path):
 def test_bad_specs(kwargs, match):
     with pytest.raises(InvalidEnvironment, match=match):
         Environment(**kwargs).validate()
+
+
+def test_secret_looking_variables_are_masked_in_the_record():
+    e = Environment(
+        environment_variables={"WANDB_API_KEY": "abc", "HF_TOKEN": "t", "DB_PASSWORD": "p", "EPOCHS": "3"}
+    )
+    assert e.recordable()["environment_variables"] == {
+        "WANDB_API_KEY": "***",
+        "HF_TOKEN": "***",
+        "DB_PASSWORD": "***",
+        "EPOCHS": "3",
+    }
+    assert e.environment_variables["HF_TOKEN"] == "t"

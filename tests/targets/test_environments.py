@@ -47,6 +47,7 @@ def test_yaml_environment_builds_once_then_is_reused(workspace, target, make_tre
     first = submit(workspace, target, src, "env.yaml", log=lines.append)
     first.wait_for_completion()
     assert "six 1.17.0" in first.get_log_tail() and "FOO from-yaml" in first.get_log_tail()
+    assert first.get_details()["environment"]["environment_variables"] == {"FOO": "from-yaml"}
     assert any("Installed 1 package" in line or "six" in line for line in lines)  # the build's own output
     details = first.get_details()["environment"]
     assert details["packages"] == [SIX] and details["cache_hit"] is False
