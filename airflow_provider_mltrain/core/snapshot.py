@@ -82,13 +82,17 @@ class Snapshot:
         dirs = tuple(data.get("dirs", ()))
         for path in [f.path for f in files] + [p for p, _ in symlinks] + list(dirs):
             _check_relative(path)
-        body = _canonical({"version": MANIFEST_VERSION, "files": data["files"], **_rest(symlinks, dirs)})
-        computed = hashlib.sha256(body).hexdigest()
+        computed = _manifest_id(files, symlinks, dirs)
         if snapshot_id is not None and snapshot_id != computed:
             raise SnapshotError(
                 f"Snapshot manifest {snapshot_id} is corrupt (its content hashes to {computed})."
             )
         return cls(id=computed, files=files, symlinks=symlinks, dirs=dirs)
+
+
+def _manifest_id(files: Iterable[FileEntry], symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> str:
+    body = {"version": MANIFEST_VERSION, "files": [[f.path, f.hash, f.size, f.mode] for f in files]}
+    return hashlib.sha256(_canonical({**body, **_rest(symlinks, dirs)})).hexdigest()
 
 
 def _rest(symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> dict:
@@ -105,7 +109,7 @@ def _check_relative(path: str) -> None:
         raise SnapshotError(f"Snapshot path {path!r} is not a plain relative path; refusing to use it.")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Scanned:
     path: str
     size: int
@@ -152,6 +156,10 @@ class _IgnoreRules:
             new._specs = [*self._specs, (rel_dir, spec)]
             return new
         return self
+
+    @property
+    def active(self) -> bool:
+        return bool(self._specs)
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
         verdict = False
@@ -200,7 +208,7 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
                 if entry.is_symlink():
-                    if rules.ignored(rel, is_dir=False):
+                    if rules.active and rules.ignored(rel, is_dir=False):
                         continue
                     target = os.readlink(entry.path)
                     if _escapes(rel, target):
@@ -217,12 +225,12 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
                         continue
                     if not rel_dir and entry.name in RUN_OUTPUT_DIRS:
                         continue
-                    if rules.ignored(rel, is_dir=True):
+                    if rules.active and rules.ignored(rel, is_dir=True):
                         continue
                     stack.append((rel, entry.path, rules))
                     kept_any = True
                 elif entry.is_file(follow_symlinks=False):
-                    if rules.ignored(rel, is_dir=False):
+                    if rules.active and rules.ignored(rel, is_dir=False):
                         continue
                     st = entry.stat(follow_symlinks=False)
                     mode = 0o755 if st.st_mode & 0o111 else 0o644
@@ -297,7 +305,6 @@ class SnapshotStore:
         self.manifests = self.root / "manifests"
         self.statcache = self.root / "statcache"
         self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
-        self._made_dirs: set[str] = set()
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest[:2] / digest[2:]
@@ -326,31 +333,55 @@ class SnapshotStore:
         cache_file = self.statcache / (hashlib.sha256(str(result.root).encode()).hexdigest()[:24] + ".json")
         cache = self._load_cache(cache_file)
         started_ns = time.time_ns()
-        todo: list[_Scanned] = []
-        digests: dict[str, tuple[str, int]] = {}
         trusted_before = cache.get("written_at_ns", 0) - RACY_WINDOW_NS
         entries = cache.get("entries", {})
+        previous = cache.get("snapshot_id")
+        if not previous or not (self.manifests / previous[:2] / f"{previous}.json").exists():
+            entries = {}  # the store was cleaned since: trust nothing the cache says is stored
+        todo: list[_Scanned] = []
+        digests: dict[str, str] = {}
         for f in result.files:
             hit = entries.get(f.path)
-            if hit and tuple(hit[:4]) == f.sig and f.sig[1] < trusted_before and self.has_blob(hit[4]):
-                digests[f.path] = (hit[4], f.size)
+            size, mtime, ctime, ino = f.sig
+            if (
+                hit is not None
+                and hit[0] == size
+                and hit[1] == mtime
+                and hit[2] == ctime
+                and hit[3] == ino
+                and mtime < trusted_before
+            ):
+                digests[f.path] = hit[4]
             else:
                 todo.append(f)
+        layout = [result.symlinks, result.dirs]
+        if (
+            not todo
+            and previous
+            and len(entries) == len(result.files)
+            and cache.get("layout") == json.loads(json.dumps(layout))
+        ):
+            # Nothing changed since the last snapshot of this folder: same manifest, same id.
+            files = tuple(FileEntry(f.path, digests[f.path], f.size, f.mode) for f in result.files)
+            return Snapshot(previous, files, tuple(result.symlinks), tuple(result.dirs))
+        sizes = {f.path: f.size for f in result.files}
         if todo:
             for f, (digest, size) in zip(todo, self._store_all(result.root, todo)):
-                digests[f.path] = (digest, size)
-        files = tuple(FileEntry(f.path, digests[f.path][0], digests[f.path][1], f.mode) for f in result.files)
-        snap = Snapshot.from_dict(
-            {
-                "version": MANIFEST_VERSION,
-                "files": [[e.path, e.hash, e.size, e.mode] for e in files],
-                **_rest(result.symlinks, result.dirs),
-            }
+                digests[f.path] = digest
+                sizes[f.path] = size
+        files = tuple(FileEntry(f.path, digests[f.path], sizes[f.path], f.mode) for f in result.files)
+        snap = Snapshot(
+            _manifest_id(files, result.symlinks, result.dirs),
+            files,
+            tuple(result.symlinks),
+            tuple(result.dirs),
         )
         self._write_manifest(snap)
-        if todo or len(entries) != len(result.files):
-            new_entries = {f.path: [*f.sig, digests[f.path][0]] for f in result.files}
-            self._save_cache(cache_file, {"written_at_ns": started_ns, "entries": new_entries})
+        new_entries = {f.path: [*f.sig, digests[f.path]] for f in result.files}
+        self._save_cache(
+            cache_file,
+            {"written_at_ns": started_ns, "entries": new_entries, "snapshot_id": snap.id, "layout": layout},
+        )
         return snap
 
     def get(self, snapshot_id: str) -> Snapshot:
@@ -374,7 +405,14 @@ class SnapshotStore:
             _check_under_links(f.path, link_paths)
             target = dest / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.blob_path(f.hash), "rb") as src:
+            try:
+                src = open(self.blob_path(f.hash), "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                raise SnapshotError(
+                    f"Snapshot {snapshot.id[:12]} needs blob {f.hash[:12]} ({f.path}), which is no longer in "
+                    f"{self.blobs}. Submit again to snapshot the source folder anew."
+                ) from None
+            with src:
                 fd = os.open(target, flags, f.mode)
                 with os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)
@@ -418,9 +456,7 @@ class SnapshotStore:
 
     def _blob_dir(self, digest: str) -> Path:
         folder = self.blobs / digest[:2]
-        if digest[:2] not in self._made_dirs:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(digest[:2])
+        folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def _write_blob(self, digest: str, data: bytes) -> None:

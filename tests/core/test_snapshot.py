@@ -304,3 +304,38 @@ def test_unreadable_subfolder_is_named(tmp_path):
     proc = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True)
     os.chmod(src / "private", 0o755)
     assert f"Cannot list folder {src / 'private'}" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_cleaned_store_is_refilled_not_trusted(store, make_tree, tmp_path):
+    import shutil
+
+    src = make_tree({"a.txt": "one", "b.txt": "two"})
+    age(src)
+    first = store.take(src)
+    shutil.rmtree(store.blobs)
+    shutil.rmtree(store.manifests)
+    again = store.take(src)
+    assert again.id == first.id
+    store.materialize(again, tmp_path / "run")
+    assert (tmp_path / "run/a.txt").read_text() == "one"
+
+
+def test_missing_blob_is_a_clear_error(store, make_tree, tmp_path):
+    import shutil
+
+    snap = store.take(make_tree({"a.txt": "one"}))
+    shutil.rmtree(store.blobs)
+    with pytest.raises(SnapshotError, match="no longer in"):
+        store.materialize(snap, tmp_path / "run")
+
+
+def test_unchanged_tree_reuses_the_manifest(store, make_tree):
+    src = make_tree({"a.txt": "one", "d/b.txt": "two"})
+    os.symlink("a.txt", src / "link")
+    age(src)
+    first = store.take(src)
+    second = store.take(src)
+    assert second == first
+    os.unlink(src / "link")
+    third = store.take(src)
+    assert third.id != first.id and third.symlinks == ()
