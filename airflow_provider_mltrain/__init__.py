@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from airflow_provider_mltrain import targets as _targets  # registers the built-in targets
 from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
-from airflow_provider_mltrain.core.environment import Environment, PythonSection
+from airflow_provider_mltrain.core.environment import (
+    DockerSection,
+    Environment,
+    EnvironmentBuildFailed,
+    EnvironmentNotFound,
+    InvalidEnvironment,
+    PythonSection,
+)
 from airflow_provider_mltrain.core.errors import (
     InvalidRunConfig,
     MLTrainError,
@@ -35,8 +42,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ComputeTarget",
+    "DockerSection",
     "Environment",
+    "EnvironmentBuildFailed",
+    "EnvironmentNotFound",
     "Experiment",
+    "InvalidEnvironment",
     "InvalidRunConfig",
     "MLTrainError",
     "PythonSection",

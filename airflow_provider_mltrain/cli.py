@@ -85,7 +85,10 @@ def _show(run: Run, as_json: bool) -> None:
 def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> None:
     runs = [Run(ws, r["id"]) for r in ws.store.list_runs(experiment=experiment, limit=limit)]
     for run in runs:
-        run.refresh()  # an active run's status comes from its target, not from the last reader
+        try:
+            run.refresh()  # an active run's status comes from its target, not from the last reader
+        except MLTrainError as exc:
+            sys.stderr.write(f"mltrain: {run.id}: status not refreshed ({exc})\n")
     details = [run.get_details() for run in runs]
     if as_json:
         json.dump(details, sys.stdout, indent=2, default=str)
@@ -143,7 +146,11 @@ def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> Non
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    prepared = target.prepare_environment(env, echo, rebuild=rebuild)
+    try:
+        prepared = target.prepare_environment(env, echo, rebuild=rebuild)
+    except MLTrainError as exc:
+        ws.store.record_build(env.content_hash(), target.name, "failed", error=str(exc))
+        raise
     if prepared.built:
         ws.store.record_build(env.content_hash(), target.name, "built", seconds=prepared.seconds)
     state = "built" if prepared.built else "already built (cache hit)"

@@ -153,10 +153,16 @@ def get_target(name: str | ComputeTarget, workspace_root: Path) -> ComputeTarget
     )
 
 
+_remembered: dict[str, ComputeTarget] = {}
+
+
 def remember_target(target: ComputeTarget) -> None:
     """Let this process find a target object passed to ``submit`` by its name later on."""
+    _remembered[target.name] = target
 
-    def resolver(name: str, _root: Path) -> ComputeTarget | None:
-        return target if name == target.name else None
 
-    register_resolver(resolver, first=True)
+def _remembered_target(name: str, _root: Path) -> ComputeTarget | None:
+    return _remembered.get(name)
+
+
+register_resolver(_remembered_target)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 HASH_VERSION = 1
 CURATED_PREFIX = "mltrain-"
 _SENSITIVE = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|SESSION|COOKIE", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
@@ -144,7 +145,7 @@ class Environment:
                     sources.append((str(nested_path), text.splitlines(), nested_path))
                     continue
                 if line.startswith("-"):
-                    options.append(" ".join(line.split()))
+                    options.append(self._option_line(line, source_path))
                     continue
                 try:
                     req = Requirement(line)
@@ -156,6 +157,26 @@ class Environment:
                 req.name = canonicalize_name(req.name)
                 packages.append(str(req))
         return options + sorted(set(packages))
+
+    def _option_line(self, line: str, source_path: Path | None) -> str:
+        """A pip option with its file argument made absolute; a constraints file's contents are hashed."""
+        folder = source_path.parent if source_path else Path(self.base_dir or os.getcwd())
+        match = re.match(r"^(-c|--constraint|-e|--editable)(?:\s+|=)(\S.*)$", line)
+        if not match:
+            return " ".join(line.split())
+        flag, value = match.group(1), match.group(2).strip()
+        if "://" in value or value.startswith("git+"):
+            return f"{flag} {value}"
+        path = (folder / value).resolve()
+        if flag in ("-c", "--constraint"):
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            except OSError as exc:
+                raise InvalidEnvironment(
+                    f"Cannot read constraints file {path}: {exc.strerror or exc}."
+                ) from None
+            return f"-c {path} #sha256={digest}"
+        return f"-e {path}"
 
     def unpinned(self) -> list[str]:
         """Requirements without an exact ``==`` pin: frozen at first build, then reused."""
@@ -177,6 +198,7 @@ class Environment:
         body: dict[str, Any] = {"v": HASH_VERSION, "managed": self.managed, "docker": docker}
         if self.managed:
             body["python_version"] = self.python.python_version
+            body["base_interpreter"] = self.python.interpreter_path  # the venv is built from it
             body["requirements"] = self.requirement_lines()
         else:
             body["interpreter_path"] = self.python.interpreter_path
@@ -205,12 +227,12 @@ class Environment:
             raise InvalidEnvironment(
                 f"Environment {self.name!r}: give python_version or interpreter_path, not both."
             )
-        if self.python.python_version and not re.fullmatch(
-            r"3\.\d{1,2}(\.\d{1,2})?", str(self.python.python_version)
-        ):
+        version = self.python.python_version
+        match = re.fullmatch(r"3\.(\d{1,2})(\.\d{1,2})?", str(version)) if version else None
+        if version and (not match or int(match.group(1)) < 9):
             raise InvalidEnvironment(
-                f"Environment {self.name!r}: python_version {self.python.python_version!r} is not a "
-                "Python 3 version such as '3.11'."
+                f"Environment {self.name!r}: python_version {version!r} is not a Python 3 version "
+                "of 3.9 or newer, such as '3.11'."
             )
         if self.managed:
             self.requirement_lines()  # raises on a bad line or an unreadable file
@@ -228,6 +250,9 @@ class Environment:
         data["environment_variables"] = {
             k: "***" if _SENSITIVE.search(k) else v for k, v in self.environment_variables.items()
         }
+        data["python"]["requirements"] = [
+            _URL_CREDENTIALS.sub(r"\1***@", r) for r in data["python"]["requirements"]
+        ]
         return data
 
     @classmethod
@@ -243,6 +268,11 @@ class Environment:
             raise InvalidEnvironment(f"{source}: 'python' and 'docker' must be mappings.")
         _check_keys(python, {f.name for f in fields(PythonSection)}, source, "python.")
         _check_keys(docker, {f.name for f in fields(DockerSection)}, source, "docker.")
+        if isinstance(python.get("python_version"), float):
+            raise InvalidEnvironment(
+                f"{source}: python.python_version {python['python_version']!r} was read as a number "
+                "(YAML turns 3.10 into 3.1); write it in quotes, for example '3.10'."
+            )
         requirements = python.get("requirements") or []
         if isinstance(requirements, str) or not all(isinstance(r, str) for r in requirements):
             raise InvalidEnvironment(f"{source}: python.requirements must be a list of strings (pip lines).")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# "host:pid" of the process that submitted a run: lets a reader tell a submission that died while
+# preparing (same host, process gone) from one still building its environment.
+SUBMITTER = "mltrain.submitted_by"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
@@ -67,6 +72,12 @@ class Experiment:
         run Failed in Preparing and raises :class:`EnvironmentBuildFailed`.
         """
         say = log or (lambda line: logger.info("%s", line))
+        store = self.workspace.store
+        if run_id is not None:
+            check_name("run_id", run_id)
+            if store.get_run(run_id) is not None:
+                logger.info("Run %s exists already; returning it instead of submitting again.", run_id)
+                return Run(self.workspace, run_id)
         source = config.resolved_source_directory()
         script = config.resolved_script(source)
         arguments = config.resolved_arguments()
@@ -74,11 +85,6 @@ class Experiment:
         all_tags = {str(k): "" if v is None else str(v) for k, v in {**config.tags, **(tags or {})}.items()}
         if run_id is None:
             run_id = f"{self.name}_{int(time.time())}_{secrets.token_hex(4)}"
-        check_name("run_id", run_id)
-        store = self.workspace.store
-        if store.get_run(run_id) is not None:
-            logger.info("Run %s exists already; returning it instead of submitting again.", run_id)
-            return Run(self.workspace, run_id)
         target = get_target(config.compute_target, self.workspace.root)
         if config.compute_target is target:
             remember_target(target)
@@ -108,6 +114,7 @@ class Experiment:
             "properties": {
                 **git_properties(source),
                 **{str(k): str(v) for k, v in (properties or {}).items()},
+                SUBMITTER: f"{socket.gethostname()}:{os.getpid()}",
             },
         }
         try:
@@ -120,14 +127,14 @@ class Experiment:
             if environment.managed:
                 warn_unpinned(environment, say)
             prepared = target.prepare_environment(environment, say, rebuild=rebuild_environment)
-        except Exception as exc:
-            message = str(exc)
+        except BaseException as exc:
+            message = str(exc) or type(exc).__name__
             if environment.managed:
                 store.record_build(env_hash, target.name, "failed", error=message, run_id=run_id)
             store.record_states(run_id, [(RunStatus.FAILED, time.time(), message)])
-            store.update(run_id, error=message, collected=True)
-            if isinstance(exc, MLTrainError):
-                raise
+            store.update(run_id, error=f"preparing the environment failed: {message}", collected=True)
+            if isinstance(exc, MLTrainError) or not isinstance(exc, Exception):
+                raise  # ours, or an interruption (timeout, kill) that must travel on unchanged
             raise EnvironmentBuildFailed(
                 f"Run {run_id}: preparing environment {environment.name!r} failed: {message}"
             ) from exc
@@ -144,6 +151,9 @@ class Experiment:
             },
         )
         spec = dataclasses.replace(spec, interpreter=prepared.interpreter)
+        if RunStatus(store.get_run(run_id)["status"]).is_terminal:  # type: ignore[index]
+            logger.info("Run %s was canceled while its environment was prepared; not starting it.", run_id)
+            return run
         try:
             target.start(spec, snapshot, self.workspace.snapshots)
         except Exception as exc:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -117,7 +118,11 @@ class Run:
         states = _history(runner)
         self._ingest_metrics(record["metrics_offset"])
         error = None
-        if not _terminal(runner) and status.rank >= RunStatus.PREPARING.rank:
+        if runner is None and status.rank <= RunStatus.PREPARING.rank:
+            error = _dead_submitter(record)
+            if error:
+                states.append((RunStatus.FAILED, time.time(), error))
+        elif not _terminal(runner) and status.rank >= RunStatus.PREPARING.rank:
             error = self._lost_reason(target, runner, record)
             if error:
                 runner = target.read_status(self.id)  # it may have finished in between
@@ -415,6 +420,31 @@ def list_run_files(run_dir: Path) -> list[str]:
             rel = Path(dirpath).relative_to(run_dir).as_posix()
             names += [f"{rel}/{f}" for f in files]
     return sorted(names)
+
+
+def _dead_submitter(record: dict[str, Any]) -> str | None:
+    """Why a run that never reached its target is lost: its submitting process on this host ended."""
+    owner = record["properties"].get("mltrain.submitted_by", "")
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None  # submitted elsewhere: nothing to judge by from here
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return f"the submitting process (pid {pid} on {host}) ended while the run was {record['status']}"
+    except PermissionError:
+        return None
+    if int(pid) == os.getpid():
+        return None
+    try:  # a zombie, or a recycled pid running something else, is not our submitter
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            if f.read().split(") ", 1)[1].split()[0] == "Z":
+                return (
+                    f"the submitting process (pid {pid} on {host}) ended while the run was {record['status']}"
+                )
+    except (OSError, IndexError):
+        pass
+    return None
 
 
 def _history(runner: dict[str, Any] | None) -> list[tuple[RunStatus, float, str | None]]:

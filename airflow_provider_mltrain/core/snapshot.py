@@ -336,7 +336,12 @@ class SnapshotStore:
         trusted_before = cache.get("written_at_ns", 0) - RACY_WINDOW_NS
         entries = cache.get("entries", {})
         previous = cache.get("snapshot_id")
-        if not previous or not (self.manifests / previous[:2] / f"{previous}.json").exists():
+        blobs_id = _folder_id(self.blobs)
+        if (
+            not previous
+            or cache.get("blobs_id") != blobs_id
+            or not (self.manifests / previous[:2] / f"{previous}.json").exists()
+        ):
             entries = {}  # the store was cleaned since: trust nothing the cache says is stored
         todo: list[_Scanned] = []
         digests: dict[str, str] = {}
@@ -380,7 +385,13 @@ class SnapshotStore:
         new_entries = {f.path: [*f.sig, digests[f.path]] for f in result.files}
         self._save_cache(
             cache_file,
-            {"written_at_ns": started_ns, "entries": new_entries, "snapshot_id": snap.id, "layout": layout},
+            {
+                "written_at_ns": started_ns,
+                "entries": new_entries,
+                "snapshot_id": snap.id,
+                "layout": layout,
+                "blobs_id": _folder_id(self.blobs),
+            },
         )
         return snap
 
@@ -506,6 +517,15 @@ class SnapshotStore:
     def _save_cache(self, path: Path, data: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _folder_id(path: Path) -> list[int] | None:
+    """Device and inode of a folder: a blob folder deleted and made again gets a new one."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_dev, st.st_ino]
 
 
 def _check_under_links(path: str, link_paths: set[str]) -> None:

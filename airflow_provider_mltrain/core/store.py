@@ -283,15 +283,20 @@ class RunStore:
     # -- environments ------------------------------------------------------------------------------
 
     def register_environment(self, name: str, content_hash: str, spec: dict[str, Any]) -> str:
-        """The version for this spec under ``name``: the existing one for the same hash, else the next."""
+        """The version for this spec under ``name``: the latest one if the spec is the same, else the next."""
         with self.engine.begin() as conn:
             rows = conn.execute(
-                sa.select(environments.c.version, environments.c.hash)
+                sa.select(environments.c.version, environments.c.hash, environments.c.spec)
                 .where(environments.c.name == name)
                 .order_by(environments.c.version.desc())
             ).all()
-            if rows and rows[0].hash == content_hash:
-                return str(rows[0].version)
+            if rows:
+                latest = json.loads(rows[0].spec)
+                latest.pop("version", None)
+                if rows[0].hash == content_hash and latest == {
+                    k: v for k, v in spec.items() if k != "version"
+                }:
+                    return str(rows[0].version)
             version = (rows[0].version + 1) if rows else 1
             spec = {**spec, "version": str(version)}
             conn.execute(

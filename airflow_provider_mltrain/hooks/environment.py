@@ -9,6 +9,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_mltrain.core.compute import PreparedEnvironment, get_target
 from airflow_provider_mltrain.core.environment import Environment, resolve_environment
+from airflow_provider_mltrain.core.errors import MLTrainError
 from airflow_provider_mltrain.core.workspace import Workspace
 
 
@@ -42,7 +43,13 @@ class EnvironmentHook(BaseHook):
         env = self.resolve(environment, base_dir)
         target = get_target(compute_target, self.workspace.root)
         target.check_environment(env)
-        prepared = target.prepare_environment(env, lambda line: self.log.info("%s", line), rebuild=rebuild)
+        try:
+            prepared = target.prepare_environment(
+                env, lambda line: self.log.info("%s", line), rebuild=rebuild
+            )
+        except MLTrainError as exc:
+            self.workspace.store.record_build(env.content_hash(), target.name, "failed", error=str(exc))
+            raise
         if prepared.built:
             self.workspace.store.record_build(
                 env.content_hash(), target.name, "built", seconds=prepared.seconds

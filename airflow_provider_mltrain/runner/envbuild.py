@@ -7,8 +7,8 @@ the remote machine for remote targets.
   is renamed into place at the end, so a failed or killed build leaves nothing that looks usable.
 * ``<root>/<hash>.lock`` (``flock``) makes concurrent requests for one hash build once; the others
   wait, then find the finished environment.
-* ``uv`` makes the venv (relocatable) and installs, offline from its cache when warm; without uv,
-  ``python -m venv`` and pip do the same.
+* ``uv`` makes the venv (relocatable) and installs: offline from its cache first, from the package
+  index when something is missing (or on a rebuild); without uv, ``python -m venv`` and pip.
 * ``mltrain-lock.txt`` in the environment holds the resolved versions (``pip freeze`` form).
 
 Command line: ``python envbuild.py SPEC.json``; build output streams on stdout and the last line
@@ -140,9 +140,17 @@ def _install(tmp, spec, log, env):
     if requirements:
         if uv:
             argv = [uv, "pip", "install", "--python", python, "-r", req_file]
+            if not spec.get("rebuild"):
+                # Offline first: a warm cache builds without the package index, or its outage.
+                code, _tail = _stream([*argv, "--offline"], log, env=env)
+                if code == 0:
+                    argv = []
+                else:
+                    log("mltrain: not everything is in uv's cache; installing from the package index")
         else:
             argv = [python, "-m", "pip", "install", "--no-input", "-r", req_file]
-        _run(argv, log, "installing the requirements", env)
+        if argv:
+            _run(argv, log, "installing the requirements", env)
     if uv:
         argv = [uv, "pip", "freeze", "--python", python]
     else:
@@ -186,6 +194,12 @@ def build(spec, log=None):
             log("mltrain: another process is building environment %s; waiting for it" % digest[:12])
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         marker = os.path.join(final, MARKER)
+        if os.path.exists(marker) and not os.path.exists(os.path.realpath(_python_in(final))):
+            log(
+                "mltrain: the Python that environment %s was built from is gone; building it again"
+                % digest[:12]
+            )
+            spec = dict(spec, rebuild=True)
         if os.path.exists(marker) and not spec.get("rebuild"):
             with open(marker, encoding="utf-8") as f:
                 info = json.load(f)

@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ class LocalTarget(ComputeTarget):
         return resolved
 
     def check_environment(self, env: Environment) -> None:
-        if not env.managed and env.python.interpreter_path:
+        if env.python.interpreter_path:
             check_interpreter(self._interpreter(env))
 
     def prepare_environment(
@@ -74,7 +75,7 @@ class LocalTarget(ComputeTarget):
             "root": str(self.root / "envs"),
             "requirements": env.requirement_lines(),
             "python_version": env.python.python_version,
-            "base_python": sys.executable,
+            "base_python": self._interpreter(env),
             "uv": find_uv(),
             "rebuild": rebuild,
         }
@@ -202,15 +203,15 @@ class LocalTarget(ComputeTarget):
             return
         (run_dir / "cancel_requested").write_text(json.dumps({"grace_period": grace_period}))
         status = self.read_status(run_id)
-        if status and self.runner_alive(run_id, status):
+        if status and _on_this_host(status) and self.runner_alive(run_id, status):
             try:
                 os.kill(int(status["supervisor_pid"]), signal.SIGTERM)
             except (ProcessLookupError, KeyError, ValueError):
                 pass
 
     def kill(self, run_id: str, status: dict[str, Any] | None) -> None:
-        if not status:
-            return
+        if not status or not _on_this_host(status):
+            return  # another host's processes: their supervisor acts on the cancel marker
         pgid = status.get("pgid")
         if pgid and _process_belongs_to_run(int(pgid), run_id):
             try:
@@ -297,6 +298,10 @@ def _link_or_copy(src: str, dst: str) -> None:
         _link_or_copy(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _on_this_host(status: dict[str, Any]) -> bool:
+    return status.get("host") in (None, socket.gethostname())
 
 
 def _process_belongs_to_run(pid: int, run_id: str) -> bool:

@@ -215,3 +215,45 @@ def test_secret_looking_variables_are_masked_in_the_record():
         "EPOCHS": "3",
     }
     assert e.environment_variables["HF_TOKEN"] == "t"
+
+
+def test_unquoted_python_version_in_yaml_is_caught(tmp_path):
+    path = tmp_path / "env.yaml"
+    path.write_text("python:\n  python_version: 3.10\n  requirements: [six]\n")
+    with pytest.raises(InvalidEnvironment, match="write it in quotes"):
+        Environment.from_yaml(path)
+
+
+def test_python_older_than_39_is_refused():
+    with pytest.raises(InvalidEnvironment, match=r"3\.9 or newer"):
+        Environment(python=PythonSection(python_version="3.8")).validate()
+
+
+def test_constraints_and_editables_are_made_absolute_and_hashed(tmp_path):
+    (tmp_path / "constraints.txt").write_text("six==1.17.0\n")
+    (tmp_path / "requirements.txt").write_text("-c constraints.txt\n-e ./pkg\nsix\n")
+    e = Environment.from_pip_requirements("c", tmp_path / "requirements.txt")
+    lines = e.requirement_lines()
+    assert lines[0].startswith(f"-c {tmp_path / 'constraints.txt'} #sha256=")
+    assert lines[1] == f"-e {tmp_path / 'pkg'}"
+    first = e.content_hash()
+    (tmp_path / "constraints.txt").write_text("six==1.16.0\n")
+    assert e.content_hash() != first
+
+
+def test_registering_changed_variables_makes_a_new_version(workspace):
+    assert env(["six==1.17.0"], name="v", environment_variables={"A": "1"}).register(workspace).version == "1"
+    assert env(["six==1.17.0"], name="v", environment_variables={"A": "2"}).register(workspace).version == "2"
+    assert Environment.get(workspace, "v").environment_variables == {"A": "2"}
+
+
+def test_index_credentials_are_masked_in_the_record():
+    e = env(["--extra-index-url https://user:s3cret@pkgs.example.invalid/simple", "six==1.17.0"])
+    assert "s3cret" not in str(e.recordable())
+    assert "https://***@pkgs.example.invalid/simple" in e.recordable()["python"]["requirements"][0]
+
+
+def test_managed_environment_from_a_given_python_hashes_it():
+    a = Environment(python=PythonSection(requirements=["six"], interpreter_path="/usr/bin/python3"))
+    b = Environment(python=PythonSection(requirements=["six"]))
+    assert a.managed and a.content_hash() != b.content_hash()

@@ -339,3 +339,15 @@ def test_unchanged_tree_reuses_the_manifest(store, make_tree):
     os.unlink(src / "link")
     third = store.take(src)
     assert third.id != first.id and third.symlinks == ()
+
+
+def test_deleted_blob_folder_alone_is_noticed(store, make_tree, tmp_path):
+    import shutil
+
+    src = make_tree({"a.txt": "one"})
+    age(src)
+    store.take(src)
+    shutil.rmtree(store.blobs)
+    snap = store.take(src)
+    store.materialize(snap, tmp_path / "run")
+    assert (tmp_path / "run/a.txt").read_text() == "one"

@@ -164,8 +164,85 @@ def test_curated_minimal_environment_runs_stdlib_scripts(workspace, target, make
 
 def test_unavailable_python_version_is_a_clear_build_error(workspace, target, make_tree):
     src = make_tree({"train.py": SCRIPT})
-    environment = Environment(python=PythonSection(python_version="3.7", requirements=[SIX]))
+    environment = Environment(python=PythonSection(python_version="3.19", requirements=[SIX]))
     started = time.monotonic()
-    with pytest.raises(EnvironmentBuildFailed, match=r"3\.7"):
+    with pytest.raises(EnvironmentBuildFailed, match=r"3\.19"):
         submit(workspace, target, src, environment)
     assert time.monotonic() - started < 60  # no download attempted
+
+
+def slow_uv(tmp_path: Path, seconds: int) -> Path:
+    """A uv that sleeps before installing, so a test can act while a build is under way."""
+    wrapper = tmp_path / f"slow-uv-{seconds}"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = pip ] && [ "$2" = install ]; then sleep {seconds}; fi\n'
+        f'exec {find_uv()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_cancel_while_preparing_never_starts_the_script(workspace, target, make_tree, tmp_path, monkeypatch):
+    import threading
+
+    from airflow_provider_mltrain.targets import local
+
+    monkeypatch.setattr(local, "find_uv", lambda: str(slow_uv(tmp_path, 2)))
+    marker = tmp_path / "script-ran"
+    src = make_tree({"train.py": f"open({str(marker)!r}, 'w').close()\n"})
+    environment = Environment(python=PythonSection(requirements=[SIX]))
+    submitted = []
+    thread = threading.Thread(target=lambda: submitted.append(submit(workspace, target, src, environment)))
+    thread.start()
+    run_id = wait_until(lambda: [r.id for r in Experiment(workspace, "envs").list_runs()])[0]
+    run = workspace.get_run(run_id)
+    wait_until(lambda: run.get_status() == "Preparing")
+    assert run.cancel(grace_period=1) == "Canceled"
+    thread.join(60)
+    assert submitted and submitted[0].id == run_id
+    assert run.get_status() == "Canceled"
+    assert not marker.exists()
+    assert not (workspace.root / "targets" / target / "runs" / run_id).exists()
+
+
+def test_submitter_killed_while_preparing_fails_the_run(workspace, target, make_tree, tmp_path):
+    if target != "local":
+        pytest.skip("kills a process on this machine")
+    src = make_tree({"train.py": SCRIPT})
+    code = textwrap.dedent(f"""
+        from airflow_provider_mltrain import Environment, Experiment, PythonSection, ScriptRunConfig
+        from airflow_provider_mltrain import Workspace
+        from airflow_provider_mltrain.targets import local
+        local.find_uv = lambda: {str(slow_uv(tmp_path, 600))!r}
+        env = Environment(python=PythonSection(requirements=[{SIX!r}]))
+        cfg = ScriptRunConfig({str(src)!r}, "train.py", environment=env)
+        Experiment(Workspace({str(workspace.root)!r}), "envs").submit(cfg)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    run_id = wait_until(lambda: [r.id for r in Experiment(workspace, "envs").list_runs()], timeout=60)[0]
+    run = workspace.get_run(run_id)
+    wait_until(lambda: run.get_status() == "Preparing")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run.get_status() == "Failed"
+    assert "submitting process" in run.get_details()["error"]
+
+
+def test_warm_cache_builds_without_the_package_index(workspace, target, make_tree, monkeypatch):
+    src = make_tree({"train.py": SCRIPT})
+    submit(
+        workspace, target, src, Environment(python=PythonSection(requirements=[SIX]))
+    ).wait_for_completion()
+    # A different spec (so a new build) whose packages are all in uv's cache, with no index reachable.
+    # No way out: every request would go through a proxy on a closed loopback port.
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    environment = Environment(python=PythonSection(requirements=[SIX]), name="offline")
+    environment.docker.base_image = "changes-the-hash-only"
+    run = submit(workspace, target, src, environment)
+    run.wait_for_completion()
+    assert run.get_details()["environment"]["cache_hit"] is False
+    assert "six 1.17.0" in run.get_log_tail()
