@@ -25,6 +25,18 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_mltrain.operators.script_run"],
             }
         ],
+        "sensors": [
+            {
+                "integration-name": "ML Training",
+                "python-modules": ["airflow_provider_mltrain.sensors.run"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "ML Training",
+                "python-modules": ["airflow_provider_mltrain.triggers.run"],
+            }
+        ],
         "hooks": [
             {
                 "integration-name": "ML Training",

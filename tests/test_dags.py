@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -123,3 +124,38 @@ def test_timeout_cancels_the_run_and_fails_the_task(airflow_home):
     assert "timed out after 2" in out, out[-4000:]
     run = Workspace(airflow_home / "mltrain").experiment("timeout").list_runs()[0]
     assert run.get_status() == "Canceled"
+
+
+def test_deferrable_wait_completes_with_log_and_xcoms(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_deferrable")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "Pausing task as DEFERRED" in out and "Trigger completed" in out
+    # The run's log reached the task log through the trigger.
+    assert re.search(r"all done\s+\[airflow_provider_mltrain\.triggers\.run\.RunTrigger\]", out), out[-4000:]
+    run = Workspace(airflow_home / "mltrain").experiment("deferrable").list_runs()[0]
+    assert run.get_status() == "Completed" and run.get_metrics()["score"] == [0, 0.5, 1.0]
+    assert xcom(airflow_home, "mltrain_test_deferrable", "train", "return_value") == run.id
+    assert xcom(airflow_home, "mltrain_test_deferrable", "train", "run_details")["status"] == "Completed"
+
+
+def test_deferrable_failure_and_timeout(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_deferrable_fail")
+    out = proc.stdout + proc.stderr
+    assert "failed with exit code 4" in out and "something went wrong, exiting with 4" in out, out[-4000:]
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_deferrable_timeout")
+    out = proc.stdout + proc.stderr
+    assert "timed out after 2" in out, out[-4000:]
+    run = Workspace(airflow_home / "mltrain").experiment("deferrable-timeout").list_runs()[0]
+    assert run.get_status() == "Canceled"
+
+
+def test_submit_then_sensors(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_sensor")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    run = Workspace(airflow_home / "mltrain").experiment("sensor").list_runs()[0]
+    assert run.get_status() == "Completed"
+    assert "Pausing task as DEFERRED" in out  # wait_deferred went to the trigger
+    for task in ("wait_poke", "wait_deferred"):
+        assert xcom(airflow_home, "mltrain_test_sensor", task, "run_details")["run_id"] == run.id

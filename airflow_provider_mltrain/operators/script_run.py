@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.sdk import conf
 
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import MLTrainError, RunTimeout
@@ -15,6 +18,7 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.triggers.run import RunTrigger
 from airflow_provider_mltrain.version_compat import AirflowException, AirflowTaskTimeout, BaseOperator
 
 if TYPE_CHECKING:
@@ -42,6 +46,16 @@ def run_id_for_task(
     return run_id if attempt <= 1 else f"{run_id}.a{attempt}"
 
 
+def failure_message(run: Run, details: dict[str, Any]) -> str:
+    code = details["exit_code"]
+    return (
+        f"mltrain: run {run.id} {details['status'].lower()}"
+        + (f" with exit code {code}" if code not in (None, 0) else "")
+        + (f": {details['error']}" if details["error"] else "")
+        + f"\n--- last lines of the run's log ---\n{run.get_log_tail()}"
+    )
+
+
 class ScriptRunOperator(BaseOperator):
     """Run ``script`` from ``source_directory`` on ``compute_target`` and record it in ``experiment_name``.
 
@@ -55,6 +69,10 @@ class ScriptRunOperator(BaseOperator):
 
     A retry of the same task instance reattaches to its run while it is active, returns a completed
     run without running it again, and starts a fresh run (linked to the old one) after a failure.
+
+    With ``deferrable=True`` (default: ``[operators] default_deferrable``) the wait happens in the
+    triggerer (``RunTrigger``) and frees the worker slot; the log still reaches the task log.
+    ``wait_for_completion=False`` returns right after submission; follow with ``RunSensor``.
     """
 
     template_fields: Sequence[str] = (
@@ -85,6 +103,7 @@ class ScriptRunOperator(BaseOperator):
         cancel_grace_period: float = 10.0,
         workspace: str | None = None,
         rebuild_environment: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,6 +120,7 @@ class ScriptRunOperator(BaseOperator):
         self.cancel_grace_period = cancel_grace_period
         self.workspace = workspace
         self.rebuild_environment = rebuild_environment
+        self.deferrable = deferrable
         self._run: Run | None = None
 
     def _workspace(self) -> Workspace:
@@ -169,6 +189,17 @@ class ScriptRunOperator(BaseOperator):
             )
         if not self.wait_for_completion:
             return run.id
+        if self.deferrable:
+            self.defer(
+                trigger=RunTrigger(
+                    run_id=run.id,
+                    workspace=str(workspace.root),
+                    poll_interval=self.poll_interval,
+                    deadline=time.time() + self.timeout if self.timeout else None,
+                    cancel_grace_period=self.cancel_grace_period,
+                ),
+                method_name="execute_complete",
+            )
         try:
             details = run.wait_for_completion(
                 timeout=self.timeout,
@@ -177,27 +208,35 @@ class ScriptRunOperator(BaseOperator):
                 log_callback=lambda line: self.log.info("%s", line),
             )
         except RunTimeout:
-            self.log.warning("Run %s did not end within %s s: canceling it.", run.id, self.timeout)
-            run.cancel(self.cancel_grace_period)
-            if self.do_xcom_push:
-                ti.xcom_push(key=XCOM_RUN_DETAILS, value=run.get_details())
-            raise AirflowException(
-                f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled."
-            ) from None
+            self._timed_out(run, ti)
         except AirflowTaskTimeout:
             self.log.warning("Task execution_timeout reached: canceling run %s.", run.id)
             run.cancel(self.cancel_grace_period)
             raise
+        return self._finish(run, details, ti)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        """Resumes after RunTrigger: the same XComs and failures as the synchronous path."""
+        ti = context["ti"]
+        run = Run(self._workspace(), event["run_id"])
+        self._run = run
+        if event.get("status") == "timeout":
+            self._timed_out(run, ti)
+        run.refresh()
+        return self._finish(run, run.get_details(), ti)
+
+    def _timed_out(self, run: Run, ti: Any) -> NoReturn:
+        self.log.warning("Run %s did not end within %s s: canceling it.", run.id, self.timeout)
+        run.cancel(self.cancel_grace_period)
+        if self.do_xcom_push:
+            ti.xcom_push(key=XCOM_RUN_DETAILS, value=run.get_details())
+        raise AirflowException(f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled.")
+
+    def _finish(self, run: Run, details: dict[str, Any], ti: Any) -> str:
         if self.do_xcom_push:
             ti.xcom_push(key=XCOM_RUN_DETAILS, value=details)
         if details["status"] != RunStatus.COMPLETED.value:
-            code = details["exit_code"]
-            raise AirflowException(
-                f"mltrain: run {run.id} {details['status'].lower()}"
-                + (f" with exit code {code}" if code not in (None, 0) else "")
-                + (f": {details['error']}" if details["error"] else "")
-                + f"\n--- last lines of the run's log ---\n{run.get_log_tail()}"
-            )
+            raise AirflowException(failure_message(run, details))
         self.log.info("Run %s completed; outputs in %s", run.id, details["output_dir"])
         return run.id
 
