@@ -153,16 +153,14 @@ def get_target(name: str | ComputeTarget, workspace_root: Path) -> ComputeTarget
     )
 
 
-_remembered: dict[str, ComputeTarget] = {}
+# Target objects passed to ``submit`` (rather than names), by run id: this process can follow
+# those runs; other processes resolve the run's target by name.
+_run_targets: dict[str, ComputeTarget] = {}
 
 
-def remember_target(target: ComputeTarget) -> None:
-    """Let this process find a target object passed to ``submit`` by its name later on."""
-    _remembered[target.name] = target
+def remember_target(run_id: str, target: ComputeTarget) -> None:
+    _run_targets[run_id] = target
 
 
-def _remembered_target(name: str, _root: Path) -> ComputeTarget | None:
-    return _remembered.get(name)
-
-
-register_resolver(_remembered_target)
+def target_for_run(run_id: str, name: str, workspace_root: Path) -> ComputeTarget:
+    return _run_targets.get(run_id) or get_target(name, workspace_root)

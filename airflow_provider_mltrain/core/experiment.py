@@ -87,7 +87,7 @@ class Experiment:
             run_id = f"{self.name}_{int(time.time())}_{secrets.token_hex(4)}"
         target = get_target(config.compute_target, self.workspace.root)
         if config.compute_target is target:
-            remember_target(target)
+            remember_target(run_id, target)
         target.check_environment(environment)
         env_hash = environment.content_hash()
         snapshot = self.workspace.snapshots.take(source, self.workspace.snapshot_limits, required=script)
@@ -115,6 +115,7 @@ class Experiment:
                 **git_properties(source),
                 **{str(k): str(v) for k, v in (properties or {}).items()},
                 SUBMITTER: f"{socket.gethostname()}:{os.getpid()}",
+                "mltrain.workspace": str(self.workspace.root),
             },
         }
         try:
@@ -131,8 +132,8 @@ class Experiment:
             message = str(exc) or type(exc).__name__
             if environment.managed:
                 store.record_build(env_hash, target.name, "failed", error=message, run_id=run_id)
-            store.record_states(run_id, [(RunStatus.FAILED, time.time(), message)])
-            store.update(run_id, error=f"preparing the environment failed: {message}", collected=True)
+            if store.record_states(run_id, [(RunStatus.FAILED, time.time(), message)]) == RunStatus.FAILED:
+                store.update(run_id, error=f"preparing the environment failed: {message}", collected=True)
             if isinstance(exc, MLTrainError) or not isinstance(exc, Exception):
                 raise  # ours, or an interruption (timeout, kill) that must travel on unchanged
             raise EnvironmentBuildFailed(
@@ -163,6 +164,8 @@ class Experiment:
             if isinstance(exc, TargetError):
                 raise
             raise TargetError(f"Run {run_id} could not start on target {target.name!r}: {message}") from exc
+        if RunStatus(store.get_run(run_id)["status"]).is_terminal:  # type: ignore[index]
+            target.request_cancel(run_id, spec.kill_grace_period)  # canceled while it was starting
         return run
 
     def list_runs(self, status: str | None = None, tags: dict[str, str] | None = None) -> list[Run]:

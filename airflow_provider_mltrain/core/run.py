@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.compute import ComputeTarget, get_target
+from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
 from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.runner.pylib.mltrain import summarize
@@ -94,7 +94,7 @@ class Run:
     @property
     def target(self) -> ComputeTarget:
         if self._target is None:
-            self._target = get_target(self._record()["target"], self.workspace.root)
+            self._target = target_for_run(self.id, self._record()["target"], self.workspace.root)
         return self._target
 
     @property
@@ -119,7 +119,7 @@ class Run:
         self._ingest_metrics(record["metrics_offset"])
         error = None
         if runner is None and status.rank <= RunStatus.PREPARING.rank:
-            error = _dead_submitter(record)
+            error = _dead_submitter(record, self.workspace.root)
             if error:
                 states.append((RunStatus.FAILED, time.time(), error))
         elif not _terminal(runner) and status.rank >= RunStatus.PREPARING.rank:
@@ -422,12 +422,14 @@ def list_run_files(run_dir: Path) -> list[str]:
     return sorted(names)
 
 
-def _dead_submitter(record: dict[str, Any]) -> str | None:
+def _dead_submitter(record: dict[str, Any], workspace_root: Path) -> str | None:
     """Why a run that never reached its target is lost: its submitting process on this host ended."""
     owner = record["properties"].get("mltrain.submitted_by", "")
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return None  # submitted elsewhere: nothing to judge by from here
+    if record["properties"].get("mltrain.workspace") != str(workspace_root):
+        return None  # another workspace's target may hold the run: no verdict from this one
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -436,7 +438,7 @@ def _dead_submitter(record: dict[str, Any]) -> str | None:
         return None
     if int(pid) == os.getpid():
         return None
-    try:  # a zombie, or a recycled pid running something else, is not our submitter
+    try:  # a zombie is not our submitter (a recycled pid is not detected: the run waits)
         with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
             if f.read().split(") ", 1)[1].split()[0] == "Z":
                 return (

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -421,7 +422,7 @@ class SnapshotStore:
             except FileNotFoundError:
                 raise SnapshotError(
                     f"Snapshot {snapshot.id[:12]} needs blob {f.hash[:12]} ({f.path}), which is no longer in "
-                    f"{self.blobs}. Submit again to snapshot the source folder anew."
+                    f"{self.blobs}. Delete {self.statcache} and submit again to store the source anew."
                 ) from None
             with src:
                 fd = os.open(target, flags, f.mode)
@@ -519,13 +520,22 @@ class SnapshotStore:
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
 
 
-def _folder_id(path: Path) -> list[int] | None:
-    """Device and inode of a folder: a blob folder deleted and made again gets a new one."""
+def _folder_id(path: Path) -> str | None:
+    """A random id kept in the blob folder: a folder deleted and made again gets a new one."""
+    marker = path / ".store-id"
     try:
-        st = path.stat()
+        return marker.read_text().strip()
     except FileNotFoundError:
+        pass
+    if not path.is_dir():
         return None
-    return [st.st_dev, st.st_ino]
+    new = uuid.uuid4().hex
+    try:
+        with open(marker, "x") as f:
+            f.write(new)
+    except FileExistsError:
+        return marker.read_text().strip()
+    return new
 
 
 def _check_under_links(path: str, link_paths: set[str]) -> None:

@@ -54,13 +54,18 @@ def _stream(argv, log, env=None, cwd=None):
     )
     tail = []
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        log(line)
-        tail.append(line)
-        if len(tail) > 40:
-            del tail[0]
-    return proc.wait(), "\n".join(tail)
+    try:
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            log(line)
+            tail.append(line)
+            if len(tail) > 40:
+                del tail[0]
+        return proc.wait(), "\n".join(tail)
+    except BaseException:
+        proc.kill()  # interrupted (timeout, kill): leave no installer running
+        proc.wait()
+        raise
 
 
 def _run(argv, log, what, env=None):
@@ -133,15 +138,19 @@ def _create(tmp, spec, log, env):
 def _install(tmp, spec, log, env):
     requirements = spec.get("requirements") or []
     req_file = os.path.join(tmp, "mltrain-requirements.txt")
-    with open(req_file, "w", encoding="utf-8") as f:
+    # Requirement lines may carry index credentials: owner-only.
+    with os.fdopen(
+        os.open(req_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8"
+    ) as f:
         f.write("".join(line + "\n" for line in requirements))
     uv = spec.get("uv")
     python = _python_in(tmp)
     if requirements:
         if uv:
             argv = [uv, "pip", "install", "--python", python, "-r", req_file]
-            if not spec.get("rebuild"):
-                # Offline first: a warm cache builds without the package index, or its outage.
+            if not spec.get("rebuild") and spec.get("pinned"):
+                # Offline first when every version is pinned: a warm cache builds without the
+                # package index (or through its outage). Unpinned specs resolve against the index.
                 code, _tail = _stream([*argv, "--offline"], log, env=env)
                 if code == 0:
                     argv = []
@@ -226,7 +235,8 @@ def build(spec, log=None):
                 "builder": "uv" if spec.get("uv") else "pip",
                 "built_at": time.time(),
             }
-            with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:
+            marker_fd = os.open(os.path.join(tmp, MARKER), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(marker_fd, "w", encoding="utf-8") as f:
                 json.dump(info, f, indent=1, sort_keys=True)
             old = None
             if os.path.exists(final):

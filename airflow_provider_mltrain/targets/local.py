@@ -78,6 +78,7 @@ class LocalTarget(ComputeTarget):
             "base_python": self._interpreter(env),
             "uv": find_uv(),
             "rebuild": rebuild,
+            "pinned": not env.unpinned(),
         }
         try:
             info = envbuild.build(spec, log)

@@ -175,3 +175,34 @@ def test_list_runs_filters_and_orders(workspace, src):
     assert [r.id for r in exp.list_runs(tags={"kind": "a"})] == [a.id]
     assert [r.id for r in exp.list_runs(status="Completed")] == [b.id, a.id]
     assert workspace.list_experiments() == ["exp"]
+
+
+def test_target_object_is_followed_by_name(tmp_path, src):
+    from airflow_provider_mltrain.targets.local import LocalTarget
+
+    ws = Workspace(tmp_path / "ws")
+    target = LocalTarget(tmp_path / "elsewhere")  # named "local", with its own root
+    run = Experiment(ws, "exp").submit(ScriptRunConfig(src, "train.py", compute_target=target))
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert (tmp_path / "elsewhere" / "runs" / run.id).exists()
+
+
+def test_reader_of_another_workspace_gives_no_verdict(tmp_path, make_tree):
+    """Same run store, other workspace root: a run it cannot see is not declared lost."""
+    import subprocess
+    import sys
+
+    src = make_tree({"train.py": "print('ok')\n"})
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    code = (
+        "from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace\n"
+        f"ws = Workspace({str(tmp_path / 'a')!r}, database_url={url!r})\n"
+        f"print(Experiment(ws, 'exp').submit(ScriptRunConfig({str(src)!r}, 'train.py')).id)\n"
+    )
+    run_id = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    other = Workspace(tmp_path / "b", database_url=url).get_run(run_id)
+    assert other.get_status() != "Failed"
+    owner = Workspace(tmp_path / "a", database_url=url).get_run(run_id)
+    assert owner.wait_for_completion()["status"] == "Completed"

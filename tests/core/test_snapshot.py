@@ -351,3 +351,17 @@ def test_deleted_blob_folder_alone_is_noticed(store, make_tree, tmp_path):
     snap = store.take(src)
     store.materialize(snap, tmp_path / "run")
     assert (tmp_path / "run/a.txt").read_text() == "one"
+
+
+def test_blob_folder_recreated_by_another_source_is_noticed(store, make_tree, tmp_path):
+    import shutil
+
+    a = make_tree({"a.txt": "one"})
+    b = make_tree({"b.txt": "two"})
+    age(a)
+    store.take(a)
+    shutil.rmtree(store.blobs)
+    store.take(b)  # makes the blob folder again, possibly with the same inode
+    snap = store.take(a)
+    store.materialize(snap, tmp_path / "run")
+    assert (tmp_path / "run/a.txt").read_text() == "one"
