@@ -59,4 +59,4 @@ with DAG("mltrain_test_sensor", schedule=None, start_date=START, catchup=False):
     run_id = "{{ ti.xcom_pull(task_ids='submit') }}"
     poke = RunSensor(task_id="wait_poke", run_id=run_id, mode="poke", poke_interval=0.5)
     deferred = RunSensor(task_id="wait_deferred", run_id=run_id, deferrable=True, poke_interval=0.5)
-    submit >> [poke, deferred]
+    submit >> deferred >> poke  # the deferred sensor waits first, while the run is still going
