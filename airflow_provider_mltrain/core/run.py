@@ -245,7 +245,7 @@ class Run:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         follower = LogFollower(self) if log_callback else None
-        delay = 0.02
+        delay = 0.01
         while True:
             status = self.refresh()
             if follower is not None and log_callback is not None:
@@ -257,7 +257,7 @@ class Run:
                 raise RunTimeout(
                     f"Run {self.id} is still {status.value} after {timeout} s; it goes on running."
                 )
-            delay = min(delay * 1.5, poll_interval)
+            delay = min(delay * 1.3, poll_interval)
             if deadline is not None:
                 delay = max(0.0, min(delay, deadline - time.monotonic()))
             time.sleep(delay)

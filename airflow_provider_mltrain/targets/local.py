@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -132,7 +133,8 @@ class LocalTarget(ComputeTarget):
     def _launch(self, run_dir: Path) -> None:
         try:
             proc = subprocess.run(
-                [sys.executable, SUPERVISOR, str(run_dir), "--detach"],
+                # -I -S: the supervisor needs only the standard library, and starts faster without site.
+                [sys.executable, "-I", "-S", SUPERVISOR, str(run_dir), "--detach"],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=120,
@@ -277,8 +279,35 @@ def prune_local_builds(workspace: Workspace, days: float, dry_run: bool = False)
     return removed
 
 
+_freeze_cache: dict[tuple[str, tuple[float, ...]], list[str]] = {}
+
+
+def _site_dirs_stamp() -> tuple[float, ...]:
+    """mtimes of this interpreter's site-packages folders: installing or removing a package changes one."""
+    stamps = []
+    for folder in {*site.getsitepackages(), site.getusersitepackages()}:
+        try:
+            stamps.append(os.stat(folder).st_mtime)
+        except OSError:
+            stamps.append(0.0)
+    return tuple(sorted(stamps))
+
+
 def _freeze(interpreter: str) -> list[str]:
-    """What a user-managed interpreter has installed, through uv (fast); empty when uv is missing."""
+    """What a user-managed interpreter has installed, through uv (fast); empty when uv is missing.
+
+    For the submitting Python itself the answer is kept until its site-packages change.
+    """
+    key = (interpreter, _site_dirs_stamp()) if interpreter == sys.executable else None
+    if key is not None and key in _freeze_cache:
+        return _freeze_cache[key]
+    packages = _uv_freeze(interpreter)
+    if key is not None:
+        _freeze_cache[key] = packages
+    return packages
+
+
+def _uv_freeze(interpreter: str) -> list[str]:
     uv = find_uv()
     if not uv:
         return []
