@@ -76,6 +76,7 @@ class RunSensor(BaseSensorOperator):
                 workspace=str(run.workspace.root),
                 poll_interval=self.poke_interval,
                 deadline=time.time() + self.timeout if self.timeout else None,
+                cancel_on_kill=False,  # the run belongs to the task that submitted it
             ),
             method_name="execute_complete",
         )

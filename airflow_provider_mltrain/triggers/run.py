@@ -34,6 +34,7 @@ class RunTrigger(BaseTrigger):
         deadline: float | None = None,
         cancel_grace_period: float = 10.0,
         database_url: str | None = None,
+        cancel_on_kill: bool = True,
     ):
         super().__init__()
         self.run_id = run_id
@@ -43,6 +44,7 @@ class RunTrigger(BaseTrigger):
         self.deadline = deadline
         self.cancel_grace_period = cancel_grace_period
         self.database_url = database_url
+        self.cancel_on_kill = cancel_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -55,6 +57,7 @@ class RunTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "cancel_grace_period": self.cancel_grace_period,
                 "database_url": self.database_url,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
@@ -86,6 +89,8 @@ class RunTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """The user killed the deferred task: stop the run too (not on triggerer restarts)."""
+        if not self.cancel_on_kill:
+            return
         run = await asyncio.to_thread(self._run)
         self.log.info("Task killed while deferred: canceling run %s.", self.run_id)
         await asyncio.to_thread(run.cancel, self.cancel_grace_period)

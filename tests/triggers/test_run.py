@@ -50,6 +50,13 @@ def test_on_kill_cancels_the_run(workspace, make_tree):
     assert run.get_status() == "Canceled"
 
 
+def test_a_sensor_trigger_leaves_the_run_alone_on_kill(workspace, make_tree):
+    src = make_tree({"train.py": "import time\ntime.sleep(1)\n"})
+    run = Experiment(workspace, "t").submit(ScriptRunConfig(src, "train.py"))
+    asyncio.run(RunTrigger(run.id, str(workspace.root), cancel_on_kill=False).on_kill())
+    assert run.wait_for_completion()["status"] == "Completed"
+
+
 def test_polls_off_the_event_loop(workspace, make_tree, monkeypatch):
     """Every store and target read runs in a worker thread, never on the triggerer's loop thread."""
     import threading
