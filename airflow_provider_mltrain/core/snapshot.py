@@ -12,12 +12,14 @@ always left out. Limits are checked after a stat-only walk, before any file is r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -305,13 +307,14 @@ class SnapshotStore:
         self.blobs = self.root / "blobs"
         self.manifests = self.root / "manifests"
         self.statcache = self.root / "statcache"
+        self._blobs_str = str(self.blobs)
         self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest[:2] / digest[2:]
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return os.path.isfile(os.path.join(self._blobs_str, digest[:2], digest[2:]))
 
     def take(
         self,
@@ -441,10 +444,18 @@ class SnapshotStore:
     # -- internals -----------------------------------------------------------------------------
 
     def _store_all(self, root: Path, files: list[_Scanned]) -> list[tuple[str, int]]:
-        if len(files) == 1 or self.workers == 1:
-            return [self._store_one(root, f) for f in files]
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(lambda f: self._store_one(root, f), files))
+        """Small files one after the other (threads only add GIL contention to their syscalls);
+        large ones in a pool, where reading and hashing run outside the GIL."""
+        results: dict[str, tuple[str, int]] = {}
+        large = [f for f in files if f.size > SMALL_FILE]
+        if len(large) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                for f, result in zip(large, pool.map(lambda f: self._store_one(root, f), large)):
+                    results[f.path] = result
+        for f in files:
+            if f.path not in results:
+                results[f.path] = self._store_one(root, f)
+        return [results[f.path] for f in files]
 
     def _store_one(self, root: Path, f: _Scanned) -> tuple[str, int]:
         """Hash the file's bytes and store exactly those bytes; returns (digest, size read)."""
@@ -472,11 +483,22 @@ class SnapshotStore:
         return folder
 
     def _write_blob(self, digest: str, data: bytes) -> None:
-        folder = self._blob_dir(digest)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, folder / digest[2:])
+        # Plain string paths and a pid/thread-unique temporary name: this runs once per new file.
+        final = os.path.join(self._blobs_str, digest[:2], digest[2:])
+        tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:
+            self._blob_dir(digest)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     def _stream_blob(self, src) -> tuple[str, int]:  # type: ignore[no-untyped-def]
         self.blobs.mkdir(parents=True, exist_ok=True)
