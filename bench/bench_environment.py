@@ -41,6 +41,7 @@ def build_with_mltrain(root: Path) -> float:
 
 
 def build_with_pip(root: Path) -> float:
+    root.mkdir(parents=True, exist_ok=True)
     venv = root / "venv"
     req = root / "requirements.txt"
     req.write_text("\n".join(REQUIREMENTS) + "\n")
