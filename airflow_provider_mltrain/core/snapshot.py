@@ -127,25 +127,51 @@ class ScanResult:
     symlinks: list[tuple[str, str]] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     root_ignore_file: str | None = None
+    ignore_files: dict[str, list] = field(default_factory=dict)
 
     @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
 
+@dataclass
+class KnownTree:
+    """What the last snapshot of a folder kept, and the ignore files it obeyed (from the stat cache).
+
+    While every ignore file from the root down to a folder is the same as then, a path that was
+    kept then is kept now without asking pathspec again.
+    """
+
+    kept: Iterable[str]
+    ignore_files: dict[str, list]
+
+
 class _IgnoreRules:
     """The ignore files met on the way down, deepest last."""
 
-    def __init__(self) -> None:
+    def __init__(self, trusted: bool = False) -> None:
         self._specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+        self.trusted = trusted  # every ignore file above is unchanged since the known tree
 
-    def child(self, rel_dir: str, folder: Path, names: set[str] | None = None) -> _IgnoreRules:
-        """The rules below ``folder``; ``names`` (the folder's listing) spares looking for absent files."""
+    def child(
+        self,
+        rel_dir: str,
+        folder: Path,
+        names: set[str] | None = None,
+        seen: dict[str, list] | None = None,
+        known: KnownTree | None = None,
+    ) -> _IgnoreRules:
+        """The rules below ``folder``; ``names`` (the folder's listing) spares looking for absent files.
+
+        Ignore files read are recorded in ``seen`` (by folder: name, size, mtime, inode).
+        """
+        before = known.ignore_files.get(rel_dir) if known is not None else None
         for name in IGNORE_FILES:
             if names is not None and name not in names:
                 continue
             path = folder / name
             try:
+                st = path.stat()
                 lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
             except FileNotFoundError:
                 continue
@@ -155,8 +181,15 @@ class _IgnoreRules:
                 spec = pathspec.GitIgnoreSpec.from_lines(lines)
             except Exception as exc:
                 raise SnapshotError(f"Ignore file {path} has a line pathspec cannot parse: {exc}") from exc
-            new = _IgnoreRules()
+            sig = [name, st.st_size, st.st_mtime_ns, st.st_ino]
+            if seen is not None:
+                seen[rel_dir] = sig
+            new = _IgnoreRules(trusted=self.trusted and before == sig)
             new._specs = [*self._specs, (rel_dir, spec)]
+            return new
+        if self.trusted and before is not None:  # an ignore file is gone from here
+            new = _IgnoreRules(trusted=False)
+            new._specs = self._specs
             return new
         return self
 
@@ -180,7 +213,7 @@ def _is_virtualenv(folder: str) -> bool:
     )
 
 
-def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
+def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> ScanResult:
     """Walk the tree with ``lstat`` only: what a snapshot would hold, nothing read or hashed."""
     root = Path(source_dir)
     if not root.exists():
@@ -195,7 +228,8 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
         if (root / name).is_file():
             result.root_ignore_file = name
             break
-    stack: list[tuple[str, str, _IgnoreRules]] = [("", str(root), _IgnoreRules())]
+    kept_before = set(known.kept) if known is not None else set()
+    stack: list[tuple[str, str, _IgnoreRules]] = [("", str(root), _IgnoreRules(trusted=known is not None))]
     while stack:
         rel_dir, abs_dir, parent_rules = stack.pop()
         try:
@@ -205,7 +239,9 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
                 f"Cannot list folder {abs_dir}: {exc.strerror}. Make it readable, or leave it out "
                 f"with an entry in {root / '.mltrainignore'}."
             ) from exc
-        rules = parent_rules.child(rel_dir, Path(abs_dir), {e.name for e in entries})
+        rules = parent_rules.child(
+            rel_dir, Path(abs_dir), {e.name for e in entries}, result.ignore_files, known
+        )
         kept_any = False
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
@@ -233,7 +269,11 @@ def scan(source_dir: str | os.PathLike[str]) -> ScanResult:
                     stack.append((rel, entry.path, rules))
                     kept_any = True
                 elif entry.is_file(follow_symlinks=False):
-                    if rules.active and rules.ignored(rel, is_dir=False):
+                    if (
+                        rules.active
+                        and not (rules.trusted and rel in kept_before)
+                        and rules.ignored(rel, is_dir=False)
+                    ):
                         continue
                     st = entry.stat(follow_symlinks=False)
                     mode = 0o755 if st.st_mode & 0o111 else 0o644
@@ -326,7 +366,13 @@ class SnapshotStore:
 
         ``required`` (the script) must be in the snapshot; checked before anything is read.
         """
-        result = scan(source_dir)
+        root = Path(source_dir).resolve()
+        cache_file = self.statcache / (hashlib.sha256(str(root).encode()).hexdigest()[:24] + ".json")
+        cache = self._load_cache(cache_file)
+        known = None
+        if "entries" in cache and "ignore_files" in cache:
+            known = KnownTree(kept=cache["entries"].keys(), ignore_files=cache["ignore_files"])
+        result = scan(source_dir, known)
         if required is not None and required not in {f.path for f in result.files}:
             raise SnapshotError(
                 f"script {required!r} is left out of the snapshot of {result.root} by an ignore file "
@@ -334,8 +380,6 @@ class SnapshotStore:
                 "which are never snapshotted. Remove the ignore line that matches it, or move it."
             )
         check_limits(result, limits or SnapshotLimits.from_settings())
-        cache_file = self.statcache / (hashlib.sha256(str(result.root).encode()).hexdigest()[:24] + ".json")
-        cache = self._load_cache(cache_file)
         started_ns = time.time_ns()
         trusted_before = cache.get("written_at_ns", 0) - RACY_WINDOW_NS
         entries = cache.get("entries", {})
@@ -395,6 +439,7 @@ class SnapshotStore:
                 "snapshot_id": snap.id,
                 "layout": layout,
                 "blobs_id": _folder_id(self.blobs),
+                "ignore_files": result.ignore_files,
             },
         )
         return snap

@@ -365,3 +365,16 @@ def test_blob_folder_recreated_by_another_source_is_noticed(store, make_tree, tm
     snap = store.take(a)
     store.materialize(snap, tmp_path / "run")
     assert (tmp_path / "run/a.txt").read_text() == "one"
+
+
+def test_ignore_decisions_follow_edited_added_and_removed_ignore_files(store, make_tree):
+    src = make_tree({".gitignore": "*.tmp\n", "a.py": "", "b.log": "", "sub/c.log": "", "sub/d.py": ""})
+    age(src)
+    assert store.take(src).paths() == [".gitignore", "a.py", "b.log", "sub/c.log", "sub/d.py"]
+    (src / ".gitignore").write_text("*.tmp\n*.log\n")  # edited at the root
+    assert store.take(src).paths() == [".gitignore", "a.py", "sub/d.py"]
+    (src / ".gitignore").write_text("*.tmp\n")
+    (src / "sub/.mltrainignore").write_text("d.py\n")  # added below
+    assert store.take(src).paths() == [".gitignore", "a.py", "b.log", "sub/.mltrainignore", "sub/c.log"]
+    (src / "sub/.mltrainignore").unlink()  # removed again
+    assert store.take(src).paths() == [".gitignore", "a.py", "b.log", "sub/c.log", "sub/d.py"]
