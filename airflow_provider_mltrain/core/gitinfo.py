@@ -13,41 +13,62 @@ log = logging.getLogger(__name__)
 
 PREFIX = "mltrain.git."
 _CREDENTIALS = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]+@", re.IGNORECASE)
+_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
 
-def _git(folder: Path, *args: str) -> str | None:
+def _start(folder: Path, *args: str) -> subprocess.Popen[str] | None:
     try:
-        proc = subprocess.run(
+        return subprocess.Popen(
             ["git", "-C", str(folder), *args],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
             text=True,
-            timeout=30,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"},
+            env={**os.environ, **_ENV},
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except OSError:
         return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _finish(proc: subprocess.Popen[str] | None) -> str | None:
+    if proc is None:
+        return None
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None
+    return out.strip() if proc.returncode == 0 else None
 
 
 def git_properties(folder: str | os.PathLike[str]) -> dict[str, str]:
-    """Repository URI, branch, commit and dirty flag; empty outside a repository or without git."""
+    """Repository URI, branch, commit and dirty flag; empty outside a repository or without git.
+
+    The three git commands run at once: this is on every submission's path.
+    """
     if shutil.which("git") is None:
         return {}
     folder = Path(folder)
-    top = _git(folder, "rev-parse", "--show-toplevel")
-    if not top:
-        return {}
+    head = _start(folder, "rev-parse", "--show-toplevel", "HEAD", "--symbolic-full-name", "HEAD")
+    remote = _start(folder, "config", "--get", "remote.origin.url")
+    status = _start(folder, "status", "--porcelain", "--", ".")
+    head_out, remote_url, status_out = _finish(head), _finish(remote), _finish(status)
+    if head_out is None:
+        top = _finish(_start(folder, "rev-parse", "--show-toplevel"))  # a repository without commits?
+        if not top:
+            return {}
+        lines = [top]
+    else:
+        lines = head_out.splitlines()
     props: dict[str, str] = {}
-    commit = _git(folder, "rev-parse", "--verify", "-q", "HEAD")
-    if commit:
+    if len(lines) == 3:
+        commit, ref = lines[1], lines[2]
+        if ref.startswith("refs/heads/"):
+            props[PREFIX + "branch"] = ref[len("refs/heads/") :]
         props[PREFIX + "commit"] = commit
-    branch = _git(folder, "symbolic-ref", "-q", "--short", "HEAD")
-    if branch:
-        props[PREFIX + "branch"] = branch
-    remote = _git(folder, "config", "--get", "remote.origin.url")
     # Credentials in a remote URL never reach the run store.
-    props[PREFIX + "repository_uri"] = _CREDENTIALS.sub(r"\g<scheme>", remote) if remote else top
-    status = _git(folder, "status", "--porcelain", "--", ".")
-    if status is not None:
-        props[PREFIX + "dirty"] = "true" if status else "false"
+    props[PREFIX + "repository_uri"] = _CREDENTIALS.sub(r"\g<scheme>", remote_url) if remote_url else lines[0]
+    if status_out is not None:
+        props[PREFIX + "dirty"] = "true" if status_out else "false"
     return props

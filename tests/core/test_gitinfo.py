@@ -56,3 +56,16 @@ def test_outside_a_repository_is_silent(tmp_path):
 def test_without_git_is_silent(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert git_properties(tmp_path) == {}
+
+
+def test_detached_head_and_repository_without_commits(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    assert git_properties(repo) == {"mltrain.git.repository_uri": str(repo), "mltrain.git.dirty": "false"}
+    (repo / "a.py").write_text("")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "x")
+    git(repo, "checkout", "-q", "--detach")
+    props = git_properties(repo)
+    assert "mltrain.git.branch" not in props and len(props["mltrain.git.commit"]) == 40
