@@ -159,3 +159,14 @@ def test_submit_then_sensors(airflow_home):
     assert "Pausing task as DEFERRED" in out  # wait_deferred went to the trigger
     for task in ("wait_poke", "wait_deferred"):
         assert xcom(airflow_home, "mltrain_test_sensor", task, "run_details")["run_id"] == run.id
+
+
+def test_mapped_sweep_gives_one_run_per_index(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_mapped")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    runs = Workspace(airflow_home / "mltrain").experiment("sweep").list_runs()
+    assert len(runs) == 3 and {r.get_status() for r in runs} == {"Completed"}
+    by_index = {r.properties["airflow.map_index"]: r for r in runs}
+    assert set(by_index) == {"0", "1", "2"}
+    assert len({r.id for r in runs}) == 3 and all(".m" in r.id for r in runs)
+    assert by_index["2"].get_details()["arguments"] == ["--seconds", "0.6"]

@@ -60,3 +60,13 @@ with DAG("mltrain_test_sensor", schedule=None, start_date=START, catchup=False):
     poke = RunSensor(task_id="wait_poke", run_id=run_id, mode="poke", poke_interval=0.5)
     deferred = RunSensor(task_id="wait_deferred", run_id=run_id, deferrable=True, poke_interval=0.5)
     submit >> deferred >> poke  # the deferred sensor waits first, while the run is still going
+
+with DAG("mltrain_test_mapped", schedule=None, start_date=START, catchup=False):
+    ScriptRunOperator.partial(
+        task_id="sweep",
+        experiment_name="sweep",
+        source_directory=str(SCRIPTS),
+        script="metrics.py",
+        max_active_tis_per_dagrun=2,
+        poll_interval=0.5,
+    ).expand(arguments=[["--seconds", 0], ["--seconds", 0.3], ["--seconds", 0.6]])
