@@ -42,3 +42,24 @@ def make_tree(tmp_path: Path):
         return root
 
     return make
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A clean run store on the PostgreSQL started by tests/services/postgres.sh (make test)."""
+    import sqlalchemy as sa
+
+    from airflow_provider_mltrain.core import store
+    from airflow_provider_mltrain.core.store import metadata
+
+    url = os.environ.get("MLTRAIN_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("MLTRAIN_TEST_POSTGRES_URL is not set: tests/services/postgres.sh did not run")
+        pytest.skip("no PostgreSQL: run `make test` (it starts one) or set MLTRAIN_TEST_POSTGRES_URL")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+    engine.dispose()
+    store._engines.pop(url, None)
+    return url

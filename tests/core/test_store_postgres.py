@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 
 import pytest
-import sqlalchemy as sa
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
-from airflow_provider_mltrain.core.store import RunStore, metadata
+from airflow_provider_mltrain.core.store import RunStore
 from tests.core.test_store import _writer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pg_url() -> str:
-    url = os.environ.get("MLTRAIN_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("MLTRAIN_TEST_POSTGRES_URL is not set: tests/services/postgres.sh did not run")
-        pytest.skip("no PostgreSQL: run `make test` (it starts one) or set MLTRAIN_TEST_POSTGRES_URL")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-    engine.dispose()
-    from airflow_provider_mltrain.core import store
-
-    store._engines.pop(url, None)
-    return url
 
 
 def test_several_processes_write_at_once(pg_url):
