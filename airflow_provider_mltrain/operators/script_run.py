@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 XCOM_RUN_ID = "run_id"
 XCOM_RUN_DETAILS = "run_details"
+ACTIONS_IF_RUN_EXISTS = ("reattach", "resubmit", "fail")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -104,9 +105,14 @@ class ScriptRunOperator(BaseOperator):
         workspace: str | None = None,
         rebuild_environment: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        action_if_run_exists: str = "reattach",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if action_if_run_exists not in ACTIONS_IF_RUN_EXISTS:
+            choices = ", ".join(ACTIONS_IF_RUN_EXISTS)
+            raise ValueError(f"action_if_run_exists={action_if_run_exists!r}: use one of {choices}.")
+        self.action_if_run_exists = action_if_run_exists
         self.experiment_name = experiment_name
         self.source_directory = source_directory
         self.script = script
@@ -127,23 +133,35 @@ class ScriptRunOperator(BaseOperator):
         return Workspace(self.workspace) if self.workspace else Workspace()
 
     def _pick_run_id(self, workspace: Workspace, ti: Any) -> tuple[str, str | None]:
-        """The id to submit under, and the failed run it follows (if any)."""
+        """The id to submit under (or attach to), and the earlier run it follows (if any).
+
+        The ids of one task instance are ``<base>``, ``<base>.a2``, ``<base>.a3``...; the latest
+        that exists decides, by ``action_if_run_exists``.
+        """
         map_index = getattr(ti, "map_index", -1)
         map_index = -1 if map_index is None else int(map_index)
-        attempt, previous = 1, None
+        attempt, latest = 1, None
         while True:
             run_id = run_id_for_task(ti.dag_id, ti.task_id, ti.run_id, map_index, attempt)
-            record = workspace.store.get_run(run_id)
-            if record is None:
-                return run_id, previous
-            status = Run(workspace, run_id).refresh()
-            if status in (RunStatus.FAILED, RunStatus.CANCELED):
-                attempt, previous = attempt + 1, run_id
-                continue
-            self.log.info(
-                "Run %s exists (%s): attaching to it instead of submitting again.", run_id, status.value
+            if workspace.store.get_run(run_id) is None:
+                break
+            latest, attempt = run_id, attempt + 1
+        if latest is None:
+            return run_id, None
+        status = Run(workspace, latest).refresh()
+        if self.action_if_run_exists == "fail":
+            raise AirflowException(
+                f"mltrain: run {latest} ({status.value}) exists for this task instance and "
+                "action_if_run_exists='fail'. Set it to 'reattach' or 'resubmit', or trigger a new DAG run."
             )
-            return run_id, previous
+        if self.action_if_run_exists == "resubmit" or status in (RunStatus.FAILED, RunStatus.CANCELED):
+            if not status.is_terminal:
+                self.log.warning("Run %s is still %s; submitting a new run beside it.", latest, status.value)
+            return run_id, latest
+        self.log.info(
+            "Run %s exists (%s): attaching to it instead of submitting again.", latest, status.value
+        )
+        return latest, None
 
     def execute(self, context: Context) -> str:
         ti = context["ti"]
@@ -164,7 +182,7 @@ class ScriptRunOperator(BaseOperator):
             "airflow.map_index": str(getattr(ti, "map_index", -1)),
         }
         if previous:
-            properties["mltrain.previous_run_id"] = previous
+            properties["mltrain.previous_run_id"] = previous  # the run this one follows
         try:
             run = Experiment(workspace, self.experiment_name).submit(
                 config,

@@ -56,7 +56,39 @@ def test_retry_after_failure_gets_a_fresh_linked_run(operator, tmp_path, make_tr
     (src / "t.py").write_text("print('ok')")
     Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"), run_id=second_id).wait_for_completion()
     # A completed run is returned as it is: no third run.
-    assert operator._pick_run_id(ws, ti) == (second_id, first_id)
+    assert operator._pick_run_id(ws, ti)[0] == second_id
+    assert len(ws.store.list_runs()) == 2
+
+
+def test_action_if_run_exists(tmp_path, make_tree):
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig
+    from airflow_provider_mltrain.version_compat import AirflowException
+
+    def op(action):
+        return ScriptRunOperator(
+            task_id="train",
+            experiment_name="exp",
+            source_directory=str(tmp_path),
+            script="t.py",
+            workspace=str(tmp_path / "ws"),
+            action_if_run_exists=action,
+        )
+
+    ti = SimpleNamespace(dag_id="d", task_id="train", run_id="r1", map_index=-1)
+    ws = op("reattach")._workspace()
+    src = make_tree({"t.py": "print('ok')"})
+    first_id, _ = op("reattach")._pick_run_id(ws, ti)
+    Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"), run_id=first_id).wait_for_completion()
+    # resubmit: a completed run is followed by a fresh one, linked to it (e.g. a cleared task retrains).
+    second_id, previous = op("resubmit")._pick_run_id(ws, ti)
+    assert second_id == first_id + ".a2" and previous == first_id
+    Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"), run_id=second_id).wait_for_completion()
+    # reattach follows the latest run of the chain, not the first.
+    assert op("reattach")._pick_run_id(ws, ti) == (second_id, None)
+    with pytest.raises(AirflowException, match="action_if_run_exists='fail'"):
+        op("fail")._pick_run_id(ws, ti)
+    with pytest.raises(ValueError, match="use one of reattach, resubmit, fail"):
+        op("sometimes")
 
 
 def test_on_kill_cancels_the_run(operator, make_tree):
