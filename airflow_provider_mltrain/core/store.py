@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from airflow_provider_mltrain.core.states import RunStatus
 
@@ -133,10 +133,17 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
+# Any constant: serializes schema creation across processes on PostgreSQL.
+_SCHEMA_LOCK_KEY = 0x6D6C7472  # "mltr"
+
+
 def _create_schema(engine: Engine) -> None:
     for attempt in range(5):
         try:
             with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Without it, two processes' CREATE TABLE race ("relation already exists").
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
                 metadata.create_all(conn, checkfirst=True)
                 if (
                     conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
@@ -144,7 +151,7 @@ def _create_schema(engine: Engine) -> None:
                 ):
                     conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
             return
-        except (OperationalError, IntegrityError):
+        except (OperationalError, IntegrityError, ProgrammingError):
             # Another process created the tables between our check and our CREATE.
             if attempt == 4:
                 raise
