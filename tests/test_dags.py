@@ -35,6 +35,7 @@ def _env(home: Path, dags: Path) -> dict[str, str]:
         AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         MLTRAIN_WORKSPACE=str(home / "mltrain"),
+        MLTRAIN_EXAMPLE_DATA=str(home / "example-data"),
     )
     return env
 
@@ -170,3 +171,19 @@ def test_mapped_sweep_gives_one_run_per_index(airflow_home):
     assert set(by_index) == {"0", "1", "2"}
     assert len({r.id for r in runs}) == 3 and all(".m" in r.id for r in runs)
     assert by_index["2"].get_details()["arguments"] == ["--seconds", "0.6"]
+
+
+def test_retraining_example_promotes_only_a_better_model(airflow_home):
+    dags = ROOT / "dags_examples"
+    proc = dags_test(airflow_home, dags, "mltrain_prepare_data")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (airflow_home / "example-data" / "digits.csv").exists()
+    first = dags_test(airflow_home, dags, "mltrain_retrain")
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    second = dags_test(airflow_home, dags, "mltrain_retrain")  # same data, same seed: not better
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    ws = Workspace(airflow_home / "mltrain")
+    older, newer = reversed(ws.experiment("digits-retrain").list_runs())
+    assert older.tags.get("promoted") == "true" and "promoted" not in newer.tags
+    assert (ws.root / "models" / "digits" / "model.pkl").exists()
+    assert "The current model stays." in second.stdout + second.stderr

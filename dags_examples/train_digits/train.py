@@ -26,16 +26,22 @@ def main():
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--alpha", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="CSV of 64 pixel columns then the label; default: sklearn's digits")
     args = parser.parse_args()
 
     run = Run.get_context() if Run else None
-    digits = load_digits()
+    if args.data:
+        table = np.loadtxt(args.data, delimiter=",")
+        features, labels = table[:, :-1], table[:, -1].astype(int)
+    else:
+        digits = load_digits()
+        features, labels = digits.data, digits.target
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data, digits.target, test_size=0.25, random_state=args.seed, stratify=digits.target
+        features, labels, test_size=0.25, random_state=args.seed, stratify=labels
     )
     scaler = StandardScaler().fit(x_train)
     x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
-    classes = np.unique(digits.target)
+    classes = np.unique(labels)
     model = SGDClassifier(loss="log_loss", alpha=args.alpha, random_state=args.seed)
     rng = np.random.default_rng(args.seed)
     accuracy = 0.0
