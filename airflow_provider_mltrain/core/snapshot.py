@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -481,10 +481,6 @@ class SnapshotStore:
             _check_under_links(path, link_paths - {path})
             (dest / path).parent.mkdir(parents=True, exist_ok=True)
             os.symlink(link_target, dest / path)
-
-    def iter_blob_paths(self, snapshot: Snapshot) -> Iterator[tuple[FileEntry, Path]]:
-        for f in snapshot.files:
-            yield f, self.blob_path(f.hash)
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -121,6 +121,8 @@ def test_conda_file_python_and_pip_entries(tmp_path):
     e = Environment.from_yaml(path)
     assert e.name == "conda-env" and e.python.python_version == "3.11"
     assert e.requirement_lines() == ["six==1.17.0"]
+    renamed = Environment.from_conda_specification("renamed", path)  # Azure ML's name for it
+    assert renamed.name == "renamed" and renamed.content_hash() == e.content_hash()
 
 
 def test_conda_only_packages_are_refused_by_name(tmp_path):
