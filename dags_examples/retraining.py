@@ -7,6 +7,8 @@
   history, and promotes the model (copies it to ``<workspace>/models/digits/``, tags the run)
   only if it is better. Any failed task sends a notification (here: the log; swap in Slack, a
   pager, e-mail).
+
+Run ``mltrain_prepare_data`` first: without its CSV, ``train`` fails (and retries once).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, task
@@ -71,7 +73,7 @@ with DAG(
     ),
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    default_args={"on_failure_callback": notify_failure, "retries": 1},
+    default_args={"on_failure_callback": notify_failure, "retries": 1, "retry_delay": timedelta(minutes=1)},
     tags=["mltrain", "example"],
 ):
     train = ScriptRunOperator(
