@@ -21,7 +21,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(UV) pip install --python $(PY) --quiet -e '.[dev]'
+	$(UV) pip install --python $(PY) --quiet -e '.[dev,docker,ssh,spark]'
 	touch $@ $(VENV)/.demo-installed
 
 install-demo: $(VENV)/.demo-installed
@@ -48,13 +48,11 @@ lint: install-dev
 typecheck: install-dev
 	$(VENV)/bin/mypy airflow_provider_mltrain
 
-# Services the tests use run for real on 127.0.0.1, installed and started here. In CI a service
-# that cannot start fails the run; on a developer machine its tests are skipped with a reason.
+# Services the tests use (tests/services/*.sh) run for real on 127.0.0.1, installed and started
+# here. In CI a service that cannot start fails the run; elsewhere its tests skip with a reason.
 unit: install-dev
-	@pg_url=$$(bash tests/services/postgres.sh) || { \
-		if [ -n "$${CI:-}" ]; then echo "PostgreSQL could not start (tests/services/postgres.sh)" >&2; exit 1; fi; \
-		pg_url=; }; \
-	MLTRAIN_TEST_POSTGRES_URL=$$pg_url $(PY) -m pytest -q
+	@services=$$(bash tests/services/start-all.sh) || exit 1; \
+	eval "$$services"; $(PY) -m pytest -q
 
 test: lint typecheck unit
 

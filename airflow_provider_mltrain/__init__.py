@@ -10,8 +10,10 @@ The core API works without Airflow::
 
 from __future__ import annotations
 
+from pathlib import Path as _Path
+
 from airflow_provider_mltrain import targets as _targets  # registers the built-in targets
-from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
+from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec, register_resolver
 from airflow_provider_mltrain.core.environment import (
     DockerSection,
     Environment,
@@ -66,5 +68,15 @@ __all__ = [
     "Workspace",
     "__version__",
 ]
+
+
+def _from_airflow_connection(name: str, workspace_root: _Path) -> ComputeTarget | None:
+    """Every other target name is an Airflow connection id (imports Airflow only when used)."""
+    from airflow_provider_mltrain.hooks.compute import target_from_connection
+
+    return target_from_connection(name, workspace_root)
+
+
+register_resolver(_from_airflow_connection)
 
 del _targets

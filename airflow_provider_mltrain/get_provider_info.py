@@ -40,8 +40,17 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "ML Training",
-                "python-modules": ["airflow_provider_mltrain.hooks.environment"],
+                "python-modules": [
+                    "airflow_provider_mltrain.hooks.environment",
+                    "airflow_provider_mltrain.hooks.compute",
+                ],
             }
+        ],
+        # One connection type per compute target, with the form fields the Airflow UI shows.
+        "connection-types": [
+            # connection-types: docker
+            # connection-types: ssh
+            # connection-types: spark
         ],
         "config": {
             "mltrain": {

@@ -148,8 +148,9 @@ def get_target(name: str | ComputeTarget, workspace_root: Path) -> ComputeTarget
         if target is not None:
             return target
     raise UnknownComputeTarget(
-        f"Unknown compute target {name!r}. This version has one target, 'local' (this machine); "
-        "Docker, SSH and Spark targets, named by Airflow connection ids, are coming. Check the spelling."
+        f"Unknown compute target {name!r}: it is not 'local' (this machine) and no Airflow connection "
+        f"has that id. Create the connection (Admin > Connections, or AIRFLOW_CONN_{name.upper()}) "
+        "or check the spelling."
     )
 
 

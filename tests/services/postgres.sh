@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start (or reuse) a PostgreSQL server on 127.0.0.1 for the run-store tests; print its SQLAlchemy URL.
+# Start (or reuse) a PostgreSQL server on 127.0.0.1 for the run-store tests; print MLTRAIN_TEST_POSTGRES_URL=<URL>.
 # Installs Debian's postgresql when missing (needs root). Data lives in $STATE/pg, reused across runs.
 set -euo pipefail
 PORT="${MLTRAIN_TEST_PG_PORT:-54329}"
@@ -8,15 +8,14 @@ DATA="$STATE/pg"
 URL="postgresql+psycopg://mltrain@127.0.0.1:$PORT/mltrain_test"
 
 log() { echo "postgres.sh: $*" >&2; }
+# shellcheck source=lib.bash
+source "$(dirname "$0")/lib.bash"
 
 bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 if [ -z "$(bindir)" ]; then
-  if [ "$(id -u)" != 0 ]; then log "PostgreSQL is not installed and we are not root: apt-get install postgresql"; exit 1; fi
   log "installing Debian's postgresql"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql >&2
+  apt_install postgresql
   # Debian's package starts a cluster on 5432; the tests use their own.
   service postgresql stop >&2 2>&1 || true
 fi
@@ -42,4 +41,4 @@ psql_pg() { "$BIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -
 [ "$(psql_pg -c "SELECT 1 FROM pg_roles WHERE rolname='mltrain'")" = 1 ] || psql_pg -c "CREATE ROLE mltrain LOGIN"
 [ "$(psql_pg -c "SELECT 1 FROM pg_database WHERE datname='mltrain_test'")" = 1 ] \
   || psql_pg -c "CREATE DATABASE mltrain_test OWNER mltrain"
-echo "$URL"
+echo "MLTRAIN_TEST_POSTGRES_URL=$URL"

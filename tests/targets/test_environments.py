@@ -16,15 +16,24 @@ import pytest
 from airflow_provider_mltrain import Environment, Experiment, PythonSection, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, find_uv
 from airflow_provider_mltrain.runner import envbuild
-from tests.targets.test_target_suite import TARGETS, wait_until
+from tests.targets.harnesses import HARNESSES
+from tests.targets.test_target_suite import wait_until
 
 SIX = "six==1.17.0"
 SCRIPT = "import os, six\nprint('six', six.__version__)\nprint('FOO', os.environ.get('FOO'))\n"
 
 
-@pytest.fixture(params=TARGETS)
-def target(request) -> str:
-    return request.param
+# Targets that build managed environments as virtualenvs in their root (Docker builds images:
+# tests/targets/test_docker.py).
+VENV_TARGETS = [name for name, cls in HARNESSES.items() if cls.venv_environments]
+
+
+@pytest.fixture(params=VENV_TARGETS)
+def target(request, monkeypatch, workspace):
+    harness = HARNESSES[request.param]()
+    harness.setup(monkeypatch, workspace)
+    yield request.param
+    harness.teardown()
 
 
 def envs_root(workspace: Workspace, target: str) -> Path:

@@ -1,4 +1,4 @@
-"""The checks every compute target must pass. A new target adds itself to TARGETS and its fixture.
+"""The checks every compute target must pass. A target joins by adding a harness in ``harnesses/``.
 
 Each test submits real scripts through the public API and follows them through the target's own
 channel; nothing here is faked.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -26,14 +25,23 @@ from airflow_provider_mltrain import (
     ScriptRunConfig,
     Workspace,
 )
+from tests.targets.harnesses import HARNESSES, Harness
 
-TARGETS = ["local"]
+TARGETS = list(HARNESSES)
 
 
 @pytest.fixture(params=TARGETS)
-def target(request, monkeypatch) -> str:
+def harness(request, monkeypatch, workspace):
     monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "0.5")
-    return request.param
+    instance = HARNESSES[request.param]()
+    instance.setup(monkeypatch, workspace)
+    yield instance
+    instance.teardown()
+
+
+@pytest.fixture
+def target(harness: Harness) -> str:
+    return harness.name
 
 
 def submit(workspace: Workspace, target: str, src: Path, script: str = "train.py", **kwargs):
@@ -49,17 +57,6 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 TRAIN = """
@@ -161,7 +158,7 @@ def test_show_output_streams_the_log(workspace, target, make_tree, capsys):
     assert out.splitlines() == [f"line {i}" for i in range(5)] + ["no newline at end"]
 
 
-def test_cancel_ends_the_whole_process_group(workspace, target, make_tree):
+def test_cancel_ends_the_whole_process_group(workspace, target, harness, make_tree):
     src = make_tree(
         {
             "train.py": """
@@ -174,19 +171,17 @@ def test_cancel_ends_the_whole_process_group(workspace, target, make_tree):
         }
     )
     run = submit(workspace, target, src)
-    runner_dir = workspace.root / "targets" / "local" / "runs" / run.id
-    pids_file = runner_dir / "snapshot/outputs/pids"
-    text = wait_until(lambda: pids_file.exists() and pids_file.read_text())
+    text = wait_until(lambda: harness.read_working_file(run, "outputs/pids"))
     pids = [int(p) for p in text.split()]
-    assert all(pid_alive(p) for p in pids)
+    assert all(harness.pids_alive(run, pids))
     assert run.cancel(grace_period=2) == "Canceled"
-    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=10)
+    wait_until(lambda: not any(harness.pids_alive(run, pids)), timeout=10)
     details = run.get_details()
     assert details["status"] == "Canceled"
     assert "Canceled" in details["state_times"]
 
 
-def test_cancel_escalates_to_sigkill_after_grace(workspace, target, make_tree):
+def test_cancel_escalates_to_sigkill_after_grace(workspace, target, harness, make_tree):
     src = make_tree(
         {
             "train.py": """
@@ -200,13 +195,12 @@ def test_cancel_escalates_to_sigkill_after_grace(workspace, target, make_tree):
         }
     )
     run = submit(workspace, target, src)
-    pid_file = workspace.root / "targets" / "local" / "runs" / run.id / "snapshot/outputs/pid"
-    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
+    pid = int(wait_until(lambda: harness.read_working_file(run, "outputs/pid")))
     started = time.monotonic()
     assert run.cancel(grace_period=1) == "Canceled"
     elapsed = time.monotonic() - started
     assert 1 <= elapsed < 8, elapsed  # the grace period asked for, not the default of 10 s
-    assert not pid_alive(pid)
+    assert harness.pids_alive(run, [pid]) == [False]
     assert "ignoring SIGTERM" in run.read_log().decode()
 
 
@@ -243,9 +237,7 @@ def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, 
     assert "outputs/done" in run.get_file_names()
 
 
-def test_lost_runner_is_failed_with_a_reason(workspace, target, make_tree):
-    if target != "local":
-        pytest.skip("killing the runner process needs local process access")
+def test_lost_runner_is_failed_with_a_reason(workspace, target, harness, make_tree):
     src = make_tree(
         {
             "train.py": "import time, os\nopen('outputs/pid','w').write(str(os.getpid()))\ntime.sleep(600)\n",
@@ -253,20 +245,13 @@ def test_lost_runner_is_failed_with_a_reason(workspace, target, make_tree):
         }
     )
     run = submit(workspace, target, src)
-    run_dir = workspace.root / "targets" / "local" / "runs" / run.id
-    pid = int(
-        wait_until(
-            lambda: (
-                (run_dir / "snapshot/outputs/pid").exists() and (run_dir / "snapshot/outputs/pid").read_text()
-            )
-        )
-    )
-    status = json.loads((run_dir / "status.json").read_text())
-    os.kill(status["supervisor_pid"], signal.SIGKILL)
-    wait_until(lambda: not pid_alive(status["supervisor_pid"]))
+    pid = int(wait_until(lambda: harness.read_working_file(run, "outputs/pid")))
+    status = run.target.read_status(run.id)
+    harness.kill_runner(run, status)
+    wait_until(lambda: not run.target.runner_alive(run.id, status))
     assert run.get_status() == "Failed"
     assert "runner" in run.get_details()["error"] and "stopped" in run.get_details()["error"]
-    wait_until(lambda: not pid_alive(pid), timeout=5)  # the orphaned script is ended too
+    wait_until(lambda: harness.pids_alive(run, [pid]) == [False], timeout=5)  # the orphan ends too
 
 
 def test_heartbeat_advances_while_running(workspace, target, make_tree):
@@ -330,16 +315,17 @@ def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
     assert "clear error: True" in run.get_log_tail()
 
 
-def test_real_azureml_core_is_left_alone(workspace, target, make_tree, tmp_path):
-    site = tmp_path / "site"
-    (site / "azureml/core").mkdir(parents=True)
-    (site / "azureml/__init__.py").write_text("")
-    (site / "azureml/core/__init__.py").write_text("REAL = True\nfrom azureml.core.run import Run\n")
-    (site / "azureml/core/run.py").write_text("class Run:\n    pass\n")
+def test_real_azureml_core_is_left_alone(workspace, target, make_tree):
     src = make_tree(
-        {"train.py": "import azureml.core\nprint('real', getattr(azureml.core, 'REAL', False))\n"}
+        {
+            "train.py": "import azureml.core\nprint('real', getattr(azureml.core, 'REAL', False))\n",
+            # An installed azureml-core, here shipped in the snapshot (a relative PYTHONPATH is the cwd's).
+            "site/azureml/__init__.py": "",
+            "site/azureml/core/__init__.py": "REAL = True\nfrom azureml.core.run import Run\n",
+            "site/azureml/core/run.py": "class Run:\n    pass\n",
+        }
     )
-    env = Environment(environment_variables={"PYTHONPATH": str(site)})
+    env = Environment(environment_variables={"PYTHONPATH": "site"})
     run = submit(workspace, target, src, environment=env)
     run.wait_for_completion()
     assert "real True" in run.get_log_tail()
@@ -398,7 +384,7 @@ def test_mixed_metric_kinds_under_one_name_do_not_break_reads(workspace, target,
     assert run.get_metrics() == {"m": [1, {"a": 2}, 3]}
 
 
-def test_outputs_folder_exists_and_working_copy_is_removed(workspace, target, make_tree):
+def test_outputs_folder_exists_and_working_copy_is_removed(workspace, target, harness, make_tree):
     src = make_tree(
         {
             "train.py": "open('outputs/model.txt', 'w').write('m')\nopen('logs/extra.txt', 'w').write('l')\n",
@@ -410,5 +396,4 @@ def test_outputs_folder_exists_and_working_copy_is_removed(workspace, target, ma
     names = run.get_file_names()
     assert "outputs/model.txt" in names and "logs/extra.txt" in names
     assert "outputs/stale-from-a-local-run.bin" not in names
-    if target == "local":
-        assert not (workspace.root / "targets/local/runs" / run.id / "snapshot").exists()
+    assert harness.working_copy_removed(run)
