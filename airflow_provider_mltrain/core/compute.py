@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.errors import UnknownComputeTarget
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, UnknownComputeTarget
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
@@ -46,6 +46,8 @@ class RunSpec:
     environment_variables: dict[str, str] = field(default_factory=dict)
     heartbeat_interval: float = 5.0
     kill_grace_period: float = 10.0
+    framework: str = "python"
+    target_options: dict[str, Any] = field(default_factory=dict)
 
     def to_runner_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class RunSpec:
             "environment_variables": dict(self.environment_variables),
             "heartbeat_interval": self.heartbeat_interval,
             "kill_grace_period": self.kill_grace_period,
+            "framework": self.framework,
         }
 
 
@@ -65,9 +68,29 @@ class ComputeTarget(abc.ABC):
     """Start, observe and stop runs on one kind of compute."""
 
     kind: str = ""
+    frameworks: tuple[str, ...] = ("python",)  # the first is the default
 
     def __init__(self, name: str):
         self.name = name
+
+    def check_options(self, framework: str | None, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Validate a run's framework and target options before anything is submitted.
+
+        Returns the framework to use and the normalized options. Targets that take options override
+        this (calling it for the framework check); unknown keys are refused with the known ones named.
+        """
+        framework = framework or self.frameworks[0]
+        if framework not in self.frameworks:
+            raise InvalidRunConfig(
+                f"framework {framework!r} is not supported by the {self.kind or self.name} target "
+                f"{self.name!r}: use one of {', '.join(self.frameworks)}."
+            )
+        if options:
+            raise InvalidRunConfig(
+                f"The {self.kind or self.name} target {self.name!r} takes no target_options "
+                f"(got {', '.join(sorted(options))}). Remove them."
+            )
+        return framework, {}
 
     @abc.abstractmethod
     def check_environment(self, env: Environment) -> None:

@@ -88,6 +88,7 @@ class Experiment:
         target = get_target(config.compute_target, self.workspace.root)
         if config.compute_target is target:
             remember_target(run_id, target)
+        framework, target_options = target.check_options(config.framework, config.resolved_target_options())
         target.check_environment(environment)
         env_hash = environment.content_hash()
         snapshot = self.workspace.snapshots.take(source, self.workspace.snapshot_limits, required=script)
@@ -99,6 +100,8 @@ class Experiment:
             snapshot_id=snapshot.id,
             environment_variables=dict(environment.environment_variables),
             heartbeat_interval=settings.heartbeat_interval(),
+            framework=framework,
+            target_options=target_options,
         )
         record: dict[str, Any] = {
             "id": run_id,
@@ -115,6 +118,7 @@ class Experiment:
                 **git_properties(source),
                 **{str(k): str(v) for k, v in (properties or {}).items()},
                 SUBMITTER: f"{socket.gethostname()}:{os.getpid()}",
+                "mltrain.framework": framework,
                 "mltrain.workspace": str(self.workspace.root),
             },
         }

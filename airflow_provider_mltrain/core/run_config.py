@@ -24,6 +24,12 @@ class ScriptRunConfig:
     compute_target: str | ComputeTarget = "local"
     environment: Environment | str | os.PathLike[str] | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # "python" runs the script with the environment's Python; "pyspark" submits it to Spark.
+    # None: the target's default (Spark targets default to "pyspark").
+    framework: str | None = None
+    # Per-run settings of the target (Docker resources, Spark executors, ...): each target names
+    # the keys it takes and refuses others before anything is submitted.
+    target_options: dict[str, Any] = field(default_factory=dict)
 
     def resolved_source_directory(self) -> Path:
         raw = self.source_directory
@@ -65,6 +71,16 @@ class ScriptRunConfig:
         if lexical.is_dir():
             raise InvalidRunConfig(f"script {script!r} is a folder, not a Python file, in {source}.")
         return rel.as_posix()
+
+    def resolved_target_options(self) -> dict[str, Any]:
+        options = self.target_options
+        if options is None:
+            return {}
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            raise InvalidRunConfig(
+                f"target_options must be a dict of option names to values, got {options!r}."
+            )
+        return dict(options)
 
     def resolved_arguments(self) -> list[str]:
         args = self.arguments

@@ -84,8 +84,9 @@ class ScriptRunOperator(BaseOperator):
         "compute_target",
         "environment",
         "tags",
+        "target_options",
     )
-    template_fields_renderers = {"arguments": "json", "tags": "json"}
+    template_fields_renderers = {"arguments": "json", "tags": "json", "target_options": "json"}
     ui_color = "#e8f1fb"
 
     def __init__(
@@ -98,6 +99,8 @@ class ScriptRunOperator(BaseOperator):
         compute_target: str = "local",
         environment: Environment | str | None = None,
         tags: dict[str, Any] | None = None,
+        framework: str | None = None,
+        target_options: dict[str, Any] | None = None,
         wait_for_completion: bool = True,
         poll_interval: float = 10.0,
         timeout: float | timedelta | None = None,
@@ -120,6 +123,8 @@ class ScriptRunOperator(BaseOperator):
         self.compute_target = compute_target
         self.environment = environment
         self.tags = tags or {}
+        self.framework = framework
+        self.target_options = target_options or {}
         self.wait_for_completion = wait_for_completion
         self.poll_interval = poll_interval
         self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
@@ -172,6 +177,8 @@ class ScriptRunOperator(BaseOperator):
             arguments=self.arguments,
             compute_target=self.compute_target,
             environment=self.environment,
+            framework=self.framework,
+            target_options=self.target_options,
         )
         run_id, previous = self._pick_run_id(workspace, ti)
         attaching = workspace.store.get_run(run_id) is not None

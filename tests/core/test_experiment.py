@@ -206,3 +206,18 @@ def test_reader_of_another_workspace_gives_no_verdict(tmp_path, make_tree):
     assert other.get_status() != "Failed"
     owner = Workspace(tmp_path / "a", database_url=url).get_run(run_id)
     assert owner.wait_for_completion()["status"] == "Completed"
+
+
+def test_framework_and_target_options_are_checked_before_submission(workspace, make_tree):
+    src = make_tree({"train.py": "print(1)"})
+    with pytest.raises(InvalidRunConfig, match="framework 'pyspark' is not supported by the local target"):
+        Experiment(workspace, "x").submit(ScriptRunConfig(src, "train.py", framework="pyspark"))
+    with pytest.raises(InvalidRunConfig, match=r"takes no target_options \(got mem_limit\)"):
+        Experiment(workspace, "x").submit(
+            ScriptRunConfig(src, "train.py", target_options={"mem_limit": "1g"})
+        )
+    with pytest.raises(InvalidRunConfig, match="target_options must be a dict"):
+        Experiment(workspace, "x").submit(ScriptRunConfig(src, "train.py", target_options=["a"]))
+    assert workspace.store.list_runs() == []
+    run = Experiment(workspace, "x").submit(ScriptRunConfig(src, "train.py", framework="python"))
+    assert run.wait_for_completion()["properties"]["mltrain.framework"] == "python"
