@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
+def _field(label: str, kind: str, default: Any = None) -> dict[str, Any]:
+    """One connection form field (Airflow 3.2+ ``conn-fields``); empty means "not set"."""
+    schema: dict[str, Any] = {"type": [kind, "null"]}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "schema": schema}
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-mltrain",
@@ -43,14 +51,87 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_mltrain.hooks.environment",
                     "airflow_provider_mltrain.hooks.compute",
+                    "airflow_provider_mltrain.hooks.ssh",
+                    "airflow_provider_mltrain.hooks.docker",
                 ],
             }
         ],
         # One connection type per compute target, with the form fields the Airflow UI shows.
         "connection-types": [
-            # connection-types: docker
-            # connection-types: ssh
-            # connection-types: spark
+            {
+                "connection-type": "mltrain_docker",
+                "hook-class-name": "airflow_provider_mltrain.hooks.docker.DockerComputeHook",
+                "hook-name": "ML Training: Docker compute",
+                "conn-fields": {
+                    "image": _field("Default image (when the environment names none)", "string"),
+                    "network_mode": _field("Network mode (none, host, bridge, ...)", "string"),
+                    "build_network_mode": _field("Network mode of image builds", "string"),
+                    "user": _field("Container user (uid[:gid] or root)", "string", "1000:1000"),
+                    "cpus": _field("CPUs", "number"),
+                    "mem_limit": _field("Memory limit (e.g. 4g)", "string"),
+                    "shm_size": _field("Shared memory size (e.g. 1g)", "string"),
+                    "gpus": _field("GPUs (a count, or 'all')", "string"),
+                    "cleanup": {
+                        "label": "Remove finished containers",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["never", "on_success", "always", None],
+                            "default": "on_success",
+                        },
+                    },
+                    "tls_ca_cert": _field("TLS CA certificate (path)", "string"),
+                    "tls_client_cert": _field("TLS client certificate (path)", "string"),
+                    "tls_client_key": _field("TLS client key (path)", "string"),
+                    "tls_verify": _field("Verify the daemon's TLS certificate", "boolean", True),
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "password", "port"],
+                    "relabeling": {"host": "Docker daemon URL"},
+                    "placeholders": {
+                        "host": "unix:///var/run/docker.sock or tcp://gpu-box:2376",
+                        "extra": '{"environment": {"KEY": "value"}, "volumes": ["/data:/data:ro"]}',
+                    },
+                },
+            },
+            {
+                # The official ssh provider's type and extras (key_file, private_key, host_key, ...),
+                # plus ours; host keys are verified unless no_host_key_check is set.
+                "connection-type": "ssh",
+                "hook-class-name": "airflow_provider_mltrain.hooks.ssh.SSHComputeHook",
+                "hook-name": "ML Training: SSH (remote VM)",
+                "conn-fields": {
+                    "key_file": _field("Private key file (path on the Airflow workers)", "string"),
+                    # format "password": Airflow masks these and keeps them out of logs.
+                    "private_key": {
+                        "label": "Private key (OpenSSH/PEM text)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "private_key_passphrase": {
+                        "label": "Private key passphrase",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "host_key": _field("Host public key (ssh-ed25519 AAAA...)", "string"),
+                    "known_hosts": _field("known_hosts file (default ~/.ssh/known_hosts)", "string"),
+                    "no_host_key_check": _field("Skip host key verification (unsafe)", "boolean", False),
+                    "remote_root": _field("Remote root folder", "string", "~/.mltrain"),
+                    "interpreter_path": _field("Remote Python", "string", "python3"),
+                    "cleanup": {
+                        "label": "Remove finished run folders",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["never", "on_success", "always", None],
+                            "default": "never",
+                        },
+                    },
+                    "conn_timeout": _field("Connect timeout (seconds)", "number", 10),
+                    "reconnect_timeout": _field("Reconnect for up to (seconds)", "number", 60),
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema"],
+                    "relabeling": {"login": "Username"},
+                    "placeholders": {"host": "gpu-box.example.com", "port": "22"},
+                },
+            },
         ],
         "config": {
             "mltrain": {

@@ -31,6 +31,7 @@ class PreparedEnvironment:
     python_version: str | None = None
     built: bool = False
     seconds: float = 0.0
+    image: str | None = None  # container targets: the image the run starts from
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,15 @@ class RunSpec:
     arguments: tuple[str, ...]
     snapshot_id: str
     interpreter: str | None = None
+    image: str | None = None
     environment_variables: dict[str, str] = field(default_factory=dict)
     heartbeat_interval: float = 5.0
     kill_grace_period: float = 10.0
     framework: str = "python"
     target_options: dict[str, Any] = field(default_factory=dict)
+    # Who submitted it (Airflow dag/task/run ids): targets that can label their jobs do, so a
+    # controller that died can find them.
+    labels: dict[str, str] = field(default_factory=dict)
 
     def to_runner_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +146,10 @@ class ComputeTarget(abc.ABC):
     @abc.abstractmethod
     def collect(self, run_id: str, dest: Path) -> None:
         """Copy the run's ``outputs/`` and ``logs/`` into ``dest``."""
+
+    def runner_gone_reason(self, run_id: str) -> str | None:
+        """Why the run's runner is gone, when the target knows (a container's exit code, OOM kill)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most targets hold no connection
         """Release connections; the target can be used again afterwards."""

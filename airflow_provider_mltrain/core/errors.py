@@ -44,3 +44,15 @@ class RunTimeout(MLTrainError, TimeoutError):
 
 class TargetError(MLTrainError):
     """The compute target could not start, read or stop a run."""
+
+
+class TargetUnreachable(TargetError):
+    """The target's host cannot be reached, or refused the login; nothing was started there."""
+
+
+class TargetAuthenticationFailed(TargetUnreachable):
+    """The target's host refused the credentials (login, key or password)."""
+
+
+class HostKeyRejected(TargetUnreachable):
+    """The remote host's key is unknown or not the trusted one; the connection was closed unused."""

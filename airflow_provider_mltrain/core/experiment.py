@@ -26,7 +26,10 @@ from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.store import RunExists
 
 if TYPE_CHECKING:
+    from airflow_provider_mltrain.core.compute import ComputeTarget
+    from airflow_provider_mltrain.core.environment import Environment
     from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+    from airflow_provider_mltrain.core.snapshot import Snapshot
     from airflow_provider_mltrain.core.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class Experiment:
         properties: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
         rebuild_environment: bool = False,
+        snapshot_progress: Callable[[int, int], None] | None = None,
     ) -> Run:
         """Snapshot the source folder, record the run, prepare its environment and start it.
 
@@ -70,6 +74,7 @@ class Experiment:
         submitted and the existing run is returned: a retried submission reattaches. Environment
         build output goes to ``log`` (default: this module's logger); a failed build leaves the
         run Failed in Preparing and raises :class:`EnvironmentBuildFailed`.
+        ``snapshot_progress(bytes_done, bytes_total)`` follows the files the snapshot has to read.
         """
         say = log or (lambda line: logger.info("%s", line))
         store = self.workspace.store
@@ -91,7 +96,53 @@ class Experiment:
         framework, target_options = target.check_options(config.framework, config.resolved_target_options())
         target.check_environment(environment)
         env_hash = environment.content_hash()
-        snapshot = self.workspace.snapshots.take(source, self.workspace.snapshot_limits, required=script)
+        snapshot = self.workspace.snapshots.take(
+            source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
+        )
+        return self._submit_snapshot(
+            snapshot,
+            run_id=run_id,
+            target=target,
+            framework=framework,
+            target_options=target_options,
+            environment=environment,
+            env_hash=env_hash,
+            script=script,
+            arguments=arguments,
+            source_directory=str(source),
+            tags=all_tags,
+            properties={
+                **git_properties(source),
+                **{str(k): str(v) for k, v in (properties or {}).items()},
+            },
+            say=say,
+            rebuild_environment=rebuild_environment,
+        )
+
+    def _submit_snapshot(
+        self,
+        snapshot: Snapshot,
+        *,
+        run_id: str,
+        target: ComputeTarget,
+        framework: str,
+        target_options: dict[str, Any],
+        environment: Environment,
+        env_hash: str,
+        script: str,
+        arguments: list[str],
+        source_directory: str,
+        tags: dict[str, str],
+        properties: dict[str, str],
+        say: Callable[[str], None],
+        rebuild_environment: bool,
+    ) -> Run:
+        """Record a run of a snapshot already in the store, prepare its environment and start it.
+
+        Shared by :meth:`submit` and :func:`~airflow_provider_mltrain.core.rerun.rerun`; the caller
+        has checked everything (names, target options, environment) before.
+        """
+        store = self.workspace.store
         spec = RunSpec(
             run_id=run_id,
             experiment=self.name,
@@ -102,21 +153,24 @@ class Experiment:
             heartbeat_interval=settings.heartbeat_interval(),
             framework=framework,
             target_options=target_options,
+            labels={
+                **{str(k): str(v) for k, v in (properties or {}).items() if str(k).startswith("airflow.")},
+                "mltrain.workspace": str(self.workspace.root),
+            },
         )
         record: dict[str, Any] = {
             "id": run_id,
             "experiment": self.name,
             "status": RunStatus.QUEUED.value,
             "target": target.name,
-            "source_directory": str(source),
+            "source_directory": source_directory,
             "script": script,
             "arguments": arguments,
             "snapshot_id": snapshot.id,
             "environment": {**environment.recordable(), "hash": env_hash, "managed": environment.managed},
-            "tags": all_tags,
+            "tags": tags,
             "properties": {
-                **git_properties(source),
-                **{str(k): str(v) for k, v in (properties or {}).items()},
+                **properties,
                 SUBMITTER: f"{socket.gethostname()}:{os.getpid()}",
                 "mltrain.framework": framework,
                 "mltrain.workspace": str(self.workspace.root),
@@ -153,9 +207,10 @@ class Experiment:
                 "packages": list(prepared.packages),
                 "python_version": prepared.python_version,
                 "cache_hit": environment.managed and not prepared.built,
+                **({"image": prepared.image} if prepared.image else {}),
             },
         )
-        spec = dataclasses.replace(spec, interpreter=prepared.interpreter)
+        spec = dataclasses.replace(spec, interpreter=prepared.interpreter, image=prepared.image)
         if RunStatus(store.get_run(run_id)["status"]).is_terminal:  # type: ignore[index]
             logger.info("Run %s was canceled while its environment was prepared; not starting it.", run_id)
             return run
@@ -168,6 +223,9 @@ class Experiment:
             if isinstance(exc, TargetError):
                 raise
             raise TargetError(f"Run {run_id} could not start on target {target.name!r}: {message}") from exc
+        # TEST HOOK (tests/test_airflow_faults.py): die by SIGKILL once the target accepted the run.
+        if os.environ.get("MLTRAIN_TEST_FAULT") == "after_start":
+            os.kill(os.getpid(), 9)
         if RunStatus(store.get_run(run_id)["status"]).is_terminal:  # type: ignore[index]
             target.request_cancel(run_id, spec.kill_grace_period)  # canceled while it was starting
         return run

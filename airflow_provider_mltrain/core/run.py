@@ -151,9 +151,10 @@ class Run:
         if target.runner_alive(self.id, runner):
             return None
         beat = float(runner.get("heartbeat") or 0)
+        reason = target.runner_gone_reason(self.id)
         return (
             f"the runner on {runner.get('host', 'the target')} stopped (last heartbeat "
-            f"{_iso(beat)}) while the run was {runner.get('state')}"
+            f"{_iso(beat)}) while the run was {runner.get('state')}" + (f": {reason}" if reason else "")
         )
 
     def _ingest_metrics(self, offset: int) -> None:

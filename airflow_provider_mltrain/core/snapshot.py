@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,10 +361,12 @@ class SnapshotStore:
         source_dir: str | os.PathLike[str],
         limits: SnapshotLimits | None = None,
         required: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Snapshot:
         """Snapshot ``source_dir``: limits first, then hash (trusting the stat cache), then store.
 
         ``required`` (the script) must be in the snapshot; checked before anything is read.
+        ``progress(bytes_done, bytes_total)`` is called after each file that has to be read.
         """
         root = Path(source_dir).resolve()
         cache_file = self.statcache / (hashlib.sha256(str(root).encode()).hexdigest()[:24] + ".json")
@@ -419,7 +421,7 @@ class SnapshotStore:
             return Snapshot(previous, files, tuple(result.symlinks), tuple(result.dirs))
         sizes = {f.path: f.size for f in result.files}
         if todo:
-            for f, (digest, size) in zip(todo, self._store_all(result.root, todo)):
+            for f, (digest, size) in zip(todo, self._store_all(result.root, todo, progress)):
                 digests[f.path] = digest
                 sizes[f.path] = size
         files = tuple(FileEntry(f.path, digests[f.path], sizes[f.path], f.mode) for f in result.files)
@@ -484,18 +486,28 @@ class SnapshotStore:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _store_all(self, root: Path, files: list[_Scanned]) -> list[tuple[str, int]]:
+    def _store_all(
+        self, root: Path, files: list[_Scanned], progress: Callable[[int, int], None] | None = None
+    ) -> list[tuple[str, int]]:
         """Small files one after the other (threads only add GIL contention to their syscalls);
         large ones in a pool, where reading and hashing run outside the GIL."""
         results: dict[str, tuple[str, int]] = {}
+        total = sum(f.size for f in files) if progress is not None else 0
+        done = 0
         large = [f for f in files if f.size > SMALL_FILE]
         if len(large) > 1 and self.workers > 1:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for f, result in zip(large, pool.map(lambda f: self._store_one(root, f), large)):
                     results[f.path] = result
+                    if progress is not None:
+                        done += f.size
+                        progress(done, total)
         for f in files:
             if f.path not in results:
                 results[f.path] = self._store_one(root, f)
+                if progress is not None:
+                    done += f.size
+                    progress(done, total)
         return [results[f.path] for f in files]
 
     def _store_one(self, root: Path, f: _Scanned) -> tuple[str, int]:

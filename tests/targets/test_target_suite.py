@@ -216,7 +216,7 @@ def test_timeout_raises_and_the_run_goes_on(workspace, target, make_tree):
 def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, tmp_path):
     src = make_tree(
         {
-            "train.py": "import time\ntime.sleep(1.5)\nopen('outputs/done','w').write('1')\n",
+            "train.py": "import time\ntime.sleep(8)\nopen('outputs/done','w').write('1')\n",
             "outputs/.keep": "",
         }
     )
@@ -225,14 +225,14 @@ def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, 
         ws = Workspace({str(workspace.root)!r})
         config = ScriptRunConfig({str(src)!r}, "train.py", compute_target={target!r})
         run = Experiment(ws, "suite").submit(config)
-        print(run.id)
+        print(run.get_status(), run.id)
     """)
-    started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert time.monotonic() - started < 1.5 + 5  # submit returns without waiting for the script
-    run_id = proc.stdout.strip().splitlines()[-1]
+    status_at_exit, run_id = proc.stdout.strip().splitlines()[-1].split()
+    # submit returned while the script was still to run or running
+    assert status_at_exit in ("Preparing", "Starting", "Running")
     run = Workspace(workspace.root).get_run(run_id)  # a new controller reattaches by id
-    assert run.get_status() in ("Starting", "Running")
+    assert run.get_status() in ("Preparing", "Starting", "Running")
     assert run.wait_for_completion()["status"] == "Completed"
     assert "outputs/done" in run.get_file_names()
 
@@ -354,8 +354,8 @@ def test_numpy_values_and_bad_values(workspace, target, make_tree):
     assert "refused: mltrain: the value of metric 'bad' must be a number" in run.get_log_tail()
 
 
-def test_script_does_not_see_airflow_secrets(workspace, target, make_tree, monkeypatch):
-    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://user:secret@db/airflow")
+def test_script_does_not_see_airflow_secrets(workspace, target, harness, make_tree, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////nonexistent/secret/airflow.db")
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://user:secret@wh/db")
     monkeypatch.setenv("MLTRAIN_DATABASE_URL", f"sqlite:///{workspace.root / 'runs.db'}")
     monkeypatch.setenv("TEAM_SETTING", "visible")
@@ -369,7 +369,11 @@ def test_script_does_not_see_airflow_secrets(workspace, target, make_tree, monke
     run = submit(workspace, target, src)
     run.wait_for_completion()
     tail = run.get_log_tail()
-    assert "[]" in tail and "team visible" in tail and "secret" not in tail
+    assert "secret" not in tail and "AIRFLOW" not in tail and "MLTRAIN_DATABASE_URL" not in tail
+    if harness.inherits_controller_environment:
+        assert "[]" in tail and "team visible" in tail
+    else:
+        assert "team None" in tail
 
 
 def test_mixed_metric_kinds_under_one_name_do_not_break_reads(workspace, target, make_tree):

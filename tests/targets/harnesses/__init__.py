@@ -36,6 +36,9 @@ class Harness:
 
     name = ""  # the compute_target name the suite submits to (a connection id for remote targets)
     venv_environments = False  # builds managed environments as venvs (tests/targets/test_environments.py)
+    # The script's environment is this process's minus Airflow's secrets (local); a remote host's
+    # script starts from that host's own environment instead, and nothing of ours travels.
+    inherits_controller_environment = True
 
     def setup(self, monkeypatch: pytest.MonkeyPatch, workspace: Workspace) -> None:
         """Check the service, create the connection (e.g. with monkeypatch.setenv AIRFLOW_CONN_...)."""

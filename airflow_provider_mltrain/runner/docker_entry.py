@@ -1,0 +1,102 @@
+"""Container entry point: lay out the run's snapshot from the blob cache, then run the supervisor.
+
+Standard library only, any Python >= 3.9: it runs inside the user's image.
+
+Usage: ``python3 docker_entry.py RUN_DIR CACHE_DIR SNAPSHOT_ID``. ``CACHE_DIR/manifests/<id>.json``
+is the snapshot's manifest (the same format as the workspace's snapshot store); each file's content
+is ``CACHE_DIR/blobs/<hash[:2]>/<hash[2:]>``, sent there by the controller through the Docker API.
+Files are copied, not linked: the script may write to its working copy, never to the cache.
+The supervisor runs as a child; signals are passed on to it, and when it is done the working copy
+is removed so that the run folder holds only what the controller collects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _inside(root, rel):
+    """``rel`` joined to ``root``, refusing absolute paths and ``..`` (a manifest never has them)."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or ".." in parts or "" in parts:
+        raise ValueError("unsafe path in snapshot manifest: %r" % rel)
+    return os.path.join(root, *parts)
+
+
+def _check_not_under_link(rel, links):
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in links:
+            raise ValueError("snapshot path %r lies under the symlink %r" % (rel, "/".join(parts[:i])))
+
+
+def materialize(manifest, blobs, dest):
+    links = set(p for p, _ in manifest.get("symlinks", []))
+    os.makedirs(dest, exist_ok=True)
+    for rel in manifest.get("dirs", []):
+        _check_not_under_link(rel, links)
+        os.makedirs(_inside(dest, rel), exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for rel, digest, _size, mode in manifest.get("files", []):
+        _check_not_under_link(rel, links)
+        target = _inside(dest, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(os.path.join(blobs, digest[:2], digest[2:]), "rb") as src:
+            fd = os.open(target, flags, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        os.chmod(target, mode & 0o777)
+    for rel, link_target in manifest.get("symlinks", []):
+        _check_not_under_link(rel, links - {rel})
+        path = _inside(dest, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(link_target, path)
+
+
+def main(argv):
+    if len(argv) != 3:
+        sys.stderr.write("usage: docker_entry.py RUN_DIR CACHE_DIR SNAPSHOT_ID\n")
+        return 2
+    run_dir, cache, snapshot_id = argv
+    snapshot = os.path.join(run_dir, "snapshot")
+    if not os.path.exists(os.path.join(run_dir, "status.json")) and not os.path.isdir(snapshot):
+        tmp = snapshot + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with open(os.path.join(cache, "manifests", snapshot_id + ".json"), encoding="utf-8") as f:
+                manifest = json.load(f)
+            materialize(manifest, os.path.join(cache, "blobs"), tmp)
+        except (OSError, ValueError) as exc:
+            # The supervisor never ran: leave a status the controller can read, then stop.
+            sys.path.insert(0, HERE)
+            import supervisor
+
+            sup = supervisor.Supervisor(run_dir)
+            if sup.claim():
+                sup.set_state(
+                    "Failed",
+                    exit_code=None,
+                    error="could not lay out the snapshot: %s" % exc,
+                    ended_at=supervisor._now(),
+                )
+            return 1
+        os.rename(tmp, snapshot)
+    supervisor = subprocess.Popen([sys.executable, "-I", "-S", os.path.join(HERE, "supervisor.py"), run_dir])
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # docker stop/kill reach us via docker-init
+        signal.signal(sig, lambda signum, _frame: supervisor.send_signal(signum))
+    code = supervisor.wait()
+    # The supervisor moved ./outputs and ./logs out of the working copy; what is left is the
+    # snapshot, which the controller already has. Without it, the run folder is one small archive.
+    shutil.rmtree(snapshot, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,438 @@
+"""The remote half of the SSH target: blob cache, run folders and supervisor checks on the remote host.
+
+Standard library only, any Python >= 3.9: it is copied to the remote with the rest of the runner and
+run there as ``python remote.py COMMAND ARGS...``; structured input comes on stdin as JSON and the
+answer is one JSON object on stdout. Nothing here goes through a shell.
+
+The blob cache is ``<root>/blobs/<aa>/<rest of sha256>``. A blob gets its final name only after its
+bytes were hashed on this host, and blobs are read-only, because working copies hard-link them.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SUPERVISOR = os.path.join(HERE, "supervisor.py")
+# Files this large or larger are hard-linked from the cache (read-only); smaller ones are copied, so
+# a script may still rewrite its small source and config files in place.
+LINK_MIN_SIZE = 64 * 1024
+TMP_MAX_AGE = 3600.0
+CHUNK = 1 << 20
+
+
+def _blob(root, digest):
+    return os.path.join(root, "blobs", digest[:2], digest[2:])
+
+
+def _check_digest(digest):
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("not a sha256 digest: %r" % (digest,))
+
+
+def _check_rel(path):
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("unsafe path in the snapshot manifest: %r" % (path,))
+
+
+def _hash_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- blob cache ------------------------------------------------------------------------------------
+
+
+def missing(root, digests):
+    """The digests the cache lacks; the present ones are touched, so a prune keeps them a while."""
+    out = []
+    now = time.time()
+    for digest in digests:
+        _check_digest(digest)
+        path = _blob(root, digest)
+        try:
+            os.utime(path, (now, now))
+        except FileNotFoundError:
+            out.append(digest)
+        except PermissionError:
+            pass  # present but not ours to touch (a shared cache): it still counts as present
+    return {"missing": out}
+
+
+def commit(root, items):
+    """Move uploaded temporary files to their blob names after checking their hash; bad ones are deleted."""
+    bad = []
+    for tmp_name, digest in items:
+        _check_digest(digest)
+        final = _blob(root, digest)
+        tmp = os.path.join(os.path.dirname(final), os.path.basename(tmp_name))
+        if not os.path.basename(tmp).startswith(".tmp-"):
+            raise ValueError("not an upload name: %r" % (tmp_name,))
+        try:
+            actual = _hash_file(tmp)
+        except FileNotFoundError:
+            bad.append([digest, "the uploaded file is missing"])
+            continue
+        if actual != digest:
+            os.unlink(tmp)
+            bad.append([digest, "uploaded bytes hash to %s" % actual])
+            continue
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+    return {"bad": bad}
+
+
+def unbundle(root, bundle_name, index):
+    """Split an uploaded bundle (blobs back to back, sizes in ``index``) into checked blobs.
+
+    Each blob is written to a temporary name, hashed, and renamed; whatever happens, the bundle
+    and any half-written blob are deleted (a full disk leaves only whole blobs behind).
+    """
+    if not bundle_name.startswith(".tmp-bundle-") or "/" in bundle_name:
+        raise ValueError("not a bundle name: %r" % (bundle_name,))
+    bundle = os.path.join(root, "blobs", bundle_name)
+    bad = []
+    try:
+        with open(bundle, "rb") as src:
+            for digest, size in index:
+                _check_digest(digest)
+                final = _blob(root, digest)
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                tmp = os.path.join(os.path.dirname(final), ".tmp-%s-%s" % (digest[:16], uuid.uuid4().hex[:8]))
+                h = hashlib.sha256()
+                remaining = int(size)
+                try:
+                    with open(tmp, "wb") as out:
+                        while remaining:
+                            chunk = src.read(min(CHUNK, remaining))
+                            if not chunk:
+                                raise ValueError("the bundle is shorter than its index")
+                            h.update(chunk)
+                            out.write(chunk)
+                            remaining -= len(chunk)
+                    if h.hexdigest() != digest:
+                        os.unlink(tmp)
+                        bad.append([digest, "uploaded bytes hash to %s" % h.hexdigest()])
+                        continue
+                    os.chmod(tmp, 0o444)
+                    os.replace(tmp, final)
+                except BaseException:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
+                    raise
+    finally:
+        try:
+            os.unlink(bundle)
+        except FileNotFoundError:
+            pass
+    return {"bad": bad}
+
+
+def prune(root, days):
+    """Delete blobs no working copy links to and no submission touched in ``days``; stale uploads too."""
+    cutoff = time.time() - days * 86400
+    removed = 0
+    freed = 0
+    kept = 0
+    blobs = os.path.join(root, "blobs")
+    lock_path = os.path.join(root, "blobs.lock")
+    if not os.path.isdir(blobs):
+        return {"removed": 0, "bytes": 0, "kept": 0}
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        for sub in sorted(os.listdir(blobs)):
+            folder = os.path.join(blobs, sub)
+            if not os.path.isdir(folder):
+                path = folder  # a bundle left by a controller that died while uploading
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if sub.startswith(".tmp-") and st.st_mtime < time.time() - TMP_MAX_AGE:
+                    os.unlink(path)
+                    removed += 1
+                    freed += st.st_size
+                continue
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                stale_tmp = name.startswith(".tmp-") and st.st_mtime < time.time() - TMP_MAX_AGE
+                if stale_tmp or (not name.startswith(".") and st.st_nlink <= 1 and st.st_mtime < cutoff):
+                    os.unlink(path)
+                    removed += 1
+                    freed += st.st_size
+                else:
+                    kept += 1
+    return {"removed": removed, "bytes": freed, "kept": kept}
+
+
+# -- runs ------------------------------------------------------------------------------------------
+
+
+def _materialize(root, manifest, dest):
+    """Build the working copy from the cache: big read-only files hard-linked, the others copied."""
+    os.makedirs(dest)
+    links = set(p for p, _ in manifest.get("symlinks", []))
+
+    def under_link(path):
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in links for i in range(1, len(parts)))
+
+    with open(os.path.join(root, "blobs.lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # a prune does not delete blobs under our feet
+        for d in manifest.get("dirs", []):
+            _check_rel(d)
+            if under_link(d) or d in links:
+                raise ValueError("snapshot path %r lies under a symlink" % (d,))
+            os.makedirs(os.path.join(dest, d), exist_ok=True)
+        for path, digest, size, mode in manifest["files"]:
+            _check_rel(path)
+            _check_digest(digest)
+            if under_link(path):
+                raise ValueError("snapshot path %r lies under a symlink" % (path,))
+            target = os.path.join(dest, path)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            blob = _blob(root, digest)
+            if not os.path.exists(blob):
+                raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path))
+            if int(size) >= LINK_MIN_SIZE and int(mode) & 0o111 == 0:
+                try:
+                    os.link(blob, target)
+                    continue
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
+                        raise
+            shutil.copyfile(blob, target)
+            os.chmod(target, int(mode))
+        for path, link_target in manifest.get("symlinks", []):
+            _check_rel(path)
+            if under_link(path):
+                raise ValueError("snapshot path %r lies under a symlink" % (path,))
+            os.makedirs(os.path.dirname(os.path.join(dest, path)), exist_ok=True)
+            os.symlink(link_target, os.path.join(dest, path))
+
+
+def _launch(run_dir):
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", SUPERVISOR, run_dir, "--detach"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            "the run supervisor failed to start: %s" % proc.stderr.decode("utf-8", "replace").strip()
+        )
+
+
+def start(root, run_id, request):
+    """Create ``runs/<run_id>`` (working copy, run.json) atomically and launch its supervisor.
+
+    ``started`` is False when the run folder existed already; a folder left by a launcher that died
+    before the supervisor claimed it is launched now.
+    """
+    runs = os.path.join(root, "runs")
+    final = os.path.join(runs, run_id)
+    if os.path.exists(final):
+        if os.path.exists(os.path.join(final, "run.json")) and not os.path.exists(
+            os.path.join(final, "status.json")
+        ):
+            _launch(final)
+        return {"started": False}
+    os.makedirs(runs, exist_ok=True)
+    tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, uuid.uuid4().hex[:8]))
+    try:
+        os.mkdir(tmp)
+        _materialize(root, request["manifest"], os.path.join(tmp, "snapshot"))
+        os.mkdir(os.path.join(tmp, "logs"))
+        os.mkdir(os.path.join(tmp, "outputs"))
+        # run.json carries the environment variables, secrets included: owner-only.
+        fd = os.open(os.path.join(tmp, "run.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(request["run"], f, indent=1)
+        with open(os.path.join(tmp, "cleanup"), "w", encoding="utf-8") as f:
+            f.write(request.get("cleanup") or "never")
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return {"started": False}  # another controller started this run id first
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _launch(final)
+    return {"started": True}
+
+
+def _read_status(run_dir):
+    try:
+        with open(os.path.join(run_dir, "status.json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def alive(run_dir):
+    """Whether a supervisor holds the run folder's lock."""
+    try:
+        fd = os.open(os.path.join(run_dir, "supervisor.lock"), os.O_RDWR)
+    except FileNotFoundError:
+        return {"alive": False}
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return {"alive": True}
+    finally:
+        os.close(fd)
+    return {"alive": False}
+
+
+def cancel(run_dir, grace_period):
+    """Leave the cancel marker and SIGTERM the supervisor, which stops the script's process group."""
+    if not os.path.isdir(run_dir):
+        return {"signaled": False}
+    with open(os.path.join(run_dir, "cancel_requested"), "w", encoding="utf-8") as f:
+        json.dump({"grace_period": float(grace_period)}, f)
+    status = _read_status(run_dir)
+    if status and alive(run_dir)["alive"]:
+        try:
+            os.kill(int(status["supervisor_pid"]), signal.SIGTERM)
+            return {"signaled": True}
+        except (ProcessLookupError, PermissionError, KeyError, ValueError, TypeError):
+            pass
+    return {"signaled": False}
+
+
+def _belongs_to_run(pid, run_id):
+    """Guard against pid reuse: the process must carry this run's id in its environment."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            environ = f.read()
+    except OSError:
+        return False
+    return ("MLTRAIN_RUN_ID=%s" % run_id).encode() in environ.split(b"\0")
+
+
+def kill(run_dir):
+    """SIGKILL whatever is left of the run: the script's process group, then its supervisor."""
+    status = _read_status(run_dir)
+    if not status:
+        return {"killed": []}
+    killed = []
+    pgid = status.get("pgid")
+    if pgid and _belongs_to_run(int(pgid), status.get("run_id", "")):
+        try:
+            os.killpg(int(pgid), signal.SIGKILL)
+            killed.append(int(pgid))
+        except (ProcessLookupError, PermissionError):
+            pass
+    sup = status.get("supervisor_pid")
+    if sup and alive(run_dir)["alive"]:
+        try:
+            os.kill(int(sup), signal.SIGKILL)
+            killed.append(int(sup))
+        except (ProcessLookupError, PermissionError):
+            pass
+    return {"killed": killed}
+
+
+def cleanup(root, run_id, whole):
+    """Remove the run's working copy of the snapshot, or (``whole``) the whole run folder."""
+    if run_id in ("", ".", "..") or "/" in run_id:
+        raise ValueError("not a run id: %r" % (run_id,))
+    run_dir = os.path.join(root, "runs", run_id)
+    shutil.rmtree(run_dir if whole else os.path.join(run_dir, "snapshot"), ignore_errors=True)
+    return {"removed": True}
+
+
+def pids_alive(pids):
+    """Whether each process exists (zombies count as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % int(pid), encoding="utf-8") as f:
+                out.append(f.read().rsplit(")", 1)[1].split()[0] != "Z")
+        except (OSError, IndexError):
+            out.append(False)
+    return {"alive": out}
+
+
+def free_space(path):
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path or "/")
+    return {"free": st.f_bavail * st.f_frsize}
+
+
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.stderr.write("usage: remote.py COMMAND ARGS...\n")
+        return 2
+    command, args = args[0], args[1:]
+
+    def request():
+        return json.loads(sys.stdin.read() or "null")
+
+    try:
+        if command == "missing":
+            result = missing(args[0], request())
+        elif command == "commit":
+            result = commit(args[0], request())
+        elif command == "unbundle":
+            result = unbundle(args[0], args[1], request())
+        elif command == "prune":
+            result = prune(args[0], float(args[1]))
+        elif command == "start":
+            result = start(args[0], args[1], request())
+        elif command == "alive":
+            result = alive(args[0])
+        elif command == "cancel":
+            result = cancel(args[0], float(args[1]))
+        elif command == "kill":
+            result = kill(args[0])
+        elif command == "cleanup":
+            result = cleanup(args[0], args[1], args[2] == "all")
+        elif command == "pids-alive":
+            result = pids_alive([int(a) for a in args])
+        elif command == "free-space":
+            result = free_space(args[0])
+        else:
+            sys.stderr.write("remote.py: unknown command %r\n" % command)
+            return 2
+    except Exception as exc:  # the controller shows this to the user
+        sys.stdout.write(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}) + "\n")
+        return 1
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,948 @@
+"""The Docker target: each run in its own container, from an image built per environment hash.
+
+Everything goes through the Docker API, so a remote daemon works the same as the local one: the
+snapshot's blobs are sent with ``put_archive`` into a volume that keeps them for the next run
+(``mltrain-cache-<target>``), the runner and the run folder into the container itself
+(``/mltrain/runs/<run_id>``), and status, log, metrics and outputs come back with ``get_archive``,
+which also works once the container has stopped. The container is named after the run id, so a
+second start of the same run finds it instead of starting another, and a new controller reattaches
+by id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_mltrain.core.compute import ComputeTarget, LogLine, PreparedEnvironment, RunSpec
+from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
+from airflow_provider_mltrain.runner import RUNNER_DIR
+
+if TYPE_CHECKING:
+    import docker
+
+    from airflow_provider_mltrain.core.environment import Environment
+    from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+RUNS = "/mltrain/runs"
+CACHE = "/mltrain/cache"
+ENV_PYTHON = "/opt/mltrain/env/bin/python"
+IMAGE_REPO = "mltrain-env"
+LABEL_RUN = "mltrain.run_id"
+CLEANUP_POLICIES = ("never", "on_success", "always")
+COLLECTED = ("outputs", "logs")
+RUNNER_FILES = ("supervisor.py", "bootstrap.py", "docker_entry.py")
+_runner_cache: list[tuple[str, bytes]] = []
+# Above this size a running container's log is read from the offset by a command in the container,
+# not copied whole.
+EXEC_READ_THRESHOLD = 1 << 20
+CREATED_GRACE = 120.0  # a container left "created" this long by a dead controller is started again
+
+_READ_FROM = (
+    "import sys\nf = open(sys.argv[1], 'rb')\nf.seek(int(sys.argv[2]))\nsys.stdout.buffer.write(f.read())"
+)
+_PROBE = (
+    "import json, sys\n"
+    "from importlib import metadata\n"
+    "pkgs = sorted('%s==%s' % (d.metadata['Name'], d.version) for d in metadata.distributions()"
+    " if d.metadata['Name'])\n"
+    "print(json.dumps({'version': '%d.%d.%d' % sys.version_info[:3], 'packages': pkgs}))\n"
+)
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    """Container settings: connection extras give the defaults, a run's ``target_options`` override."""
+
+    image: str | None = None  # used when the environment names no base image or Dockerfile
+    cpus: float | None = None
+    mem_limit: str | int | None = None
+    shm_size: str | int | None = None
+    gpus: int | list[str] | None = None  # a count (-1: all) or device ids
+    network_mode: str | None = None  # None: the daemon's default
+    build_network_mode: str | None = None  # network for RUN steps of image builds
+    environment: dict[str, str] = field(default_factory=dict)
+    user: str = "1000:1000"  # non-root unless asked
+    cleanup: str = "on_success"
+    volumes: tuple[str, ...] = ()  # "host_path:container_path[:ro]"
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        """Validated, normalized option values from ``raw``; unknown keys are refused by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InvalidRunConfig(
+                f"{where}: unknown Docker option(s) {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
+            )
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if value is None or value == "":
+                continue
+            out[key] = _check_option(key, value, where)
+        return out
+
+    def merged(self, values: dict[str, Any]) -> DockerOptions:
+        return replace(self, **values) if values else self
+
+    def host_config(self) -> dict[str, Any]:
+        """Keyword arguments of ``containers.create`` for resources, devices, network and user."""
+        kwargs: dict[str, Any] = {"user": self.user}
+        if self.cpus is not None:
+            kwargs["nano_cpus"] = int(self.cpus * 1e9)
+        if self.mem_limit is not None:
+            kwargs["mem_limit"] = self.mem_limit
+        if self.shm_size is not None:
+            kwargs["shm_size"] = self.shm_size
+        if self.network_mode is not None:
+            kwargs["network_mode"] = self.network_mode
+        if self.gpus is not None:
+            from docker.types import DeviceRequest
+
+            if isinstance(self.gpus, int):
+                request = DeviceRequest(count=self.gpus, capabilities=[["gpu"]])
+            else:
+                request = DeviceRequest(device_ids=list(self.gpus), capabilities=[["gpu"]])
+            kwargs["device_requests"] = [request]
+        return kwargs
+
+
+def _check_option(key: str, value: Any, where: str) -> Any:
+    def bad(expected: str) -> InvalidRunConfig:
+        return InvalidRunConfig(f"{where}: Docker option {key}={value!r} is not valid: {expected}.")
+
+    if key == "cpus":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise bad("give a number of CPUs such as 2 or 0.5") from None
+        if number <= 0:
+            raise bad("give a number of CPUs above 0")
+        return number
+    if key in ("mem_limit", "shm_size"):
+        if isinstance(value, bool) or not (
+            (isinstance(value, int) and value > 0)
+            or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?[bkmgBKMG]?", value.strip()))
+        ):
+            raise bad("give bytes (an integer) or a size such as '512m' or '4g'")
+        return value.strip().lower() if isinstance(value, str) else value
+    if key == "gpus":
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return -1
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= -1 and value != 0:
+            return value
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, int)) for v in value):
+            return [str(v) for v in value]
+        raise bad("give a GPU count, 'all', or a list of device ids such as ['0', '1']")
+    if key == "cleanup":
+        if value not in CLEANUP_POLICIES:
+            raise bad(f"use one of {', '.join(CLEANUP_POLICIES)}")
+        return value
+    if key == "environment":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad("give a mapping of variable names to values")
+        return {k: str(v) for k, v in value.items()}
+    if key == "volumes":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(
+            isinstance(v, str) and re.fullmatch(r"[^:]+:/[^:]*(:(ro|rw))?", v) for v in items
+        ):
+            raise bad("give 'host_path_or_volume:/container/path[:ro]' items")
+        return tuple(items)
+    if key == "user":
+        text = str(value).strip()
+        if not re.fullmatch(r"(root|\d+)(:\d+)?", text):
+            raise bad(
+                "give 'root' or a numeric uid[:gid] such as '1000:1000' (names need the image's passwd)"
+            )
+        return text
+    if not isinstance(value, str) or not value.strip():
+        raise bad("give a non-empty string")
+    return value.strip()
+
+
+def container_name(run_id: str) -> str:
+    return f"mltrain-{run_id}"
+
+
+def volume_name(target_name: str) -> str:
+    return "mltrain-cache-" + re.sub(r"[^A-Za-z0-9_.-]", "-", target_name)
+
+
+class DockerTarget(ComputeTarget):
+    kind = "docker"
+
+    def __init__(
+        self,
+        name: str,
+        root: str | os.PathLike[str],
+        base_url: str = "unix:///var/run/docker.sock",
+        tls: Any = None,
+        options: DockerOptions | None = None,
+        timeout: float = 120.0,
+    ):
+        super().__init__(name)
+        self.root = Path(root)  # this controller's notes about the target (image facts, sent snapshots)
+        self.base_url = base_url
+        self.tls = tls
+        self.options = options or DockerOptions()
+        self.timeout = timeout
+        self.volume = volume_name(name)
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        self.last_upload: dict[str, int] = {}
+        self._finished: dict[str, dict[str, Any]] = {}
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                import docker
+                from docker.errors import DockerException
+
+                try:
+                    client = docker.DockerClient(base_url=self.base_url, tls=self.tls, timeout=self.timeout)
+                    client.ping()
+                except DockerException as exc:
+                    raise TargetUnreachable(
+                        f"Docker target {self.name!r}: the daemon at {self.base_url} does not answer "
+                        f"({_short(exc)}). Check that dockerd runs and the URL is right: "
+                        f"docker -H {self.base_url} info"
+                    ) from None
+                self._client = client
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def ping(self) -> dict[str, Any]:
+        """The daemon's version information (reaches the daemon for real)."""
+        return dict(self.client().version())
+
+    # -- options and environments --------------------------------------------------------------
+
+    def check_options(self, framework: str | None, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        framework, _ = super().check_options(framework, {})
+        return framework, DockerOptions.parse(options, f"target_options of Docker target {self.name!r}")
+
+    def _base_image(self, env: Environment) -> str | None:
+        return env.docker.base_image or self.options.image
+
+    def check_environment(self, env: Environment) -> None:
+        if not (env.docker.base_image or env.docker.dockerfile or self.options.image):
+            raise InvalidRunConfig(
+                f"Docker target {self.name!r} needs an image: set docker.base_image (or docker.dockerfile) "
+                f"in environment {env.name!r}, or the connection's 'image' extra."
+            )
+        for line in env.requirement_lines() if env.managed else []:
+            if line.startswith("-e "):
+                raise InvalidRunConfig(
+                    f"Environment {env.name!r}: editable requirement {line!r} names a folder on this "
+                    "machine, which a Docker build cannot see. Build a wheel or install from an index."
+                )
+        self.client()  # an unreachable daemon is reported now, before the run is recorded
+
+    def image_tag(self, env: Environment) -> str:
+        """``mltrain-env:<environment hash>``; when the base image is the connection's default (not
+        part of the environment), the hash covers that image's name too."""
+        env_hash = env.content_hash()
+        if env.docker.base_image or env.docker.dockerfile or not self.options.image:
+            return f"{IMAGE_REPO}:{env_hash}"
+        combined = hashlib.sha256(f"{env_hash}\0{self.options.image}".encode()).hexdigest()
+        return f"{IMAGE_REPO}:{combined}"
+
+    def prepare_environment(
+        self, env: Environment, log: LogLine, rebuild: bool = False
+    ) -> PreparedEnvironment:
+        client = self.client()
+        built, seconds = False, 0.0
+        if env.managed or env.docker.dockerfile:
+            image = self.image_tag(env)
+            if rebuild or not self._has_image(image):
+                with self._build_lock(env.content_hash()):
+                    if rebuild or not self._has_image(image):
+                        started = time.monotonic()
+                        self._build(env, image, log)
+                        built, seconds = True, time.monotonic() - started
+            else:
+                log(f"Image {image} exists on {self.base_url}: reusing it.")
+        else:
+            image = self._base_image(env) or ""
+            self._ensure_image(image, log)
+        interpreter = ENV_PYTHON if env.managed else (env.python.interpreter_path or "python3")
+        facts = self._image_facts(client, image, interpreter)
+        wanted = env.python.python_version if env.managed else None
+        if wanted and not (facts["version"] + ".").startswith(wanted.rstrip(".") + "."):
+            raise EnvironmentBuildFailed(
+                f"Environment {env.name!r} asks for Python {wanted}, but image {image} has Python "
+                f"{facts['version']}. A Docker build uses the image's Python: pick a base image with "
+                f"Python {wanted} (for example python:{wanted}-slim)."
+            )
+        return PreparedEnvironment(
+            interpreter=interpreter,
+            packages=tuple(facts["packages"]),
+            python_version=facts["version"],
+            built=built,
+            seconds=seconds,
+            image=image,
+        )
+
+    def _has_image(self, image: str) -> bool:
+        from docker.errors import ImageNotFound
+
+        try:
+            self.client().images.get(image)
+        except ImageNotFound:
+            return False
+        return True
+
+    def _ensure_image(self, image: str, log: LogLine) -> None:
+        from docker.errors import DockerException
+
+        if self._has_image(image):
+            return
+        log(f"Image {image} is not on {self.base_url}: pulling it.")
+        try:
+            self.client().images.pull(image)
+        except DockerException as exc:
+            raise EnvironmentBuildFailed(
+                f"Image {image!r} is not on the Docker daemon at {self.base_url} and could not be pulled "
+                f"({_short(exc)}). Pull it there (docker pull {image}) or build it "
+                f"(docker build -t {image} .), then submit again."
+            ) from None
+
+    @contextlib.contextmanager
+    def _build_lock(self, env_hash: str) -> Iterator[None]:
+        """One build per environment hash at a time from this machine; the second one reuses the image."""
+        folder = self.root / "builds"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{env_hash}.lock", "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            yield
+
+    def _build(self, env: Environment, tag: str, log: LogLine) -> None:
+        from docker.errors import DockerException
+
+        context, dockerfile = self._build_context(env, log)
+        log(f"Building image {tag} on {self.base_url}")
+        output: list[str] = []
+        try:
+            stream = self.client().api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                network_mode=self.options.build_network_mode,
+                labels={"mltrain.environment": env.name, "mltrain.environment_hash": env.content_hash()},
+            )
+            for chunk in stream:
+                text = chunk.get("stream") or chunk.get("status") or ""
+                for line in text.splitlines():
+                    if line.strip():
+                        output.append(line)
+                        log(line)
+                if "error" in chunk:
+                    detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+                    tail = "\n".join(output[-25:])
+                    raise EnvironmentBuildFailed(
+                        f"Building image {tag} for environment {env.name!r} failed: {detail.strip()}\n"
+                        f"Last build output:\n{tail}"
+                    )
+        except DockerException as exc:
+            raise EnvironmentBuildFailed(
+                f"Building image {tag} for environment {env.name!r} failed: {_short(exc)}"
+            ) from None
+        if not self._has_image(tag):
+            raise EnvironmentBuildFailed(f"Building image {tag} ended without an image:\n{dockerfile}")
+
+    def _build_context(self, env: Environment, log: LogLine) -> tuple[io.BytesIO, str]:
+        files: dict[str, bytes] = {}
+        if env.docker.dockerfile:
+            text = env._read(env.docker.dockerfile, "dockerfile").rstrip("\n") + "\n"
+        else:
+            base = self._base_image(env)
+            self._ensure_image(base or "", log)
+            text = f"FROM {base}\n"
+        if env.managed:
+            lines = []
+            for line in env.requirement_lines():
+                match = re.match(r"^-c (\S+) #sha256=\w+$", line)
+                if match:  # a constraints file of this machine travels in the build context
+                    name = f"mltrain-constraints-{len(files)}.txt"
+                    files[name] = Path(match.group(1)).read_bytes()
+                    line = f"-c /opt/mltrain/{name}"
+                lines.append(line)
+            files["mltrain-requirements.txt"] = ("\n".join(lines) + "\n").encode()
+            text += (
+                "USER root\n"
+                "COPY mltrain-*.txt /opt/mltrain/\n"
+                "RUN python3 -m venv /opt/mltrain/env"
+                " && /opt/mltrain/env/bin/python -m pip install --no-cache-dir --disable-pip-version-check"
+                " --no-input -r /opt/mltrain/mltrain-requirements.txt\n"
+            )
+        files["Dockerfile"] = text.encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in files.items():
+                _add_bytes(tar, name, data, 0o644)
+        buf.seek(0)
+        return buf, text
+
+    def _image_facts(self, client: docker.DockerClient, image: str, interpreter: str) -> dict[str, Any]:
+        """Python version and installed packages of ``image``, probed once per image id."""
+        from docker.errors import APIError, DockerException
+
+        image_id = client.images.get(image).id.split(":")[-1]
+        cache = self.root / "images" / f"{image_id}-{re.sub(r'[^A-Za-z0-9]', '_', interpreter)}.json"
+        try:
+            return dict(json.loads(cache.read_text()))
+        except (OSError, ValueError):
+            pass
+        probe = None
+        try:
+            probe = client.containers.create(
+                image, [interpreter, "-I", "-c", _PROBE], network_mode="none", user=self.options.user
+            )
+            probe.start()
+            result = probe.wait(timeout=self.timeout)
+            output = probe.logs(stdout=True, stderr=True)
+            if result.get("StatusCode") != 0:
+                raise EnvironmentBuildFailed(
+                    f"{interpreter} in image {image} exited with code {result.get('StatusCode')}: "
+                    f"{output[-500:].decode('utf-8', 'replace')}"
+                )
+        except APIError as exc:
+            if "executable file not found" in str(exc) or "no such file" in str(exc).lower():
+                raise EnvironmentBuildFailed(
+                    f"Image {image} has no {interpreter}: the Docker target runs scripts with Python >= 3.9 "
+                    "from the image. Install python3 in the image (e.g. apt-get install python3) or set "
+                    "the environment's interpreter_path."
+                ) from None
+            raise EnvironmentBuildFailed(
+                f"Could not start a container from image {image}: {_short(exc)}"
+            ) from None
+        except DockerException as exc:
+            raise EnvironmentBuildFailed(
+                f"Probing the Python of image {image} failed: {_short(exc)}"
+            ) from None
+        finally:
+            if probe is not None:
+                with contextlib.suppress(DockerException):
+                    probe.remove(force=True)
+        try:
+            facts = json.loads(output.decode("utf-8", "replace").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise EnvironmentBuildFailed(
+                f"{interpreter} in image {image} did not run as a Python >= 3.9: {output[-500:]!r}"
+            ) from None
+        if tuple(int(p) for p in facts["version"].split(".")[:2]) < (3, 9):
+            raise EnvironmentBuildFailed(
+                f"Image {image} has Python {facts['version']}; the runner needs Python >= 3.9."
+            )
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(facts))
+        os.replace(tmp, cache)
+        return dict(facts)
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
+        from docker.errors import APIError
+
+        client = self.client()
+        owner = spec.labels.get("mltrain.workspace", "")
+        existing = self._container(spec.run_id)
+        if existing is not None:
+            self._check_owner(spec.run_id, (existing.labels or {}).get("mltrain.workspace", ""), owner)
+            self._finish_interrupted_start(existing, spec.run_id)
+            return False
+        if not spec.image:
+            raise TargetError(f"Run {spec.run_id}: no image was prepared for the Docker target.")
+        opts = self.options.merged(spec.target_options)
+        run_dir = f"{RUNS}/{spec.run_id}"
+        volumes: dict[str, dict[str, str]] = {self.volume: {"bind": CACHE, "mode": "rw"}}
+        for item in opts.volumes:
+            source, dest, *mode = item.split(":")
+            volumes[source] = {"bind": dest, "mode": mode[0] if mode else "rw"}
+        labels = {
+            LABEL_RUN: spec.run_id,
+            "mltrain.experiment": spec.experiment,
+            "mltrain.target": self.name,
+            "mltrain.cleanup": opts.cleanup,
+            **{k: v for k, v in spec.labels.items() if v},
+        }
+        try:
+            container = client.containers.create(
+                spec.image,
+                [
+                    spec.interpreter or "python3",
+                    *("-I", "-S", f"{CACHE}/runner/{_runner_hash()}/docker_entry.py"),
+                    *(run_dir, CACHE, snapshot.id),
+                ],
+                name=container_name(spec.run_id),
+                labels=labels,
+                volumes=volumes,
+                environment={"HOME": "/tmp", **opts.environment},
+                init=True,  # reaps what the script leaves behind and passes signals to the supervisor
+                detach=True,
+                **opts.host_config(),
+            )
+        except APIError as exc:
+            if exc.status_code == 409:
+                return False  # another controller created this run's container first
+            raise TargetError(
+                f"Docker target {self.name!r}: creating the container failed: {_short(exc)}"
+            ) from None
+        try:
+            # A run whose container was already cleaned up left its mark in the volume.
+            mark = f"{CACHE}/started/{spec.run_id}"
+            if self._stat(container, mark) is not None:
+                found = (self._read_whole(container, mark) or b"").decode()
+                container.remove(force=True)
+                self._check_owner(spec.run_id, found, owner)
+                return False
+            self._put_files(container, spec, snapshot, store, owner)
+            container.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise
+        self._remember_sent(snapshot.id)
+        return True
+
+    def _check_owner(self, run_id: str, found: str, owner: str) -> None:
+        """Run ids are unique within a workspace; two workspaces on one daemon may collide."""
+        if found and owner and found != owner:
+            raise TargetError(
+                f"Run id {run_id!r} was already used on the Docker daemon at {self.base_url} by the "
+                f"workspace {found}, not this one ({owner}). Submit under another run id."
+            )
+
+    def _finish_interrupted_start(self, container: Any, run_id: str) -> None:
+        """A controller that died after creating the container but before starting it."""
+        if container.status != "created":
+            return
+        created = _parse_time(container.attrs.get("Created"))
+        if self._stat(container, f"{RUNS}/{run_id}/run.json") is not None:
+            container.start()
+        elif created and time.time() - created > CREATED_GRACE:
+            log.warning("Run %s: removing container left half-prepared by a stopped controller", run_id)
+            container.remove(force=True)
+
+    def _put_files(
+        self, container: Any, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore, owner: str
+    ) -> None:
+        """One archive, extracted at ``/`` before the container starts: into the cache volume the
+        blobs it lacks and then the snapshot's manifest, a marker saying this run started, the
+        runner when this version is new to it; into the container, the run folder."""
+        cache = CACHE.lstrip("/")
+        missing = self._missing_blobs(container, snapshot, store)
+        needed = {f.hash: f for f in snapshot.files}
+        sent_bytes = 0
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+            with tarfile.open(fileobj=spool, mode="w") as tar:
+                if missing is not None:
+                    for digest in missing:
+                        info = tarfile.TarInfo(f"{cache}/blobs/{digest[:2]}/{digest[2:]}")
+                        info.size = needed[digest].size
+                        info.mode = 0o444  # the run's user can read the cache, not change it
+                        info.mtime = int(time.time())
+                        with open(store.blob_path(digest), "rb") as f:
+                            tar.addfile(info, f)
+                        sent_bytes += info.size
+                    # After the blobs: the manifest in the volume says it holds all of them.
+                    manifest = json.dumps(snapshot.to_dict()).encode()
+                    _add_bytes(tar, f"{cache}/manifests/{snapshot.id}.json", manifest, 0o444)
+                _add_bytes(tar, f"{cache}/started/{spec.run_id}", owner.encode(), 0o444)
+                cache_bytes = tar.offset
+                runner = f"{cache}/runner/{_runner_hash()}"
+                if self._stat(container, f"/{runner}/.complete") is None:
+                    _add_dir(tar, runner, 0o755)
+                    for rel, data in _runner_files():
+                        _add_bytes(tar, f"{runner}/{rel}", data, 0o644)
+                    _add_bytes(tar, f"{runner}/.complete", b"", 0o644)
+                # The run's user is not root: its folder is writable for it.
+                run_dir = f"{RUNS}/{spec.run_id}".lstrip("/")
+                _add_dir(tar, run_dir, 0o777)
+                _add_bytes(tar, f"{run_dir}/run.json", json.dumps(spec.to_runner_json()).encode(), 0o644)
+                end = tar.offset + 2 * tarfile.BLOCKSIZE  # the archive without tarfile's record padding
+            spool.truncate(end)
+            spool.seek(0)
+            container.put_archive("/", spool)
+        self.last_upload = {
+            "blobs": len(missing or ()),
+            "bytes": sent_bytes,
+            "files": len(needed),
+            "cache_bytes": cache_bytes,  # the cache's part of the archive: blobs, headers, markers
+            "wire_bytes": end,  # the whole archive, runner and run.json included
+        }
+        log.debug("Run %s: sent %s", spec.run_id, self.last_upload)
+
+    def _missing_blobs(self, container: Any, snapshot: Snapshot, store: SnapshotStore) -> list[str] | None:
+        """Blobs of ``snapshot`` the volume lacks; None when it holds the whole snapshot already.
+
+        The volume is asked about the snapshots this workspace sent last (one request each): the
+        blobs of every one it confirms are there; the rest are sent.
+        """
+        if self._stat(container, f"{CACHE}/manifests/{snapshot.id}.json") is not None:
+            return None
+        needed = {f.hash for f in snapshot.files}
+        present: set[str] = set()
+        for sent in self._sent_snapshots():
+            if sent == snapshot.id or not needed - present:
+                continue
+            try:
+                manifest = store.get(sent)
+            except Exception:  # noqa: S112 - a snapshot this workspace no longer has: just resend
+                continue
+            if self._stat(container, f"{CACHE}/manifests/{sent}.json") is not None:
+                present.update(f.hash for f in manifest.files)
+        return sorted(needed - present)
+
+    def _sent_file(self) -> Path:
+        return self.root / "sent-snapshots.json"
+
+    def _sent_snapshots(self) -> list[str]:
+        """Snapshots this workspace sent to the target's volume, newest first (a hint: each is checked)."""
+        try:
+            data = json.loads(self._sent_file().read_text())
+        except (OSError, ValueError):
+            return []
+        return [s for s in data if isinstance(s, str)][:16]
+
+    def _remember_sent(self, snapshot_id: str) -> None:
+        path = self._sent_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ids = [snapshot_id] + [s for s in self._sent_snapshots() if s != snapshot_id]
+        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps(ids[:16]))
+        os.replace(tmp, path)
+
+    # -- observe -------------------------------------------------------------------------------
+
+    def _container(self, run_id: str) -> Any:
+        from docker.errors import NotFound
+
+        try:
+            return self.client().containers.get(container_name(run_id))
+        except NotFound:
+            return None
+
+    def _stat(self, container: Any, path: str) -> dict[str, Any] | None:
+        api = self.client().api
+        response = api.head(api._url("/containers/{0}/archive", container.id), params={"path": path})
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise TargetError(
+                f"Docker target {self.name!r}: reading {path} failed (HTTP {response.status_code})."
+            )
+        header = response.headers.get("X-Docker-Container-Path-Stat")
+        import base64
+
+        return dict(json.loads(base64.b64decode(header))) if header else {}
+
+    def _get_archive(self, container: Any, path: str) -> tarfile.TarFile | None:
+        from docker.errors import NotFound
+
+        try:
+            stream, _stat = container.get_archive(path)
+        except NotFound:
+            return None
+        spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - owned by the TarFile
+        for chunk in stream:
+            spool.write(chunk)
+        spool.seek(0)
+        return tarfile.open(fileobj=spool, mode="r:")
+
+    def _read_whole(self, container: Any, path: str) -> bytes | None:
+        tar = self._get_archive(container, path)
+        if tar is None:
+            return None
+        with tar:
+            for member in tar:
+                if member.isfile():
+                    f = tar.extractfile(member)
+                    return f.read() if f else b""
+        return b""
+
+    def has_run(self, run_id: str) -> bool:
+        return self._container(run_id) is not None
+
+    def _finished_archive(self, run_id: str, container: Any) -> dict[str, Any] | None:
+        """The run folder of a stopped container, fetched once: it can no longer change.
+
+        Members are renamed relative to the run folder (``status.json``, ``logs/std_log.txt``). None
+        while the container runs, or when the working copy is still there (a killed container), since
+        then the folder holds the whole snapshot and single files are read instead.
+        """
+        if container.status in ("running", "restarting", "paused", "created"):
+            return None
+        cached = self._finished.get(run_id)
+        if cached is not None:
+            return cached
+        run_dir = f"{RUNS}/{run_id}"
+        if self._stat(container, f"{run_dir}/snapshot") is not None:
+            return None
+        tar = self._get_archive(container, run_dir)
+        if tar is None:
+            return None
+        members: dict[str, tarfile.TarInfo] = {}
+        for member in tar.getmembers():
+            _, _, rel = member.name.partition("/")
+            if rel:
+                member.name = rel
+                members[rel] = member
+        entry = {"tar": tar, "members": members}
+        self._finished[run_id] = entry
+        return entry
+
+    def _archived_bytes(self, entry: dict[str, Any], name: str) -> bytes | None:
+        member = entry["members"].get(name)
+        if member is None or not member.isfile():
+            return None
+        f = entry["tar"].extractfile(member)
+        return f.read() if f else b""
+
+    def read_status(self, run_id: str) -> dict[str, Any] | None:
+        container = self._container(run_id)
+        if container is None:
+            return None
+        entry = self._finished_archive(run_id, container)
+        if entry is not None:
+            data = self._archived_bytes(entry, "status.json")
+        else:
+            data = self._read_whole(container, f"{RUNS}/{run_id}/status.json")
+        if not data:
+            return None
+        try:
+            status = json.loads(data)
+        except ValueError:
+            return None  # written atomically, so only a torn copy of a file being replaced
+        return status if isinstance(status, dict) else None
+
+    def runner_alive(self, run_id: str, status: dict[str, Any] | None) -> bool:
+        container = self._container(run_id)
+        return container is not None and container.status in ("running", "restarting", "paused")
+
+    def runner_gone_reason(self, run_id: str) -> str | None:
+        container = self._container(run_id)
+        if container is None:
+            return f"its container {container_name(run_id)} no longer exists (removed from outside?)"
+        state = container.attrs.get("State") or {}
+        if state.get("OOMKilled"):
+            return f"container {container.name} was killed for using too much memory (OOM); raise mem_limit"
+        code = state.get("ExitCode")
+        if code == 137:
+            return f"container {container.name} was killed (exit code 137: SIGKILL, e.g. `docker kill`)"
+        if code is not None:
+            detail = f": {state['Error']}" if state.get("Error") else ""
+            return f"container {container.name} stopped with exit code {code}{detail}"
+        return None
+
+    def _path(self, run_id: str, name: str) -> str:
+        parts = name.split("/")
+        if not name or name.startswith("/") or ".." in parts or parts[0] not in (*COLLECTED, "status.json"):
+            raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
+        return f"{RUNS}/{run_id}/{name}"
+
+    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
+        path = self._path(run_id, name)
+        container = self._container(run_id)
+        if container is None:
+            return b""
+        entry = self._finished_archive(run_id, container)
+        if entry is not None:
+            return (self._archived_bytes(entry, name) or b"")[offset:]
+        stat = self._stat(container, path)
+        if stat is None:
+            return b""
+        size = int(stat.get("size") or 0)
+        if size <= offset:
+            return b""
+        if container.status == "running" and size > EXEC_READ_THRESHOLD:
+            code = _READ_FROM
+            interpreter = (container.attrs.get("Config") or {}).get("Cmd", ["python3"])[0]
+            result = container.exec_run(
+                [interpreter, "-I", "-S", "-c", code, path, str(offset)], stderr=False
+            )
+            if result.exit_code == 0:
+                return bytes(result.output)
+        return (self._read_whole(container, path) or b"")[offset:]
+
+    def file_size(self, run_id: str, name: str) -> int:
+        container = self._container(run_id)
+        if container is None:
+            return 0
+        entry = self._finished_archive(run_id, container)
+        if entry is not None:
+            member = entry["members"].get(name)
+            return int(member.size) if member is not None and member.isfile() else 0
+        stat = self._stat(container, self._path(run_id, name))
+        return int(stat.get("size") or 0) if stat else 0
+
+    def list_files(self, run_id: str) -> list[str]:
+        container = self._container(run_id)
+        if container is None:
+            return []
+        entry = self._finished_archive(run_id, container)
+        if entry is not None:
+            return sorted(
+                n for n, m in entry["members"].items() if m.isfile() and n.split("/")[0] in COLLECTED
+            )
+        names = []
+        for folder in COLLECTED:
+            tar = self._get_archive(container, f"{RUNS}/{run_id}/{folder}")
+            if tar is None:
+                continue
+            with tar:
+                names += [m.name for m in tar if m.isfile()]
+        return sorted(names)
+
+    # -- stop and collect ----------------------------------------------------------------------
+
+    def request_cancel(self, run_id: str, grace_period: float) -> None:
+        from docker.errors import APIError
+
+        container = self._container(run_id)
+        if container is None:
+            return
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            _add_bytes(tar, "cancel_requested", json.dumps({"grace_period": grace_period}).encode(), 0o644)
+        with contextlib.suppress(APIError):
+            container.put_archive(f"{RUNS}/{run_id}", buf.getvalue())
+        container.reload()
+        if container.status == "running":
+            with contextlib.suppress(APIError):
+                container.kill(signal="SIGTERM")  # docker-init hands it on to the supervisor
+        elif container.status == "created":
+            container.start()  # the supervisor sees the marker and records Canceled
+
+    def kill(self, run_id: str, status: dict[str, Any] | None) -> None:
+        from docker.errors import APIError
+
+        container = self._container(run_id)
+        if container is not None and container.status == "running":
+            with contextlib.suppress(APIError):
+                container.kill()
+
+    def collect(self, run_id: str, dest: Path) -> None:
+        container = self._container(run_id)
+        if container is None:
+            return
+        entry = self._finished_archive(run_id, container)
+        if entry is not None:
+            wanted = [m for n, m in entry["members"].items() if n.split("/")[0] in COLLECTED]
+            entry["tar"].extractall(dest, members=wanted, filter="data")  # no absolute paths or escapes
+            status = json.loads(self._archived_bytes(entry, "status.json") or b"{}")
+            entry["tar"].close()
+            self._finished.pop(run_id, None)
+        else:
+            for folder in COLLECTED:
+                tar = self._get_archive(container, f"{RUNS}/{run_id}/{folder}")
+                if tar is None:
+                    continue
+                with tar:
+                    tar.extractall(dest, filter="data")
+            status = self.read_status(run_id) or {}
+        policy = self._cleanup_policy(container)
+        if policy == "always" or (policy == "on_success" and status.get("state") == "Completed"):
+            # Off the waiting path: removing a container takes the daemon a few hundred ms. Not a
+            # daemon thread, so a process that exits first still finishes the removal.
+            threading.Thread(target=self._remove, args=(container,), name=f"rm-{container.name}").start()
+
+    def _remove(self, container: Any) -> None:
+        from docker.errors import APIError
+
+        with contextlib.suppress(APIError):
+            container.reload()
+            if container.status not in ("running", "restarting"):
+                container.remove()
+
+    def _cleanup_policy(self, container: Any) -> str:
+        """The run's cleanup option, recorded in a label when its container was created."""
+        return str((container.labels or {}).get("mltrain.cleanup") or self.options.cleanup)
+
+
+def _runner_files() -> list[tuple[str, bytes]]:
+    """The stdlib runner that goes into containers: supervisor, entry, in-script ``mltrain``, compat."""
+    if not _runner_cache:
+        for name in RUNNER_FILES:
+            with open(os.path.join(RUNNER_DIR, name), "rb") as f:
+                _runner_cache.append((name, f.read()))
+        for folder in ("pylib", "compat"):
+            for dirpath, _dirs, names in sorted(os.walk(os.path.join(RUNNER_DIR, folder))):
+                for fname in sorted(names):
+                    if fname.endswith(".py"):
+                        path = os.path.join(dirpath, fname)
+                        with open(path, "rb") as f:
+                            rel = os.path.relpath(path, RUNNER_DIR).replace(os.sep, "/")
+                            _runner_cache.append((rel, f.read()))
+    return _runner_cache
+
+
+def _runner_hash() -> str:
+    """Content hash of the runner: each version is sent to a target's volume once."""
+    digest = hashlib.sha256()
+    for rel, data in _runner_files():
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()[:16]
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = mode
+    info.mtime = int(time.time())
+    tar.addfile(info)
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "explanation", None) or exc)
+    return text if len(text) < 400 else text[:400] + "..."

@@ -1,0 +1,141 @@
+"""The Docker target against plain ``docker run``, in the same run, on the same daemon and image.
+
+    .venv/bin/python bench/bench_docker.py [--reps 15] [--files 2000]
+
+Needs a daemon and the test base image (``bash tests/services/docker.sh`` starts both and prints
+the variables this script reads: MLTRAIN_TEST_DOCKER_HOST, MLTRAIN_TEST_DOCKER_IMAGE).
+
+1. Submission overhead with the image cached: ``Experiment.submit(...)`` + ``wait_for_completion()``
+   of a script that exits at once, in a process that already submitted once (the Airflow worker
+   case), against ``docker run --rm --network none IMAGE python3 noop.py`` of the same script (the
+   docker CLI, a container, the same interpreter start-up). Runs interleaved; medians and their ratio.
+2. Resubmission of a 2,000-file snapshot with one file changed: the bytes the target sent to the
+   daemon's blob cache, against the changed file's size (and the whole tree's).
+
+Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+from airflow_provider_mltrain.hooks.docker import DockerComputeHook
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--files", type=int, default=2000)
+    args = parser.parse_args()
+    url = os.environ.get("MLTRAIN_TEST_DOCKER_HOST")
+    image = os.environ.get("MLTRAIN_TEST_DOCKER_IMAGE")
+    if not url or not image:
+        sys.exit("Start the daemon first: eval \"$(bash tests/services/docker.sh | sed 's/^/export /')\"")
+    os.environ["AIRFLOW_CONN_BENCH_DOCKER"] = json.dumps(
+        {"conn_type": "mltrain_docker", "host": url, "extra": {"image": image, "network_mode": "none"}}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ws = Workspace(root / "ws")
+        target = DockerComputeHook("bench_docker").get_target(ws.root)
+        src = root / "src"
+        src.mkdir()
+        (src / "noop.py").write_text("pass\n")
+        experiment = Experiment(ws, "bench")
+
+        def submit_and_wait() -> float:
+            start = time.perf_counter()
+            experiment.submit(ScriptRunConfig(src, "noop.py", compute_target=target)).wait_for_completion(
+                poll_interval=0.05
+            )
+            return time.perf_counter() - start
+
+        def docker_run() -> float:
+            start = time.perf_counter()
+            subprocess.run(
+                [
+                    "docker",
+                    "-H",
+                    url,
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "-v",
+                    f"{src}:/src:ro",
+                    "-w",
+                    "/src",
+                    image,
+                    "python3",
+                    "noop.py",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            return time.perf_counter() - start
+
+        submit_and_wait()  # warm: image facts probed, volume created, package imported
+        docker_run()
+        ours, base = [], []
+        for _ in range(args.reps):
+            ours.append(submit_and_wait())
+            base.append(docker_run())
+        m_ours, m_base = statistics.median(ours), statistics.median(base)
+        print("| case | median | baseline (docker run --rm) | ratio |")
+        print("|---|---|---|---|")
+        print(
+            f"| submit + wait, image cached | {m_ours * 1000:.0f} ms | {m_base * 1000:.0f} ms | "
+            f"{m_ours / m_base:.2f}x |"
+        )
+
+        tree = root / "tree"
+        (tree / "data").mkdir(parents=True)
+        (tree / "train.py").write_text("print('ok')\n")
+        nonce = os.urandom(8).hex()
+        total = 0
+        for i in range(args.files - 1):
+            body = (f"{nonce} sample {i}\n" * 40).encode()
+            (tree / "data" / f"f{i:05}.txt").write_bytes(body)
+            total += len(body)
+        first = experiment.submit(ScriptRunConfig(tree, "train.py", compute_target=target))
+        first_sent = dict(target.last_upload)
+        first.wait_for_completion(poll_interval=0.05)
+        changed = tree / "data" / "f00007.txt"
+        changed.write_bytes(b"changed content\n" * 10)
+        start = time.perf_counter()
+        second = experiment.submit(ScriptRunConfig(tree, "train.py", compute_target=target))
+        submit_s = time.perf_counter() - start
+        second_sent = dict(target.last_upload)
+        second.wait_for_completion(poll_interval=0.05)
+        print()
+        size = changed.stat().st_size
+        print(
+            f"| {args.files}-file snapshot ({total / 1e6:.1f} MB) | blobs sent | content bytes | "
+            "tar bytes sent | changed file | tar bytes / changed file |"
+        )
+        print("|---|---|---|---|---|---|")
+        print(
+            f"| first submission | {first_sent['blobs']} | {first_sent['bytes']} | "
+            f"{first_sent['wire_bytes']} | - | - |"
+        )
+        print(
+            f"| one file changed (submit {submit_s * 1000:.0f} ms) | {second_sent['blobs']} | "
+            f"{second_sent['bytes']} | {second_sent['wire_bytes']} | {size} | "
+            f"{second_sent['wire_bytes'] / size:.1f}x |"
+        )
+        client = target.client()
+        for container in client.containers.list(all=True, filters={"label": "mltrain.target=bench_docker"}):
+            container.remove(force=True)
+
+
+if __name__ == "__main__":
+    main()

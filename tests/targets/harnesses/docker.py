@@ -1,0 +1,95 @@
+"""The Docker target against the real engine started by tests/services/docker.sh."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any
+
+from tests.targets.harnesses import Harness, register, service_missing
+
+CONN_ID = "docker_test"
+
+
+def docker_connection(**extra: Any) -> str:
+    """AIRFLOW_CONN_* JSON of the test daemon: no network, the debootstrap base image."""
+    return json.dumps(
+        {
+            "conn_type": "mltrain_docker",
+            "host": os.environ["MLTRAIN_TEST_DOCKER_HOST"],
+            "extra": {
+                "image": os.environ["MLTRAIN_TEST_DOCKER_IMAGE"],
+                "network_mode": "none",
+                "build_network_mode": "host",
+                **extra,
+            },
+        }
+    )
+
+
+def require_docker() -> None:
+    if not os.environ.get("MLTRAIN_TEST_DOCKER_HOST"):
+        service_missing("no Docker engine: run `make test` (tests/services/docker.sh starts one)")
+
+
+@register
+class DockerHarness(Harness):
+    name = CONN_ID
+    inherits_controller_environment = False
+
+    def setup(self, monkeypatch, workspace):
+        require_docker()
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
+        self.run_ids: list[str] = []
+
+    def _target(self, run):
+        return run.target
+
+    def _container(self, run):
+        self.run_ids.append(run.id)
+        return self._target(run)._container(run.id)
+
+    def read_working_file(self, run, rel):
+        container = self._container(run)
+        if container is None:
+            return None
+        data = self._target(run)._read_whole(container, f"/mltrain/runs/{run.id}/snapshot/{rel}")
+        return data.decode() if data else None
+
+    def pids_alive(self, run, pids):
+        container = self._container(run)
+        if container is None:
+            return [False] * len(pids)
+        container.reload()
+        if container.status != "running":
+            return [False] * len(pids)
+        code = (
+            "import os, sys\n"
+            "def alive(p):\n"
+            "    try:\n"
+            "        return open('/proc/%d/stat' % p).read().split(')')[-1].split()[0] != 'Z'\n"
+            "    except OSError:\n"
+            "        return False\n"
+            "print(' '.join('1' if alive(int(p)) else '0' for p in sys.argv[1:]))\n"
+        )
+        result = container.exec_run(["python3", "-c", code, *map(str, pids)], user="root")
+        return [flag == "1" for flag in result.output.decode().split()]
+
+    def kill_runner(self, run, status):
+        self._container(run).kill()  # SIGKILL to the container's init: the runner dies with it
+
+    def working_copy_removed(self, run):
+        container = self._container(run)
+        if container is None:  # removed after a successful run (cleanup on_success)
+            return True
+        return self.read_working_file(run, "train.py") is None
+
+    def teardown(self):
+        import docker
+
+        client = docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
+        for container in client.containers.list(all=True, filters={"label": f"mltrain.target={CONN_ID}"}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        client.close()

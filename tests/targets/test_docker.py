@@ -1,0 +1,512 @@
+"""The Docker target against the real engine (tests/services/docker.sh): images, blob cache, options, faults.
+
+The suite every target runs is tests/targets/test_target_suite.py; these are the Docker-only parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain import (
+    Environment,
+    EnvironmentBuildFailed,
+    Experiment,
+    InvalidRunConfig,
+    PythonSection,
+    ScriptRunConfig,
+    TargetError,
+    Workspace,
+)
+from airflow_provider_mltrain.core.errors import TargetUnreachable
+from airflow_provider_mltrain.hooks.docker import DockerComputeHook
+from airflow_provider_mltrain.targets.docker import DockerOptions, DockerTarget, container_name
+from tests.targets.harnesses.docker import CONN_ID, docker_connection, require_docker
+from tests.targets.test_target_suite import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def docker_conn(monkeypatch):
+    require_docker()
+    monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "0.5")
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
+    yield CONN_ID
+    client = _client()
+    for container in client.containers.list(all=True, filters={"label": f"mltrain.target={CONN_ID}"}):
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+
+
+def _client():
+    import docker
+
+    return docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
+
+
+def target_for(workspace: Workspace) -> DockerTarget:
+    """A target object of the test connection (so a test can read what it sent)."""
+    return DockerComputeHook(CONN_ID).get_target(workspace.root)
+
+
+def submit(workspace, target, src, script="train.py", **kwargs):
+    return Experiment(workspace, "docker").submit(
+        ScriptRunConfig(src, script, compute_target=target, **kwargs)
+    )
+
+
+# -- a package index on loopback, for image builds without the internet ---------------------------
+
+
+def _wheel(name: str, version: str) -> tuple[str, bytes]:
+    module = name.replace("-", "_")
+    dist = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: mltrain-tests\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return f"{module}-{version}-py3-none-any.whl", buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def package_index(tmp_path_factory):
+    """A PEP 503 index on 127.0.0.1 serving one small wheel, mltrain-probe 1.0."""
+    root = tmp_path_factory.mktemp("index")
+    filename, data = _wheel("mltrain-probe", "1.0")
+    (root / "simple/mltrain-probe").mkdir(parents=True)
+    (root / "simple/mltrain-probe" / filename).write_bytes(data)
+    (root / "simple/mltrain-probe/index.html").write_text(f'<a href="{filename}">{filename}</a>\n')
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    server.shutdown()
+
+
+def probe_environment(index: str, *requirements: str) -> Environment:
+    env = Environment(name="probe", python=PythonSection(requirements=[*requirements]))
+    env.python.requirements[:0] = [f"--index-url {index}", "--trusted-host 127.0.0.1"]
+    return env
+
+
+@pytest.fixture
+def remove_images():
+    tags: list[str] = []
+    yield tags
+    client = _client()
+    for tag in tags:
+        with contextlib.suppress(Exception):
+            client.images.remove(tag, force=True)
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+
+def test_managed_environment_builds_an_image_once_then_reuses_it(
+    workspace, docker_conn, make_tree, package_index, remove_images
+):
+    src = make_tree(
+        {"train.py": "import mltrain_probe, sys\nprint('probe', mltrain_probe.VERSION, sys.executable)\n"}
+    )
+    env = probe_environment(package_index, "mltrain-probe==1.0")
+    # The base image is the connection's: the tag's hash covers the environment and that image.
+    tag = target_for(workspace).image_tag(env)
+    assert tag.startswith("mltrain-env:") and tag != f"mltrain-env:{env.content_hash()}"
+    remove_images.append(tag)
+    lines: list[str] = []
+    first = Experiment(workspace, "docker").submit(
+        ScriptRunConfig(src, "train.py", compute_target=docker_conn, environment=env), log=lines.append
+    )
+    first.wait_for_completion()
+    details = first.get_details()["environment"]
+    assert "probe 1.0 /opt/mltrain/env/bin/python" in first.get_log_tail()
+    assert details["image"] == tag and details["cache_hit"] is False
+    assert "mltrain-probe==1.0" in details["packages"]
+    assert any("Successfully installed mltrain-probe-1.0" in line for line in lines)  # the build streamed
+    second = submit(workspace, docker_conn, src, environment=env)
+    second.wait_for_completion()
+    assert second.get_details()["environment"]["cache_hit"] is True
+    assert [b["status"] for b in workspace.store.list_builds(env.content_hash())] == ["built"]
+
+
+def test_a_failing_build_step_puts_its_output_in_the_error(
+    workspace, docker_conn, make_tree, package_index, remove_images
+):
+    src = make_tree({"train.py": "print(1)\n"})
+    env = probe_environment(package_index, "mltrain-no-such-package==9.9")
+    env.docker.base_image = os.environ["MLTRAIN_TEST_DOCKER_IMAGE"]  # named here: the tag is the env hash
+    remove_images.append(f"mltrain-env:{env.content_hash()}")
+    with pytest.raises(EnvironmentBuildFailed) as err:
+        submit(workspace, docker_conn, src, environment=env)
+    message = str(err.value)
+    assert "mltrain-no-such-package" in message and "pip install" in message
+    [record] = workspace.store.list_runs()
+    assert record["status"] == "Failed" and "mltrain-no-such-package" in record["error"]
+    assert not _client().images.list(name=f"mltrain-env:{env.content_hash()}")
+
+
+def test_a_missing_base_image_says_to_pull_or_build_it(workspace, docker_conn, make_tree):
+    src = make_tree({"train.py": "print(1)\n"})
+    env = Environment(name="nope")
+    env.docker.base_image = "mltrain-no-such-image:1"
+    with pytest.raises(EnvironmentBuildFailed) as err:
+        submit(workspace, docker_conn, src, environment=env)
+    message = str(err.value)
+    assert "'mltrain-no-such-image:1'" in message and "docker pull mltrain-no-such-image:1" in message
+    assert "docker build" in message
+
+
+def test_an_image_without_python_is_refused_clearly(
+    workspace, docker_conn, make_tree, tmp_path, remove_images
+):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc/hostname").write_text("empty\n")
+    tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True).stdout
+    remove_images.append("mltrain-test-nopython:1")
+    _client().images.client.api.import_image_from_data(tar, repository="mltrain-test-nopython", tag="1")
+    src = make_tree({"train.py": "print(1)\n"})
+    env = Environment(name="nopython")
+    env.docker.base_image = "mltrain-test-nopython:1"
+    with pytest.raises(EnvironmentBuildFailed, match="has no python3") as err:
+        submit(workspace, docker_conn, src, environment=env)
+    assert "install python3 in the image" in str(err.value).lower()
+
+
+def test_without_any_image_the_error_says_where_to_set_one(workspace, monkeypatch, make_tree):
+    require_docker()
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}",
+        json.dumps({"conn_type": "mltrain_docker", "host": os.environ["MLTRAIN_TEST_DOCKER_HOST"]}),
+    )
+    with pytest.raises(InvalidRunConfig, match=r"needs an image: set docker\.base_image"):
+        submit(workspace, CONN_ID, make_tree({"train.py": "print(1)"}))
+    assert workspace.store.list_runs() == []
+
+
+# -- the blob cache -------------------------------------------------------------------------------
+
+
+def test_resubmission_sends_only_the_changed_blob(workspace, docker_conn, make_tree):
+    nonce = os.urandom(8).hex()  # the volume outlives test sessions: make these blobs new to it
+    files = {f"data/part{i:03}.txt": f"content {i} {nonce}\n" * 50 for i in range(200)}
+    src = make_tree({"train.py": "import os\nprint(len(os.listdir('data')))\n", **files})
+    target = target_for(workspace)
+    first = submit(workspace, target, src)
+    assert target.last_upload["blobs"] == 201 and target.last_upload["files"] == 201
+    first.wait_for_completion()
+    assert "200" in first.get_log_tail()
+    (src / "data/part007.txt").write_text("changed\n")
+    second = submit(workspace, target, src)
+    assert target.last_upload["blobs"] == 1 and target.last_upload["files"] == 201
+    assert target.last_upload["bytes"] == len("changed\n")
+    second.wait_for_completion()
+    third = submit(workspace, target, src)  # the same snapshot again: nothing to send
+    assert target.last_upload["blobs"] == 0
+    third.wait_for_completion()
+    # Another controller with no notes of its own still finds the volume's blobs by the marker.
+    other = DockerTarget(
+        CONN_ID, workspace.root / "other-notes", os.environ["MLTRAIN_TEST_DOCKER_HOST"], None, target.options
+    )
+    submit(workspace, other, src).wait_for_completion()
+    assert other.last_upload["blobs"] == 0
+
+
+def test_the_script_cannot_change_the_blob_cache(workspace, docker_conn, make_tree):
+    src = make_tree(
+        {
+            "data.txt": "original",
+            "train.py": """
+        import glob
+        open('data.txt', 'w').write('edited by the script')
+        blobs = glob.glob('/mltrain/cache/blobs/*/*')
+        try:
+            open(blobs[0], 'w').write('x')
+            print('cache writable')
+        except PermissionError:
+            print('cache read-only')
+    """,
+        }
+    )
+    submit(workspace, docker_conn, src).wait_for_completion()
+    run = submit(workspace, docker_conn, src, script="train.py")
+    run.wait_for_completion()
+    assert "cache read-only" in run.get_log_tail()
+    check = make_tree({"data.txt": "original", "train.py": "print(open('data.txt').read())\n"})
+    again = submit(workspace, docker_conn, check)
+    again.wait_for_completion()
+    assert "original" in again.get_log_tail()
+
+
+# -- container options ----------------------------------------------------------------------------
+
+
+def test_options_reach_the_container(workspace, docker_conn, make_tree, monkeypatch):
+    src = make_tree(
+        {
+            "train.py": """
+        import os
+        print('uid', os.getuid())
+        print('shm', os.statvfs('/dev/shm').f_blocks * os.statvfs('/dev/shm').f_frsize)
+        print('var', os.environ.get('FROM_CONNECTION'), os.environ.get('FROM_ENV'))
+        print('net', sorted(os.listdir('/sys/class/net')))
+    """
+        }
+    )
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}",
+        docker_connection(environment={"FROM_CONNECTION": "yes"}, cleanup="never"),
+    )
+    target = target_for(workspace)
+    options = {"cpus": 0.5, "mem_limit": "256m", "shm_size": "32m"}
+    run = Experiment(workspace, "docker").submit(
+        ScriptRunConfig(
+            src,
+            "train.py",
+            compute_target=target,
+            target_options=options,
+            environment=Environment(environment_variables={"FROM_ENV": "also"}),
+        ),
+        properties={"airflow.dag_id": "retrain", "airflow.task_id": "train"},
+    )
+    run.wait_for_completion()
+    tail = run.get_log_tail()
+    assert "uid 1000" in tail  # not root unless asked
+    assert f"shm {32 * 1024 * 1024}" in tail
+    assert "var yes also" in tail
+    assert "net ['lo']" in tail  # network_mode none
+    container = _client().containers.get(container_name(run.id))  # cleanup "never" kept it
+    host = container.attrs["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 256 * 1024 * 1024
+    labels = container.labels
+    assert labels["mltrain.run_id"] == run.id and labels["airflow.dag_id"] == "retrain"
+    assert labels["airflow.task_id"] == "train"
+
+
+def test_gpu_requests_are_rendered_into_the_container_config(workspace, docker_conn):
+    # No GPU here: check the request the daemon receives, not its effect.
+    options = DockerOptions().merged(DockerOptions.parse({"gpus": 2}, "test"))
+    client = _client()
+    container = client.containers.create(
+        os.environ["MLTRAIN_TEST_DOCKER_IMAGE"],
+        ["true"],
+        labels={"mltrain.target": CONN_ID},
+        **options.host_config(),
+    )
+    [request] = container.attrs["HostConfig"]["DeviceRequests"]
+    assert request["Count"] == 2 and request["Capabilities"] == [["gpu"]]
+    ids = DockerOptions().merged(DockerOptions.parse({"gpus": ["0", "3"]}, "test")).host_config()
+    assert ids["device_requests"][0]["DeviceIDs"] == ["0", "3"]
+    assert DockerOptions.parse({"gpus": "all"}, "test") == {"gpus": -1}
+
+
+def test_a_gpu_run_without_gpus_fails_with_the_daemons_reason(workspace, docker_conn, make_tree):
+    src = make_tree({"train.py": "print(1)\n"})
+    with pytest.raises(TargetError) as err:
+        submit(workspace, docker_conn, src, target_options={"gpus": 1})
+    assert "gpu" in str(err.value).lower()
+    [record] = workspace.store.list_runs()
+    assert record["status"] == "Failed"
+    assert not _client().containers.list(all=True, filters={"name": container_name(record["id"])})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"memory": "1g"}, "unknown Docker option(s) memory"),
+        ({"cpus": "many"}, "cpus='many' is not valid"),
+        ({"mem_limit": "lots"}, "mem_limit='lots' is not valid"),
+        ({"cleanup": "sometimes"}, "use one of never, on_success, always"),
+        ({"user": "alice"}, "numeric uid"),
+        ({"gpus": 0}, "GPU count"),
+        ({"volumes": ["relative:path"]}, "host_path_or_volume:/container/path"),
+    ],
+)
+def test_bad_options_are_refused_before_submission(workspace, docker_conn, make_tree, options, message):
+    src = make_tree({"train.py": "print(1)\n"})
+    with pytest.raises(InvalidRunConfig) as err:
+        submit(workspace, docker_conn, src, target_options=options)
+    assert message in str(err.value)
+    assert workspace.store.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept_after_success", "kept_after_failure"),
+    [
+        ("never", True, True),
+        ("on_success", False, True),
+        ("always", False, False),
+    ],
+)
+def test_cleanup_policy(workspace, docker_conn, make_tree, policy, kept_after_success, kept_after_failure):
+    ok = submit(
+        workspace, docker_conn, make_tree({"train.py": "print(1)\n"}), target_options={"cleanup": policy}
+    )
+    ok.wait_for_completion()
+    bad = submit(
+        workspace,
+        docker_conn,
+        make_tree({"train.py": "raise SystemExit(2)\n"}),
+        target_options={"cleanup": policy},
+    )
+    bad.wait_for_completion(raise_on_error=False)
+    for thread in threading.enumerate():  # removal runs off the waiting path: let it finish
+        if thread.name.startswith("rm-mltrain-"):
+            thread.join(timeout=60)
+    names = {
+        c.name for c in _client().containers.list(all=True, filters={"label": f"mltrain.target={CONN_ID}"})
+    }
+    assert (container_name(ok.id) in names) == kept_after_success
+    assert (container_name(bad.id) in names) == kept_after_failure
+    assert "1" in ok.get_log_tail() and bad.get_details()["exit_code"] == 2  # collected either way
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+
+def test_unreachable_daemon_names_the_url(workspace, monkeypatch, make_tree):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DEAD_DOCKER",
+        json.dumps({"conn_type": "mltrain_docker", "host": "tcp://127.0.0.1:9", "extra": {"image": "x"}}),
+    )
+    with pytest.raises(TargetUnreachable) as err:
+        submit(workspace, "dead_docker", make_tree({"train.py": "print(1)"}))
+    assert "tcp://127.0.0.1:9" in str(err.value) and "docker -H tcp://127.0.0.1:9 info" in str(err.value)
+    assert workspace.store.list_runs() == []
+    ok, message = DockerComputeHook("dead_docker").test_connection()
+    assert not ok and "tcp://127.0.0.1:9" in message
+
+
+def test_test_connection_reaches_the_daemon(docker_conn):
+    ok, message = DockerComputeHook(docker_conn).test_connection()
+    assert ok and message.startswith("Docker ") and os.environ["MLTRAIN_TEST_DOCKER_HOST"] in message
+
+
+def test_container_killed_from_outside_fails_the_run_with_the_reason(workspace, docker_conn, make_tree):
+    src = make_tree({"train.py": "import time\nprint('up', flush=True)\ntime.sleep(600)\n"})
+    run = submit(workspace, docker_conn, src)
+    wait_until(lambda: "up" in run.get_log_tail(), timeout=60)
+    _client().containers.get(container_name(run.id)).kill()
+    details = run.wait_for_completion(raise_on_error=False, poll_interval=0.2)
+    assert details["status"] == "Failed"
+    assert "exit code 137" in details["error"] and "killed" in details["error"]
+
+
+def test_a_new_controller_reattaches_and_the_run_happens_once(workspace, docker_conn, make_tree, request):
+    run_id = f"dag.task.{os.urandom(6).hex()}"  # run ids stay taken on the daemon's volume
+    src = make_tree(
+        {
+            "train.py": "import time\nprint('started', flush=True)\ntime.sleep(4)\nprint('finished')\n",
+        }
+    )
+    code = textwrap.dedent(f"""
+        import sys
+        from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+        ws = Workspace({str(workspace.root)!r})
+        config = ScriptRunConfig({str(src)!r}, "train.py", compute_target={docker_conn!r})
+        run = Experiment(ws, "docker").submit(config, run_id={run_id!r})
+        print("RUN_ID=" + run.id, flush=True)
+        run.wait_for_completion(poll_interval=0.2)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    request.addfinalizer(proc.kill)  # never leave the controller behind, whatever fails below
+    line = ""
+    while not line.startswith("RUN_ID="):  # Airflow may log to stdout first
+        line = proc.stdout.readline()
+        assert line, "the controller exited before printing the run id"
+    assert line.strip() == f"RUN_ID={run_id}"
+    ws = Workspace(workspace.root)
+    wait_until(lambda: "started" in ws.get_run(run_id).get_log_tail(), timeout=60)
+    proc.send_signal(signal.SIGKILL)  # the controller dies mid-wait
+    proc.wait()
+    # The retry submits under the same id: it reattaches instead of starting a second container.
+    again = Experiment(ws, "docker").submit(
+        ScriptRunConfig(src, "train.py", compute_target=docker_conn), run_id=run_id
+    )
+    assert again.wait_for_completion()["status"] == "Completed"
+    log = again.get_log_tail()
+    assert log.count("started") == 1 and "finished" in log
+    target = again.target
+    assert (
+        target.start(  # the target itself refuses a second start of the same run id
+            _spec_of(again), ws.snapshots.get(again.get_details()["snapshot_id"]), ws.snapshots
+        )
+        is False
+    )
+
+
+def test_a_run_id_taken_by_another_workspace_is_refused(workspace, docker_conn, make_tree, tmp_path):
+    run_id = f"shared.{os.urandom(6).hex()}"
+    src = make_tree({"train.py": "print('mine')\n"})
+    config = ScriptRunConfig(src, "train.py", compute_target=docker_conn)
+    Experiment(workspace, "docker").submit(config, run_id=run_id).wait_for_completion()
+    other = Workspace(tmp_path / "other-ws")
+    with pytest.raises(TargetError, match="already used on the Docker daemon") as err:
+        Experiment(other, "docker").submit(
+            ScriptRunConfig(src, "train.py", compute_target=docker_conn), run_id=run_id
+        )
+    assert str(workspace.root) in str(err.value) and "another run id" in str(err.value)
+
+
+def _spec_of(run):
+    from airflow_provider_mltrain.core.compute import RunSpec
+
+    d = run.get_details()
+    return RunSpec(
+        run.id,
+        "docker",
+        d["script"],
+        (),
+        d["snapshot_id"],
+        image=d["environment"].get("image"),
+        labels={"mltrain.workspace": d["properties"]["mltrain.workspace"]},
+    )
+
+
+def test_metrics_and_outputs_come_back_through_the_api(workspace, docker_conn, make_tree, tmp_path):
+    src = make_tree(
+        {
+            "train.py": """
+        import os
+        from mltrain import Run
+        run = Run.get_context()
+        for i in range(3):
+            run.log('loss', 1 / (i + 1), step=i)
+        os.makedirs('outputs/model', exist_ok=True)
+        open('outputs/model/weights.bin', 'wb').write(os.urandom(3 * 1024 * 1024))
+    """
+        }
+    )
+    run = submit(workspace, docker_conn, src)
+    run.wait_for_completion()
+    assert run.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
+    path = Path(run.get_details()["output_dir"]) / "outputs/model/weights.bin"
+    assert path.stat().st_size == 3 * 1024 * 1024

@@ -1,0 +1,585 @@
+"""The SSH target's own behaviour and faults, against the real sshd of tests/services/sshd.sh.
+
+The shared suite (test_target_suite.py) covers runs end to end; here: incremental upload, one
+transport per wait, host keys, credentials, remote Python, a full remote disk, sshd restarts,
+controllers that die, shell metacharacters, cleanup and pruning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from airflow_provider_mltrain import Environment, Experiment, ScriptRunConfig, Workspace
+from airflow_provider_mltrain.core.compute import RunSpec
+from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, InvalidEnvironment
+from airflow_provider_mltrain.core.errors import (
+    HostKeyRejected,
+    InvalidRunConfig,
+    TargetAuthenticationFailed,
+    TargetError,
+    TargetUnreachable,
+)
+from airflow_provider_mltrain.targets.ssh import SSHSettings, SSHTarget
+from tests.targets.harnesses.ssh import connection_json, require_ssh
+from tests.targets.test_target_suite import wait_until
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SSHD_SCRIPT = ROOT / "tests" / "services" / "sshd.sh"
+
+
+@pytest.fixture
+def env():
+    return require_ssh()
+
+
+@pytest.fixture
+def settings(env):
+    """Settings for the test sshd, with a remote root of this test's own (removed afterwards)."""
+    root = f"~/mltrain-tests/{secrets.token_hex(6)}"
+    s = SSHSettings(
+        host=env["HOST"],
+        port=int(env["PORT"]),
+        username=env["USER"],
+        key_file=env["KEY_FILE"],
+        known_hosts=env["KNOWN_HOSTS"],
+        remote_root=root,
+        reconnect_timeout=30.0,
+    )
+    yield s
+    cleanup = SSHTarget("cleanup", s)
+    try:
+        cleanup._run(["rm", "-rf", "--", cleanup.root])
+    finally:
+        cleanup.close()
+
+
+@pytest.fixture
+def target(settings):
+    t = SSHTarget("vm", settings)
+    yield t
+    t.close()
+
+
+def submit(workspace, target, src, script="train.py", **kwargs):
+    return Experiment(workspace, "ssh").submit(ScriptRunConfig(src, script, compute_target=target, **kwargs))
+
+
+def server_fingerprint(env) -> str:
+    out = subprocess.run(
+        ["ssh-keygen", "-lf", env["HOST_KEY_FILE"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- uploads ---------------------------------------------------------------------------------------
+
+
+def test_resubmission_sends_only_the_changed_blob(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": "print(open('data/a.txt').read())\n",
+            "data/a.txt": "version 1",
+            "data/b.txt": "b" * 1000,
+            "lib/util.py": "X = 1\n",
+            "big.bin": os.urandom(200_000),  # hard-linked from the cache in the working copy
+        }
+    )
+    first = submit(workspace, target, src)
+    assert target.last_upload["blobs"] == 5
+    first.wait_for_completion()
+    assert "version 1" in first.get_log_tail()
+
+    submit(workspace, target, src).wait_for_completion()
+    assert target.last_upload == {"blobs": 0, "bytes": 0}
+
+    (src / "data/a.txt").write_text("version 2!")
+    third = submit(workspace, target, src)
+    assert target.last_upload == {"blobs": 1, "bytes": len("version 2!")}
+    third.wait_for_completion()
+    assert "version 2!" in third.get_log_tail()
+
+
+def test_one_transport_serves_a_whole_submit_and_wait(workspace, target, make_tree):
+    src = make_tree(
+        {"train.py": "import time\nfor i in range(10):\n    print(i, flush=True)\n    time.sleep(0.2)\n"}
+    )
+    before = target.connects
+    run = submit(workspace, target, src)
+    lines: list[str] = []
+    run.wait_for_completion(log_callback=lines.append, poll_interval=0.2)
+    assert lines == [str(i) for i in range(10)]
+    assert target.connects - before <= 1
+
+
+def test_start_of_an_existing_run_id_returns_false_and_runs_nothing(workspace, target, make_tree):
+    src = make_tree({"train.py": "print('ran once')\n"})
+    run = submit(workspace, target, src)
+    run.wait_for_completion()
+    snapshot = workspace.snapshots.take(src)
+    spec = RunSpec(run_id=run.id, experiment="ssh", script="train.py", arguments=(), snapshot_id=snapshot.id)
+    assert target.start(spec, snapshot, workspace.snapshots) is False
+    assert target.last_upload["blobs"] == 0
+    assert run.read_log().decode().count("ran once") == 1
+
+
+# -- connection faults -----------------------------------------------------------------------------
+
+
+def test_connection_refused_names_host_and_port(workspace, settings, make_tree):
+    port = free_port()
+    target = SSHTarget("vm", replace(settings, port=port))
+    with pytest.raises(TargetUnreachable) as err:
+        submit(workspace, target, make_tree({"train.py": ""}))
+    assert f"127.0.0.1:{port}" in str(err.value) and "refused" in str(err.value)
+    assert workspace.store.list_runs() == []
+
+
+def test_a_server_that_never_answers_times_out_naming_host_and_port(workspace, settings, make_tree):
+    with socket.socket() as silent:  # accepts TCP connections (backlog) but never speaks SSH
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        target = SSHTarget("vm", replace(settings, port=port, conn_timeout=1.0))
+        with pytest.raises(TargetUnreachable) as err:
+            submit(workspace, target, make_tree({"train.py": ""}))
+    assert f"127.0.0.1:{port}" in str(err.value) and "handshake" in str(err.value)
+    assert workspace.store.list_runs() == []
+
+
+def test_authentication_failure_is_clear(workspace, settings, make_tree, tmp_path):
+    stranger = tmp_path / "stranger_rsa"
+    paramiko.RSAKey.generate(2048).write_private_key_file(str(stranger))
+    target = SSHTarget("vm", replace(settings, key_file=str(stranger)))
+    with pytest.raises(TargetAuthenticationFailed) as err:
+        submit(workspace, target, make_tree({"train.py": ""}))
+    message = str(err.value)
+    assert "refused the login of 'mltrain-vm'" in message and str(stranger) in message
+    assert "authorized_keys" in message
+    assert workspace.store.list_runs() == []
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint(env, workspace, settings, make_tree, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    target = SSHTarget("vm", replace(settings, known_hosts=str(empty)))
+    with pytest.raises(HostKeyRejected) as err:
+        submit(workspace, target, make_tree({"train.py": ""}))
+    message = str(err.value)
+    assert "unknown" in message and server_fingerprint(env) in message
+    assert f"ssh-keyscan -p {env['PORT']} 127.0.0.1" in message
+    assert workspace.store.list_runs() == []
+
+
+def test_changed_host_key_is_refused_with_both_fingerprints(env, workspace, settings, make_tree, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        f"[127.0.0.1]:{env['PORT']} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n"
+    )
+    other_fp = subprocess.run(
+        ["ssh-keygen", "-lf", str(other)], capture_output=True, text=True
+    ).stdout.split()[1]
+    target = SSHTarget("vm", replace(settings, known_hosts=str(known)))
+    with pytest.raises(HostKeyRejected) as err:
+        submit(workspace, target, make_tree({"train.py": ""}))
+    message = str(err.value)
+    assert "CHANGED" in message and server_fingerprint(env) in message and other_fp in message
+    assert workspace.store.list_runs() == []
+
+
+def test_host_key_from_the_connection(env, workspace, settings, make_tree, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    host_pub = Path(env["HOST_KEY_FILE"]).read_text()
+    good = SSHTarget("vm", replace(settings, known_hosts=str(empty), host_key=host_pub))
+    run = submit(workspace, good, make_tree({"train.py": "print('trusted')\n"}))
+    assert run.wait_for_completion()["status"] == "Completed"
+
+    wrong_pub = tmp_path / "wrong"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_pub)], check=True)
+    bad = SSHTarget(
+        "vm2", replace(settings, known_hosts=str(empty), host_key=wrong_pub.with_suffix(".pub").read_text())
+    )
+    with pytest.raises(HostKeyRejected) as err:
+        submit(workspace, bad, make_tree({"train.py": ""}))
+    assert server_fingerprint(env) in str(err.value) and "host_key" in str(err.value)
+
+
+def test_no_python_on_the_remote(workspace, settings, make_tree):
+    target = SSHTarget("vm", replace(settings, interpreter_path="/opt/nowhere/python3"))
+    with pytest.raises(InvalidEnvironment) as err:
+        submit(workspace, target, make_tree({"train.py": ""}))
+    message = str(err.value)
+    assert "'/opt/nowhere/python3'" in message and "interpreter_path" in message and "127.0.0.1" in message
+    assert workspace.store.list_runs() == []
+
+
+def test_environment_interpreter_missing_on_the_remote(workspace, target, make_tree):
+    env = Environment()
+    env.python.interpreter_path = "/opt/nowhere/python3"
+    with pytest.raises(InvalidEnvironment) as err:
+        submit(workspace, target, make_tree({"train.py": ""}), environment=env)
+    assert "'/opt/nowhere/python3'" in str(err.value) and "environment 'default'" in str(err.value)
+    assert workspace.store.list_runs() == []
+
+
+def test_bad_settings_are_refused_before_connecting(settings):
+    with pytest.raises(InvalidRunConfig, match="cleanup"):
+        replace(settings, cleanup="sometimes")
+    with pytest.raises(InvalidRunConfig, match="port"):
+        replace(settings, port=70000)
+
+
+def test_unknown_target_option_is_refused(workspace, target, make_tree):
+    with pytest.raises(InvalidRunConfig, match="cleanup"):
+        submit(workspace, target, make_tree({"train.py": ""}), target_options={"gpus": 2})
+    assert workspace.store.list_runs() == []
+
+
+# -- remote disk full ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(env):
+    """A 1 MiB tmpfs in the remote user's home: a real full disk (needs root to mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    home = Path(os.path.expanduser(f"~{env['USER']}"))
+    mount = home / f"tiny-{secrets.token_hex(4)}"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount)], capture_output=True
+    )
+    if proc.returncode != 0:
+        mount.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        shutil.chown(mount, env["USER"], env["USER"])
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        mount.rmdir()
+
+
+def test_remote_disk_full_keeps_no_partial_blob(workspace, settings, tiny_disk, make_tree):
+    target = SSHTarget("vm", replace(settings, remote_root=str(tiny_disk / "root")))
+    src = make_tree({"train.py": "print('small')\n", "weights.bin": os.urandom(3 * 1024 * 1024)})
+    with pytest.raises(TargetError) as err:
+        submit(workspace, target, src)
+    message = str(err.value)
+    assert "disk is full" in message and "No partial blob was kept" in message
+    # Blobs uploaded before the disk filled are whole (their bytes hash to their name); no partial
+    # upload is left, not even under a temporary name.
+    blobs = [p for p in (tiny_disk / "root" / "blobs").rglob("*") if p.is_file()]
+    assert all(p.parent.name + p.name == hashlib.sha256(p.read_bytes()).hexdigest() for p in blobs)
+    assert len(blobs) < 2
+    (record,) = workspace.store.list_runs()
+    assert record["status"] == "Failed" and "disk is full" in record["error"]
+    # With the big file left out the same remote root works: nothing broken was left behind.
+    (src / ".mltrainignore").write_text("weights.bin\n")
+    assert submit(workspace, target, src).wait_for_completion()["status"] == "Completed"
+
+
+# -- sshd restart, dead controllers ----------------------------------------------------------------
+
+
+def _sshd_children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def restart_sshd() -> None:
+    """Stop the test sshd and every session it serves (by pid), then start it again with its script."""
+    pid_file = Path(os.environ["MLTRAIN_TEST_SSH_KEY_FILE"]).parent / "sshd.pid"
+    listener = int(pid_file.read_text())
+    children = _sshd_children(listener)
+    os.kill(listener, signal.SIGTERM)
+    for child in children:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not Path(f"/proc/{listener}").exists(), timeout=10)
+    time.sleep(1.0)  # the controller sees "connection refused" for a while
+    subprocess.run(["bash", str(SSHD_SCRIPT)], check=True, capture_output=True, timeout=120)
+
+
+def test_sshd_restart_mid_run_the_wait_reconnects_with_the_whole_log(workspace, target, make_tree):
+    if os.geteuid() != 0:
+        pytest.skip("restarting the test sshd needs root")
+    src = make_tree(
+        {
+            "train.py": "import time\nfor i in range(30):\n"
+            "    print('line', i, flush=True)\n    time.sleep(0.2)\n"
+        }
+    )
+    run = submit(workspace, target, src)
+    before = target.connects
+    lines: list[str] = []
+    restarted = threading.Event()
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        if line == "line 3" and not restarted.is_set():
+            restarted.set()
+            restart_sshd()  # inside the wait: its next read finds the connection gone
+
+    details = run.wait_for_completion(log_callback=on_line, poll_interval=0.2)
+    assert restarted.is_set()
+    assert details["status"] == "Completed"
+    assert lines == [f"line {i}" for i in range(30)]
+    assert target.connects > before  # it did reconnect
+
+
+def test_controller_killed_mid_run_a_new_one_reattaches(workspace, settings, make_tree, monkeypatch, env):
+    monkeypatch.setenv("AIRFLOW_CONN_SSH_VM_REATTACH", connection_json(env, remote_root=settings.remote_root))
+    src = make_tree(
+        {
+            "train.py": "import os, time\nprint('started', os.getpid(), flush=True)\ntime.sleep(8)\n"
+            "print('finished', flush=True)\n"
+        }
+    )
+    code = textwrap.dedent(f"""
+        from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+        ws = Workspace({str(workspace.root)!r})
+        config = ScriptRunConfig({str(src)!r}, "train.py", compute_target="ssh_vm_reattach")
+        run = Experiment(ws, "ssh").submit(config)
+        print("RUN_ID=" + run.id, flush=True)
+        run.wait_for_completion(show_output=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = next(line for line in proc.stdout if line.startswith("RUN_ID="))[len("RUN_ID=") :].strip()
+        run = Workspace(workspace.root).get_run(run_id)
+        wait_until(lambda: "started" in run.read_log().decode(), timeout=60)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run = Workspace(workspace.root).get_run(run_id)
+    assert run.get_status() == "Running"
+    assert run.wait_for_completion()["status"] == "Completed"
+    log = run.read_log().decode()
+    assert log.count("started") == 1 and "finished" in log
+
+
+def test_shell_metacharacters_reach_nothing_but_argv(workspace, settings, make_tree, env):
+    home = os.path.expanduser(f"~{env['USER']}")
+    root = f"~/mltrain-tests/odd {secrets.token_hex(3)} $(touch PWNED) `touch PWNED2`; touch PWNED3 'q\""
+    target = SSHTarget("vm", replace(settings, remote_root=root))
+    try:
+        args = ["$(touch PWNED4)", "`id`", "a;touch PWNED5", "x' 'y", "&&", "|", "*", "~", "$HOME", "\\n"]
+        src = make_tree({"train.py": "import sys\nprint(repr(sys.argv[1:]))\n"})
+        run = submit(workspace, target, src, arguments=args)
+        run.wait_for_completion()
+        assert repr(args) in run.get_log_tail()
+        assert target.root.endswith("'q\"")
+        for name in ("PWNED", "PWNED2", "PWNED3", "PWNED4", "PWNED5"):
+            assert not os.path.exists(os.path.join(home, name))
+    finally:
+        target._run(["rm", "-rf", "--", target.root])
+
+
+# -- cleanup and pruning ---------------------------------------------------------------------------
+
+
+def _exists(target: SSHTarget, path: str) -> bool:
+    try:
+        target._sftp(lambda sftp: sftp.stat(path))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept_after_success", "kept_after_failure"),
+    [("never", True, True), ("on_success", False, True), ("always", False, False)],
+)
+def test_cleanup_policy(workspace, target, make_tree, policy, kept_after_success, kept_after_failure):
+    ok = submit(workspace, target, make_tree({"train.py": "print(1)\n"}), target_options={"cleanup": policy})
+    bad = submit(
+        workspace,
+        target,
+        make_tree({"train.py": "raise SystemExit(2)\n"}),
+        target_options={"cleanup": policy},
+    )
+    assert ok.wait_for_completion()["status"] == "Completed"
+    assert bad.wait_for_completion(raise_on_error=False)["status"] == "Failed"
+    assert _exists(target, target.run_dir(ok.id)) is kept_after_success
+    assert _exists(target, target.run_dir(bad.id)) is kept_after_failure
+    assert not _exists(target, posixpath.join(target.run_dir(ok.id), "snapshot"))
+    assert "logs/std_log.txt" in ok.get_file_names()  # collected before the cleanup
+
+
+def test_cleanup_policy_from_the_connection(workspace, settings, make_tree):
+    target = SSHTarget("vm", replace(settings, cleanup="always"))
+    run = submit(workspace, target, make_tree({"train.py": "print(1)\n"}))
+    run.wait_for_completion()
+    assert not _exists(target, target.run_dir(run.id))
+
+
+def test_prune_removes_unused_blobs_only(workspace, target, make_tree):
+    src = make_tree({"train.py": "import time\ntime.sleep(30)\n", "data.txt": "d" * 100})
+    done = submit(workspace, target, make_tree({"train.py": "print('x')\n", "other.txt": "o"}))
+    done.wait_for_completion()
+    running = submit(workspace, target, src)
+    wait_until(lambda: running.get_status() == "Running", timeout=30)
+    # Blobs are copied into small working copies, so only the age protects a running run's blobs.
+    assert target.prune_blobs(days=1)["removed"] == 0
+    pruned = target.prune_blobs(days=0)
+    assert pruned["removed"] == 4 and pruned["bytes"] > 0
+    running.cancel(grace_period=1)
+    again = submit(workspace, target, make_tree({"train.py": "print('x')\n", "other.txt": "o"}))
+    assert target.last_upload["blobs"] == 2  # pruned blobs travel again
+    assert again.wait_for_completion()["status"] == "Completed"
+
+
+def test_big_files_are_hard_linked_from_the_cache(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": "import os\nst = os.stat('big.bin')\nprint('links', st.st_nlink)\n"
+            "print('writable', os.access('big.bin', os.W_OK))\n",
+            "big.bin": os.urandom(100_000),
+        }
+    )
+    run = submit(workspace, target, src)
+    run.wait_for_completion()
+    tail = run.get_log_tail()
+    assert "links 2" in tail and "writable False" in tail  # read-only: the cache cannot be damaged
+
+
+def test_managed_environment_is_built_on_the_remote_once(workspace, target, make_tree):
+    src = make_tree({"train.py": "import six, sys\nprint('six', six.__version__, sys.prefix)\n"})
+    env = Environment(name="six")
+    env.python.requirements = ["six==1.17.0"]
+    lines: list[str] = []
+    first = Experiment(workspace, "ssh").submit(
+        ScriptRunConfig(src, "train.py", compute_target=target, environment=env), log=lines.append
+    )
+    first.wait_for_completion()
+    details = first.get_details()["environment"]
+    assert "six 1.17.0" in first.get_log_tail()
+    assert details["packages"] == ["six==1.17.0"] and details["cache_hit"] is False
+    assert details["interpreter"].startswith(target.root + "/envs/")
+    assert any("six" in line for line in lines)
+    second = submit(workspace, target, src, environment=env)
+    second.wait_for_completion()
+    assert second.get_details()["environment"]["cache_hit"] is True
+
+
+def _remote_listdir(target: SSHTarget, path: str) -> list[str]:
+    try:
+        return target._sftp(lambda sftp: sftp.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+def test_failed_environment_build_caches_nothing(workspace, target, make_tree):
+    env = Environment(name="broken")
+    env.python.requirements = ["mltrain-no-such-package-xyz==1.0"]
+    lines: list[str] = []
+    with pytest.raises(EnvironmentBuildFailed, match="mltrain-no-such-package-xyz") as err:
+        Experiment(workspace, "ssh").submit(
+            ScriptRunConfig(make_tree({"train.py": ""}), "train.py", compute_target=target, environment=env),
+            log=lines.append,
+        )
+    assert "127.0.0.1" in str(err.value)
+    assert any("mltrain-no-such-package-xyz" in line for line in lines)  # the installer's own output
+    left = _remote_listdir(target, posixpath.join(target.root, "envs"))
+    assert env.content_hash() not in left and not [n for n in left if n.startswith((".tmp-", ".spec-"))]
+    (record,) = workspace.store.list_runs()
+    assert record["status"] == "Failed"
+
+
+def test_unavailable_python_version_is_a_clear_build_error(workspace, target, make_tree):
+    env = Environment(name="future")
+    env.python.python_version = "3.19"
+    with pytest.raises(EnvironmentBuildFailed, match=r"3\.19"):
+        submit(workspace, target, make_tree({"train.py": ""}), environment=env)
+
+
+def test_two_concurrent_submissions_build_the_environment_once(
+    workspace, settings, make_tree, monkeypatch, env
+):
+    monkeypatch.setenv("AIRFLOW_CONN_SSH_VM_ENVS", connection_json(env, remote_root=settings.remote_root))
+    src = make_tree(
+        {
+            "train.py": "import six\nprint('six', six.__version__)\n",
+            "env.yaml": "python:\n  requirements: [six==1.17.0]\n",
+        }
+    )
+    code = textwrap.dedent(f"""
+        from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+        ws = Workspace({str(workspace.root)!r})
+        cfg = ScriptRunConfig({str(src)!r}, "train.py", compute_target="ssh_vm_envs", environment="env.yaml")
+        Experiment(ws, "envs").submit(cfg).wait_for_completion()
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    runs = Experiment(workspace, "envs").list_runs()
+    assert {r.get_status() for r in runs} == {"Completed"} and len(runs) == 2
+    env_hash = runs[0].get_details()["environment"]["hash"]
+    assert [b["status"] for b in workspace.store.list_builds(env_hash)] == ["built"]
+    assert sorted(r.get_details()["environment"]["cache_hit"] for r in runs) == [False, True]
+
+
+def test_many_files_travel_in_bundles_and_arrive_whole(workspace, target, make_tree):
+    files = {f"pkg/m{i:03}.py": f"VALUE = {i}\n" for i in range(300)}
+    files["train.py"] = textwrap.dedent("""
+        import hashlib, os
+        total = sum(int(open(os.path.join('pkg', n)).read().split('=')[1]) for n in os.listdir('pkg'))
+        print('files', len(os.listdir('pkg')), 'total', total)
+        print('big', hashlib.sha256(open('big.bin', 'rb').read()).hexdigest())
+    """)
+    big = os.urandom(9 * 1024 * 1024)  # travels alone, not in a bundle
+    files["big.bin"] = big
+    run = submit(workspace, target, make_tree(files))
+    assert target.last_upload["blobs"] == 302
+    run.wait_for_completion()
+    tail = run.get_log_tail()
+    assert f"files 300 total {sum(range(300))}" in tail
+    assert f"big {hashlib.sha256(big).hexdigest()}" in tail
+    leftovers = target._sftp(lambda sftp: sftp.listdir(posixpath.join(target.root, "blobs")))
+    assert not [n for n in leftovers if n.startswith(".tmp-")]
+
+
+def test_the_remote_root_and_run_json_are_private(workspace, target, make_tree):
+    run = submit(workspace, target, make_tree({"train.py": "print(1)\n"}))
+    run.wait_for_completion()
+    root_mode = target._sftp(lambda sftp: sftp.stat(target.root)).st_mode & 0o777
+    spec_mode = target._sftp(lambda sftp: sftp.stat(target.run_dir(run.id) + "/run.json")).st_mode & 0o777
+    assert (root_mode, spec_mode) == (0o700, 0o600)
