@@ -1,16 +1,22 @@
-"""The ``mltrain`` command: runs and environments from a terminal.
+"""The ``mltrain`` command: submit, follow, inspect and rerun runs, and manage environments.
 
-``runs list|show`` read the run history; ``env list|show|build|prune`` manage environments.
-Submitting, logs and downloads from the terminal come with the monitoring work.
+Every listing takes ``--json`` (output that parses back); everything else about a run comes from
+the core, so the command and Python see the same run history. Exit codes: 0 success, 1 an error
+from the core (its message, no traceback), 2 a usage error or a run or experiment that does not
+exist.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,25 +27,156 @@ from airflow_provider_mltrain.core.environment import (
     resolve_environment,
     warn_unpinned,
 )
-from airflow_provider_mltrain.core.errors import MLTrainError
+from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound
+from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.rerun import rerun
 from airflow_provider_mltrain.core.run import Run
+from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+from airflow_provider_mltrain.core.snapshot import Snapshot, diff
+from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.runner import RUNNER_DIR
 from airflow_provider_mltrain.targets.local import prune_local_builds
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+# Options of `submit` that take a value: the script's own arguments start after SCRIPT, so the
+# command line is split there before argparse sees it (argparse would take `--lr` for its own).
+SUBMIT_VALUE_OPTIONS = frozenset({"--experiment", "--target", "--env", "--run-id", "--tag"})
+TEXT_DIFF_MAX_BYTES = 1 << 20
+
+
+class UsageError(Exception):
+    """Bad input that names something that does not exist or is not allowed: exit code 2."""
 
 
 def _fmt_duration(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}s"
 
 
-def _scalar_summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in metrics.items():
-        if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-            out[name] = value[-1]
-        elif isinstance(value, (int, float, str)):
-            out[name] = value
-    return out
+def _dump(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _get_run(ws: Workspace, run_id: str) -> Run:
+    try:
+        return ws.get_run(run_id)
+    except RunNotFound as exc:
+        raise UsageError(f"{exc} List the runs with: mltrain runs list") from None
+
+
+def _check_experiment(ws: Workspace, name: str | None) -> None:
+    if name is None:
+        return
+    known = ws.list_experiments()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UsageError(f"No experiment {name!r} in the run store at {ws.store.url}.{hint}")
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+class Feedback:
+    """Progress on a terminal (rich bars for snapshot bytes and build steps, a spinner), plain
+    lines elsewhere.
+
+    Build progress is read from the build's log lines (uv's and Docker's own), so it needs nothing
+    from the targets beyond the log callback they already take.
+    """
+
+    _STEP = re.compile(r"(?:^Step |^#\d+ \[(?:[\w.-]+ )?)(\d+)/(\d+)")
+    _UV = (
+        ("mltrain: building environment", 5, "creating the virtualenv"),
+        ("$ ", None, None),
+        ("Resolved ", 40, "downloading packages"),
+        ("Prepared ", 70, "installing packages"),
+        ("Installed ", 95, "finishing"),
+        ("mltrain: environment ", 100, "ready"),
+    )
+
+    def __init__(self, enabled: bool, plain: Callable[[str], None]):
+        self.plain = plain
+        self.progress: Progress | None = None
+        self._build: TaskID | None = None
+        self._snapshot: TaskID | None = None
+        self._spinner: TaskID | None = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=sys.stdout),
+                transient=True,
+            )
+
+    def __enter__(self) -> Feedback:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def spinner(self, text: str) -> None:
+        if self.progress is not None:
+            self._spinner = self.progress.add_task(text, total=None)
+
+    def snapshot(self, done: int, total: int) -> None:
+        """``SnapshotStore.take``'s progress callback: bytes read and stored so far."""
+        if self.progress is None:
+            return
+        if self._snapshot is None:
+            self._snapshot = self.progress.add_task(
+                f"snapshot: storing {total / 1e6:.1f} MB", total=total or 1
+            )
+        self.progress.update(self._snapshot, completed=done or (1 if not total else 0))
+
+    def build_line(self, line: str) -> None:
+        """An environment build's log line: printed, and moving the build bar."""
+        if self.progress is None:
+            self.plain(line)
+            return
+        self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if self._build is None:
+            self._build = self.progress.add_task("environment", total=100)
+        step = self._STEP.search(line)
+        if step:
+            done, total = int(step.group(1)), int(step.group(2))
+            self.progress.update(self._build, completed=100 * done / max(total, 1))
+            return
+        for prefix, percent, phase in self._UV:
+            if line.startswith(prefix) and percent is not None:
+                self.progress.update(self._build, completed=percent, description=f"environment: {phase}")
+                return
+
+
+def _feedback(plain: Callable[[str], None]) -> Feedback:
+    return Feedback(sys.stdout.isatty(), plain)
+
+
+# -- runs --------------------------------------------------------------------------------------
 
 
 def _show(run: Run, as_json: bool) -> None:
@@ -48,8 +185,7 @@ def _show(run: Run, as_json: bool) -> None:
     metrics = run.get_metrics()
     files = run.get_file_names()
     if as_json:
-        json.dump({**details, "metrics": metrics, "files": files}, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+        _dump({**details, "metrics": metrics, "files": files})
         return
     lines = [
         f"Run        {details['run_id']}",
@@ -64,6 +200,9 @@ def _show(run: Run, as_json: bool) -> None:
     ]
     if details["error"]:
         lines.append(f"Error      {details['error']}")
+    rerun_of = details["properties"].get("mltrain.rerun_of")
+    if rerun_of:
+        lines.append(f"Rerun of   {rerun_of}")
     git = {k.rsplit(".", 1)[1]: v for k, v in details["properties"].items() if k.startswith("mltrain.git.")}
     if git:
         lines.append("Git        " + ", ".join(f"{k}={v}" for k, v in sorted(git.items())))
@@ -71,7 +210,7 @@ def _show(run: Run, as_json: bool) -> None:
         lines.append("Tags       " + ", ".join(f"{k}={v}" for k, v in sorted(details["tags"].items())))
     lines.append("Metrics")
     for name, value in metrics.items():
-        if isinstance(value, list) and len(value) > 1 and all(isinstance(v, (int, float)) for v in value):
+        if _numeric_series(value) and len(value) > 1:
             summary = f"last of {len(value)}; min {min(value):.6g}, max {max(value):.6g}"
             lines.append(f"  {name:<24} {value[-1]:.6g} ({summary})")
         else:
@@ -82,17 +221,25 @@ def _show(run: Run, as_json: bool) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _numeric_series(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
 def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> None:
+    _check_experiment(ws, experiment)
     runs = [Run(ws, r["id"]) for r in ws.store.list_runs(experiment=experiment, limit=limit)]
     for run in runs:
         try:
             run.refresh()  # an active run's status comes from its target, not from the last reader
         except MLTrainError as exc:
-            sys.stderr.write(f"mltrain: {run.id}: status not refreshed ({exc})\n")
+            _err(f"mltrain: {run.id}: status not refreshed ({exc})")
     details = [run.get_details() for run in runs]
     if as_json:
-        json.dump(details, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+        _dump(details)
         return
     width = max([3, *(len(d["run_id"]) for d in details)])
     exp_width = max([10, *(len(d["experiment"]) for d in details)])
@@ -106,14 +253,243 @@ def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> N
         )
 
 
+def _latest(ws: Workspace, experiment: str | None) -> Run:
+    _check_experiment(ws, experiment)
+    latest = ws.store.list_runs(experiment=experiment, limit=1)
+    if not latest:
+        raise UsageError(f"No runs in the run store at {ws.store.url}.")
+    return Run(ws, latest[0]["id"])
+
+
+def _metrics(run: Run, as_json: bool) -> None:
+    metrics = run.get_metrics()
+    if as_json:
+        _dump(metrics)
+        return
+    width = max([6, *(len(n) for n in metrics)])
+    sys.stdout.write(f"{'METRIC':<{width}}  {'LAST':>12}  {'COUNT':>5}  {'MIN':>12}  {'MAX':>12}\n")
+    for name, value in metrics.items():
+        if _numeric_series(value):
+            sys.stdout.write(
+                f"{name:<{width}}  {value[-1]:>12.6g}  {len(value):>5}  {min(value):>12.6g}  "
+                f"{max(value):>12.6g}\n"
+            )
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            sys.stdout.write(f"{name:<{width}}  {value:>12.6g}  {1:>5}\n")
+        else:
+            shown = json.dumps(value, default=str)
+            sys.stdout.write(f"{name:<{width}}  {shown}\n")
+
+
+def _logs(run: Run, follow: bool) -> int:
+    if follow:
+        details = _wait(run)
+        if details is None:
+            return 130
+        _err(f"mltrain: run {run.id} ended {details['status']}")
+        return 0
+    run.refresh()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(run.read_log(0))
+    sys.stdout.flush()
+    return 0
+
+
+def _download(run: Run, path: str | None, output: str | None) -> None:
+    if path is not None:
+        pure = PurePosixPath(path.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+            raise UsageError(
+                f"Refusing path {path!r}: name a file or folder inside the run (outputs/..., logs/...), "
+                "relative and without '..'."
+            )
+        path = pure.as_posix()
+    names = run.get_file_names()
+    if path is not None and path in names:
+        dest = run.download_file(path, output)
+        sys.stdout.write(f"{dest}\n")
+        return
+    chosen = [n for n in names if path is None or n.startswith(path.rstrip("/") + "/")]
+    if not chosen:
+        if path is None:
+            raise UsageError(f"Run {run.id} has no files (yet).")
+        raise UsageError(f"Run {run.id} has no file or folder {path!r}; see: mltrain runs show {run.id}")
+    root = Path(output) if output else Path.cwd() / run.id
+    base = root.resolve()
+    for name in chosen:
+        dest = root.joinpath(*name.split("/"))
+        if not dest.resolve().is_relative_to(base):
+            raise UsageError(f"Refusing run file name {name!r}: it would leave {root}.")
+        run.download_file(name, dest)
+        sys.stdout.write(f"{dest}\n")
+
+
+def _parse_tags(values: Sequence[str] | None) -> dict[str, str]:
+    tags = {}
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {item!r} is not KEY=VALUE.")
+        tags[key] = value
+    return tags
+
+
+def _wait(run: Run) -> dict[str, Any] | None:
+    """Stream the run's log until it ends; None when interrupted (the run goes on)."""
+    try:
+        return run.wait_for_completion(show_output=True, raise_on_error=False, poll_interval=2.0)
+    except KeyboardInterrupt:
+        _err(f"mltrain: stopped following; run {run.id} goes on (follow it again: mltrain logs {run.id} -f)")
+        return None
+
+
+def _follow_new_run(run: Run, wait: bool) -> int:
+    """After a submission: the run id alone on stdout, or its log until it ends."""
+    submitted = run.get_details()
+    _err(
+        f"mltrain: submitted run {run.id} to {submitted['target']} (experiment {submitted['experiment']}, "
+        f"snapshot {submitted['snapshot_id'][:12]})"
+    )
+    if not wait:
+        sys.stdout.write(run.id + "\n")
+        return 0
+    details = _wait(run)
+    if details is None:
+        return 130
+    if details["status"] == RunStatus.COMPLETED.value:
+        _err(f"mltrain: run {run.id} Completed in {_fmt_duration(details['duration_seconds'])}")
+        return 0
+    code = details["exit_code"]
+    _err(
+        f"mltrain: run {run.id} {details['status']}"
+        + (f" with exit code {code}" if code not in (None, 0) else "")
+        + (f": {details['error']}" if details["error"] else "")
+    )
+    return 1
+
+
+def _submit(ws: Workspace, args: argparse.Namespace) -> int:
+    tags = _parse_tags(args.tag)
+    config = ScriptRunConfig(
+        source_directory=args.directory,
+        script=args.script,
+        arguments=list(args.args),
+        compute_target=args.target,
+        environment=args.env,
+    )
+    experiment = Experiment(ws, args.experiment)
+    with _feedback(_err) as feedback:
+        feedback.spinner(f"submitting {args.script} to {args.target}")
+        run = experiment.submit(
+            config,
+            tags=tags,
+            run_id=args.run_id,
+            log=feedback.build_line,
+            rebuild_environment=args.rebuild_env,
+            snapshot_progress=feedback.snapshot if feedback.progress is not None else None,
+        )
+    return _follow_new_run(run, args.wait)
+
+
+def _rerun(ws: Workspace, args: argparse.Namespace) -> int:
+    _get_run(ws, args.run_id)
+    tags = _parse_tags(args.tag)
+    with _feedback(_err) as feedback:
+        feedback.spinner(f"rerunning {args.run_id}")
+        run = rerun(
+            ws,
+            args.run_id,
+            args.target,
+            experiment=args.experiment,
+            new_run_id=args.new_run_id,
+            tags=tags,
+            log=feedback.build_line,
+            rebuild_environment=args.rebuild_env,
+        )
+    return _follow_new_run(run, args.wait)
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def _snapshot_content(ws: Workspace, snap: Snapshot, path: str) -> bytes | None:
+    """The bytes of ``path`` in ``snap`` (a symlink as ``-> target``), None when it is not there."""
+    for f in snap.files:
+        if f.path == path:
+            return ws.snapshots.blob_path(f.hash).read_bytes() if f.size <= TEXT_DIFF_MAX_BYTES else b"\0"
+    for link, target in snap.symlinks:
+        if link == path:
+            return f"-> {target}\n".encode()
+    return None
+
+
+def _text_diff(ws: Workspace, a: Snapshot, b: Snapshot, path: str) -> str | None:
+    """A unified diff of one path, or None when either side is binary or too large."""
+    old, new = _snapshot_content(ws, a, path), _snapshot_content(ws, b, path)
+    texts: list[list[str]] = []
+    for data in (old, new):
+        if data is None:
+            texts.append([])
+            continue
+        if b"\0" in data[:8192]:
+            return None
+        try:
+            texts.append(data.decode("utf-8").splitlines(keepends=True))
+        except UnicodeDecodeError:
+            return None
+    lines = difflib.unified_diff(
+        texts[0],
+        texts[1],
+        fromfile=f"a/{path}" if old is not None else "/dev/null",
+        tofile=f"b/{path}" if new is not None else "/dev/null",
+    )
+    out = "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+    )
+    if not out:
+        modes = {f.path: f.mode for f in a.files}, {f.path: f.mode for f in b.files}
+        return f"mode {modes[0].get(path, 0):o} -> {modes[1].get(path, 0):o} {path}\n"
+    return out
+
+
+def _snapshot_diff(ws: Workspace, run_a: str, run_b: str, text: bool, as_json: bool) -> None:
+    ids = [_get_run(ws, r).get_details()["snapshot_id"] for r in (run_a, run_b)]
+    a, b = (ws.snapshots.get(i) for i in ids)
+    changes = diff(a, b)
+    diffs: dict[str, str | None] = {}
+    if text:
+        for path in sorted(changes["added"] + changes["removed"] + changes["changed"]):
+            diffs[path] = _text_diff(ws, a, b, path)
+    if as_json:
+        out: dict[str, Any] = {"run_a": run_a, "run_b": run_b, "snapshot_a": a.id, "snapshot_b": b.id}
+        out.update(changes)
+        if text:
+            out["diffs"] = diffs
+        _dump(out)
+        return
+    sys.stdout.write(f"snapshot {a.id[:12]} ({run_a}) -> {b.id[:12]} ({run_b})\n")
+    marks = {"added": "A", "removed": "D", "changed": "M"}
+    kinds = {path: kind for kind in marks for path in changes[kind]}
+    for path in sorted(kinds):
+        sys.stdout.write(f"{marks[kinds[path]]}  {path}\n")
+    if not kinds:
+        sys.stdout.write("no differences\n")
+    for path, body in diffs.items():
+        sys.stdout.write("\n" + (body if body is not None else f"binary file {path} {kinds[path]}\n"))
+
+
+# -- environments ------------------------------------------------------------------------------
+
+
 def _env_list(ws: Workspace, as_json: bool) -> None:
     envs = Environment.list(ws)
     if as_json:
-        out = {
-            name: {**e.to_dict(), "hash": e.content_hash(), "managed": e.managed} for name, e in envs.items()
-        }
-        json.dump(out, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _dump(
+            {
+                name: {**e.to_dict(), "hash": e.content_hash(), "managed": e.managed}
+                for name, e in envs.items()
+            }
+        )
         return
     sys.stdout.write(f"{'NAME':<28} {'VERSION':<8} {'KIND':<12} HASH\n")
     for name, env in envs.items():
@@ -129,8 +505,7 @@ def _env_show(ws: Workspace, name: str, version: str | None, as_json: bool) -> N
     if env.managed:
         data["requirement_lines"] = env.requirement_lines()
     if as_json:
-        json.dump(data, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _dump(data)
     else:
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
 
@@ -140,14 +515,15 @@ def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> Non
     target = get_target(target_name, ws.root)
     target.check_environment(env)
     if env.managed:
-        warn_unpinned(env, lambda line: sys.stderr.write(line + "\n"))
+        warn_unpinned(env, _err)
 
     def echo(line: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
     try:
-        prepared = target.prepare_environment(env, echo, rebuild=rebuild)
+        with _feedback(echo) as feedback:
+            prepared = target.prepare_environment(env, feedback.build_line, rebuild=rebuild)
     except MLTrainError as exc:
         ws.store.record_build(env.content_hash(), target.name, "failed", error=str(exc))
         raise
@@ -157,15 +533,72 @@ def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> Non
     sys.stdout.write(f"{env.name} {env.content_hash()[:12]} {state}: {prepared.interpreter}\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mltrain", description="Run history of airflow-provider-mltrain.")
+# -- command line ------------------------------------------------------------------------------
+
+
+def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``mltrain ... submit [OPTIONS] DIR SCRIPT ARGS...`` -> (everything up to SCRIPT, ARGS).
+
+    The script's arguments pass through unchanged, options included; one ``--`` right after
+    SCRIPT is dropped, so ``SCRIPT -- --help`` and ``SCRIPT --help`` both give the script
+    ``--help``. Other commands are returned whole.
+    """
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--workspace" else 1
+    if i >= len(argv) or argv[i] != "submit":
+        return argv, []
+    i += 1
+    positionals = 0
+    options_done = False
+    while i < len(argv) and positionals < 2:
+        word = argv[i]
+        if not options_done and word == "--":
+            options_done = True
+            i += 1
+        elif not options_done and word in SUBMIT_VALUE_OPTIONS:
+            i += 2
+        elif not options_done and word.startswith("-") and word != "-":
+            i += 1
+        else:
+            positionals += 1
+            i += 1
+    head, rest = argv[:i], argv[i:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    return head, rest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mltrain", description="Submit, follow and inspect runs of airflow-provider-mltrain."
+    )
     parser.add_argument(
         "--workspace",
         help="workspace root (default: MLTRAIN_WORKSPACE, [mltrain] workspace in airflow.cfg, "
         "or $AIRFLOW_HOME/mltrain); give it before the command",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    runs = sub.add_parser("runs", help="list and show runs").add_subparsers(dest="action", required=True)
+
+    p_submit = sub.add_parser(
+        "submit",
+        allow_abbrev=False,
+        help="snapshot a folder and run a script in it",
+        description="Snapshot DIR and run SCRIPT in it. Everything after SCRIPT goes to the script "
+        "unchanged (a '--' right after SCRIPT is dropped); give mltrain's options before DIR.",
+    )
+    p_submit.add_argument("directory", metavar="DIR", help="the source folder (snapshotted)")
+    p_submit.add_argument("script", metavar="SCRIPT", help="the script, relative to DIR")
+    p_submit.add_argument("args", metavar="ARGS", nargs="*", help="the script's arguments")
+    p_submit.add_argument("--experiment", required=True, help="the experiment the run belongs to (required)")
+    p_submit.add_argument("--target", default="local", help="'local' or an Airflow connection id")
+    p_submit.add_argument("--env", help="a registered or curated environment name, or a YAML file")
+    p_submit.add_argument("--run-id", help="the run id (a submission with an existing id reattaches)")
+    _run_options(p_submit)
+
+    runs = sub.add_parser("runs", help="list, show and cancel runs").add_subparsers(
+        dest="action", required=True
+    )
     p_list = runs.add_parser("list", help="runs, newest first")
     p_list.add_argument("--experiment")
     p_list.add_argument("--limit", type=int, default=50)
@@ -175,6 +608,39 @@ def main(argv: list[str] | None = None) -> int:
     p_show.add_argument("--latest", action="store_true", help="the newest run (of --experiment if given)")
     p_show.add_argument("--experiment")
     p_show.add_argument("--json", action="store_true")
+    p_cancel = runs.add_parser("cancel", help="stop a run: SIGTERM, then SIGKILL after the grace period")
+    p_cancel.add_argument("run_id")
+    p_cancel.add_argument("--grace", type=float, default=10.0, help="seconds before SIGKILL (10)")
+
+    p_logs = sub.add_parser("logs", help="a run's stdout and stderr")
+    p_logs.add_argument("run_id")
+    p_logs.add_argument("-f", "--follow", action="store_true", help="follow the log until the run ends")
+
+    p_metrics = sub.add_parser("metrics", help="the metrics a run logged")
+    p_metrics.add_argument("run_id")
+    p_metrics.add_argument("--json", action="store_true")
+
+    p_download = sub.add_parser("download", help="copy a run's files (all, a folder, or one file)")
+    p_download.add_argument("run_id")
+    p_download.add_argument("path", nargs="?", help="outputs/model.pkl, outputs, logs/std_log.txt, ...")
+    p_download.add_argument(
+        "-o", "--output", help="destination (default: ./RUN_ID/ for folders, ./NAME for one file)"
+    )
+
+    snap = sub.add_parser("snapshot", help="compare snapshots").add_subparsers(dest="action", required=True)
+    p_diff = snap.add_parser("diff", help="files added, removed and changed between two runs' snapshots")
+    p_diff.add_argument("run_a")
+    p_diff.add_argument("run_b")
+    p_diff.add_argument("--text", action="store_true", help="unified diffs of text files")
+    p_diff.add_argument("--json", action="store_true")
+
+    p_rerun = sub.add_parser("rerun", help="run the same snapshot, script, arguments and environment again")
+    p_rerun.add_argument("run_id")
+    p_rerun.add_argument("--target", help="where to run it (default: the run's own target)")
+    p_rerun.add_argument("--experiment", help="the new run's experiment (default: the run's)")
+    p_rerun.add_argument("--run-id", dest="new_run_id", help="the new run's id")
+    _run_options(p_rerun)
+
     envs = sub.add_parser("env", help="environments").add_subparsers(dest="action", required=True)
     e_list = envs.add_parser("list", help="registered and curated environments")
     e_list.add_argument("--json", action="store_true")
@@ -194,49 +660,91 @@ def main(argv: list[str] | None = None) -> int:
         help="print the folder holding the in-script 'mltrain' module, for running a script by hand: "
         "PYTHONPATH=$(mltrain pythonpath) python train.py",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a tag of the new run (repeatable)")
+    p.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stream the log until the run ends, exit 1 unless it completed (default); "
+        "--no-wait prints the run id and returns",
+    )
+    p.add_argument("--rebuild-env", action="store_true", help="build the environment again even if cached")
+
+
+def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "submit":
+        return _submit(ws, args)
+    if command == "rerun":
+        return _rerun(ws, args)
+    if command == "logs":
+        return _logs(_get_run(ws, args.run_id), args.follow)
+    if command == "metrics":
+        _metrics(_get_run(ws, args.run_id), args.json)
+    elif command == "download":
+        _download(_get_run(ws, args.run_id), args.path, args.output)
+    elif command == "snapshot":
+        _snapshot_diff(ws, args.run_a, args.run_b, args.text, args.json)
+    elif command == "env":
+        if args.action == "list":
+            _env_list(ws, args.json)
+        elif args.action == "show":
+            _env_show(ws, args.name, args.version, args.json)
+        elif args.action == "build":
+            _env_build(ws, args.name, args.target, args.rebuild)
+        elif args.action == "prune":
+            removed = prune_local_builds(ws, args.days, dry_run=args.dry_run)
+            verb = "would remove" if args.dry_run else "removed"
+            for path in removed:
+                sys.stdout.write(f"{verb} {path}\n")
+            sys.stdout.write(f"{len(removed)} build(s) {'to remove' if args.dry_run else 'removed'}\n")
+    elif args.action == "list":
+        _list(ws, args.experiment, args.limit, args.json)
+    elif args.action == "show":
+        if args.run_id:
+            run = _get_run(ws, args.run_id)
+        elif args.latest:
+            run = _latest(ws, args.experiment)
+        else:
+            raise UsageError("give a RUN_ID or --latest")
+        _show(run, args.json)
+    elif args.action == "cancel":
+        status = _get_run(ws, args.run_id).cancel(grace_period=args.grace)
+        sys.stdout.write(f"{args.run_id} {status}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    head, script_args = split_script_arguments(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(head)
+    if args.command == "submit":
+        args.args = [*args.args, *script_args]
     if args.command == "pythonpath":
         sys.stdout.write(os.path.join(RUNNER_DIR, "pylib") + "\n")
         return 0
     try:
         ws = Workspace(args.workspace) if args.workspace else Workspace()
-        if args.command == "env":
-            if args.action == "list":
-                _env_list(ws, args.json)
-            elif args.action == "show":
-                _env_show(ws, args.name, args.version, args.json)
-            elif args.action == "build":
-                _env_build(ws, args.name, args.target, args.rebuild)
-            elif args.action == "prune":
-                removed = prune_local_builds(ws, args.days, dry_run=args.dry_run)
-                verb = "would remove" if args.dry_run else "removed"
-                for path in removed:
-                    sys.stdout.write(f"{verb} {path}\n")
-                sys.stdout.write(f"{len(removed)} build(s) {'to remove' if args.dry_run else 'removed'}\n")
-        elif args.action == "list":
-            _list(ws, args.experiment, args.limit, args.json)
-        elif args.action == "show":
-            if args.run_id:
-                run = ws.get_run(args.run_id)
-            elif args.latest:
-                latest = ws.store.list_runs(experiment=args.experiment, limit=1)
-                if not latest:
-                    parser.error(
-                        f"no runs in {ws.root}"
-                        + (f" for experiment {args.experiment}" if args.experiment else "")
-                    )
-                run = Run(ws, latest[0]["id"])
-            else:
-                parser.error("give a RUN_ID or --latest")
-            _show(run, args.json)
+        return _dispatch(ws, args)
+    except UsageError as exc:
+        _err(f"mltrain: {exc}")
+        return 2
     except MLTrainError as exc:
-        sys.stderr.write(f"mltrain: {exc}\n")
+        _err(f"mltrain: {exc}")
         return 1
+    except KeyboardInterrupt:
+        _err("mltrain: interrupted")
+        return 130
     except BrokenPipeError:
         # The reader (head, less) went away; not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    return 0
+    except OSError as exc:  # writing a download, reading a blob: the system's own message
+        _err(f"mltrain: {exc}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,75 +1,489 @@
 from __future__ import annotations
 
+import io
 import json
 import os
+import pty
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from airflow_provider_mltrain import Environment, Experiment, PythonSection, ScriptRunConfig
-from airflow_provider_mltrain.cli import main
+from airflow_provider_mltrain.cli import Feedback, main, split_script_arguments
+from airflow_provider_mltrain.core import compute
+from airflow_provider_mltrain.targets.local import LocalTarget
+
+TRAIN = """\
+import json, os, sys
+from mltrain import Run
+run = Run.get_context()
+print("args", json.dumps(sys.argv[1:]), flush=True)
+for step, value in enumerate([0.5, 0.7, 0.9]):
+    run.log("acc", value, step=step)
+run.log("name", "sgd")
+os.makedirs("outputs/models", exist_ok=True)
+open("outputs/models/model.txt", "w").write(open("data.txt").read())
+open("outputs/summary.json", "w").write("{}")
+sys.exit(3 if "--fail" in sys.argv else 0)
+"""
+
+# Blocks until the file named by its first argument exists: lets a test act while the run is running.
+WAITER = """\
+import os, sys, time
+print("before", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+print("after", flush=True)
+"""
 
 
-def test_runs_list_and_show(workspace, make_tree, capsys):
+@pytest.fixture
+def cli(workspace, capsys):
+    """cli("runs", "list") -> (exit code, stdout, stderr) of the command over the test workspace."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--workspace", str(workspace.root), *argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture
+def other_target():
+    """A second local target named "other", with its own root folder."""
+
+    def resolve(name: str, root: Path):
+        return LocalTarget(root / "targets" / "other", name="other") if name == "other" else None
+
+    compute.register_resolver(resolve, first=True)
+    yield "other"
+    compute._resolvers.remove(resolve)
+
+
+def _subprocess_cli(workspace, *argv: str, **kwargs) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "airflow_provider_mltrain.cli", "--workspace", str(workspace.root), *argv]
+    return subprocess.Popen(cmd, **kwargs)
+
+
+# -- runs list / show ------------------------------------------------------------------------------
+
+
+def test_runs_list_and_show(workspace, make_tree, cli):
     src = make_tree(
         {"train.py": "from mltrain import Run\nr = Run.get_context()\nr.log('acc', 0.5)\nr.log('acc', 0.7)\n"}
     )
     run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"), tags={"k": "v"})
     run.wait_for_completion()
-    assert main(["--workspace", str(workspace.root), "runs", "list", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
-    assert [r["run_id"] for r in listed] == [run.id] and listed[0]["status"] == "Completed"
-    assert main(["--workspace", str(workspace.root), "runs", "show", "--latest", "--experiment", "cli"]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = cli("runs", "list", "--json")
+    listed = json.loads(out)
+    assert code == 0 and [r["run_id"] for r in listed] == [run.id] and listed[0]["status"] == "Completed"
+    code, out, _ = cli("runs", "show", "--latest", "--experiment", "cli")
+    assert code == 0
     assert f"Run        {run.id}" in out and "Status     Completed" in out
     assert "acc                      0.7 (last of 2; min 0.5, max 0.7)" in out
     assert "logs/std_log.txt" in out and "Tags       k=v" in out
-    assert main(["--workspace", str(workspace.root), "runs", "show", run.id, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["metrics"] == {"acc": [0.5, 0.7]}
+    code, out, _ = cli("runs", "show", run.id, "--json")
+    assert json.loads(out)["metrics"] == {"acc": [0.5, 0.7]}
 
 
-def test_show_unknown_run_is_an_error_not_a_traceback(workspace, capsys):
-    assert main(["--workspace", str(workspace.root), "runs", "show", "nope"]) == 1
-    assert "Run 'nope' is not in the run store" in capsys.readouterr().err
+def test_unknown_run_or_experiment_exits_2_with_a_message(workspace, make_tree, cli):
+    src = make_tree({"train.py": "print(1)\n"})
+    Experiment(workspace, "known").submit(ScriptRunConfig(src, "train.py")).wait_for_completion()
+    for argv in (
+        ["runs", "show", "nope"],
+        ["runs", "cancel", "nope"],
+        ["logs", "nope"],
+        ["metrics", "nope"],
+        ["download", "nope"],
+        ["rerun", "nope"],
+        ["snapshot", "diff", "nope", "nope2"],
+    ):
+        code, out, err = cli(*argv)
+        assert (code, out) == (2, ""), argv
+        assert "Run 'nope' is not in the run store" in err and "Traceback" not in err, argv
+    code, _, err = cli("runs", "list", "--experiment", "knwon")
+    assert code == 2 and "No experiment 'knwon'" in err and "Did you mean 'known'" in err
+    code, _, err = cli("runs", "show", "--latest", "--experiment", "nope")
+    assert code == 2 and "No experiment 'nope'" in err
+    assert len(workspace.store.list_runs()) == 1
 
 
-def test_env_list_build_and_prune(workspace, tmp_path, capsys):
+# -- submit ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "head", "rest"),
+    [
+        (["runs", "list"], ["runs", "list"], []),
+        (
+            ["--workspace", "w", "submit", "--experiment", "e", "--tag=a=b", "d", "t.py", "--lr", "1"],
+            ["--workspace", "w", "submit", "--experiment", "e", "--tag=a=b", "d", "t.py"],
+            ["--lr", "1"],
+        ),
+        (
+            ["submit", "--no-wait", "d", "t.py", "--", "--help"],
+            ["submit", "--no-wait", "d", "t.py"],
+            ["--help"],
+        ),
+        (["submit", "--", "-d", "t.py", "--", "--", "x"], ["submit", "--", "-d", "t.py"], ["--", "x"]),
+        (["submit", "d", "t.py", "--experiment", "e"], ["submit", "d", "t.py"], ["--experiment", "e"]),
+    ],
+)
+def test_split_script_arguments(argv, head, rest):
+    assert split_script_arguments(argv) == (head, rest)
+
+
+def test_submit_waits_streams_the_log_and_passes_arguments_through(workspace, make_tree, cli):
+    src = make_tree({"train.py": TRAIN, "data.txt": "weights"})
+    code, out, err = cli(
+        "submit", "--experiment", "cli", "--tag", "k=v", str(src), "train.py",
+        "--lr", "0.1", "-x", "--experiment", "inner", "--", "--tag",
+    )  # fmt: skip
+    assert code == 0, err
+    assert 'args ["--lr", "0.1", "-x", "--experiment", "inner", "--", "--tag"]' in out
+    (record,) = workspace.store.list_runs()
+    assert record["experiment"] == "cli" and record["tags"] == {"k": "v"} and record["status"] == "Completed"
+    assert record["arguments"] == ["--lr", "0.1", "-x", "--experiment", "inner", "--", "--tag"]
+    assert f"submitted run {record['id']} to local" in err and "Completed in" in err
+    assert "\x1b[" not in out + err  # not a terminal: no progress bars, plain lines
+
+
+def test_submit_no_wait_prints_only_the_run_id(workspace, make_tree, cli):
+    src = make_tree({"train.py": TRAIN, "data.txt": "w"})
+    code, out, _ = cli(
+        "submit", "--experiment", "cli", "--no-wait", "--run-id", "r1", str(src), "train.py", "--", "--help"
+    )
+    assert (code, out) == (0, "r1\n")
+    run = workspace.get_run("r1")
+    run.wait_for_completion()
+    assert run.get_details()["arguments"] == ["--help"]
+    code, out, _ = cli("submit", "--experiment", "cli", "--no-wait", "--run-id", "r1", str(src), "train.py")
+    assert (code, out) == (0, "r1\n") and len(workspace.store.list_runs()) == 1  # same id: reattached
+
+
+def test_submit_of_a_failing_script_exits_1(workspace, make_tree, cli):
+    src = make_tree({"train.py": TRAIN, "data.txt": "w"})
+    code, out, err = cli("submit", "--experiment", "cli", str(src), "train.py", "--fail")
+    assert code == 1 and 'args ["--fail"]' in out
+    assert "Failed with exit code 3" in err and "Traceback" not in err
+
+
+def test_submit_bad_input_records_nothing(workspace, make_tree, cli):
+    src = make_tree({"train.py": TRAIN})
+    code, _, err = cli("submit", "--experiment", "cli", str(src), "missing.py")
+    assert code == 1 and "script 'missing.py' does not exist" in err and "Traceback" not in err
+    code, _, err = cli("submit", "--experiment", "cli", "--target", "nowhere", str(src), "train.py")
+    assert code == 1 and "Unknown compute target 'nowhere'" in err
+    code, _, err = cli("submit", "--experiment", "cli", "--tag", "novalue", str(src), "train.py")
+    assert code == 2 and "--tag 'novalue' is not KEY=VALUE" in err
+    code, _, err = cli("submit", "--experiment", "bad name", str(src), "train.py")
+    assert code == 1 and "Experiment name 'bad name' is not valid" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["--workspace", str(workspace.root), "submit", str(src), "train.py"])
+    assert exc.value.code == 2  # --experiment is required
+    assert workspace.store.list_runs() == []
+
+
+# -- logs, metrics, cancel -----------------------------------------------------------------------
+
+
+def test_logs_follow_streams_while_the_run_runs(workspace, make_tree, cli, tmp_path):
+    src = make_tree({"wait.py": WAITER})
+    flag = tmp_path / "go"
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "wait.py", arguments=[str(flag)]))
+    follower = _subprocess_cli(
+        workspace, "logs", run.id, "-f", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert follower.stdout.readline() == b"before\n"  # printed while the script still waits
+        assert run.get_status() in ("Running", "Starting")
+        flag.touch()
+        rest, err = follower.communicate(timeout=120)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0 and rest == b"after\n"
+    assert f"run {run.id} ended Completed" in err.decode()
+    code, out, _ = cli("logs", run.id)
+    assert (code, out) == (0, "before\nafter\n")
+
+
+def test_ctrl_c_stops_following_not_the_run(workspace, make_tree, tmp_path):
+    src = make_tree({"wait.py": WAITER})
+    flag = tmp_path / "go"
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "wait.py", arguments=[str(flag)]))
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    follower = _subprocess_cli(workspace, "logs", run.id, "-f", **pipes)
+    try:
+        assert follower.stdout.readline() == b"before\n"
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 130
+    assert f"stopped following; run {run.id} goes on" in err.decode() and "Traceback" not in err.decode()
+    assert run.get_status() == "Running"
+    flag.touch()
+    assert run.wait_for_completion()["status"] == "Completed"
+
+
+def test_metrics_json_parses_back(workspace, make_tree, cli):
+    src = make_tree({"train.py": TRAIN, "data.txt": "w"})
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"))
+    run.wait_for_completion()
+    code, out, _ = cli("metrics", run.id, "--json")
+    assert code == 0 and json.loads(out) == run.get_metrics() == {"acc": [0.5, 0.7, 0.9], "name": "sgd"}
+    code, out, _ = cli("metrics", run.id)
+    lines = out.splitlines()
+    assert lines[0].split() == ["METRIC", "LAST", "COUNT", "MIN", "MAX"]
+    assert lines[1].split() == ["acc", "0.9", "3", "0.5", "0.9"] and lines[2].split() == ["name", '"sgd"']
+
+
+def test_runs_cancel(workspace, make_tree, cli, tmp_path):
+    src = make_tree({"wait.py": WAITER})
+    run = Experiment(workspace, "cli").submit(
+        ScriptRunConfig(src, "wait.py", arguments=[str(tmp_path / "never")])
+    )
+    while "before" not in run.read_log().decode():
+        assert not run.refresh().is_terminal
+        time.sleep(0.05)
+    code, out, _ = cli("runs", "cancel", run.id, "--grace", "5")
+    assert (code, out) == (0, f"{run.id} Canceled\n")
+    assert run.get_status() == "Canceled"
+    code, out, _ = cli("runs", "cancel", run.id)
+    assert (code, out) == (0, f"{run.id} Canceled\n")  # already ended: says so, changes nothing
+
+
+# -- download ----------------------------------------------------------------------------------
+
+
+def test_download_all_a_folder_or_one_file(workspace, make_tree, cli, tmp_path, monkeypatch):
+    src = make_tree({"train.py": TRAIN, "data.txt": "weights"})
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"))
+    run.wait_for_completion()
+    code, out, _ = cli("download", run.id, "-o", str(tmp_path / "all"))
+    assert code == 0
+    assert sorted(out.split()) == sorted(str(tmp_path / "all" / n) for n in run.get_file_names())
+    assert (tmp_path / "all/outputs/models/model.txt").read_text() == "weights"
+    code, out, _ = cli("download", run.id, "outputs/models", "-o", str(tmp_path / "some"))
+    assert code == 0 and out == f"{tmp_path / 'some/outputs/models/model.txt'}\n"
+    code, out, _ = cli("download", run.id, "outputs/models/model.txt", "-o", str(tmp_path / "m.txt"))
+    assert code == 0 and (tmp_path / "m.txt").read_text() == "weights"
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli("download", run.id, "outputs/summary.json")
+    assert code == 0 and (tmp_path / "summary.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("path", ["../runs.db", "outputs/../../runs.db", "/etc/passwd", "outputs/.."])
+def test_download_refuses_paths_leaving_the_run(workspace, make_tree, cli, tmp_path, path):
+    src = make_tree({"train.py": TRAIN, "data.txt": "w"})
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"))
+    run.wait_for_completion()
+    dest = tmp_path / "dest"
+    code, out, err = cli("download", run.id, path, "-o", str(dest))
+    assert (code, out) == (2, "") and f"Refusing path {path!r}" in err
+    assert not dest.exists()
+    code, _, err = cli("download", run.id, "outputs/nothing.bin", "-o", str(dest))
+    assert code == 2 and "has no file or folder 'outputs/nothing.bin'" in err
+
+
+# -- snapshot diff -----------------------------------------------------------------------------
+
+
+def test_snapshot_diff(workspace, make_tree, cli):
+    src = make_tree({"train.py": "print(1)\n", "old.txt": "gone\n", "data.bin": b"\0\1", "same.txt": "s"})
+    a = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"))
+    (src / "train.py").write_text("print(2)\n")
+    (src / "old.txt").unlink()
+    (src / "new.txt").write_text("hello\n")
+    (src / "data.bin").write_bytes(b"\0\2")
+    b = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"))
+    code, out, _ = cli("snapshot", "diff", a.id, b.id, "--json")
+    data = json.loads(out)
+    assert code == 0 and (data["run_a"], data["run_b"]) == (a.id, b.id)
+    assert (data["added"], data["removed"], data["changed"]) == (
+        ["new.txt"],
+        ["old.txt"],
+        ["data.bin", "train.py"],
+    )
+    assert "diffs" not in data
+    code, out, _ = cli("snapshot", "diff", a.id, b.id, "--json", "--text")
+    diffs = json.loads(out)["diffs"]
+    assert diffs["data.bin"] is None
+    assert diffs["train.py"].splitlines() == [
+        "--- a/train.py",
+        "+++ b/train.py",
+        "@@ -1 +1 @@",
+        "-print(1)",
+        "+print(2)",
+    ]
+    assert diffs["new.txt"].splitlines()[:2] == ["--- /dev/null", "+++ b/new.txt"]
+    assert diffs["old.txt"].splitlines()[:2] == ["--- a/old.txt", "+++ /dev/null"]
+    code, out, _ = cli("snapshot", "diff", a.id, b.id, "--text")
+    assert code == 0
+    assert out.splitlines()[1:5] == ["M  data.bin", "A  new.txt", "D  old.txt", "M  train.py"]
+    assert "binary file data.bin changed" in out and "+print(2)" in out
+    code, out, _ = cli("snapshot", "diff", a.id, a.id)
+    assert out.splitlines()[1] == "no differences"
+
+
+# -- rerun -------------------------------------------------------------------------------------
+
+
+def test_rerun_on_the_same_target_and_on_another(workspace, make_tree, cli, other_target):
+    src = make_tree({"train.py": TRAIN, "data.txt": "v1"})
+    code, out, _ = cli(
+        "submit", "--experiment", "cli", "--no-wait", "--target", "other", str(src), "train.py", "-x"
+    )
+    first = workspace.get_run(out.strip())
+    first.wait_for_completion()
+    (src / "data.txt").write_text("v2")  # the rerun runs the snapshot, not the folder as it is now
+    code, out, err = cli("rerun", first.id, "--target", "local", "--tag", "why=repro")
+    assert code == 0, err
+    assert 'args ["-x"]' in out
+    new_id = err.split("submitted run ")[1].split()[0]
+    details = workspace.get_run(new_id).get_details()
+    assert details["target"] == "local" and details["properties"]["mltrain.rerun_of"] == first.id
+    assert details["snapshot_id"] == first.get_details()["snapshot_id"] and details["tags"] == {
+        "why": "repro"
+    }
+    assert (workspace.get_run(new_id).output_dir / "outputs/models/model.txt").read_text() == "v1"
+    code, out, _ = cli("rerun", new_id, "--no-wait", "--run-id", "again")
+    assert (code, out) == (0, "again\n")
+    again = workspace.get_run("again")
+    again.wait_for_completion()
+    assert again.get_details()["target"] == "local"  # the run's own target by default
+    code, out, _ = cli("runs", "show", "again")
+    assert f"Rerun of   {new_id}" in out
+
+
+@pytest.mark.integration
+def test_rerun_of_a_local_run_in_a_docker_container(workspace, make_tree, cli, monkeypatch):
+    from tests.targets.harnesses.docker import CONN_ID, docker_connection, require_docker
+
+    require_docker()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
+    src = make_tree({"train.py": TRAIN, "data.txt": "v1"})
+    code, out, err = cli("submit", "--experiment", "cli", "--no-wait", str(src), "train.py", "-x")
+    first = workspace.get_run(out.strip())
+    first.wait_for_completion()
+    code, out, err = cli("rerun", first.id, "--target", CONN_ID)
+    assert code == 0, err
+    new_id = err.split("submitted run ")[1].split()[0]
+    rerun = workspace.get_run(new_id)
+    details = rerun.get_details()
+    assert details["target"] == CONN_ID and details["properties"]["mltrain.rerun_of"] == first.id
+    assert details["snapshot_id"] == first.get_details()["snapshot_id"]
+    assert (rerun.output_dir / "outputs/models/model.txt").read_text() == "v1"
+    code, out, _ = cli("runs", "show", new_id, "--json")
+    assert json.loads(out)["target"] == CONN_ID
+
+
+# -- environments --------------------------------------------------------------------------------
+
+
+def test_env_list_build_and_prune(workspace, tmp_path, cli):
     (tmp_path / "env.yaml").write_text("python:\n  requirements: [six==1.17.0]\n")
-    ws = ["--workspace", str(workspace.root)]
-    assert main([*ws, "env", "build", str(tmp_path / "env.yaml")]) == 0
-    assert "env " in capsys.readouterr().out
-    assert main([*ws, "env", "build", str(tmp_path / "env.yaml")]) == 0
-    assert "already built (cache hit)" in capsys.readouterr().out
-    assert main([*ws, "env", "build", str(tmp_path / "env.yaml"), "--rebuild"]) == 0
-    capsys.readouterr()
+    code, out, _ = cli("env", "build", str(tmp_path / "env.yaml"))
+    assert code == 0 and "env " in out and "\x1b[" not in out
+    code, out, _ = cli("env", "build", str(tmp_path / "env.yaml"))
+    assert "already built (cache hit)" in out
+    assert cli("env", "build", str(tmp_path / "env.yaml"), "--rebuild")[0] == 0
     builds = workspace.store.list_builds()
     assert [b["status"] for b in builds] == ["built", "built"]
     Environment(name="mine", python=PythonSection(requirements=["six==1.17.0"])).register(workspace)
-    assert main([*ws, "env", "list", "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    code, out, _ = cli("env", "list", "--json")
+    listed = json.loads(out)
     assert {"mine", "mltrain-minimal", "mltrain-sklearn"} <= set(listed)
+    assert listed["mine"]["python"]["requirements"] == ["six==1.17.0"]
     envs = workspace.root / "targets/local/envs"
     build = next(p for p in envs.iterdir() if not p.name.startswith(".") and p.is_dir())
-    assert main([*ws, "env", "prune", "--days", "1"]) == 0
+    assert cli("env", "prune", "--days", "1")[0] == 0
     assert build.exists()  # built just now: kept
     old = time.time() - 3 * 86400
     os.utime(build / "mltrain-env.json", (old, old))
-    assert main([*ws, "env", "prune", "--days", "1"]) == 0
-    assert "1 build(s) removed" in capsys.readouterr().out
+    code, out, _ = cli("env", "prune", "--days", "1")
+    assert "1 build(s) removed" in out
     assert not build.exists()
 
 
-def test_env_show_unknown_name(workspace, capsys):
-    assert main(["--workspace", str(workspace.root), "env", "show", "mltrain-sklern"]) == 1
-    assert "Did you mean 'mltrain-sklearn'" in capsys.readouterr().err
+def test_env_show_unknown_name(cli):
+    code, _, err = cli("env", "show", "mltrain-sklern")
+    assert code == 1 and "Did you mean 'mltrain-sklearn'" in err
 
 
-def test_pythonpath_lets_a_script_run_by_hand(tmp_path, capsys):
-    import subprocess
-    import sys
+# -- progress ----------------------------------------------------------------------------------
 
-    assert main(["pythonpath"]) == 0
-    path = capsys.readouterr().out.strip()
-    script = tmp_path / "t.py"
-    script.write_text("from mltrain import Run\nprint(Run.get_context().offline)\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLTRAIN_")} | {"PYTHONPATH": path}
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "True"
+
+def test_build_progress_follows_the_build_log():
+    feedback = Feedback(True, lambda line: None)
+    assert feedback.progress is not None
+    feedback.progress.console.file = io.StringIO()
+    with feedback:
+        feedback.build_line("mltrain: building environment 01dcb4681c49 with uv")
+        feedback.build_line("Resolved 1 package in 112ms")
+        task = feedback.progress.tasks[0]
+        assert (task.completed, task.description) == (40, "environment: downloading packages")
+        feedback.build_line("mltrain: environment 01dcb4681c49 ready in 0.3 s (1 packages)")
+        assert feedback.progress.tasks[0].completed == 100
+    docker = Feedback(True, lambda line: None)
+    docker.progress.console.file = io.StringIO()  # type: ignore[union-attr]
+    with docker:
+        docker.build_line("#7 [3/4] RUN pip install six")
+        assert docker.progress.tasks[0].completed == 75  # type: ignore[union-attr]
+    lines: list[str] = []
+    plain = Feedback(False, lines.append)
+    with plain:
+        plain.build_line("Resolved 1 package in 112ms")
+        plain.snapshot(1, 2)
+    assert lines == ["Resolved 1 package in 112ms"]
+
+
+def test_snapshot_progress_reports_the_bytes_read_and_is_quiet_on_a_cache_hit(workspace, make_tree):
+    src = make_tree({"a.txt": "x" * 100, "big.bin": os.urandom(3 << 20), "b/c.txt": "y"})
+    old = time.time() - 60  # older than the stat cache's racy window: the second take trusts the cache
+    for p in src.rglob("*"):
+        os.utime(p, (old, old))
+    calls: list[tuple[int, int]] = []
+    workspace.snapshots.take(src, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (101 + (3 << 20), 101 + (3 << 20)) and len(calls) == 3
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+    calls.clear()
+    workspace.snapshots.take(src, progress=lambda done, total: calls.append((done, total)))
+    assert calls == []
+
+
+def test_progress_bars_on_a_terminal(workspace, make_tree, tmp_path):
+    src = make_tree(
+        {
+            "train.py": "print('trained')\n",
+            "env.yaml": "python:\n  requirements: [six==1.17.0]\n",
+            "d.bin": b"1" * 4096,
+        }
+    )
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = _subprocess_cli(
+        workspace, "submit", "--experiment", "tty", "--env", "env.yaml", "--rebuild-env", str(src),
+        "train.py", stdout=secondary, stderr=secondary, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    assert proc.wait(timeout=120) == 0
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "snapshot: storing" in screen and "environment: ready" in screen and "100%" in screen
+    assert "trained" in screen and "mltrain: building environment" in screen
