@@ -45,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_mltrain.triggers.run"],
             }
         ],
+        "extra-links": ["airflow_provider_mltrain.links.run.MLTrainRunLink"],
         "hooks": [
             {
                 "integration-name": "ML Training",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from airflow.sdk import BaseOperator
 
 try:
@@ -9,4 +11,32 @@ try:
 except ImportError:  # pragma: no cover - Airflow 3.1 before the task SDK carried them
     from airflow.exceptions import AirflowException, AirflowTaskTimeout  # type: ignore[no-redef]
 
-__all__ = ["AirflowException", "AirflowTaskTimeout", "BaseOperator"]
+if TYPE_CHECKING:
+    from airflow.sdk import ResumableJobMixin
+
+    HAS_TASK_STATE_STORE = True
+else:
+    try:
+        from airflow.sdk import ResumableJobMixin
+
+        HAS_TASK_STATE_STORE = True
+    except ImportError:  # pragma: no cover - Airflow < 3.3: no task_state_store
+        HAS_TASK_STATE_STORE = False
+
+        class ResumableJobMixin:
+            """Airflow < 3.3 stand-in: keeps ``durable``; the run store is what a retry resumes from."""
+
+            external_id_key = "remote_job_id"
+
+            def __init__(self, *, durable: bool = True, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.durable = durable
+
+
+__all__ = [
+    "HAS_TASK_STATE_STORE",
+    "AirflowException",
+    "AirflowTaskTimeout",
+    "BaseOperator",
+    "ResumableJobMixin",
+]

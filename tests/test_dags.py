@@ -160,6 +160,10 @@ def test_submit_then_sensors(airflow_home):
     assert "Pausing task as DEFERRED" in out  # wait_deferred went to the trigger
     for task in ("wait_poke", "wait_deferred"):
         assert xcom(airflow_home, "mltrain_test_sensor", task, "run_details")["run_id"] == run.id
+    # The "MLTrain run" extra link of the finished operator and sensors opens the run's page.
+    for task in ("submit", "wait_poke", "wait_deferred"):
+        link = xcom(airflow_home, "mltrain_test_sensor", task, "_link_MLTrainRunLink")
+        assert link == f"/mltrain/runs/{run.id}", (task, link)
 
 
 def test_mapped_sweep_gives_one_run_per_index(airflow_home):
@@ -187,3 +191,48 @@ def test_retraining_example_promotes_only_a_better_model(airflow_home):
     assert older.tags.get("promoted") == "true" and "promoted" not in newer.tags
     assert (ws.root / "models" / "digits" / "model.pkl").exists()
     assert "The current model stays." in second.stdout + second.stderr
+
+
+# Runs the example's DAG object as ``airflow dags test`` does, with one change: a 1 s retry delay
+# instead of the example's minute, so the final failure (and its callback) comes quickly.
+DAG_TEST_FAST_RETRY = """
+import sys
+from datetime import timedelta
+
+from airflow.dag_processing.dagbag import DagBag
+
+dag = DagBag(dag_folder=sys.argv[1]).get_dag(sys.argv[2])
+for task in dag.tasks:
+    task.retry_delay = timedelta(seconds=1)
+dag.test()
+"""
+
+
+def test_retraining_example_notifies_when_training_fails(airflow_home, tmp_path):
+    env = _env(airflow_home, ROOT / "dags_examples")
+    env["MLTRAIN_EXAMPLE_DATA"] = str(tmp_path / "no-data-here")  # train.py cannot read its CSV
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DAG_TEST_FAST_RETRY,
+            str(ROOT / "dags_examples" / "retraining.py"),
+            "mltrain_retrain",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    ws = Workspace(airflow_home / "mltrain")
+    failed = [r for r in ws.experiment("digits-retrain").list_runs() if r.get_status() == "Failed"]
+    assert len(failed) == 2, out[-4000:]  # the first try and its retry, each its own run
+    latest = next(r for r in failed if r.id.endswith(".a2"))
+    alert = re.search(
+        r"ALERT mltrain: mltrain_retrain\.train failed in DAG run (\S+) \(mltrain run (\S+)\)", out
+    )
+    assert alert, out[-4000:]
+    assert alert.group(2) == latest.id
+    assert latest.properties["airflow.run_id"] == alert.group(1)
+    assert len(re.findall("ALERT mltrain", out)) == 1  # on the final failure only, not on the retry

@@ -12,21 +12,28 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.sdk import conf
 
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed
-from airflow_provider_mltrain.core.errors import MLTrainError, RunTimeout
+from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink
 from airflow_provider_mltrain.triggers.run import RunTrigger
-from airflow_provider_mltrain.version_compat import AirflowException, AirflowTaskTimeout, BaseOperator
+from airflow_provider_mltrain.version_compat import (
+    HAS_TASK_STATE_STORE,
+    AirflowException,
+    AirflowTaskTimeout,
+    BaseOperator,
+    ResumableJobMixin,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-XCOM_RUN_ID = "run_id"
 XCOM_RUN_DETAILS = "run_details"
 ACTIONS_IF_RUN_EXISTS = ("reattach", "resubmit", "fail")
+ACTIVE_STATES = frozenset(s.value for s in RunStatus if not s.is_terminal)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -57,7 +64,7 @@ def failure_message(run: Run, details: dict[str, Any]) -> str:
     )
 
 
-class ScriptRunOperator(BaseOperator):
+class ScriptRunOperator(ResumableJobMixin, BaseOperator):
     """Run ``script`` from ``source_directory`` on ``compute_target`` and record it in ``experiment_name``.
 
     ``environment`` is an ``Environment``, the path of a YAML spec (relative paths are looked up in
@@ -67,9 +74,14 @@ class ScriptRunOperator(BaseOperator):
     The task's return value (XCom) is the run id; the run's details go to the ``run_details`` XCom
     key. While waiting, the run's stdout and stderr stream into the task log. A failed run fails the
     task with its exit code and the tail of its log; ``timeout`` cancels the run and fails the task.
+    The "MLTrain run" extra link opens the run's page.
 
     A retry of the same task instance reattaches to its run while it is active, returns a completed
-    run without running it again, and starts a fresh run (linked to the old one) after a failure.
+    run without running it again, and starts a fresh run (linked to the old one) after a failure:
+    Airflow 3.3's ``ResumableJobMixin`` contract (``durable=True``), with the run id kept in
+    ``task_state_store`` where there is one and always findable in the run store, because it is
+    fixed before submission. ``action_if_run_exists`` overrides what happens to an existing run;
+    ``durable=False`` makes every try submit a fresh run (as ``"resubmit"`` does).
 
     With ``deferrable=True`` (default: ``[operators] default_deferrable``) the wait happens in the
     triggerer (``RunTrigger``) and frees the worker slot; the log still reaches the task log.
@@ -88,6 +100,9 @@ class ScriptRunOperator(BaseOperator):
     )
     template_fields_renderers = {"arguments": "json", "tags": "json", "target_options": "json"}
     ui_color = "#e8f1fb"
+    operator_extra_links = (MLTrainRunLink(),)
+    # Renaming this breaks in-flight retries: earlier tries stored the run id under it.
+    external_id_key = "mltrain_run_id"
 
     def __init__(
         self,
@@ -109,9 +124,10 @@ class ScriptRunOperator(BaseOperator):
         rebuild_environment: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         action_if_run_exists: str = "reattach",
+        durable: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(durable=durable, **kwargs)
         if action_if_run_exists not in ACTIONS_IF_RUN_EXISTS:
             choices = ", ".join(ACTIONS_IF_RUN_EXISTS)
             raise ValueError(f"action_if_run_exists={action_if_run_exists!r}: use one of {choices}.")
@@ -154,12 +170,15 @@ class ScriptRunOperator(BaseOperator):
         if latest is None:
             return run_id, None
         status = Run(workspace, latest).refresh()
-        if self.action_if_run_exists == "fail":
+        action = self.action_if_run_exists
+        if action == "reattach" and not self.durable:
+            action = "resubmit"
+        if action == "fail":
             raise AirflowException(
                 f"mltrain: run {latest} ({status.value}) exists for this task instance and "
                 "action_if_run_exists='fail'. Set it to 'reattach' or 'resubmit', or trigger a new DAG run."
             )
-        if self.action_if_run_exists == "resubmit" or status in (RunStatus.FAILED, RunStatus.CANCELED):
+        if action == "resubmit" or status in (RunStatus.FAILED, RunStatus.CANCELED):
             if not status.is_terminal:
                 self.log.warning("Run %s is still %s; submitting a new run beside it.", latest, status.value)
             return run_id, latest
@@ -169,6 +188,59 @@ class ScriptRunOperator(BaseOperator):
         return latest, None
 
     def execute(self, context: Context) -> str:
+        if self._resumable(context):
+            result = self.execute_resumable(context)
+            if result is None and self._run is not None:
+                # The mixin returns poll_until_complete's None when it reconnected to a running run.
+                result = self.get_job_result(self._run.id, context)
+            return str(result)
+        run_id = self.submit_job(context)
+        self._remember(context, run_id)
+        if not self.wait_for_completion:
+            return run_id
+        if self.deferrable:
+            self.defer(
+                trigger=RunTrigger(
+                    run_id=run_id,
+                    workspace=str(self._workspace().root),
+                    poll_interval=self.poll_interval,
+                    deadline=time.time() + self.timeout if self.timeout else None,
+                    cancel_grace_period=self.cancel_grace_period,
+                ),
+                method_name="execute_complete",
+            )
+        self.poll_until_complete(run_id, context)
+        return self.get_job_result(run_id, context)
+
+    def _resumable(self, context: Context) -> bool:
+        """Whether ``ResumableJobMixin`` decides this try: a synchronous wait with a task_state_store.
+
+        The other cases (deferrable, submit-only, ``action_if_run_exists`` other than "reattach",
+        Airflow < 3.3) decide from the run store alone, with the same outcomes.
+        """
+        return (
+            HAS_TASK_STATE_STORE
+            and self.durable
+            and self.wait_for_completion
+            and not self.deferrable
+            and self.action_if_run_exists == "reattach"
+            and context.get("task_state_store") is not None
+        )
+
+    def _remember(self, context: Context, run_id: str) -> None:
+        """Keeps the task_state_store's run id current on the paths the mixin does not drive."""
+        store = context.get("task_state_store") if self.durable else None
+        if store is not None:
+            store.set(self.external_id_key, run_id)
+
+    # -- ResumableJobMixin -----------------------------------------------------------------------
+
+    def submit_job(self, context: Context) -> str:
+        """Submits this try's run, or returns the run an earlier try submitted (see ``_pick_run_id``).
+
+        Idempotent: a try that died after the target accepted the run but before anything was
+        persisted finds the run by its id and attaches; the mixin's admitted gap does not open.
+        """
         ti = context["ti"]
         workspace = self._workspace()
         config = ScriptRunConfig(
@@ -205,26 +277,29 @@ class ScriptRunOperator(BaseOperator):
             ) from exc
         except MLTrainError as exc:
             raise AirflowException(f"mltrain: run not submitted: {exc}") from exc
-        self._run = run
-        if self.do_xcom_push:
-            ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
+        self._attach(run, ti)
         if not attaching:
             self.log.info(
                 "Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name
             )
-        if not self.wait_for_completion:
-            return run.id
-        if self.deferrable:
-            self.defer(
-                trigger=RunTrigger(
-                    run_id=run.id,
-                    workspace=str(workspace.root),
-                    poll_interval=self.poll_interval,
-                    deadline=time.time() + self.timeout if self.timeout else None,
-                    cancel_grace_period=self.cancel_grace_period,
-                ),
-                method_name="execute_complete",
-            )
+        return run.id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        try:
+            return Run(self._workspace(), str(external_id)).refresh().value
+        except RunNotFound:
+            return "NotFound"  # e.g. another workspace: neither active nor succeeded, so resubmit
+
+    def is_job_active(self, status: str) -> bool:
+        return status in ACTIVE_STATES
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == RunStatus.COMPLETED.value
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> None:
+        """Follows the run to its end with its log in the task log; a failed run fails the task."""
+        ti = context["ti"]
+        run = self._attach(Run(self._workspace(), str(external_id)), ti)
         try:
             details = run.wait_for_completion(
                 timeout=self.timeout,
@@ -238,13 +313,29 @@ class ScriptRunOperator(BaseOperator):
             self.log.warning("Task execution_timeout reached: canceling run %s.", run.id)
             run.cancel(self.cancel_grace_period)
             raise
-        return self._finish(run, details, ti)
+        if details["status"] != RunStatus.COMPLETED.value:
+            self._finish(run, details, ti)
+
+    def get_job_result(self, external_id: Any, context: Context) -> str:
+        """The run id, with ``run_details`` in XCom: the same for a fresh run and a completed one."""
+        ti = context["ti"]
+        run = self._attach(Run(self._workspace(), str(external_id)), ti)
+        run.refresh()
+        return self._finish(run, run.get_details(), ti)
+
+    def _attach(self, run: Run, ti: Any) -> Run:
+        """Makes ``run`` the one ``on_kill`` cancels and pushes its id, once per run and try."""
+        if self._run is not None and self._run.id == run.id:
+            return self._run
+        self._run = run
+        if self.do_xcom_push:
+            ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
+        return run
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Resumes after RunTrigger: the same XComs and failures as the synchronous path."""
         ti = context["ti"]
-        run = Run(self._workspace(), event["run_id"])
-        self._run = run
+        run = self._attach(Run(self._workspace(), event["run_id"]), ti)
         if event.get("status") == "timeout":
             self._timed_out(run, ti)
         run.refresh()

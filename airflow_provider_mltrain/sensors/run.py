@@ -12,6 +12,7 @@ from airflow_provider_mltrain.core.errors import MLTrainError
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink
 from airflow_provider_mltrain.operators.script_run import XCOM_RUN_DETAILS, failure_message
 from airflow_provider_mltrain.triggers.run import RunTrigger
 from airflow_provider_mltrain.version_compat import AirflowException
@@ -29,12 +30,14 @@ class RunSensor(BaseSensorOperator):
     """Succeeds when run ``run_id`` (templated, e.g. ``{{ ti.xcom_pull('train') }}``) completes.
 
     A Failed or Canceled run fails the sensor with its exit code and the tail of its log. Works in
-    ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, in the triggerer. The run's
-    details go to the ``run_details`` XCom key, as ``ScriptRunOperator`` pushes them.
+    ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, in the triggerer. The run's id
+    and details go to the ``run_id`` and ``run_details`` XCom keys, as ``ScriptRunOperator`` pushes
+    them; the "MLTrain run" extra link opens the run's page.
     """
 
     template_fields: Sequence[str] = ("run_id",)
     ui_color = "#e8f1fb"
+    operator_extra_links = (MLTrainRunLink(),)
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class RunSensor(BaseSensorOperator):
         return self._finish(run, context)
 
     def execute(self, context: Context) -> Any:
+        context["ti"].xcom_push(key=XCOM_RUN_ID, value=str(self.run_id))  # for MLTrainRunLink
         if not self.deferrable:
             return super().execute(context)
         run = self._run()

@@ -100,3 +100,168 @@ def test_on_kill_cancels_the_run(operator, make_tree):
     operator.cancel_grace_period = 1
     operator.on_kill()
     assert operator._run.get_status() == "Canceled"
+
+
+# -- ResumableJobMixin contract (durable=True), with a task_state_store and without ------------------
+
+COUNTED = """
+import sys, time
+with open(sys.argv[1], "a") as f:
+    f.write("started\\n")
+with open(sys.argv[1]) as f:
+    starts = len(f.readlines())
+if "--fail-first" in sys.argv and starts == 1:
+    raise SystemExit(5)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+class TaskStateStore(dict):
+    """The part of Airflow's TaskStateStoreAccessor the mixin uses: get and set by key."""
+
+    def get(self, key, default=None):
+        return super().get(key, default)
+
+    def set(self, key, value, **_):
+        self[key] = value
+
+
+class TI(SimpleNamespace):
+    def __init__(self):
+        super().__init__(dag_id="d", task_id="train", run_id="r1", map_index=-1, stats_tags={}, xcoms={})
+
+    def xcom_push(self, key, value):
+        self.xcoms[key] = value
+
+
+@pytest.fixture
+def counted(tmp_path, make_tree):
+    """(operator factory, number of times the script started)."""
+    src = make_tree({"counted.py": COUNTED})
+    counter = tmp_path / "starts"
+
+    def make(seconds=0, fail_first=False, **kwargs):
+        return ScriptRunOperator(
+            task_id="train",
+            experiment_name="exp",
+            source_directory=str(src),
+            script="counted.py",
+            arguments=[str(counter), seconds] + (["--fail-first"] if fail_first else []),
+            workspace=str(tmp_path / "ws"),
+            poll_interval=0.2,
+            **kwargs,
+        )
+
+    def starts():
+        return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+    return make, starts
+
+
+BASE_ID = run_id_for_task("d", "train", "r1")
+
+
+def test_durable_by_default_and_the_run_id_goes_to_the_task_state_store(counted):
+    make, starts = counted
+    op, ti, store = make(), TI(), TaskStateStore()
+    assert op.durable is True
+    assert op.execute({"ti": ti, "task_state_store": store}) == BASE_ID
+    assert store == {"mltrain_run_id": BASE_ID}
+    assert ti.xcoms["run_id"] == BASE_ID and ti.xcoms["run_details"]["status"] == "Completed"
+    assert starts() == 1
+
+
+def test_retry_returns_a_completed_run_without_running_it_again(counted):
+    make, starts = counted
+    store = TaskStateStore()
+    make().execute({"ti": TI(), "task_state_store": store})
+    ti = TI()
+    assert make().execute({"ti": ti, "task_state_store": store}) == BASE_ID
+    assert ti.xcoms["run_details"]["status"] == "Completed"
+    assert starts() == 1
+    assert len(make()._workspace().store.list_runs()) == 1
+
+
+def test_retry_reattaches_to_a_running_run(counted):
+    make, starts = counted
+    op = make(seconds=3, wait_for_completion=False)
+    store = TaskStateStore()
+    op.execute({"ti": TI(), "task_state_store": store})  # try 1 submitted, then "died"
+    assert store == {"mltrain_run_id": BASE_ID}
+    assert op._workspace().get_run(BASE_ID).get_status() in ("Starting", "Running", "Preparing", "Queued")
+    assert make(seconds=3).execute({"ti": TI(), "task_state_store": store}) == BASE_ID
+    assert starts() == 1 and len(op._workspace().store.list_runs()) == 1
+
+
+def test_crash_between_submit_and_persisting_the_id_still_reattaches(counted):
+    """The gap ResumableJobMixin documents: the target has the run, task_state_store has nothing."""
+    make, starts = counted
+    make(seconds=2, wait_for_completion=False).execute({"ti": TI()})  # submitted, id never persisted
+    store = TaskStateStore()
+    assert make(seconds=2).execute({"ti": TI(), "task_state_store": store}) == BASE_ID
+    assert starts() == 1 and store == {"mltrain_run_id": BASE_ID}
+
+
+def test_retry_after_a_failed_run_starts_a_fresh_linked_run(counted):
+    from airflow_provider_mltrain.version_compat import AirflowException
+
+    make, starts = counted
+    store = TaskStateStore()
+    with pytest.raises(AirflowException, match="failed with exit code 5"):
+        make(fail_first=True).execute({"ti": TI(), "task_state_store": store})
+    assert store == {"mltrain_run_id": BASE_ID}
+    ti = TI()
+    assert make(fail_first=True).execute({"ti": ti, "task_state_store": store}) == BASE_ID + ".a2"
+    assert store == {"mltrain_run_id": BASE_ID + ".a2"}
+    ws = make()._workspace()
+    assert ws.get_run(BASE_ID + ".a2").properties["mltrain.previous_run_id"] == BASE_ID
+    assert ws.get_run(BASE_ID).get_status() == "Failed"
+    assert starts() == 2
+
+
+def test_stored_id_of_a_failed_run_with_a_newer_run_running_attaches_to_the_newer(counted):
+    """Died after submitting the fresh run, before persisting its id: the stored id is the failed one."""
+    make, starts = counted
+    store = TaskStateStore()
+    with pytest.raises(Exception, match="exit code 5"):
+        make(fail_first=True).execute({"ti": TI(), "task_state_store": store})
+    make(seconds=2, wait_for_completion=False).execute({"ti": TI()})  # .a2, not persisted
+    assert store == {"mltrain_run_id": BASE_ID}
+    assert make(seconds=2).execute({"ti": TI(), "task_state_store": store}) == BASE_ID + ".a2"
+    assert starts() == 2 and len(make()._workspace().store.list_runs()) == 2
+
+
+def test_action_if_run_exists_overrides_the_mixin(counted):
+    from airflow_provider_mltrain.version_compat import AirflowException
+
+    make, starts = counted
+    store = TaskStateStore()
+    make().execute({"ti": TI(), "task_state_store": store})
+    assert make(action_if_run_exists="resubmit").execute({"ti": TI(), "task_state_store": store}) == (
+        BASE_ID + ".a2"
+    )
+    assert store == {"mltrain_run_id": BASE_ID + ".a2"} and starts() == 2
+    with pytest.raises(AirflowException, match="action_if_run_exists='fail'"):
+        make(action_if_run_exists="fail").execute({"ti": TI(), "task_state_store": store})
+    assert starts() == 2
+
+
+def test_durable_false_submits_a_fresh_run_every_try(counted):
+    make, starts = counted
+    store = TaskStateStore()
+    assert make(durable=False).execute({"ti": TI(), "task_state_store": store}) == BASE_ID
+    assert make(durable=False).execute({"ti": TI(), "task_state_store": store}) == BASE_ID + ".a2"
+    assert store == {} and starts() == 2
+
+
+def test_without_task_state_store_the_run_store_gives_the_same_outcomes(counted, monkeypatch):
+    """Airflow < 3.3 (no mixin, no task_state_store): the run ids in the run store decide."""
+    from airflow_provider_mltrain.operators import script_run
+
+    monkeypatch.setattr(script_run, "HAS_TASK_STATE_STORE", False)
+    make, starts = counted
+    with pytest.raises(Exception, match="exit code 5"):
+        make(fail_first=True).execute({"ti": TI()})
+    assert make(fail_first=True).execute({"ti": TI()}) == BASE_ID + ".a2"
+    assert make(fail_first=True).execute({"ti": TI()}) == BASE_ID + ".a2"  # completed: not again
+    assert starts() == 2

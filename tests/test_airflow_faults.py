@@ -1,0 +1,433 @@
+"""Faults against a real Airflow deployment: api-server, scheduler, dag-processor, triggerer, LocalExecutor.
+
+One deployment per module, on SQLite in a temporary AIRFLOW_HOME, with the test DAGs written to a
+temporary dags folder. Each fault kills a real process (the task's, the submitter's at an injected
+point, the triggerer) and checks what users rely on: one task instance, one run, whatever dies when.
+The training scripts append a line to a counter file outside their snapshot each time they start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_mltrain import Workspace
+
+pytestmark = pytest.mark.airflow
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+# Test DAGs. ``{counter_dir}`` is filled in when the module writes them.
+DAGS = '''
+import os
+import signal
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from airflow_provider_mltrain.operators.script_run import ScriptRunOperator
+
+SCRIPTS = {scripts!r}
+COUNTERS = {counters!r}
+ARGS = dict(
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    default_args={{"retries": 1, "retry_delay": timedelta(seconds=1)}},
+)
+
+
+def fault_on_first_try(context):
+    """Arms the submitter's fault point (core/experiment.py) on try 1 only."""
+    if context["ti"].try_number == 1:
+        os.environ["MLTRAIN_TEST_FAULT"] = "after_start"
+    else:
+        os.environ.pop("MLTRAIN_TEST_FAULT", None)
+
+
+def counted(task_id, experiment, seconds, fail_first=False, **kwargs):
+    return ScriptRunOperator(
+        task_id=task_id,
+        experiment_name=experiment,
+        source_directory=SCRIPTS,
+        script="counted.py",
+        arguments=[os.path.join(COUNTERS, experiment), seconds] + (["--fail-first"] if fail_first else []),
+        poll_interval=0.5,
+        **kwargs,
+    )
+
+
+with DAG("fault_kill_task", **ARGS):
+    counted("train", "kill-task", 8)
+
+with DAG("fault_after_start", **ARGS):
+    counted("train", "after-start", 2, pre_execute=fault_on_first_try)
+
+with DAG("fault_failed_run", **ARGS):
+    counted("train", "failed-run", 0, fail_first=True)
+
+# Long enough that the trigger fires after the scheduler has seen the deferring process exit:
+# a trigger firing first hits Airflow's stale-executor-event race (apache/airflow#67287, #72716).
+with DAG("fault_deferrable", **ARGS):
+    counted("train", "deferrable", 8, deferrable=True)
+
+with DAG("fault_triggerer_restart", **ARGS):
+    counted("train", "triggerer-restart", 15, deferrable=True)
+'''
+
+COUNTED_SCRIPT = """
+import sys
+import time
+
+counter, seconds = sys.argv[1], float(sys.argv[2])
+with open(counter, "a") as f:
+    f.write("started\\n")
+with open(counter) as f:
+    starts = len(f.readlines())
+print(f"start number {starts}", flush=True)
+if "--fail-first" in sys.argv and starts == 1:
+    print("failing on purpose", flush=True)
+    raise SystemExit(5)
+time.sleep(seconds)
+print("all done", flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AirflowDeployment:
+    """The four Airflow processes on one machine, each in its own session, stopped by its own pid."""
+
+    def __init__(self, home: Path, dags: Path, extra_env: dict[str, str] | None = None):
+        self.home = home
+        self.dags = dags
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLTRAIN"))}
+        self.env.update(
+            AIRFLOW_HOME=str(home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.base_url}/execution/",
+            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__API__BASE_URL=self.base_url,
+            # Shared by every component: task tokens (jwt_secret) and log-server requests (secret_key).
+            AIRFLOW__API_AUTH__JWT_SECRET="mltrain-test-only-" + "0" * 64,
+            AIRFLOW__API__SECRET_KEY="mltrain-test-only-" + "1" * 64,
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="2",
+            AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
+            AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+            AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="5",
+            MLTRAIN_WORKSPACE=str(home / "mltrain"),
+        )
+        self.env.update(extra_env or {})
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=True
+        )
+
+    def start(self, component: str) -> subprocess.Popen[bytes]:
+        args = (
+            [component, "--host", "127.0.0.1", "--port", str(self.port)]
+            if component == "api-server"
+            else [component]
+        )
+        log = open(self.home / f"{component}.log", "ab")  # noqa: SIM115 - the process owns it
+        proc = subprocess.Popen(
+            [AIRFLOW, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.procs[component] = proc
+        return proc
+
+    def stop(self, component: str, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        """Signals the component's session (it forks workers) by its own pid, then waits for it."""
+        proc = self.procs.pop(component)
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)  # the group id is the pid: started with setsid
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    def up(self) -> None:
+        self.airflow("db", "migrate")
+        for component in COMPONENTS:
+            self.start(component)
+        wait_for(self._api_answers, 120, "the api-server to answer", self)
+
+    def down(self) -> None:
+        for component in reversed(COMPONENTS):
+            if component in self.procs:
+                self.stop(component)
+
+    def logs(self) -> str:
+        out = []
+        for component in COMPONENTS:
+            path = self.home / f"{component}.log"
+            if path.exists():
+                out.append(f"--- {component} ---\n" + path.read_text(errors="replace")[-3000:])
+        return "\n".join(out)
+
+    # -- API and metadata --------------------------------------------------------------------
+
+    def _api_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5):
+                return True
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v2/{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.home / "airflow.db", timeout=30) as db:
+            return db.execute(sql, params).fetchall()
+
+    def trigger(self, dag_id: str) -> str:
+        """Starts a DAG run once the dag-processor has parsed the DAG; returns its run id."""
+        wait_for(
+            lambda: bool(self.query("SELECT 1 FROM dag WHERE dag_id=?", dag_id)),
+            120,
+            f"{dag_id} parsed",
+            self,
+        )
+        run = self.api("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None})
+        return str(run["dag_run_id"])
+
+    def ti(self, dag_id: str, run_id: str, task_id: str = "train") -> tuple[str | None, int]:
+        rows = self.query(
+            "SELECT state, try_number FROM task_instance WHERE dag_id=? AND run_id=? AND task_id=?",
+            dag_id,
+            run_id,
+            task_id,
+        )
+        return (rows[0][0], int(rows[0][1])) if rows else (None, 0)
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id=? AND run_id=?", dag_id, run_id)
+        return rows[0][0] if rows else None
+
+    def wait_dag_run(self, dag_id: str, run_id: str, timeout: float = 180) -> str:
+        wait_for(
+            lambda: self.dag_run_state(dag_id, run_id) in ("success", "failed"),
+            timeout,
+            f"{dag_id} to end",
+            self,
+        )
+        return str(self.dag_run_state(dag_id, run_id))
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str = "train", pattern: str = "*") -> str:
+        """The task's log files (every try, and the trigger's), or those matching ``pattern``."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob(pattern)) if p.is_file())
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, deployment: AirflowDeployment | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    logs = deployment.logs() if deployment else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowDeployment]:
+    root = tmp_path_factory.mktemp("airflow-faults")
+    scripts, counters, dags = root / "scripts", root / "counters", root / "dags"
+    for folder in (scripts, counters, dags):
+        folder.mkdir()
+    (scripts / "counted.py").write_text(textwrap.dedent(COUNTED_SCRIPT))
+    (dags / "fault_dags.py").write_text(DAGS.format(scripts=str(scripts), counters=str(counters)))
+    airflow = AirflowDeployment(root / "home", dags)
+    airflow.home.mkdir()
+    try:
+        airflow.up()
+        yield airflow
+    finally:
+        airflow.down()
+
+
+def starts(deployment: AirflowDeployment, experiment: str) -> int:
+    path = deployment.home.parent / "counters" / experiment
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def runs(deployment: AirflowDeployment, experiment: str) -> list[Any]:
+    return Workspace(deployment.home / "mltrain").experiment(experiment).list_runs()
+
+
+def run_id_of(deployment: AirflowDeployment, dag_id: str, run_id: str) -> str:
+    from airflow_provider_mltrain.operators.script_run import run_id_for_task
+
+    return run_id_for_task(dag_id, "train", run_id)
+
+
+def xcom(deployment: AirflowDeployment, dag_id: str, run_id: str, key: str = "return_value") -> Any:
+    rows = deployment.query(
+        "SELECT value FROM xcom WHERE dag_id=? AND run_id=? AND task_id='train' AND key=?",
+        dag_id,
+        run_id,
+        key,
+    )
+    assert len(rows) == 1, rows
+    return json.loads(rows[0][0])
+
+
+def tries(deployment: AirflowDeployment, dag_id: str, run_id: str) -> list[tuple[int, str]]:
+    """(try number, state) of every earlier try of the task, from the task instance history."""
+    return deployment.query(
+        "SELECT try_number, state FROM task_instance_history WHERE dag_id=? AND run_id=? ORDER BY try_number",
+        dag_id,
+        run_id,
+    )
+
+
+def stored_run_id(deployment: AirflowDeployment, dag_id: str, run_id: str) -> Any:
+    """What ResumableJobMixin persisted in Airflow's task_state_store for the task."""
+    rows = deployment.query(
+        "SELECT value FROM task_state_store WHERE dag_id=? AND run_id=? AND task_id='train' AND key=?",
+        dag_id,
+        run_id,
+        "mltrain_run_id",
+    )
+    return json.loads(rows[0][0]) if rows else None
+
+
+def test_killing_the_task_process_mid_run_reattaches_on_retry(deployment):
+    dag_id = "fault_kill_task"
+    dag_run = deployment.trigger(dag_id)
+    mltrain_id = run_id_of(deployment, dag_id, dag_run)
+    store = Workspace(deployment.home / "mltrain").store
+
+    def running_record():
+        record = store.get_run(mltrain_id)
+        return record if record and record["status"] == "Running" else None
+
+    record = wait_for(running_record, 120, "the run to be Running", deployment)
+    host, _, pid = record["properties"]["mltrain.submitted_by"].rpartition(":")
+    assert host == socket.gethostname()
+    assert int(pid) not in {p.pid for p in deployment.procs.values()}
+    os.kill(int(pid), signal.SIGKILL)
+
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    assert '"signal_name":"SIGKILL"' in deployment.task_log(dag_id, dag_run, pattern="attempt=1.log")
+    assert starts(deployment, "kill-task") == 1
+    assert [r.id for r in runs(deployment, "kill-task")] == [mltrain_id]
+    assert runs(deployment, "kill-task")[0].get_status() == "Completed"
+    assert deployment.ti(dag_id, dag_run) == ("success", 2)
+    assert xcom(deployment, dag_id, dag_run) == mltrain_id
+    assert stored_run_id(deployment, dag_id, dag_run) == mltrain_id
+    # The finished task's "MLTrain run" link opens the run's page under the API's base URL.
+    assert xcom(deployment, dag_id, dag_run, "_link_MLTrainRunLink") == (
+        f"{deployment.base_url}/mltrain/runs/{mltrain_id}"
+    )
+
+
+def test_submitter_killed_right_after_the_target_accepted_the_run(deployment):
+    dag_id = "fault_after_start"
+    dag_run = deployment.trigger(dag_id)
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    mltrain_id = run_id_of(deployment, dag_id, dag_run)
+    assert tries(deployment, dag_id, dag_run) == [(1, "failed")]  # try 1 died at the fault point
+    assert '"signal_name":"SIGKILL"' in deployment.task_log(dag_id, dag_run, pattern="attempt=1.log")
+    assert deployment.ti(dag_id, dag_run) == ("success", 2)
+    assert starts(deployment, "after-start") == 1
+    assert [r.id for r in runs(deployment, "after-start")] == [mltrain_id]
+    assert xcom(deployment, dag_id, dag_run) == mltrain_id
+    # Try 1 died before ResumableJobMixin persisted anything; try 2 found the run by its id.
+    assert stored_run_id(deployment, dag_id, dag_run) == mltrain_id
+
+
+def test_retry_after_a_failed_run_starts_a_linked_run(deployment):
+    dag_id = "fault_failed_run"
+    dag_run = deployment.trigger(dag_id)
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    first = run_id_of(deployment, dag_id, dag_run)
+    newer, older = runs(deployment, "failed-run")
+    assert (older.id, older.get_status()) == (first, "Failed")
+    assert (newer.id, newer.get_status()) == (first + ".a2", "Completed")
+    assert newer.properties["mltrain.previous_run_id"] == first
+    assert starts(deployment, "failed-run") == 2
+    assert xcom(deployment, dag_id, dag_run) == newer.id
+    assert stored_run_id(deployment, dag_id, dag_run) == newer.id
+
+
+def test_deferrable_run_through_scheduler_triggerer_and_local_executor(deployment):
+    dag_id = "fault_deferrable"
+    dag_run = deployment.trigger(dag_id)
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    mltrain_id = run_id_of(deployment, dag_id, dag_run)
+    assert [(r.id, r.get_status()) for r in runs(deployment, "deferrable")] == [(mltrain_id, "Completed")]
+    assert starts(deployment, "deferrable") == 1
+    assert deployment.ti(dag_id, dag_run) == ("success", 1)
+    log = deployment.task_log(dag_id, dag_run)
+    assert "DEFERRED" in log and "all done" in log, log[-4000:]
+    assert xcom(deployment, dag_id, dag_run) == mltrain_id
+    assert xcom(deployment, dag_id, dag_run, "run_details")["status"] == "Completed"
+    assert stored_run_id(deployment, dag_id, dag_run) == mltrain_id
+
+
+def test_triggerer_restart_mid_wait_resumes_without_canceling(deployment):
+    dag_id = "fault_triggerer_restart"
+    dag_run = deployment.trigger(dag_id)
+    wait_for(lambda: deployment.ti(dag_id, dag_run)[0] == "deferred", 120, "the task to defer", deployment)
+    wait_for(
+        lambda: deployment.query("SELECT 1 FROM trigger WHERE triggerer_id IS NOT NULL"),
+        60,
+        "a triggerer to take the trigger",
+        deployment,
+    )
+    old = deployment.procs["triggerer"].pid
+    deployment.stop("triggerer")
+    assert starts(deployment, "triggerer-restart") == 1
+    assert runs(deployment, "triggerer-restart")[0].get_status() == "Running"
+    deployment.start("triggerer")
+    assert deployment.procs["triggerer"].pid != old
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    (run,) = runs(deployment, "triggerer-restart")
+    assert run.get_status() == "Completed" and run.id == run_id_of(deployment, dag_id, dag_run)
+    assert starts(deployment, "triggerer-restart") == 1
+    assert deployment.ti(dag_id, dag_run) == ("success", 1)  # no retry: the wait resumed
