@@ -1,0 +1,155 @@
+"""Response shapes of the ``/mltrain/api`` JSON API: its OpenAPI schema says what each route returns.
+
+Routes return the plain dicts of :mod:`queries`; FastAPI validates them against these models and
+drops any key a model does not list (so a server-side field never leaks by accident).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Experiment(BaseModel):
+    name: str
+    runs: int
+    active: int = Field(description="runs not in a terminal state")
+    statuses: dict[str, int] = Field(description="number of runs per status")
+    last_run_id: str
+    last_run_at: float = Field(description="creation time of the latest run, Unix seconds")
+
+
+class RunRow(BaseModel):
+    run_id: str
+    experiment: str
+    status: str
+    active: bool
+    target: str
+    environment: str = Field(description="name:version")
+    script: str
+    created_at: float
+    start_time: float | None
+    end_time: float | None
+    duration_seconds: float | None
+    tags: dict[str, Any]
+    metric: float | None = Field(description="last numeric value of the chosen metric")
+
+
+class RunList(BaseModel):
+    experiment: str
+    metric: str | None = Field(description="the metric column")
+    metric_names: list[str] = Field(description="numeric metrics the runs logged")
+    total: int = Field(description="runs matching the filters")
+    active: bool
+    runs: list[RunRow]
+
+
+class RunEvent(BaseModel):
+    status: str
+    at: float
+    detail: str | None
+
+
+class RunDetails(BaseModel):
+    run_id: str
+    experiment: str
+    status: str
+    active: bool
+    target: str
+    source_directory: str
+    script: str
+    arguments: list[str]
+    snapshot_id: str
+    environment: dict[str, Any]
+    packages: list[str] = Field(description="the packages resolved in the run's environment")
+    tags: dict[str, Any]
+    properties: dict[str, Any]
+    git: dict[str, Any] = Field(description="mltrain.git.* properties without their prefix")
+    airflow: dict[str, Any] | None = Field(description="the task that submitted the run, if any")
+    created_at: str | None
+    start_time: str | None
+    end_time: str | None
+    duration_seconds: float | None
+    state_times: dict[str, str | None]
+    events: list[RunEvent]
+    exit_code: int | None
+    error: str | None
+    files: list[str]
+    metric_names: list[str]
+    log_size: int
+
+
+class MetricPoint(BaseModel):
+    step: int | None
+    time: float
+    value: float
+
+
+class MetricSeries(BaseModel):
+    kind: str
+    points: list[MetricPoint] = Field(description="numeric values")
+    values: list[Any] = Field(description="values that are not numbers")
+
+
+class LogPage(BaseModel):
+    run_id: str
+    offset: int
+    next_offset: int = Field(description="ask from here for the next page")
+    size: int
+    eof: bool
+    active: bool = Field(description="the run may still write to its log")
+    text: str
+
+
+class SnapshotFile(BaseModel):
+    path: str
+    size: int | None
+    mode: str | None
+    link: str | None = Field(description="target of a symbolic link")
+
+
+class SnapshotFiles(BaseModel):
+    snapshot_id: str
+    files: list[SnapshotFile]
+
+
+class MetricStats(BaseModel):
+    last: float
+    min: float
+    max: float
+    count: int
+
+
+class CompareRow(BaseModel):
+    name: str
+    runs: dict[str, MetricStats | None]
+
+
+class SnapshotDiff(BaseModel):
+    base: str
+    other: str
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+
+class Comparison(BaseModel):
+    run_ids: list[str] = Field(description="oldest first")
+    runs: list[RunRow]
+    metrics: list[CompareRow]
+    series: dict[str, dict[str, MetricSeries]]
+    snapshot_diffs: list[SnapshotDiff] = Field(description="the oldest run against each other run")
+
+
+class FileDiff(BaseModel):
+    base: str
+    other: str
+    path: str
+    binary: bool
+    diff: str = Field(description="unified diff")
+
+
+class TaskInstanceRuns(BaseModel):
+    run_id: str = Field(description="the latest run")
+    runs: list[str]

@@ -1,0 +1,498 @@
+"""What the UI shows, read from a workspace as plain JSON-ready dicts (no FastAPI, no HTML here).
+
+Both the pages and the JSON API are built on these functions, so a page never shows anything the
+API does not serve. Lookups of unknown runs or experiments raise :class:`NotFound`; file paths
+from a request go through :func:`safe_run_path`, which never leaves the run's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import posixpath
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_mltrain.core.errors import MLTrainError, SnapshotError
+from airflow_provider_mltrain.core.gitinfo import PREFIX as GIT_PREFIX
+from airflow_provider_mltrain.core.run import STD_LOG, Run
+from airflow_provider_mltrain.core.snapshot import Snapshot, diff
+from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+# The most log text one request returns; a bigger log is paged (API) or tailed (page).
+MAX_LOG_CHUNK = 256 * 1024
+DEFAULT_LOG_CHUNK = 64 * 1024
+# Files bigger than this are not diffed as text (the diff page says so).
+MAX_DIFF_BYTES = 1024 * 1024
+MAX_RUNS_LISTED = 500
+SORT_KEYS = ("created", "duration", "status", "metric", "id")
+# Active runs whose target a runs list reads per request (the newest ones); a run page reads its own.
+MAX_REFRESHED = 20
+
+
+class NotFound(LookupError):
+    """An unknown run, experiment, file or snapshot: a 404 for the caller."""
+
+
+class BadRequest(ValueError):
+    """A request the UI refuses (a path leaving the run folder, an unknown sort key): a 400."""
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def get_record(ws: Workspace, run_id: str) -> dict[str, Any]:
+    record = ws.store.get_run(run_id)
+    if record is None:
+        raise NotFound(f"No run {run_id!r} in the run store.")
+    return record
+
+
+def refresh_if_active(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
+    """Read an unfinished run's target once, so the page shows current state, metrics and log.
+
+    A target that cannot be read (a VM that is down) leaves the stored state on the page.
+    """
+    if record["collected"]:
+        return record
+    try:
+        Run(ws, record["id"]).refresh()
+    except (MLTrainError, OSError) as exc:
+        log.warning("Run %s: could not read its target (%s); showing stored state", record["id"], exc)
+    return get_record(ws, record["id"])
+
+
+def _times(events: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    at = {e["status"]: e["at"] for e in events}
+    start = at.get(RunStatus.RUNNING.value)
+    end = next((at[s.value] for s in RunStatus if s.is_terminal and s.value in at), None)
+    return start, end
+
+
+def _environment_label(env: dict[str, Any]) -> str:
+    name = str(env.get("name") or "")
+    version = env.get("version")
+    return f"{name}:{version}" if name and version else name
+
+
+def _last_numeric(rows: list[dict[str, Any]]) -> float | None:
+    for row in reversed(rows):
+        value = json.loads(row["value"])
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def run_summary(ws: Workspace, record: dict[str, Any], metric: str | None = None) -> dict[str, Any]:
+    """One row of a runs table."""
+    events = ws.store.get_events(record["id"])
+    start, end = _times(events)
+    status = RunStatus(record["status"])
+    summary = {
+        "run_id": record["id"],
+        "experiment": record["experiment"],
+        "status": record["status"],
+        "active": not status.is_terminal,
+        "target": record["target"],
+        "environment": _environment_label(record["environment"]),
+        "script": record["script"],
+        "created_at": record["created_at"],
+        "start_time": start,
+        "end_time": end,
+        "duration_seconds": (end - start) if start is not None and end is not None else None,
+        "tags": record["tags"],
+        "metric": None,
+    }
+    if metric:
+        summary["metric"] = _last_numeric(ws.store.get_metric_rows(record["id"], metric))
+    return summary
+
+
+Visible = Callable[[dict[str, Any]], bool]
+
+
+def list_experiments(ws: Workspace, visible: Visible = lambda record: True) -> list[dict[str, Any]]:
+    """Experiments with counts over the runs ``visible`` keeps (an experiment with none is left out)."""
+    out = []
+    for record_list in _by_experiment(r for r in ws.store.list_runs() if visible(r)).values():
+        latest = record_list[0]
+        statuses: dict[str, int] = {}
+        for r in record_list:
+            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+        out.append(
+            {
+                "name": latest["experiment"],
+                "runs": len(record_list),
+                "active": sum(n for s, n in statuses.items() if not RunStatus(s).is_terminal),
+                "statuses": statuses,
+                "last_run_id": latest["id"],
+                "last_run_at": latest["created_at"],
+            }
+        )
+    return sorted(out, key=lambda e: e["name"])
+
+
+def _by_experiment(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["experiment"], []).append(r)
+    return groups
+
+
+def metric_names_of_experiment(ws: Workspace, records: list[dict[str, Any]]) -> list[str]:
+    names: set[str] = set()
+    for r in records[:50]:
+        names.update(
+            row["name"]
+            for row in ws.store.get_metric_rows(r["id"])
+            if row["kind"] == "scalar" and _last_numeric([row]) is not None
+        )
+    return sorted(names)
+
+
+def parse_tag_filter(tag: str | None) -> tuple[str, str | None] | None:
+    """``key`` (has the tag) or ``key=value`` (has it with that value)."""
+    if not tag:
+        return None
+    key, sep, value = tag.partition("=")
+    return key, (value if sep else None)
+
+
+def list_runs(
+    ws: Workspace,
+    experiment: str,
+    status: str | None = None,
+    tag: str | None = None,
+    search: str | None = None,
+    metric: str | None = None,
+    sort: str = "created",
+    descending: bool = True,
+    limit: int = 100,
+    visible: Visible = lambda record: True,
+) -> dict[str, Any]:
+    """The runs of one experiment that ``visible`` keeps, filtered and sorted, with the metric
+    names a table may show."""
+    if sort not in SORT_KEYS:
+        raise BadRequest(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}.")
+    if status and status not in {s.value for s in RunStatus}:
+        raise BadRequest(f"status must be one of {', '.join(s.value for s in RunStatus)}, not {status!r}.")
+    records = [r for r in ws.store.list_runs(experiment=experiment) if visible(r)]
+    if not records:
+        raise NotFound(f"No experiment {experiment!r} in the run store.")
+    active = [r for r in records if not r["collected"]][:MAX_REFRESHED]
+    if active:
+        fresh = {r["id"]: refresh_if_active(ws, r) for r in active}
+        records = [fresh.get(r["id"], r) for r in records]
+    metric_names = metric_names_of_experiment(ws, records)
+    if metric is None and metric_names:
+        metric = metric_names[0]
+    if status:
+        records = [r for r in records if r["status"] == status]
+    tag_filter = parse_tag_filter(tag)
+    if tag_filter:
+        tag_key, tag_value = tag_filter
+        records = [r for r in records if tag_key in r["tags"]]
+        if tag_value is not None:
+            records = [r for r in records if r["tags"][tag_key] == tag_value]
+    if search:
+        needle = search.lower()
+        records = [r for r in records if needle in r["id"].lower()]
+    rows = [run_summary(ws, r, metric) for r in records[:MAX_RUNS_LISTED]]
+
+    def sort_key(row: dict[str, Any]) -> tuple[int, Any]:
+        value = {
+            "created": row["created_at"],
+            "duration": row["duration_seconds"],
+            "status": row["status"],
+            "metric": row["metric"],
+            "id": row["run_id"],
+        }[sort]
+        return (0, value) if value is not None else (1, 0)  # runs without a value go last
+
+    present = sorted((r for r in rows if sort_key(r)[0] == 0), key=sort_key, reverse=descending)
+    rows = present + [r for r in rows if sort_key(r)[0] == 1]
+    return {
+        "experiment": experiment,
+        "metric": metric,
+        "metric_names": metric_names,
+        "total": len(records),
+        "active": any(r["active"] for r in rows),
+        "runs": rows[: max(1, min(limit, MAX_RUNS_LISTED))],
+    }
+
+
+def run_details(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """Everything the run page shows except the log text and the metric values."""
+    record = refresh_if_active(ws, get_record(ws, run_id))
+    run = Run(ws, run_id)
+    details = run.get_details()
+    properties = details["properties"]
+    env = dict(details["environment"])
+    details["events"] = [
+        {"status": e["status"], "at": e["at"], "detail": e["detail"]} for e in ws.store.get_events(run_id)
+    ]
+    details["active"] = not RunStatus(record["status"]).is_terminal
+    details["git"] = {k[len(GIT_PREFIX) :]: v for k, v in properties.items() if k.startswith(GIT_PREFIX)}
+    details["airflow"] = {
+        k[len("airflow.") :]: v for k, v in properties.items() if k.startswith("airflow.")
+    } or None
+    details["environment"] = env
+    details["packages"] = [str(p) for p in env.get("packages") or []]
+    details.pop("output_dir", None)  # a path on the server: not the browser's business
+    details["files"] = file_names(ws, run_id)
+    details["metric_names"] = sorted(
+        {r["name"] for r in ws.store.get_metric_rows(run_id) if r["kind"] not in ("tags", "properties")}
+    )
+    details["log_size"] = log_size(ws, run_id)
+    return details
+
+
+def file_names(ws: Workspace, run_id: str) -> list[str]:
+    try:
+        return Run(ws, run_id).get_file_names()
+    except (MLTrainError, OSError) as exc:
+        log.warning("Run %s: could not list its files (%s)", run_id, exc)
+        return []
+
+
+def snapshot_files(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
+    snap = _snapshot(ws, get_record(ws, run_id))
+    files = [{"path": f.path, "size": f.size, "mode": f"{f.mode:o}", "link": None} for f in snap.files]
+    files += [{"path": p, "size": None, "mode": None, "link": target} for p, target in snap.symlinks]
+    return sorted(files, key=lambda f: f["path"])
+
+
+def _snapshot(ws: Workspace, record: dict[str, Any]) -> Snapshot:
+    try:
+        return ws.snapshots.get(record["snapshot_id"])
+    except SnapshotError as exc:
+        raise NotFound(f"The snapshot of run {record['id']} is not in this workspace: {exc}") from None
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def metric_series(ws: Workspace, run_id: str) -> dict[str, dict[str, Any]]:
+    """Every logged metric as numeric series over steps and time, plus non-numeric values as-is.
+
+    ``{name: {"kind", "points": [{"step", "time", "value"}], "values": [...]}}``: a scalar series
+    has one point per ``log``; a list is one point per item; a row or table gives one series per
+    numeric column, named ``name.column``.
+    """
+    get_record(ws, run_id)
+    out: dict[str, dict[str, Any]] = {}
+    for row in ws.store.get_metric_rows(run_id):
+        kind, name = row["kind"], row["name"]
+        if kind in ("tags", "properties"):
+            continue
+        value = json.loads(row["value"])
+        at = row["logged_at"]
+        if kind == "row" and isinstance(value, dict):
+            for col, v in value.items():
+                _add(out, f"{name}.{col}", "row", None, at, v)
+        elif kind == "table" and isinstance(value, dict):
+            for col, values in value.items():
+                for i, v in enumerate(values if isinstance(values, list) else [values]):
+                    _add(out, f"{name}.{col}", "table", i, at, v)
+        elif kind == "list" and isinstance(value, list):
+            for i, v in enumerate(value):
+                _add(out, name, "list", i, at, v)
+        else:
+            _add(out, name, kind, row["step"], at, value)
+    return out
+
+
+def _add(out: dict[str, dict[str, Any]], name: str, kind: str, step: Any, at: float, value: Any) -> None:
+    entry = out.setdefault(name, {"kind": kind, "points": [], "values": []})
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        entry["points"].append({"step": step, "time": at, "value": float(value)})
+    else:
+        entry["values"].append(value)
+
+
+# -- log -----------------------------------------------------------------------------------------
+
+
+def log_size(ws: Workspace, run_id: str) -> int:
+    try:
+        return Run(ws, run_id).target_log_size()
+    except (MLTrainError, OSError):
+        return 0
+
+
+def read_log(ws: Workspace, run_id: str, offset: int | None, limit: int) -> dict[str, Any]:
+    """One page of the run's log: ``limit`` bytes from ``offset``, or the last ``limit`` bytes.
+
+    Pages end on a line break when there is one, so a line is never split across two pages
+    (unless it is longer than a page).
+    """
+    record = get_record(ws, run_id)
+    limit = max(1, min(limit, MAX_LOG_CHUNK))
+    run = Run(ws, run_id)
+    size = log_size(ws, run_id)
+    start = max(0, size - limit) if offset is None else max(0, offset)
+    if offset is None and start > 0:
+        head = _read_range(ws, run, record, start, min(limit, 4096))
+        newline = head.find(b"\n")
+        if 0 <= newline < len(head) - 1:
+            start += newline + 1  # begin the tail on a line boundary
+    data = _read_range(ws, run, record, start, limit)
+    if len(data) == limit and start + len(data) < size:
+        cut = data.rfind(b"\n")
+        if cut > 0:
+            data = data[: cut + 1]
+    end = start + len(data)
+    return {
+        "run_id": run_id,
+        "offset": start,
+        "next_offset": end,
+        "size": max(size, end),
+        "eof": end >= size,
+        "active": not RunStatus(record["status"]).is_terminal,
+        "text": data.decode("utf-8", "replace"),
+    }
+
+
+def _read_range(ws: Workspace, run: Run, record: dict[str, Any], start: int, limit: int) -> bytes:
+    if record["collected"]:
+        path = ws.run_files_dir(run.id) / STD_LOG
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read(limit)
+        except FileNotFoundError:
+            return b""
+    # A target reads from an offset to the end; the caller asks for the tail, which is short.
+    try:
+        return run.target.read_file(run.id, STD_LOG, start)[:limit]
+    except (MLTrainError, OSError) as exc:
+        log.warning("Run %s: could not read its log (%s)", run.id, exc)
+        return b""
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def safe_run_path(name: str) -> str:
+    """A run file name as ``get_file_names`` gives it, or :class:`BadRequest` for anything else.
+
+    Refuses absolute paths, ``..`` and ``.`` parts, backslashes and NUL bytes before any
+    filesystem access, so a name can only address a file inside the run's own folder.
+    """
+    if not name or "\x00" in name or "\\" in name or name.startswith("/"):
+        raise BadRequest(f"{name!r} is not a run file name (like outputs/model.pkl).")
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise BadRequest(f"{name!r} is not a run file name: '..', '.' and empty parts are refused.")
+    if parts[0] not in ("outputs", "logs"):
+        raise BadRequest(f"{name!r} is not a run file: run files are under outputs/ or logs/.")
+    return posixpath.normpath(name)
+
+
+def open_run_file(ws: Workspace, run_id: str, name: str) -> tuple[Path | None, bytes | None]:
+    """The collected file's path (checked to stay inside the run folder), or the bytes of a file
+    still on the target. Raises :class:`NotFound` for a name the run does not have."""
+    name = safe_run_path(name)
+    record = get_record(ws, run_id)
+    if name not in file_names(ws, run_id):
+        raise NotFound(f"Run {run_id} has no file {name!r}.")
+    if record["collected"]:
+        root = ws.run_files_dir(run_id).resolve()
+        path = root.joinpath(*name.split("/")).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise NotFound(f"Run {run_id} has no file {name!r}.")
+        return path, None
+    return None, Run(ws, run_id).target.read_file(run_id, name)
+
+
+# -- comparing -----------------------------------------------------------------------------------
+
+
+def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
+    """Metrics side by side (last, min, max of each numeric series) and the snapshot diff of the
+    oldest run against each other run."""
+    if len(run_ids) < 2:
+        raise BadRequest("Compare needs at least two runs (runs=A&runs=B).")
+    # Oldest first, so the snapshot diff reads from the earlier run to the later one.
+    records = sorted(
+        {r: get_record(ws, r) for r in run_ids}.values(), key=lambda r: (r["created_at"], r["id"])
+    )
+    if len(records) < 2:
+        raise BadRequest("Compare needs two different runs.")
+    series = {r["id"]: metric_series(ws, r["id"]) for r in records}
+    names = sorted({n for s in series.values() for n, entry in s.items() if entry["points"]})
+    table = []
+    for name in names:
+        cells = {}
+        for rid, s in series.items():
+            points = s.get(name, {}).get("points") or []
+            values = [p["value"] for p in points]
+            cells[rid] = (
+                {"last": values[-1], "min": min(values), "max": max(values), "count": len(values)}
+                if values
+                else None
+            )
+        table.append({"name": name, "runs": cells})
+    base = records[0]
+    diffs = []
+    for other in records[1:]:
+        diffs.append(
+            {"base": base["id"], "other": other["id"], **snapshot_diff(ws, base["id"], other["id"])["files"]}
+        )
+    return {
+        "run_ids": [r["id"] for r in records],
+        "runs": [run_summary(ws, r) for r in records],
+        "metrics": table,
+        "series": series,
+        "snapshot_diffs": diffs,
+    }
+
+
+def snapshot_diff(ws: Workspace, base_id: str, other_id: str) -> dict[str, Any]:
+    a = _snapshot(ws, get_record(ws, base_id))
+    b = _snapshot(ws, get_record(ws, other_id))
+    return {"base": base_id, "other": other_id, "same": a.id == b.id, "files": diff(a, b)}
+
+
+def file_diff(ws: Workspace, base_id: str, other_id: str, path: str) -> dict[str, Any]:
+    """A unified text diff of one snapshot file between two runs (empty side: added or removed)."""
+    a = _snapshot(ws, get_record(ws, base_id))
+    b = _snapshot(ws, get_record(ws, other_id))
+    old, new = _snapshot_text(ws, a, path), _snapshot_text(ws, b, path)
+    if old is None and new is None:
+        raise NotFound(f"Neither run's snapshot has a file {path!r}.")
+    result: dict[str, Any] = {"base": base_id, "other": other_id, "path": path, "binary": False, "diff": ""}
+    if isinstance(old, bytes) or isinstance(new, bytes):
+        result["binary"] = True
+        return result
+    lines = difflib.unified_diff(
+        (old or "").splitlines(keepends=True),
+        (new or "").splitlines(keepends=True),
+        fromfile=f"{base_id}/{path}" if old is not None else "/dev/null",
+        tofile=f"{other_id}/{path}" if new is not None else "/dev/null",
+    )
+    result["diff"] = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return result
+
+
+def _snapshot_text(ws: Workspace, snap: Snapshot, path: str) -> str | bytes | None:
+    """The file's text; ``b""`` when it is binary or too big to diff; None when absent."""
+    entry = next((f for f in snap.files if f.path == path), None)
+    if entry is None:
+        link = dict(snap.symlinks).get(path)
+        return None if link is None else f"symlink -> {link}\n"
+    if entry.size > MAX_DIFF_BYTES:
+        return b""
+    data = ws.snapshots.blob_path(entry.hash).read_bytes()
+    if b"\x00" in data:
+        return b""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return b""

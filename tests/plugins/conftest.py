@@ -1,0 +1,117 @@
+"""A workspace with real runs on the local target, made once per session for the UI tests.
+
+Probe strings (``<script>alert(1)</script>`` and friends) sit in a tag, an argument, a log line,
+a metric name and an output file name, so every page shows user-supplied text somewhere.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+from airflow_provider_mltrain.operators.script_run import run_id_for_task
+
+PROBE = "<script>alert(1)</script>"
+PROBE_IMG = '"><img src=x onerror=alert(2)>'
+EXPERIMENT = "ui-probe"
+TASK = {"dag_id": "mltrain_ui_dag", "task_id": "train", "run_id": "manual__2026-11-29T08:00:00+00:00"}
+SECRET_DAG = "other_team_dag"
+
+TRAIN = """
+import argparse, os, sys
+from mltrain import Run
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, default=0.1)
+parser.add_argument("--note", default="")
+parser.add_argument("--fail", action="store_true")
+args = parser.parse_args()
+run = Run.get_context()
+run.set_tags({"probe": PROBE, "lr": str(args.lr)})
+for step in range(8):
+    run.log("loss", 1.0 / (step + 1) + args.lr, step=step)
+    run.log("accuracy", 0.5 + step * 0.05, step=step)
+run.log("final_accuracy", 0.85)
+run.log_list("lr_schedule", [args.lr, args.lr / 2, args.lr / 4])
+run.log_row("confusion", tp=10, fp=2)
+run.log("model_name", "sgd-" + PROBE)
+print("line with a probe:", PROBE, flush=True)
+print("and another:", PROBE_IMG, flush=True)
+os.makedirs("outputs/sub", exist_ok=True)
+with open("outputs/model.txt", "w") as f:
+    f.write("weights\\n")
+with open("outputs/sub/report.html", "w") as f:
+    f.write("<html><script>alert(3)</script></html>")
+if args.fail:
+    print("failing on purpose", file=sys.stderr)
+    sys.exit(3)
+print("done")
+"""
+
+
+def _source(root: Path, version: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    body = f"PROBE = {PROBE!r}\nPROBE_IMG = {PROBE_IMG!r}\n" + textwrap.dedent(TRAIN)
+    if version == 2:
+        body = body.replace('print("done")', 'print("done, version 2")')
+        (root / "extra.py").write_text("VALUE = 2\n")
+    else:
+        (root / "old_helper.py").write_text("VALUE = 1\n")
+    (root / "train.py").write_text(body)
+    (root / "config.yaml").write_text("epochs: 8\n")
+    return root
+
+
+class Populated:
+    """The session's workspace and the ids of its runs."""
+
+    def __init__(self, ws: Workspace, runs: dict[str, str]):
+        self.ws = ws
+        self.runs = runs
+
+    @property
+    def root(self) -> Path:
+        return self.ws.root
+
+
+@pytest.fixture(scope="session")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> Populated:
+    base = tmp_path_factory.mktemp("mltrain-ui")
+    ws = Workspace(base / "ws")
+    exp = Experiment(ws, EXPERIMENT)
+    v1, v2 = _source(base / "src1", 1), _source(base / "src2", 2)
+    runs = {}
+    first = exp.submit(
+        ScriptRunConfig(v1, "train.py", arguments=["--lr", 0.1, "--note", PROBE]),
+        tags={"owner": "ana", "html": PROBE_IMG},
+    )
+    first.wait_for_completion()
+    runs["first"] = first.id
+    second = exp.submit(ScriptRunConfig(v2, "train.py", arguments=["--lr", 0.3]), tags={"owner": "bo"})
+    second.wait_for_completion()
+    runs["second"] = second.id
+    failed = exp.submit(ScriptRunConfig(v1, "train.py", arguments=["--fail"]), tags={"owner": "ana"})
+    failed.wait_for_completion(raise_on_error=False)
+    runs["failed"] = failed.id
+    task_run_id = run_id_for_task(TASK["dag_id"], TASK["task_id"], TASK["run_id"])
+    from_dag = exp.submit(
+        ScriptRunConfig(v1, "train.py", arguments=["--lr", 0.2]),
+        run_id=task_run_id,
+        properties={
+            "airflow.dag_id": TASK["dag_id"],
+            "airflow.task_id": TASK["task_id"],
+            "airflow.run_id": TASK["run_id"],
+            "airflow.map_index": "-1",
+        },
+    )
+    from_dag.wait_for_completion()
+    runs["from_dag"] = from_dag.id
+    secret = Experiment(ws, "other-team").submit(
+        ScriptRunConfig(v1, "train.py"), properties={"airflow.dag_id": SECRET_DAG}
+    )
+    secret.wait_for_completion()
+    runs["secret"] = secret.id
+    return Populated(ws, runs)

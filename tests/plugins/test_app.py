@@ -1,0 +1,338 @@
+"""The /mltrain app's pages and JSON API over real runs, through FastAPI's TestClient.
+
+Authorization is replaced by a fixed policy here (every DAG readable but ``other_team_dag``); the
+real auth manager is exercised against a real ``airflow api-server`` in test_ui_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+
+from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+from airflow_provider_mltrain.plugins import queries
+from airflow_provider_mltrain.plugins.app import create_app, get_workspace
+from airflow_provider_mltrain.plugins.auth import Access, require_reader
+from tests.plugins.conftest import EXPERIMENT, PROBE, PROBE_IMG, SECRET_DAG, TASK
+
+
+def client_for(ws: Workspace) -> TestClient:
+    app = create_app()
+    app.dependency_overrides[get_workspace] = lambda: ws
+    app.dependency_overrides[require_reader] = lambda: Access(lambda dag_id: dag_id != SECRET_DAG)
+    return TestClient(app, root_path="/mltrain")
+
+
+@pytest.fixture(scope="module")
+def client(populated) -> TestClient:
+    return client_for(populated.ws)
+
+
+def api(client: TestClient, url: str, expect: int = 200, **params):
+    response = client.get(f"/api{url}", params=params)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+# -- experiments and runs ------------------------------------------------------------------------
+
+
+def test_experiments_hide_those_whose_runs_come_from_unreadable_dags(client, populated):
+    experiments = {e["name"]: e for e in api(client, "/experiments")}
+    assert EXPERIMENT in experiments and "other-team" not in experiments
+    assert experiments[EXPERIMENT]["runs"] == 4
+    assert experiments[EXPERIMENT]["statuses"] == {"Completed": 3, "Failed": 1}
+
+
+def test_runs_of_unreadable_dags_are_left_out_of_lists_and_counts(populated):
+    app = create_app()
+    app.dependency_overrides[get_workspace] = lambda: populated.ws
+    app.dependency_overrides[require_reader] = lambda: Access(lambda dag_id: dag_id != TASK["dag_id"])
+    client = TestClient(app, root_path="/mltrain")
+    experiments = {e["name"]: e for e in api(client, "/experiments")}
+    assert experiments[EXPERIMENT]["runs"] == 3 and "other-team" in experiments
+    data = api(client, f"/experiments/{EXPERIMENT}/runs")
+    assert data["total"] == 3 and populated.runs["from_dag"] not in [r["run_id"] for r in data["runs"]]
+    assert api(client, f"/runs/{populated.runs['from_dag']}", 403)
+    path = f"/ti/{TASK['dag_id']}/{quote(TASK['run_id'], safe='')}/{TASK['task_id']}"
+    assert client.get(path, follow_redirects=False).status_code == 403
+
+
+def test_an_experiment_of_unreadable_runs_only_does_not_exist_for_the_user(client):
+    assert api(client, "/experiments/other-team/runs", 404)["detail"] == (
+        "No experiment 'other-team' in the run store."
+    )
+
+
+def test_runs_sorted_by_the_chosen_metric(client, populated):
+    data = api(client, f"/experiments/{EXPERIMENT}/runs", metric="loss", sort="metric", order="asc")
+    assert "loss" in data["metric_names"] and "accuracy" in data["metric_names"]
+    values = [r["metric"] for r in data["runs"]]
+    assert values == sorted(values)
+    # loss ends at 1/8 + lr: the run with lr=0.1 (first and failed) below lr=0.2 below lr=0.3
+    assert data["runs"][-1]["run_id"] == populated.runs["second"]
+    desc = api(client, f"/experiments/{EXPERIMENT}/runs", metric="loss", sort="metric", order="desc")
+    assert desc["runs"][0]["run_id"] == populated.runs["second"]
+
+
+def test_runs_filtered_by_status_tag_and_id(client, populated):
+    failed = api(client, f"/experiments/{EXPERIMENT}/runs", status="Failed")["runs"]
+    assert [r["run_id"] for r in failed] == [populated.runs["failed"]]
+    by_tag = api(client, f"/experiments/{EXPERIMENT}/runs", tag="owner=bo")["runs"]
+    assert [r["run_id"] for r in by_tag] == [populated.runs["second"]]
+    has_tag = api(client, f"/experiments/{EXPERIMENT}/runs", tag="owner")["runs"]
+    assert len(has_tag) == 3
+    by_id = api(client, f"/experiments/{EXPERIMENT}/runs", search="mltrain_ui_dag")["runs"]
+    assert [r["run_id"] for r in by_id] == [populated.runs["from_dag"]]
+    row = by_tag[0]
+    assert row["target"] == "local" and row["duration_seconds"] > 0 and row["tags"]["owner"] == "bo"
+
+
+def test_runs_bad_input(client):
+    assert api(client, "/experiments/nope/runs", 404)["detail"] == "No experiment 'nope' in the run store."
+    assert "sort must be one of" in api(client, f"/experiments/{EXPERIMENT}/runs", 400, sort="x")["detail"]
+    bad_status = api(client, f"/experiments/{EXPERIMENT}/runs", 400, status="x")
+    assert "status must be one of" in bad_status["detail"]
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+def test_run_details(client, populated):
+    run = api(client, f"/runs/{populated.runs['first']}")
+    assert run["status"] == "Completed" and run["exit_code"] == 0
+    assert run["arguments"] == ["--lr", "0.1", "--note", PROBE]
+    assert run["events"][0]["status"] == "Queued" and run["events"][-1]["status"] == "Completed"
+    assert run["tags"]["probe"] == PROBE  # set by the script itself
+    assert run["environment"]["interpreter"] and run["packages"]
+    assert "outputs/model.txt" in run["files"] and "logs/std_log.txt" in run["files"]
+    assert {"loss", "accuracy", "final_accuracy", "lr_schedule", "confusion"} <= set(run["metric_names"])
+    assert "output_dir" not in run  # no server paths for the browser
+    assert run["airflow"] is None
+    assert api(client, f"/runs/{populated.runs['from_dag']}")["airflow"]["dag_id"] == TASK["dag_id"]
+
+
+def test_unknown_run_is_404_and_an_unreadable_dags_run_is_403(client, populated):
+    for path in ("", "/metrics", "/log", "/snapshot", "/files", "/files/outputs/model.txt"):
+        assert api(client, f"/runs/nope{path}", 404)["detail"] == "No run 'nope' in the run store."
+        assert "Forbidden" in api(client, f"/runs/{populated.runs['secret']}{path}", 403)["detail"]
+    assert client.get("/runs/nope").status_code == 404
+    assert client.get(f"/runs/{populated.runs['secret']}").status_code == 403
+
+
+def test_metrics_as_series(client, populated):
+    metrics = api(client, f"/runs/{populated.runs['first']}/metrics")
+    loss = metrics["loss"]["points"]
+    assert [p["step"] for p in loss] == list(range(8))
+    assert loss[0]["value"] == pytest.approx(1.1) and loss[-1]["value"] == pytest.approx(0.225)
+    assert [p["value"] for p in metrics["lr_schedule"]["points"]] == [0.1, 0.05, 0.025]
+    assert metrics["confusion.tp"]["points"][0]["value"] == 10
+    assert metrics["model_name"]["values"] == [f"sgd-{PROBE}"]
+
+
+def test_snapshot_files(client, populated):
+    snap = api(client, f"/runs/{populated.runs['first']}/snapshot")
+    assert [f["path"] for f in snap["files"]] == ["config.yaml", "old_helper.py", "train.py"]
+
+
+# -- log -----------------------------------------------------------------------------------------
+
+
+def test_log_pages_add_up_to_the_whole_log(client, populated):
+    run_id = populated.runs["first"]
+    whole = (populated.ws.run_files_dir(run_id) / "logs" / "std_log.txt").read_text()
+    assert PROBE in whole
+    text, offset = "", 0
+    while True:
+        page = api(client, f"/runs/{run_id}/log", offset=offset, limit=16)
+        text += page["text"]
+        if page["eof"]:
+            break
+        assert page["next_offset"] > offset
+        offset = page["next_offset"]
+    assert text == whole
+    assert api(client, f"/runs/{run_id}/log", 422, limit=queries.MAX_LOG_CHUNK + 1)
+
+
+def test_a_huge_log_is_paged_and_tailed(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    line = "x" * 99 + "\n"
+    src = make_tree({"big.py": f"import sys\nfor i in range(30000):\n    sys.stdout.write({line!r})\n"})
+    run = Experiment(ws, "big").submit(ScriptRunConfig(src, "big.py"))
+    run.wait_for_completion()
+    client = client_for(ws)
+    size = (ws.run_files_dir(run.id) / "logs" / "std_log.txt").stat().st_size
+    assert size == 3_000_000
+    tail = client.get(f"/api/runs/{run.id}/log")
+    assert len(tail.content) < 2 * queries.DEFAULT_LOG_CHUNK
+    page = tail.json()
+    assert page["eof"] and page["next_offset"] == size and page["text"].startswith("x")
+    biggest = client.get(f"/api/runs/{run.id}/log", params={"offset": 0, "limit": queries.MAX_LOG_CHUNK})
+    assert len(biggest.content) < queries.MAX_LOG_CHUNK + 4096
+    assert biggest.json()["next_offset"] % 100 == 0  # cut at a line end
+    html = client.get(f"/runs/{run.id}")
+    assert html.status_code == 200 and len(html.content) < 2 * queries.DEFAULT_LOG_CHUNK + 200_000
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def test_download_an_output(client, populated):
+    response = client.get(f"/api/runs/{populated.runs['first']}/files/outputs/model.txt")
+    assert response.status_code == 200 and response.text == "weights\n"
+    assert "attachment" in response.headers["content-disposition"]
+    page = client.get(f"/runs/{populated.runs['first']}/files/outputs/sub/report.html")
+    assert page.status_code == 200
+    # a run's HTML output is never rendered as a page of this app
+    assert page.headers["content-security-policy"] == "sandbox"
+    assert "attachment" in page.headers["content-disposition"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "outputs/../../runs.db",
+        "outputs/%2e%2e/%2e%2e/runs.db",
+        "..%2f..%2fruns.db",
+        "%2fetc%2fhostname",
+        "snapshot/train.py",
+        "outputs\\..\\model.txt",
+    ],
+)
+def test_download_paths_leaving_the_run_folder_are_refused(client, populated, path):
+    for prefix in ("/api/runs", "/runs"):
+        response = client.get(f"{prefix}/{populated.runs['first']}/files/{path}")
+        assert response.status_code in (400, 404), (path, response.status_code)
+        assert "weights" not in response.text and "SQLite" not in response.text
+
+
+def test_safe_run_path():
+    assert queries.safe_run_path("outputs/sub/a.txt") == "outputs/sub/a.txt"
+    for bad in ("../x", "outputs/../x", "/etc/passwd", "outputs//x", "outputs\\x", "outputs/x\x00", "", "x"):
+        with pytest.raises(queries.BadRequest):
+            queries.safe_run_path(bad)
+
+
+def test_a_symlink_out_of_the_run_folder_is_not_served(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    script = f"import os\nos.makedirs('outputs', exist_ok=True)\nos.symlink({str(secret)!r}, 'outputs/s')\n"
+    src = make_tree({"link.py": script})
+    run = Experiment(ws, "links").submit(ScriptRunConfig(src, "link.py"))
+    run.wait_for_completion()
+    out = ws.run_files_dir(run.id) / "outputs" / "s"
+    if not out.is_symlink():  # collection copied the content instead of the link: nothing leaves
+        out.unlink()
+        out.symlink_to(secret)
+    response = client_for(ws).get(f"/api/runs/{run.id}/files/outputs/s")
+    assert response.status_code == 404 and "top secret" not in response.text
+
+
+# -- compare -------------------------------------------------------------------------------------
+
+
+def test_compare_metrics_and_snapshot_diff(client, populated):
+    a, b = populated.runs["first"], populated.runs["second"]
+    data = api(client, "/compare", runs=[a, b])
+    loss = next(m for m in data["metrics"] if m["name"] == "loss")
+    assert loss["runs"][a]["last"] == pytest.approx(0.225) and loss["runs"][b]["last"] == pytest.approx(0.425)
+    (diff,) = data["snapshot_diffs"]
+    assert diff["added"] == ["extra.py"] and diff["removed"] == ["old_helper.py"]
+    assert diff["changed"] == ["train.py"]
+    text = api(client, "/compare/file-diff", base=a, other=b, path="train.py")["diff"]
+    assert '-print("done")\n' in text and '+print("done, version 2")\n' in text
+    added = api(client, "/compare/file-diff", base=a, other=b, path="extra.py")["diff"]
+    assert "--- /dev/null" in added and "+VALUE = 2" in added
+    assert api(client, "/compare/file-diff", 404, base=a, other=b, path="nope.py")
+    assert api(client, "/compare", 422, runs=[a])
+    page = client.get("/compare", params={"runs": [a, b], "file": "train.py"})
+    assert page.status_code == 200 and "version 2" in page.text
+    assert page.text.count('class="mltrain-chart"') > 3
+
+
+# -- task instance tab ---------------------------------------------------------------------------
+
+
+def test_task_instance_link_opens_its_run(client, populated):
+    path = f"/ti/{TASK['dag_id']}/{quote(TASK['run_id'], safe='')}/{TASK['task_id']}"
+    response = client.get(path, params={"map_index": "{MAP_INDEX}"}, follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"] == f"/mltrain/runs/{populated.runs['from_dag']}"
+    assert api(client, path.replace("/ti/", "/task-instances/"))["run_id"] == populated.runs["from_dag"]
+    other = client.get(f"/ti/{TASK['dag_id']}/other_run/{TASK['task_id']}", follow_redirects=False)
+    assert other.status_code == 404 and "No ML training run for this task" in other.text
+    assert client.get(f"/ti/{SECRET_DAG}/r/t").status_code == 403
+
+
+# -- pages: everything escaped -------------------------------------------------------------------
+
+
+def pages(populated) -> list[str]:
+    a, b = populated.runs["first"], populated.runs["second"]
+    return [
+        "/",
+        f"/experiments/{EXPERIMENT}",
+        f"/experiments/{EXPERIMENT}?tag=html&metric=loss&sort=metric",
+        f"/runs/{a}",
+        f"/runs/{a}?x=time",
+        f"/runs/{a}/live",
+        f"/compare?runs={a}&runs={b}&file=train.py",
+    ]
+
+
+def test_pages_render_user_strings_as_text(client, populated):
+    for path in pages(populated):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        body = response.text
+        assert "<script>alert" not in body and "<img src=x" not in body, path
+        # the only scripts are the app's own file
+        own = '<script src="/mltrain/static/mltrain.js" defer>'
+        assert re.findall(r"<script[^>]*>", body) in ([], [own])
+    run_page = client.get(f"/runs/{populated.runs['first']}").text
+    assert run_page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # tag, argument, log line, value
+    assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in run_page
+    assert 'data-points="8"' in run_page  # the loss chart
+
+
+def test_probe_in_a_request_is_escaped_too(client):
+    response = client.get(f"/experiments/{quote(PROBE_IMG, safe='')}")
+    assert response.status_code == 404
+    assert "<img src=x" not in response.text and "&lt;img src=x" in response.text
+
+
+def test_openapi_schema_lists_the_api(client):
+    schema = client.get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {
+        "/api/experiments",
+        "/api/experiments/{experiment}/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/metrics",
+        "/api/runs/{run_id}/log",
+        "/api/runs/{run_id}/files/{path}",
+        "/api/compare",
+    } <= paths
+    assert not any(p.startswith("/runs") for p in paths)  # pages stay out of the API schema
+
+
+def test_without_login_no_data(populated):
+    app = create_app()
+    app.dependency_overrides[get_workspace] = lambda: populated.ws
+    client = TestClient(app, root_path="/mltrain")
+    response = client.get(f"/api/runs/{populated.runs['first']}")
+    assert response.status_code == 401 and populated.runs["first"] not in response.text
+    assert client.get("/api/experiments").status_code == 401
+
+
+def test_access_asks_the_auth_manager_once_per_dag():
+    asked = []
+    access = Access(lambda dag_id: asked.append(dag_id) or dag_id != "b")
+    runs = [{"properties": {"airflow.dag_id": d}} for d in ("a", "b", "a", "b")] + [{"properties": {}}]
+    assert [access.can_read_run(r) for r in runs] == [True, False, True, False, True]
+    assert asked == ["a", "b", None]
