@@ -108,6 +108,7 @@ class Feedback:
         self.progress: Progress | None = None
         self._build: TaskID | None = None
         self._snapshot: TaskID | None = None
+        self._upload: TaskID | None = None
         self._spinner: TaskID | None = None
         if enabled:
             from rich.console import Console
@@ -152,6 +153,14 @@ class Feedback:
                 f"snapshot: storing {total / 1e6:.1f} MB", total=total or 1
             )
         self.progress.update(self._snapshot, completed=done or (1 if not total else 0))
+
+    def upload(self, done: int, total: int) -> None:
+        """A target's ``upload_progress``: snapshot bytes sent to a remote target so far."""
+        if self.progress is None:
+            return
+        if self._upload is None:
+            self._upload = self.progress.add_task(f"upload: {total / 1e6:.1f} MB", total=total or 1)
+        self.progress.update(self._upload, completed=done)
 
     def build_line(self, line: str) -> None:
         """An environment build's log line: printed, and moving the build bar."""
@@ -370,15 +379,18 @@ def _follow_new_run(run: Run, wait: bool) -> int:
 
 def _submit(ws: Workspace, args: argparse.Namespace) -> int:
     tags = _parse_tags(args.tag)
-    config = ScriptRunConfig(
-        source_directory=args.directory,
-        script=args.script,
-        arguments=list(args.args),
-        compute_target=args.target,
-        environment=args.env,
-    )
     experiment = Experiment(ws, args.experiment)
     with _feedback(_err) as feedback:
+        target = get_target(args.target, ws.root)
+        if feedback.progress is not None:
+            target.upload_progress = feedback.upload
+        config = ScriptRunConfig(
+            source_directory=args.directory,
+            script=args.script,
+            arguments=list(args.args),
+            compute_target=target,
+            environment=args.env,
+        )
         feedback.spinner(f"submitting {args.script} to {args.target}")
         run = experiment.submit(
             config,
@@ -395,11 +407,14 @@ def _rerun(ws: Workspace, args: argparse.Namespace) -> int:
     _get_run(ws, args.run_id)
     tags = _parse_tags(args.tag)
     with _feedback(_err) as feedback:
+        target = get_target(args.target, ws.root) if args.target else None
+        if target is not None and feedback.progress is not None:
+            target.upload_progress = feedback.upload
         feedback.spinner(f"rerunning {args.run_id}")
         run = rerun(
             ws,
             args.run_id,
-            args.target,
+            target,
             experiment=args.experiment,
             new_run_id=args.new_run_id,
             tags=tags,

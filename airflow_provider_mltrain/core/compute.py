@@ -74,6 +74,9 @@ class ComputeTarget(abc.ABC):
 
     kind: str = ""
     frameworks: tuple[str, ...] = ("python",)  # the first is the default
+    # Set by a caller that shows progress (the mltrain command): called with (bytes sent, bytes to
+    # send) while ``start`` sends the snapshot to a remote target.
+    upload_progress: Callable[[int, int], None] | None = None
 
     def __init__(self, name: str):
         self.name = name

@@ -594,7 +594,9 @@ class DockerTarget(ComputeTarget):
                 end = tar.offset + 2 * tarfile.BLOCKSIZE  # the archive without tarfile's record padding
             spool.truncate(end)
             spool.seek(0)
-            container.put_archive("/", spool)
+            container.put_archive(
+                "/", _Reporting(spool, end, self.upload_progress) if self.upload_progress else spool
+            )
         self.last_upload = {
             "blobs": len(missing or ()),
             "bytes": sent_bytes,
@@ -914,6 +916,23 @@ def _runner_hash() -> str:
     for rel, data in _runner_files():
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()[:16]
+
+
+class _Reporting:
+    """A file being uploaded that reports how much of it was read (sent) so far."""
+
+    def __init__(self, f: Any, total: int, report: Any):
+        self.f, self.total, self.report, self.done = f, total, report, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.done += len(data)
+        self.report(self.done, self.total)
+        return bytes(data)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(1 << 20):
+            yield chunk
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:

@@ -760,6 +760,8 @@ class SSHTarget(ComputeTarget):
                 raise self._upload_error(exc) from None
             self.last_upload["blobs"] += len(batch)
             self.last_upload["bytes"] += sum(sizes[d] for d in batch)
+            if self.upload_progress is not None:
+                self.upload_progress(self.last_upload["bytes"], sum(sizes.values()))
 
     def _send_bundle(self, batch: list[str], sizes: dict[str, int], store: SnapshotStore) -> None:
         name = f".tmp-bundle-{secrets.token_hex(8)}"

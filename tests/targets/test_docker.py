@@ -510,3 +510,16 @@ def test_metrics_and_outputs_come_back_through_the_api(workspace, docker_conn, m
     assert run.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
     path = Path(run.get_details()["output_dir"]) / "outputs/model/weights.bin"
     assert path.stat().st_size == 3 * 1024 * 1024
+
+
+def test_upload_progress_is_reported_while_the_snapshot_is_sent(workspace, docker_conn, make_tree):
+    src = make_tree({"train.py": "print('ok')\n", "data.bin": os.urandom(3 * 1024 * 1024)})
+    target = target_for(workspace)
+    reports: list[tuple[int, int]] = []
+    target.upload_progress = lambda done, total: reports.append((done, total))
+    run = submit(workspace, target, src)
+    assert reports and reports[-1] == (target.last_upload["wire_bytes"],) * 2
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
+    assert len(reports) > 2  # reported as it goes, not once at the end
+    run.wait_for_completion()
+    assert "ok" in run.get_log_tail()

@@ -81,6 +81,16 @@ def submit(workspace, target, src, script="train.py", **kwargs):
     return Experiment(workspace, "ssh").submit(ScriptRunConfig(src, script, compute_target=target, **kwargs))
 
 
+def test_upload_progress_is_reported_per_bundle(workspace, target, make_tree):
+    src = make_tree({"train.py": "print('ok')\n", "big.bin": os.urandom(9 * 1024 * 1024), "a.txt": "a"})
+    reports: list[tuple[int, int]] = []
+    target.upload_progress = lambda done, total: reports.append((done, total))
+    submit(workspace, target, src).wait_for_completion()
+    total = target.last_upload["bytes"]
+    assert len(reports) == 2 and reports[-1] == (total, total)  # the big blob alone, then a bundle
+    assert reports[0][0] < total
+
+
 def server_fingerprint(env) -> str:
     out = subprocess.run(
         ["ssh-keygen", "-lf", env["HOST_KEY_FILE"]],
