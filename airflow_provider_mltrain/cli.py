@@ -9,6 +9,7 @@ exist.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -16,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -51,13 +52,22 @@ class UsageError(Exception):
     """Bad input that names something that does not exist or is not allowed: exit code 2."""
 
 
+class _Out:
+    """Where the command's answer goes: stdout as it was when ``main`` started."""
+
+    stream: TextIO = sys.stdout
+
+
+OUT = _Out()
+
+
 def _fmt_duration(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}s"
 
 
 def _dump(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    json.dump(data, OUT.stream, indent=2, default=str)
+    OUT.stream.write("\n")
 
 
 def _err(line: str) -> None:
@@ -127,7 +137,7 @@ class Feedback:
                 BarColumn(),
                 TaskProgressColumn(),
                 TimeElapsedColumn(),
-                console=Console(file=sys.stdout),
+                console=Console(file=OUT.stream),
                 transient=True,
             )
 
@@ -182,7 +192,7 @@ class Feedback:
 
 
 def _feedback(plain: Callable[[str], None]) -> Feedback:
-    return Feedback(sys.stdout.isatty(), plain)
+    return Feedback(OUT.stream.isatty(), plain)
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -227,7 +237,7 @@ def _show(run: Run, as_json: bool) -> None:
     base = details["output_dir"]
     lines.append("Files" + (f" (in {base})" if base else ""))
     lines += [f"  {name}" for name in files]
-    sys.stdout.write("\n".join(lines) + "\n")
+    OUT.stream.write("\n".join(lines) + "\n")
 
 
 def _numeric_series(value: Any) -> bool:
@@ -252,11 +262,11 @@ def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> N
         return
     width = max([3, *(len(d["run_id"]) for d in details)])
     exp_width = max([10, *(len(d["experiment"]) for d in details)])
-    sys.stdout.write(
+    OUT.stream.write(
         f"{'RUN':<{width}}  {'EXPERIMENT':<{exp_width}}  {'STATUS':<10}  {'DURATION':>9}  TARGET\n"
     )
     for d in details:
-        sys.stdout.write(
+        OUT.stream.write(
             f"{d['run_id']:<{width}}  {d['experiment']:<{exp_width}}  {d['status']:<10}  "
             f"{_fmt_duration(d['duration_seconds']):>9}  {d['target']}\n"
         )
@@ -276,18 +286,18 @@ def _metrics(run: Run, as_json: bool) -> None:
         _dump(metrics)
         return
     width = max([6, *(len(n) for n in metrics)])
-    sys.stdout.write(f"{'METRIC':<{width}}  {'LAST':>12}  {'COUNT':>5}  {'MIN':>12}  {'MAX':>12}\n")
+    OUT.stream.write(f"{'METRIC':<{width}}  {'LAST':>12}  {'COUNT':>5}  {'MIN':>12}  {'MAX':>12}\n")
     for name, value in metrics.items():
         if _numeric_series(value):
-            sys.stdout.write(
+            OUT.stream.write(
                 f"{name:<{width}}  {value[-1]:>12.6g}  {len(value):>5}  {min(value):>12.6g}  "
                 f"{max(value):>12.6g}\n"
             )
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            sys.stdout.write(f"{name:<{width}}  {value:>12.6g}  {1:>5}\n")
+            OUT.stream.write(f"{name:<{width}}  {value:>12.6g}  {1:>5}\n")
         else:
             shown = json.dumps(value, default=str)
-            sys.stdout.write(f"{name:<{width}}  {shown}\n")
+            OUT.stream.write(f"{name:<{width}}  {shown}\n")
 
 
 def _logs(run: Run, follow: bool) -> int:
@@ -298,9 +308,9 @@ def _logs(run: Run, follow: bool) -> int:
         _err(f"mltrain: run {run.id} ended {details['status']}")
         return 0
     run.refresh()
-    sys.stdout.flush()
-    sys.stdout.buffer.write(run.read_log(0))
-    sys.stdout.flush()
+    OUT.stream.flush()
+    OUT.stream.buffer.write(run.read_log(0))
+    OUT.stream.flush()
     return 0
 
 
@@ -316,7 +326,7 @@ def _download(run: Run, path: str | None, output: str | None) -> None:
     names = run.get_file_names()
     if path is not None and path in names:
         dest = run.download_file(path, output)
-        sys.stdout.write(f"{dest}\n")
+        OUT.stream.write(f"{dest}\n")
         return
     chosen = [n for n in names if path is None or n.startswith(path.rstrip("/") + "/")]
     if not chosen:
@@ -330,7 +340,7 @@ def _download(run: Run, path: str | None, output: str | None) -> None:
         if not dest.resolve().is_relative_to(base):
             raise UsageError(f"Refusing run file name {name!r}: it would leave {root}.")
         run.download_file(name, dest)
-        sys.stdout.write(f"{dest}\n")
+        OUT.stream.write(f"{dest}\n")
 
 
 def _parse_tags(values: Sequence[str] | None) -> dict[str, str]:
@@ -346,7 +356,9 @@ def _parse_tags(values: Sequence[str] | None) -> dict[str, str]:
 def _wait(run: Run) -> dict[str, Any] | None:
     """Stream the run's log until it ends; None when interrupted (the run goes on)."""
     try:
-        return run.wait_for_completion(show_output=True, raise_on_error=False, poll_interval=2.0)
+        return run.wait_for_completion(
+            show_output=True, raise_on_error=False, poll_interval=2.0, output=OUT.stream
+        )
     except KeyboardInterrupt:
         _err(f"mltrain: stopped following; run {run.id} goes on (follow it again: mltrain logs {run.id} -f)")
         return None
@@ -360,7 +372,7 @@ def _follow_new_run(run: Run, wait: bool) -> int:
         f"snapshot {submitted['snapshot_id'][:12]})"
     )
     if not wait:
-        sys.stdout.write(run.id + "\n")
+        OUT.stream.write(run.id + "\n")
         return 0
     details = _wait(run)
     if details is None:
@@ -482,15 +494,15 @@ def _snapshot_diff(ws: Workspace, run_a: str, run_b: str, text: bool, as_json: b
             out["diffs"] = diffs
         _dump(out)
         return
-    sys.stdout.write(f"snapshot {a.id[:12]} ({run_a}) -> {b.id[:12]} ({run_b})\n")
+    OUT.stream.write(f"snapshot {a.id[:12]} ({run_a}) -> {b.id[:12]} ({run_b})\n")
     marks = {"added": "A", "removed": "D", "changed": "M"}
     kinds = {path: kind for kind in marks for path in changes[kind]}
     for path in sorted(kinds):
-        sys.stdout.write(f"{marks[kinds[path]]}  {path}\n")
+        OUT.stream.write(f"{marks[kinds[path]]}  {path}\n")
     if not kinds:
-        sys.stdout.write("no differences\n")
+        OUT.stream.write("no differences\n")
     for path, body in diffs.items():
-        sys.stdout.write("\n" + (body if body is not None else f"binary file {path} {kinds[path]}\n"))
+        OUT.stream.write("\n" + (body if body is not None else f"binary file {path} {kinds[path]}\n"))
 
 
 # -- environments ------------------------------------------------------------------------------
@@ -506,12 +518,12 @@ def _env_list(ws: Workspace, as_json: bool) -> None:
             }
         )
         return
-    sys.stdout.write(f"{'NAME':<28} {'VERSION':<8} {'KIND':<12} HASH\n")
+    OUT.stream.write(f"{'NAME':<28} {'VERSION':<8} {'KIND':<12} HASH\n")
     for name, env in envs.items():
         kind = (
             "curated" if name.startswith(CURATED_PREFIX) else ("managed" if env.managed else "user-managed")
         )
-        sys.stdout.write(f"{name:<28} {env.version or '-':<8} {kind:<12} {env.content_hash()[:12]}\n")
+        OUT.stream.write(f"{name:<28} {env.version or '-':<8} {kind:<12} {env.content_hash()[:12]}\n")
 
 
 def _env_show(ws: Workspace, name: str, version: str | None, as_json: bool) -> None:
@@ -522,7 +534,7 @@ def _env_show(ws: Workspace, name: str, version: str | None, as_json: bool) -> N
     if as_json:
         _dump(data)
     else:
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+        OUT.stream.write(yaml.safe_dump(data, sort_keys=False))
 
 
 def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> None:
@@ -533,8 +545,8 @@ def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> Non
         warn_unpinned(env, _err)
 
     def echo(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        OUT.stream.write(line + "\n")
+        OUT.stream.flush()
 
     try:
         with _feedback(echo) as feedback:
@@ -545,7 +557,7 @@ def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> Non
     if prepared.built:
         ws.store.record_build(env.content_hash(), target.name, "built", seconds=prepared.seconds)
     state = "built" if prepared.built else "already built (cache hit)"
-    sys.stdout.write(f"{env.name} {env.content_hash()[:12]} {state}: {prepared.interpreter}\n")
+    OUT.stream.write(f"{env.name} {env.content_hash()[:12]} {state}: {prepared.interpreter}\n")
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -670,6 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
     e_prune = envs.add_parser("prune", help="delete local builds no run used recently")
     e_prune.add_argument("--days", type=float, default=30, help="keep builds used in the last DAYS (30)")
     e_prune.add_argument("--dry-run", action="store_true")
+    targets = sub.add_parser("target", help="compute targets").add_subparsers(dest="action", required=True)
+    t_prune = targets.add_parser(
+        "prune", help="delete a remote target's cached snapshot files that no recent submission used"
+    )
+    t_prune.add_argument("target", help="the target's connection id")
+    t_prune.add_argument("--days", type=float, default=7, help="keep what was used in the last DAYS (7)")
+    t_prune.add_argument("--json", action="store_true")
     sub.add_parser(
         "pythonpath",
         help="print the folder holding the in-script 'mltrain' module, for running a script by hand: "
@@ -704,6 +723,15 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         _download(_get_run(ws, args.run_id), args.path, args.output)
     elif command == "snapshot":
         _snapshot_diff(ws, args.run_a, args.run_b, args.text, args.json)
+    elif command == "target":
+        result = get_target(args.target, ws.root).prune_cache(args.days)
+        if args.json:
+            _dump(result)
+        else:
+            OUT.stream.write(
+                f"{args.target}: removed {result['removed']} file(s), {result['bytes'] / 1e6:.1f} MB; "
+                f"kept {result['kept']}\n"
+            )
     elif command == "env":
         if args.action == "list":
             _env_list(ws, args.json)
@@ -715,8 +743,8 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
             removed = prune_local_builds(ws, args.days, dry_run=args.dry_run)
             verb = "would remove" if args.dry_run else "removed"
             for path in removed:
-                sys.stdout.write(f"{verb} {path}\n")
-            sys.stdout.write(f"{len(removed)} build(s) {'to remove' if args.dry_run else 'removed'}\n")
+                OUT.stream.write(f"{verb} {path}\n")
+            OUT.stream.write(f"{len(removed)} build(s) {'to remove' if args.dry_run else 'removed'}\n")
     elif args.action == "list":
         _list(ws, args.experiment, args.limit, args.json)
     elif args.action == "show":
@@ -729,7 +757,7 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         _show(run, args.json)
     elif args.action == "cancel":
         status = _get_run(ws, args.run_id).cancel(grace_period=args.grace)
-        sys.stdout.write(f"{args.run_id} {status}\n")
+        OUT.stream.write(f"{args.run_id} {status}\n")
     return 0
 
 
@@ -741,9 +769,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pythonpath":
         sys.stdout.write(os.path.join(RUNNER_DIR, "pylib") + "\n")
         return 0
+    OUT.stream = sys.stdout
     try:
-        ws = Workspace(args.workspace) if args.workspace else Workspace()
-        return _dispatch(ws, args)
+        # Our output is the command's answer (often --json for a script): whatever else prints
+        # while it runs (Airflow's log lines when a connection is read, say) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            ws = Workspace(args.workspace) if args.workspace else Workspace()
+            return _dispatch(ws, args)
     except UsageError as exc:
         _err(f"mltrain: {exc}")
         return 2
@@ -755,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader (head, less) went away; not an error worth a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), OUT.stream.fileno())
         return 0
     except OSError as exc:  # writing a download, reading a blob: the system's own message
         _err(f"mltrain: {exc}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.errors import InvalidRunConfig, UnknownComputeTarget
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, UnknownComputeTarget
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
@@ -149,6 +149,14 @@ class ComputeTarget(abc.ABC):
     @abc.abstractmethod
     def collect(self, run_id: str, dest: Path) -> None:
         """Copy the run's ``outputs/`` and ``logs/`` into ``dest``."""
+
+    def prune_cache(self, days: float) -> dict[str, int]:
+        """Delete cached snapshot files on the target that no submission used in ``days``.
+
+        Returns ``{"removed": files, "bytes": freed, "kept": files}``. Targets without a cache of
+        their own (local: the workspace's snapshot store is shared) refuse.
+        """
+        raise TargetError(f"The {self.kind or self.name} target {self.name!r} keeps no blob cache to prune.")
 
     def runner_gone_reason(self, run_id: str) -> str | None:
         """Why the run's runner is gone, when the target knows (a container's exit code, OOM kill)."""

@@ -55,6 +55,37 @@ _runner_cache: list[tuple[str, bytes]] = []
 EXEC_READ_THRESHOLD = 1 << 20
 CREATED_GRACE = 120.0  # a container left "created" this long by a dead controller is started again
 
+_PRUNE = """
+import json, os, sys, time
+cache, days = sys.argv[1], float(sys.argv[2])
+cutoff = time.time() - days * 86400
+keep = set()
+folder = os.path.join(cache, "manifests")
+for name in os.listdir(folder) if os.path.isdir(folder) else []:
+    path = os.path.join(folder, name)
+    used = os.path.join(cache, "used", name[: -len(".json")])
+    last = max(os.stat(p).st_mtime for p in (path, used) if os.path.exists(p))
+    if last < cutoff:
+        os.unlink(path)  # first: the volume no longer claims to hold this snapshot
+        if os.path.exists(used):
+            os.unlink(used)
+        continue
+    with open(path) as f:
+        keep.update(entry[1] for entry in json.load(f)["files"])
+removed = freed = kept = 0
+blobs = os.path.join(cache, "blobs")
+for sub in os.listdir(blobs) if os.path.isdir(blobs) else []:
+    for name in os.listdir(os.path.join(blobs, sub)):
+        path = os.path.join(blobs, sub, name)
+        st = os.stat(path)
+        if sub + name in keep or st.st_mtime >= cutoff:
+            kept += 1
+        else:
+            os.unlink(path)
+            removed += 1
+            freed += st.st_size
+print(json.dumps({"removed": removed, "bytes": freed, "kept": kept}))
+"""
 _READ_FROM = (
     "import sys\nf = open(sys.argv[1], 'rb')\nf.seek(int(sys.argv[2]))\nsys.stdout.buffer.write(f.read())"
 )
@@ -580,6 +611,7 @@ class DockerTarget(ComputeTarget):
                     manifest = json.dumps(snapshot.to_dict()).encode()
                     _add_bytes(tar, f"{cache}/manifests/{snapshot.id}.json", manifest, 0o444)
                 _add_bytes(tar, f"{cache}/started/{spec.run_id}", owner.encode(), 0o444)
+                _add_bytes(tar, f"{cache}/used/{snapshot.id}", b"", 0o444)  # its time: last use, for pruning
                 cache_bytes = tar.offset
                 runner = f"{cache}/runner/{_runner_hash()}"
                 if self._stat(container, f"/{runner}/.complete") is None:
@@ -626,6 +658,38 @@ class DockerTarget(ComputeTarget):
             if self._stat(container, f"{CACHE}/manifests/{sent}.json") is not None:
                 present.update(f.hash for f in manifest.files)
         return sorted(needed - present)
+
+    def prune_cache(self, days: float) -> dict[str, int]:
+        """Delete the volume's manifests older than ``days`` and the blobs no newer manifest lists.
+
+        Blobs sent in the last ``days`` stay too, so a run being started now keeps its files. Runs
+        copy their snapshot out of the cache when they start, so running ones are not affected. It
+        runs in a short-lived container (the connection's image, no network) with the volume mounted.
+        """
+        from docker.errors import DockerException
+
+        image = self.options.image
+        if not image:
+            raise TargetError(
+                f"Docker target {self.name!r}: pruning runs a container and needs the connection's 'image' "
+                "extra (any image with python3)."
+            )
+        client = self.client()
+        try:
+            output = client.containers.run(
+                image,
+                ["python3", "-I", "-S", "-c", _PRUNE, CACHE, repr(float(days))],
+                volumes={self.volume: {"bind": CACHE, "mode": "rw"}},
+                network_mode="none",
+                user="root",  # the cache belongs to root, read-only for runs
+                remove=True,
+            )
+        except DockerException as exc:
+            raise TargetError(
+                f"Docker target {self.name!r}: pruning the blob cache failed: {_short(exc)}"
+            ) from None
+        answer = json.loads(output.decode().strip().splitlines()[-1])
+        return {k: int(answer[k]) for k in ("removed", "bytes", "kept")}
 
     def _sent_file(self) -> Path:
         return self.root / "sent-snapshots.json"

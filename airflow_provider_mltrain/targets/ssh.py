@@ -919,6 +919,9 @@ class SSHTarget(ComputeTarget):
 
     # -- maintenance -----------------------------------------------------------------------------
 
+    def prune_cache(self, days: float) -> dict[str, int]:
+        return self.prune_blobs(days)
+
     def prune_blobs(self, days: float = 7.0) -> dict[str, int]:
         """Delete cached blobs that no run's working copy uses and no submission touched in ``days``.
 

@@ -523,3 +523,50 @@ def test_upload_progress_is_reported_while_the_snapshot_is_sent(workspace, docke
     assert len(reports) > 2  # reported as it goes, not once at the end
     run.wait_for_completion()
     assert "ok" in run.get_log_tail()
+
+
+def test_prune_removes_blobs_no_recent_snapshot_uses(workspace, docker_conn, make_tree):
+    import docker
+
+    # A target of its own (its own volume), so other tests' caches stay untouched.
+    target = DockerTarget(
+        f"prune-{os.urandom(4).hex()}",
+        workspace.root / "notes",
+        os.environ["MLTRAIN_TEST_DOCKER_HOST"],
+        None,
+        DockerOptions(image=os.environ["MLTRAIN_TEST_DOCKER_IMAGE"], network_mode="none"),
+    )
+    try:
+        old = make_tree({"train.py": "print('old')\n", "old.txt": "o" * 1000})
+        submit(workspace, target, old).wait_for_completion()
+        assert target.prune_cache(days=7) == {"removed": 0, "bytes": 0, "kept": 2}
+        # Everything older than "now" goes: nothing used since.
+        result = target.prune_cache(days=0)
+        assert result["removed"] == 2 and result["bytes"] == 1000 + len("print('old')\n")
+        assert result["kept"] == 0
+        # The volume no longer claims that snapshot: the next submission sends it again, and runs.
+        again = submit(workspace, target, old)
+        assert target.last_upload["blobs"] == 2
+        again.wait_for_completion()
+        assert "old" in again.get_log_tail()
+    finally:
+        for thread in threading.enumerate():  # background removals of finished containers
+            if thread.name.startswith("rm-mltrain-"):
+                thread.join(timeout=60)
+        client = docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
+        for c in client.containers.list(all=True, filters={"label": f"mltrain.target={target.name}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
+        client.volumes.get(target.volume).remove(force=True)
+
+
+def test_mltrain_target_prune_command(workspace, docker_conn, make_tree, capsys):
+    from airflow_provider_mltrain.cli import main
+
+    code = main(
+        ["--workspace", str(workspace.root), "target", "prune", docker_conn, "--days", "3650", "--json"]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["removed"] == 0 and out["kept"] >= 0
+    code = main(["--workspace", str(workspace.root), "target", "prune", "local"])
+    assert code == 1 and "keeps no blob cache" in capsys.readouterr().err

@@ -593,3 +593,17 @@ def test_the_remote_root_and_run_json_are_private(workspace, target, make_tree):
     root_mode = target._sftp(lambda sftp: sftp.stat(target.root)).st_mode & 0o777
     spec_mode = target._sftp(lambda sftp: sftp.stat(target.run_dir(run.id) + "/run.json")).st_mode & 0o777
     assert (root_mode, spec_mode) == (0o700, 0o600)
+
+
+def test_mltrain_target_prune_command_reaches_the_vm(workspace, monkeypatch, capsys):
+    import json
+
+    from airflow_provider_mltrain.cli import main
+    from tests.targets.harnesses.ssh import connection_json, require_ssh
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PRUNE_VM", connection_json(require_ssh(), remote_root="~/mltrain-tests/prune")
+    )
+    code = main(["--workspace", str(workspace.root), "target", "prune", "prune_vm", "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert set(json.loads(capsys.readouterr().out)) == {"removed", "bytes", "kept"}
