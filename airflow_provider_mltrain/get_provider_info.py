@@ -54,6 +54,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_mltrain.hooks.compute",
                     "airflow_provider_mltrain.hooks.ssh",
                     "airflow_provider_mltrain.hooks.docker",
+                    "airflow_provider_mltrain.hooks.spark",
                 ],
             }
         ],
@@ -131,6 +132,41 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["schema"],
                     "relabeling": {"login": "Username"},
                     "placeholders": {"host": "gpu-box.example.com", "port": "22"},
+                },
+            },
+            {
+                # The official spark provider's type and extras (deploy-mode, queue, spark-binary from
+                # its allowlist), plus ours.
+                "connection-type": "spark",
+                "hook-class-name": "airflow_provider_mltrain.hooks.spark.SparkComputeHook",
+                "hook-name": "ML Training: Spark compute",
+                "conn-fields": {
+                    "deploy-mode": {
+                        "label": "Deploy mode (the driver runs on the gateway)",
+                        "schema": {"type": ["string", "null"], "enum": ["client", None], "default": "client"},
+                    },
+                    "queue": _field("YARN queue", "string"),
+                    "spark-binary": {
+                        "label": "spark-submit binary",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["spark-submit", "spark2-submit", "spark3-submit", None],
+                            "default": "spark-submit",
+                        },
+                    },
+                    "namespace": _field("Kubernetes namespace", "string"),
+                    "spark-conf": _field("Spark properties for every run (JSON object)", "object"),
+                    "master-ui": _field("Standalone master web UI (http://master:8080)", "string"),
+                    "gateway-conn-id": _field("SSH gateway: ssh connection id of the edge node", "string"),
+                    "spark-home": _field("Spark installation on the SSH gateway (e.g. /opt/spark)", "string"),
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "password"],
+                    "relabeling": {"host": "Master URL"},
+                    "placeholders": {
+                        "host": "spark://spark-master, yarn, k8s://https://k8s-api or local[*]",
+                        "port": "7077",
+                    },
                 },
             },
         ],

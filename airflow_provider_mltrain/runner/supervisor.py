@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYLIB = os.path.join(HERE, "pylib")
@@ -35,6 +36,7 @@ LOCK = "supervisor.lock"
 CANCEL = "cancel_requested"
 STD_LOG = os.path.join("logs", "std_log.txt")
 METRICS = os.path.join("logs", "metrics.jsonl")
+SPARK_LOG = os.path.join("logs", "spark_driver.log")
 
 
 def _now():
@@ -124,21 +126,41 @@ class Supervisor:
             if not os.path.lexists(os.path.join(snapshot, name)):
                 os.mkdir(os.path.join(snapshot, name))
         interpreter = self.spec.get("interpreter") or sys.executable
-        argv = [interpreter, BOOTSTRAP, self.spec["script"]] + [
-            str(a) for a in self.spec.get("arguments", [])
-        ]
-        with open(os.path.join(self.run_dir, STD_LOG), "ab") as log:
+        script_argv = [self.spec["script"]] + [str(a) for a in self.spec.get("arguments", [])]
+        launcher = self.spec.get("launcher") if self.spec.get("framework") == "pyspark" else None
+        if launcher:
+            argv = [*map(str, launcher), *self._py_files(snapshot), BOOTSTRAP, *script_argv]
+        else:
+            argv = [interpreter, BOOTSTRAP, *script_argv]
+        # spark-submit merges the Python driver's output into its stdout; its stderr carries the
+        # JVM's own log (and the application id), kept apart from the script's log.
+        err_path = os.path.join(self.run_dir, SPARK_LOG) if launcher else os.devnull
+        with open(os.path.join(self.run_dir, STD_LOG), "ab") as log, open(err_path, "ab") as err:
             self.child = subprocess.Popen(
                 argv,
-                cwd=os.path.join(self.run_dir, "snapshot"),
+                cwd=snapshot,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=err if launcher else subprocess.STDOUT,
                 env=self._environ(),
                 start_new_session=True,
                 close_fds=True,
             )
         self.set_state("Running", pid=self.child.pid, pgid=self.child.pid)
+
+    def _py_files(self, snapshot):
+        """The snapshot as a zip for spark-submit's ``--py-files``: executors import its modules."""
+        path = os.path.join(self.run_dir, "snapshot.zip")
+        with zipfile.ZipFile(path + ".tmp", "w", zipfile.ZIP_DEFLATED) as zf:
+            for folder, dirs, files in os.walk(snapshot):
+                rel = os.path.relpath(folder, snapshot)
+                if rel == ".":
+                    dirs[:] = [d for d in dirs if d not in ("outputs", "logs")]
+                for name in files:
+                    full = os.path.join(folder, name)
+                    zf.write(full, os.path.normpath(os.path.join(rel, name)))
+        os.replace(path + ".tmp", path)
+        return ["--py-files", path]
 
     def _on_signal(self, signum, _frame):
         self.cancel_requested = True
@@ -157,7 +179,7 @@ class Supervisor:
             if not self.cancel_requested and os.path.exists(os.path.join(self.run_dir, CANCEL)):
                 self.cancel_requested = True
             if self.cancel_requested and kill_at is None:
-                self._signal_group(signal.SIGTERM)
+                self._terminate()
                 kill_at = now + self._requested_grace(grace)
             elif kill_at is not None and now >= kill_at:
                 self._signal_group(signal.SIGKILL)
@@ -173,6 +195,21 @@ class Supervisor:
                 return max(0.0, float(json.load(f).get("grace_period", default)))
         except (OSError, ValueError, AttributeError, TypeError):
             return default
+
+    def _terminate(self):
+        """SIGTERM to the script. Under spark-submit that is the Python driver, not the JVM that
+        started it: the JVM stays to relay the driver's output and ends the application when the
+        driver exits; SIGKILL to the whole group follows after the grace period."""
+        if not self.spec.get("launcher"):
+            return self._signal_group(signal.SIGTERM)
+        pids = [pid for pid in _group_members(self.child.pid) if pid != self.child.pid]
+        if not pids:
+            return self._signal_group(signal.SIGTERM)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _signal_group(self, sig):
         try:
@@ -246,6 +283,27 @@ class Supervisor:
         returncode = self.wait()
         self.finalize(returncode)
         return 0
+
+
+def _group_members(pgid):
+    """Pids of the processes in process group ``pgid`` (from /proc; empty where there is none)."""
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp. Zombies have exited already.
+        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
 
 
 def _detach(sup):
