@@ -206,6 +206,7 @@ def test_logs_follow_streams_while_the_run_runs(workspace, make_tree, cli, tmp_p
         rest, err = follower.communicate(timeout=120)
     finally:
         follower.kill()
+        flag.touch()  # whatever failed, the waiting script ends
     assert follower.returncode == 0 and rest == b"after\n"
     assert f"run {run.id} ended Completed" in err.decode()
     code, out, _ = cli("logs", run.id)
@@ -222,6 +223,9 @@ def test_ctrl_c_stops_following_not_the_run(workspace, make_tree, tmp_path):
         assert follower.stdout.readline() == b"before\n"
         follower.send_signal(signal.SIGINT)
         _, err = follower.communicate(timeout=60)
+    except BaseException:
+        flag.touch()  # never leave the waiting script behind
+        raise
     finally:
         follower.kill()
     assert follower.returncode == 130

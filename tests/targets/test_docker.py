@@ -33,7 +33,7 @@ from airflow_provider_mltrain import (
 from airflow_provider_mltrain.core.errors import TargetUnreachable
 from airflow_provider_mltrain.hooks.docker import DockerComputeHook
 from airflow_provider_mltrain.targets.docker import DockerOptions, DockerTarget, container_name
-from tests.targets.harnesses.docker import CONN_ID, docker_connection, require_docker
+from tests.targets.harnesses.docker import CONN_ID, docker_connection, remove_test_containers, require_docker
 from tests.targets.test_target_suite import wait_until
 
 pytestmark = pytest.mark.integration
@@ -45,10 +45,7 @@ def docker_conn(monkeypatch):
     monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "0.5")
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
     yield CONN_ID
-    client = _client()
-    for container in client.containers.list(all=True, filters={"label": f"mltrain.target={CONN_ID}"}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True)
+    remove_test_containers(CONN_ID)
 
 
 def _client():
@@ -381,9 +378,8 @@ def test_cleanup_policy(workspace, docker_conn, make_tree, policy, kept_after_su
     for thread in threading.enumerate():  # removal runs off the waiting path: let it finish
         if thread.name.startswith("rm-mltrain-"):
             thread.join(timeout=60)
-    names = {
-        c.name for c in _client().containers.list(all=True, filters={"label": f"mltrain.target={CONN_ID}"})
-    }
+    listed = _client().containers.list(all=True, sparse=True, filters={"label": f"mltrain.target={CONN_ID}"})
+    names = {c.attrs["Names"][0].lstrip("/") for c in listed}  # sparse: no inspect of each
     assert (container_name(ok.id) in names) == kept_after_success
     assert (container_name(bad.id) in names) == kept_after_failure
     assert "1" in ok.get_log_tail() and bad.get_details()["exit_code"] == 2  # collected either way
@@ -550,14 +546,10 @@ def test_prune_removes_blobs_no_recent_snapshot_uses(workspace, docker_conn, mak
         again.wait_for_completion()
         assert "old" in again.get_log_tail()
     finally:
-        for thread in threading.enumerate():  # background removals of finished containers
-            if thread.name.startswith("rm-mltrain-"):
-                thread.join(timeout=60)
-        client = docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
-        for c in client.containers.list(all=True, filters={"label": f"mltrain.target={target.name}"}):
-            with contextlib.suppress(docker.errors.APIError):
-                c.remove(force=True)
-        client.volumes.get(target.volume).remove(force=True)
+        remove_test_containers(target.name)
+        docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"]).volumes.get(
+            target.volume
+        ).remove(force=True)
 
 
 def test_mltrain_target_prune_command(workspace, docker_conn, make_tree, capsys):

@@ -28,6 +28,25 @@ def docker_connection(**extra: Any) -> str:
     )
 
 
+def remove_test_containers(target_name: str) -> None:
+    """Remove the containers of a test target, once the target's background removals are done."""
+    import threading
+
+    import docker
+
+    for thread in threading.enumerate():
+        if thread.name.startswith("rm-mltrain-"):
+            thread.join(timeout=60)
+    client = docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
+    # sparse: no inspect per container, which fails for one being removed meanwhile
+    for container in client.containers.list(
+        all=True, sparse=True, filters={"label": f"mltrain.target={target_name}"}
+    ):
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+    client.close()
+
+
 def require_docker() -> None:
     if not os.environ.get("MLTRAIN_TEST_DOCKER_HOST"):
         service_missing("no Docker engine: run `make test` (tests/services/docker.sh starts one)")
@@ -86,10 +105,5 @@ class DockerHarness(Harness):
         return self.read_working_file(run, "train.py") is None
 
     def teardown(self):
-        import docker
 
-        client = docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
-        for container in client.containers.list(all=True, filters={"label": f"mltrain.target={CONN_ID}"}):
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
-        client.close()
+        remove_test_containers(CONN_ID)
