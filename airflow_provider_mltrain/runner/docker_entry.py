@@ -3,8 +3,9 @@
 Standard library only, any Python >= 3.9: it runs inside the user's image.
 
 Usage: ``python3 docker_entry.py RUN_DIR CACHE_DIR SNAPSHOT_ID``. ``CACHE_DIR/manifests/<id>.json``
-is the snapshot's manifest (the same format as the workspace's snapshot store); each file's content
-is ``CACHE_DIR/blobs/<hash[:2]>/<hash[2:]>``, sent there by the controller through the Docker API.
+is the snapshot's manifest (the same format as the workspace's snapshot store), or
+``<id>.delta.json`` its changes to a base snapshot's full manifest; each file's content is
+``CACHE_DIR/blobs/<hash[:2]>/<hash[2:]>``, sent there by the controller through the Docker API.
 Files are copied, not linked: the script may write to its working copy, never to the cache.
 The supervisor runs as a child; signals are passed on to it, and when it is done the working copy
 is removed so that the run folder holds only what the controller collects.
@@ -60,6 +61,24 @@ def materialize(manifest, blobs, dest):
         os.symlink(link_target, path)
 
 
+def load_manifest(folder, snapshot_id):
+    """The full manifest: ``<id>.json``, or ``<id>.delta.json`` applied to its base's full one."""
+    path = os.path.join(folder, snapshot_id + ".json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    with open(os.path.join(folder, snapshot_id + ".delta.json"), encoding="utf-8") as f:
+        delta = json.load(f)
+    with open(os.path.join(folder, delta["base"] + ".json"), encoding="utf-8") as f:
+        base = json.load(f)
+    files = dict((entry[0], entry) for entry in base["files"])
+    for path in delta["removed"]:
+        files.pop(path, None)
+    for entry in delta["files"]:
+        files[entry[0]] = entry
+    return {"files": [files[p] for p in sorted(files)], "symlinks": delta["symlinks"], "dirs": delta["dirs"]}
+
+
 def main(argv):
     if len(argv) != 3:
         sys.stderr.write("usage: docker_entry.py RUN_DIR CACHE_DIR SNAPSHOT_ID\n")
@@ -70,8 +89,7 @@ def main(argv):
         tmp = snapshot + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            with open(os.path.join(cache, "manifests", snapshot_id + ".json"), encoding="utf-8") as f:
-                manifest = json.load(f)
+            manifest = load_manifest(os.path.join(cache, "manifests"), snapshot_id)
             materialize(manifest, os.path.join(cache, "blobs"), tmp)
         except (OSError, ValueError) as exc:
             # The supervisor never ran: leave a status the controller can read, then stop.

@@ -61,12 +61,22 @@ cache, days = sys.argv[1], float(sys.argv[2])
 cutoff = time.time() - days * 86400
 keep = set()
 folder = os.path.join(cache, "manifests")
-for name in os.listdir(folder) if os.path.isdir(folder) else []:
+names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+def sid(name):
+    return name.split(".")[0]
+def last_use(name):
+    used = os.path.join(cache, "used", sid(name))
+    return max(os.stat(p).st_mtime for p in (os.path.join(folder, name), used) if os.path.exists(p))
+kept = {n for n in names if last_use(n) >= cutoff}
+for name in list(kept):  # a delta manifest needs its base's full manifest
+    if name.endswith(".delta.json"):
+        with open(os.path.join(folder, name)) as f:
+            kept.add(json.load(f)["base"] + ".json")
+for name in names:
     path = os.path.join(folder, name)
-    used = os.path.join(cache, "used", name[: -len(".json")])
-    last = max(os.stat(p).st_mtime for p in (path, used) if os.path.exists(p))
-    if last < cutoff:
+    if name not in kept:
         os.unlink(path)  # first: the volume no longer claims to hold this snapshot
+        used = os.path.join(cache, "used", sid(name))
         if os.path.exists(used):
             os.unlink(used)
         continue
@@ -593,7 +603,8 @@ class DockerTarget(ComputeTarget):
         blobs it lacks and then the snapshot's manifest, a marker saying this run started, the
         runner when this version is new to it; into the container, the run folder."""
         cache = CACHE.lstrip("/")
-        missing = self._missing_blobs(container, snapshot, store)
+        missing, base = self._missing_blobs(container, snapshot, store)
+        delta = None
         needed = {f.hash: f for f in snapshot.files}
         sent_bytes = 0
         with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
@@ -607,9 +618,14 @@ class DockerTarget(ComputeTarget):
                         with open(store.blob_path(digest), "rb") as f:
                             tar.addfile(info, f)
                         sent_bytes += info.size
-                    # After the blobs: the manifest in the volume says it holds all of them.
-                    manifest = json.dumps(snapshot.to_dict()).encode()
-                    _add_bytes(tar, f"{cache}/manifests/{snapshot.id}.json", manifest, 0o444)
+                    # After the blobs: the manifest in the volume says it holds all of them. Against
+                    # a full manifest the volume has, only the difference travels.
+                    delta = _delta_manifest(snapshot, base) if base is not None else None
+                    if delta is not None:
+                        body, name = json.dumps(delta).encode(), f"{snapshot.id}.delta.json"
+                    else:
+                        body, name = json.dumps(snapshot.to_dict()).encode(), f"{snapshot.id}.json"
+                    _add_bytes(tar, f"{cache}/manifests/{name}", body, 0o444)
                 _add_bytes(tar, f"{cache}/started/{spec.run_id}", owner.encode(), 0o444)
                 _add_bytes(tar, f"{cache}/used/{snapshot.id}", b"", 0o444)  # its time: last use, for pruning
                 cache_bytes = tar.offset
@@ -630,6 +646,7 @@ class DockerTarget(ComputeTarget):
                 "/", _Reporting(spool, end, self.upload_progress) if self.upload_progress else spool
             )
         self.last_upload = {
+            "delta_manifest": int(delta is not None),
             "blobs": len(missing or ()),
             "bytes": sent_bytes,
             "files": len(needed),
@@ -638,18 +655,23 @@ class DockerTarget(ComputeTarget):
         }
         log.debug("Run %s: sent %s", spec.run_id, self.last_upload)
 
-    def _missing_blobs(self, container: Any, snapshot: Snapshot, store: SnapshotStore) -> list[str] | None:
-        """Blobs of ``snapshot`` the volume lacks; None when it holds the whole snapshot already.
+    def _missing_blobs(
+        self, container: Any, snapshot: Snapshot, store: SnapshotStore
+    ) -> tuple[list[str] | None, Snapshot | None]:
+        """Blobs of ``snapshot`` the volume lacks (None: it holds the whole snapshot already), and
+        the snapshot with a full manifest there that a delta manifest can be written against.
 
         The volume is asked about the snapshots this workspace sent last (one request each): the
         blobs of every one it confirms are there; the rest are sent.
         """
-        if self._stat(container, f"{CACHE}/manifests/{snapshot.id}.json") is not None:
-            return None
+        for suffix in (".json", ".delta.json"):
+            if self._stat(container, f"{CACHE}/manifests/{snapshot.id}{suffix}") is not None:
+                return None, None
         needed = {f.hash for f in snapshot.files}
         present: set[str] = set()
+        base = None
         for sent in self._sent_snapshots():
-            if sent == snapshot.id or not needed - present:
+            if sent == snapshot.id or (not needed - present and base is not None):
                 continue
             try:
                 manifest = store.get(sent)
@@ -657,7 +679,10 @@ class DockerTarget(ComputeTarget):
                 continue
             if self._stat(container, f"{CACHE}/manifests/{sent}.json") is not None:
                 present.update(f.hash for f in manifest.files)
-        return sorted(needed - present)
+                base = base or manifest
+            elif self._stat(container, f"{CACHE}/manifests/{sent}.delta.json") is not None:
+                present.update(f.hash for f in manifest.files)
+        return sorted(needed - present), base
 
     def prune_cache(self, days: float) -> dict[str, int]:
         """Delete the volume's manifests older than ``days`` and the blobs no newer manifest lists.
@@ -980,6 +1005,26 @@ def _runner_hash() -> str:
     for rel, data in _runner_files():
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()[:16]
+
+
+def _delta_manifest(snapshot: Snapshot, base: Snapshot) -> dict[str, Any] | None:
+    """``snapshot``'s manifest as changes to ``base``'s (whose full manifest the volume holds);
+    None when most files changed and the full manifest is as small."""
+    before = {f.path: [f.path, f.hash, f.size, f.mode] for f in base.files}
+    after = {f.path: [f.path, f.hash, f.size, f.mode] for f in snapshot.files}
+    changed = [entry for path, entry in after.items() if before.get(path) != entry]
+    removed = sorted(before.keys() - after.keys())
+    if 2 * (len(changed) + len(removed)) > len(after):
+        return None
+    full = snapshot.to_dict()
+    return {
+        "version": full["version"],
+        "base": base.id,
+        "files": changed,
+        "removed": removed,
+        "symlinks": full["symlinks"],
+        "dirs": full["dirs"],
+    }
 
 
 class _Reporting:

@@ -215,7 +215,8 @@ def test_without_any_image_the_error_says_where_to_set_one(workspace, monkeypatc
 def test_resubmission_sends_only_the_changed_blob(workspace, docker_conn, make_tree):
     nonce = os.urandom(8).hex()  # the volume outlives test sessions: make these blobs new to it
     files = {f"data/part{i:03}.txt": f"content {i} {nonce}\n" * 50 for i in range(200)}
-    src = make_tree({"train.py": "import os\nprint(len(os.listdir('data')))\n", **files})
+    train = "import os\nprint(len(os.listdir('data')), open('data/part007.txt').read()[:7])\n"
+    src = make_tree({"train.py": train, **files})
     target = target_for(workspace)
     first = submit(workspace, target, src)
     assert target.last_upload["blobs"] == 201 and target.last_upload["files"] == 201
@@ -225,7 +226,10 @@ def test_resubmission_sends_only_the_changed_blob(workspace, docker_conn, make_t
     second = submit(workspace, target, src)
     assert target.last_upload["blobs"] == 1 and target.last_upload["files"] == 201
     assert target.last_upload["bytes"] == len("changed\n")
+    # The manifest travels as its difference to the first one: the cache's part stays small.
+    assert target.last_upload["delta_manifest"] == 1 and target.last_upload["cache_bytes"] < 8192
     second.wait_for_completion()
+    assert "200 changed" in second.get_log_tail()
     third = submit(workspace, target, src)  # the same snapshot again: nothing to send
     assert target.last_upload["blobs"] == 0
     third.wait_for_completion()
