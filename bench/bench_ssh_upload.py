@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
+    # The tree is bigger than the default snapshot limits (2,000 files): raise them for it.
+    os.environ.setdefault("MLTRAIN_SNAPSHOT_MAX_FILES", str(args.files * 2))
+    os.environ.setdefault("MLTRAIN_SNAPSHOT_MAX_SIZE_MB", str(args.mb * 2))
     env = {
         k: os.environ[f"MLTRAIN_TEST_SSH_{k}"] for k in ("HOST", "PORT", "USER", "KEY_FILE", "KNOWN_HOSTS")
     }
