@@ -1,8 +1,9 @@
 """The UI for real: a real ``airflow api-server`` (SQLite, simple auth manager) and Debian's Chromium.
 
 The server reads the session's workspace of real runs (tests/plugins/conftest.py) plus the run a
-real ``ScriptRunOperator`` task submitted through ``airflow dags test``. Screenshots land in
-docs/images/ for docs/ui.md.
+real ``ScriptRunOperator`` task submitted through ``airflow dags test``. Screenshots are taken on
+every run into a temporary folder; with ``MLTRAIN_UPDATE_DOC_IMAGES=1`` they replace docs/images/
+(the pictures in docs/ui.md), so a plain ``make test`` leaves the tree clean.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
@@ -33,7 +35,11 @@ from tests.targets.harnesses import service_missing
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
+IMAGES = (
+    ROOT / "docs" / "images"
+    if os.environ.get("MLTRAIN_UPDATE_DOC_IMAGES") == "1"
+    else Path(tempfile.mkdtemp(prefix="mltrain-ui-screenshots-"))
+)
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -221,6 +227,7 @@ def login(page, server: Server, user: str = "viewer", start: str = "/mltrain/") 
 def shot(page, name: str, full_page: bool = True) -> None:
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMAGES / name), full_page=full_page)
+    assert (IMAGES / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def assert_chart_drawn(frame) -> None:
