@@ -28,7 +28,7 @@ def airflow_home(tmp_path_factory):
     return home
 
 
-def _env(home: Path, dags: Path) -> dict[str, str]:
+def _env(home: Path, dags: Path = ROOT / "dags_examples", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLTRAIN"))}
     env.update(
         AIRFLOW_HOME=str(home),
@@ -36,6 +36,7 @@ def _env(home: Path, dags: Path) -> dict[str, str]:
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         MLTRAIN_WORKSPACE=str(home / "mltrain"),
         MLTRAIN_EXAMPLE_DATA=str(home / "example-data"),
+        **extra,
     )
     return env
 

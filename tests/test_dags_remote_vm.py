@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from airflow_provider_mltrain import Workspace
 from tests.targets.harnesses.ssh import connection_json, require_ssh
+from tests.test_dags import AIRFLOW, ROOT, _env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
-
-ROOT = Path(__file__).resolve().parent.parent
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
-
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLTRAIN"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags_examples"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        MLTRAIN_WORKSPACE=str(home / "mltrain"),
-        **extra,
-    )
-    return env
 
 
 @pytest.fixture(scope="module")
