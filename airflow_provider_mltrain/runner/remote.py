@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 
@@ -372,6 +373,39 @@ def cleanup(root, run_id, whole):
     return {"removed": True}
 
 
+def pack_env(envs, interpreter):
+    """The managed venv ``interpreter`` belongs to, packed once as ``<envs>/<name>.tar.gz`` for Spark
+    executors (``--archives``); ``None`` when ``interpreter`` is not one of ``envs`` (user-managed).
+
+    Packed under the environment's build lock into a temporary name, then renamed: a reader never
+    sees a partial archive, and concurrent runs pack once.
+    """
+    envs = os.path.realpath(envs)
+    bindir = os.path.dirname(interpreter)
+    venv = os.path.dirname(bindir)
+    if os.path.basename(bindir) != "bin" or os.path.realpath(os.path.dirname(venv)) != envs:
+        return {"archive": None}
+    name = os.path.basename(venv)
+    archive = os.path.join(envs, name + ".tar.gz")
+    if os.path.exists(archive):
+        return {"archive": archive}
+    with open(os.path.join(envs, name + ".lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not os.path.exists(archive):
+            tmp = os.path.join(envs, ".%s.tar.gz.%s" % (name, uuid.uuid4().hex))
+            try:
+                with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+                    tar.add(os.path.join(envs, name), arcname=".")
+                os.replace(tmp, archive)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+                raise
+    return {"archive": archive}
+
+
 def pids_alive(pids):
     """Whether each process exists (zombies count as gone)."""
     out = []
@@ -422,6 +456,8 @@ def main(argv=None):
             result = cleanup(args[0], args[1], args[2] == "all")
         elif command == "pids-alive":
             result = pids_alive([int(a) for a in args])
+        elif command == "pack-env":
+            result = pack_env(args[0], args[1])
         elif command == "free-space":
             result = free_space(args[0])
         else:

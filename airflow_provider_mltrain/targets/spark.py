@@ -6,14 +6,13 @@ or in the SSH target's ``runs/<run_id>/`` (the edge node), and is run by the sam
 local and SSH targets, which starts ``spark-submit`` instead of the interpreter when the run's
 framework is ``pyspark`` (the command line travels in ``run.json`` as ``launcher``). The snapshot is
 the driver's working folder and, zipped, its ``--py-files``. Executors get the run's managed
-environment packed as a venv archive (``--archives env.tar.gz#environment``; this machine only), or
-the cluster's own Python for a user-managed one.
+environment packed as a venv archive (``--archives env.tar.gz#environment``, packed where it was
+built: here or on the gateway), or the cluster's own Python for a user-managed one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import importlib.util
 import json
 import logging
@@ -22,7 +21,6 @@ import posixpath
 import re
 import shutil
 import socket
-import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
+from airflow_provider_mltrain.runner import remote
 from airflow_provider_mltrain.targets.local import LocalTarget
 
 if TYPE_CHECKING:
@@ -376,15 +375,6 @@ class SparkTarget(LocalTarget):
             check_java()
             check_reachable(self.settings.master)
             return
-        where = self.gateway.settings.host
-        if env.managed:
-            raise InvalidRunConfig(
-                f"Environment {env.name!r} is managed (requirements or a Python version), which the Spark "
-                f"target {self.name!r} does not build on its SSH gateway {where} yet. Use a user-managed "
-                "environment: install the packages in a Python on the gateway and on the cluster's nodes and "
-                "give its path as interpreter_path (or as the ssh connection's interpreter_path extra), "
-                "or submit from the gateway itself (a spark connection without gateway-conn-id)."
-            )
         self.gateway.check_environment(env)
         self.check_gateway(env.python.interpreter_path)
 
@@ -491,7 +481,7 @@ class SparkTarget(LocalTarget):
         opts = spec.target_options
         conf = {**self.settings.conf, **opts.get("conf", {})}
         interpreter = spec.interpreter
-        archive = self._packed_environment(interpreter) if interpreter and self.gateway is None else None
+        archive = self._packed_environment(interpreter) if interpreter else None
         if interpreter:
             conf["spark.pyspark.driver.python"] = interpreter
         if archive:
@@ -523,29 +513,16 @@ class SparkTarget(LocalTarget):
         return argv
 
     def _packed_environment(self, interpreter: str) -> str | None:
-        """The managed venv ``interpreter`` belongs to, as a tar.gz for executors (packed once)."""
-        envs = (self.root / "envs").resolve()
-        path = Path(interpreter)
-        if path.parent.name != "bin" or path.parent.parent.parent.resolve() != envs:
-            return None  # user-managed: executors use the cluster's Python
-        venv = path.parent.parent
-        archive = envs / f"{venv.name}.tar.gz"
-        if archive.exists():
-            return str(archive)
-        with open(envs / f"{venv.name}.lock", "a+") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            if not archive.exists():
-                tmp = archive.with_name(f".{archive.name}.{os.getpid()}")
-                try:
-                    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
-                        tar.add(venv, arcname=".")
-                    os.replace(tmp, archive)
-                except OSError as exc:
-                    tmp.unlink(missing_ok=True)
-                    raise TargetError(
-                        f"Packing the environment {venv} for the executors failed: {exc}"
-                    ) from exc
-        return str(archive)
+        """The managed venv ``interpreter`` belongs to, as a tar.gz for executors (packed once, on the
+        gateway when there is one); None for a user-managed interpreter (executors use the cluster's)."""
+        if self.gateway is not None:
+            return self.gateway.pack_environment(interpreter)
+        try:
+            return remote.pack_env(str(self.root / "envs"), interpreter)["archive"]
+        except OSError as exc:
+            raise TargetError(
+                f"Packing the environment of {interpreter} for the executors failed: {exc}"
+            ) from exc
 
     # -- observe -------------------------------------------------------------------------------
 

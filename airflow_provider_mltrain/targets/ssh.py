@@ -709,6 +709,12 @@ class SSHTarget(ComputeTarget):
             seconds=info["seconds"],
         )
 
+    def pack_environment(self, interpreter: str) -> str | None:
+        """The managed environment ``interpreter`` belongs to, packed once as a tar.gz on the remote (for
+        Spark executors); None when it is not one of this target's environments."""
+        answer = self._helper("pack-env", posixpath.join(self.root, "envs"), interpreter)
+        return answer.get("archive")
+
     # -- start -----------------------------------------------------------------------------------
 
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:

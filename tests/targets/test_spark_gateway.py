@@ -221,12 +221,45 @@ def test_master_unreachable_from_the_gateway_is_named_before_submission(workspac
     assert workspace.store.list_runs() == []
 
 
-def test_managed_environment_is_refused_on_an_ssh_gateway(workspace, gateway, make_tree):
-    src = make_tree({"job.py": "print(1)\n"})
+def test_managed_environment_is_built_and_packed_on_the_gateway(workspace, gateway, make_tree):
+    """A managed environment is built on the edge node (as on the ssh target) and packed there for the
+    executors, which unpack it as ./environment: the driver and the executors run the same packages."""
+    src = make_tree(
+        {
+            "job.py": """
+        import sys
+        from pyspark.sql import SparkSession
+        sc = SparkSession.builder.getOrCreate().sparkContext
+        def probe(_):
+            import six, sys
+            return six.__version__, sys.executable
+        print("executors", sorted(set(sc.parallelize(range(4), 4).map(probe).collect())))
+        import six
+        print("driver", six.__version__, sys.executable)
+    """
+        }
+    )
     environment = Environment(name="six", python=PythonSection(requirements=["six==1.17.0"]))
-    with pytest.raises(InvalidRunConfig, match=r"'six' is managed .* SSH gateway 127\.0\.0\.1 yet"):
-        submit(workspace, src, environment=environment)
-    assert workspace.store.list_runs() == []
+    run = submit(workspace, src, environment=environment)
+    assert run.wait_for_completion()["status"] == "Completed"
+    tail = run.get_log_tail()
+    executors = next(line for line in tail.splitlines() if line.startswith("executors"))
+    assert "'1.17.0'" in executors and "/environment/bin/python" in executors
+    gw = run.target.gateway
+    envs = posixpath.join(gw.root, "envs")
+    digest = environment.content_hash()
+    assert f"driver 1.17.0 {envs}/{digest}/bin/python" in tail
+    assert run.get_details()["environment"]["packages"] == ["six==1.17.0"]
+    listing = gw.with_sftp(lambda sftp: sftp.listdir(envs))
+    assert f"{digest}.tar.gz" in listing
+    assert not [name for name in listing if ".tar.gz." in name]  # no temporary archive left behind
+    # The next run reuses both the build and the archive.
+    before = gw.with_sftp(lambda sftp: sftp.stat(posixpath.join(envs, f"{digest}.tar.gz")).st_mtime)
+    again = submit(workspace, src, environment=environment)
+    assert again.wait_for_completion()["status"] == "Completed"
+    assert again.get_details()["environment"]["cache_hit"] is True
+    after = gw.with_sftp(lambda sftp: sftp.stat(posixpath.join(envs, f"{digest}.tar.gz")).st_mtime)
+    assert after == before
 
 
 def test_connection_test_checks_spark_on_the_gateway(gateway):
