@@ -8,6 +8,7 @@ process entirely, can follow a run by id.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +138,11 @@ class ComputeTarget(abc.ABC):
     @abc.abstractmethod
     def list_files(self, run_id: str) -> list[str]:
         """Names (``outputs/...``, ``logs/...``) of the run's files so far."""
+
+    def wait_for_change(self, run_id: str, seconds: float) -> None:
+        """Block for up to ``seconds``; a target that can tell cheaply that the run's status may have
+        changed returns as soon as it did, so a followed run ends without waiting out a poll interval."""
+        time.sleep(seconds)
 
     @abc.abstractmethod
     def request_cancel(self, run_id: str, grace_period: float) -> None:

@@ -261,7 +261,7 @@ class Run:
             delay = min(delay * 1.3, poll_interval)
             if deadline is not None:
                 delay = max(0.0, min(delay, deadline - time.monotonic()))
-            time.sleep(delay)
+            self.target.wait_for_change(self.id, delay)
         details = self.get_details()
         if raise_on_error and status != RunStatus.COMPLETED:
             tail = self.get_log_tail()

@@ -536,6 +536,11 @@ class SparkTarget(LocalTarget):
             return self.gateway.runner_alive(run_id, status)
         return super().runner_alive(run_id, status)
 
+    def wait_for_change(self, run_id: str, seconds: float) -> None:
+        if self.gateway is not None:
+            return self.gateway.wait_for_change(run_id, seconds)
+        return super().wait_for_change(run_id, seconds)
+
     def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
         if self.gateway is not None:
             return self.gateway.read_file(run_id, name, offset)
