@@ -857,6 +857,24 @@ class DockerTarget(ComputeTarget):
             return f"container {container.name} stopped with exit code {code}{detail}"
         return None
 
+    def wait_for_change(self, run_id: str, seconds: float) -> None:
+        """Returns when the run's container stops (the daemon's wait endpoint) or after ``seconds``.
+
+        The end of a run is what a follower waits for; earlier changes are seen at its next poll.
+        """
+        from docker.errors import DockerException
+        from requests.exceptions import RequestException
+
+        started = time.monotonic()
+        try:
+            container = self._container(run_id)
+            if container is not None and container.status == "running":
+                self.client().api.wait(container.id, timeout=max(seconds, 0.01))
+                return
+        except (DockerException, RequestException):
+            pass  # ReadTimeout: still running after `seconds`; else the next poll says what is wrong
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+
     def _path(self, run_id: str, name: str) -> str:
         parts = name.split("/")
         if not name or name.startswith("/") or ".." in parts or parts[0] not in (*COLLECTED, "status.json"):

@@ -420,6 +420,22 @@ def test_container_killed_from_outside_fails_the_run_with_the_reason(workspace, 
     assert "exit code 137" in details["error"] and "killed" in details["error"]
 
 
+def test_a_follower_wakes_when_the_container_stops(workspace, docker_conn, make_tree):
+    """wait_for_change follows the daemon's wait endpoint: a follower sees the run end when its
+    container stops, not at its next poll, and a still-running run keeps it waiting."""
+    src = make_tree({"train.py": "import time\nprint('up', flush=True)\ntime.sleep(4)\n"})
+    run = submit(workspace, docker_conn, src)
+    wait_until(lambda: "up" in run.get_log_tail(), timeout=60)
+    target = run.target
+    target.wait_for_change(run.id, 0.2)  # running: returns after its time, without an error
+    woke = threading.Event()
+    waiter = threading.Thread(target=lambda: (target.wait_for_change(run.id, 600), woke.set()), daemon=True)
+    waiter.start()
+    assert woke.wait(120), "wait_for_change slept on after the container stopped"
+    assert _client().containers.get(container_name(run.id)).status == "exited"
+    assert run.wait_for_completion(poll_interval=600)["status"] == "Completed"
+
+
 def test_a_new_controller_reattaches_and_the_run_happens_once(workspace, docker_conn, make_tree, request):
     run_id = f"dag.task.{os.urandom(6).hex()}"  # run ids stay taken on the daemon's volume
     src = make_tree(
