@@ -406,6 +406,29 @@ def pack_env(envs, interpreter):
     return {"archive": archive}
 
 
+def wait_change(run_dir, seconds):
+    """Return when the supervisor replaces ``status.json`` (every change and heartbeat), looked at
+    every 0.1 s, or after ``seconds``."""
+    path = os.path.join(run_dir, "status.json")
+
+    def stamp():
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return [st.st_ino, st.st_mtime_ns, st.st_size]
+
+    first = stamp()
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return {"changed": False}
+        time.sleep(min(0.1, left))
+        if stamp() != first:
+            return {"changed": True}
+
+
 def pids_alive(pids):
     """Whether each process exists (zombies count as gone)."""
     out = []
@@ -456,6 +479,8 @@ def main(argv=None):
             result = cleanup(args[0], args[1], args[2] == "all")
         elif command == "pids-alive":
             result = pids_alive([int(a) for a in args])
+        elif command == "wait-change":
+            result = wait_change(args[0], float(args[1]))
         elif command == "pack-env":
             result = pack_env(args[0], args[1])
         elif command == "free-space":

@@ -59,6 +59,8 @@ SINGLE_BLOB_BYTES = 8 << 20
 UPLOAD_CHUNK = 1 << 20
 COLLECTED = ("outputs", "logs")
 MIN_PYTHON = (3, 9)
+# wait_for_change waits on the remote host for at least this long; shorter waits just sleep here.
+_REMOTE_WAIT_MIN = 1.0
 T = TypeVar("T")
 
 # Asks the remote Python what it is; a constant: nothing user-given is in it.
@@ -611,12 +613,14 @@ class SSHTarget(ComputeTarget):
             raise
         return final
 
-    def _helper(self, command: str, *args: str, request: Any = None) -> dict[str, Any]:
+    def _helper(
+        self, command: str, *args: str, request: Any = None, timeout: float | None = 300.0
+    ) -> dict[str, Any]:
         """Run ``runner/remote.py COMMAND ARGS`` on the remote; its JSON answer."""
         python = self.python()["executable"]
         script = posixpath.join(self._runner_dir(), "remote.py")
         stdin = json.dumps(request).encode() if request is not None else b""
-        code, out, err = self._run([python, "-I", "-S", script, command, *args], stdin=stdin)
+        code, out, err = self._run([python, "-I", "-S", script, command, *args], stdin=stdin, timeout=timeout)
         lines = out.decode("utf-8", "replace").strip().splitlines()
         try:
             answer = json.loads(lines[-1])
@@ -890,6 +894,19 @@ class SSHTarget(ComputeTarget):
         return sorted(rel for rel, _ in self._sftp(lambda sftp: _walk(sftp, run_dir, COLLECTED)))
 
     # -- stop ------------------------------------------------------------------------------------
+
+    def wait_for_change(self, run_id: str, seconds: float) -> None:
+        """Waits on the remote host for the supervisor to replace ``status.json``, up to ``seconds``
+        (short waits are plain sleeps: not worth a remote process)."""
+        if seconds < _REMOTE_WAIT_MIN:
+            time.sleep(seconds)
+            return
+        started = time.monotonic()
+        try:
+            self._helper("wait-change", self.run_dir(run_id), f"{seconds:.3f}", timeout=seconds + 60)
+        except (TargetError, OSError, paramiko.SSHException) as exc:
+            log.debug("Run %s: waiting on %s for a change failed: %s", run_id, self.settings.host, exc)
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))  # the next poll says what is wrong
 
     def request_cancel(self, run_id: str, grace_period: float) -> None:
         self._helper("cancel", self.run_dir(run_id), repr(float(grace_period)))

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -252,6 +253,22 @@ def test_lost_runner_is_failed_with_a_reason(workspace, target, harness, make_tr
     assert run.get_status() == "Failed"
     assert "runner" in run.get_details()["error"] and "stopped" in run.get_details()["error"]
     wait_until(lambda: harness.pids_alive(run, [pid]) == [False], timeout=5)  # the orphan ends too
+
+
+def test_a_follower_wakes_when_the_run_changes(workspace, target, make_tree):
+    """wait_for_change (between two polls of wait_for_completion and the operator) returns when the
+    run changes on the target, not after the whole poll interval."""
+    src = make_tree({"train.py": "import time\nprint('up', flush=True)\ntime.sleep(2)\n"})
+    run = submit(workspace, target, src)
+    wait_until(lambda: "up" in run.get_log_tail(), timeout=120)
+    woke = threading.Event()
+    target_object = run.target
+    waiter = threading.Thread(
+        target=lambda: (target_object.wait_for_change(run.id, 600), woke.set()), daemon=True
+    )
+    waiter.start()
+    assert woke.wait(120), "wait_for_change slept on after the run changed"
+    assert run.wait_for_completion()["status"] == "Completed"
 
 
 def test_heartbeat_advances_while_running(workspace, target, make_tree):
