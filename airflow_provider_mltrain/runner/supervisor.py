@@ -242,9 +242,20 @@ class Supervisor:
                 error = "script killed by %s" % name
             else:
                 error = "script exited with code %d" % returncode
+                summary = self._exception_summary()
+                if summary:
+                    error += ": " + summary
         else:
             state = "Failed"
         self.set_state(state, exit_code=returncode, error=error, ended_at=_now())
+
+    def _exception_summary(self):
+        """What the bootstrap recorded of the exception the script ended with, if it raised."""
+        try:
+            with open(os.path.join(self.run_dir, "exception.txt"), encoding="utf-8", errors="replace") as f:
+                return f.read(2000).strip() or None
+        except OSError:
+            return None
 
     def _collect_script_folders(self):
         """Move the script's ./outputs and ./logs next to the run's own logs."""

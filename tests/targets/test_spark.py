@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -159,6 +160,11 @@ def test_pyspark_script_that_raises_fails_with_the_python_traceback(workspace, c
         run.wait_for_completion()
     assert err.value.status == "Failed" and err.value.exit_code not in (None, 0)
     assert "ZeroDivisionError" in str(err.value)  # the executor's Python traceback, through the driver
+    # The error names both the driver's exception and the executor's.
+    assert run.get_details()["error"] == (
+        "script exited with code 1: PythonException: An exception was thrown from the Python worker: "
+        "ZeroDivisionError: division by zero"
+    )
     assert "Traceback (most recent call last)" in err.value.log_tail
 
 
@@ -335,3 +341,130 @@ def test_missing_java_is_named_before_submission(workspace, monkeypatch, make_tr
     with pytest.raises(InvalidRunConfig, match="spark-submit needs Java"):
         submit(workspace, src, target="spark_local")
     assert workspace.store.list_runs() == []
+
+
+# -- executors lost mid-job: the run reflects Spark's own outcome ----------------------------------
+
+# Eight tasks of a few seconds each on two one-core executors: four waves, so an executor killed
+# while it runs a task is lost mid-stage. The squares are checked exactly; allexecutors (the live and
+# the lost ones) is kept for the test.
+LOSSY_JOB = """
+import json, os, time, urllib.request
+from pyspark.sql import SparkSession
+sc = SparkSession.builder.getOrCreate().sparkContext
+with open("outputs/.driver.json", "w") as f:
+    json.dump({"ui": sc.uiWebUrl, "app": sc.applicationId}, f)
+os.replace("outputs/.driver.json", "outputs/driver.json")
+
+def slow_square(x):
+    time.sleep(6)
+    return x * x
+
+print("squares", sc.parallelize(range(8), 8).map(slow_square).collect(), flush=True)
+url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/allexecutors"
+with urllib.request.urlopen(url) as resp:
+    json.dump(json.load(resp), open("outputs/allexecutors.json", "w"))
+"""
+
+
+def executor_pid(app_id: str, executor_id: str) -> int | None:
+    """The pid of the executor JVM ``executor_id`` of the application ``app_id``, found by its argv."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        args = [a.decode(errors="replace") for a in argv]
+        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" not in args:
+            continue
+        pairs = set(itertools.pairwise(args))
+        if ("--app-id", app_id) in pairs and ("--executor-id", executor_id) in pairs:
+            return int(proc.name)
+    return None
+
+
+def kill_a_busy_executor(run, harness_dir) -> tuple[str, str]:
+    """Wait until an executor of ``run``'s application runs a task, SIGKILL its JVM; (app id, executor id)."""
+    driver = wait_until(lambda: harness_dir(run, "outputs/driver.json"), timeout=120)
+    ui, app_id = json.loads(driver)["ui"], json.loads(driver)["app"]
+    url = f"{ui}/api/v1/applications/{app_id}/executors"
+
+    def busy():
+        executors = get_json(url)
+        return next((e["id"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0), None)
+
+    executor_id = wait_until(busy, timeout=120, interval=0.5)
+    pid = executor_pid(app_id, executor_id)
+    assert pid is not None, f"no JVM of executor {executor_id} of {app_id} on this machine"
+    os.kill(pid, signal.SIGKILL)
+    return app_id, executor_id
+
+
+def assert_application_ended(ui: str, app_id: str) -> None:
+    """The master recorded the application FINISHED and no worker still runs one of its executors."""
+
+    def ended():
+        state = get_json(f"{ui}/json/")
+        if app_id in {a["id"] for a in state["activeapps"]}:
+            return None
+        return next((a["state"] for a in state["completedapps"] if a["id"] == app_id), None)
+
+    def executors_left():
+        workers = get_json(f"{ui}/json/")["workers"]
+        reports = [get_json(f"{w['webuiaddress']}/json/") for w in workers]
+        return [e for r in reports for e in r["executors"] if e["appid"] == app_id]
+
+    assert wait_until(ended, timeout=60, interval=0.5) == "FINISHED"
+    wait_until(lambda: not executors_left(), timeout=60, interval=0.5)
+
+
+def test_executor_killed_mid_job_is_replaced_and_the_run_completes(
+    workspace, cluster, harness_dir, make_tree
+):
+    _, ui = cluster
+    src = make_tree({"job.py": LOSSY_JOB})
+    run = submit(workspace, src)
+    app_id, lost = kill_a_busy_executor(run, harness_dir)
+    details = run.wait_for_completion(timeout=300)
+    assert details["status"] == "Completed"
+    assert run.properties["spark.application_id"] == app_id
+    assert f"squares {[x * x for x in range(8)]}" in run.get_log_tail()
+    executors = json.loads((Path(details["output_dir"]) / "outputs/allexecutors.json").read_text())
+    gone = next(e for e in executors if e["id"] == lost)
+    assert gone["isActive"] is False and gone["removeReason"], gone  # Spark saw the executor lost
+    driver_log = (Path(details["output_dir"]) / "logs/spark_driver.log").read_text()
+    assert f"ExecutorLostFailure (executor {lost} exited" in driver_log  # ... with a task running
+    # The task lost with it ran again on another executor: eight successes in all (a result stage's
+    # finished tasks are not rerun).
+    assert sum(e["completedTasks"] for e in executors if e["id"] != "driver") == 8, executors
+    assert_application_ended(ui, app_id)
+
+
+def test_executor_killed_mid_job_without_task_retries_fails_the_run_with_sparks_reason(
+    workspace, cluster, harness_dir, make_tree
+):
+    _, ui = cluster
+    src = make_tree({"job.py": LOSSY_JOB})
+    # spark.task.maxFailures=1 alone is enough: the standalone master reports the executor's exit, and
+    # Spark counts an executor that exited as a failure of the tasks it ran ("ExecutorLostFailure ...
+    # exited caused by one of the running tasks"), so the first loss aborts the job.
+    run = submit(workspace, src, target_options={"conf": {"spark.task.maxFailures": "1"}})
+    app_id, lost = kill_a_busy_executor(run, harness_dir)
+    with pytest.raises(RunFailed) as err:
+        run.wait_for_completion(timeout=300)
+    assert err.value.status == "Failed" and err.value.exit_code not in (None, 0)
+    # Spark's reason heads the Py4JJavaError, whose JVM stack trace fills the log's last lines: the
+    # run's error carries it.
+    error = run.get_details()["error"]
+    assert error.startswith("script exited with code 1: Py4JJavaError: An error occurred while calling")
+    assert "SparkException: Job aborted due to stage failure" in error
+    assert f"ExecutorLostFailure (executor {lost} exited caused by one of the running tasks)" in error
+    assert error in str(err.value)
+    log = run.read_log().decode()
+    assert "org.apache.spark.SparkException: Job aborted due to stage failure" in log
+    assert "failed 1 times" in log
+    assert f"ExecutorLostFailure (executor {lost} exited caused by one of the running tasks)" in log
+    assert "squares [" not in log  # no result was printed
+    assert_application_ended(ui, app_id)

@@ -138,12 +138,14 @@ def test_failed_script_reports_exit_code_and_log_tail(workspace, target, make_tr
     assert details["status"] == "Failed" and details["error"] == "script exited with code 3"
 
 
-def test_traceback_lands_in_the_log(workspace, target, make_tree):
+def test_traceback_lands_in_the_log_and_the_exception_in_the_error(workspace, target, make_tree):
     src = make_tree({"train.py": "def f():\n    raise ValueError('bad data')\nf()\n"})
     run = submit(workspace, target, src)
     details = run.wait_for_completion(raise_on_error=False)
     assert details["exit_code"] == 1
     assert "ValueError: bad data" in run.get_log_tail()
+    # The error names the exception even when the log's last lines do not show it.
+    assert details["error"] == "script exited with code 1: ValueError: bad data"
 
 
 def test_show_output_streams_the_log(workspace, target, make_tree, capsys):
