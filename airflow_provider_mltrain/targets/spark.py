@@ -128,7 +128,7 @@ class SparkSettings:
             )
         check_master(self.master)
         check_binary(self.spark_binary)
-        check_deploy_mode(self.deploy_mode)
+        check_deploy_mode(self.deploy_mode, "deploy-mode")
 
 
 def check_master(master: str) -> None:
@@ -149,13 +149,18 @@ def check_binary(binary: str) -> None:
         )
 
 
-def check_deploy_mode(mode: str) -> None:
-    if mode != "client":
-        raise InvalidRunConfig(
-            f"deploy mode {mode!r} is not supported: runs use deploy mode 'client', so the driver runs "
-            "on the gateway where its log, metrics and ./outputs are collected. Remove deploy-mode "
-            "(or set it to client)."
-        )
+DEPLOY_MODES = ("client", "cluster")
+_CLUSTER_MODE = (
+    "runs use deploy mode 'client': the driver (your script) runs on the gateway, where its log, "
+    "metrics and ./outputs are collected. In cluster mode the driver would run on a cluster node, out "
+    "of reach, and a standalone master refuses Python drivers in cluster mode altogether."
+)
+
+
+def check_deploy_mode(mode: Any, where: str) -> None:
+    """``mode`` must be a deploy mode spark-submit knows; a connection may say cluster (see check_options)."""
+    if mode not in DEPLOY_MODES:
+        raise InvalidRunConfig(f"{where} {mode!r} is not a deploy mode: use client (or cluster).")
 
 
 def find_spark_submit(binary: str) -> str:
@@ -357,7 +362,7 @@ class SparkTarget(LocalTarget):
             if key == "conf":
                 out[key] = normalize_conf(value, "target_options['conf']")
             elif key == "deploy_mode":
-                check_deploy_mode(value)
+                check_deploy_mode(value, "target_options['deploy_mode']")
             elif _OPTIONS[key][1] is None:
                 if not isinstance(value, str) or not value.strip():
                     raise InvalidRunConfig(
@@ -366,6 +371,18 @@ class SparkTarget(LocalTarget):
                 out[key] = value.strip()
             else:
                 out[key] = _OPTIONS[key][1](key, value)
+        if options.get("deploy_mode") == "cluster":
+            raise InvalidRunConfig(
+                f"target_options['deploy_mode'] 'cluster' is not supported: {_CLUSTER_MODE} "
+                "Leave deploy_mode out, or set it to 'client'."
+            )
+        if self.settings.deploy_mode == "cluster" and options.get("deploy_mode") != "client":
+            raise InvalidRunConfig(
+                f"The spark connection {self.name!r} sets deploy-mode 'cluster', which runs cannot use: "
+                f"{_CLUSTER_MODE} Pass target_options={{'deploy_mode': 'client'}} to submit through this "
+                "connection anyway (the connection stays as it is for SparkSubmitOperator), or remove "
+                "deploy-mode from it."
+            )
         return framework, out
 
     def check_environment(self, env: Environment) -> None:

@@ -86,7 +86,7 @@ def test_kubernetes_namespace_becomes_a_spark_property(monkeypatch):
     ("conn", "message"),
     [
         ({"host": "local[*]", "extra": {"spark-binary": "python3"}}, "spark-binary 'python3' is not allowed"),
-        ({"host": "local[*]", "extra": {"deploy-mode": "cluster"}}, "deploy mode 'cluster' is not supported"),
+        ({"host": "local[*]", "extra": {"deploy-mode": "yarn"}}, "deploy-mode 'yarn' is not a deploy mode"),
         ({"host": "local[*]", "extra": {"spark_home": "/opt/x"}}, "unknown extras spark_home"),
         (
             {"host": "local[*]", "extra": {"spark-home": "/opt/x"}},

@@ -309,12 +309,28 @@ def test_spark_options_are_checked_and_unknown_keys_named(target):
         target.check_options("pyspark", {"num_executors": 0})
     with pytest.raises(InvalidRunConfig, match=r"'shuffle\.partitions' is not a Spark property"):
         target.check_options("pyspark", {"conf": {"shuffle.partitions": 4}})
-    with pytest.raises(InvalidRunConfig, match="deploy mode 'cluster' is not supported"):
+    with pytest.raises(InvalidRunConfig, match=r"'cluster' is not supported: runs use deploy mode 'client'"):
         target.check_options("pyspark", {"deploy_mode": "cluster"})
     with pytest.raises(InvalidRunConfig, match="need framework 'pyspark'"):
         target.check_options("python", {"num_executors": 2})
     with pytest.raises(InvalidRunConfig, match="framework 'tensorflow' is not supported"):
         target.check_options("tensorflow", {})
+
+
+def test_a_cluster_mode_connection_is_usable_with_client_per_run(tmp_path):
+    """A spark connection shared with SparkSubmitOperator may say deploy-mode cluster: runs through it
+    are refused with the fix (client per run), and with it they are submitted in client mode."""
+    cluster = SparkTarget("shared", tmp_path / "t", SparkSettings(master="local[2]", deploy_mode="cluster"))
+    with pytest.raises(InvalidRunConfig) as err:
+        cluster.check_options("pyspark", {"num_executors": 2})
+    assert "connection 'shared' sets deploy-mode 'cluster'" in str(err.value)
+    assert "target_options={'deploy_mode': 'client'}" in str(err.value)
+    framework, options = cluster.check_options("pyspark", {"deploy_mode": "client"})
+    assert framework == "pyspark" and options == {}
+    assert cluster.check_options("python", {}) == ("python", {})  # no spark-submit: no deploy mode
+    spec = RunSpec("r", "e", "job.py", (), "snap", interpreter="/usr/bin/python3", target_options=options)
+    argv = cluster.launcher(spec)
+    assert argv[3:5] == ["--deploy-mode", "client"]
 
 
 def test_launcher_carries_the_options_and_the_conf(target):
