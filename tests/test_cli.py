@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -410,9 +411,15 @@ def test_env_list_build_and_prune(workspace, tmp_path, cli):
     assert build.exists()  # built just now: kept
     old = time.time() - 3 * 86400
     os.utime(build / "mltrain-env.json", (old, old))
+    # A Spark target's build of the same environment, with the archive packed for its executors.
+    spark_envs = workspace.root / "targets/spark-cluster/envs"
+    spark_envs.mkdir(parents=True)
+    shutil.copytree(build, spark_envs / build.name, symlinks=True)
+    (spark_envs / f"{build.name}.tar.gz").write_bytes(b"archive")
     code, out, _ = cli("env", "prune", "--days", "1")
-    assert "1 build(s) removed" in out
+    assert "2 build(s) removed" in out
     assert not build.exists()
+    assert list(spark_envs.iterdir()) == [spark_envs / f"{build.name}.lock"]  # build and archive gone
 
 
 def test_env_show_unknown_name(cli):

@@ -271,31 +271,36 @@ def script_environment() -> dict[str, str]:
 
 
 def prune_local_builds(workspace: Workspace, days: float, dry_run: bool = False) -> list[Path]:
-    """Delete local environment builds that no run used in the last ``days`` and no active run uses.
+    """Delete environment builds on this machine that no run used in the last ``days`` and no active
+    run uses: the local target's, and the Spark targets' (``targets/spark-*/envs``, with the archive
+    packed for their executors).
 
     Each build is deleted under its build lock, so a build or a submission in progress is never cut.
     """
-    root = LocalTarget(workspace.root / "targets" / "local").root / "envs"
-    if not root.is_dir():
-        return []
+    targets = workspace.root / "targets"
+    roots = [LocalTarget(targets / "local").root / "envs", *sorted(targets.glob("spark-*/envs"))]
     cutoff = time.time() - days * 86400
     keep = set()
     for record in workspace.store.list_runs():
         if record["created_at"] >= cutoff or not RunStatus(record["status"]).is_terminal:
             keep.add(record["environment"].get("hash"))
     removed = []
-    for folder in sorted(root.iterdir()):
-        if folder.name.startswith(".") or not folder.is_dir() or folder.name in keep:
+    for root in roots:
+        if not root.is_dir():
             continue
-        marker = folder / envbuild.MARKER
-        if marker.exists() and marker.stat().st_mtime >= cutoff:
-            continue
-        removed.append(folder)
-        if dry_run:
-            continue
-        with open(root / f"{folder.name}.lock", "a+") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            shutil.rmtree(folder, ignore_errors=True)
+        for folder in sorted(root.iterdir()):
+            if folder.name.startswith(".") or not folder.is_dir() or folder.name in keep:
+                continue
+            marker = folder / envbuild.MARKER
+            if marker.exists() and marker.stat().st_mtime >= cutoff:
+                continue
+            removed.append(folder)
+            if dry_run:
+                continue
+            with open(root / f"{folder.name}.lock", "a+") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                shutil.rmtree(folder, ignore_errors=True)
+                (root / f"{folder.name}.tar.gz").unlink(missing_ok=True)  # a Spark executors' archive
     return removed
 
 
