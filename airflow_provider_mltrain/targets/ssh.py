@@ -614,13 +614,26 @@ class SSHTarget(ComputeTarget):
         return final
 
     def _helper(
-        self, command: str, *args: str, request: Any = None, timeout: float | None = 300.0
+        self,
+        command: str,
+        *args: str,
+        request: Any = None,
+        timeout: float | None = 300.0,
+        exclusive: bool = True,
     ) -> dict[str, Any]:
-        """Run ``runner/remote.py COMMAND ARGS`` on the remote; its JSON answer."""
+        """Run ``runner/remote.py COMMAND ARGS`` on the remote; its JSON answer.
+
+        ``exclusive=False`` runs it on its own channel without holding the connection's lock (and
+        without reconnecting): for a long wait, which must not hold up other users of the connection.
+        """
         python = self.python()["executable"]
         script = posixpath.join(self._runner_dir(), "remote.py")
         stdin = json.dumps(request).encode() if request is not None else b""
-        code, out, err = self._run([python, "-I", "-S", script, command, *args], stdin=stdin, timeout=timeout)
+        argv = [python, "-I", "-S", script, command, *args]
+        if exclusive:
+            code, out, err = self._run(argv, stdin=stdin, timeout=timeout)
+        else:
+            code, out, err = self._conn.run(argv, stdin=stdin, timeout=timeout)
         lines = out.decode("utf-8", "replace").strip().splitlines()
         try:
             answer = json.loads(lines[-1])
@@ -903,8 +916,10 @@ class SSHTarget(ComputeTarget):
             return
         started = time.monotonic()
         try:
-            self._helper("wait-change", self.run_dir(run_id), f"{seconds:.3f}", timeout=seconds + 60)
-        except (TargetError, OSError, paramiko.SSHException) as exc:
+            self._helper(
+                "wait-change", self.run_dir(run_id), f"{seconds:.3f}", timeout=seconds + 60, exclusive=False
+            )
+        except (TargetError, OSError, EOFError, paramiko.SSHException) as exc:
             log.debug("Run %s: waiting on %s for a change failed: %s", run_id, self.settings.host, exc)
             time.sleep(max(0.0, seconds - (time.monotonic() - started)))  # the next poll says what is wrong
 

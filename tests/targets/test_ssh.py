@@ -607,3 +607,21 @@ def test_mltrain_target_prune_command_reaches_the_vm(workspace, monkeypatch, cap
     code = main(["--workspace", str(workspace.root), "target", "prune", "prune_vm", "--json"])
     assert code == 0, capsys.readouterr().err
     assert set(json.loads(capsys.readouterr().out)) == {"removed", "bytes", "kept"}
+
+
+def test_a_waiting_follower_does_not_hold_up_the_connection(workspace, target, make_tree, monkeypatch):
+    """wait_for_change waits on the VM on a channel of its own: other calls on the same (pooled)
+    connection, from other threads, go on meanwhile."""
+    monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "120")  # no heartbeat ends the wait early
+    src = make_tree({"train.py": "import time\nprint('up', flush=True)\ntime.sleep(60)\n"})
+    run = submit(workspace, target, src)
+    wait_until(lambda: "up" in run.get_log_tail(), timeout=60)
+    woke = threading.Event()
+    waiter = threading.Thread(target=lambda: (target.wait_for_change(run.id, 30), woke.set()), daemon=True)
+    waiter.start()
+    time.sleep(1.0)  # the waiter is on the VM now
+    assert target.read_status(run.id) is not None
+    assert "up" in target.read_file(run.id, "logs/std_log.txt").decode()
+    assert not woke.is_set(), "the reads waited for the follower's wait to end"
+    run.cancel(grace_period=1)
+    assert woke.wait(60)  # the cancel changed status.json: the waiter woke too
