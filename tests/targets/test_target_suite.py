@@ -230,7 +230,8 @@ def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, 
         run = Experiment(ws, "suite").submit(config)
         print(run.get_status(), run.id)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
     status_at_exit, run_id = proc.stdout.strip().splitlines()[-1].split()
     # submit returned while the script was still to run or running
     assert status_at_exit in ("Preparing", "Starting", "Running")
