@@ -40,10 +40,12 @@ from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, In
 from airflow_provider_mltrain.core.errors import (
     HostKeyRejected,
     InvalidRunConfig,
+    SnapshotError,
     TargetAuthenticationFailed,
     TargetError,
     TargetUnreachable,
 )
+from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
 if TYPE_CHECKING:
@@ -491,15 +493,21 @@ def runner_version() -> str:
 class SSHTarget(ComputeTarget):
     kind = "ssh"
 
-    def __init__(self, name: str, settings: SSHSettings):
+    def __init__(self, name: str, settings: SSHSettings, root: Path | None = None):
         super().__init__(name)
         self.settings = settings
+        # This controller's notes about the target (the snapshots it sent); by default next to the
+        # snapshot store, in <workspace>/targets/ssh-<name>.
+        self.notes = root
         self._conn = _connection(settings)
         self._root: str | None = None
         self._python: dict[str, Any] | None = None
         self._runner: str | None = None
         # What the last start() sent: {"blobs": n, "bytes": n}; a resubmission of an unchanged tree sends 0.
         self.last_upload: dict[str, int] = {"blobs": 0, "bytes": 0}
+        # How the last start() asked: remote "start" calls, their request bytes, whether a delta
+        # manifest did (1) or the whole one (0).
+        self.last_start: dict[str, int] = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
 
     def __repr__(self) -> str:
         s = self.settings
@@ -616,10 +624,14 @@ class SSHTarget(ComputeTarget):
     def _helper(
         self, command: str, *args: str, request: Any = None, timeout: float | None = 300.0
     ) -> dict[str, Any]:
-        """Run ``runner/remote.py COMMAND ARGS`` on the remote; its JSON answer."""
+        """Run ``runner/remote.py COMMAND ARGS`` on the remote, ``request`` (JSON, or its bytes) on
+        its stdin; its JSON answer."""
         python = self.python()["executable"]
         script = posixpath.join(self._runner_dir(), "remote.py")
-        stdin = json.dumps(request).encode() if request is not None else b""
+        if isinstance(request, bytes):
+            stdin = request
+        else:
+            stdin = json.dumps(request).encode() if request is not None else b""
         code, out, err = self._run([python, "-I", "-S", script, command, *args], stdin=stdin, timeout=timeout)
         lines = out.decode("utf-8", "replace").strip().splitlines()
         try:
@@ -722,19 +734,96 @@ class SSHTarget(ComputeTarget):
     # -- start -----------------------------------------------------------------------------------
 
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
+        """One remote call when the remote holds a recent snapshot's manifest and every blob: the
+        request carries only the changes to that manifest. Otherwise the remote answers what it
+        lacks (that base manifest, blobs), which travels, and the start is asked again."""
         self.last_upload = {"blobs": 0, "bytes": 0}
-        if self.has_run(spec.run_id):
-            self._helper("start", self.root, spec.run_id, request={"manifest": {"files": []}, "run": {}})
-            return False
-        digests = sorted({f.hash for f in snapshot.files})
-        missing = self._helper("missing", self.root, request=digests)["missing"]
-        self._upload_blobs(missing, store)
-        request = {
-            "manifest": snapshot.to_dict(),
+        self.last_start = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
+        request: dict[str, Any] = {
+            "snapshot": snapshot.id,
             "run": spec.to_runner_json(),
             "cleanup": spec.target_options.get("cleanup") or self.settings.cleanup,
         }
-        return bool(self._helper("start", self.root, spec.run_id, request=request)["started"])
+        base = self._base_snapshot(snapshot, store)
+        uploaded = False
+        while True:
+            delta = delta_manifest(snapshot, base) if base is not None else None
+            manifest = {"delta": delta} if delta is not None else {"manifest": snapshot.to_dict()}
+            body = json.dumps({**request, **manifest}).encode()
+            self.last_start["calls"] += 1
+            self.last_start["request_bytes"] += len(body)
+            self.last_start["delta_manifest"] = int(delta is not None)
+            answer = self._helper("start", self.root, spec.run_id, request=body)
+            if "started" in answer:
+                if answer["started"]:
+                    self._remember_sent(store, snapshot.id)
+                return bool(answer["started"])
+            if answer.get("base_missing") and base is not None:
+                log.debug(
+                    "Run %s: %s lacks the manifest of %s; sending it whole",
+                    spec.run_id,
+                    self.root,
+                    base.id[:12],
+                )
+                self._forget_sent(store, {base.id})
+                base = None
+            elif answer.get("missing") and not uploaded:
+                self._upload_blobs(list(answer["missing"]), store)
+                uploaded = True
+                base = snapshot  # the remote kept this snapshot's manifest when it answered
+            else:
+                raise TargetError(
+                    f"start on {self.settings.host} ({self.root}) for run {spec.run_id} did not start it: "
+                    f"{answer}. Submit again."
+                )
+
+    def _sent_file(self, store: SnapshotStore | None) -> Path | None:
+        """Per remote root: a connection pointed at another root (or host) starts a list of its own."""
+        notes = self.notes or (store.root.parent / "targets" / f"ssh-{self.name}" if store else None)
+        if notes is None:
+            return None
+        s = self.settings
+        key = hashlib.sha256(f"{s.login}@{s.where}:{s.remote_root}".encode()).hexdigest()[:16]
+        return notes / f"sent-snapshots-{key}.json"
+
+    def _sent_snapshots(self, store: SnapshotStore | None) -> list[str]:
+        """Snapshots this workspace started runs from on the remote root, newest first. A hint: the
+        remote says when it no longer holds one (pruned) and the whole manifest travels instead."""
+        path = self._sent_file(store)
+        try:
+            data = json.loads(path.read_text()) if path else []
+        except (OSError, ValueError):
+            return []
+        return [s for s in data if isinstance(s, str)][:16] if isinstance(data, list) else []
+
+    def _write_sent(self, store: SnapshotStore | None, ids: list[str]) -> None:
+        path = self._sent_file(store)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps(ids[:16]))
+        os.replace(tmp, path)
+
+    def _remember_sent(self, store: SnapshotStore, snapshot_id: str) -> None:
+        self._write_sent(store, [snapshot_id] + [s for s in self._sent_snapshots(store) if s != snapshot_id])
+
+    def _forget_sent(self, store: SnapshotStore | None, gone: set[str]) -> None:
+        ids = self._sent_snapshots(store)
+        if gone & set(ids):
+            self._write_sent(store, [s for s in ids if s not in gone])
+
+    def _base_snapshot(self, snapshot: Snapshot, store: SnapshotStore) -> Snapshot | None:
+        """The most recent snapshot sent to the remote root that this workspace still has (the
+        snapshot itself when it was sent before: an unchanged tree's delta is empty)."""
+        for sent in self._sent_snapshots(store)[:4]:
+            if sent == snapshot.id:
+                return snapshot
+            try:
+                return store.get(sent)
+            except SnapshotError:
+                continue
+        return None
 
     def _upload_blobs(self, digests: list[str], store: SnapshotStore) -> None:
         """Send the missing blobs over SFTP; the remote hashes each before it gets its name.
@@ -952,6 +1041,9 @@ class SSHTarget(ComputeTarget):
         submission touches the blobs it reuses, and working copies are built under a shared lock.
         """
         answer = self._helper("prune", self.root, repr(float(days)))
+        if answer.get("manifests"):
+            with contextlib.suppress(OSError):  # only a hint: a start against a pruned one recovers
+                self._forget_sent(None, set(answer["manifests"]))
         return {k: int(answer[k]) for k in ("removed", "bytes", "kept")}
 
     def test(self) -> str:
