@@ -348,15 +348,33 @@ def _launch(run_dir):
         )
 
 
+def _name_uploads(root, request):
+    """Blobs uploaded for this start (``bundles`` as for ``unbundle``, ``commits`` as for ``commit``),
+    checked and named; the damaged ones. An upload no longer there (this start run again after a
+    lost connection) is skipped: the blob check then says whether it is needed."""
+    bad = []
+    for name, index in request.get("bundles", []):
+        if os.path.exists(os.path.join(root, "blobs", name)):
+            bad += unbundle(root, name, index)["bad"]
+    commits = request.get("commits", [])
+    if commits:
+        bad += commit(root, [[tmp, digest] for tmp, digest in commits])["bad"]
+    return [entry for entry in bad if entry[1] != "the uploaded file is missing"]
+
+
 def start(root, run_id, request):
     """Create ``runs/<run_id>`` (working copy, run.json) atomically and launch its supervisor.
 
     The request names the ``snapshot`` and carries its ``manifest``, or a ``delta`` against a base
-    kept here. The answer is ``started`` (False when the run folder existed already; a folder left
+    kept here, and may name blobs uploaded for it (named first). The answer is ``bad`` (uploads
+    that arrived damaged, deleted), ``started`` (False when the run folder existed already; a folder left
     by a launcher that died before the supervisor claimed it is launched now), or, with nothing
     created: ``base_missing`` (send the whole manifest), or ``missing``, the blobs the cache lacks
     (send them, then start again: the manifest is kept here by then, so a delta against itself does).
     """
+    bad = _name_uploads(root, request)
+    if bad:
+        return {"bad": bad}
     runs = os.path.join(root, "runs")
     final = os.path.join(runs, run_id)
     if os.path.exists(final):

@@ -746,6 +746,11 @@ class SSHTarget(ComputeTarget):
         }
         base = self._base_snapshot(snapshot, store)
         uploaded = False
+        if base is not None and base.id != snapshot.id:
+            # What changed since the base is new to the remote, as a rule: it travels now and the
+            # start names it, rather than the start answering "missing" first.
+            fresh = sorted({f.hash for f in snapshot.files} - {f.hash for f in base.files})
+            request.update(self._upload_blobs(fresh, store, name_later=True))
         while True:
             delta = delta_manifest(snapshot, base) if base is not None else None
             manifest = {"delta": delta} if delta is not None else {"manifest": snapshot.to_dict()}
@@ -753,7 +758,15 @@ class SSHTarget(ComputeTarget):
             self.last_start["calls"] += 1
             self.last_start["request_bytes"] += len(body)
             self.last_start["delta_manifest"] = int(delta is not None)
-            answer = self._helper("start", self.root, spec.run_id, request=body)
+            try:
+                answer = self._helper("start", self.root, spec.run_id, request=body)
+            except TargetError as exc:
+                if (request.get("bundles") or request.get("commits")) and "No space left" in str(exc):
+                    raise self._upload_error(exc) from None
+                raise
+            request.pop("bundles", None)  # named by now, whatever the answer
+            request.pop("commits", None)
+            self._check_bad(answer.get("bad", []))
             if "started" in answer:
                 if answer["started"]:
                     self._remember_sent(store, snapshot.id)
@@ -825,12 +838,16 @@ class SSHTarget(ComputeTarget):
                 continue
         return None
 
-    def _upload_blobs(self, digests: list[str], store: SnapshotStore) -> None:
-        """Send the missing blobs over SFTP; the remote hashes each before it gets its name.
+    def _upload_blobs(
+        self, digests: list[str], store: SnapshotStore, name_later: bool = False
+    ) -> dict[str, Any]:
+        """Send blobs over SFTP; the remote hashes each before it gets its name.
 
         Small blobs travel in bundles (one SFTP file and one remote ``unbundle`` per ~32 MiB, so a
         tree of thousands of files costs a few round trips, not several per file); big ones alone.
         Whatever fails, no partial blob is left: not in the cache, not under a temporary name.
+        With ``name_later``, the remote calls are left to the next ``start``, which makes them first:
+        the uploads it should name are returned (``bundles``, ``commits``) for its request.
         """
         sizes = {d: store.blob_path(d).stat().st_size for d in digests}
         batches: list[list[str]] = []
@@ -847,12 +864,22 @@ class SSHTarget(ComputeTarget):
                 current, current_size = [], 0
         if current:
             batches.append(current)
+        later: dict[str, Any] = {"bundles": [], "commits": []}
         for batch in batches:
             try:
                 if len(batch) == 1 and sizes[batch[0]] >= SINGLE_BLOB_BYTES:
-                    self._send_single(batch[0], store)
+                    items = [[self._send_single(batch[0], store), batch[0]]]
+                    if name_later:
+                        later["commits"] += items
+                    else:
+                        self._check_bad(self._helper("commit", self.root, request=items)["bad"])
                 else:
-                    self._send_bundle(batch, sizes, store)
+                    name = self._send_bundle(batch, sizes, store)
+                    index = [[d, sizes[d]] for d in batch]
+                    if name_later:
+                        later["bundles"].append([name, index])
+                    else:
+                        self._check_bad(self._helper("unbundle", self.root, name, request=index)["bad"])
             except (OSError, TargetError) as exc:
                 if isinstance(exc, TargetError) and "No space left" not in str(exc):
                     raise
@@ -861,8 +888,10 @@ class SSHTarget(ComputeTarget):
             self.last_upload["bytes"] += sum(sizes[d] for d in batch)
             if self.upload_progress is not None:
                 self.upload_progress(self.last_upload["bytes"], sum(sizes.values()))
+        return later
 
-    def _send_bundle(self, batch: list[str], sizes: dict[str, int], store: SnapshotStore) -> None:
+    def _send_bundle(self, batch: list[str], sizes: dict[str, int], store: SnapshotStore) -> str:
+        """Writes the blobs back to back into one temporary file in the cache folder; its name."""
         name = f".tmp-bundle-{secrets.token_hex(8)}"
         path = posixpath.join(self.root, "blobs", name)
 
@@ -883,11 +912,10 @@ class SSHTarget(ComputeTarget):
                 raise
 
         self._sftp(write)
-        index = [[d, sizes[d]] for d in batch]
-        bad = self._helper("unbundle", self.root, name, request=index)["bad"]
-        self._check_bad(bad)
+        return name
 
-    def _send_single(self, digest: str, store: SnapshotStore) -> None:
+    def _send_single(self, digest: str, store: SnapshotStore) -> str:
+        """Uploads one blob to a temporary name next to its final one; that name."""
         folder = posixpath.join(self.root, "blobs", digest[:2])
         tmp = posixpath.join(folder, f".tmp-{digest[:16]}-{secrets.token_hex(4)}")
 
@@ -901,7 +929,7 @@ class SSHTarget(ComputeTarget):
                 raise
 
         self._sftp(put)
-        self._check_bad(self._helper("commit", self.root, request=[[posixpath.basename(tmp), digest]])["bad"])
+        return posixpath.basename(tmp)
 
     def _check_bad(self, bad: list[list[str]]) -> None:
         if bad:
