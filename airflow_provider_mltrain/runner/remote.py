@@ -296,6 +296,13 @@ def _materialize(root, manifest, dest):
     """
     os.makedirs(dest)
     links = set(p for p, _ in manifest.get("symlinks", []))
+    made = set([dest])  # a mkdir per file costs as much as the copy of a small one
+
+    def folder_for(target):
+        folder = os.path.dirname(target)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
 
     def under_link(path):
         parts = path.split("/")
@@ -312,7 +319,7 @@ def _materialize(root, manifest, dest):
         if under_link(path):
             raise ValueError("snapshot path %r lies under a symlink" % (path,))
         target = os.path.join(dest, path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        folder_for(target)
         blob = _blob(root, digest)
         if not os.path.exists(blob):
             raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path))
@@ -329,7 +336,7 @@ def _materialize(root, manifest, dest):
         _check_rel(path)
         if under_link(path):
             raise ValueError("snapshot path %r lies under a symlink" % (path,))
-        os.makedirs(os.path.dirname(os.path.join(dest, path)), exist_ok=True)
+        folder_for(os.path.join(dest, path))
         os.symlink(link_target, os.path.join(dest, path))
 
 

@@ -6,9 +6,11 @@ channels that run the runner's stdlib code on the remote (``runner/remote.py``, 
 arguments travel in ``run.json``, so no remote shell ever interprets a user value.
 
 Host keys are verified by default, against the connection's ``host_key`` or a known_hosts file.
-A submission uploads only the blobs the remote cache lacks; the runner builds the working copy
-there from the cache. The supervisor runs detached (its own session), so a run survives dropped
-connections and dead controllers; any controller reattaches by run id.
+A submission uploads only the blobs the remote cache lacks; a resubmission sends only the
+difference to the last snapshot this workspace started from there (the remote keeps manifests by
+snapshot id), in one remote call. The runner builds the working copy there from the cache. The
+supervisor runs detached (its own session), so a run survives dropped connections and dead
+controllers; any controller reattaches by run id.
 """
 
 from __future__ import annotations
