@@ -787,9 +787,15 @@ class SSHTarget(ComputeTarget):
                 uploaded = True
                 base = snapshot  # the remote kept this snapshot's manifest when it answered
             else:
+                lacking = (
+                    f"{len(answer['missing'])} blob(s) were missing again after the upload (a prune at the "
+                    "same time?)"
+                    if answer.get("missing")
+                    else f"an unexpected answer {str(answer)[:200]}"
+                )
                 raise TargetError(
-                    f"start on {self.settings.host} ({self.root}) for run {spec.run_id} did not start it: "
-                    f"{answer}. Submit again."
+                    f"Run {spec.run_id} did not start on {self.settings.host} ({self.root}): {lacking}. "
+                    "Submit again."
                 )
 
     def _sent_file(self, store: SnapshotStore | None) -> Path | None:
