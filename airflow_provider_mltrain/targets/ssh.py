@@ -1071,10 +1071,11 @@ class SSHTarget(ComputeTarget):
         return self.prune_blobs(days)
 
     def prune_blobs(self, days: float = 7.0) -> dict[str, int]:
-        """Delete cached blobs that no run's working copy uses and no submission touched in ``days``.
+        """Delete cached blobs that no run's working copy uses and no submission touched in ``days``,
+        and the kept manifests no start used in ``days`` (dropped from this controller's notes too).
 
-        Returns ``{"removed": files, "bytes": freed, "kept": files}``. Safe while runs start: a
-        submission touches the blobs it reuses, and working copies are built under a shared lock.
+        Returns ``{"removed": blobs, "bytes": freed, "kept": blobs}``. Safe while runs start: a
+        submission touches the blobs and manifest it uses, and starts run under a shared lock.
         """
         answer = self._helper("prune", self.root, repr(float(days)))
         if answer.get("manifests"):
