@@ -93,6 +93,27 @@ class Snapshot:
         return cls(id=computed, files=files, symlinks=symlinks, dirs=dirs)
 
 
+def delta_manifest(snapshot: Snapshot, base: Snapshot) -> dict | None:
+    """``snapshot``'s manifest as changes to ``base``'s, for a target that holds ``base``'s full
+    manifest: ``files`` added or changed, ``removed`` paths, and ``symlinks`` and ``dirs`` whole.
+    None when most files changed and the full manifest is as small."""
+    before = {f.path: [f.path, f.hash, f.size, f.mode] for f in base.files}
+    after = {f.path: [f.path, f.hash, f.size, f.mode] for f in snapshot.files}
+    changed = [entry for path, entry in after.items() if before.get(path) != entry]
+    removed = sorted(before.keys() - after.keys())
+    if 2 * (len(changed) + len(removed)) > len(after):
+        return None
+    full = snapshot.to_dict()
+    return {
+        "version": full["version"],
+        "base": base.id,
+        "files": changed,
+        "removed": removed,
+        "symlinks": full["symlinks"],
+        "dirs": full["dirs"],
+    }
+
+
 def _manifest_id(files: Iterable[FileEntry], symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> str:
     body = {"version": MANIFEST_VERSION, "files": [[f.path, f.hash, f.size, f.mode] for f in files]}
     return hashlib.sha256(_canonical({**body, **_rest(symlinks, dirs)})).hexdigest()

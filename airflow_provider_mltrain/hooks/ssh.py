@@ -77,7 +77,9 @@ class SSHComputeHook(ComputeHook):
 
     def get_target(self, workspace_root: Path) -> SSHTarget:
         try:
-            return SSHTarget(self.conn_id, self.settings())
+            return SSHTarget(
+                self.conn_id, self.settings(), Path(workspace_root) / "targets" / f"ssh-{self.conn_id}"
+            )
         except InvalidRunConfig as exc:
             raise InvalidRunConfig(f"Connection {self.conn_id!r}: {exc}") from None
 

@@ -6,6 +6,8 @@ answer is one JSON object on stdout. Nothing here goes through a shell.
 
 The blob cache is ``<root>/blobs/<aa>/<rest of sha256>``. A blob gets its final name only after its
 bytes were hashed on this host, and blobs are read-only, because working copies hard-link them.
+``<root>/manifests/<snapshot id>.json`` keeps the manifest of each snapshot a run was started from
+(named, like blobs, only once it hashed to that id here), so the next start needs only its changes.
 """
 
 from __future__ import annotations
@@ -148,18 +150,45 @@ def unbundle(root, bundle_name, index):
     return {"bad": bad}
 
 
+def _prune_manifests(root, cutoff):
+    """Delete the kept manifests no start used since ``cutoff`` (and stale temporary ones); their ids.
+
+    A later start against one of them as its base is answered ``base_missing``; a kept manifest
+    whose blobs were pruned is answered ``missing``: neither makes a wrong working copy.
+    """
+    folder = os.path.join(root, "manifests")
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if ".tmp-" in name:
+            if st.st_mtime < time.time() - TMP_MAX_AGE:
+                os.unlink(path)
+        elif name.endswith(".json") and st.st_mtime < cutoff:
+            os.unlink(path)
+            removed.append(name[: -len(".json")])
+    return removed
+
+
 def prune(root, days):
-    """Delete blobs no working copy links to and no submission touched in ``days``; stale uploads too."""
+    """Delete blobs no working copy links to and no submission touched in ``days``, and manifests
+    no start used in ``days``; stale uploads too. ``manifests``: the ids of the manifests removed."""
     cutoff = time.time() - days * 86400
     removed = 0
     freed = 0
     kept = 0
     blobs = os.path.join(root, "blobs")
     lock_path = os.path.join(root, "blobs.lock")
-    if not os.path.isdir(blobs):
-        return {"removed": 0, "bytes": 0, "kept": 0}
+    if not os.path.isdir(root):
+        return {"removed": 0, "bytes": 0, "kept": 0, "manifests": []}
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        manifests = _prune_manifests(root, cutoff)
+        if not os.path.isdir(blobs):
+            return {"removed": 0, "bytes": 0, "kept": 0, "manifests": manifests}
         for sub in sorted(os.listdir(blobs)):
             folder = os.path.join(blobs, sub)
             if not os.path.isdir(folder):
@@ -186,53 +215,129 @@ def prune(root, days):
                     freed += st.st_size
                 else:
                     kept += 1
-    return {"removed": removed, "bytes": freed, "kept": kept}
+    return {"removed": removed, "bytes": freed, "kept": kept, "manifests": manifests}
 
 
 # -- runs ------------------------------------------------------------------------------------------
 
 
+def _manifest_path(root, snapshot_id):
+    _check_digest(snapshot_id)
+    return os.path.join(root, "manifests", snapshot_id + ".json")
+
+
+def _manifest_id(manifest):
+    """The snapshot id of a manifest: what ``core/snapshot.py`` computes on the controller."""
+    body = {k: manifest[k] for k in ("version", "files", "symlinks", "dirs")}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _full_manifest(root, snapshot_id, request):
+    """The snapshot's whole manifest from the request: given whole, or as ``delta`` (the format of
+    ``core.snapshot.delta_manifest``) against a base manifest kept here. None when that base is not
+    here (pruned, another remote root), or does not rebuild into ``snapshot_id``.
+
+    The result hashes to ``snapshot_id``; it is kept under that name (or its time refreshed: the
+    time is its last use, for pruning).
+    """
+    path = _manifest_path(root, snapshot_id)
+    delta = request.get("delta")
+    if delta is None:
+        manifest = request["manifest"]
+        if _manifest_id(manifest) != snapshot_id:
+            raise ValueError("the manifest sent does not hash to the snapshot id %s" % snapshot_id[:12])
+    else:
+        try:
+            with open(_manifest_path(root, delta["base"]), encoding="utf-8") as f:
+                base = json.load(f)
+        except (OSError, ValueError):
+            return None
+        files = dict((entry[0], entry) for entry in base["files"])
+        for rel in delta["removed"]:
+            files.pop(rel, None)
+        for entry in delta["files"]:
+            files[entry[0]] = entry
+        manifest = {
+            "version": delta["version"],
+            "files": [files[rel] for rel in sorted(files)],
+            "symlinks": delta["symlinks"],
+            "dirs": delta["dirs"],
+        }
+        if _manifest_id(manifest) != snapshot_id:
+            return None
+    for entry in manifest["files"]:
+        _check_rel(entry[0])
+        _check_digest(entry[1])
+    for rel in [link[0] for link in manifest["symlinks"]] + list(manifest["dirs"]):
+        _check_rel(rel)
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex[:8])
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(manifest, f, separators=(",", ":"))
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    return manifest
+
+
 def _materialize(root, manifest, dest):
-    """Build the working copy from the cache: big read-only files hard-linked, the others copied."""
+    """Build the working copy from the cache: big read-only files hard-linked, the others copied.
+
+    The caller holds ``blobs.lock`` shared, so a prune does not delete blobs under our feet.
+    """
     os.makedirs(dest)
     links = set(p for p, _ in manifest.get("symlinks", []))
+    made = set([dest])  # a mkdir per file costs as much as the copy of a small one
+
+    def folder_for(target):
+        folder = os.path.dirname(target)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
 
     def under_link(path):
         parts = path.split("/")
         return any("/".join(parts[:i]) in links for i in range(1, len(parts)))
 
-    with open(os.path.join(root, "blobs.lock"), "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # a prune does not delete blobs under our feet
-        for d in manifest.get("dirs", []):
-            _check_rel(d)
-            if under_link(d) or d in links:
-                raise ValueError("snapshot path %r lies under a symlink" % (d,))
-            os.makedirs(os.path.join(dest, d), exist_ok=True)
-        for path, digest, size, mode in manifest["files"]:
-            _check_rel(path)
-            _check_digest(digest)
-            if under_link(path):
-                raise ValueError("snapshot path %r lies under a symlink" % (path,))
-            target = os.path.join(dest, path)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            blob = _blob(root, digest)
-            if not os.path.exists(blob):
-                raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path))
-            if int(size) >= LINK_MIN_SIZE and int(mode) & 0o111 == 0:
-                try:
-                    os.link(blob, target)
-                    continue
-                except OSError as exc:
-                    if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
-                        raise
-            shutil.copyfile(blob, target)
-            os.chmod(target, int(mode))
-        for path, link_target in manifest.get("symlinks", []):
-            _check_rel(path)
-            if under_link(path):
-                raise ValueError("snapshot path %r lies under a symlink" % (path,))
-            os.makedirs(os.path.dirname(os.path.join(dest, path)), exist_ok=True)
-            os.symlink(link_target, os.path.join(dest, path))
+    for d in manifest.get("dirs", []):
+        _check_rel(d)
+        if under_link(d) or d in links:
+            raise ValueError("snapshot path %r lies under a symlink" % (d,))
+        os.makedirs(os.path.join(dest, d), exist_ok=True)
+    for path, digest, size, mode in manifest["files"]:
+        _check_rel(path)
+        _check_digest(digest)
+        if under_link(path):
+            raise ValueError("snapshot path %r lies under a symlink" % (path,))
+        target = os.path.join(dest, path)
+        folder_for(target)
+        blob = _blob(root, digest)
+        if not os.path.exists(blob):
+            raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path))
+        if int(size) >= LINK_MIN_SIZE and int(mode) & 0o111 == 0:
+            try:
+                os.link(blob, target)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
+                    raise
+        shutil.copyfile(blob, target)
+        os.chmod(target, int(mode))
+    for path, link_target in manifest.get("symlinks", []):
+        _check_rel(path)
+        if under_link(path):
+            raise ValueError("snapshot path %r lies under a symlink" % (path,))
+        folder_for(os.path.join(dest, path))
+        os.symlink(link_target, os.path.join(dest, path))
 
 
 def _launch(run_dir):
@@ -250,12 +355,33 @@ def _launch(run_dir):
         )
 
 
+def _name_uploads(root, request):
+    """Blobs uploaded for this start (``bundles`` as for ``unbundle``, ``commits`` as for ``commit``),
+    checked and named; the damaged ones. An upload no longer there (this start run again after a
+    lost connection) is skipped: the blob check then says whether it is needed."""
+    bad = []
+    for name, index in request.get("bundles", []):
+        if os.path.exists(os.path.join(root, "blobs", name)):
+            bad += unbundle(root, name, index)["bad"]
+    commits = request.get("commits", [])
+    if commits:
+        bad += commit(root, [[tmp, digest] for tmp, digest in commits])["bad"]
+    return [entry for entry in bad if entry[1] != "the uploaded file is missing"]
+
+
 def start(root, run_id, request):
     """Create ``runs/<run_id>`` (working copy, run.json) atomically and launch its supervisor.
 
-    ``started`` is False when the run folder existed already; a folder left by a launcher that died
-    before the supervisor claimed it is launched now.
+    The request names the ``snapshot`` and carries its ``manifest``, or a ``delta`` against a base
+    kept here, and may name blobs uploaded for it (named first). The answer is ``bad`` (uploads
+    that arrived damaged, deleted), ``started`` (False when the run folder existed already; a folder left
+    by a launcher that died before the supervisor claimed it is launched now), or, with nothing
+    created: ``base_missing`` (send the whole manifest), or ``missing``, the blobs the cache lacks
+    (send them, then start again: the manifest is kept here by then, so a delta against itself does).
     """
+    bad = _name_uploads(root, request)
+    if bad:
+        return {"bad": bad}
     runs = os.path.join(root, "runs")
     final = os.path.join(runs, run_id)
     if os.path.exists(final):
@@ -265,28 +391,36 @@ def start(root, run_id, request):
             _launch(final)
         return {"started": False}
     os.makedirs(runs, exist_ok=True)
-    tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, uuid.uuid4().hex[:8]))
-    try:
-        os.mkdir(tmp)
-        _materialize(root, request["manifest"], os.path.join(tmp, "snapshot"))
-        os.mkdir(os.path.join(tmp, "logs"))
-        os.mkdir(os.path.join(tmp, "outputs"))
-        # run.json carries the environment variables, secrets included: owner-only.
-        fd = os.open(os.path.join(tmp, "run.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(request["run"], f, indent=1)
-        with open(os.path.join(tmp, "cleanup"), "w", encoding="utf-8") as f:
-            f.write(request.get("cleanup") or "never")
+    with open(os.path.join(root, "blobs.lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # a prune deletes no blob or manifest meanwhile
+        manifest = _full_manifest(root, request["snapshot"], request)
+        if manifest is None:
+            return {"base_missing": True}
+        absent = missing(root, sorted(set(entry[1] for entry in manifest["files"])))["missing"]
+        if absent:
+            return {"missing": absent}
+        tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, uuid.uuid4().hex[:8]))
         try:
-            os.rename(tmp, final)
-        except OSError as exc:
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return {"started": False}  # another controller started this run id first
+            os.mkdir(tmp)
+            _materialize(root, manifest, os.path.join(tmp, "snapshot"))
+            os.mkdir(os.path.join(tmp, "logs"))
+            os.mkdir(os.path.join(tmp, "outputs"))
+            # run.json carries the environment variables, secrets included: owner-only.
+            fd = os.open(os.path.join(tmp, "run.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(request["run"], f, indent=1)
+            with open(os.path.join(tmp, "cleanup"), "w", encoding="utf-8") as f:
+                f.write(request.get("cleanup") or "never")
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return {"started": False}  # another controller started this run id first
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _launch(final)
     return {"started": True}
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.compute import ComputeTarget, LogLine, PreparedEnvironment, RunSpec
 from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
+from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
 if TYPE_CHECKING:
@@ -620,7 +621,7 @@ class DockerTarget(ComputeTarget):
                         sent_bytes += info.size
                     # After the blobs: the manifest in the volume says it holds all of them. Against
                     # a full manifest the volume has, only the difference travels.
-                    delta = _delta_manifest(snapshot, base) if base is not None else None
+                    delta = delta_manifest(snapshot, base) if base is not None else None
                     if delta is not None:
                         body, name = json.dumps(delta).encode(), f"{snapshot.id}.delta.json"
                     else:
@@ -1023,26 +1024,6 @@ def _runner_hash() -> str:
     for rel, data in _runner_files():
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()[:16]
-
-
-def _delta_manifest(snapshot: Snapshot, base: Snapshot) -> dict[str, Any] | None:
-    """``snapshot``'s manifest as changes to ``base``'s (whose full manifest the volume holds);
-    None when most files changed and the full manifest is as small."""
-    before = {f.path: [f.path, f.hash, f.size, f.mode] for f in base.files}
-    after = {f.path: [f.path, f.hash, f.size, f.mode] for f in snapshot.files}
-    changed = [entry for path, entry in after.items() if before.get(path) != entry]
-    removed = sorted(before.keys() - after.keys())
-    if 2 * (len(changed) + len(removed)) > len(after):
-        return None
-    full = snapshot.to_dict()
-    return {
-        "version": full["version"],
-        "base": base.id,
-        "files": changed,
-        "removed": removed,
-        "symlinks": full["symlinks"],
-        "dirs": full["dirs"],
-    }
 
 
 class _Reporting:

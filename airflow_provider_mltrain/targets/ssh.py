@@ -6,9 +6,11 @@ channels that run the runner's stdlib code on the remote (``runner/remote.py``, 
 arguments travel in ``run.json``, so no remote shell ever interprets a user value.
 
 Host keys are verified by default, against the connection's ``host_key`` or a known_hosts file.
-A submission uploads only the blobs the remote cache lacks; the runner builds the working copy
-there from the cache. The supervisor runs detached (its own session), so a run survives dropped
-connections and dead controllers; any controller reattaches by run id.
+A submission uploads only the blobs the remote cache lacks; a resubmission sends only the
+difference to the last snapshot this workspace started from there (the remote keeps manifests by
+snapshot id), in one remote call. The runner builds the working copy there from the cache. The
+supervisor runs detached (its own session), so a run survives dropped connections and dead
+controllers; any controller reattaches by run id.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, In
 from airflow_provider_mltrain.core.errors import (
     HostKeyRejected,
     InvalidRunConfig,
+    SnapshotError,
     TargetAuthenticationFailed,
     TargetError,
     TargetUnreachable,
 )
+from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
 if TYPE_CHECKING:
@@ -491,15 +495,21 @@ def runner_version() -> str:
 class SSHTarget(ComputeTarget):
     kind = "ssh"
 
-    def __init__(self, name: str, settings: SSHSettings):
+    def __init__(self, name: str, settings: SSHSettings, root: Path | None = None):
         super().__init__(name)
         self.settings = settings
+        # This controller's notes about the target (the snapshots it sent); by default next to the
+        # snapshot store, in <workspace>/targets/ssh-<name>.
+        self.notes = root
         self._conn = _connection(settings)
         self._root: str | None = None
         self._python: dict[str, Any] | None = None
         self._runner: str | None = None
         # What the last start() sent: {"blobs": n, "bytes": n}; a resubmission of an unchanged tree sends 0.
         self.last_upload: dict[str, int] = {"blobs": 0, "bytes": 0}
+        # How the last start() asked: remote "start" calls, their request bytes, whether a delta
+        # manifest did (1) or the whole one (0).
+        self.last_start: dict[str, int] = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
 
     def __repr__(self) -> str:
         s = self.settings
@@ -621,14 +631,18 @@ class SSHTarget(ComputeTarget):
         timeout: float | None = 300.0,
         exclusive: bool = True,
     ) -> dict[str, Any]:
-        """Run ``runner/remote.py COMMAND ARGS`` on the remote; its JSON answer.
+        """Run ``runner/remote.py COMMAND ARGS`` on the remote, ``request`` (JSON, or its bytes) on
+        its stdin; its JSON answer.
 
         ``exclusive=False`` runs it on its own channel without holding the connection's lock (and
         without reconnecting): for a long wait, which must not hold up other users of the connection.
         """
         python = self.python()["executable"]
         script = posixpath.join(self._runner_dir(), "remote.py")
-        stdin = json.dumps(request).encode() if request is not None else b""
+        if isinstance(request, bytes):
+            stdin = request
+        else:
+            stdin = json.dumps(request).encode() if request is not None else b""
         argv = [python, "-I", "-S", script, command, *args]
         if exclusive:
             code, out, err = self._run(argv, stdin=stdin, timeout=timeout)
@@ -735,26 +749,126 @@ class SSHTarget(ComputeTarget):
     # -- start -----------------------------------------------------------------------------------
 
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
+        """One remote call when the remote holds a recent snapshot's manifest and every blob: the
+        request carries only the changes to that manifest. Otherwise the remote answers what it
+        lacks (that base manifest, blobs), which travels, and the start is asked again."""
         self.last_upload = {"blobs": 0, "bytes": 0}
-        if self.has_run(spec.run_id):
-            self._helper("start", self.root, spec.run_id, request={"manifest": {"files": []}, "run": {}})
-            return False
-        digests = sorted({f.hash for f in snapshot.files})
-        missing = self._helper("missing", self.root, request=digests)["missing"]
-        self._upload_blobs(missing, store)
-        request = {
-            "manifest": snapshot.to_dict(),
+        self.last_start = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
+        request: dict[str, Any] = {
+            "snapshot": snapshot.id,
             "run": spec.to_runner_json(),
             "cleanup": spec.target_options.get("cleanup") or self.settings.cleanup,
         }
-        return bool(self._helper("start", self.root, spec.run_id, request=request)["started"])
+        base = self._base_snapshot(snapshot, store)
+        uploaded = False
+        if base is not None and base.id != snapshot.id:
+            # What changed since the base is new to the remote, as a rule: it travels now and the
+            # start names it, rather than the start answering "missing" first.
+            fresh = sorted({f.hash for f in snapshot.files} - {f.hash for f in base.files})
+            request.update(self._upload_blobs(fresh, store, name_later=True))
+        while True:
+            delta = delta_manifest(snapshot, base) if base is not None else None
+            manifest = {"delta": delta} if delta is not None else {"manifest": snapshot.to_dict()}
+            body = json.dumps({**request, **manifest}).encode()
+            self.last_start["calls"] += 1
+            self.last_start["request_bytes"] += len(body)
+            self.last_start["delta_manifest"] = int(delta is not None)
+            try:
+                answer = self._helper("start", self.root, spec.run_id, request=body)
+            except TargetError as exc:
+                if (request.get("bundles") or request.get("commits")) and "No space left" in str(exc):
+                    raise self._upload_error(exc) from None
+                raise
+            request.pop("bundles", None)  # named by now, whatever the answer
+            request.pop("commits", None)
+            self._check_bad(answer.get("bad", []))
+            if "started" in answer:
+                if answer["started"]:
+                    self._remember_sent(store, snapshot.id)
+                return bool(answer["started"])
+            if answer.get("base_missing") and base is not None:
+                log.debug(
+                    "Run %s: %s lacks the manifest of %s; sending it whole",
+                    spec.run_id,
+                    self.root,
+                    base.id[:12],
+                )
+                self._forget_sent(store, {base.id})
+                base = None
+            elif answer.get("missing") and not uploaded:
+                self._upload_blobs(list(answer["missing"]), store)
+                uploaded = True
+                base = snapshot  # the remote kept this snapshot's manifest when it answered
+            else:
+                lacking = (
+                    f"{len(answer['missing'])} blob(s) were missing again after the upload (a prune at the "
+                    "same time?)"
+                    if answer.get("missing")
+                    else f"an unexpected answer {str(answer)[:200]}"
+                )
+                raise TargetError(
+                    f"Run {spec.run_id} did not start on {self.settings.host} ({self.root}): {lacking}. "
+                    "Submit again."
+                )
 
-    def _upload_blobs(self, digests: list[str], store: SnapshotStore) -> None:
-        """Send the missing blobs over SFTP; the remote hashes each before it gets its name.
+    def _sent_file(self, store: SnapshotStore | None) -> Path | None:
+        """Per remote root: a connection pointed at another root (or host) starts a list of its own."""
+        notes = self.notes or (store.root.parent / "targets" / f"ssh-{self.name}" if store else None)
+        if notes is None:
+            return None
+        s = self.settings
+        key = hashlib.sha256(f"{s.login}@{s.where}:{s.remote_root}".encode()).hexdigest()[:16]
+        return notes / f"sent-snapshots-{key}.json"
+
+    def _sent_snapshots(self, store: SnapshotStore | None) -> list[str]:
+        """Snapshots this workspace started runs from on the remote root, newest first. A hint: the
+        remote says when it no longer holds one (pruned) and the whole manifest travels instead."""
+        path = self._sent_file(store)
+        try:
+            data = json.loads(path.read_text()) if path else []
+        except (OSError, ValueError):
+            return []
+        return [s for s in data if isinstance(s, str)][:16] if isinstance(data, list) else []
+
+    def _write_sent(self, store: SnapshotStore | None, ids: list[str]) -> None:
+        path = self._sent_file(store)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(json.dumps(ids[:16]))
+        os.replace(tmp, path)
+
+    def _remember_sent(self, store: SnapshotStore, snapshot_id: str) -> None:
+        self._write_sent(store, [snapshot_id] + [s for s in self._sent_snapshots(store) if s != snapshot_id])
+
+    def _forget_sent(self, store: SnapshotStore | None, gone: set[str]) -> None:
+        ids = self._sent_snapshots(store)
+        if gone & set(ids):
+            self._write_sent(store, [s for s in ids if s not in gone])
+
+    def _base_snapshot(self, snapshot: Snapshot, store: SnapshotStore) -> Snapshot | None:
+        """The most recent snapshot sent to the remote root that this workspace still has (the
+        snapshot itself when it was sent before: an unchanged tree's delta is empty)."""
+        for sent in self._sent_snapshots(store)[:4]:
+            if sent == snapshot.id:
+                return snapshot
+            try:
+                return store.get(sent)
+            except SnapshotError:
+                continue
+        return None
+
+    def _upload_blobs(
+        self, digests: list[str], store: SnapshotStore, name_later: bool = False
+    ) -> dict[str, Any]:
+        """Send blobs over SFTP; the remote hashes each before it gets its name.
 
         Small blobs travel in bundles (one SFTP file and one remote ``unbundle`` per ~32 MiB, so a
         tree of thousands of files costs a few round trips, not several per file); big ones alone.
         Whatever fails, no partial blob is left: not in the cache, not under a temporary name.
+        With ``name_later``, the remote calls are left to the next ``start``, which makes them first:
+        the uploads it should name are returned (``bundles``, ``commits``) for its request.
         """
         sizes = {d: store.blob_path(d).stat().st_size for d in digests}
         batches: list[list[str]] = []
@@ -771,12 +885,22 @@ class SSHTarget(ComputeTarget):
                 current, current_size = [], 0
         if current:
             batches.append(current)
+        later: dict[str, Any] = {"bundles": [], "commits": []}
         for batch in batches:
             try:
                 if len(batch) == 1 and sizes[batch[0]] >= SINGLE_BLOB_BYTES:
-                    self._send_single(batch[0], store)
+                    items = [[self._send_single(batch[0], store), batch[0]]]
+                    if name_later:
+                        later["commits"] += items
+                    else:
+                        self._check_bad(self._helper("commit", self.root, request=items)["bad"])
                 else:
-                    self._send_bundle(batch, sizes, store)
+                    name = self._send_bundle(batch, sizes, store)
+                    index = [[d, sizes[d]] for d in batch]
+                    if name_later:
+                        later["bundles"].append([name, index])
+                    else:
+                        self._check_bad(self._helper("unbundle", self.root, name, request=index)["bad"])
             except (OSError, TargetError) as exc:
                 if isinstance(exc, TargetError) and "No space left" not in str(exc):
                     raise
@@ -785,8 +909,10 @@ class SSHTarget(ComputeTarget):
             self.last_upload["bytes"] += sum(sizes[d] for d in batch)
             if self.upload_progress is not None:
                 self.upload_progress(self.last_upload["bytes"], sum(sizes.values()))
+        return later
 
-    def _send_bundle(self, batch: list[str], sizes: dict[str, int], store: SnapshotStore) -> None:
+    def _send_bundle(self, batch: list[str], sizes: dict[str, int], store: SnapshotStore) -> str:
+        """Writes the blobs back to back into one temporary file in the cache folder; its name."""
         name = f".tmp-bundle-{secrets.token_hex(8)}"
         path = posixpath.join(self.root, "blobs", name)
 
@@ -807,11 +933,10 @@ class SSHTarget(ComputeTarget):
                 raise
 
         self._sftp(write)
-        index = [[d, sizes[d]] for d in batch]
-        bad = self._helper("unbundle", self.root, name, request=index)["bad"]
-        self._check_bad(bad)
+        return name
 
-    def _send_single(self, digest: str, store: SnapshotStore) -> None:
+    def _send_single(self, digest: str, store: SnapshotStore) -> str:
+        """Uploads one blob to a temporary name next to its final one; that name."""
         folder = posixpath.join(self.root, "blobs", digest[:2])
         tmp = posixpath.join(folder, f".tmp-{digest[:16]}-{secrets.token_hex(4)}")
 
@@ -825,7 +950,7 @@ class SSHTarget(ComputeTarget):
                 raise
 
         self._sftp(put)
-        self._check_bad(self._helper("commit", self.root, request=[[posixpath.basename(tmp), digest]])["bad"])
+        return posixpath.basename(tmp)
 
     def _check_bad(self, bad: list[list[str]]) -> None:
         if bad:
@@ -961,12 +1086,16 @@ class SSHTarget(ComputeTarget):
         return self.prune_blobs(days)
 
     def prune_blobs(self, days: float = 7.0) -> dict[str, int]:
-        """Delete cached blobs that no run's working copy uses and no submission touched in ``days``.
+        """Delete cached blobs that no run's working copy uses and no submission touched in ``days``,
+        and the kept manifests no start used in ``days`` (dropped from this controller's notes too).
 
-        Returns ``{"removed": files, "bytes": freed, "kept": files}``. Safe while runs start: a
-        submission touches the blobs it reuses, and working copies are built under a shared lock.
+        Returns ``{"removed": blobs, "bytes": freed, "kept": blobs}``. Safe while runs start: a
+        submission touches the blobs and manifest it uses, and starts run under a shared lock.
         """
         answer = self._helper("prune", self.root, repr(float(days)))
+        if answer.get("manifests"):
+            with contextlib.suppress(OSError):  # only a hint: a start against a pruned one recovers
+                self._forget_sent(None, set(answer["manifests"]))
         return {k: int(answer[k]) for k in ("removed", "bytes", "kept")}
 
     def test(self) -> str:

@@ -8,6 +8,7 @@ controllers that die, shell metacharacters, cleanup and pruning.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import secrets
@@ -155,7 +156,176 @@ def test_start_of_an_existing_run_id_returns_false_and_runs_nothing(workspace, t
     spec = RunSpec(run_id=run.id, experiment="ssh", script="train.py", arguments=(), snapshot_id=snapshot.id)
     assert target.start(spec, snapshot, workspace.snapshots) is False
     assert target.last_upload["blobs"] == 0
+    assert target.last_start["calls"] == 1  # the existing run is found by the start call itself
     assert run.read_log().decode().count("ran once") == 1
+
+
+# -- delta manifests -------------------------------------------------------------------------------
+
+# Prints the working copy as the run sees it: files by content hash and mode, symlinks, empty folders.
+LIST_TREE = """
+import hashlib, json, os
+out = {"files": {}, "symlinks": {}, "dirs": []}
+for folder, dirs, files in os.walk("."):
+    rel = os.path.relpath(folder, ".").replace(os.sep, "/")
+    if rel.split("/")[0] in ("outputs", "logs"):
+        continue
+    for name in list(dirs):
+        path = os.path.join(folder, name)
+        if os.path.islink(path):
+            dirs.remove(name)
+            files.append(name)
+    if rel != "." and not dirs and not files:
+        out["dirs"].append(rel)
+    for name in files:
+        path = os.path.join(folder, name)
+        key = os.path.normpath(path).replace(os.sep, "/")
+        if os.path.islink(path):
+            out["symlinks"][key] = os.readlink(path)
+        else:
+            data = open(path, "rb").read()
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            out["files"][key] = [hashlib.sha256(data).hexdigest(), mode]
+print("TREE " + json.dumps(out, sort_keys=True))
+"""
+
+
+def _tree_of(run) -> dict:
+    line = next(x for x in run.read_log().decode().splitlines() if x.startswith("TREE "))
+    return json.loads(line[len("TREE ") :])
+
+
+def _expected_tree(snapshot) -> dict:
+    return {
+        "files": {f.path: [f.hash, f.mode] for f in snapshot.files},
+        "symlinks": dict(snapshot.symlinks),
+        "dirs": sorted(snapshot.dirs),
+    }
+
+
+def _count_remote_processes(monkeypatch, target: SSHTarget) -> list[list[str]]:
+    calls: list[list[str]] = []
+    run = target._run
+
+    def counting(argv, **kwargs):
+        calls.append(argv)
+        return run(argv, **kwargs)
+
+    monkeypatch.setattr(target, "_run", counting)
+    return calls
+
+
+def test_one_file_changed_in_2000_sends_one_blob_and_a_small_start(workspace, target, make_tree):
+    files = {f"data/d{i % 20:02}/f{i:04}.txt": f"file {i}\n" for i in range(1999)}
+    files["train.py"] = "print(open('data/d07/f0007.txt').read())\n"
+    src = make_tree(files)
+    submit(workspace, target, src).wait_for_completion()
+    full = workspace.snapshots.take(src)
+    # First: the whole manifest, answered with the missing blobs; once they are there, the start
+    # is asked again against the manifest the remote kept.
+    assert target.last_start["calls"] == 2 and target.last_upload["blobs"] == 2000
+    (src / "data/d07/f0007.txt").write_text("changed\n")
+    run = submit(workspace, target, src)
+    assert target.last_upload["blobs"] == 1
+    assert target.last_start["calls"] == 1 and target.last_start["delta_manifest"] == 1
+    manifest_bytes = len(json.dumps(full.to_dict()))
+    assert target.last_start["request_bytes"] < manifest_bytes / 10, (target.last_start, manifest_bytes)
+    run.wait_for_completion()
+    assert "changed" in run.get_log_tail()
+
+
+def test_an_unchanged_tree_starts_in_one_remote_process(workspace, target, make_tree, monkeypatch):
+    src = make_tree({"train.py": "print('same')\n", "lib/a.py": "A = 1\n", "big.bin": os.urandom(100_000)})
+    submit(workspace, target, src).wait_for_completion()
+    calls = _count_remote_processes(monkeypatch, target)
+    run = submit(workspace, target, src)
+    assert target.last_upload == {"blobs": 0, "bytes": 0}
+    assert [argv[4] for argv in calls] == ["start"], calls  # python -I -S remote.py start ROOT RUN_ID
+    assert target.last_start["calls"] == 1 and target.last_start["delta_manifest"] == 1
+    monkeypatch.undo()
+    assert run.wait_for_completion()["status"] == "Completed"
+
+
+def test_the_working_copy_from_a_delta_is_the_snapshot(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": LIST_TREE,
+            "keep.txt": "kept",
+            "change.txt": "before",
+            "remove.txt": "gone soon",
+            "sub/deep/x.py": "X = 1\n",
+            "run.sh": "#!/bin/sh\necho hi\n",
+            "big.bin": os.urandom(100_000),
+            # Unchanged files: with most files changed, the whole manifest is as small as a delta.
+            **{f"same/s{i}.txt": str(i) for i in range(10)},
+        }
+    )
+    (src / "run.sh").chmod(0o755)
+    (src / "empty").mkdir()
+    (src / "link-old").symlink_to("keep.txt")
+    first = submit(workspace, target, src)
+    first.wait_for_completion()
+    assert _tree_of(first) == _expected_tree(workspace.snapshots.take(src))
+
+    (src / "change.txt").write_text("after")
+    (src / "remove.txt").unlink()
+    (src / "sub/deep/added.py").write_text("ADDED = 1\n")
+    (src / "link-old").unlink()
+    (src / "sub/link-new").symlink_to("deep/x.py")
+    (src / "big.bin").write_bytes(os.urandom(100_000))
+    second = submit(workspace, target, src)
+    assert target.last_start["delta_manifest"] == 1 and target.last_start["calls"] == 1
+    assert target.last_upload["blobs"] == 3  # change.txt, added.py, big.bin
+    second.wait_for_completion()
+    snapshot = workspace.snapshots.take(src)
+    tree = _tree_of(second)
+    assert tree == _expected_tree(snapshot)
+    assert "remove.txt" not in tree["files"] and tree["symlinks"] == {"sub/link-new": "deep/x.py"}
+
+
+def test_a_base_manifest_missing_on_the_remote_falls_back_to_the_whole_one(workspace, target, make_tree):
+    src = make_tree({"train.py": "print(open('a.txt').read())\n", "a.txt": "one", "b.txt": "b"})
+    submit(workspace, target, src).wait_for_completion()
+    code, _out, err = target._run(["rm", "-rf", "--", posixpath.join(target.root, "manifests")])
+    assert code == 0, err
+    (src / "a.txt").write_text("two")
+    run = submit(workspace, target, src)
+    assert target.last_start["calls"] == 2 and target.last_start["delta_manifest"] == 0
+    assert target.last_upload["blobs"] == 1
+    run.wait_for_completion()
+    assert "two" in run.get_log_tail()
+    again = submit(workspace, target, src)  # the remote holds the new manifest again
+    assert target.last_start["calls"] == 1 and target.last_start["delta_manifest"] == 1
+    assert again.wait_for_completion()["status"] == "Completed"
+
+
+def test_blobs_removed_after_the_base_ran_travel_again(workspace, target, make_tree):
+    src = make_tree({"train.py": "print(open('a.txt').read())\n", "a.txt": "from the cache"})
+    submit(workspace, target, src).wait_for_completion()
+    code, _out, err = target._run(["rm", "-rf", "--", posixpath.join(target.root, "blobs")])
+    assert code == 0, err
+    run = submit(workspace, target, src)
+    assert target.last_upload["blobs"] == 2
+    # missing blobs answered without creating the run, then one more start against the same manifest
+    assert target.last_start["calls"] == 2 and target.last_start["delta_manifest"] == 1
+    run.wait_for_completion()
+    assert "from the cache" in run.get_log_tail()
+
+
+def test_prune_removes_old_manifests_and_a_later_start_recovers(workspace, target, make_tree):
+    src = make_tree({"train.py": "print(open('a.txt').read())\n", "a.txt": "first"})
+    submit(workspace, target, src).wait_for_completion()
+    manifests = posixpath.join(target.root, "manifests")
+    assert len(_remote_listdir(target, manifests)) == 1
+    assert target.prune_blobs(days=1)["removed"] == 0 and len(_remote_listdir(target, manifests)) == 1
+    pruned = target.prune_blobs(days=0)
+    assert pruned["removed"] == 2 and _remote_listdir(target, manifests) == []
+    (src / "a.txt").write_text("second")
+    run = submit(workspace, target, src)
+    assert target.last_upload["blobs"] == 2  # both blobs were pruned: both travel again
+    run.wait_for_completion()
+    assert "second" in run.get_log_tail()
+    assert len(_remote_listdir(target, manifests)) == 1
 
 
 # -- connection faults -----------------------------------------------------------------------------
