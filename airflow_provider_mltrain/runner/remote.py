@@ -49,6 +49,14 @@ def _check_rel(path):
         raise ValueError("unsafe path in the snapshot manifest: %r" % (path,))
 
 
+def _unlink(path):
+    """Delete ``path`` if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _hash_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -137,16 +145,10 @@ def unbundle(root, bundle_name, index):
                     os.chmod(tmp, 0o444)
                     os.replace(tmp, final)
                 except BaseException:
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
+                    _unlink(tmp)
                     raise
     finally:
-        try:
-            os.unlink(bundle)
-        except FileNotFoundError:
-            pass
+        _unlink(bundle)
     return {"bad": bad}
 
 
@@ -281,10 +283,7 @@ def _full_manifest(root, snapshot_id, request):
                 json.dump(manifest, f, separators=(",", ":"))
             os.replace(tmp, path)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            _unlink(tmp)
             raise
     return manifest
 
@@ -532,10 +531,7 @@ def pack_env(envs, interpreter):
                     tar.add(os.path.join(envs, name), arcname=".")
                 os.replace(tmp, archive)
             except BaseException:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+                _unlink(tmp)
                 raise
     return {"archive": archive}
 

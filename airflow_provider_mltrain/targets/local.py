@@ -23,7 +23,7 @@ from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, ch
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError
 from airflow_provider_mltrain.core.run import list_run_files
 from airflow_provider_mltrain.core.states import RunStatus
-from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild
+from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild, remote
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR = os.path.join(RUNNER_DIR, "supervisor.py")
 COLLECTED = ("outputs", "logs")
-_CHANGE_CHECK = 0.1  # seconds between two looks at status.json in wait_for_change
 
 
 class LocalTarget(ComputeTarget):
@@ -162,23 +161,9 @@ class LocalTarget(ComputeTarget):
         return data if isinstance(data, dict) else None
 
     def wait_for_change(self, run_id: str, seconds: float) -> None:
-        """Sleep until ``status.json`` is rewritten (the supervisor replaces it on every change and
-        heartbeat), checked with a ``stat`` every 0.1 s, or until ``seconds`` passed."""
-        path = self.run_dir(run_id) / "status.json"
-
-        def stamp() -> tuple[int, int, int] | None:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                return None
-            return st.st_ino, st.st_mtime_ns, st.st_size
-
-        first = stamp()
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(_CHANGE_CHECK, left))
-            if stamp() != first:
-                return
+        """Sleep until ``status.json`` is replaced (the supervisor does on every change and heartbeat)
+        or ``seconds`` passed: the SSH target's remote wait, run here."""
+        remote.wait_change(str(self.run_dir(run_id)), seconds)
 
     def runner_alive(self, run_id: str, status: dict[str, Any] | None) -> bool:
         try:
