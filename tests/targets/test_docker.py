@@ -34,7 +34,7 @@ from airflow_provider_mltrain.core.errors import TargetUnreachable
 from airflow_provider_mltrain.hooks.docker import DockerComputeHook
 from airflow_provider_mltrain.targets.docker import DockerOptions, DockerTarget, container_name
 from tests.targets.harnesses.docker import CONN_ID, docker_connection, remove_test_containers, require_docker
-from tests.targets.test_target_suite import wait_until
+from tests.targets.suite import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from airflow_provider_mltrain import Environment, Experiment, PythonSection, Scr
 from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, find_uv
 from airflow_provider_mltrain.runner import envbuild
 from tests.targets.harnesses import HARNESSES
-from tests.targets.test_target_suite import wait_until
+from tests.targets.suite import wait_until
 
 SIX = "six==1.17.0"
 SCRIPT = "import os, six\nprint('six', six.__version__)\nprint('FOO', os.environ.get('FOO'))\n"

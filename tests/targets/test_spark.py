@@ -32,7 +32,7 @@ from airflow_provider_mltrain.core.compute import RunSpec
 from airflow_provider_mltrain.core.errors import TargetUnreachable
 from airflow_provider_mltrain.targets.spark import SparkSettings, SparkTarget
 from tests.targets.harnesses.spark import CONN_ID, connection_json, spark_service
-from tests.targets.test_target_suite import wait_until
+from tests.targets.suite import wait_until
 
 
 @pytest.fixture

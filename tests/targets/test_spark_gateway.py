@@ -33,8 +33,8 @@ from tests.targets.harnesses.spark import (
 )
 from tests.targets.harnesses.ssh import connection_json as ssh_connection_json
 from tests.targets.harnesses.ssh import require_ssh
+from tests.targets.suite import wait_until
 from tests.targets.test_spark import JOB, SLOW_JOB, free_port, get_json, master_apps
-from tests.targets.test_target_suite import wait_until
 
 pytestmark = pytest.mark.integration
 CONN_ID, SSH_CONN_ID = GATEWAY_CONN_ID, GATEWAY_SSH_CONN_ID

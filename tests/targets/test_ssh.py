@@ -38,7 +38,7 @@ from airflow_provider_mltrain.core.errors import (
 )
 from airflow_provider_mltrain.targets.ssh import SSHSettings, SSHTarget
 from tests.targets.harnesses.ssh import connection_json, require_ssh
-from tests.targets.test_target_suite import wait_until
+from tests.targets.suite import wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,46 +19,12 @@ import pytest
 
 from airflow_provider_mltrain import (
     Environment,
-    Experiment,
     RunFailed,
     RunStatus,
     RunTimeout,
-    ScriptRunConfig,
     Workspace,
 )
-from tests.targets.harnesses import HARNESSES, Harness
-
-TARGETS = list(HARNESSES)
-
-
-@pytest.fixture(params=TARGETS)
-def harness(request, monkeypatch, workspace):
-    monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "0.5")
-    instance = HARNESSES[request.param]()
-    instance.setup(monkeypatch, workspace)
-    yield instance
-    instance.teardown()
-
-
-@pytest.fixture
-def target(harness: Harness) -> str:
-    return harness.name
-
-
-def submit(workspace: Workspace, target: str, src: Path, script: str = "train.py", **kwargs):
-    config = ScriptRunConfig(src, script, compute_target=target, **kwargs)
-    return Experiment(workspace, "suite").submit(config)
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
+from tests.targets.suite import submit, wait_until
 
 TRAIN = """
 import os, sys
