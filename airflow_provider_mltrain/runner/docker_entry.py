@@ -106,7 +106,11 @@ def main(argv):
                 )
             return 1
         os.rename(tmp, snapshot)
-    supervisor = subprocess.Popen([sys.executable, "-I", "-S", os.path.join(HERE, "supervisor.py"), run_dir])
+    # The container is the run's bound: what the script leaves behind ends when the container stops.
+    env = dict(os.environ, MLTRAIN_CGROUP_BASE="off")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-I", "-S", os.path.join(HERE, "supervisor.py"), run_dir], env=env
+    )
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # docker stop/kill reach us via docker-init
         signal.signal(sig, lambda signum, _frame: supervisor.send_signal(signum))
     code = supervisor.wait()

@@ -475,11 +475,19 @@ def _belongs_to_run(pid, run_id):
 
 
 def kill(run_dir):
-    """SIGKILL whatever is left of the run: the script's process group, then its supervisor."""
+    """SIGKILL whatever is left of the run: the script's process group and cgroup, then its supervisor."""
     status = _read_status(run_dir)
     if not status:
         return {"killed": []}
     killed = []
+    if status.get("cgroup"):
+        sys.path.insert(0, HERE)
+        import supervisor
+
+        try:
+            supervisor.kill_recorded_cgroup(status, status.get("run_id", ""))
+        except OSError:
+            pass  # the process group and the supervisor are still ended below
     pgid = status.get("pgid")
     if pgid and _belongs_to_run(int(pgid), status.get("run_id", "")):
         try:

@@ -10,6 +10,14 @@ claims the run, and a folder whose ``status.json`` exists is never run twice.
 
 Cancel: create ``cancel_requested`` in the run folder and send SIGTERM to the supervisor. The
 script's process group gets SIGTERM, then SIGKILL after the grace period.
+
+Where the machine has a cgroup v2 hierarchy the supervisor may write to, the script runs in a cgroup
+of its own (``mltrain-<run id>-<supervisor pid>``, beneath the supervisor's own cgroup or beneath
+``MLTRAIN_CGROUP_BASE``), so what it leaves behind in another session (``setsid``, a double fork)
+ends with the run too; the cgroup is removed after. Where none can be made, the run goes on with
+only its process group ended, and says so in ``status.json``'s ``warnings``.
+``MLTRAIN_CGROUP_BASE`` is read from the run's environment variables, else the supervisor's own:
+an absolute path of a cgroup2 directory, or ``off`` (the Docker target: the container is the bound).
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ CANCEL = "cancel_requested"
 STD_LOG = os.path.join("logs", "std_log.txt")
 METRICS = os.path.join("logs", "metrics.jsonl")
 SPARK_LOG = os.path.join("logs", "spark_driver.log")
+CGROUP_BASE_VAR = "MLTRAIN_CGROUP_BASE"
+CGROUP_PREFIX = "mltrain-"
 
 
 def _now():
@@ -65,6 +75,7 @@ class Supervisor:
         self.child = None
         self.cancel_requested = False
         self.lock_fd = None
+        self.cgroup = None
 
     # -- status --------------------------------------------------------------------------------
 
@@ -79,6 +90,11 @@ class Supervisor:
     def heartbeat(self):
         self.status["heartbeat"] = _now()
         write_json_atomic(os.path.join(self.run_dir, STATUS), self.status)
+
+    def warn(self, message):
+        """Record a warning for the run's record (written with the next status change)."""
+        self.status.setdefault("warnings", []).append(message)
+        sys.stderr.write("mltrain supervisor: %s\n" % message)
 
     # -- claim ---------------------------------------------------------------------------------
 
@@ -135,6 +151,8 @@ class Supervisor:
         # spark-submit merges the Python driver's output into its stdout; its stderr carries the
         # JVM's own log (and the application id), kept apart from the script's log.
         err_path = os.path.join(self.run_dir, SPARK_LOG) if launcher else os.devnull
+        self._make_cgroup()
+        cgroup = self.cgroup
         with open(os.path.join(self.run_dir, STD_LOG), "ab") as log, open(err_path, "ab") as err:
             self.child = subprocess.Popen(
                 argv,
@@ -145,8 +163,26 @@ class Supervisor:
                 env=self._environ(),
                 start_new_session=True,
                 close_fds=True,
+                # Before exec, so that nothing the script starts is ever outside the cgroup.
+                preexec_fn=cgroup.enter if cgroup else None,
             )
-        self.set_state("Running", pid=self.child.pid, pgid=self.child.pid)
+        fields = {"cgroup": cgroup.path} if cgroup else {}
+        self.set_state("Running", pid=self.child.pid, pgid=self.child.pid, **fields)
+
+    def _make_cgroup(self):
+        """The script's own cgroup, or a warning in the run's status saying why there is none."""
+        env = self.spec.get("environment_variables") or {}
+        base = str(env.get(CGROUP_BASE_VAR) or os.environ.get(CGROUP_BASE_VAR) or "").strip()
+        if base.lower() == "off":
+            return
+        try:
+            self.cgroup = Cgroup.create(cgroup_name(self.spec["run_id"]), base or None)
+        except CgroupUnavailable as exc:
+            self.warn(
+                "no cgroup for this run (%s): processes the script starts in a session of their own "
+                "(setsid, double fork) may outlive the run. See 'Processes outlive a run' in the "
+                "troubleshooting guide." % exc
+            )
 
     def _py_files(self, snapshot):
         """The snapshot as a zip for spark-submit's ``--py-files``: executors import its modules."""
@@ -182,7 +218,7 @@ class Supervisor:
                 self._terminate()
                 kill_at = now + self._requested_grace(grace)
             elif kill_at is not None and now >= kill_at:
-                self._signal_group(signal.SIGKILL)
+                self._kill_all()
                 kill_at = float("inf")
             if now >= next_beat:
                 self.heartbeat()
@@ -217,10 +253,29 @@ class Supervisor:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _kill_all(self):
+        """SIGKILL to the script's process group and to everything in its cgroup."""
+        self._signal_group(signal.SIGKILL)
+        if self.cgroup is not None:
+            try:
+                self.cgroup.kill()
+            except OSError as exc:
+                self.warn("could not end the processes in %s: %s" % (self.cgroup.path, exc))
+
+    def _remove_cgroup(self):
+        if self.cgroup is None:
+            return
+        try:
+            self.cgroup.remove()
+        except OSError as exc:
+            self.warn("could not remove the run's cgroup %s: %s" % (self.cgroup.path, exc))
+
     def finalize(self, returncode):
         self.set_state("Finalizing")
-        # Whatever the script left behind in its process group ends with the run.
-        self._signal_group(signal.SIGKILL)
+        # Whatever the script left behind, in its process group or elsewhere in its cgroup, ends
+        # with the run.
+        self._kill_all()
+        self._remove_cgroup()
         error = None
         try:
             self._collect_script_folders()
@@ -294,6 +349,226 @@ class Supervisor:
         returncode = self.wait()
         self.finalize(returncode)
         return 0
+
+
+class CgroupUnavailable(Exception):
+    """No cgroup can be made for the run here; the message says why."""
+
+
+def _cgroup_stem(run_id):
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)[:200]
+    return "%s%s-" % (CGROUP_PREFIX, safe)
+
+
+def cgroup_name(run_id):
+    """The name of the run's cgroup; the supervisor's pid tells two attempts at a run apart."""
+    return "%s%d" % (_cgroup_stem(run_id), os.getpid())
+
+
+def _unescape_mount(path):
+    """A path of /proc/*/mountinfo with its octal escapes (\\040 for a space) decoded."""
+    out = []
+    i = 0
+    while i < len(path):
+        if path[i] == "\\" and path[i + 1 : i + 4].isdigit():
+            out.append(chr(int(path[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(path[i])
+            i += 1
+    return "".join(out)
+
+
+def cgroup2_mounts(mountinfo="/proc/self/mountinfo"):
+    """The mount points of cgroup v2 file systems seen by this process, the widest first."""
+    found = []
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split()
+                try:
+                    sep = fields.index("-")
+                except ValueError:
+                    continue
+                if len(fields) > sep + 1 and fields[sep + 1] == "cgroup2":
+                    found.append((fields[3], _unescape_mount(fields[4])))
+    except OSError:
+        return []
+    return [point for root, point in sorted(found, key=lambda m: len(m[0]))]
+
+
+def own_cgroup2_path():
+    """This process's cgroup v2 directory (its ``0::`` line in /proc/self/cgroup), or None."""
+    mounts = cgroup2_mounts()
+    if not mounts:
+        return None
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    rel = line[3:].rstrip("\n")
+                    if rel.endswith(" (deleted)"):
+                        return None
+                    return os.path.join(mounts[0], rel.lstrip("/"))
+    except OSError:
+        pass
+    return None
+
+
+def in_cgroup2(path):
+    """Whether ``path`` (resolved) lies in a cgroup v2 file system of this host."""
+    real = os.path.realpath(path)
+    return any(real == point or real.startswith(point.rstrip("/") + "/") for point in cgroup2_mounts())
+
+
+class Cgroup:
+    """A cgroup v2 directory of the run's own: the script enters it, and all of it ends together."""
+
+    def __init__(self, path):
+        self.path = path
+
+    @classmethod
+    def create(cls, name, base=None):
+        """Make ``name`` beneath ``base`` (default: the supervisor's own cgroup) and check that a
+        process of ours can enter it; CgroupUnavailable says why not."""
+        if base is None:
+            if not cgroup2_mounts():
+                raise CgroupUnavailable("this machine has no cgroup v2 hierarchy mounted")
+            base = own_cgroup2_path()
+            if base is None or not os.path.isdir(base):
+                raise CgroupUnavailable("the supervisor's own cgroup v2 directory is not to be found")
+        elif not os.path.isabs(base) or not os.path.isdir(base) or not in_cgroup2(base):
+            raise CgroupUnavailable("%s=%s is not a cgroup v2 directory" % (CGROUP_BASE_VAR, base))
+        path = os.path.join(base, name)
+        try:
+            os.mkdir(path)
+        except OSError as exc:
+            raise CgroupUnavailable(
+                "cannot create a cgroup in %s: %s; an administrator can delegate a cgroup to this "
+                "user and name it in %s" % (base, exc.strerror or exc, CGROUP_BASE_VAR)
+            ) from None
+        cgroup = cls(path)
+        problem = cgroup._probe()
+        if problem:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+            raise CgroupUnavailable(
+                "cannot move a process into %s: %s; the kernel allows it only within a cgroup subtree "
+                "this user was delegated and already runs in" % (path, problem)
+            )
+        return cgroup
+
+    def _probe(self):
+        """Move a throw-away child in (the kernel's delegation rules decide); None when it worked."""
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            try:
+                self.enter()
+                os.write(write_fd, b"ok")
+            except OSError as exc:
+                os.write(write_fd, (exc.strerror or str(exc)).encode("utf-8", "replace"))
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as r:
+            answer = r.read().decode("utf-8", "replace")
+        os.waitpid(pid, 0)
+        return None if answer == "ok" else answer or "the probe process died"
+
+    def enter(self):
+        """Move the calling process into the cgroup."""
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write("0")
+
+    def pids(self):
+        try:
+            with open(os.path.join(self.path, "cgroup.procs"), encoding="ascii") as f:
+                return [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def kill(self, timeout=10.0):
+        """SIGKILL every process in the cgroup and wait (up to ``timeout``) until it is empty.
+
+        ``cgroup.kill`` (Linux 5.14) does it in one step, forks racing it included. Without it the
+        cgroup is frozen first, so nothing forks while each of its processes gets SIGKILL.
+        """
+        kill_file = os.path.join(self.path, "cgroup.kill")
+        if os.path.exists(kill_file):
+            with open(kill_file, "w") as f:
+                f.write("1")
+        else:
+            self._freeze_and_kill()
+        deadline = time.monotonic() + timeout
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _freeze_and_kill(self):
+        freeze = os.path.join(self.path, "cgroup.freeze")
+        frozen = False
+        try:
+            with open(freeze, "w") as f:
+                f.write("1")
+            frozen = True
+        except OSError:
+            pass  # before Linux 5.2: no freezer; repeat the kill below until nothing is left
+        try:
+            for _ in range(100):
+                pids = self.pids()
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                if frozen:
+                    break  # a frozen process cannot fork; SIGKILL ends it even frozen
+                time.sleep(0.01)
+        finally:
+            if frozen:
+                with open(freeze, "w") as f:
+                    f.write("0")
+
+    def remove(self, timeout=10.0):
+        """Remove the (emptied) cgroup; processes that just got SIGKILL may still take a moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
+
+
+def kill_recorded_cgroup(status, run_id):
+    """End what is left in the cgroup a run's ``status.json`` names (its supervisor was lost) and
+    remove it. The path must look like this run's cgroup in a cgroup v2 file system: status.json
+    lies in a folder the script can write, so a path elsewhere is refused. Returns whether it acted."""
+    path = status.get("cgroup") if isinstance(status, dict) else None
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return False
+    name = os.path.basename(path)
+    expected = _cgroup_stem(run_id)
+    if not name.startswith(expected) or not name[len(expected) :].isdigit():
+        return False
+    if not os.path.isdir(path) or not in_cgroup2(path):
+        return False
+    cgroup = Cgroup(path)
+    cgroup.kill()
+    try:
+        cgroup.remove(timeout=2.0)
+    except OSError:
+        pass
+    return True
 
 
 def _group_members(pgid):

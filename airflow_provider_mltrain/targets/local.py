@@ -23,7 +23,7 @@ from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, ch
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError
 from airflow_provider_mltrain.core.run import list_run_files
 from airflow_provider_mltrain.core.states import RunStatus
-from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild, remote
+from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild, remote, supervisor
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
@@ -220,6 +220,10 @@ class LocalTarget(ComputeTarget):
     def kill(self, run_id: str, status: dict[str, Any] | None) -> None:
         if not status or not _on_this_host(status):
             return  # another host's processes: their supervisor acts on the cancel marker
+        try:
+            supervisor.kill_recorded_cgroup(status, run_id)
+        except OSError as exc:
+            log.warning("Run %s: could not end the processes of its cgroup: %s", run_id, exc)
         pgid = status.get("pgid")
         if pgid and _process_belongs_to_run(int(pgid), run_id):
             try:
