@@ -50,6 +50,43 @@ echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$DIR/host_ed25519.pub")" >"$DIR/known
 install -d -m 700 -o "$VM_USER" -g "$VM_USER" "$HOME_DIR/.ssh"
 install -m 600 -o "$VM_USER" -g "$VM_USER" "$DIR/client_ed25519.pub" "$HOME_DIR/.ssh/authorized_keys"
 
+# Delegate a cgroup v2 subtree to the VM user, as the admin of a training VM would (see
+# docs/troubleshooting.md): the run supervisor puts each run in a cgroup of its own beneath its
+# session's cgroup. The kernel lets a user move a process only between cgroups below one whose
+# cgroup.procs it may write, so the user's SSH sessions must start inside the delegated cgroup: a PAM
+# session hook (pam_exec, as root) moves each new session there. This sshd runs under a name of its
+# own, which is its PAM service name, so the system's /etc/pam.d/sshd is left alone.
+USE_PAM=no
+SSHD=/usr/sbin/sshd
+CGROUP2="$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break } }' \
+  /proc/self/mountinfo | head -n 1)"
+DELEGATED=""
+if [ -n "$CGROUP2" ] && [ -w "$CGROUP2" ]; then
+  DELEGATED="$CGROUP2/mltrain-test-$VM_USER"
+  mkdir -p "$DELEGATED"
+  # The folder (to make child cgroups) and the files the kernel's delegation rules name.
+  chown "$VM_USER:$VM_USER" "$DELEGATED" "$DELEGATED/cgroup.procs" "$DELEGATED/cgroup.threads" \
+    "$DELEGATED/cgroup.subtree_control"
+  cat >"$DIR/cgroup-session.sh" <<HOOK
+#!/bin/sh
+# pam_exec session hook (as root): the session's sshd process, and so all it starts, moves into the
+# cgroup delegated to $VM_USER.
+[ "\$PAM_TYPE" = open_session ] && [ "\$PAM_USER" = "$VM_USER" ] || exit 0
+echo "\$PPID" >"$DELEGATED/cgroup.procs"
+HOOK
+  chmod 755 "$DIR/cgroup-session.sh"
+  cat >"/etc/pam.d/mltrain-test-sshd-$PORT" <<PAM
+# Written by tests/services/sshd.sh of airflow-provider-mltrain: its test sshd on port $PORT.
+@include common-account
+session optional pam_exec.so quiet $DIR/cgroup-session.sh
+PAM
+  ln -sfn /usr/sbin/sshd "$DIR/mltrain-test-sshd-$PORT"
+  SSHD="$DIR/mltrain-test-sshd-$PORT"
+  USE_PAM=yes
+else
+  log "no writable cgroup v2 hierarchy: runs on the SSH VM will carry a 'no cgroup' warning"
+fi
+
 cat >"$DIR/sshd_config" <<EOF
 Port $PORT
 ListenAddress 127.0.0.1
@@ -60,7 +97,7 @@ AuthorizedKeysFile .ssh/authorized_keys
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-UsePAM no
+UsePAM $USE_PAM
 PermitRootLogin no
 StrictModes yes
 MaxStartups 100:30:200
@@ -72,12 +109,15 @@ EOF
 answers() { ssh-keyscan -T 3 -p "$PORT" 127.0.0.1 2>/dev/null | grep -q ssh-ed25519; }
 running() { [ -f "$DIR/sshd.pid" ] && kill -0 "$(cat "$DIR/sshd.pid")" 2>/dev/null; }
 
-if running && answers; then
+# An sshd started with another configuration (by an older version of this script) is restarted;
+# the sessions it serves go on.
+if running && answers && cmp -s "$DIR/sshd_config" "$DIR/sshd_config.running"; then
   log "reusing the sshd on 127.0.0.1:$PORT (pid $(cat "$DIR/sshd.pid"))"
 else
   if running; then kill "$(cat "$DIR/sshd.pid")" || true; sleep 0.5; fi
-  /usr/sbin/sshd -t -f "$DIR/sshd_config"
-  /usr/sbin/sshd -f "$DIR/sshd_config" -E "$DIR/sshd.log"
+  "$SSHD" -t -f "$DIR/sshd_config"
+  "$SSHD" -f "$DIR/sshd_config" -E "$DIR/sshd.log"
+  cp "$DIR/sshd_config" "$DIR/sshd_config.running"
   for _ in $(seq 50); do answers && break; sleep 0.1; done
   answers || { log "sshd did not answer on 127.0.0.1:$PORT; see $DIR/sshd.log"; exit 1; }
   log "started sshd on 127.0.0.1:$PORT (pid $(cat "$DIR/sshd.pid"))"
@@ -90,3 +130,4 @@ echo "MLTRAIN_TEST_SSH_KEY_FILE=$DIR/client_ed25519"
 echo "MLTRAIN_TEST_SSH_KNOWN_HOSTS=$DIR/known_hosts"
 echo "MLTRAIN_TEST_SSH_HOST_KEY_FILE=$DIR/host_ed25519.pub"
 echo "MLTRAIN_TEST_SSH_CONFIG=$DIR/sshd_config"
+echo "MLTRAIN_TEST_SSH_CGROUP=$DELEGATED"
