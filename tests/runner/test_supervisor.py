@@ -1,0 +1,102 @@
+"""The supervisor's cgroup handling, on this machine's real cgroup v2 hierarchy (skipped without one).
+
+The end-to-end behaviour (daemons end with their run, on every target) is in
+tests/targets/test_hostile_processes.py; these check the parts a target suite cannot reach: the
+kernels without ``cgroup.kill``, and the check that keeps a forged ``status.json`` from pointing a
+controller at processes of another cgroup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from airflow_provider_mltrain.runner import supervisor
+from airflow_provider_mltrain.runner.supervisor import Cgroup, CgroupUnavailable, cgroup_name
+
+# Forks a new child every 10 ms for as long as it lives: a kill that is not atomic must win a race.
+FORK_BOMBLET = (
+    "import os, time\n"
+    "while True:\n"
+    "    if os.fork() == 0:\n"
+    "        time.sleep(600)\n"
+    "        os._exit(0)\n"
+    "    time.sleep(0.01)\n"
+)
+
+
+@pytest.fixture
+def cgroup():
+    try:
+        made = Cgroup.create(cgroup_name("unit-test"))
+    except CgroupUnavailable as exc:
+        pytest.skip(f"no cgroup can be made here: {exc}")
+    yield made
+    made.kill()
+    made.remove()
+
+
+def _start_inside(cgroup: Cgroup, code: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", code], preexec_fn=cgroup.enter, start_new_session=True, close_fds=True
+    )
+
+
+def _wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_without_cgroup_kill_freezing_ends_a_forking_tree(cgroup, monkeypatch):
+    proc = _start_inside(cgroup, FORK_BOMBLET)
+    _wait_for(lambda: len(cgroup.pids()) >= 5)
+    real_exists = os.path.exists
+    # A kernel before 5.14: no cgroup.kill file.
+    monkeypatch.setattr(os.path, "exists", lambda p: not p.endswith("cgroup.kill") and real_exists(p))
+    cgroup.kill()
+    proc.wait(timeout=30)
+    assert cgroup.pids() == []
+    with open(os.path.join(cgroup.path, "cgroup.freeze")) as f:
+        assert f.read().strip() == "0"  # thawed again, so it can be removed or reused
+
+
+def test_a_forged_status_cannot_point_the_controller_at_another_cgroup(cgroup):
+    proc = _start_inside(cgroup, "import time; time.sleep(600)")
+    try:
+        _wait_for(lambda: cgroup.pids() == [proc.pid])
+        # The script can write status.json: another run's (or any) cgroup is refused.
+        forged = {"cgroup": cgroup.path}
+        assert supervisor.kill_recorded_cgroup(forged, "some-other-run") is False
+        assert supervisor.kill_recorded_cgroup({"cgroup": "/proc"}, "unit-test") is False
+        assert proc.poll() is None
+        # Its own run's recorded cgroup is ended, and removed.
+        assert supervisor.kill_recorded_cgroup(forged, "unit-test") is True
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert not os.path.exists(cgroup.path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_base_outside_the_cgroup_file_system_is_refused(tmp_path):
+    with pytest.raises(CgroupUnavailable, match="is not a cgroup v2 directory"):
+        Cgroup.create(cgroup_name("unit-test"), str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mount_points_with_spaces_are_decoded(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "41 31 0:38 / /mnt/cg\\040two rw,relatime shared:9 - cgroup2 cgroup2 rw\n"
+    )
+    assert supervisor.cgroup2_mounts(str(mountinfo)) == ["/mnt/cg two"]
