@@ -409,7 +409,7 @@ def own_cgroup2_path():
                     rel = line[3:].rstrip("\n")
                     if rel.endswith(" (deleted)"):
                         return None
-                    return os.path.join(mounts[0], rel.lstrip("/"))
+                    return os.path.normpath(os.path.join(mounts[0], rel.lstrip("/")))
     except OSError:
         pass
     return None
@@ -444,8 +444,8 @@ class Cgroup:
             os.mkdir(path)
         except OSError as exc:
             raise CgroupUnavailable(
-                "cannot create a cgroup in %s: %s; an administrator can delegate a cgroup to this "
-                "user and name it in %s" % (base, exc.strerror or exc, CGROUP_BASE_VAR)
+                "cannot create a cgroup in %s: %s; an administrator can delegate a cgroup subtree to "
+                "this user" % (base, exc.strerror or exc)
             ) from None
         cgroup = cls(path)
         problem = cgroup._probe()
@@ -454,10 +454,11 @@ class Cgroup:
                 os.rmdir(path)
             except OSError:
                 pass
-            raise CgroupUnavailable(
-                "cannot move a process into %s: %s; the kernel allows it only within a cgroup subtree "
-                "this user was delegated and already runs in" % (path, problem)
-            )
+            if problem == os.strerror(errno.EBUSY):
+                hint = "its parent has controllers enabled for its children and holds processes itself"
+            else:
+                hint = "the kernel allows it only within a cgroup subtree this user was delegated and runs in"
+            raise CgroupUnavailable("cannot move a process into %s: %s; %s" % (path, problem, hint))
         return cgroup
 
     def _probe(self):
