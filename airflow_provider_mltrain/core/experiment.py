@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The paths the built-in secret set left out of the run's snapshot (a JSON list), when any.
+SECRETS_SKIPPED = "mltrain.snapshot.secrets_skipped"
 # "host:pid" of the process that submitted a run: lets a reader tell a submission that died while
 # preparing (same host, process gone) from one still building its environment.
 SUBMITTER = "mltrain.submitted_by"
@@ -99,6 +102,15 @@ class Experiment:
         snapshot = self.workspace.snapshots.take(
             source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
         )
+        recorded = {str(k): str(v) for k, v in (properties or {}).items()}
+        if snapshot.secrets_skipped:
+            recorded[SECRETS_SKIPPED] = json.dumps(list(snapshot.secrets_skipped))
+            skipped = snapshot.secrets_skipped
+            (log or logger.warning)(
+                f"mltrain: left out of the snapshot as likely secrets: {', '.join(skipped)}. If the "
+                f"script needs one, re-include it with a '!' line (for example '!{skipped[0]}') in "
+                f"{source / '.mltrainignore'}."
+            )
         return self._submit_snapshot(
             snapshot,
             run_id=run_id,
@@ -111,10 +123,7 @@ class Experiment:
             arguments=arguments,
             source_directory=str(source),
             tags=all_tags,
-            properties={
-                **git_properties(source),
-                **{str(k): str(v) for k, v in (properties or {}).items()},
-            },
+            properties={**git_properties(source), **recorded},
             say=say,
             rebuild_environment=rebuild_environment,
         )
