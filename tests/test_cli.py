@@ -513,3 +513,11 @@ def test_env_show_and_list_mask_secret_variables(cli, workspace):
         code, out, _ = cli(*argv)
         assert code == 0
         assert "s3cret" not in out and "postgresql://***@db/ml" in out, argv
+
+
+def test_submit_says_which_secret_files_it_left_out(cli, make_tree):
+    src = make_tree({"train.py": "print('ok')\n", ".env": "API_TOKEN=x\n", "keys/deploy.pem": "k"})
+    code, _, err = cli("submit", "--experiment", "cli", "--run-id", "sec1", str(src), "train.py")
+    assert code == 0
+    assert "left out of the snapshot as likely secrets: .env, keys/deploy.pem" in err
+    assert str(src / ".mltrainignore") in err
