@@ -15,7 +15,7 @@ from airflow_provider_mltrain.core.environment import Environment, EnvironmentBu
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
 from airflow_provider_mltrain.core.run import Run
-from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink
@@ -242,16 +242,8 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         persisted finds the run by its id and attaches; the mixin's admitted gap does not open.
         """
         ti = context["ti"]
+        config = self._checked_config()
         workspace = self._workspace()
-        config = ScriptRunConfig(
-            source_directory=self.source_directory,
-            script=self.script,
-            arguments=self.arguments,
-            compute_target=self.compute_target,
-            environment=self.environment,
-            framework=self.framework,
-            target_options=self.target_options,
-        )
         run_id, previous = self._pick_run_id(workspace, ti)
         attaching = workspace.store.get_run(run_id) is not None
         properties = {
@@ -265,7 +257,6 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         try:
             run = Experiment(workspace, self.experiment_name).submit(
                 config,
-                tags=self.tags,
                 run_id=run_id,
                 properties=properties,
                 log=lambda line: self.log.info("%s", line),
@@ -283,6 +274,31 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
                 "Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name
             )
         return run.id
+
+    def _checked_config(self) -> ScriptRunConfig:
+        """The run's config from the rendered fields; a field of the wrong type (a template that
+        rendered to a number, a list, None...) raises :class:`InvalidRunConfig` naming it, before
+        anything is read or written."""
+        owner = f"ScriptRunOperator {self.task_id!r}:"
+        native = (
+            " A template renders to a string unless the DAG sets render_template_as_native_obj=True;"
+            " or pass the value itself."
+        )
+        check_type(f"{owner} experiment_name", self.experiment_name, str, "an experiment name (str)")
+        if isinstance(self.arguments, str):
+            raise type_error(f"{owner} arguments", self.arguments, "a list of strings or numbers", native)
+        config = ScriptRunConfig(
+            source_directory=self.source_directory,
+            script=self.script,
+            arguments=self.arguments,
+            compute_target=self.compute_target,
+            environment=self.environment,
+            tags=self.tags,
+            framework=self.framework,
+            target_options=self.target_options,
+        )
+        config.check_types(owner, hint=native)
+        return config
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:
