@@ -99,8 +99,31 @@ def is_masked(name: str, shown: str) -> bool:
     return f"://{MASK}@" in shown or f"={MASK}" in shown
 
 
+def secret_values(name: str, value: str) -> list[str]:
+    """The parts of a variable that are secret: the whole value for a secret-looking name, else
+    the userinfo (password) of each URL in it and its token parameters' values."""
+    if sensitive_name(name):
+        return [value] if value else []
+    found = []
+    for match in _SCHEME.finditer(value):
+        at = _userinfo_end(value, match.end())
+        if at is not None:
+            userinfo = value[match.end() : at]
+            found.append(userinfo.split(":", 1)[1] if ":" in userinfo else userinfo)
+    found += [m.group("value") for m in _TOKEN_PARAM.finditer(value)]
+    return [s for s in found if s]
+
+
 def mask_variables(variables: dict[str, str]) -> dict[str, str]:
     return {k: mask_variable(k, v) for k, v in variables.items()}
 
 
-__all__ = ["MASK", "is_masked", "mask_variable", "mask_variables", "redact_url", "sensitive_name"]
+__all__ = [
+    "MASK",
+    "is_masked",
+    "mask_variable",
+    "mask_variables",
+    "redact_url",
+    "secret_values",
+    "sensitive_name",
+]

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import conf
 
-from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed
+from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed, resolve_environment
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.redact import secret_values
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
@@ -26,6 +27,7 @@ from airflow_provider_mltrain.version_compat import (
     AirflowTaskTimeout,
     BaseOperator,
     ResumableJobMixin,
+    mask_secret,
 )
 
 if TYPE_CHECKING:
@@ -255,6 +257,8 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         if previous:
             properties["mltrain.previous_run_id"] = previous  # the run this one follows
         try:
+            if not attaching:
+                self._mask_secrets(config, workspace)
             run = Experiment(workspace, self.experiment_name).submit(
                 config,
                 run_id=run_id,
@@ -299,6 +303,16 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         )
         config.check_types(owner, hint=native)
         return config
+
+    def _mask_secrets(self, config: ScriptRunConfig, workspace: Workspace) -> None:
+        """Registers the environment's secret values with Airflow's secrets masker, so that the
+        task log (where the run's log streams) shows ``***`` if the script prints one; the
+        environment is resolved once here and handed to the submission as it is."""
+        env = resolve_environment(config.environment, workspace, config.resolved_source_directory())
+        config.environment = env
+        for name, value in env.environment_variables.items():
+            for secret in secret_values(name, value):
+                mask_secret(secret)  # with a name, Airflow would mask only names it finds sensitive
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:

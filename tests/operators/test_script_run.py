@@ -364,3 +364,32 @@ def test_path_objects_are_accepted_by_the_operator(tmp_path, make_tree):
     ti = TI()
     assert op.execute({"ti": ti}) == BASE_ID
     assert ti.xcoms["run_details"]["status"] == "Completed"
+
+
+def test_secret_variables_are_masked_in_the_task_log(tmp_path, make_tree):
+    """The run's log streams into the task log: Airflow's masker learns the environment's secrets."""
+    from airflow.sdk.log import _secrets_masker
+
+    from airflow_provider_mltrain import Environment
+
+    src = make_tree({"t.py": "import os\nprint(os.environ['API_TOKEN'], os.environ['DATABASE_URL'])\n"})
+    env = Environment(
+        name="masked",
+        environment_variables={"API_TOKEN": "tok-5f3a9b", "DATABASE_URL": "postgresql://app:pw-77c1e2@db/ml"},
+    )
+    op = ScriptRunOperator(
+        task_id="train",
+        experiment_name="exp",
+        source_directory=str(src),
+        script="t.py",
+        environment=env,
+        workspace=str(tmp_path / "ws"),
+        poll_interval=0.2,
+    )
+    ti = TI()
+    op.execute({"ti": ti})
+    log = (tmp_path / "ws" / "runs" / BASE_ID / "logs" / "std_log.txt").read_text()
+    assert "tok-5f3a9b" in log  # the script got the real values
+    shown = _secrets_masker().redact(log)
+    assert "tok-5f3a9b" not in shown and "pw-77c1e2" not in shown
+    assert "postgresql://app:***@db/ml" in shown
