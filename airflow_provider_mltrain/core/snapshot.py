@@ -18,12 +18,10 @@ executable) and every target writes it so; the others are 0o644 or 0o755, as git
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -59,8 +57,11 @@ SECRET_PATTERNS = (
     ".aws/",
     ".ssh/",
 )
-_SECRET_ANY = re.compile("|".join(fnmatch.translate(p) for p in SECRET_PATTERNS if not p.endswith("/")))
-_SECRET_DIRS = re.compile("|".join(fnmatch.translate(p[:-1]) for p in SECRET_PATTERNS if p.endswith("/")))
+# Every pattern is a name, "prefix*" or "*suffix": string tests, cheaper than a regex per file.
+_SECRET_NAMES = frozenset(p for p in SECRET_PATTERNS if "*" not in p and not p.endswith("/"))
+_SECRET_PREFIXES = tuple(p[:-1] for p in SECRET_PATTERNS if p.endswith("*"))
+_SECRET_SUFFIXES = tuple(p[1:] for p in SECRET_PATTERNS if p.startswith("*"))
+_SECRET_DIRS = frozenset(p[:-1] for p in SECRET_PATTERNS if p.endswith("/"))
 ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".hg", ".svn", ".mltrain"})
 # A run's ./outputs and ./logs are what it produces; copies left in the source folder by local
 # runs are not part of what it is given.
@@ -284,7 +285,12 @@ class _IgnoreRules:
 
 
 def _secret_name(name: str, is_dir: bool) -> bool:
-    return bool(_SECRET_ANY.match(name) or (is_dir and _SECRET_DIRS.match(name)))
+    return (
+        name in _SECRET_NAMES
+        or name.startswith(_SECRET_PREFIXES)
+        or name.endswith(_SECRET_SUFFIXES)
+        or (is_dir and name in _SECRET_DIRS)
+    )
 
 
 def _is_virtualenv(folder: str) -> bool:
