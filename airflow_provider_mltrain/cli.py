@@ -513,7 +513,7 @@ def _env_list(ws: Workspace, as_json: bool) -> None:
     if as_json:
         _dump(
             {
-                name: {**e.to_dict(), "hash": e.content_hash(), "managed": e.managed}
+                name: {**e.recordable(), "hash": e.content_hash(), "managed": e.managed}
                 for name, e in envs.items()
             }
         )
@@ -528,7 +528,7 @@ def _env_list(ws: Workspace, as_json: bool) -> None:
 
 def _env_show(ws: Workspace, name: str, version: str | None, as_json: bool) -> None:
     env = Environment.get(ws, name, version) if version else resolve_environment(name, ws)
-    data = {**env.to_dict(), "hash": env.content_hash(), "managed": env.managed}
+    data = {**env.recordable(), "hash": env.content_hash(), "managed": env.managed}
     if env.managed:
         data["requirement_lines"] = env.requirement_lines()
     if as_json:

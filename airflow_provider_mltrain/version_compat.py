@@ -11,6 +11,11 @@ try:
 except ImportError:  # pragma: no cover - Airflow 3.1 before the task SDK carried them
     from airflow.exceptions import AirflowException, AirflowTaskTimeout  # type: ignore[no-redef]
 
+try:
+    from airflow.sdk.log import mask_secret
+except ImportError:  # pragma: no cover - Airflow 3.1 kept it with the execution-time masker
+    from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+
 if TYPE_CHECKING:
     from airflow.sdk import ResumableJobMixin
 
@@ -39,4 +44,5 @@ __all__ = [
     "AirflowTaskTimeout",
     "BaseOperator",
     "ResumableJobMixin",
+    "mask_secret",
 ]

@@ -498,3 +498,26 @@ def test_progress_bars_on_a_terminal(workspace, make_tree, tmp_path):
     screen = b"".join(chunks).decode("utf-8", "replace")
     assert "snapshot: storing" in screen and "environment: ready" in screen and "100%" in screen
     assert "trained" in screen and "mltrain: building environment" in screen
+
+
+def test_env_show_and_list_mask_secret_variables(cli, workspace):
+    Environment(
+        name="with-secrets",
+        environment_variables={"API_TOKEN": "s3cret1", "DATABASE_URL": "postgresql://app:s3cret2@db/ml"},
+    ).register(workspace)
+    for argv in (
+        ("env", "show", "with-secrets"),
+        ("env", "show", "with-secrets", "--json"),
+        ("env", "list", "--json"),
+    ):
+        code, out, _ = cli(*argv)
+        assert code == 0
+        assert "s3cret" not in out and "postgresql://***@db/ml" in out, argv
+
+
+def test_submit_says_which_secret_files_it_left_out(cli, make_tree):
+    src = make_tree({"train.py": "print('ok')\n", ".env": "API_TOKEN=x\n", "keys/deploy.pem": "k"})
+    code, _, err = cli("submit", "--experiment", "cli", "--run-id", "sec1", str(src), "train.py")
+    assert code == 0
+    assert "left out of the snapshot as likely secrets: .env, keys/deploy.pem" in err
+    assert str(src / ".mltrainignore") in err

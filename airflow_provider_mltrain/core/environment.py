@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError
+from airflow_provider_mltrain.core.redact import SENSITIVE_NAME, mask_variable, mask_variables, redact_url
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.workspace import Workspace
@@ -40,8 +41,7 @@ log = logging.getLogger(__name__)
 
 HASH_VERSION = 1
 CURATED_PREFIX = "mltrain-"
-_SENSITIVE = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|SESSION|COOKIE", re.IGNORECASE)
-_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+_SENSITIVE = SENSITIVE_NAME  # kept for importers; see core/redact.py
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
@@ -215,9 +215,10 @@ class Environment:
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
                 raise InvalidEnvironment(f"Environment {self.name!r}: variable name {key!r} is not valid.")
             if not isinstance(value, str) or "\0" in value:
+                shown = mask_variable(key, value) if isinstance(value, str) else type(value).__name__
                 raise InvalidEnvironment(
                     f"Environment {self.name!r}: variable {key} must be a string without NUL bytes, "
-                    f"got {value!r}."
+                    f"got {shown!r}."
                 )
         if not isinstance(self.python.requirements, list):
             raise InvalidEnvironment(
@@ -245,15 +246,21 @@ class Environment:
         return data
 
     def recordable(self) -> dict[str, Any]:
-        """``to_dict()`` for the run history: values of secret-looking variables are masked."""
+        """``to_dict()`` for the run history, the UI and the CLI: the values of secret-looking
+        variables and the credentials in URLs (variables, requirement lines) are masked."""
         data = self.to_dict()
-        data["environment_variables"] = {
-            k: "***" if _SENSITIVE.search(k) else v for k, v in self.environment_variables.items()
-        }
-        data["python"]["requirements"] = [
-            _URL_CREDENTIALS.sub(r"\1***@", r) for r in data["python"]["requirements"]
-        ]
+        data["environment_variables"] = mask_variables(self.environment_variables)
+        data["python"]["requirements"] = [redact_url(r) for r in data["python"]["requirements"]]
         return data
+
+    def __repr__(self) -> str:
+        # Airflow shows a templated field's repr on the task's "Rendered Template" page.
+        shown = self.recordable()
+        python = replace(self.python, requirements=shown["python"]["requirements"])
+        return (
+            f"Environment(name={self.name!r}, version={self.version!r}, python={python!r}, "
+            f"docker={self.docker!r}, environment_variables={shown['environment_variables']!r})"
+        )
 
     @classmethod
     def from_dict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -22,18 +23,20 @@ from airflow_provider_mltrain.core.environment import (
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError, TargetError
 from airflow_provider_mltrain.core.gitinfo import git_properties
 from airflow_provider_mltrain.core.run import Run
+from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_tags, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.store import RunExists
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.compute import ComputeTarget
     from airflow_provider_mltrain.core.environment import Environment
-    from airflow_provider_mltrain.core.run_config import ScriptRunConfig
     from airflow_provider_mltrain.core.snapshot import Snapshot
     from airflow_provider_mltrain.core.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
+# The paths the built-in secret set left out of the run's snapshot (a JSON list), when any.
+SECRETS_SKIPPED = "mltrain.snapshot.secrets_skipped"
 # "host:pid" of the process that submitted a run: lets a reader tell a submission that died while
 # preparing (same host, process gone) from one still building its environment.
 SUBMITTER = "mltrain.submitted_by"
@@ -41,7 +44,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
 def check_name(kind: str, value: Any) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str):
+        raise type_error(kind, value, "a str of letters, digits, '_', '-' or '.'")
+    if not NAME_RE.match(value):
         raise InvalidRunConfig(
             f"{kind} {value!r} is not valid: use 1-255 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit."
@@ -76,6 +81,7 @@ class Experiment:
         run Failed in Preparing and raises :class:`EnvironmentBuildFailed`.
         ``snapshot_progress(bytes_done, bytes_total)`` follows the files the snapshot has to read.
         """
+        _check_submit_arguments(config, tags, run_id, properties, log, rebuild_environment, snapshot_progress)
         say = log or (lambda line: logger.info("%s", line))
         store = self.workspace.store
         if run_id is not None:
@@ -87,7 +93,9 @@ class Experiment:
         script = config.resolved_script(source)
         arguments = config.resolved_arguments()
         environment = resolve_environment(config.environment, self.workspace, source)
-        all_tags = {str(k): "" if v is None else str(v) for k, v in {**config.tags, **(tags or {})}.items()}
+        all_tags = {
+            str(k): "" if v is None else str(v) for k, v in {**(config.tags or {}), **(tags or {})}.items()
+        }
         if run_id is None:
             run_id = f"{self.name}_{int(time.time())}_{secrets.token_hex(4)}"
         target = get_target(config.compute_target, self.workspace.root)
@@ -99,6 +107,15 @@ class Experiment:
         snapshot = self.workspace.snapshots.take(
             source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
         )
+        recorded = {str(k): str(v) for k, v in (properties or {}).items()}
+        if snapshot.secrets_skipped:
+            recorded[SECRETS_SKIPPED] = json.dumps(list(snapshot.secrets_skipped))
+            skipped = snapshot.secrets_skipped
+            (log or logger.warning)(
+                f"mltrain: left out of the snapshot as likely secrets: {', '.join(skipped)}. If the "
+                f"script needs one, re-include it with a '!' line (for example '!{skipped[0]}') in "
+                f"{source / '.mltrainignore'}."
+            )
         return self._submit_snapshot(
             snapshot,
             run_id=run_id,
@@ -111,10 +128,7 @@ class Experiment:
             arguments=arguments,
             source_directory=str(source),
             tags=all_tags,
-            properties={
-                **git_properties(source),
-                **{str(k): str(v) for k, v in (properties or {}).items()},
-            },
+            properties={**git_properties(source), **recorded},
             say=say,
             rebuild_environment=rebuild_environment,
         )
@@ -236,3 +250,27 @@ class Experiment:
         if tags:
             records = [r for r in records if all(r["tags"].get(k) == str(v) for k, v in tags.items())]
         return [Run(self.workspace, r["id"]) for r in records]
+
+
+def _check_submit_arguments(
+    config: Any,
+    tags: Any,
+    run_id: Any,
+    properties: Any,
+    log: Any,
+    rebuild_environment: Any,
+    snapshot_progress: Any,
+) -> None:
+    """Arguments of :meth:`Experiment.submit` of the wrong type, refused before anything is done."""
+    check_type("submit() config", config, ScriptRunConfig, "a ScriptRunConfig")
+    config.check_types()
+    if tags is not None:
+        check_tags("submit() tags", tags)
+    if run_id is not None:
+        check_name("submit() run_id", run_id)
+    if properties is not None:
+        check_tags("submit() properties", properties, kind="property")
+    for name, value in (("log", log), ("snapshot_progress", snapshot_progress)):
+        if value is not None and not callable(value):
+            raise type_error(f"submit() {name}", value, "a function or None")
+    check_type("submit() rebuild_environment", rebuild_environment, bool, "True or False")

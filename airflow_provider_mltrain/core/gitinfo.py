@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
+from airflow_provider_mltrain.core.redact import redact_url
+
 log = logging.getLogger(__name__)
 
 PREFIX = "mltrain.git."
-_CREDENTIALS = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]+@", re.IGNORECASE)
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
 
 
@@ -67,8 +67,8 @@ def git_properties(folder: str | os.PathLike[str]) -> dict[str, str]:
         if ref.startswith("refs/heads/"):
             props[PREFIX + "branch"] = ref[len("refs/heads/") :]
         props[PREFIX + "commit"] = commit
-    # Credentials in a remote URL never reach the run store.
-    props[PREFIX + "repository_uri"] = _CREDENTIALS.sub(r"\g<scheme>", remote_url) if remote_url else lines[0]
+    # Credentials in a remote URL (userinfo, token parameters) never reach the run store.
+    props[PREFIX + "repository_uri"] = redact_url(remote_url, "") if remote_url else lines[0]
     if status_out is not None:
         props[PREFIX + "dirty"] = "true" if status_out else "false"
     return props

@@ -16,14 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.compute import ComputeTarget, get_target, remember_target
-from airflow_provider_mltrain.core.environment import (
-    _SENSITIVE,
-    Environment,
-    EnvironmentNotFound,
-    InvalidEnvironment,
-)
+from airflow_provider_mltrain.core.environment import Environment, EnvironmentNotFound, InvalidEnvironment
 from airflow_provider_mltrain.core.errors import RunNotFound, SnapshotError
 from airflow_provider_mltrain.core.experiment import Experiment, check_name
+from airflow_provider_mltrain.core.redact import is_masked
 from airflow_provider_mltrain.core.run import Run
 
 if TYPE_CHECKING:
@@ -65,7 +61,7 @@ def recorded_environment(
         masked = sorted(
             k
             for k, v in env.environment_variables.items()
-            if v == "***" and _SENSITIVE.search(k) and k not in (environment_variables or {})
+            if is_masked(k, v) and k not in (environment_variables or {})
         )
         if masked:
             raise InvalidEnvironment(

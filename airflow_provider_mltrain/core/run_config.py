@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,48 @@ from airflow_provider_mltrain.core.errors import InvalidRunConfig
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.compute import ComputeTarget
+
+
+def type_error(field: str, value: Any, wanted: str, hint: str = "") -> InvalidRunConfig:
+    """The error for a value of the wrong type: names the field, the type given and the one expected."""
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return InvalidRunConfig(f"{field} must be {wanted}, got {shown} ({type(value).__name__}).{hint}")
+
+
+def check_type(
+    field: str, value: Any, expected: type | tuple[type, ...], wanted: str, hint: str = ""
+) -> None:
+    """Raise :func:`type_error` unless ``value`` is an ``expected`` (a bool is no number here)."""
+    if isinstance(value, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,)):
+        raise type_error(field, value, wanted, hint)
+    if not isinstance(value, expected):
+        raise type_error(field, value, wanted, hint)
+
+
+def check_str_keys(field: str, value: Any, wanted: str, hint: str = "") -> None:
+    check_type(field, value, Mapping, wanted, hint)
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidRunConfig(
+                f"{field} must be {wanted}; its key {key!r} is {type(key).__name__}, not str."
+            )
+
+
+PATH_TYPES = (str, os.PathLike)
+TAG_VALUE_TYPES = (str, int, float, bool, type(None))
+
+
+def check_tags(field: str, tags: Any, hint: str = "", kind: str = "tag") -> None:
+    """Tags (or properties): a mapping of names to strings or numbers (None records "")."""
+    wanted = f"a dict of {kind} names to strings or numbers"
+    check_str_keys(field, tags, wanted, hint)
+    for key, value in tags.items():
+        if not isinstance(value, TAG_VALUE_TYPES):
+            raise InvalidRunConfig(
+                f"{field}[{key!r}] must be a string or number, got {value!r:.80} ({type(value).__name__})."
+            )
 
 
 @dataclass
@@ -30,6 +72,36 @@ class ScriptRunConfig:
     # Per-run settings of the target (Docker resources, Spark executors, ...): each target names
     # the keys it takes and refuses others before anything is submitted.
     target_options: dict[str, Any] = field(default_factory=dict)
+
+    def check_types(self, owner: str = "ScriptRunConfig", hint: str = "") -> None:
+        """Refuse a field of the wrong type with :class:`InvalidRunConfig` naming it, before any
+        other check: a template that rendered to a number, bytes, a list or None is caught here."""
+        from airflow_provider_mltrain.core.compute import ComputeTarget
+
+        folder = "a folder path (str or Path)"
+        check_type(f"{owner} source_directory", self.source_directory, PATH_TYPES, folder)
+        check_type(f"{owner} script", self.script, PATH_TYPES, "a file path (str or Path)")
+        if self.arguments is not None and not isinstance(self.arguments, (str, bytes)):
+            wanted = "a list of strings or numbers"
+            check_type(f"{owner} arguments", self.arguments, (list, tuple), wanted, hint)
+        check_type(
+            f"{owner} compute_target", self.compute_target, (str, ComputeTarget), "a target name (str)"
+        )
+        if self.environment is not None:
+            check_type(
+                f"{owner} environment",
+                self.environment,
+                (Environment, *PATH_TYPES),
+                "an Environment, a YAML file's path or an environment name",
+            )
+        if self.tags is not None:
+            check_tags(f"{owner} tags", self.tags, hint)
+        if self.framework is not None:
+            check_type(f"{owner} framework", self.framework, str, "a framework name (str) or None")
+        if self.target_options is not None:
+            check_str_keys(
+                f"{owner} target_options", self.target_options, "a dict of option names to values", hint
+            )
 
     def resolved_source_directory(self) -> Path:
         raw = self.source_directory
@@ -48,7 +120,7 @@ class ScriptRunConfig:
 
     def resolved_script(self, source: Path) -> str:
         """The script as a clean relative POSIX path inside ``source``."""
-        script = self.script
+        script = os.fspath(self.script) if isinstance(self.script, os.PathLike) else self.script
         if not isinstance(script, str) or not script.strip():
             raise InvalidRunConfig("script is empty. Name the script to run, relative to source_directory.")
         raw = Path(script).expanduser()
@@ -97,6 +169,8 @@ class ScriptRunConfig:
             )
         out = []
         for i, arg in enumerate(args):
+            if isinstance(arg, os.PathLike):
+                arg = os.fspath(arg)
             if isinstance(arg, bool) or not isinstance(arg, (str, numbers.Real)):
                 raise InvalidRunConfig(
                     f"arguments[{i}] is {arg!r} ({type(arg).__name__}); arguments must be strings or "

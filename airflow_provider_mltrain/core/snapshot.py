@@ -7,7 +7,12 @@ is taken: what a run sees is fixed at submission, whatever happens to the source
 
 Ignore rules: in every folder, ``.mltrainignore`` (gitignore syntax) if present, else ``.gitignore``;
 deeper files override shallower ones, as in git. ``.git/``, ``__pycache__/`` and virtualenvs are
-always left out. Limits are checked after a stat-only walk, before any file is read.
+always left out. Well-known secret files (:data:`SECRET_PATTERNS`) are left out too unless a
+``.mltrainignore`` re-includes them with ``!pattern``; the snapshot lists what they kept out
+(:attr:`Snapshot.secrets_skipped`). Limits are checked after a stat-only walk, before any file is read.
+
+A file that others cannot read (no world-read bit) is recorded owner-only (0o600, or 0o700 when
+executable) and every target writes it so; the others are 0o644 or 0o755, as git keeps them.
 """
 
 from __future__ import annotations
@@ -30,11 +35,33 @@ from pathlib import Path
 import pathspec
 
 from airflow_provider_mltrain.core.errors import SnapshotError, SnapshotTooLarge
+from airflow_provider_mltrain.core.private import make_private_dirs
 from airflow_provider_mltrain.core.settings import SnapshotLimits
 
 log = logging.getLogger(__name__)
 
 IGNORE_FILES = (".mltrainignore", ".gitignore")
+# Files that hold credentials often enough to be left out unless a .mltrainignore says "!pattern".
+# Patterns match a file or folder name at any depth; a trailing "/" matches folders only.
+SECRET_PATTERNS = (
+    ".env",
+    ".env.*",
+    "id_rsa*",
+    "id_ed25519*",
+    "*.pem",
+    "*.key",
+    ".netrc",
+    ".pypirc",
+    "credentials",
+    ".git-credentials",
+    ".aws/",
+    ".ssh/",
+)
+# Every pattern is a name, "prefix*" or "*suffix": string tests, cheaper than a regex per file.
+_SECRET_NAMES = frozenset(p for p in SECRET_PATTERNS if "*" not in p and not p.endswith("/"))
+_SECRET_PREFIXES = tuple(p[:-1] for p in SECRET_PATTERNS if p.endswith("*"))
+_SECRET_SUFFIXES = tuple(p[1:] for p in SECRET_PATTERNS if p.startswith("*"))
+_SECRET_DIRS = frozenset(p[:-1] for p in SECRET_PATTERNS if p.endswith("/"))
 ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".hg", ".svn", ".mltrain"})
 # A run's ./outputs and ./logs are what it produces; copies left in the source folder by local
 # runs are not part of what it is given.
@@ -51,17 +78,22 @@ class FileEntry:
     path: str
     hash: str
     size: int
-    mode: int  # 0o755 or 0o644, as git keeps it
+    mode: int  # 0o644 or 0o755 as git keeps it; 0o600 or 0o700 for a file others could not read
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """An immutable manifest. ``files``, ``symlinks`` and ``dirs`` are sorted by path."""
+    """An immutable manifest. ``files``, ``symlinks`` and ``dirs`` are sorted by path.
+
+    ``secrets_skipped`` (not part of the manifest or its id) names what the built-in secret set
+    left out when the snapshot was taken: empty for a snapshot read back from the store.
+    """
 
     id: str
     files: tuple[FileEntry, ...]
     symlinks: tuple[tuple[str, str], ...] = ()
     dirs: tuple[str, ...] = ()
+    secrets_skipped: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def total_size(self) -> int:
@@ -149,6 +181,8 @@ class ScanResult:
     dirs: list[str] = field(default_factory=list)
     root_ignore_file: str | None = None
     ignore_files: dict[str, list] = field(default_factory=dict)
+    # Paths (folders with a trailing "/") the built-in secret set left out, that no ignore file did.
+    secrets_skipped: list[str] = field(default_factory=list)
 
     @property
     def total_size(self) -> int:
@@ -171,7 +205,8 @@ class _IgnoreRules:
     """The ignore files met on the way down, deepest last."""
 
     def __init__(self, trusted: bool = False) -> None:
-        self._specs: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+        # (folder, spec, whether it is a .mltrainignore: only those re-include a secret file)
+        self._specs: list[tuple[str, pathspec.GitIgnoreSpec, bool]] = []
         self.trusted = trusted  # every ignore file above is unchanged since the known tree
 
     def child(
@@ -206,7 +241,7 @@ class _IgnoreRules:
             if seen is not None:
                 seen[rel_dir] = sig
             new = _IgnoreRules(trusted=self.trusted and before == sig)
-            new._specs = [*self._specs, (rel_dir, spec)]
+            new._specs = [*self._specs, (rel_dir, spec, name == ".mltrainignore")]
             return new
         if self.trusted and before is not None:  # an ignore file is gone from here
             new = _IgnoreRules(trusted=False)
@@ -219,13 +254,43 @@ class _IgnoreRules:
         return bool(self._specs)
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
-        verdict = False
-        for base, spec in self._specs:
+        return bool(self.verdicts(rel, is_dir)[0])
+
+    def verdicts(self, rel: str, is_dir: bool) -> tuple[bool | None, bool | None]:
+        """The last verdict of any ignore file and of the ``.mltrainignore`` files alone
+        (True: ignore, False: re-included with ``!``, None: no pattern matched)."""
+        verdict: bool | None = None
+        own: bool | None = None
+        for base, spec, is_own in self._specs:
             sub = rel[len(base) + 1 :] if base else rel
             result = spec.check_file(sub + "/" if is_dir else sub).include
             if result is not None:
                 verdict = result
-        return verdict
+                if is_own:
+                    own = result
+        return verdict, own
+
+    def secret_left_out(self, rel: str, is_dir: bool, skipped: list[str]) -> bool:
+        """Whether a path whose name matches :data:`SECRET_PATTERNS` stays out of the snapshot.
+
+        Only a ``.mltrainignore`` re-includes one (a ``.gitignore``'s ``!`` is about git, not
+        about what may travel); those no ignore file left out are added to ``skipped``.
+        """
+        verdict, own = self.verdicts(rel, is_dir) if self._specs else (None, None)
+        if own is False and verdict is False:
+            return False
+        if verdict is not True:
+            skipped.append(rel + "/" if is_dir else rel)
+        return True
+
+
+def _secret_name(name: str, is_dir: bool) -> bool:
+    return (
+        name in _SECRET_NAMES
+        or name.startswith(_SECRET_PREFIXES)
+        or name.endswith(_SECRET_SUFFIXES)
+        or (is_dir and name in _SECRET_DIRS)
+    )
 
 
 def _is_virtualenv(folder: str) -> bool:
@@ -268,7 +333,10 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
                 if entry.is_symlink():
-                    if rules.active and rules.ignored(rel, is_dir=False):
+                    if _secret_name(entry.name, False):
+                        if rules.secret_left_out(rel, False, result.secrets_skipped):
+                            continue
+                    elif rules.active and rules.ignored(rel, is_dir=False):
                         continue
                     target = os.readlink(entry.path)
                     if _escapes(rel, target):
@@ -285,19 +353,25 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
                         continue
                     if not rel_dir and entry.name in RUN_OUTPUT_DIRS:
                         continue
-                    if rules.active and rules.ignored(rel, is_dir=True):
+                    if _secret_name(entry.name, True):
+                        if rules.secret_left_out(rel, True, result.secrets_skipped):
+                            continue
+                    elif rules.active and rules.ignored(rel, is_dir=True):
                         continue
                     stack.append((rel, entry.path, rules))
                     kept_any = True
                 elif entry.is_file(follow_symlinks=False):
-                    if (
+                    if _secret_name(entry.name, False):
+                        if rules.secret_left_out(rel, False, result.secrets_skipped):
+                            continue
+                    elif (
                         rules.active
                         and not (rules.trusted and rel in kept_before)
                         and rules.ignored(rel, is_dir=False)
                     ):
                         continue
                     st = entry.stat(follow_symlinks=False)
-                    mode = 0o755 if st.st_mode & 0o111 else 0o644
+                    mode = _manifest_mode(st.st_mode)
                     sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                     result.files.append(_Scanned(rel, st.st_size, mode, sig))
                     kept_any = True
@@ -310,7 +384,16 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
     result.files.sort(key=lambda f: f.path)
     result.symlinks.sort()
     result.dirs.sort()
+    result.secrets_skipped.sort()
     return result
+
+
+def _manifest_mode(st_mode: int) -> int:
+    """0o644/0o755 for a file anyone may read; 0o600/0o700 (owner-only) for one others may not."""
+    executable = st_mode & 0o111
+    if st_mode & 0o004:
+        return 0o755 if executable else 0o644
+    return 0o700 if executable else 0o600
 
 
 def _escapes(rel: str, target: str) -> bool:
@@ -361,7 +444,11 @@ def _mb(n: int) -> str:
 
 
 class SnapshotStore:
-    """Blobs and manifests under ``<workspace>/snapshots``, with a stat cache per source folder."""
+    """Blobs and manifests under ``<workspace>/snapshots``, with a stat cache per source folder.
+
+    Folders it creates are owner-only (0o700) and so are its files (0o600): a blob may hold a
+    file its owner kept private.
+    """
 
     def __init__(self, root: str | os.PathLike[str], workers: int | None = None):
         self.root = Path(root)
@@ -439,7 +526,13 @@ class SnapshotStore:
         ):
             # Nothing changed since the last snapshot of this folder: same manifest, same id.
             files = tuple(FileEntry(f.path, digests[f.path], f.size, f.mode) for f in result.files)
-            return Snapshot(previous, files, tuple(result.symlinks), tuple(result.dirs))
+            return Snapshot(
+                previous,
+                files,
+                tuple(result.symlinks),
+                tuple(result.dirs),
+                secrets_skipped=tuple(result.secrets_skipped),
+            )
         sizes = {f.path: f.size for f in result.files}
         if todo:
             for f, (digest, size) in zip(todo, self._store_all(result.root, todo, progress)):
@@ -451,6 +544,7 @@ class SnapshotStore:
             files,
             tuple(result.symlinks),
             tuple(result.dirs),
+            secrets_skipped=tuple(result.secrets_skipped),
         )
         self._write_manifest(snap)
         new_entries = {f.path: [*f.sig, digests[f.path]] for f in result.files}
@@ -553,7 +647,7 @@ class SnapshotStore:
 
     def _blob_dir(self, digest: str) -> Path:
         folder = self.blobs / digest[:2]
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(folder)
         return folder
 
     def _write_blob(self, digest: str, data: bytes) -> None:
@@ -561,10 +655,10 @@ class SnapshotStore:
         final = os.path.join(self._blobs_str, digest[:2], digest[2:])
         tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except FileNotFoundError:
             self._blob_dir(digest)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
@@ -575,7 +669,7 @@ class SnapshotStore:
             raise
 
     def _stream_blob(self, src) -> tuple[str, int]:  # type: ignore[no-untyped-def]
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.blobs)
         fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".tmp-")
         hasher = hashlib.sha256()
         size = 0
@@ -601,7 +695,7 @@ class SnapshotStore:
         path = folder / f"{snap.id}.json"
         if path.exists():
             return
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(folder)
         _atomic_write(path, _canonical(snap.to_dict()))
 
     def _load_cache(self, path: Path) -> dict:
@@ -612,7 +706,7 @@ class SnapshotStore:
         return data if isinstance(data, dict) else {}
 
     def _save_cache(self, path: Path, data: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
 
 

@@ -1,4 +1,8 @@
-"""Workspace: the root folder and run store that hold experiments, runs and snapshots."""
+"""Workspace: the root folder and run store that hold experiments, runs and snapshots.
+
+A workspace holds snapshots of files their owner kept private and the run history: the folders
+and the SQLite file it creates are owner-only (0o700, 0o600).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 from airflow_provider_mltrain.core import settings
 from airflow_provider_mltrain.core.errors import RunNotFound
+from airflow_provider_mltrain.core.private import create_private_file, make_private_dirs
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.settings import SnapshotLimits
 from airflow_provider_mltrain.core.snapshot import SnapshotStore
@@ -26,7 +31,7 @@ class Workspace:
         snapshot_limits: SnapshotLimits | None = None,
     ):
         self.root = Path(root).expanduser().absolute() if root else settings.workspace_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.root)
         self.database_url = database_url or settings.database_url(self.root)
         self._snapshot_limits = snapshot_limits
 
@@ -35,6 +40,10 @@ class Workspace:
 
     @cached_property
     def store(self) -> RunStore:
+        path = _sqlite_file(self.database_url)
+        if path is not None:
+            make_private_dirs(path.parent)
+            create_private_file(path)
         return RunStore(self.database_url)
 
     @cached_property
@@ -60,3 +69,15 @@ class Workspace:
 
     def list_experiments(self) -> list[str]:
         return self.store.list_experiments()
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL; None for other databases and in-memory SQLite."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().absolute()

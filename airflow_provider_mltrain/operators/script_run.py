@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import conf
 
-from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed
+from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed, resolve_environment
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.redact import secret_values
 from airflow_provider_mltrain.core.run import Run
-from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink
@@ -26,6 +27,7 @@ from airflow_provider_mltrain.version_compat import (
     AirflowTaskTimeout,
     BaseOperator,
     ResumableJobMixin,
+    mask_secret,
 )
 
 if TYPE_CHECKING:
@@ -242,16 +244,8 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         persisted finds the run by its id and attaches; the mixin's admitted gap does not open.
         """
         ti = context["ti"]
+        config = self._checked_config()
         workspace = self._workspace()
-        config = ScriptRunConfig(
-            source_directory=self.source_directory,
-            script=self.script,
-            arguments=self.arguments,
-            compute_target=self.compute_target,
-            environment=self.environment,
-            framework=self.framework,
-            target_options=self.target_options,
-        )
         run_id, previous = self._pick_run_id(workspace, ti)
         attaching = workspace.store.get_run(run_id) is not None
         properties = {
@@ -263,9 +257,10 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         if previous:
             properties["mltrain.previous_run_id"] = previous  # the run this one follows
         try:
+            if not attaching:
+                self._mask_secrets(config, workspace)
             run = Experiment(workspace, self.experiment_name).submit(
                 config,
-                tags=self.tags,
                 run_id=run_id,
                 properties=properties,
                 log=lambda line: self.log.info("%s", line),
@@ -283,6 +278,41 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
                 "Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name
             )
         return run.id
+
+    def _checked_config(self) -> ScriptRunConfig:
+        """The run's config from the rendered fields; a field of the wrong type (a template that
+        rendered to a number, a list, None...) raises :class:`InvalidRunConfig` naming it, before
+        anything is read or written."""
+        owner = f"ScriptRunOperator {self.task_id!r}:"
+        native = (
+            " A template renders to a string unless the DAG sets render_template_as_native_obj=True;"
+            " or pass the value itself."
+        )
+        check_type(f"{owner} experiment_name", self.experiment_name, str, "an experiment name (str)")
+        if isinstance(self.arguments, str):
+            raise type_error(f"{owner} arguments", self.arguments, "a list of strings or numbers", native)
+        config = ScriptRunConfig(
+            source_directory=self.source_directory,
+            script=self.script,
+            arguments=self.arguments,
+            compute_target=self.compute_target,
+            environment=self.environment,
+            tags=self.tags,
+            framework=self.framework,
+            target_options=self.target_options,
+        )
+        config.check_types(owner, hint=native)
+        return config
+
+    def _mask_secrets(self, config: ScriptRunConfig, workspace: Workspace) -> None:
+        """Registers the environment's secret values with Airflow's secrets masker, so that the
+        task log (where the run's log streams) shows ``***`` if the script prints one; the
+        environment is resolved once here and handed to the submission as it is."""
+        env = resolve_environment(config.environment, workspace, config.resolved_source_directory())
+        config.environment = env
+        for name, value in env.environment_variables.items():
+            for secret in secret_values(name, value):
+                mask_secret(secret)  # with a name, Airflow would mask only names it finds sensitive
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:

@@ -322,7 +322,8 @@ def _materialize(root, manifest, dest):
         blob = _blob(root, digest)
         if not os.path.exists(blob):
             raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path))
-        if int(size) >= LINK_MIN_SIZE and int(mode) & 0o111 == 0:
+        # A link shares the blob's read-only, world-readable mode: only for plain 0o644 files.
+        if int(size) >= LINK_MIN_SIZE and int(mode) == 0o644:
             try:
                 os.link(blob, target)
                 continue

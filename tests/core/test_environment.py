@@ -259,3 +259,30 @@ def test_managed_environment_from_a_given_python_hashes_it():
     a = Environment(python=PythonSection(requirements=["six"], interpreter_path="/usr/bin/python3"))
     b = Environment(python=PythonSection(requirements=["six"]))
     assert a.managed and a.content_hash() != b.content_hash()
+
+
+def test_variables_are_masked_by_name_and_url_credentials_wherever_shown():
+    e = Environment(
+        name="masked",
+        environment_variables={
+            "PGPWD": "pw1",
+            "MYSQL_PASSWD": "pw2",
+            "DATABASE_URL": "postgresql://app:pw3@db.example.invalid/ml",
+            "INDEX": "https://pkgs.example.invalid/simple?token=pw4",
+            "EPOCHS": "5",
+        },
+        python=PythonSection(requirements=["--extra-index-url https://u:p@ss5@pkgs.example.invalid/simple"]),
+    )
+    recorded = e.recordable()
+    assert recorded["environment_variables"] == {
+        "PGPWD": "***",
+        "MYSQL_PASSWD": "***",
+        "DATABASE_URL": "postgresql://***@db.example.invalid/ml",
+        "INDEX": "https://pkgs.example.invalid/simple?token=***",
+        "EPOCHS": "5",
+    }
+    # repr is what Airflow's "Rendered Template" page shows of an Environment passed to an operator
+    for shown in (str(recorded), repr(e), str(e)):
+        for secret in ("pw1", "pw2", "pw3", "pw4", "ss5"):
+            assert secret not in shown
+    assert e.environment_variables["DATABASE_URL"].endswith("pw3@db.example.invalid/ml")  # the run gets it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -221,3 +222,13 @@ def test_framework_and_target_options_are_checked_before_submission(workspace, m
     assert workspace.store.list_runs() == []
     run = Experiment(workspace, "x").submit(ScriptRunConfig(src, "train.py", framework="python"))
     assert run.wait_for_completion()["properties"]["mltrain.framework"] == "python"
+
+
+def test_submission_reports_and_records_the_secret_files_it_left_out(workspace, make_tree):
+    src = make_tree({"train.py": "print('ok')\n", ".env": "A=1\n", ".aws/credentials": "[default]\n"})
+    lines: list[str] = []
+    run = Experiment(workspace, "sec").submit(ScriptRunConfig(src, "train.py"), log=lines.append)
+    run.wait_for_completion()
+    assert any("likely secrets: .aws/, .env" in line and "'!.aws/'" in line for line in lines), lines
+    assert json.loads(run.properties["mltrain.snapshot.secrets_skipped"]) == [".aws/", ".env"]
+    assert workspace.snapshots.get(run.get_details()["snapshot_id"]).paths() == ["train.py"]

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from airflow_provider_mltrain.core.gitinfo import git_properties
 
 
@@ -69,3 +71,25 @@ def test_detached_head_and_repository_without_commits(tmp_path):
     git(repo, "checkout", "-q", "--detach")
     props = git_properties(repo)
     assert "mltrain.git.branch" not in props and len(props["mltrain.git.commit"]) == 40
+
+
+@pytest.mark.parametrize(
+    ("remote", "recorded"),
+    [
+        ("https://user:p@ss@git.example.invalid/m.git", "https://git.example.invalid/m.git"),
+        ("https://user:pa/ss@git.example.invalid/m.git", "https://git.example.invalid/m.git"),
+        (
+            "https://git.example.invalid/m.git?access_token=abc123",
+            "https://git.example.invalid/m.git?access_token=***",
+        ),
+        ("https://git.example.invalid/m.git?token=abc123", "https://git.example.invalid/m.git?token=***"),
+        ("ssh://git:s3cret@git.example.invalid/team/m.git", "ssh://git.example.invalid/team/m.git"),
+        ("deploy:s3cret@git.example.invalid:team/m.git", "git.example.invalid:team/m.git"),
+    ],
+)
+def test_remote_credentials_never_reach_the_record(tmp_path, remote, recorded):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "remote", "add", "origin", remote)
+    assert git_properties(repo)["mltrain.git.repository_uri"] == recorded

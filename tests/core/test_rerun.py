@@ -137,3 +137,15 @@ def test_bad_input_is_refused_before_anything_is_recorded(workspace, make_tree):
     with pytest.raises(SnapshotError, match="the snapshot store was cleaned since"):
         rerun(workspace, first.id)
     assert [r["id"] for r in workspace.store.list_runs()] == [first.id]
+
+
+def test_unregistered_url_credentials_must_be_given_again(workspace, make_tree):
+    env = Environment(name="adhoc", environment_variables={"DATABASE_URL": "postgresql://app:s3cret@db/ml"})
+    src = make_tree({"train.py": SCRIPT, "data.txt": "v6"})
+    first = Experiment(workspace, "re").submit(ScriptRunConfig(src, "train.py", environment=env))
+    first.wait_for_completion()
+    assert first.get_details()["environment"]["environment_variables"] == {
+        "DATABASE_URL": "postgresql://***@db/ml"
+    }
+    with pytest.raises(InvalidEnvironment, match="set DATABASE_URL, whose values the run history"):
+        rerun(workspace, first.id)

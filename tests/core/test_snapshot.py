@@ -215,8 +215,8 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "t.py").write_text("")
-    (src / "secret.key").write_text("k")
-    os.chmod(src / "secret.key", 0o000)
+    (src / "secret.dat").write_text("k")
+    os.chmod(src / "secret.dat", 0o000)
     code = (
         "import sys\n"
         "from airflow_provider_mltrain.core.snapshot import SnapshotStore\n"
@@ -232,7 +232,7 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
         prefix = ["setpriv", "--bounding-set", "-all", "--inh-caps", "-all"]
     proc = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr
-    assert "secret.key" in proc.stdout and "permission denied" in proc.stdout
+    assert "secret.dat" in proc.stdout and "permission denied" in proc.stdout
     assert ".mltrainignore" in proc.stdout
 
 
@@ -378,3 +378,120 @@ def test_ignore_decisions_follow_edited_added_and_removed_ignore_files(store, ma
     assert store.take(src).paths() == [".gitignore", "a.py", "b.log", "sub/.mltrainignore", "sub/c.log"]
     (src / "sub/.mltrainignore").unlink()  # removed again
     assert store.take(src).paths() == [".gitignore", "a.py", "b.log", "sub/c.log", "sub/d.py"]
+
+
+# -- secrets at rest -----------------------------------------------------------------------------
+
+SECRET_FILES = [
+    ".env",
+    ".env.production",
+    "config/.env",
+    "id_rsa",
+    "id_rsa.pub",
+    "deploy/id_ed25519",
+    "tls/server.pem",
+    "api.key",
+    ".netrc",
+    ".pypirc",
+    "credentials",
+    ".git-credentials",
+]
+
+
+@pytest.mark.parametrize("path", SECRET_FILES)
+def test_well_known_secret_files_are_left_out_and_reported(store, make_tree, path):
+    src = make_tree({"train.py": "", path: "secret"})
+    snap = store.take(src)
+    assert snap.paths() == ["train.py"]
+    assert snap.secrets_skipped == (path,)
+
+
+@pytest.mark.parametrize("folder", [".aws", ".ssh", "home/.ssh"])
+def test_well_known_secret_folders_are_left_out_and_reported(store, make_tree, folder):
+    src = make_tree({"train.py": "", f"{folder}/config": "[default]\n"})
+    snap = store.take(src)
+    assert snap.paths() == ["train.py"]
+    assert snap.secrets_skipped == (folder + "/",)
+
+
+def test_names_that_only_look_alike_are_kept(store, make_tree):
+    files = ["keys.py", "key.py", ".envrc", "env.py", "credentials.json", "aws/config", "pem.txt"]
+    src = make_tree({"train.py": "", **{f: "" for f in files}})
+    snap = store.take(src)
+    assert snap.paths() == sorted(["train.py", *files])
+    assert snap.secrets_skipped == ()
+
+
+def test_mltrainignore_re_includes_a_secret_file_with_a_bang(store, make_tree):
+    src = make_tree(
+        {
+            "train.py": "",
+            ".mltrainignore": "!.env\n!.ssh/\n",
+            ".env": "A=1",
+            "sub/.env": "B=2",
+            "x.pem": "",
+            ".ssh/cfg": "",
+        }
+    )
+    snap = store.take(src)
+    assert snap.paths() == [".env", ".mltrainignore", ".ssh/cfg", "sub/.env", "train.py"]
+    assert snap.secrets_skipped == ("x.pem",)
+
+
+def test_gitignore_negation_does_not_re_include_a_secret_file(store, make_tree):
+    """A .gitignore decides what git tracks, not what may travel: ``!`` there is not enough."""
+    src = make_tree(
+        {"train.py": "", ".gitignore": "*.log\n!.env.example\n", ".env.example": "A=", "a.log": ""}
+    )
+    snap = store.take(src)
+    assert snap.paths() == [".gitignore", "train.py"]
+    assert snap.secrets_skipped == (".env.example",)
+
+
+def test_secret_files_an_ignore_file_leaves_out_are_not_reported(store, make_tree):
+    src = make_tree({"train.py": "", ".gitignore": ".env\n", ".env": "A=1", "b.key": ""})
+    snap = store.take(src)
+    assert snap.paths() == [".gitignore", "train.py"]
+    assert snap.secrets_skipped == ("b.key",)
+
+
+def test_secret_files_are_left_out_even_when_the_stat_cache_kept_them(store, make_tree):
+    """A stat cache written before (or while) a file was re-included does not smuggle it in."""
+    src = make_tree({"train.py": "", ".mltrainignore": "!.env\n", ".env": "A=1"})
+    age(src)
+    assert ".env" in store.take(src).paths()
+    (src / ".mltrainignore").write_text("# nothing re-included\n")
+    age(src)
+    snap = store.take(src)
+    assert snap.paths() == [".mltrainignore", "train.py"]
+    assert snap.secrets_skipped == (".env",)
+    # unchanged tree, fast path: still reported
+    assert store.take(src).secrets_skipped == (".env",)
+
+
+def test_owner_only_files_stay_owner_only_in_store_and_copy(store, make_tree, tmp_path):
+    src = make_tree({"train.py": "", "private.cfg": "token", "run.sh": "echo", "shared.txt": ""})
+    os.chmod(src / "private.cfg", 0o600)
+    os.chmod(src / "run.sh", 0o700)
+    os.chmod(src / "shared.txt", 0o640)  # group-readable only: still not for everyone
+    os.chmod(src / "train.py", 0o644)
+    snap = store.take(src)
+    modes = {f.path: f.mode for f in snap.files}
+    assert modes == {"private.cfg": 0o600, "run.sh": 0o700, "shared.txt": 0o600, "train.py": 0o644}
+    for f in snap.files:
+        assert store.blob_path(f.hash).stat().st_mode & 0o777 == 0o600
+    store.materialize(snap, tmp_path / "copy")
+    for path, mode in modes.items():
+        assert (tmp_path / "copy" / path).stat().st_mode & 0o777 == mode, path
+    # Reading the manifest back gives the same modes (what targets and the UI are served).
+    assert {f.path: f.mode for f in store.get(snap.id).files} == modes
+
+
+def test_store_folders_are_owner_only(store, make_tree):
+    store.take(make_tree({"train.py": "", "big.bin": os.urandom(2 << 20)}))
+    for folder in [store.root, store.blobs, store.manifests, store.statcache, *store.blobs.iterdir()]:
+        if folder.is_dir():
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for path in store.root.rglob("*"):
+        if path.is_file() and path.name != ".store-id":
+            assert path.stat().st_mode & 0o077 == 0, path

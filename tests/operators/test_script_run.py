@@ -265,3 +265,131 @@ def test_without_task_state_store_the_run_store_gives_the_same_outcomes(counted,
     assert make(fail_first=True).execute({"ti": TI()}) == BASE_ID + ".a2"
     assert make(fail_first=True).execute({"ti": TI()}) == BASE_ID + ".a2"  # completed: not again
     assert starts() == 2
+
+
+# -- templated fields that render to the wrong type ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "template", "params", "given"),
+    [
+        ("source_directory", "{{ params.v }}", {"v": 5}, "int"),
+        ("source_directory", "{{ params.v }}", {"v": None}, "NoneType"),
+        ("source_directory", "{{ params.v }}", {"v": ["a", "b"]}, "list"),
+        ("script", "{{ params.v }}", {"v": 3.5}, "float"),
+        ("script", "{{ params.v }}", {"v": None}, "NoneType"),
+        ("experiment_name", "{{ params.v }}", {"v": 2026}, "int"),
+        ("arguments", "{{ params.v }}", {"v": 5}, "int"),
+        ("arguments", "{{ params.v }}", {"v": {"epochs": 5}}, "dict"),
+        ("compute_target", "{{ params.v }}", {"v": None}, "NoneType"),
+        ("compute_target", "{{ params.v }}", {"v": ["local"]}, "list"),
+        ("environment", "{{ params.v }}", {"v": 7}, "int"),
+        ("tags", "{{ params.v }}", {"v": ["a", "b"]}, "list"),
+        ("tags", {"epochs": "{{ params.v }}"}, {"v": [1, 2]}, "list"),
+        ("target_options", "{{ params.v }}", {"v": 5}, "int"),
+    ],
+)
+def test_templated_field_rendering_to_a_wrong_type_is_refused(
+    tmp_path, make_tree, field, template, params, given
+):
+    """Rendered natively (render_template_as_native_obj=True), a template gives any type."""
+    import datetime
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_mltrain import InvalidRunConfig, Workspace
+
+    src = make_tree({"t.py": "print('ok')"})
+    kwargs = {
+        "experiment_name": "exp",
+        "source_directory": str(src),
+        "script": "t.py",
+        "workspace": str(tmp_path / "ws"),
+        field: template,
+    }
+    with DAG(
+        "d", schedule=None, start_date=datetime.datetime(2026, 1, 1), render_template_as_native_obj=True
+    ):
+        op = ScriptRunOperator(task_id="train", **kwargs)
+    op.render_template_fields({"params": params})
+    with pytest.raises(InvalidRunConfig) as err:
+        op.execute({"ti": TI()})
+    message = str(err.value)
+    assert f"ScriptRunOperator 'train': {field}" in message and "must be" in message, message
+    assert f"({given})" in message, message
+    ws = Workspace(tmp_path / "ws")
+    assert ws.store.list_runs() == []
+    assert not (ws.root / "snapshots").exists() or not any((ws.root / "snapshots").rglob("*.json"))
+
+
+def test_list_field_rendered_as_text_says_how_to_render_natively(tmp_path, make_tree):
+    """Without native rendering a templated list arrives as its text: the error says so."""
+    import datetime
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_mltrain import InvalidRunConfig
+
+    src = make_tree({"t.py": "print('ok')"})
+    with DAG("d", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+        op = ScriptRunOperator(
+            task_id="train",
+            experiment_name="exp",
+            source_directory=str(src),
+            script="t.py",
+            arguments="{{ params.args }}",
+            workspace=str(tmp_path / "ws"),
+        )
+    op.render_template_fields({"params": {"args": ["--epochs", 5]}})
+    with pytest.raises(
+        InvalidRunConfig, match=r"arguments must be a list.*got \"\['--epochs', 5\]\" \(str\)"
+    ):
+        op.execute({"ti": TI()})
+    with pytest.raises(InvalidRunConfig, match="render_template_as_native_obj=True"):
+        op.execute({"ti": TI()})
+
+
+def test_path_objects_are_accepted_by_the_operator(tmp_path, make_tree):
+    from pathlib import Path
+
+    src = make_tree({"t.py": "print('ok')"})
+    op = ScriptRunOperator(
+        task_id="train",
+        experiment_name="exp",
+        source_directory=Path(src),
+        script=Path("t.py"),
+        workspace=str(tmp_path / "ws"),
+        poll_interval=0.2,
+    )
+    ti = TI()
+    assert op.execute({"ti": ti}) == BASE_ID
+    assert ti.xcoms["run_details"]["status"] == "Completed"
+
+
+def test_secret_variables_are_masked_in_the_task_log(tmp_path, make_tree):
+    """The run's log streams into the task log: Airflow's masker learns the environment's secrets."""
+    from airflow.sdk.log import _secrets_masker
+
+    from airflow_provider_mltrain import Environment
+
+    src = make_tree({"t.py": "import os\nprint(os.environ['API_TOKEN'], os.environ['DATABASE_URL'])\n"})
+    env = Environment(
+        name="masked",
+        environment_variables={"API_TOKEN": "tok-5f3a9b", "DATABASE_URL": "postgresql://app:pw-77c1e2@db/ml"},
+    )
+    op = ScriptRunOperator(
+        task_id="train",
+        experiment_name="exp",
+        source_directory=str(src),
+        script="t.py",
+        environment=env,
+        workspace=str(tmp_path / "ws"),
+        poll_interval=0.2,
+    )
+    ti = TI()
+    op.execute({"ti": ti})
+    log = (tmp_path / "ws" / "runs" / BASE_ID / "logs" / "std_log.txt").read_text()
+    assert "tok-5f3a9b" in log  # the script got the real values
+    shown = _secrets_masker().redact(log)
+    assert "tok-5f3a9b" not in shown and "pw-77c1e2" not in shown
+    assert "postgresql://app:***@db/ml" in shown
