@@ -30,6 +30,7 @@ from airflow_provider_mltrain.core.environment import (
 )
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.metrics import finite_number
 from airflow_provider_mltrain.core.rerun import rerun
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
@@ -199,8 +200,15 @@ def _feedback(plain: Callable[[str], None]) -> Feedback:
 
 
 def _show(run: Run, as_json: bool) -> None:
-    run.refresh()
+    problem = None
+    try:
+        run.refresh()
+    except Exception as exc:  # show what the store holds: the run's problem is part of the answer
+        problem = f"status not refreshed: {type(exc).__name__}: {exc}"
+        _err(f"mltrain: {run.id}: {problem}")
     details = run.get_details()
+    if problem:
+        details["warnings"] = [*details["warnings"], problem]
     metrics = run.get_metrics()
     files = run.get_file_names()
     if as_json:
@@ -219,6 +227,8 @@ def _show(run: Run, as_json: bool) -> None:
     ]
     if details["error"]:
         lines.append(f"Error      {details['error']}")
+    for i, warning in enumerate(details["warnings"]):
+        lines.append(f"{'Warning' if i == 0 else '':<10} {warning}")
     rerun_of = details["properties"].get("mltrain.rerun_of")
     if rerun_of:
         lines.append(f"Rerun of   {rerun_of}")
@@ -241,22 +251,17 @@ def _show(run: Run, as_json: bool) -> None:
 
 
 def _numeric_series(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
+    return isinstance(value, list) and bool(value) and all(_is_number(v) for v in value)
+
+
+def _is_number(value: Any) -> bool:
+    """A number ``format(value, "g")`` can print: NaN is one, an int beyond a float's range is not."""
+    return isinstance(value, float) or finite_number(value) is not None
 
 
 def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> None:
     _check_experiment(ws, experiment)
-    runs = [Run(ws, r["id"]) for r in ws.store.list_runs(experiment=experiment, limit=limit)]
-    for run in runs:
-        try:
-            run.refresh()  # an active run's status comes from its target, not from the last reader
-        except MLTrainError as exc:
-            _err(f"mltrain: {run.id}: status not refreshed ({exc})")
-    details = [run.get_details() for run in runs]
+    details = [_list_entry(ws, record) for record in ws.store.list_runs(experiment=experiment, limit=limit)]
     if as_json:
         _dump(details)
         return
@@ -266,10 +271,39 @@ def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> N
         f"{'RUN':<{width}}  {'EXPERIMENT':<{exp_width}}  {'STATUS':<10}  {'DURATION':>9}  TARGET\n"
     )
     for d in details:
+        count = len(d["warnings"])
+        note = f"  ({count} warning{'s' if count != 1 else ''}: mltrain runs show {d['run_id']})"
         OUT.stream.write(
             f"{d['run_id']:<{width}}  {d['experiment']:<{exp_width}}  {d['status']:<10}  "
-            f"{_fmt_duration(d['duration_seconds']):>9}  {d['target']}\n"
+            f"{_fmt_duration(d['duration_seconds']):>9}  {d['target']}{note if count else ''}\n"
         )
+
+
+def _list_entry(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
+    """One run of ``runs list``; a run that cannot be read is listed with its problem, not fatal."""
+    run = Run(ws, record["id"])
+    problem = None
+    try:
+        run.refresh()  # an active run's status comes from its target, not from the last reader
+    except Exception as exc:  # one run's target or data must not take the whole listing down
+        problem = f"status not refreshed: {type(exc).__name__}: {exc}"
+        _err(f"mltrain: {run.id}: {problem}")
+    try:
+        details = run.get_details()
+    except Exception as exc:
+        problem = f"details not readable: {type(exc).__name__}: {exc}"
+        _err(f"mltrain: {run.id}: {problem}")
+        details = {
+            "run_id": record["id"],
+            "experiment": record["experiment"],
+            "status": record["status"],
+            "target": record["target"],
+            "duration_seconds": None,
+            "warnings": [],
+        }
+    if problem:
+        details["warnings"] = [*details["warnings"], problem]
+    return details
 
 
 def _latest(ws: Workspace, experiment: str | None) -> Run:
@@ -293,7 +327,7 @@ def _metrics(run: Run, as_json: bool) -> None:
                 f"{name:<{width}}  {value[-1]:>12.6g}  {len(value):>5}  {min(value):>12.6g}  "
                 f"{max(value):>12.6g}\n"
             )
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif _is_number(value):
             OUT.stream.write(f"{name:<{width}}  {value:>12.6g}  {1:>5}\n")
         else:
             shown = json.dumps(value, default=str)

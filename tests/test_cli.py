@@ -248,6 +248,71 @@ def test_metrics_json_parses_back(workspace, make_tree, cli):
     assert lines[1].split() == ["acc", "0.9", "3", "0.5", "0.9"] and lines[2].split() == ["name", '"sgd"']
 
 
+BROKEN = """\
+import os
+from mltrain import Run
+run = Run.get_context()
+run.log("acc", 0.5, step=0)
+with open(os.environ["MLTRAIN_METRICS_FILE"], "a") as f:
+    f.write('{"name": "acc", "value": 0.6, "step": NaN}\\n')
+run.log("acc", 0.7, step=1)
+"""
+
+
+def test_a_run_with_a_malformed_metric_line_is_listed_and_shown_with_its_warning(workspace, make_tree, cli):
+    src = make_tree({"train.py": TRAIN, "data.txt": "w"})
+    good = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"))
+    good.wait_for_completion()
+    broken = Experiment(workspace, "cli").submit(
+        ScriptRunConfig(make_tree({"train.py": BROKEN}), "train.py"), tags={"k": "v"}
+    )
+    # Listed while still unread: `runs list` reads the target and meets the bad line itself.
+    code, out, err = cli("runs", "list", "--json")
+    assert code == 0, err
+    listed = {r["run_id"]: r for r in json.loads(out)}
+    assert set(listed) == {good.id, broken.id}
+    broken.wait_for_completion()
+    code, out, err = cli("runs", "list")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith(broken.id))
+    assert "Completed" in row and f"(1 warning: mltrain runs show {broken.id})" in row
+    assert "warning" not in next(line for line in out.splitlines() if line.startswith(good.id))
+    code, out, err = cli("runs", "show", broken.id)
+    assert code == 0, err
+    assert "Status     Completed" in out
+    assert "Warning    logs/metrics.jsonl: skipped 1 malformed line (first at byte " in out
+    assert "1 a step that is not a whole number within 64 bits" in out
+    code, out, _ = cli("runs", "show", broken.id, "--json")
+    shown = json.loads(out)
+    assert shown["metrics"] == {"acc": [0.5, 0.7]} and len(shown["warnings"]) == 1
+    code, out, _ = cli("runs", "list", "--json")
+    assert {r["run_id"]: r["warnings"] for r in json.loads(out)} == {
+        good.id: [],
+        broken.id: shown["warnings"],
+    }
+
+
+def test_metric_rows_stored_by_older_versions_do_not_break_show_or_metrics(workspace, make_tree, cli):
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(make_tree({"train.py": BROKEN}), "train.py"))
+    run.wait_for_completion()
+    offset = workspace.store.get_run(run.id)["metrics_offset"]
+    old = {"run_id": run.id, "step": None, "logged_at": 1.0}
+    rows = [
+        {**old, "seq": offset, "name": "per_class", "kind": "row", "value": "[1, 2]"},
+        {**old, "seq": offset + 1, "name": "per_class", "kind": "row", "value": '{"c": 1}'},
+        {**old, "seq": offset + 2, "name": "huge", "kind": "scalar", "value": str(10**400)},
+        {**old, "seq": offset + 3, "name": "huge", "kind": "scalar", "value": "2"},
+        {**old, "seq": offset + 4, "name": "garbled", "kind": "scalar", "value": "not json"},
+    ]
+    assert workspace.store.ingest_metrics(run.id, offset, offset + 5, rows)
+    for argv in (("runs", "show", run.id), ("runs", "show", run.id, "--json"), ("metrics", run.id)):
+        code, out, err = cli(*argv)
+        assert code == 0, err
+        assert "huge" in out and "per_class" in out
+    code, out, _ = cli("metrics", run.id, "--json")
+    assert json.loads(out)["acc"] == [0.5, 0.7]
+
+
 def test_runs_cancel(workspace, make_tree, cli, tmp_path):
     src = make_tree({"wait.py": WAITER})
     run = Experiment(workspace, "cli").submit(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -14,8 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_mltrain.core import run_warnings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
 from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout
+from airflow_provider_mltrain.core.metrics import parse_lines, stored_value
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.runner.pylib.mltrain import summarize
 
@@ -70,6 +71,11 @@ class Run:
         return Experiment(self.workspace, self._record()["experiment"])
 
     @property
+    def warnings(self) -> list[str]:
+        """Problems the run had that did not stop it (malformed metric lines, say), one per class."""
+        return run_warnings.texts(self._record()["warnings"])
+
+    @property
     def tags(self) -> dict[str, str]:
         return dict(self._record()["tags"])
 
@@ -117,6 +123,7 @@ class Run:
         runner = target.read_status(self.id)
         states = _history(runner)
         self._ingest_metrics(record["metrics_offset"])
+        self._add_runner_warnings(record, runner)
         error = None
         if runner is None and status.rank <= RunStatus.PREPARING.rank:
             error = _dead_submitter(record, self.workspace.root)
@@ -135,6 +142,12 @@ class Run:
         if new.is_terminal:
             self._finish(runner, error)
         return new
+
+    def _add_runner_warnings(self, record: dict[str, Any], runner: dict[str, Any] | None) -> None:
+        known = {e["key"] for e in record["warnings"]}
+        new = [e for e in run_warnings.from_runner(runner) if e["key"] not in known]
+        if new:
+            self.workspace.store.add_warnings(self.id, new)
 
     def _lost_reason(
         self, target: ComputeTarget, runner: dict[str, Any] | None, record: dict[str, Any]
@@ -157,44 +170,30 @@ class Run:
             f"{_iso(beat)}) while the run was {runner.get('state')}" + (f": {reason}" if reason else "")
         )
 
-    def _ingest_metrics(self, offset: int) -> None:
+    def _ingest_metrics(self, offset: int, final: bool = False) -> None:
+        """Store the metric lines written since ``offset``; a bad line is skipped and counted.
+
+        ``final`` (the run has ended) also takes a last line the script never finished.
+        """
         data = self.target.read_file(self.id, METRICS, offset)
-        end = data.rfind(b"\n") + 1
+        end = len(data) if final else data.rfind(b"\n") + 1
         if end <= 0:
             return
-        rows: list[dict[str, Any]] = []
-        tags: dict[str, str] = {}
-        props: dict[str, str] = {}
-        pos = 0
-        for line in data[:end].split(b"\n")[:-1]:
-            seq = offset + pos
-            pos += len(line) + 1
-            try:
-                rec = json.loads(line)
-                name, kind = str(rec["name"]), str(rec.get("kind", "scalar"))
-            except (ValueError, KeyError, TypeError):
-                log.warning("Run %s: skipping a malformed metrics line at byte %d", self.id, seq)
-                continue
-            if kind == "tags":
-                tags.update(rec.get("value") or {})
-            elif kind == "properties":
-                props.update(rec.get("value") or {})
-            step = rec.get("step")
-            rows.append(
-                {
-                    "run_id": self.id,
-                    "seq": seq,
-                    "name": name[:255],
-                    "kind": kind[:16],
-                    "step": int(step) if isinstance(step, (int, float)) else None,
-                    "value": json.dumps(rec.get("value")),
-                    "logged_at": float(rec.get("time") or time.time()),
-                }
+        parsed = parse_lines(self.id, data[:end], offset)
+        warnings = run_warnings.from_metrics(parsed)
+        if parsed.skipped or parsed.reserved:
+            log.warning(
+                "Run %s: %s",
+                self.id,
+                " ".join(run_warnings.texts(warnings)),
             )
-        if self.workspace.store.ingest_metrics(self.id, offset, offset + end, rows) and (tags or props):
+        stored = self.workspace.store.ingest_metrics(self.id, offset, offset + end, parsed.rows, warnings)
+        if stored and (parsed.tags or parsed.properties):
             record = self._record()
             self.workspace.store.update(
-                self.id, tags=record["tags"] | tags, properties={**props, **record["properties"]}
+                self.id,
+                tags=record["tags"] | parsed.tags,
+                properties={**parsed.properties, **record["properties"]},
             )
 
     def _finish(self, runner: dict[str, Any] | None, error: str | None) -> None:
@@ -203,7 +202,7 @@ class Run:
             return
         dest = self.output_dir
         try:
-            self._ingest_metrics(record["metrics_offset"])
+            self._ingest_metrics(record["metrics_offset"], final=True)
             tmp = dest.with_name(dest.name + ".collecting")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -313,13 +312,13 @@ class Run:
         if not self._record()["collected"]:
             self.refresh()
         rows = self.workspace.store.get_metric_rows(self.id, name)
-        records = [{"name": r["name"], "kind": r["kind"], "value": json.loads(r["value"])} for r in rows]
+        records = [{"name": r["name"], "kind": r["kind"], "value": stored_value(r["value"])} for r in rows]
         return summarize(records, name)
 
     def get_metric_history(self, name: str) -> list[dict[str, Any]]:
         """Every value of one metric with its step and time, in logging order."""
         return [
-            {"value": json.loads(r["value"]), "step": r["step"], "time": r["logged_at"]}
+            {"value": stored_value(r["value"]), "step": r["step"], "time": r["logged_at"]}
             for r in self.workspace.store.get_metric_rows(self.id, name)
         ]
 
@@ -348,6 +347,7 @@ class Run:
             "state_times": {e["status"]: _iso(e["at"]) for e in events},
             "exit_code": record["exit_code"],
             "error": record["error"],
+            "warnings": run_warnings.texts(record["warnings"]),
             "output_dir": str(self.output_dir) if record["collected"] else None,
         }
 

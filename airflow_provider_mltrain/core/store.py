@@ -17,9 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from airflow_provider_mltrain.core import run_warnings
 from airflow_provider_mltrain.core.states import RunStatus
 
-SCHEMA_VERSION = 1
+# 2: mltrain_runs.warnings
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -43,6 +45,8 @@ runs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("metrics_offset", sa.BigInteger, nullable=False, default=0),
     sa.Column("collected", sa.Boolean, nullable=False, default=False),
+    # JSON list of run_warnings entries; NULL (no warnings) in rows written before schema 2.
+    sa.Column("warnings", sa.Text, nullable=True),
 )
 
 run_events = sa.Table(
@@ -145,11 +149,7 @@ def _create_schema(engine: Engine) -> None:
                     # Without it, two processes' CREATE TABLE race ("relation already exists").
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
                 metadata.create_all(conn, checkfirst=True)
-                if (
-                    conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
-                    is None
-                ):
-                    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                _migrate(conn)
             return
         except (OperationalError, IntegrityError, ProgrammingError):
             # Another process created the tables between our check and our CREATE.
@@ -158,11 +158,39 @@ def _create_schema(engine: Engine) -> None:
             time.sleep(0.1 * (attempt + 1))
 
 
+# Columns added after schema 1, each (version, column): added to a table created by an older version.
+_ADDED_COLUMNS = ((2, runs.c.warnings),)
+
+
+def _migrate(conn: sa.Connection) -> None:
+    """Bring a store created by an older version up to SCHEMA_VERSION, in the caller's transaction.
+
+    Runs under the same lock as the schema creation (``BEGIN IMMEDIATE`` on SQLite, the advisory
+    lock on PostgreSQL), so two processes upgrading at once add each column once. Only nullable
+    columns are added: a process of the older version goes on working on the upgraded store.
+    """
+    row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
+    version = int(row[0]) if row is not None and str(row[0]).isdigit() else 0
+    if version < SCHEMA_VERSION:
+        inspector = sa.inspect(conn)
+        for added_in, column in _ADDED_COLUMNS:
+            table = column.table.name
+            if added_in > version and column.name not in {c["name"] for c in inspector.get_columns(table)}:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(sa.text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}'))
+    if row is None:
+        conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+    elif version < SCHEMA_VERSION:
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+
 def _decode(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     for key in JSON_COLUMNS:
         if key in data and isinstance(data[key], str):
             data[key] = json.loads(data[key])
+    if "warnings" in data:
+        data["warnings"] = run_warnings.decode(data["warnings"])
     return data
 
 
@@ -261,12 +289,18 @@ class RunStore:
             return [dict(r._mapping) for r in rows]
 
     def ingest_metrics(
-        self, run_id: str, old_offset: int, new_offset: int, records: list[dict[str, Any]]
+        self,
+        run_id: str,
+        old_offset: int,
+        new_offset: int,
+        records: list[dict[str, Any]],
+        warnings: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Store metric records read from ``[old_offset, new_offset)`` of the run's metrics file.
 
         The offset moves by compare-and-set, so two controllers reading the same file at once
-        store each record once. Returns False when another controller got there first.
+        store each record once, and count each bad line (``warnings``, as
+        :mod:`run_warnings` makes them) once. Returns False when another controller got there first.
         """
         with self.engine.begin() as conn:
             moved = conn.execute(
@@ -278,7 +312,30 @@ class RunStore:
                 return False
             if records:
                 conn.execute(metrics.insert(), records)
+            if warnings:
+                self._add_warnings(conn, run_id, warnings)
         return True
+
+    def add_warnings(self, run_id: str, warnings: list[dict[str, Any]]) -> None:
+        """Merge warning entries into the run's (see :func:`run_warnings.merge`)."""
+        if warnings:
+            with self.engine.begin() as conn:
+                self._add_warnings(conn, run_id, warnings)
+
+    @staticmethod
+    def _add_warnings(conn: sa.Connection, run_id: str, warnings: list[dict[str, Any]]) -> None:
+        # Read and written in one write transaction: SQLite's BEGIN IMMEDIATE serializes it; on
+        # PostgreSQL the row lock of FOR UPDATE does.
+        query = sa.select(runs.c.warnings).where(runs.c.id == run_id)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            return
+        current = run_warnings.decode(row[0])
+        merged = run_warnings.merge(current, warnings)
+        if merged != current:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(warnings=json.dumps(merged)))
 
     def get_metric_rows(self, run_id: str, name: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(metrics).where(metrics.c.run_id == run_id).order_by(metrics.c.seq)

@@ -379,6 +379,8 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         raise AirflowException(f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled.")
 
     def _finish(self, run: Run, details: dict[str, Any], ti: Any) -> str:
+        for warning in details.get("warnings") or []:
+            self.log.warning("Run %s: %s", run.id, warning)
         if self.do_xcom_push:
             ti.xcom_push(key=XCOM_RUN_DETAILS, value=details)
         if details["status"] != RunStatus.COMPLETED.value:

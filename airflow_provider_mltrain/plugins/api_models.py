@@ -16,6 +16,7 @@ class Experiment(BaseModel):
     runs: int
     active: int = Field(description="runs not in a terminal state")
     statuses: dict[str, int] = Field(description="number of runs per status")
+    runs_with_warnings: int = Field(description="runs that have warnings (malformed metric lines, ...)")
     last_run_id: str
     last_run_at: float = Field(description="creation time of the latest run, Unix seconds")
 
@@ -34,6 +35,7 @@ class RunRow(BaseModel):
     duration_seconds: float | None
     tags: dict[str, Any]
     metric: float | None = Field(description="last numeric value of the chosen metric")
+    warnings: list[str] = Field(description="problems the run had that did not stop it")
 
 
 class RunList(BaseModel):
@@ -75,6 +77,10 @@ class RunDetails(BaseModel):
     events: list[RunEvent]
     exit_code: int | None
     error: str | None
+    warnings: list[str] = Field(
+        description="problems the run had that did not stop it, one per class with a count "
+        "(malformed metric lines skipped, reserved properties ignored, the runner's own)"
+    )
     files: list[str]
     metric_names: list[str]
     log_size: int

@@ -8,16 +8,16 @@ from a request go through :func:`safe_run_path`, which never leaves the run's fo
 from __future__ import annotations
 
 import difflib
-import json
 import logging
-import math
 import posixpath
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_mltrain.core import run_warnings
 from airflow_provider_mltrain.core.errors import MLTrainError, SnapshotError
 from airflow_provider_mltrain.core.gitinfo import PREFIX as GIT_PREFIX
+from airflow_provider_mltrain.core.metrics import finite_number, stored_value
 from airflow_provider_mltrain.core.run import STD_LOG, Run
 from airflow_provider_mltrain.core.snapshot import Snapshot, diff
 from airflow_provider_mltrain.core.states import RunStatus
@@ -57,7 +57,8 @@ def get_record(ws: Workspace, run_id: str) -> dict[str, Any]:
 def refresh_if_active(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
     """Read an unfinished run's target once, so the page shows current state, metrics and log.
 
-    A target that cannot be read (a VM that is down) leaves the stored state on the page.
+    A target that cannot be read (a VM that is down), or anything else that fails, leaves the
+    stored state on the page, with the problem under ``"problem"``: one run never breaks a page.
     """
     if record["collected"]:
         return record
@@ -65,7 +66,16 @@ def refresh_if_active(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
         Run(ws, record["id"]).refresh()
     except (MLTrainError, OSError) as exc:
         log.warning("Run %s: could not read its target (%s); showing stored state", record["id"], exc)
+        return {**get_record(ws, record["id"]), "problem": f"could not read its target: {exc}"}
+    except Exception as exc:
+        log.exception("Run %s: refreshing it failed; showing stored state", record["id"])
+        return {**get_record(ws, record["id"]), "problem": f"refreshing it failed: {type(exc).__name__}"}
     return get_record(ws, record["id"])
+
+
+def _warnings(record: dict[str, Any]) -> list[str]:
+    problem = record.get("problem")
+    return run_warnings.texts(record["warnings"]) + ([problem] if problem else [])
 
 
 def _times(events: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -83,9 +93,9 @@ def _environment_label(env: dict[str, Any]) -> str:
 
 def _last_numeric(rows: list[dict[str, Any]]) -> float | None:
     for row in reversed(rows):
-        value = json.loads(row["value"])
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        value = finite_number(stored_value(row["value"]))
+        if value is not None:
+            return value
     return None
 
 
@@ -108,6 +118,7 @@ def run_summary(ws: Workspace, record: dict[str, Any], metric: str | None = None
         "duration_seconds": (end - start) if start is not None and end is not None else None,
         "tags": record["tags"],
         "metric": None,
+        "warnings": _warnings(record),
     }
     if metric:
         summary["metric"] = _last_numeric(ws.store.get_metric_rows(record["id"], metric))
@@ -129,6 +140,7 @@ def list_experiments(ws: Workspace, visible: Visible = lambda record: True) -> l
             {
                 "name": latest["experiment"],
                 "runs": len(record_list),
+                "runs_with_warnings": sum(1 for r in record_list if r["warnings"]),
                 "active": sum(n for s, n in statuses.items() if not RunStatus(s).is_terminal),
                 "statuses": statuses,
                 "last_run_id": latest["id"],
@@ -203,7 +215,7 @@ def list_runs(
     if search:
         needle = search.lower()
         records = [r for r in records if needle in r["id"].lower()]
-    rows = [run_summary(ws, r, metric) for r in records[:MAX_RUNS_LISTED]]
+    rows = [_summary_or_problem(ws, r, metric) for r in records[:MAX_RUNS_LISTED]]
 
     def sort_key(row: dict[str, Any]) -> tuple[int, Any]:
         value = {
@@ -227,6 +239,30 @@ def list_runs(
     }
 
 
+def _summary_or_problem(ws: Workspace, record: dict[str, Any], metric: str | None) -> dict[str, Any]:
+    """The run's table row; a run whose stored data cannot be read still gets one, naming the problem."""
+    try:
+        return run_summary(ws, record, metric)
+    except Exception as exc:
+        log.exception("Run %s: its row could not be made; listing it with the problem", record["id"])
+        return {
+            "run_id": record["id"],
+            "experiment": record["experiment"],
+            "status": record["status"],
+            "active": False,
+            "target": record["target"],
+            "environment": "",
+            "script": record["script"],
+            "created_at": record["created_at"],
+            "start_time": None,
+            "end_time": None,
+            "duration_seconds": None,
+            "tags": record["tags"] if isinstance(record["tags"], dict) else {},
+            "metric": None,
+            "warnings": [*_warnings(record), f"this run could not be read: {type(exc).__name__}"],
+        }
+
+
 def run_details(ws: Workspace, run_id: str) -> dict[str, Any]:
     """Everything the run page shows except the log text and the metric values."""
     record = refresh_if_active(ws, get_record(ws, run_id))
@@ -243,6 +279,7 @@ def run_details(ws: Workspace, run_id: str) -> dict[str, Any]:
         k[len("airflow.") :]: v for k, v in properties.items() if k.startswith("airflow.")
     } or None
     details["environment"] = env
+    details["warnings"] = _warnings(record)
     details["packages"] = [str(p) for p in env.get("packages") or []]
     details.pop("output_dir", None)  # a path on the server: not the browser's business
     details["files"] = file_names(ws, run_id)
@@ -291,8 +328,10 @@ def metric_series(ws: Workspace, run_id: str) -> dict[str, dict[str, Any]]:
         kind, name = row["kind"], row["name"]
         if kind in ("tags", "properties"):
             continue
-        value = json.loads(row["value"])
-        at = row["logged_at"]
+        value = stored_value(row["value"])
+        at = finite_number(row["logged_at"])
+        if at is None:
+            continue  # a row of an older version with a NaN time: no place on any axis
         if kind == "row" and isinstance(value, dict):
             for col, v in value.items():
                 _add(out, f"{name}.{col}", "row", None, at, v)
@@ -310,8 +349,9 @@ def metric_series(ws: Workspace, run_id: str) -> dict[str, dict[str, Any]]:
 
 def _add(out: dict[str, dict[str, Any]], name: str, kind: str, step: Any, at: float, value: Any) -> None:
     entry = out.setdefault(name, {"kind": kind, "points": [], "values": []})
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        entry["points"].append({"step": step, "time": at, "value": float(value)})
+    number = finite_number(value)
+    if number is not None:
+        entry["points"].append({"step": step, "time": at, "value": number})
     else:
         entry["values"].append(value)
 

@@ -96,3 +96,80 @@ def test_several_processes_write_at_once(tmp_path):
     assert len(runs) == 160
     assert {r["status"] for r in runs} == {"Running"}
     assert sum(len(store.get_metric_rows(r["id"])) for r in runs) == 160
+
+
+def make_schema_1_store(url: str) -> None:
+    """A run store as version 1 of this package left it: no warnings column, schema_version 1, a run."""
+    import sqlalchemy as sa
+
+    from airflow_provider_mltrain.core import store as store_module
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        store_module.metadata.drop_all(conn)
+        store_module.metadata.create_all(conn)
+        conn.execute(sa.text("ALTER TABLE mltrain_runs DROP COLUMN warnings"))
+        conn.execute(store_module.meta.insert().values(key="schema_version", value="1"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO mltrain_runs (id, experiment, status, target, source_directory, script, "
+                "arguments, snapshot_id, environment, tags, properties, created_at, updated_at, "
+                "metrics_offset, collected) VALUES ('old', 'exp', 'Completed', 'local', '/src', 't.py', "
+                "'[]', :snap, '{}', '{}', '{}', 1.0, 1.0, 0, :yes)"
+            ),
+            {"snap": "0" * 64, "yes": True},
+        )
+    engine.dispose()
+    store_module._engines.pop(url, None)
+
+
+def _open_and_warn(url: str, worker: int) -> None:
+    store = RunStore(url)
+    store.create_run(record(f"new{worker}"))
+    store.add_warnings(f"new{worker}", [{"key": "runner:w", "text": f"from {worker}", "count": 1}])
+
+
+def check_schema_1_store_upgrades(url: str) -> None:
+    """Several processes of the new version open a store of version 1 at once: each works, the
+    column is added once, the old run reads with no warnings and takes new ones."""
+    import sqlalchemy as sa
+
+    from airflow_provider_mltrain.core import store as store_module
+
+    make_schema_1_store(url)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_open_and_warn, args=(url, w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = RunStore(url)
+    assert store.get_run("old")["warnings"] == []
+    assert store.get_run("new1")["warnings"][0]["text"] == "from 1"
+    store.add_warnings("old", [{"key": "runner:x", "text": "x", "count": 1}])
+    assert [r["id"] for r in store.list_runs(experiment="exp")][-1] == "old"
+    assert store.get_run("old")["warnings"][0]["text"] == "x"
+    with store.engine.connect() as conn:
+        version = conn.execute(
+            sa.select(store_module.meta.c.value).where(store_module.meta.c.key == "schema_version")
+        ).scalar_one()
+        assert version == str(store_module.SCHEMA_VERSION) == "2"
+        columns = [c["name"] for c in sa.inspect(conn).get_columns("mltrain_runs")]
+        assert columns.count("warnings") == 1
+
+
+def test_a_store_of_schema_1_is_upgraded_in_place(tmp_path):
+    check_schema_1_store_upgrades(f"sqlite:///{tmp_path / 'runs.db'}")
+
+
+def test_warnings_merge_in_one_transaction_with_the_metrics_they_came_with(tmp_path):
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.create_run(record("a"))
+    bad = [{"key": "metrics.malformed", "count": 2, "reasons": {"not a JSON object": 2}, "first": 5}]
+    assert store.ingest_metrics("a", 0, 10, [], bad) is True
+    assert store.ingest_metrics("a", 0, 10, [], bad) is False  # the same bytes again: not counted twice
+    assert store.ingest_metrics("a", 10, 20, [], bad) is True
+    assert store.get_run("a")["warnings"] == [
+        {"key": "metrics.malformed", "count": 4, "reasons": {"not a JSON object": 4}, "first": 5}
+    ]

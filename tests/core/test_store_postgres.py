@@ -33,3 +33,9 @@ def test_a_whole_run_with_the_store_on_postgres(pg_url, tmp_path, make_tree):
     assert details["status"] == "Completed"
     assert run.get_metric_history("acc")[0]["step"] == 1
     assert Workspace(tmp_path / "ws", database_url=pg_url).get_run(run.id).tags == {"db": "postgres"}
+
+
+def test_a_store_of_schema_1_is_upgraded_in_place(pg_url):
+    from tests.core.test_store import check_schema_1_store_upgrades
+
+    check_schema_1_store_upgrades(pg_url)

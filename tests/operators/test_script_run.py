@@ -60,6 +60,24 @@ def test_retry_after_failure_gets_a_fresh_linked_run(operator, tmp_path, make_tr
     assert len(ws.store.list_runs()) == 2
 
 
+def test_the_runs_warnings_reach_the_task_log(operator, make_tree, monkeypatch):
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig
+
+    ws = operator._workspace()
+    src = make_tree({"t.py": "import os\nopen(os.environ['MLTRAIN_METRICS_FILE'], 'a').write('oops\\n')\n"})
+    run = Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"))
+    details = run.wait_for_completion()
+    pushed = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
+    logged = []
+    task_log = SimpleNamespace(warning=lambda msg, *args: logged.append(msg % args), info=lambda *a: None)
+    monkeypatch.setattr(type(operator), "log", property(lambda self: task_log))
+    assert operator._finish(run, details, ti) == run.id
+    assert logged == [f"Run {run.id}: {details['warnings'][0]}"]
+    assert "skipped 1 malformed line" in details["warnings"][0]
+    assert any("skipped 1 malformed line" in w for w in next(iter(pushed.values()))["warnings"])
+
+
 def test_action_if_run_exists(tmp_path, make_tree):
     from airflow_provider_mltrain import Experiment, ScriptRunConfig
     from airflow_provider_mltrain.version_compat import AirflowException

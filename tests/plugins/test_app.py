@@ -17,6 +17,7 @@ from airflow_provider_mltrain.plugins import queries
 from airflow_provider_mltrain.plugins.app import create_app, get_workspace
 from airflow_provider_mltrain.plugins.auth import Access, require_reader
 from tests.plugins.conftest import EXPERIMENT, PROBE, PROBE_IMG, SECRET_DAG, TASK
+from tests.targets.suite import wait_until
 
 
 def client_for(ws: Workspace) -> TestClient:
@@ -175,6 +176,63 @@ def test_a_huge_log_is_paged_and_tailed(tmp_path, make_tree):
     assert biggest.json()["next_offset"] % 100 == 0  # cut at a line end
     html = client.get(f"/runs/{run.id}")
     assert html.status_code == 200 and len(html.content) < 2 * queries.DEFAULT_LOG_CHUNK + 200_000
+
+
+# -- broken runs ---------------------------------------------------------------------------------
+
+BROKEN = """\
+import os
+from mltrain import Run
+run = Run.get_context()
+run.log("loss", 0.5, step=0)
+with open(os.environ["MLTRAIN_METRICS_FILE"], "a") as f:
+    f.write('{"name": "loss", "value": 0.4, "step": NaN}\\n{"name": "loss", "value": 0.3, "time": "now"}\\n')
+run.log("loss", 0.2, step=1)
+"""
+
+
+def test_a_broken_run_is_listed_and_shown_with_its_warning(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    src = make_tree({"train.py": BROKEN})
+    older = Experiment(ws, "broken").submit(ScriptRunConfig(src, "train.py"))
+    older.wait_for_completion()
+    # Rows an older version stored without checking them: a number beyond a float, a row that is a
+    # list, text that is not JSON.
+    offset = ws.store.get_run(older.id)["metrics_offset"]
+    old = {"run_id": older.id, "step": None, "logged_at": 1.0}
+    assert ws.store.ingest_metrics(
+        older.id,
+        offset,
+        offset + 3,
+        [
+            {**old, "seq": offset, "name": "loss", "kind": "scalar", "value": str(10**400)},
+            {**old, "seq": offset + 1, "name": "per_class", "kind": "row", "value": "[1, 2]"},
+            {**old, "seq": offset + 2, "name": "note", "kind": "scalar", "value": "not json"},
+        ],
+    )
+    # Not read since it ended: the listing is the first reader of its bad lines.
+    fresh = Experiment(ws, "broken").submit(ScriptRunConfig(src, "train.py"))
+    wait_until(lambda: (fresh.target.read_status(fresh.id) or {}).get("state") == "Completed", 60)
+    client = client_for(ws)
+
+    runs = {r["run_id"]: r for r in api(client, "/experiments/broken/runs", metric="loss")["runs"]}
+    assert runs[fresh.id]["status"] == "Completed"
+    warning = runs[fresh.id]["warnings"]
+    assert len(warning) == 1 and "skipped 2 malformed lines" in warning[0]
+    assert runs[older.id]["metric"] == 0.2  # the last value that is a number a chart can draw
+    experiments = {e["name"]: e for e in api(client, "/experiments")}
+    assert experiments["broken"]["runs_with_warnings"] == 2
+    details = api(client, f"/runs/{fresh.id}")
+    assert details["warnings"] == warning
+    series = api(client, f"/runs/{older.id}/metrics")
+    assert [p["value"] for p in series["loss"]["points"]] == [0.5, 0.2]
+    assert api(client, "/compare", runs=[older.id, fresh.id])["metrics"][0]["name"] == "loss"
+    for page in ("/", "/experiments/broken", f"/runs/{fresh.id}", f"/runs/{older.id}"):
+        response = client.get(page)
+        assert response.status_code == 200, (page, response.text[:2000])
+    page = client.get(f"/runs/{fresh.id}").text
+    assert 'id="warnings"' in page and "skipped 2 malformed lines" in page
+    assert "1 warning" in client.get("/experiments/broken").text
 
 
 # -- files ---------------------------------------------------------------------------------------

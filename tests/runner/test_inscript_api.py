@@ -74,3 +74,78 @@ def test_upload_file_stays_in_outputs(tmp_path, name):
         cwd=tmp_path,
     )
     assert proc.returncode == 1 and "must be a relative path inside outputs/" in proc.stderr
+
+
+def _online(tmp_path: Path) -> dict[str, str]:
+    return {
+        "MLTRAIN_RUN_ID": "r1",
+        "MLTRAIN_EXPERIMENT": "e",
+        "MLTRAIN_METRICS_FILE": str(tmp_path / "metrics.jsonl"),
+        "MLTRAIN_RUN_DIR": str(tmp_path),
+    }
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("run.log('m', 1, step=float('nan'))", "the step of metric 'm' must be a whole number; got nan"),
+        ("run.log('m', 1, step=float('inf'))", "the step of metric 'm' must be a whole number; got inf"),
+        (
+            "run.log('m', 1, step=2**63)",
+            "the step of metric 'm' must be between -2**63 and 2**63-1; got a 64-bit number",
+        ),
+        ("run.log('m', 1, step=-(2**63) - 1)", "the step of metric 'm' must be between -2**63 and 2**63-1"),
+        ("run.log('m', 1, step='x')", "the step of metric 'm' must be a whole number; got 'x'"),
+        ("run.log('m' * 256, 1)", "a metric name must be at most 255 characters"),
+        ("run.log('m', 10**400)", "the value of metric 'm' is too large a number to store"),
+    ],
+)
+def test_out_of_range_values_are_refused_before_anything_is_written(tmp_path, call, message):
+    proc = run_script(
+        f"from mltrain import Run\nrun = Run.get_context()\n{call}\n", _online(tmp_path), cwd=tmp_path
+    )
+    assert proc.returncode == 1 and f"ValueError: mltrain: {message}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_edge_steps_are_accepted(tmp_path):
+    proc = run_script(
+        "from mltrain import Run\nrun = Run.get_context()\n"
+        "run.log('m', 1, step=2**63 - 1); run.log('m', 2, step=-(2**63)); run.log('m', 3, step=4.0)\n",
+        _online(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2**63 - 1, -(2**63), 4]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "run.set_tags({'airflow.dag_id': 'payroll'})",
+        "run.tag('mltrain.rerun_of', 'x')",
+        "run.add_properties({'ok': '1', 'airflow.task_id': 'pay'})",
+        "run.add_properties({'MLTrain.workspace': '/elsewhere'})",
+    ],
+)
+def test_reserved_tags_and_properties_are_refused(tmp_path, call):
+    code = f"from mltrain import Run\nrun = Run.get_context()\n{call}\n"
+    for env in (_online(tmp_path), {}):  # in a run, and offline: the same script fails the same way
+        proc = run_script(code, env, cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr
+        assert "is set by the provider at submission and cannot be set by the script" in proc.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_get_metrics_in_the_script_skips_lines_it_cannot_read(tmp_path):
+    (tmp_path / "metrics.jsonl").write_bytes(
+        b'not json\n[1]\n{"name": "r", "kind": "row", "value": [1]}\n\xff\n{"name": "a", "value": 1}\n'
+    )
+    proc = run_script(
+        "from mltrain import Run\nrun = Run.get_context()\nrun.log('a', 2)\nprint(run.get_metrics())\n",
+        _online(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "{'r': [1], 'a': [1, 2]}"

@@ -21,12 +21,25 @@ __all__ = ["Experiment", "Run"]
 
 log = logging.getLogger("mltrain")
 
+# What the controller stores (see core/metrics.py): a line outside these limits is skipped there,
+# so the API refuses it here, where the script can still be fixed.
+MAX_NAME = 255
+STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1
+RESERVED_PREFIXES = ("airflow.", "mltrain.")
+
 
 def _plain(value, what):
     """A JSON-ready copy of value: numpy scalars and arrays become Python numbers and lists."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, numbers.Integral):
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(
+                "mltrain: %s is too large a number to store (%d bits; a float holds up to about 1e308)."
+                % (what, int(value).bit_length())
+            ) from None
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
@@ -103,6 +116,11 @@ class Run:
     def _emit(self, kind, name, value, step=None, description=""):
         if not isinstance(name, str) or not name:
             raise TypeError("mltrain: a metric name must be a non-empty string, got %r" % (name,))
+        if len(name) > MAX_NAME:
+            raise ValueError(
+                "mltrain: a metric name must be at most %d characters; %r... has %d."
+                % (MAX_NAME, name[:40], len(name))
+            )
         record = {"name": name, "kind": kind, "value": value, "step": step, "time": time.time()}
         if description:
             record["description"] = str(description)
@@ -125,9 +143,7 @@ class Run:
         value = _plain(value, "the value of metric %r" % name)
         if isinstance(value, list):
             raise TypeError("mltrain: run.log(%r, ...) takes one value; use run.log_list for a list." % name)
-        if step is not None:
-            step = int(step)
-        self._emit("scalar", name, value, step, description)
+        self._emit("scalar", name, value, _step(step, name), description)
 
     def log_list(self, name, value, description=""):
         """Log a list of values under one name."""
@@ -169,6 +185,7 @@ class Run:
 
     def set_tags(self, tags):
         tags = {str(k): "" if v is None else str(v) for k, v in dict(tags).items()}
+        _refuse_reserved(tags, "tag")
         self._tags.update(tags)
         self._emit("tags", "tags", tags)
 
@@ -180,6 +197,7 @@ class Run:
 
     def add_properties(self, properties):
         props = {str(k): str(v) for k, v in dict(properties).items()}
+        _refuse_reserved(props, "property")
         self._properties.update(props)
         self._emit("properties", "properties", props)
 
@@ -213,10 +231,10 @@ class Run:
         else:
             records = []
             try:
-                with open(self._metrics_file, encoding="utf-8") as f:
+                with open(self._metrics_file, "rb") as f:
                     for line in f:
-                        if line.endswith("\n"):
-                            records.append(json.loads(line))
+                        if line.endswith(b"\n"):
+                            records.append(_record(line))
             except FileNotFoundError:
                 pass
         return summarize(records, name)
@@ -233,6 +251,42 @@ class Run:
         raise SystemExit("run marked failed: %s" % (error_details or "fail() called"))
 
 
+def _record(line):
+    """One line of the metrics file, or None when it is not one: anything may have written it."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("name"), str) else None
+
+
+def _step(step, name):
+    """``step`` as an int the run store can hold, or a ValueError saying why not."""
+    if step is None:
+        return None
+    try:
+        number = int(step)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(
+            "mltrain: the step of metric %r must be a whole number; got %s." % (name, repr(step)[:40])
+        ) from None
+    if not STEP_MIN <= number <= STEP_MAX:
+        raise ValueError(
+            "mltrain: the step of metric %r must be between -2**63 and 2**63-1; got a %d-bit number."
+            % (name, number.bit_length())
+        )
+    return number
+
+
+def _refuse_reserved(pairs, what):
+    for key in pairs:
+        if key.lower().startswith(RESERVED_PREFIXES):
+            raise ValueError(
+                "mltrain: %s %r is set by the provider at submission and cannot be set by the script; "
+                "airflow.* and mltrain.* names are reserved. Pick another name." % (what, key)
+            )
+
+
 class _OfflineRun(Run):
     def __init__(self):
         Run.__init__(self, "OfflineRun_%d" % int(time.time()), "offline")
@@ -243,6 +297,8 @@ def summarize(records, name=None):
     out = {}
     kinds = {}
     for rec in records:
+        if rec is None:
+            continue
         key = rec.get("name")
         kind = rec.get("kind")
         if kind in ("tags", "properties") or (name is not None and key != name):
@@ -254,7 +310,7 @@ def summarize(records, name=None):
             prev = out.get(key)
             out[key] = (prev if isinstance(prev, list) and first_kind != "list" else [prev]) + [value]
             kinds[key] = "mixed"
-        elif kind == "row":
+        elif kind == "row" and isinstance(value, dict) and isinstance(out.get(key, {}), dict):
             table = out.setdefault(key, {})
             for col, v in value.items():
                 table.setdefault(col, []).append(v)
