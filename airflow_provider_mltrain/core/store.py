@@ -287,6 +287,131 @@ class RunStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    # Readers that must stay bounded however many values a run logged (the UI, the API): the
+    # database aggregates, pages and picks; only what is shown travels into Python.
+
+    def _numeric_value(self) -> Any:
+        """The metric value as a float when it is a plain JSON number, else NULL (strings, lists,
+        booleans, NaN), in SQL: matched as text before the cast, as PostgreSQL refuses a bad cast."""
+        value = metrics.c.value
+        is_number: sa.ColumnElement[bool]
+        if self.engine.dialect.name == "sqlite":
+            is_number = value.op("NOT GLOB")("*[^0-9eE.+-]*")  # native; REGEXP would call Python per row
+        else:
+            is_number = value.regexp_match(r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
+        return sa.case((is_number, sa.cast(value, sa.Float)), else_=None)
+
+    def metric_summaries(self, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Per metric name and kind: rows, numeric values, their min, max and last, first and last seq.
+
+        Tags and property records are left out. At most ``limit`` names (the first logged)."""
+        num = self._numeric_value().label("num")
+        base = (
+            sa.select(metrics.c.name, metrics.c.kind, metrics.c.seq, num)
+            .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
+            .subquery()
+        )
+        query = (
+            sa.select(
+                base.c.name,
+                base.c.kind,
+                sa.func.count().label("rows"),
+                sa.func.count(base.c.num).label("count"),
+                sa.func.min(base.c.num).label("min"),
+                sa.func.max(base.c.num).label("max"),
+                sa.func.min(base.c.seq).label("first_seq"),
+                sa.func.max(base.c.seq).label("last_seq"),
+                sa.func.max(sa.case((base.c.num.isnot(None), base.c.seq), else_=None)).label("last_num_seq"),
+            )
+            .group_by(base.c.name, base.c.kind)
+            .order_by(sa.func.min(base.c.seq))
+        )
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            out = [dict(r._mapping) for r in conn.execute(query)]
+            last_seqs = [r["last_num_seq"] for r in out if r["last_num_seq"] is not None]
+            last: dict[int, float] = {}
+            for chunk in range(0, len(last_seqs), 500):
+                rows = conn.execute(
+                    sa.select(metrics.c.seq, self._numeric_value()).where(
+                        metrics.c.run_id == run_id, metrics.c.seq.in_(last_seqs[chunk : chunk + 500])
+                    )
+                )
+                last.update({r[0]: r[1] for r in rows})
+        for r in out:
+            r["last"] = last.get(r.pop("last_num_seq"))
+        return out
+
+    def last_numeric(self, run_id: str, name: str) -> float | None:
+        """The last plain number logged under ``name``, or None."""
+        num = self._numeric_value()
+        query = (
+            sa.select(num)
+            .where(metrics.c.run_id == run_id, metrics.c.name == name, num.isnot(None))
+            .order_by(metrics.c.seq.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else float(row[0])
+
+    def metric_buckets(
+        self, run_id: str, name: str, kind: str, first_seq: int, last_seq: int, buckets: int
+    ) -> list[dict[str, Any]]:
+        """The numeric values of one metric in ``buckets`` runs of consecutive seq: per bucket the
+        count, min and max value and the range of steps and times, oldest first."""
+        num = self._numeric_value()
+        span = max(1, last_seq - first_seq + 1)
+        bucket = ((metrics.c.seq - first_seq) * buckets / span).label("bucket")
+        base = (
+            sa.select(bucket, num.label("num"), metrics.c.step, metrics.c.logged_at)
+            .where(metrics.c.run_id == run_id, metrics.c.name == name, metrics.c.kind == kind)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                base.c.bucket,
+                sa.func.count(base.c.num).label("count"),
+                sa.func.min(base.c.num).label("min"),
+                sa.func.max(base.c.num).label("max"),
+                sa.func.min(base.c.step).label("first_step"),
+                sa.func.max(base.c.step).label("last_step"),
+                sa.func.min(base.c.logged_at).label("first_time"),
+                sa.func.max(base.c.logged_at).label("last_time"),
+            )
+            .where(base.c.num.isnot(None))
+            .group_by(base.c.bucket)
+            .order_by(base.c.bucket)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def metric_page(
+        self,
+        run_id: str,
+        name: str,
+        offset: int = 0,
+        limit: int = 1000,
+        kind: str | None = None,
+        non_numeric: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Rows ``offset`` to ``offset + limit`` of one metric in logging order (with
+        ``non_numeric``, only those whose value is not a plain number)."""
+        query = (
+            sa.select(metrics)
+            .where(metrics.c.run_id == run_id, metrics.c.name == name)
+            .order_by(metrics.c.seq)
+            .offset(max(0, offset))
+            .limit(max(0, limit))
+        )
+        if kind is not None:
+            query = query.where(metrics.c.kind == kind)
+        if non_numeric:
+            query = query.where(self._numeric_value().is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     # -- environments ------------------------------------------------------------------------------
 
     def register_environment(self, name: str, content_hash: str, spec: dict[str, Any]) -> str:

@@ -190,9 +190,32 @@ def api_router() -> APIRouter:
         summary="Every logged metric as series over steps and time",
         response_model=dict[str, m.MetricSeries],
     )
-    def metrics(run_id: str, ws: WorkspaceDep, access: ReaderDep) -> dict[str, Any]:
+    def metrics(
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        max_points: Annotated[
+            int, Query(ge=2, le=queries.MAX_METRIC_PAGE, description="points per series before downsampling")
+        ] = queries.MAX_CHART_POINTS,
+    ) -> dict[str, Any]:
         _checked_record(ws, access, run_id)
-        return queries.metric_series(ws, run_id)
+        return queries.metric_series(ws, run_id, max_points)
+
+    @router.get(
+        "/runs/{run_id}/metric-values",
+        summary="One page of a metric's values, exactly as logged",
+        response_model=m.MetricPage,
+    )
+    def metric_values(
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        name: Annotated[str, Query(description="the metric's name as logged")],
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=queries.MAX_METRIC_PAGE)] = 1000,
+    ) -> dict[str, Any]:
+        _checked_record(ws, access, run_id)
+        return queries.metric_page(ws, run_id, name, offset, limit)
 
     @router.get(
         "/runs/{run_id}/log", summary="One page of the run's log (by byte offset)", response_model=m.LogPage
@@ -216,10 +239,20 @@ def api_router() -> APIRouter:
         record = _checked_record(ws, access, run_id)
         return {"snapshot_id": record["snapshot_id"], "files": queries.snapshot_files(ws, run_id)}
 
-    @router.get("/runs/{run_id}/files", summary="Names of the run's outputs and logs")
-    def files(run_id: str, ws: WorkspaceDep, access: ReaderDep) -> list[str]:
+    @router.get(
+        "/runs/{run_id}/files",
+        summary="One page of the names of the run's outputs and logs",
+        response_model=m.FilePage,
+    )
+    def files(
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=queries.MAX_FILES_PAGE)] = 1000,
+    ) -> dict[str, Any]:
         _checked_record(ws, access, run_id)
-        return queries.file_names(ws, run_id)
+        return queries.file_page(ws, run_id, offset, limit)
 
     @router.get(
         "/runs/{run_id}/files/{path:path}",
@@ -341,10 +374,15 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
 
     @router.get("/runs/{run_id}")
     def run_page(
-        request: Request, run_id: str, ws: WorkspaceDep, access: ReaderDep, x: str = "step"
+        request: Request,
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        x: str = "step",
+        files: Annotated[int, Query(ge=0)] = 0,
     ) -> HTMLResponse:
         _checked_record(ws, access, run_id)
-        return render(request, "run.html", **_run_context(ws, run_id, x))
+        return render(request, "run.html", **_run_context(ws, run_id, x, files))
 
     @router.get("/runs/{run_id}/live")
     def run_live_fragment(
@@ -419,9 +457,9 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
     return router
 
 
-def _run_context(ws: Workspace, run_id: str, x: str) -> dict[str, Any]:
+def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> dict[str, Any]:
     axis = "time" if x == "time" else "step"
-    details = queries.run_details(ws, run_id)
+    details = queries.run_details(ws, run_id, files_offset)
     series = queries.metric_series(ws, run_id)
     chart_list = [
         charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=f"chart-{i}")
@@ -442,6 +480,7 @@ def _run_context(ws: Workspace, run_id: str, x: str) -> dict[str, Any]:
         "log": log,
         "snapshot": snapshot,
         "x": axis,
+        "files_per_page": queries.FILES_PER_PAGE,
     }
 
 
