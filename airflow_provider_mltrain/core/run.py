@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
 from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout
 from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.text import replace_surrogates
 from airflow_provider_mltrain.runner.pylib.mltrain import summarize
 
 if TYPE_CHECKING:
@@ -184,8 +185,9 @@ class Run:
                 {
                     "run_id": self.id,
                     "seq": seq,
-                    "name": name[:255],
-                    "kind": kind[:16],
+                    # A database column holds UTF-8 only: bytes that were not become U+FFFD.
+                    "name": replace_surrogates(name[:255]),
+                    "kind": replace_surrogates(kind[:16]),
                     "step": int(step) if isinstance(step, (int, float)) else None,
                     "value": json.dumps(rec.get("value")),
                     "logged_at": float(rec.get("time") or time.time()),
