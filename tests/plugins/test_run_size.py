@@ -135,9 +135,9 @@ def test_file_names_page_in_the_api_and_the_run_page(big_run):
     assert f"?x=step&amp;files={queries.FILES_PER_PAGE}#files" in page.text
     second = client.get(f"/runs/{run_id}", params={"files": queries.FILES_PER_PAGE})
     per_page = queries.FILES_PER_PAGE
-    assert f"/files/{names[per_page - 1]}\"" not in second.text
-    assert f"/files/{names[per_page]}\"" in second.text
-    assert f"/files/{names[2 * per_page - 1]}\"" in second.text
+    assert f'/files/{names[per_page - 1]}"' not in second.text
+    assert f'/files/{names[per_page]}"' in second.text
+    assert f'/files/{names[2 * per_page - 1]}"' in second.text
 
 
 def test_a_live_log_is_read_by_range(tmp_path, make_tree):
