@@ -294,12 +294,16 @@ class RunStore:
         """The metric value as a float when it is a plain JSON number, else NULL (strings, lists,
         booleans, NaN), in SQL: matched as text before the cast, as PostgreSQL refuses a bad cast."""
         value = metrics.c.value
+        # Values are JSON written by json.dumps, so a number is what starts with a digit or with
+        # "-" and a digit (not "-Infinity"); more than 300 digits would overflow a float.
         is_number: sa.ColumnElement[bool]
-        if self.engine.dialect.name == "sqlite":
-            is_number = value.op("NOT GLOB")("*[^0-9eE.+-]*")  # native; REGEXP would call Python per row
+        if self.engine.dialect.name == "sqlite":  # GLOB is native; REGEXP would call Python per row
+            is_number = sa.or_(value.op("GLOB")("[0-9]*"), value.op("GLOB")("-[0-9]*"))
         else:
-            is_number = value.regexp_match(r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
-        return sa.case((is_number, sa.cast(value, sa.Float)), else_=None)
+            is_number = value.regexp_match(r"^-?[0-9]")
+        return sa.case(
+            (sa.and_(is_number, sa.func.length(value) <= 300), sa.cast(value, sa.Float)), else_=None
+        )
 
     def metric_summaries(self, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Per metric name and kind: rows, numeric values, their min, max and last, first and last seq.
@@ -363,7 +367,7 @@ class RunStore:
         count, min and max value and the range of steps and times, oldest first."""
         num = self._numeric_value()
         span = max(1, last_seq - first_seq + 1)
-        bucket = ((metrics.c.seq - first_seq) * buckets / span).label("bucket")
+        bucket = ((metrics.c.seq - first_seq) * buckets // span).label("bucket")
         base = (
             sa.select(bucket, num.label("num"), metrics.c.step, metrics.c.logged_at)
             .where(metrics.c.run_id == run_id, metrics.c.name == name, metrics.c.kind == kind)

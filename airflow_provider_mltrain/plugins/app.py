@@ -497,8 +497,9 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
 
 def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> dict[str, Any]:
     axis = "time" if x == "time" else "step"
-    details = queries.run_details(ws, run_id, files_offset)
-    series = queries.metric_series(ws, run_id)
+    summaries = queries.metric_summaries(ws, run_id)
+    details = queries.run_details(ws, run_id, files_offset, summaries)
+    series = queries.metric_series(ws, run_id, summaries=summaries)
     chart_list = [
         charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=f"chart-{i}")
         for i, (name, s) in enumerate(sorted(series.items()))

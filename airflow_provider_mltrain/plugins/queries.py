@@ -230,9 +230,12 @@ def list_runs(
     }
 
 
-def run_details(ws: Workspace, run_id: str, files_offset: int = 0) -> dict[str, Any]:
+def run_details(
+    ws: Workspace, run_id: str, files_offset: int = 0, summaries: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Everything the run page shows except the log text and the metric values; ``files`` is one
-    page of the run's file names (from ``files_offset``), ``files_total`` how many there are."""
+    page of the run's file names (from ``files_offset``), ``files_total`` how many there are.
+    ``summaries`` (:func:`metric_summaries`) spares a caller that has them a scan of the metrics."""
     record = refresh_if_active(ws, get_record(ws, run_id))
     run = Run(ws, run_id)
     details = run.get_details()
@@ -254,7 +257,9 @@ def run_details(ws: Workspace, run_id: str, files_offset: int = 0) -> dict[str, 
     details["files_total"] = page["total"]
     details["files_offset"] = page["offset"]
     details["files_next_offset"] = page["next_offset"]
-    details["metric_names"] = sorted({m["name"] for m in ws.store.metric_summaries(run_id, MAX_SERIES)})
+    if summaries is None:
+        summaries = metric_summaries(ws, run_id)
+    details["metric_names"] = sorted({m["name"] for m in summaries})
     details["log_size"] = log_size(ws, run_id)
     return details
 
@@ -298,8 +303,16 @@ def _snapshot(ws: Workspace, record: dict[str, Any]) -> Snapshot:
 # -- metrics -------------------------------------------------------------------------------------
 
 
+def metric_summaries(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
+    """Per logged metric: its kind, count, min, max and last value (one scan of the run's metrics)."""
+    return ws.store.metric_summaries(run_id, limit=MAX_SERIES)
+
+
 def metric_series(
-    ws: Workspace, run_id: str, max_points: int = MAX_CHART_POINTS
+    ws: Workspace,
+    run_id: str,
+    max_points: int = MAX_CHART_POINTS,
+    summaries: list[dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every logged metric as numeric series over steps and time, plus non-numeric values as-is.
 
@@ -315,7 +328,7 @@ def metric_series(
     get_record(ws, run_id)
     max_points = max(2, max_points)
     out: dict[str, dict[str, Any]] = {}
-    for summary in ws.store.metric_summaries(run_id, limit=MAX_SERIES):
+    for summary in metric_summaries(ws, run_id) if summaries is None else summaries:
         name, kind = summary["name"], summary["kind"]
         if kind in EXPANDED_KINDS:
             for row in ws.store.metric_page(run_id, name, 0, MAX_EXPANDED_ROWS, kind=kind):
@@ -525,15 +538,12 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
     )
     if len(records) < 2:
         raise BadRequest("Compare needs two different runs.")
-    series = {r["id"]: metric_series(ws, r["id"]) for r in records}
+    summaries = {r["id"]: metric_summaries(ws, r["id"]) for r in records}
+    series = {r["id"]: metric_series(ws, r["id"], summaries=summaries[r["id"]]) for r in records}
     # Exact statistics of whole scalar series from the database; the points may be downsampled.
     stats = {
-        r["id"]: {
-            m["name"]: m
-            for m in ws.store.metric_summaries(r["id"], MAX_SERIES)
-            if m["kind"] not in EXPANDED_KINDS and m["count"]
-        }
-        for r in records
+        rid: {m["name"]: m for m in summary if m["kind"] not in EXPANDED_KINDS and m["count"]}
+        for rid, summary in summaries.items()
     }
     names = sorted({n for s in series.values() for n, entry in s.items() if entry["points"]})
     table = []

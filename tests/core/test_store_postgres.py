@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.core.store import RunStore
-from tests.core.test_store import _writer
+from tests.core.test_store import _writer, check_bounded_metric_reads
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +33,7 @@ def test_a_whole_run_with_the_store_on_postgres(pg_url, tmp_path, make_tree):
     assert details["status"] == "Completed"
     assert run.get_metric_history("acc")[0]["step"] == 1
     assert Workspace(tmp_path / "ws", database_url=pg_url).get_run(run.id).tags == {"db": "postgres"}
+
+
+def test_bounded_metric_reads_on_postgres(pg_url):
+    check_bounded_metric_reads(RunStore(pg_url))
