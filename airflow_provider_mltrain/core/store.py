@@ -347,6 +347,107 @@ class RunStore:
             r["last"] = last.get(r.pop("last_num_seq"))
         return out
 
+    def metric_overview(self, run_id: str, buckets: int, limit: int) -> list[dict[str, Any]]:
+        """:meth:`metric_summaries` of every metric, with its values in buckets, in one scan.
+
+        The run's seq range is cut into ``buckets`` equal parts; each summary gets the list of its
+        parts (``buckets``: count, min, max, steps and times of its numeric values), so a metric
+        logged throughout the run gets about ``buckets`` of them. At most ``limit`` metrics, by
+        name; rows stream from the database, and reading stops there."""
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(
+                sa.select(sa.func.min(metrics.c.seq), sa.func.max(metrics.c.seq)).where(
+                    metrics.c.run_id == run_id
+                )
+            ).one()
+            if lo is None:
+                return []
+            span = max(1, hi - lo + 1)
+            num = self._numeric_value().label("num")
+            base = (
+                sa.select(
+                    metrics.c.name,
+                    metrics.c.kind,
+                    metrics.c.seq,
+                    metrics.c.step,
+                    metrics.c.logged_at,
+                    ((metrics.c.seq - lo) * max(1, buckets) // span).label("bucket"),
+                    num,
+                )
+                .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
+                .subquery()
+            )
+            numeric_seq = sa.case((base.c.num.isnot(None), base.c.seq), else_=None)
+            query = (
+                sa.select(
+                    base.c.name,
+                    base.c.kind,
+                    base.c.bucket,
+                    sa.func.count().label("rows"),
+                    sa.func.count(base.c.num).label("count"),
+                    sa.func.min(base.c.num).label("min"),
+                    sa.func.max(base.c.num).label("max"),
+                    sa.func.min(base.c.seq).label("first_seq"),
+                    sa.func.max(base.c.seq).label("last_seq"),
+                    sa.func.max(numeric_seq).label("last_num_seq"),
+                    sa.func.min(sa.case((base.c.num.isnot(None), base.c.step), else_=None)).label(
+                        "first_step"
+                    ),
+                    sa.func.max(sa.case((base.c.num.isnot(None), base.c.step), else_=None)).label(
+                        "last_step"
+                    ),
+                    sa.func.min(sa.case((base.c.num.isnot(None), base.c.logged_at), else_=None)).label(
+                        "first_time"
+                    ),
+                    sa.func.max(sa.case((base.c.num.isnot(None), base.c.logged_at), else_=None)).label(
+                        "last_time"
+                    ),
+                )
+                .group_by(base.c.name, base.c.kind, base.c.bucket)
+                .order_by(base.c.name, base.c.kind, base.c.bucket)
+            )
+            out: dict[tuple[str, str], dict[str, Any]] = {}
+            for row in conn.execution_options(stream_results=True).execute(query):
+                b = dict(row._mapping)
+                key = (b.pop("name"), b.pop("kind"))
+                entry = out.get(key)
+                if entry is None:
+                    if len(out) >= limit:
+                        break
+                    entry = out[key] = {
+                        "name": key[0],
+                        "kind": key[1],
+                        "rows": 0,
+                        "count": 0,
+                        "min": None,
+                        "max": None,
+                        "first_seq": b["first_seq"],
+                        "last_seq": b["last_seq"],
+                        "last_num_seq": None,
+                        "buckets": [],
+                    }
+                entry["rows"] += b["rows"]
+                entry["last_seq"] = b["last_seq"]
+                if b["count"]:
+                    entry["count"] += b["count"]
+                    entry["min"] = b["min"] if entry["min"] is None else min(entry["min"], b["min"])
+                    entry["max"] = b["max"] if entry["max"] is None else max(entry["max"], b["max"])
+                    entry["last_num_seq"] = b["last_num_seq"]
+                    entry["buckets"].append(b)
+            last_seqs = [e["last_num_seq"] for e in out.values() if e["last_num_seq"] is not None]
+            last: dict[int, float] = {}
+            for chunk in range(0, len(last_seqs), 500):
+                rows = conn.execute(
+                    sa.select(metrics.c.seq, self._numeric_value()).where(
+                        metrics.c.run_id == run_id, metrics.c.seq.in_(last_seqs[chunk : chunk + 500])
+                    )
+                )
+                last.update({r[0]: r[1] for r in rows})
+        summaries = sorted(out.values(), key=lambda e: e["first_seq"])
+        for e in summaries:
+            e["last"] = last.get(e.pop("last_num_seq"))
+        return summaries
+
     def last_numeric(self, run_id: str, name: str) -> float | None:
         """The last plain number logged under ``name``, or None."""
         num = self._numeric_value()
@@ -359,37 +460,6 @@ class RunStore:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else float(row[0])
-
-    def metric_buckets(
-        self, run_id: str, name: str, kind: str, first_seq: int, last_seq: int, buckets: int
-    ) -> list[dict[str, Any]]:
-        """The numeric values of one metric in ``buckets`` runs of consecutive seq: per bucket the
-        count, min and max value and the range of steps and times, oldest first."""
-        num = self._numeric_value()
-        span = max(1, last_seq - first_seq + 1)
-        bucket = ((metrics.c.seq - first_seq) * buckets // span).label("bucket")
-        base = (
-            sa.select(bucket, num.label("num"), metrics.c.step, metrics.c.logged_at)
-            .where(metrics.c.run_id == run_id, metrics.c.name == name, metrics.c.kind == kind)
-            .subquery()
-        )
-        query = (
-            sa.select(
-                base.c.bucket,
-                sa.func.count(base.c.num).label("count"),
-                sa.func.min(base.c.num).label("min"),
-                sa.func.max(base.c.num).label("max"),
-                sa.func.min(base.c.step).label("first_step"),
-                sa.func.max(base.c.step).label("last_step"),
-                sa.func.min(base.c.logged_at).label("first_time"),
-                sa.func.max(base.c.logged_at).label("last_time"),
-            )
-            .where(base.c.num.isnot(None))
-            .group_by(base.c.bucket)
-            .order_by(base.c.bucket)
-        )
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
 
     def metric_page(
         self,

@@ -303,9 +303,10 @@ def _snapshot(ws: Workspace, record: dict[str, Any]) -> Snapshot:
 # -- metrics -------------------------------------------------------------------------------------
 
 
-def metric_summaries(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
-    """Per logged metric: its kind, count, min, max and last value (one scan of the run's metrics)."""
-    return ws.store.metric_summaries(run_id, limit=MAX_SERIES)
+def metric_summaries(ws: Workspace, run_id: str, max_points: int = MAX_CHART_POINTS) -> list[dict[str, Any]]:
+    """Per logged metric: its kind, count, min, max and last value, and the min and max of each of
+    ``max_points / 2`` runs of consecutive values: one scan of the run's metrics in the database."""
+    return ws.store.metric_overview(run_id, max(1, max_points // 2), MAX_SERIES)
 
 
 def metric_series(
@@ -328,7 +329,7 @@ def metric_series(
     get_record(ws, run_id)
     max_points = max(2, max_points)
     out: dict[str, dict[str, Any]] = {}
-    for summary in metric_summaries(ws, run_id) if summaries is None else summaries:
+    for summary in metric_summaries(ws, run_id, max_points) if summaries is None else summaries:
         name, kind = summary["name"], summary["kind"]
         if kind in EXPANDED_KINDS:
             for row in ws.store.metric_page(run_id, name, 0, MAX_EXPANDED_ROWS, kind=kind):
@@ -342,10 +343,7 @@ def metric_series(
         entry["count"] += summary["count"]
         entry["downsampled"] = True
         if summary["count"]:
-            buckets = ws.store.metric_buckets(
-                run_id, name, kind, summary["first_seq"], summary["last_seq"], max_points // 2
-            )
-            for b in buckets:
+            for b in summary["buckets"]:
                 entry["points"].append({"step": b["first_step"], "time": b["first_time"], "value": b["min"]})
                 if b["count"] > 1:
                     entry["points"].append(

@@ -133,8 +133,10 @@ def check_bounded_metric_reads(store: RunStore) -> None:
     assert (summary["name"], summary["rows"], summary["count"]) == ("loss", len(values), 1002)
     assert (summary["min"], summary["max"], summary["last"]) == (-7.0, 2500.0, 2500.0)
     assert store.last_numeric("m", "loss") == 2500.0 and store.last_numeric("m", "none") is None
-    buckets = store.metric_buckets("m", "loss", "scalar", summary["first_seq"], summary["last_seq"], 10)
-    assert len(buckets) == 10 and sum(b["count"] for b in buckets) == 1002
+    (overview,) = store.metric_overview("m", buckets=10, limit=10)
+    buckets = overview.pop("buckets")
+    assert overview == summary
+    assert len(buckets) == 3 and sum(b["count"] for b in buckets) == 1002  # seqs 0-1010 of 0-5000
     assert buckets[0]["first_step"] == 0 and buckets[-1]["max"] == 2500.0
     page = store.metric_page("m", "loss", offset=1000, limit=5)
     assert [r["value"] for r in page] == odd[:5]
