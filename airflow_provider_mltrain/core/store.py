@@ -347,6 +347,19 @@ class RunStore:
             r["last"] = last.get(r.pop("last_num_seq"))
         return out
 
+    def metric_names(self, run_id: str, limit: int | None = None) -> list[str]:
+        """Names the run logged metrics under (tags and properties left out), sorted."""
+        query = (
+            sa.select(metrics.c.name)
+            .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
+            .distinct()
+            .order_by(metrics.c.name)
+        )
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
     def metric_overview(self, run_id: str, buckets: int, limit: int) -> list[dict[str, Any]]:
         """:meth:`metric_summaries` of every metric, with its values in buckets, in one scan.
 

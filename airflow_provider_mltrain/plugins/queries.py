@@ -257,9 +257,11 @@ def run_details(
     details["files_total"] = page["total"]
     details["files_offset"] = page["offset"]
     details["files_next_offset"] = page["next_offset"]
-    if summaries is None:
-        summaries = metric_summaries(ws, run_id)
-    details["metric_names"] = sorted({m["name"] for m in summaries})
+    details["metric_names"] = (
+        ws.store.metric_names(run_id, MAX_SERIES)
+        if summaries is None
+        else sorted({m["name"] for m in summaries})
+    )
     details["log_size"] = log_size(ws, run_id)
     return details
 

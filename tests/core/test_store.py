@@ -133,6 +133,7 @@ def check_bounded_metric_reads(store: RunStore) -> None:
     assert (summary["name"], summary["rows"], summary["count"]) == ("loss", len(values), 1002)
     assert (summary["min"], summary["max"], summary["last"]) == (-7.0, 2500.0, 2500.0)
     assert store.last_numeric("m", "loss") == 2500.0 and store.last_numeric("m", "none") is None
+    assert store.metric_names("m") == ["loss"]
     (overview,) = store.metric_overview("m", buckets=10, limit=10)
     buckets = overview.pop("buckets")
     assert overview == summary
