@@ -482,9 +482,11 @@ class RunStore:
         limit: int = 1000,
         kind: str | None = None,
         non_numeric: bool = False,
+        seqs: tuple[int, int] | None = None,
     ) -> list[dict[str, Any]]:
         """Rows ``offset`` to ``offset + limit`` of one metric in logging order (with
-        ``non_numeric``, only those whose value is not a plain number)."""
+        ``non_numeric``, only those whose value is not a plain number). ``seqs``, the first and
+        last seq of the metric when known, keeps the scan to that range of the run's rows."""
         query = (
             sa.select(metrics)
             .where(metrics.c.run_id == run_id, metrics.c.name == name)
@@ -496,6 +498,8 @@ class RunStore:
             query = query.where(metrics.c.kind == kind)
         if non_numeric:
             query = query.where(self._numeric_value().is_(None))
+        if seqs is not None:
+            query = query.where(metrics.c.seq.between(*seqs))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 

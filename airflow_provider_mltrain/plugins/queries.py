@@ -333,12 +333,11 @@ def metric_series(
     out: dict[str, dict[str, Any]] = {}
     for summary in metric_summaries(ws, run_id, max_points) if summaries is None else summaries:
         name, kind = summary["name"], summary["kind"]
-        if kind in EXPANDED_KINDS:
-            for row in ws.store.metric_page(run_id, name, 0, MAX_EXPANDED_ROWS, kind=kind):
-                _add_row(out, row)
-            continue
-        if summary["rows"] <= max_points:
-            for row in ws.store.metric_page(run_id, name, 0, max_points, kind=kind):
+        # Knowing where the metric's rows are and how many there are, the database stops early.
+        seqs = (summary["first_seq"], summary["last_seq"])
+        if kind in EXPANDED_KINDS or summary["rows"] <= max_points:
+            limit = min(summary["rows"], MAX_EXPANDED_ROWS if kind in EXPANDED_KINDS else max_points)
+            for row in ws.store.metric_page(run_id, name, 0, limit, kind=kind, seqs=seqs):
                 _add_row(out, row)
             continue
         entry = _entry(out, name, kind)
@@ -352,7 +351,8 @@ def metric_series(
                         {"step": b["last_step"], "time": b["last_time"], "value": b["max"]}
                     )
         if summary["count"] < summary["rows"]:
-            for row in ws.store.metric_page(run_id, name, 0, MAX_VALUES, kind=kind, non_numeric=True):
+            limit = min(MAX_VALUES, summary["rows"] - summary["count"])
+            for row in ws.store.metric_page(run_id, name, 0, limit, kind=kind, non_numeric=True, seqs=seqs):
                 entry["values"].append(json.loads(row["value"]))
     for entry in out.values():
         if len(entry["points"]) > max_points:
