@@ -36,6 +36,7 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
 from airflow_provider_mltrain.core.snapshot import Snapshot, diff
 from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.text import for_terminal, strip_terminal_controls
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.runner import RUNNER_DIR
 from airflow_provider_mltrain.targets.local import prune_local_builds
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 # command line is split there before argparse sees it (argparse would take `--lr` for its own).
 SUBMIT_VALUE_OPTIONS = frozenset({"--experiment", "--target", "--env", "--run-id", "--tag"})
 TEXT_DIFF_MAX_BYTES = 1 << 20
+# A table column holding text a script chose (a metric name, say) is cut to this many characters.
+MAX_CELL = 60
+LOG_CHUNK = 1 << 20
 
 
 class UsageError(Exception):
@@ -214,39 +218,43 @@ def _show(run: Run, as_json: bool) -> None:
     if as_json:
         _dump({**details, "metrics": metrics, "files": files})
         return
+    t = for_terminal
     lines = [
         f"Run        {details['run_id']}",
         f"Experiment {details['experiment']}",
         f"Status     {details['status']}"
         + (f" (exit code {details['exit_code']})" if details["exit_code"] else ""),
-        f"Target     {details['target']}",
-        f"Script     {details['script']} {' '.join(details['arguments'])}".rstrip(),
+        f"Target     {t(details['target'])}",
+        f"Script     {t(details['script'])} {' '.join(t(a) for a in details['arguments'])}".rstrip(),
         f"Snapshot   {details['snapshot_id'][:16]}",
         f"Started    {details['start_time'] or '-'}",
         f"Duration   {_fmt_duration(details['duration_seconds'])}",
     ]
     if details["error"]:
-        lines.append(f"Error      {details['error']}")
+        lines.append(f"Error      {t(details['error'])}")
     for i, warning in enumerate(details["warnings"]):
-        lines.append(f"{'Warning' if i == 0 else '':<10} {warning}")
+        lines.append(f"{'Warning' if i == 0 else '':<10} {t(warning)}")
     rerun_of = details["properties"].get("mltrain.rerun_of")
     if rerun_of:
-        lines.append(f"Rerun of   {rerun_of}")
+        lines.append(f"Rerun of   {t(str(rerun_of))}")
     git = {k.rsplit(".", 1)[1]: v for k, v in details["properties"].items() if k.startswith("mltrain.git.")}
     if git:
-        lines.append("Git        " + ", ".join(f"{k}={v}" for k, v in sorted(git.items())))
+        lines.append("Git        " + ", ".join(f"{t(k)}={t(str(v))}" for k, v in sorted(git.items())))
     if details["tags"]:
-        lines.append("Tags       " + ", ".join(f"{k}={v}" for k, v in sorted(details["tags"].items())))
+        lines.append(
+            "Tags       " + ", ".join(f"{t(k)}={t(str(v))}" for k, v in sorted(details["tags"].items()))
+        )
     lines.append("Metrics")
     for name, value in metrics.items():
         if _numeric_series(value) and len(value) > 1:
             summary = f"last of {len(value)}; min {min(value):.6g}, max {max(value):.6g}"
-            lines.append(f"  {name:<24} {value[-1]:.6g} ({summary})")
+            lines.append(f"  {t(name, MAX_CELL):<24} {value[-1]:.6g} ({summary})")
         else:
-            lines.append(f"  {name:<24} {value}")
+            shown = value if isinstance(value, (int, float)) else json.dumps(value, default=str)
+            lines.append(f"  {t(name, MAX_CELL):<24} {t(str(shown), 200)}")
     base = details["output_dir"]
-    lines.append("Files" + (f" (in {base})" if base else ""))
-    lines += [f"  {name}" for name in files]
+    lines.append("Files" + (f" (in {t(str(base))})" if base else ""))
+    lines += [f"  {t(name)}" for name in files]
     OUT.stream.write("\n".join(lines) + "\n")
 
 
@@ -265,17 +273,21 @@ def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> N
     if as_json:
         _dump(details)
         return
-    width = max([3, *(len(d["run_id"]) for d in details)])
-    exp_width = max([10, *(len(d["experiment"]) for d in details)])
+    rows = [
+        [for_terminal(str(d[k]), MAX_CELL) for k in ("run_id", "experiment", "status")]
+        + [_fmt_duration(d["duration_seconds"]), for_terminal(str(d["target"]), MAX_CELL)]
+        for d in details
+    ]
+    width = max([3, *(len(r[0]) for r in rows)])
+    exp_width = max([10, *(len(r[1]) for r in rows)])
     OUT.stream.write(
         f"{'RUN':<{width}}  {'EXPERIMENT':<{exp_width}}  {'STATUS':<10}  {'DURATION':>9}  TARGET\n"
     )
-    for d in details:
+    for d, (run_id, experiment, status, duration, target) in zip(details, rows):
         count = len(d["warnings"])
-        note = f"  ({count} warning{'s' if count != 1 else ''}: mltrain runs show {d['run_id']})"
+        note = f"  ({count} warning{'s' if count != 1 else ''}: mltrain runs show {run_id})" if count else ""
         OUT.stream.write(
-            f"{d['run_id']:<{width}}  {d['experiment']:<{exp_width}}  {d['status']:<10}  "
-            f"{_fmt_duration(d['duration_seconds']):>9}  {d['target']}{note if count else ''}\n"
+            f"{run_id:<{width}}  {experiment:<{exp_width}}  {status:<10}  {duration:>9}  {target}{note}\n"
         )
 
 
@@ -319,9 +331,11 @@ def _metrics(run: Run, as_json: bool) -> None:
     if as_json:
         _dump(metrics)
         return
-    width = max([6, *(len(n) for n in metrics)])
+    names = {name: for_terminal(name, MAX_CELL) for name in metrics}
+    width = max([6, *(len(n) for n in names.values())])
     OUT.stream.write(f"{'METRIC':<{width}}  {'LAST':>12}  {'COUNT':>5}  {'MIN':>12}  {'MAX':>12}\n")
-    for name, value in metrics.items():
+    for key, value in metrics.items():
+        name = names[key]
         if _numeric_series(value):
             OUT.stream.write(
                 f"{name:<{width}}  {value[-1]:>12.6g}  {len(value):>5}  {min(value):>12.6g}  "
@@ -330,22 +344,42 @@ def _metrics(run: Run, as_json: bool) -> None:
         elif _is_number(value):
             OUT.stream.write(f"{name:<{width}}  {value:>12.6g}  {1:>5}\n")
         else:
-            shown = json.dumps(value, default=str)
+            shown = for_terminal(json.dumps(value, default=str), 200)
             OUT.stream.write(f"{name:<{width}}  {shown}\n")
 
 
-def _logs(run: Run, follow: bool) -> int:
+def _logs(run: Run, follow: bool, raw: bool = False) -> int:
+    """The log as the script wrote it with ``raw``; else without the terminal control sequences a
+    script could use to rewrite the screen or hide lines (colours stay)."""
     if follow:
-        details = _wait(run)
+        details = _wait(run, raw)
         if details is None:
             return 130
         _err(f"mltrain: run {run.id} ended {details['status']}")
         return 0
     run.refresh()
     OUT.stream.flush()
-    OUT.stream.buffer.write(run.read_log(0))
+    offset, partial = 0, b""
+    while True:
+        data = run.read_log(offset, LOG_CHUNK)
+        if not data:
+            break
+        offset += len(data)
+        if raw:
+            OUT.stream.buffer.write(data)
+            continue
+        data = partial + data
+        cut = data.rfind(b"\n") + 1 if len(data) < 4 * LOG_CHUNK else len(data)
+        partial = data[cut:]
+        OUT.stream.buffer.write(_clean_log(data[:cut]))
+    if partial:
+        OUT.stream.buffer.write(_clean_log(partial))
     OUT.stream.flush()
     return 0
+
+
+def _clean_log(data: bytes) -> bytes:
+    return strip_terminal_controls(data.decode("utf-8", "replace")).encode("utf-8")
 
 
 def _download(run: Run, path: str | None, output: str | None) -> None:
@@ -387,11 +421,16 @@ def _parse_tags(values: Sequence[str] | None) -> dict[str, str]:
     return tags
 
 
-def _wait(run: Run) -> dict[str, Any] | None:
+def _wait(run: Run, raw: bool = False) -> dict[str, Any] | None:
     """Stream the run's log until it ends; None when interrupted (the run goes on)."""
+
+    def show(line: str) -> None:
+        OUT.stream.write((line if raw else strip_terminal_controls(line)) + "\n")
+        OUT.stream.flush()
+
     try:
         return run.wait_for_completion(
-            show_output=True, raise_on_error=False, poll_interval=2.0, output=OUT.stream
+            show_output=True, raise_on_error=False, poll_interval=2.0, log_callback=show
         )
     except KeyboardInterrupt:
         _err(f"mltrain: stopped following; run {run.id} goes on (follow it again: mltrain logs {run.id} -f)")
@@ -676,6 +715,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_logs = sub.add_parser("logs", help="a run's stdout and stderr")
     p_logs.add_argument("run_id")
     p_logs.add_argument("-f", "--follow", action="store_true", help="follow the log until the run ends")
+    p_logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="the log byte for byte; by default terminal control sequences but colours are removed",
+    )
 
     p_metrics = sub.add_parser("metrics", help="the metrics a run logged")
     p_metrics.add_argument("run_id")
@@ -750,7 +794,7 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
     if command == "rerun":
         return _rerun(ws, args)
     if command == "logs":
-        return _logs(_get_run(ws, args.run_id), args.follow)
+        return _logs(_get_run(ws, args.run_id), args.follow, args.raw)
     if command == "metrics":
         _metrics(_get_run(ws, args.run_id), args.json)
     elif command == "download":

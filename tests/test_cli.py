@@ -313,6 +313,78 @@ def test_metric_rows_stored_by_older_versions_do_not_break_show_or_metrics(works
     assert json.loads(out)["acc"] == [0.5, 0.7]
 
 
+# Text a terminal would act on: clear the screen, set the window title, a line break, a
+# right-to-left override; and a byte that is not UTF-8.
+ODD = "\x1b[2J\x1b]0;pwned\x07name\nnext\u202e"
+ODD_SHOWN = "\\e[2J\\e]0;pwned\\x07name\\nnext\\u202e"
+ODD_TRAIN = f"""
+import os
+from mltrain import Run
+r = Run.get_context()
+r.log({ODD!r}, 0.5)
+r.log("x" * 500, 1.0)
+r.log("text", {ODD!r})
+os.makedirs("outputs", exist_ok=True)
+open("outputs/" + {ODD!r}, "w").close()
+open(b"outputs/\\xff.bin", "wb").close()
+"""
+
+
+def test_tables_show_control_characters_escaped(workspace, make_tree, cli):
+    src = make_tree({"train.py": ODD_TRAIN})
+    run = Experiment(workspace, "cli").submit(
+        ScriptRunConfig(src, "train.py", arguments=[ODD]), tags={"t": ODD}
+    )
+    run.wait_for_completion()
+    outputs = {}
+    for argv in (("runs", "list"), ("runs", "show", run.id), ("metrics", run.id)):
+        code, out, _ = cli(*argv)
+        assert code == 0
+        assert not any(c in out for c in "\x1b\x07\u202e\r"), (argv, out)
+        outputs[argv[0] + argv[1]] = out
+    show = outputs["runsshow"]
+    assert f"Tags       t={ODD_SHOWN}" in show and f"train.py {ODD_SHOWN}" in show
+    assert f"outputs/{ODD_SHOWN}" in show and "outputs/\\xff.bin" in show
+    metrics = outputs["metrics" + run.id].splitlines()
+    assert len(metrics) == 4  # a header and one line per metric: a name cannot break a line
+    assert metrics[1].startswith(ODD_SHOWN) and all(len(line) < 120 for line in metrics)
+    assert metrics[2].startswith("x" * 59 + "…")
+    assert json.loads(cli("metrics", run.id, "--json")[1])[ODD] == 0.5  # --json keeps the text exact
+
+
+LOG_WRITER = r"""
+import sys
+out = sys.stdout.buffer
+out.write(b"\x1b[31mred\x1b[0m plain\n")
+out.write(b"\x1b[2J\x1b[Hcleared\n")
+out.write(b"\x1b]0;title\x07titled \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\n")
+out.write(b"progress 1\rprogress 2\r\n")
+out.write(b"bell\x07 bytes \xff\xfe end\n")
+out.flush()
+"""
+LOG_CLEAN = (
+    b"\x1b[31mred\x1b[0m plain\ncleared\ntitled link\nprogress 1\nprogress 2\n"
+    + "bell bytes \ufffd\ufffd end\n".encode()
+)
+
+
+def test_logs_strip_terminal_controls_but_colours_unless_raw(workspace, make_tree):
+    src = make_tree({"train.py": LOG_WRITER})
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py"))
+    run.wait_for_completion()
+    raw = (workspace.run_files_dir(run.id) / "logs" / "std_log.txt").read_bytes()
+    assert b"\x1b[2J" in raw  # the script did write them
+    outputs = {}
+    for argv in (("logs", run.id), ("logs", run.id, "--raw"), ("logs", run.id, "-f")):
+        follower = _subprocess_cli(workspace, *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = follower.communicate(timeout=120)
+        assert follower.returncode == 0, err
+        outputs[argv[2:]] = out
+    assert outputs[()] == LOG_CLEAN
+    assert outputs[("--raw",)] == raw
+    assert outputs[("-f",)] == LOG_CLEAN
+
+
 def test_runs_cancel(workspace, make_tree, cli, tmp_path):
     src = make_tree({"wait.py": WAITER})
     run = Experiment(workspace, "cli").submit(

@@ -128,8 +128,11 @@ class ComputeTarget(abc.ABC):
         """Whether the run's supervisor process still exists."""
 
     @abc.abstractmethod
-    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
-        """Bytes of a run file (``logs/std_log.txt``, ...) from ``offset``; b"" if it does not exist."""
+    def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a run file (``logs/std_log.txt``, ...) from ``offset``; b"" if it does not exist.
+
+        With ``length``, at most that many bytes, and no more than that is read on the target or
+        sent here: a reader of a live log's tail pays for the tail, not for the whole log."""
 
     @abc.abstractmethod
     def file_size(self, run_id: str, name: str) -> int:

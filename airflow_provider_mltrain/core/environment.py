@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 HASH_VERSION = 1
 CURATED_PREFIX = "mltrain-"
 _SENSITIVE = SENSITIVE_NAME  # kept for importers; see core/redact.py
-_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")  # fullmatch: no trailing newline
 
 
 class InvalidEnvironment(InvalidRunConfig):
@@ -207,7 +207,7 @@ class Environment:
     # -- checks ----------------------------------------------------------------------------------
 
     def validate(self) -> None:
-        if not isinstance(self.name, str) or not _ENV_NAME.match(self.name):
+        if not isinstance(self.name, str) or not _ENV_NAME.fullmatch(self.name):
             raise InvalidEnvironment(
                 f"Environment name {self.name!r} is not valid: use letters, digits, '_', '-' or '.'."
             )

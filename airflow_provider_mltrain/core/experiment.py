@@ -40,13 +40,14 @@ SECRETS_SKIPPED = "mltrain.snapshot.secrets_skipped"
 # "host:pid" of the process that submitted a run: lets a reader tell a submission that died while
 # preparing (same host, process gone) from one still building its environment.
 SUBMITTER = "mltrain.submitted_by"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+# Matched whole (fullmatch): with match, "$" lets a trailing newline through into paths and ids.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
 def check_name(kind: str, value: Any) -> str:
     if not isinstance(value, str):
         raise type_error(kind, value, "a str of letters, digits, '_', '-' or '.'")
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise InvalidRunConfig(
             f"{kind} {value!r} is not valid: use 1-255 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit."

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_mltrain.core.text import replace_surrogates
+
 KINDS = frozenset({"scalar", "list", "row", "table", "image", "tags", "properties"})
 MAX_NAME = 255  # the run store's column
 STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1  # a BIGINT
@@ -107,7 +109,8 @@ def _parse(line: bytes, out: ParsedLines) -> dict[str, Any] | None:
         (out.tags if kind == "tags" else out.properties).update(kept)
         value = kept
     return {
-        "name": name,
+        # A database column holds UTF-8 only: bytes that were not become U+FFFD.
+        "name": replace_surrogates(name),
         "kind": kind,
         "step": step,
         "value": json.dumps(value),

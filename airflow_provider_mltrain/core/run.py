@@ -381,16 +381,17 @@ class Run:
             return path.stat().st_size if path.exists() else 0
         return self.target.file_size(self.id, STD_LOG)
 
-    def read_log(self, offset: int = 0) -> bytes:
-        """The run's stdout+stderr from ``offset`` (bytes), from the target or the collected copy."""
+    def read_log(self, offset: int = 0, length: int | None = None) -> bytes:
+        """The run's stdout+stderr from ``offset`` (bytes; at most ``length`` of them), from the
+        target or the collected copy."""
         if self._record()["collected"]:
             path = self.output_dir / STD_LOG
             if not path.exists():
                 return b""
             with open(path, "rb") as f:
                 f.seek(offset)
-                return f.read()
-        return self.target.read_file(self.id, STD_LOG, offset)
+                return f.read(-1 if length is None else max(0, length))
+        return self.target.read_file(self.id, STD_LOG, offset, length)
 
 
 class LogFollower:

@@ -344,6 +344,222 @@ class RunStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    # Readers that must stay bounded however many values a run logged (the UI, the API): the
+    # database aggregates, pages and picks; only what is shown travels into Python.
+
+    def _numeric_value(self) -> Any:
+        """The metric value as a float when it is a plain JSON number, else NULL (strings, lists,
+        booleans, NaN), in SQL: matched as text before the cast, as PostgreSQL refuses a bad cast."""
+        value = metrics.c.value
+        # Values are JSON written by json.dumps, so a number is what starts with a digit or with
+        # "-" and a digit (not "-Infinity"); more than 300 digits would overflow a float.
+        is_number: sa.ColumnElement[bool]
+        if self.engine.dialect.name == "sqlite":  # GLOB is native; REGEXP would call Python per row
+            is_number = sa.or_(value.op("GLOB")("[0-9]*"), value.op("GLOB")("-[0-9]*"))
+        else:
+            is_number = value.regexp_match(r"^-?[0-9]")
+        return sa.case(
+            (sa.and_(is_number, sa.func.length(value) <= 300), sa.cast(value, sa.Float)), else_=None
+        )
+
+    def metric_summaries(self, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Per metric name and kind: rows, numeric values, their min, max and last, first and last seq.
+
+        Tags and property records are left out. At most ``limit`` names (the first logged)."""
+        num = self._numeric_value().label("num")
+        base = (
+            sa.select(metrics.c.name, metrics.c.kind, metrics.c.seq, num)
+            .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
+            .subquery()
+        )
+        query = (
+            sa.select(
+                base.c.name,
+                base.c.kind,
+                sa.func.count().label("rows"),
+                sa.func.count(base.c.num).label("count"),
+                sa.func.min(base.c.num).label("min"),
+                sa.func.max(base.c.num).label("max"),
+                sa.func.min(base.c.seq).label("first_seq"),
+                sa.func.max(base.c.seq).label("last_seq"),
+                sa.func.max(sa.case((base.c.num.isnot(None), base.c.seq), else_=None)).label("last_num_seq"),
+            )
+            .group_by(base.c.name, base.c.kind)
+            .order_by(sa.func.min(base.c.seq))
+        )
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            out = [dict(r._mapping) for r in conn.execute(query)]
+            last_seqs = [r["last_num_seq"] for r in out if r["last_num_seq"] is not None]
+            last: dict[int, float] = {}
+            for chunk in range(0, len(last_seqs), 500):
+                rows = conn.execute(
+                    sa.select(metrics.c.seq, self._numeric_value()).where(
+                        metrics.c.run_id == run_id, metrics.c.seq.in_(last_seqs[chunk : chunk + 500])
+                    )
+                )
+                last.update({r[0]: r[1] for r in rows})
+        for r in out:
+            r["last"] = last.get(r.pop("last_num_seq"))
+        return out
+
+    def metric_names(self, run_id: str, limit: int | None = None) -> list[str]:
+        """Names the run logged metrics under (tags and properties left out), sorted."""
+        query = (
+            sa.select(metrics.c.name)
+            .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
+            .distinct()
+            .order_by(metrics.c.name)
+        )
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
+    def metric_overview(self, run_id: str, buckets: int, limit: int) -> list[dict[str, Any]]:
+        """:meth:`metric_summaries` of every metric, with its values in buckets, in one scan.
+
+        The run's seq range is cut into ``buckets`` equal parts; each summary gets the list of its
+        parts (``buckets``: count, min, max, steps and times of its numeric values), so a metric
+        logged throughout the run gets about ``buckets`` of them. At most ``limit`` metrics, by
+        name; rows stream from the database, and reading stops there."""
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(
+                sa.select(sa.func.min(metrics.c.seq), sa.func.max(metrics.c.seq)).where(
+                    metrics.c.run_id == run_id
+                )
+            ).one()
+            if lo is None:
+                return []
+            span = max(1, hi - lo + 1)
+            num = self._numeric_value().label("num")
+            base = (
+                sa.select(
+                    metrics.c.name,
+                    metrics.c.kind,
+                    metrics.c.seq,
+                    metrics.c.step,
+                    metrics.c.logged_at,
+                    ((metrics.c.seq - lo) * max(1, buckets) // span).label("bucket"),
+                    num,
+                )
+                .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
+                .subquery()
+            )
+            numeric_seq = sa.case((base.c.num.isnot(None), base.c.seq), else_=None)
+            query = (
+                sa.select(
+                    base.c.name,
+                    base.c.kind,
+                    base.c.bucket,
+                    sa.func.count().label("rows"),
+                    sa.func.count(base.c.num).label("count"),
+                    sa.func.min(base.c.num).label("min"),
+                    sa.func.max(base.c.num).label("max"),
+                    sa.func.min(base.c.seq).label("first_seq"),
+                    sa.func.max(base.c.seq).label("last_seq"),
+                    sa.func.max(numeric_seq).label("last_num_seq"),
+                    sa.func.min(sa.case((base.c.num.isnot(None), base.c.step), else_=None)).label(
+                        "first_step"
+                    ),
+                    sa.func.max(sa.case((base.c.num.isnot(None), base.c.step), else_=None)).label(
+                        "last_step"
+                    ),
+                    sa.func.min(sa.case((base.c.num.isnot(None), base.c.logged_at), else_=None)).label(
+                        "first_time"
+                    ),
+                    sa.func.max(sa.case((base.c.num.isnot(None), base.c.logged_at), else_=None)).label(
+                        "last_time"
+                    ),
+                )
+                .group_by(base.c.name, base.c.kind, base.c.bucket)
+                .order_by(base.c.name, base.c.kind, base.c.bucket)
+            )
+            out: dict[tuple[str, str], dict[str, Any]] = {}
+            for row in conn.execution_options(stream_results=True).execute(query):
+                b = dict(row._mapping)
+                key = (b.pop("name"), b.pop("kind"))
+                entry = out.get(key)
+                if entry is None:
+                    if len(out) >= limit:
+                        break
+                    entry = out[key] = {
+                        "name": key[0],
+                        "kind": key[1],
+                        "rows": 0,
+                        "count": 0,
+                        "min": None,
+                        "max": None,
+                        "first_seq": b["first_seq"],
+                        "last_seq": b["last_seq"],
+                        "last_num_seq": None,
+                        "buckets": [],
+                    }
+                entry["rows"] += b["rows"]
+                entry["last_seq"] = b["last_seq"]
+                if b["count"]:
+                    entry["count"] += b["count"]
+                    entry["min"] = b["min"] if entry["min"] is None else min(entry["min"], b["min"])
+                    entry["max"] = b["max"] if entry["max"] is None else max(entry["max"], b["max"])
+                    entry["last_num_seq"] = b["last_num_seq"]
+                    entry["buckets"].append(b)
+            last_seqs = [e["last_num_seq"] for e in out.values() if e["last_num_seq"] is not None]
+            last: dict[int, float] = {}
+            for chunk in range(0, len(last_seqs), 500):
+                rows = conn.execute(
+                    sa.select(metrics.c.seq, self._numeric_value()).where(
+                        metrics.c.run_id == run_id, metrics.c.seq.in_(last_seqs[chunk : chunk + 500])
+                    )
+                )
+                last.update({r[0]: r[1] for r in rows})
+        summaries = sorted(out.values(), key=lambda e: e["first_seq"])
+        for e in summaries:
+            e["last"] = last.get(e.pop("last_num_seq"))
+        return summaries
+
+    def last_numeric(self, run_id: str, name: str) -> float | None:
+        """The last plain number logged under ``name``, or None."""
+        num = self._numeric_value()
+        query = (
+            sa.select(num)
+            .where(metrics.c.run_id == run_id, metrics.c.name == name, num.isnot(None))
+            .order_by(metrics.c.seq.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else float(row[0])
+
+    def metric_page(
+        self,
+        run_id: str,
+        name: str,
+        offset: int = 0,
+        limit: int = 1000,
+        kind: str | None = None,
+        non_numeric: bool = False,
+        seqs: tuple[int, int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows ``offset`` to ``offset + limit`` of one metric in logging order (with
+        ``non_numeric``, only those whose value is not a plain number). ``seqs``, the first and
+        last seq of the metric when known, keeps the scan to that range of the run's rows."""
+        query = (
+            sa.select(metrics)
+            .where(metrics.c.run_id == run_id, metrics.c.name == name)
+            .order_by(metrics.c.seq)
+            .offset(max(0, offset))
+            .limit(max(0, limit))
+        )
+        if kind is not None:
+            query = query.where(metrics.c.kind == kind)
+        if non_numeric:
+            query = query.where(self._numeric_value().is_(None))
+        if seqs is not None:
+            query = query.where(metrics.c.seq.between(*seqs))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
     # -- environments ------------------------------------------------------------------------------
 
     def register_environment(self, name: str, content_hash: str, spec: dict[str, Any]) -> str:

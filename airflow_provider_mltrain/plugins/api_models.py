@@ -81,7 +81,10 @@ class RunDetails(BaseModel):
         description="problems the run had that did not stop it, one per class with a count "
         "(malformed metric lines skipped, reserved properties ignored, the runner's own)"
     )
-    files: list[str]
+    files: list[str] = Field(description="the first page of the run's file names (see /files)")
+    files_total: int = Field(description="how many files the run has")
+    files_offset: int
+    files_next_offset: int | None
     metric_names: list[str]
     log_size: int
 
@@ -94,8 +97,29 @@ class MetricPoint(BaseModel):
 
 class MetricSeries(BaseModel):
     kind: str
-    points: list[MetricPoint] = Field(description="numeric values")
-    values: list[Any] = Field(description="values that are not numbers")
+    points: list[MetricPoint] = Field(
+        description="numeric values; when `downsampled`, the min and max of each run of consecutive values"
+    )
+    values: list[Any] = Field(description="values that are not numbers (the first 100)")
+    count: int = Field(0, description="numeric values logged (all of them, also when downsampled)")
+    downsampled: bool = Field(
+        False, description="points stand for more values: page them with /metric-values"
+    )
+
+
+class MetricValue(BaseModel):
+    step: int | None
+    time: float
+    kind: str
+    value: Any = Field(description="as logged")
+
+
+class MetricPage(BaseModel):
+    run_id: str
+    name: str
+    offset: int
+    next_offset: int | None = Field(description="ask from here for the next page; null at the end")
+    values: list[MetricValue]
 
 
 class LogPage(BaseModel):
@@ -106,6 +130,14 @@ class LogPage(BaseModel):
     eof: bool
     active: bool = Field(description="the run may still write to its log")
     text: str
+
+
+class FilePage(BaseModel):
+    run_id: str
+    offset: int
+    total: int = Field(description="files the run has")
+    next_offset: int | None = Field(description="ask from here for the next page; null at the end")
+    files: list[str] = Field(description="names under outputs/ and logs/, sorted")
 
 
 class SnapshotFile(BaseModel):

@@ -8,6 +8,7 @@ relied on by the operator's extra link: ``/mltrain/runs/{run_id}``.
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import time
 from collections.abc import Callable, Mapping
@@ -20,8 +21,10 @@ import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from airflow_provider_mltrain.core import text
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.plugins import api_models as m
@@ -50,14 +53,49 @@ def _templates() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=_displayable,
     )
     env.filters["when"] = _when
     env.filters["duration"] = _duration
     env.filters["number"] = _number
-    env.filters["q"] = lambda v: quote(str(v), safe="")
-    env.filters["qpath"] = lambda v: quote(str(v), safe="/")
+    # A name holding bytes that were not UTF-8 links to those very bytes.
+    env.filters["q"] = lambda v: quote(str(v), safe="", errors="surrogateescape")
+    env.filters["qpath"] = lambda v: quote(str(v), safe="/", errors="surrogateescape")
     env.filters["size"] = _size
     return env
+
+
+def _displayable(value: Any) -> Any:
+    """Every ``{{ }}`` of a page: text a script wrote shows control characters and bytes that
+    were not UTF-8 as U+FFFD (escaping for HTML is autoescape's job)."""
+    if isinstance(value, Markup):
+        return Markup(text.for_display(value))  # noqa: S704 - already escaped, only characters replaced
+    if isinstance(value, str):
+        return text.for_display(value)
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that encodes whatever a script wrote: a lone surrogate (a byte that was not UTF-8 in
+    a file name, say) becomes U+FFFD and NaN or infinity null, where the stock encoder fails."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (ValueError, UnicodeEncodeError):
+            return super().render(_json_safe(content))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return text.replace_surrogates(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _when(ts: float | str | None) -> str:
@@ -190,9 +228,32 @@ def api_router() -> APIRouter:
         summary="Every logged metric as series over steps and time",
         response_model=dict[str, m.MetricSeries],
     )
-    def metrics(run_id: str, ws: WorkspaceDep, access: ReaderDep) -> dict[str, Any]:
+    def metrics(
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        max_points: Annotated[
+            int, Query(ge=2, le=queries.MAX_METRIC_PAGE, description="points per series before downsampling")
+        ] = queries.MAX_CHART_POINTS,
+    ) -> dict[str, Any]:
         _checked_record(ws, access, run_id)
-        return queries.metric_series(ws, run_id)
+        return queries.metric_series(ws, run_id, max_points)
+
+    @router.get(
+        "/runs/{run_id}/metric-values",
+        summary="One page of a metric's values, exactly as logged",
+        response_model=m.MetricPage,
+    )
+    def metric_values(
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        name: Annotated[str, Query(description="the metric's name as logged")],
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=queries.MAX_METRIC_PAGE)] = 1000,
+    ) -> dict[str, Any]:
+        _checked_record(ws, access, run_id)
+        return queries.metric_page(ws, run_id, name, offset, limit)
 
     @router.get(
         "/runs/{run_id}/log", summary="One page of the run's log (by byte offset)", response_model=m.LogPage
@@ -216,10 +277,20 @@ def api_router() -> APIRouter:
         record = _checked_record(ws, access, run_id)
         return {"snapshot_id": record["snapshot_id"], "files": queries.snapshot_files(ws, run_id)}
 
-    @router.get("/runs/{run_id}/files", summary="Names of the run's outputs and logs")
-    def files(run_id: str, ws: WorkspaceDep, access: ReaderDep) -> list[str]:
+    @router.get(
+        "/runs/{run_id}/files",
+        summary="One page of the names of the run's outputs and logs",
+        response_model=m.FilePage,
+    )
+    def files(
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=queries.MAX_FILES_PAGE)] = 1000,
+    ) -> dict[str, Any]:
         _checked_record(ws, access, run_id)
-        return queries.file_names(ws, run_id)
+        return queries.file_page(ws, run_id, offset, limit)
 
     @router.get(
         "/runs/{run_id}/files/{path:path}",
@@ -277,7 +348,7 @@ def api_router() -> APIRouter:
 def _download(ws: Workspace, access: Access, run_id: str, path: str) -> Response:
     _checked_record(ws, access, run_id)
     local, data = queries.open_run_file(ws, run_id, path)
-    name = path.rsplit("/", 1)[-1]
+    name = text.replace_surrogates(path.rsplit("/", 1)[-1])  # a header must be encodable
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
     # Never rendered by the browser as a page of ours: a run's HTML output cannot script this app.
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
@@ -341,10 +412,15 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
 
     @router.get("/runs/{run_id}")
     def run_page(
-        request: Request, run_id: str, ws: WorkspaceDep, access: ReaderDep, x: str = "step"
+        request: Request,
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        x: str = "step",
+        files: Annotated[int, Query(ge=0)] = 0,
     ) -> HTMLResponse:
         _checked_record(ws, access, run_id)
-        return render(request, "run.html", **_run_context(ws, run_id, x))
+        return render(request, "run.html", **_run_context(ws, run_id, x, files))
 
     @router.get("/runs/{run_id}/live")
     def run_live_fragment(
@@ -419,10 +495,11 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
     return router
 
 
-def _run_context(ws: Workspace, run_id: str, x: str) -> dict[str, Any]:
+def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> dict[str, Any]:
     axis = "time" if x == "time" else "step"
-    details = queries.run_details(ws, run_id)
-    series = queries.metric_series(ws, run_id)
+    summaries = queries.metric_summaries(ws, run_id)
+    details = queries.run_details(ws, run_id, files_offset, summaries)
+    series = queries.metric_series(ws, run_id, summaries=summaries)
     chart_list = [
         charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=f"chart-{i}")
         for i, (name, s) in enumerate(sorted(series.items()))
@@ -442,6 +519,7 @@ def _run_context(ws: Workspace, run_id: str, x: str) -> dict[str, Any]:
         "log": log,
         "snapshot": snapshot,
         "x": axis,
+        "files_per_page": queries.FILES_PER_PAGE,
     }
 
 
@@ -456,6 +534,7 @@ def create_app() -> FastAPI:
         version="1",
         docs_url=None,
         redoc_url=None,
+        default_response_class=SafeJSONResponse,
     )
     templates = _templates()
 
@@ -463,7 +542,9 @@ def create_app() -> FastAPI:
         html = templates.get_template(name).render(
             root=request.scope.get("root_path", ""), now=time.time(), **context
         )
-        return HTMLResponse(html, status_code=status_code, headers=_page_headers())
+        # Every {{ }} went through _displayable; this only guards what a template builds itself.
+        body = text.replace_surrogates(html).encode("utf-8")
+        return HTMLResponse(body, status_code=status_code, headers=_page_headers())
 
     app.include_router(api_router())
     app.include_router(pages_router(render))
@@ -516,5 +597,5 @@ def _error(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     if _is_api(request):
-        return JSONResponse({"detail": message}, status_code=code, headers=dict(headers or {}))
+        return SafeJSONResponse({"detail": message}, status_code=code, headers=dict(headers or {}))
     return render(request, "error.html", status_code=code, code=code, message=message)

@@ -34,6 +34,17 @@ MAX_RUNS_LISTED = 500
 SORT_KEYS = ("created", "duration", "status", "metric", "id")
 # Active runs whose target a runs list reads per request (the newest ones); a run page reads its own.
 MAX_REFRESHED = 20
+# Charts: points per series (min and max of each bucket beyond), series per run, non-numeric
+# values per series, and rows of a list/row/table metric expanded into points.
+MAX_CHART_POINTS = 2000
+MAX_SERIES = 500
+MAX_VALUES = 100
+MAX_EXPANDED_ROWS = 2000
+EXPANDED_KINDS = ("list", "row", "table")
+MAX_METRIC_PAGE = 10_000
+# Run files per page (the run page and the API); a script may write 100,000 outputs.
+FILES_PER_PAGE = 500
+MAX_FILES_PAGE = 10_000
 
 
 class NotFound(LookupError):
@@ -91,14 +102,6 @@ def _environment_label(env: dict[str, Any]) -> str:
     return f"{name}:{version}" if name and version else name
 
 
-def _last_numeric(rows: list[dict[str, Any]]) -> float | None:
-    for row in reversed(rows):
-        value = finite_number(stored_value(row["value"]))
-        if value is not None:
-            return value
-    return None
-
-
 def run_summary(ws: Workspace, record: dict[str, Any], metric: str | None = None) -> dict[str, Any]:
     """One row of a runs table."""
     events = ws.store.get_events(record["id"])
@@ -121,7 +124,7 @@ def run_summary(ws: Workspace, record: dict[str, Any], metric: str | None = None
         "warnings": _warnings(record),
     }
     if metric:
-        summary["metric"] = _last_numeric(ws.store.get_metric_rows(record["id"], metric))
+        summary["metric"] = ws.store.last_numeric(record["id"], metric)
     return summary
 
 
@@ -161,9 +164,9 @@ def metric_names_of_experiment(ws: Workspace, records: list[dict[str, Any]]) -> 
     names: set[str] = set()
     for r in records[:50]:
         names.update(
-            row["name"]
-            for row in ws.store.get_metric_rows(r["id"])
-            if row["kind"] == "scalar" and _last_numeric([row]) is not None
+            m["name"]
+            for m in ws.store.metric_summaries(r["id"], MAX_SERIES)
+            if m["kind"] == "scalar" and m["count"]
         )
     return sorted(names)
 
@@ -263,8 +266,12 @@ def _summary_or_problem(ws: Workspace, record: dict[str, Any], metric: str | Non
         }
 
 
-def run_details(ws: Workspace, run_id: str) -> dict[str, Any]:
-    """Everything the run page shows except the log text and the metric values."""
+def run_details(
+    ws: Workspace, run_id: str, files_offset: int = 0, summaries: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Everything the run page shows except the log text and the metric values; ``files`` is one
+    page of the run's file names (from ``files_offset``), ``files_total`` how many there are.
+    ``summaries`` (:func:`metric_summaries`) spares a caller that has them a scan of the metrics."""
     record = refresh_if_active(ws, get_record(ws, run_id))
     run = Run(ws, run_id)
     details = run.get_details()
@@ -282,9 +289,15 @@ def run_details(ws: Workspace, run_id: str) -> dict[str, Any]:
     details["warnings"] = _warnings(record)
     details["packages"] = [str(p) for p in env.get("packages") or []]
     details.pop("output_dir", None)  # a path on the server: not the browser's business
-    details["files"] = file_names(ws, run_id)
-    details["metric_names"] = sorted(
-        {r["name"] for r in ws.store.get_metric_rows(run_id) if r["kind"] not in ("tags", "properties")}
+    page = file_page(ws, run_id, files_offset, FILES_PER_PAGE)
+    details["files"] = page["files"]
+    details["files_total"] = page["total"]
+    details["files_offset"] = page["offset"]
+    details["files_next_offset"] = page["next_offset"]
+    details["metric_names"] = (
+        ws.store.metric_names(run_id, MAX_SERIES)
+        if summaries is None
+        else sorted({m["name"] for m in summaries})
     )
     details["log_size"] = log_size(ws, run_id)
     return details
@@ -296,6 +309,20 @@ def file_names(ws: Workspace, run_id: str) -> list[str]:
     except (MLTrainError, OSError) as exc:
         log.warning("Run %s: could not list its files (%s)", run_id, exc)
         return []
+
+
+def file_page(ws: Workspace, run_id: str, offset: int = 0, limit: int = FILES_PER_PAGE) -> dict[str, Any]:
+    """Names ``offset`` to ``offset + limit`` of the run's files, sorted, and how many there are."""
+    names = file_names(ws, run_id)
+    offset = max(0, offset)
+    end = offset + max(1, min(limit, MAX_FILES_PAGE))
+    return {
+        "run_id": run_id,
+        "offset": offset,
+        "total": len(names),
+        "next_offset": end if end < len(names) else None,
+        "files": names[offset:end],
+    }
 
 
 def snapshot_files(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
@@ -315,45 +342,132 @@ def _snapshot(ws: Workspace, record: dict[str, Any]) -> Snapshot:
 # -- metrics -------------------------------------------------------------------------------------
 
 
-def metric_series(ws: Workspace, run_id: str) -> dict[str, dict[str, Any]]:
+def metric_summaries(ws: Workspace, run_id: str, max_points: int = MAX_CHART_POINTS) -> list[dict[str, Any]]:
+    """Per logged metric: its kind, count, min, max and last value, and the min and max of each of
+    ``max_points / 2`` runs of consecutive values: one scan of the run's metrics in the database."""
+    return ws.store.metric_overview(run_id, max(1, max_points // 2), MAX_SERIES)
+
+
+def metric_series(
+    ws: Workspace,
+    run_id: str,
+    max_points: int = MAX_CHART_POINTS,
+    summaries: list[dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Every logged metric as numeric series over steps and time, plus non-numeric values as-is.
 
-    ``{name: {"kind", "points": [{"step", "time", "value"}], "values": [...]}}``: a scalar series
-    has one point per ``log``; a list is one point per item; a row or table gives one series per
-    numeric column, named ``name.column``.
+    ``{name: {"kind", "points": [{"step", "time", "value"}], "values": [...], "count",
+    "downsampled"}}``: a scalar series has one point per ``log``; a list is one point per item; a
+    row or table gives one series per numeric column, named ``name.column``. A series of more than
+    ``max_points`` values is downsampled by the database to the min and max of each of
+    ``max_points / 2`` runs of consecutive values (``count`` is the number of values logged, the
+    whole series pages through :func:`metric_page`), so a chart of a million steps keeps its peaks
+    and costs a few thousand points. At most :data:`MAX_SERIES` names and :data:`MAX_VALUES`
+    non-numeric values per name are returned.
     """
     get_record(ws, run_id)
+    max_points = max(2, max_points)
     out: dict[str, dict[str, Any]] = {}
-    for row in ws.store.get_metric_rows(run_id):
-        kind, name = row["kind"], row["name"]
-        if kind in ("tags", "properties"):
+    for summary in metric_summaries(ws, run_id, max_points) if summaries is None else summaries:
+        name, kind = summary["name"], summary["kind"]
+        # Knowing where the metric's rows are and how many there are, the database stops early.
+        seqs = (summary["first_seq"], summary["last_seq"])
+        if kind in EXPANDED_KINDS or summary["rows"] <= max_points:
+            limit = min(summary["rows"], MAX_EXPANDED_ROWS if kind in EXPANDED_KINDS else max_points)
+            for row in ws.store.metric_page(run_id, name, 0, limit, kind=kind, seqs=seqs):
+                _add_row(out, row)
             continue
-        value = stored_value(row["value"])
-        at = finite_number(row["logged_at"])
-        if at is None:
-            continue  # a row of an older version with a NaN time: no place on any axis
-        if kind == "row" and isinstance(value, dict):
-            for col, v in value.items():
-                _add(out, f"{name}.{col}", "row", None, at, v)
-        elif kind == "table" and isinstance(value, dict):
-            for col, values in value.items():
-                for i, v in enumerate(values if isinstance(values, list) else [values]):
-                    _add(out, f"{name}.{col}", "table", i, at, v)
-        elif kind == "list" and isinstance(value, list):
-            for i, v in enumerate(value):
-                _add(out, name, "list", i, at, v)
-        else:
-            _add(out, name, kind, row["step"], at, value)
+        entry = _entry(out, name, kind)
+        entry["count"] += summary["count"]
+        entry["downsampled"] = True
+        if summary["count"]:
+            for b in summary["buckets"]:
+                entry["points"].append({"step": b["first_step"], "time": b["first_time"], "value": b["min"]})
+                if b["count"] > 1:
+                    entry["points"].append(
+                        {"step": b["last_step"], "time": b["last_time"], "value": b["max"]}
+                    )
+        if summary["count"] < summary["rows"]:
+            limit = min(MAX_VALUES, summary["rows"] - summary["count"])
+            for row in ws.store.metric_page(run_id, name, 0, limit, kind=kind, non_numeric=True, seqs=seqs):
+                entry["values"].append(stored_value(row["value"]))
+    for entry in out.values():
+        if len(entry["points"]) > max_points:
+            entry["points"] = downsample(entry["points"], max_points)
+            entry["downsampled"] = True
+        del entry["values"][MAX_VALUES:]
     return out
 
 
+def downsample(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
+    """At most ``max_points`` points: the lowest and highest point of each of ``max_points / 2``
+    runs of consecutive points, in their order (so peaks and dips survive)."""
+    buckets = max(1, max_points // 2)
+    size = len(points) / buckets
+    out: list[dict[str, Any]] = []
+    for i in range(buckets):
+        chunk = points[int(i * size) : int((i + 1) * size)]
+        if not chunk:
+            continue
+        low = min(range(len(chunk)), key=lambda k: chunk[k]["value"])
+        high = max(range(len(chunk)), key=lambda k: chunk[k]["value"])
+        out.extend(chunk[k] for k in sorted({low, high}))
+    return out
+
+
+def _entry(out: dict[str, dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
+    return out.setdefault(name, {"kind": kind, "points": [], "values": [], "count": 0, "downsampled": False})
+
+
+def _add_row(out: dict[str, dict[str, Any]], row: dict[str, Any]) -> None:
+    kind, name = row["kind"], row["name"]
+    value = stored_value(row["value"])
+    at = finite_number(row["logged_at"])
+    if at is None:
+        return  # a row of an older version with a NaN time: no place on any axis
+    if kind == "row" and isinstance(value, dict):
+        for col, v in value.items():
+            _add(out, f"{name}.{col}", "row", None, at, v)
+    elif kind == "table" and isinstance(value, dict):
+        for col, values in value.items():
+            for i, v in enumerate(values if isinstance(values, list) else [values]):
+                _add(out, f"{name}.{col}", "table", i, at, v)
+    elif kind == "list" and isinstance(value, list):
+        for i, v in enumerate(value):
+            _add(out, name, "list", i, at, v)
+    else:
+        _add(out, name, kind, row["step"], at, value)
+
+
 def _add(out: dict[str, dict[str, Any]], name: str, kind: str, step: Any, at: float, value: Any) -> None:
-    entry = out.setdefault(name, {"kind": kind, "points": [], "values": []})
+    entry = _entry(out, name, kind)
     number = finite_number(value)
     if number is not None:
         entry["points"].append({"step": step, "time": at, "value": number})
-    else:
+        entry["count"] += 1
+    elif len(entry["values"]) < MAX_VALUES:
         entry["values"].append(value)
+
+
+def metric_page(ws: Workspace, run_id: str, name: str, offset: int, limit: int) -> dict[str, Any]:
+    """Values ``offset`` to ``offset + limit`` of one logged metric (a name as the run logged it),
+    exactly as logged, in logging order: the API's way through a series too long to send whole."""
+    get_record(ws, run_id)
+    limit = max(1, min(limit, MAX_METRIC_PAGE))
+    rows = ws.store.metric_page(run_id, name, offset, limit + 1)
+    if not rows and offset == 0:
+        raise NotFound(f"Run {run_id} logged no metric {name!r}.")
+    more = len(rows) > limit
+    return {
+        "run_id": run_id,
+        "name": name,
+        "offset": offset,
+        "next_offset": offset + limit if more else None,
+        "values": [
+            {"step": r["step"], "time": r["logged_at"], "kind": r["kind"], "value": stored_value(r["value"])}
+            for r in rows[:limit]
+        ],
+    }
 
 
 # -- log -----------------------------------------------------------------------------------------
@@ -408,9 +522,8 @@ def _read_range(ws: Workspace, run: Run, record: dict[str, Any], start: int, lim
                 return f.read(limit)
         except FileNotFoundError:
             return b""
-    # A target reads from an offset to the end; the caller asks for the tail, which is short.
     try:
-        return run.target.read_file(run.id, STD_LOG, start)[:limit]
+        return run.target.read_file(run.id, STD_LOG, start, limit)
     except (MLTrainError, OSError) as exc:
         log.warning("Run %s: could not read its log (%s)", run.id, exc)
         return b""
@@ -465,19 +578,29 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
     )
     if len(records) < 2:
         raise BadRequest("Compare needs two different runs.")
-    series = {r["id"]: metric_series(ws, r["id"]) for r in records}
+    summaries = {r["id"]: metric_summaries(ws, r["id"]) for r in records}
+    series = {r["id"]: metric_series(ws, r["id"], summaries=summaries[r["id"]]) for r in records}
+    # Exact statistics of whole scalar series from the database; the points may be downsampled.
+    stats = {
+        rid: {m["name"]: m for m in summary if m["kind"] not in EXPANDED_KINDS and m["count"]}
+        for rid, summary in summaries.items()
+    }
     names = sorted({n for s in series.values() for n, entry in s.items() if entry["points"]})
     table = []
     for name in names:
-        cells = {}
+        cells: dict[str, dict[str, Any] | None] = {}
         for rid, s in series.items():
+            exact = stats[rid].get(name)
             points = s.get(name, {}).get("points") or []
             values = [p["value"] for p in points]
-            cells[rid] = (
-                {"last": values[-1], "min": min(values), "max": max(values), "count": len(values)}
-                if values
-                else None
-            )
+            if exact is not None:
+                cells[rid] = {k: exact[k] for k in ("last", "min", "max", "count")}
+            else:
+                cells[rid] = (
+                    {"last": values[-1], "min": min(values), "max": max(values), "count": len(values)}
+                    if values
+                    else None
+                )
         table.append({"name": name, "runs": cells})
     base = records[0]
     diffs = []

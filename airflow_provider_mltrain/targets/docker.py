@@ -98,7 +98,8 @@ for sub in os.listdir(blobs) if os.path.isdir(blobs) else []:
 print(json.dumps({"removed": removed, "bytes": freed, "kept": kept}))
 """
 _READ_FROM = (
-    "import sys\nf = open(sys.argv[1], 'rb')\nf.seek(int(sys.argv[2]))\nsys.stdout.buffer.write(f.read())"
+    "import sys\nf = open(sys.argv[1], 'rb')\nf.seek(int(sys.argv[2]))\n"
+    "sys.stdout.buffer.write(f.read(int(sys.argv[3])))"
 )
 _PROBE = (
     "import json, sys\n"
@@ -773,15 +774,16 @@ class DockerTarget(ComputeTarget):
         spool.seek(0)
         return tarfile.open(fileobj=spool, mode="r:")
 
-    def _read_whole(self, container: Any, path: str) -> bytes | None:
+    def _read_whole(
+        self, container: Any, path: str, offset: int = 0, length: int | None = None
+    ) -> bytes | None:
         tar = self._get_archive(container, path)
         if tar is None:
             return None
         with tar:
             for member in tar:
                 if member.isfile():
-                    f = tar.extractfile(member)
-                    return f.read() if f else b""
+                    return _read_member(tar, member, offset, length)
         return b""
 
     def has_run(self, run_id: str) -> bool:
@@ -815,12 +817,13 @@ class DockerTarget(ComputeTarget):
         self._finished[run_id] = entry
         return entry
 
-    def _archived_bytes(self, entry: dict[str, Any], name: str) -> bytes | None:
+    def _archived_bytes(
+        self, entry: dict[str, Any], name: str, offset: int = 0, length: int | None = None
+    ) -> bytes | None:
         member = entry["members"].get(name)
         if member is None or not member.isfile():
             return None
-        f = entry["tar"].extractfile(member)
-        return f.read() if f else b""
+        return _read_member(entry["tar"], member, offset, length)
 
     def read_status(self, run_id: str) -> dict[str, Any] | None:
         container = self._container(run_id)
@@ -882,29 +885,30 @@ class DockerTarget(ComputeTarget):
             raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
         return f"{RUNS}/{run_id}/{name}"
 
-    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
+    def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(run_id, name)
         container = self._container(run_id)
         if container is None:
             return b""
         entry = self._finished_archive(run_id, container)
         if entry is not None:
-            return (self._archived_bytes(entry, name) or b"")[offset:]
+            return self._archived_bytes(entry, name, offset, length) or b""
         stat = self._stat(container, path)
         if stat is None:
             return b""
         size = int(stat.get("size") or 0)
         if size <= offset:
             return b""
+        count = size - offset if length is None else min(max(0, length), size - offset)
         if container.status == "running" and size > EXEC_READ_THRESHOLD:
             code = _READ_FROM
             interpreter = (container.attrs.get("Config") or {}).get("Cmd", ["python3"])[0]
             result = container.exec_run(
-                [interpreter, "-I", "-S", "-c", code, path, str(offset)], stderr=False
+                [interpreter, "-I", "-S", "-c", code, path, str(offset), str(count)], stderr=False
             )
             if result.exit_code == 0:
                 return bytes(result.output)
-        return (self._read_whole(container, path) or b"")[offset:]
+        return self._read_whole(container, path, offset, count) or b""
 
     def file_size(self, run_id: str, name: str) -> int:
         container = self._container(run_id)
@@ -1073,3 +1077,12 @@ def _parse_time(text: str | None) -> float | None:
 def _short(exc: BaseException) -> str:
     text = str(getattr(exc, "explanation", None) or exc)
     return text if len(text) < 400 else text[:400] + "..."
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, offset: int, length: int | None) -> bytes:
+    """``length`` bytes (all when None) from ``offset`` of one archive member, without reading the rest."""
+    f = tar.extractfile(member)
+    if f is None:
+        return b""
+    f.seek(offset)
+    return f.read(-1 if length is None else max(0, length))

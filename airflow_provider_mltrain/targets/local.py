@@ -186,11 +186,11 @@ class LocalTarget(ComputeTarget):
             raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
         return self.run_dir(run_id).joinpath(*parts)
 
-    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
+    def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
             with open(self._path(run_id, name), "rb") as f:
                 f.seek(offset)
-                return f.read()
+                return f.read(-1 if length is None else max(0, length))
         except FileNotFoundError:
             return b""
 

@@ -51,7 +51,7 @@ _APP_ID = re.compile(
     rb"(?:app ID|Submitted application|application ID|Application ID is)\W+"
     rb"(app-\d+-\d+|application_\d+_\d+|spark-[0-9a-f]{32}|local-\d+)"
 )
-_MEMORY = re.compile(r"^\d+[kmgtp]?b?$", re.IGNORECASE)
+_MEMORY = re.compile(r"\d+[kmgtp]?b?", re.IGNORECASE)
 _CONNECT_TIMEOUT = 5.0
 _APP_ID_FILE = "spark_application_id"
 SPARK_HOME_NEEDS_GATEWAY = (
@@ -132,8 +132,8 @@ class SparkSettings:
 
 
 def check_master(master: str) -> None:
-    if not isinstance(master, str) or not re.match(
-        r"^(local(\[[0-9*, ]+\])?|yarn|spark://.+|k8s://.+)$", master
+    if not isinstance(master, str) or not re.fullmatch(
+        r"(local(\[[0-9*, ]+\])?|yarn|spark://.+|k8s://.+)", master
     ):
         raise InvalidRunConfig(
             f"Spark master {master!r} is not a master URL: use spark://HOST:PORT (standalone), "
@@ -251,7 +251,7 @@ def _positive_int(key: str, value: Any) -> int:
 
 
 def _memory(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not _MEMORY.match(value.strip()):
+    if not isinstance(value, str) or not _MEMORY.fullmatch(value.strip()):
         raise InvalidRunConfig(
             f"target_options[{key!r}] must be a Spark memory size such as '2g' or '512m', got {value!r}."
         )
@@ -558,10 +558,10 @@ class SparkTarget(LocalTarget):
             return self.gateway.wait_for_change(run_id, seconds)
         return super().wait_for_change(run_id, seconds)
 
-    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
+    def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
         if self.gateway is not None:
-            return self.gateway.read_file(run_id, name, offset)
-        return super().read_file(run_id, name, offset)
+            return self.gateway.read_file(run_id, name, offset, length)
+        return super().read_file(run_id, name, offset, length)
 
     def file_size(self, run_id: str, name: str) -> int:
         if self.gateway is not None:
@@ -634,7 +634,7 @@ class SparkTarget(LocalTarget):
         app_id = gateway.with_sftp(read_marker)
         if app_id is None:
             offset = max(0, self._scanned.get(run_id, 0) - 256)  # a line split by the previous read
-            data = gateway.read_file(run_id, SPARK_LOG, offset)[: 4 * 1024 * 1024]
+            data = gateway.read_file(run_id, SPARK_LOG, offset, 4 * 1024 * 1024)
             match = _APP_ID.search(data)
             if not match:
                 self._scanned[run_id] = offset + len(data)

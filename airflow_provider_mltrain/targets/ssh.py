@@ -1003,7 +1003,7 @@ class SSHTarget(ComputeTarget):
             raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
         return posixpath.join(self.run_dir(run_id), *parts)
 
-    def read_file(self, run_id: str, name: str, offset: int = 0) -> bytes:
+    def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(run_id, name)
 
         def read(sftp: paramiko.SFTPClient) -> bytes:
@@ -1012,9 +1012,10 @@ class SSHTarget(ComputeTarget):
                     size = f.stat().st_size
                     if offset >= size:
                         return b""
+                    count = size - offset if length is None else min(max(0, length), size - offset)
                     f.seek(offset)
-                    f.prefetch(size - offset)
-                    return bytes(f.read(size - offset))
+                    f.prefetch(offset + count)  # paramiko takes the end position, not a count
+                    return bytes(f.read(count))
             except FileNotFoundError:
                 return b""
 

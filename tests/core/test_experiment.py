@@ -153,6 +153,16 @@ def test_bad_run_id(workspace, src):
     assert_refused(workspace, ScriptRunConfig(src, "train.py"), InvalidRunConfig, "run_id", run_id="a/b")
 
 
+@pytest.mark.parametrize("name", ["exp\n", "exp\r\n", "exp\nrm"])
+def test_a_name_or_run_id_with_a_line_break_is_refused_whole(workspace, src, name):
+    """``$`` in a ``re.match`` pattern also matches before a final newline: names are matched whole."""
+    with pytest.raises(InvalidRunConfig, match="Experiment name"):
+        Experiment(workspace, name)
+    assert_refused(workspace, ScriptRunConfig(src, "train.py"), InvalidRunConfig, "run_id", run_id=name)
+    with pytest.raises(InvalidRunConfig, match="Environment name"):
+        Environment(name=name).validate()
+
+
 def test_same_run_id_returns_the_existing_run(workspace, make_tree):
     src = make_tree({"train.py": "import os\nopen(os.environ['COUNT_FILE'], 'a').write('x')\n"})
     count = src.parent / "count.txt"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 
@@ -173,3 +174,52 @@ def test_warnings_merge_in_one_transaction_with_the_metrics_they_came_with(tmp_p
     assert store.get_run("a")["warnings"] == [
         {"key": "metrics.malformed", "count": 4, "reasons": {"not a JSON object": 4}, "first": 5}
     ]
+
+
+def check_bounded_metric_reads(store: RunStore) -> None:
+    """Summaries, buckets, pages and the last number, computed by the database: numbers are told
+    from every other JSON value (strings, booleans, lists, NaN, infinities) before any cast."""
+    store.create_run(record("m"))
+    odd = ['"1.5"', "true", "null", "[1, 2]", '{"a": 1}', "NaN", "Infinity", "-Infinity", "1" * 400]
+    values = [json.dumps(i / 10) for i in range(1000)] + odd + ["-7", "2.5e3"]
+    rows = [
+        {
+            "run_id": "m",
+            "seq": seq,
+            "name": "loss",
+            "kind": "scalar",
+            "step": seq,
+            "value": v,
+            "logged_at": seq,
+        }
+        for seq, v in enumerate(values)
+    ]
+    rows.append(
+        {
+            "run_id": "m",
+            "seq": 5000,
+            "name": "tags",
+            "kind": "tags",
+            "step": None,
+            "value": "{}",
+            "logged_at": 0,
+        }
+    )
+    assert store.ingest_metrics("m", 0, 1, rows)
+    (summary,) = store.metric_summaries("m")
+    assert (summary["name"], summary["rows"], summary["count"]) == ("loss", len(values), 1002)
+    assert (summary["min"], summary["max"], summary["last"]) == (-7.0, 2500.0, 2500.0)
+    assert store.last_numeric("m", "loss") == 2500.0 and store.last_numeric("m", "none") is None
+    assert store.metric_names("m") == ["loss"]
+    (overview,) = store.metric_overview("m", buckets=10, limit=10)
+    buckets = overview.pop("buckets")
+    assert overview == summary
+    assert len(buckets) == 3 and sum(b["count"] for b in buckets) == 1002  # seqs 0-1010 of 0-5000
+    assert buckets[0]["first_step"] == 0 and buckets[-1]["max"] == 2500.0
+    page = store.metric_page("m", "loss", offset=1000, limit=5)
+    assert [r["value"] for r in page] == odd[:5]
+    assert [r["value"] for r in store.metric_page("m", "loss", limit=100, non_numeric=True)] == odd
+
+
+def test_bounded_metric_reads(tmp_path):
+    check_bounded_metric_reads(RunStore(f"sqlite:///{tmp_path}/runs.db"))

@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.core.store import RunStore
-from tests.core.test_store import _writer
+from tests.core.test_store import _writer, check_bounded_metric_reads
 
 pytestmark = pytest.mark.integration
 
@@ -39,3 +39,7 @@ def test_a_store_of_schema_1_is_upgraded_in_place(pg_url):
     from tests.core.test_store import check_schema_1_store_upgrades
 
     check_schema_1_store_upgrades(pg_url)
+
+
+def test_bounded_metric_reads_on_postgres(pg_url):
+    check_bounded_metric_reads(RunStore(pg_url))

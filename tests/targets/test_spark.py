@@ -484,3 +484,11 @@ def test_executor_killed_mid_job_without_task_retries_fails_the_run_with_sparks_
     assert f"ExecutorLostFailure (executor {lost} exited caused by one of the running tasks)" in log
     assert "squares [" not in log  # no result was printed
     assert_application_ended(ui, app_id)
+
+
+@pytest.mark.parametrize("master", ["yarn\n", "local[*]\n", "local\nyarn"])
+def test_a_master_with_a_line_break_is_refused(master):
+    from airflow_provider_mltrain.targets.spark import check_master
+
+    with pytest.raises(InvalidRunConfig, match="not a master URL"):
+        check_master(master)
