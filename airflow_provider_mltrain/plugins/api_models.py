@@ -142,6 +142,13 @@ class Comparison(BaseModel):
     snapshot_diffs: list[SnapshotDiff] = Field(description="the oldest run against each other run")
 
 
+class Canceled(BaseModel):
+    run_id: str
+    status: str = Field(
+        description="the run's status after the cancel: Canceled, or the state it had ended in"
+    )
+
+
 class FileDiff(BaseModel):
     base: str
     other: str

@@ -3,7 +3,9 @@
 Pages are rendered on the server with Jinja2 (autoescape on) and charts are inline SVG, so the
 app needs nothing from a CDN; the one script it ships only reloads, tails the log and swaps
 fragments this app rendered. Every route depends on :func:`auth.require_reader`. URL contract
-relied on by the operator's extra link: ``/mltrain/runs/{run_id}``.
+relied on by the operator's extra link: ``/mltrain/runs/{run_id}``. The one action that changes
+anything, cancelling a run, is a POST that needs the right to edit the run's DAG and, from a
+browser, the page's CSRF token (:mod:`.csrf`).
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.plugins import api_models as m
-from airflow_provider_mltrain.plugins import charts, queries
+from airflow_provider_mltrain.plugins import charts, csrf, queries
 from airflow_provider_mltrain.plugins.auth import Access, ReaderDep
 
 HERE = Path(__file__).parent
@@ -57,6 +62,7 @@ def _templates() -> jinja2.Environment:
     env.filters["q"] = lambda v: quote(str(v), safe="")
     env.filters["qpath"] = lambda v: quote(str(v), safe="/")
     env.filters["size"] = _size
+    env.filters["epoch"] = _epoch
     return env
 
 
@@ -66,6 +72,12 @@ def _when(ts: float | str | None) -> str:
     if isinstance(ts, str):
         ts = datetime.fromisoformat(ts).timestamp()
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _epoch(ts: float | str | None) -> float | None:
+    if ts is None or isinstance(ts, (int, float)):
+        return ts
+    return datetime.fromisoformat(ts).timestamp()
 
 
 def _duration(seconds: float | None) -> str:
@@ -128,6 +140,13 @@ def _task_runs(ws: Workspace, dag_id: str, dag_run_id: str, task_id: str, map_in
     return [r["id"] for r in sorted(found, key=lambda r: (r["created_at"], r["id"]))]
 
 
+def _cancel(ws: Workspace, access: Access, run_id: str) -> str:
+    """Cancel as ``mltrain runs cancel`` does, once the user may; returns the run's final status."""
+    record = _checked_record(ws, access, run_id)
+    access.check_cancel(record)
+    return Run(ws, run_id).cancel()
+
+
 def _map_index(value: str | None) -> int:
     """``{MAP_INDEX}`` stays literal in the UI's link for a task that is not mapped: -1 then."""
     try:
@@ -184,6 +203,18 @@ def api_router() -> APIRouter:
     def run(run_id: str, ws: WorkspaceDep, access: ReaderDep) -> dict[str, Any]:
         _checked_record(ws, access, run_id)
         return queries.run_details(ws, run_id)
+
+    @router.post(
+        "/runs/{run_id}/cancel",
+        summary="Cancel an active run (SIGTERM, then SIGKILL after the grace period)",
+        description="Needs the permission to edit the run's DAG (runs no DAG submitted: administrators). "
+        f"Authenticated by the UI's cookie, the request must carry the page's CSRF token in `{csrf.HEADER}`.",
+        response_model=m.Canceled,
+    )
+    async def cancel(run_id: str, request: Request, ws: WorkspaceDep, access: ReaderDep) -> dict[str, Any]:
+        csrf.check(request, request.headers.get(csrf.HEADER))
+        status = await run_in_threadpool(_cancel, ws, access, run_id)
+        return {"run_id": run_id, "status": status}
 
     @router.get(
         "/runs/{run_id}/metrics",
@@ -343,8 +374,18 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
     def run_page(
         request: Request, run_id: str, ws: WorkspaceDep, access: ReaderDep, x: str = "step"
     ) -> HTMLResponse:
-        _checked_record(ws, access, run_id)
-        return render(request, "run.html", **_run_context(ws, run_id, x))
+        record = _checked_record(ws, access, run_id)
+        return render(
+            request, "run.html", can_cancel=access.can_cancel_run(record), **_run_context(ws, run_id, x)
+        )
+
+    @router.post("/runs/{run_id}/cancel")
+    async def cancel_page(request: Request, run_id: str, ws: WorkspaceDep, access: ReaderDep) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        csrf.check(request, next(iter(form.get(csrf.FIELD) or []), None))
+        await run_in_threadpool(_cancel, ws, access, run_id)
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/runs/{quote(run_id, safe='')}", status_code=303)
 
     @router.get("/runs/{run_id}/live")
     def run_live_fragment(
@@ -422,12 +463,17 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
 def _run_context(ws: Workspace, run_id: str, x: str) -> dict[str, Any]:
     axis = "time" if x == "time" else "step"
     details = queries.run_details(ws, run_id)
-    series = queries.metric_series(ws, run_id)
-    chart_list = [
-        charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=f"chart-{i}")
-        for i, (name, s) in enumerate(sorted(series.items()))
-        if s["points"]
-    ]
+    series = queries.metric_series(ws, run_id)  # in the order the script first logged each name
+    chart_list: list[tuple[str, Markup]] = []
+    single_values: list[tuple[str, float]] = []
+    for name, s in series.items():
+        if len(s["points"]) == 1 and not s["values"]:
+            single_values.append((name, s["points"][0]["value"]))  # a value, not a one-point chart
+        elif s["points"]:
+            chart_id = f"chart-{len(chart_list)}"
+            chart_list.append(
+                (name, charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=chart_id))
+            )
     others = {name: s["values"] for name, s in sorted(series.items()) if s["values"]}
     log = queries.read_log(ws, run_id, None, queries.DEFAULT_LOG_CHUNK)
     snapshot: list[dict[str, Any]] = []
@@ -438,6 +484,7 @@ def _run_context(ws: Workspace, run_id: str, x: str) -> dict[str, Any]:
     return {
         "run": details,
         "charts": chart_list,
+        "single_values": single_values,
         "other_values": others,
         "log": log,
         "snapshot": snapshot,
@@ -450,7 +497,7 @@ def _run_context(ws: Workspace, run_id: str, x: str) -> dict[str, Any]:
 
 def create_app() -> FastAPI:
     app = FastAPI(
-        title="ML Training run history",
+        title="ML Training",
         description="Experiments, runs, metrics, logs, outputs and snapshots of airflow-provider-mltrain. "
         "Authenticate as for Airflow's REST API: a JWT in `Authorization: Bearer` or the UI's cookie.",
         version="1",
@@ -460,10 +507,14 @@ def create_app() -> FastAPI:
     templates = _templates()
 
     def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        token, new_nonce = csrf.token_for(request)
         html = templates.get_template(name).render(
-            root=request.scope.get("root_path", ""), now=time.time(), **context
+            root=request.scope.get("root_path", ""), now=time.time(), csrf_token=token, **context
         )
-        return HTMLResponse(html, status_code=status_code, headers=_page_headers())
+        response = HTMLResponse(html, status_code=status_code, headers=_page_headers())
+        if new_nonce:
+            csrf.set_cookie(response, request, new_nonce)
+        return response
 
     app.include_router(api_router())
     app.include_router(pages_router(render))

@@ -7,6 +7,7 @@ real auth manager is exercised against a real ``airflow api-server`` in test_ui_
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import quote
 
 import pytest
@@ -336,3 +337,111 @@ def test_access_asks_the_auth_manager_once_per_dag():
     runs = [{"properties": {"airflow.dag_id": d}} for d in ("a", "b", "a", "b")] + [{"properties": {}}]
     assert [access.can_read_run(r) for r in runs] == [True, False, True, False, True]
     assert asked == ["a", "b", None]
+
+
+# -- cancelling a run ----------------------------------------------------------------------------
+
+WAITER = """
+import os, sys, time
+from mltrain import Run
+run = Run.get_context()
+for i in range(1200):
+    run.log("ticks", i, step=i)
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.1)
+"""
+
+
+def _active_run(ws: Workspace, make_tree, release, properties=None):
+    run = Experiment(ws, "cancel").submit(
+        ScriptRunConfig(make_tree({"wait.py": WAITER}), "wait.py", arguments=[str(release)]),
+        properties=properties or {},
+    )
+    deadline = time.monotonic() + 120
+    while run.refresh().value != "Running":
+        assert time.monotonic() < deadline, f"run {run.id} did not start: {run.refresh().value}"
+        time.sleep(0.2)
+    return run
+
+
+def _client(ws: Workspace, can_edit) -> TestClient:
+    app = create_app()
+    app.dependency_overrides[get_workspace] = lambda: ws
+    app.dependency_overrides[require_reader] = lambda: Access(lambda dag_id: True, can_edit_dag=can_edit)
+    return TestClient(app, root_path="/mltrain")
+
+
+def _form_token(html: str) -> str | None:
+    found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    return found.group(1) if found else None
+
+
+def test_cancel_needs_the_dags_edit_permission_and_the_pages_csrf_token(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    release = tmp_path / "release"
+    run = _active_run(ws, make_tree, release, {"airflow.dag_id": "train_dag"})
+    try:
+        viewer = _client(ws, lambda dag_id: False)
+        page = viewer.get(f"/runs/{run.id}")
+        assert page.status_code == 200 and 'id="cancel"' not in page.text
+        token = re.search(r'name="mltrain-csrf" content="([0-9a-f]+)"', page.text).group(1)
+        refused = viewer.post(f"/runs/{run.id}/cancel", data={"csrf_token": token}, follow_redirects=False)
+        assert refused.status_code == 403 and "permission to edit DAG &#39;train_dag" in refused.text
+        api_refused = viewer.post(f"/api/runs/{run.id}/cancel", headers={"X-CSRF-Token": token})
+        assert api_refused.status_code == 403 and "edit DAG" in api_refused.json()["detail"]
+
+        editor = _client(ws, lambda dag_id: dag_id == "train_dag")
+        page = editor.get(f"/runs/{run.id}")
+        token = _form_token(page.text)
+        assert 'id="cancel"' in page.text and token
+        for data, headers in (
+            ({}, {}),  # no token
+            ({"csrf_token": "0" * 64}, {}),  # a forged one
+            ({"csrf_token": token}, {"Sec-Fetch-Site": "cross-site"}),  # posted by another site
+        ):
+            response = editor.post(
+                f"/runs/{run.id}/cancel", data=data, headers=headers, follow_redirects=False
+            )
+            assert response.status_code == 403 and ("cross-site" in response.text or "CSRF" in response.text)
+        assert editor.post(f"/api/runs/{run.id}/cancel").status_code == 403
+        stranger = _client(ws, lambda dag_id: True)  # a browser without the session's cookie
+        assert stranger.post(f"/runs/{run.id}/cancel", data={"csrf_token": token}).status_code == 403
+        assert run.refresh().value == "Running"
+
+        done = editor.post(f"/runs/{run.id}/cancel", data={"csrf_token": token}, follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"] == f"/mltrain/runs/{run.id}"
+        assert ws.store.get_run(run.id)["status"] == "Canceled"
+        again = editor.post(f"/api/runs/{run.id}/cancel", headers={"X-CSRF-Token": token})
+        assert again.status_code == 200 and again.json() == {"run_id": run.id, "status": "Canceled"}
+        assert 'id="cancel"' not in editor.get(f"/runs/{run.id}").text  # nothing left to cancel
+    finally:
+        release.write_text("")
+        run.wait_for_completion(raise_on_error=False, timeout=120)
+
+
+def test_a_run_no_dag_submitted_is_cancelled_by_administrators_only(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    release = tmp_path / "release"
+    run = _active_run(ws, make_tree, release)
+    try:
+        dag_editor = _client(ws, lambda dag_id: dag_id is not None)  # may edit DAGs, is no admin
+        assert 'id="cancel"' not in dag_editor.get(f"/runs/{run.id}").text
+        refused = dag_editor.post(f"/api/runs/{run.id}/cancel", headers={"Authorization": "Bearer t"})
+        assert refused.status_code == 403 and "only administrators" in refused.json()["detail"]
+        admin = _client(ws, lambda dag_id: True)
+        # a token in the Authorization header is no ambient credential: no CSRF token needed
+        done = admin.post(f"/api/runs/{run.id}/cancel", headers={"Authorization": "Bearer t"})
+        assert done.status_code == 200 and done.json()["status"] == "Canceled", done.text
+    finally:
+        release.write_text("")
+        run.wait_for_completion(raise_on_error=False, timeout=120)
+
+
+def test_access_asks_the_edit_permission_of_the_runs_dag_or_of_every_dag():
+    asked = []
+    access = Access(lambda dag_id: True, can_edit_dag=lambda dag_id: asked.append(dag_id) or dag_id == "a")
+    runs = [{"properties": {"airflow.dag_id": d}} for d in ("a", "b", "a")] + [{"properties": {}}]
+    assert [access.can_cancel_run(r) for r in runs] == [True, False, True, False]
+    assert asked == ["a", "b", None]
+    assert not Access(lambda dag_id: True).can_cancel_run(runs[0])  # no edit check given: nobody
