@@ -30,11 +30,13 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.plugins import api_models as m
-from airflow_provider_mltrain.plugins import charts, csrf, queries
+from airflow_provider_mltrain.plugins import charts, csrf, parameters, queries
 from airflow_provider_mltrain.plugins.auth import Access, ReaderDep
 
 HERE = Path(__file__).parent
 API_PREFIX = "/api"
+# Final metric values a parallel-coordinates chart draws beside the hyperparameters.
+MAX_PC_METRICS = 6
 # Pages are framed by the Airflow UI (same origin); nothing else may frame them or inject script.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -145,6 +147,22 @@ def _cancel(ws: Workspace, access: Access, run_id: str) -> str:
     record = _checked_record(ws, access, run_id)
     access.check_cancel(record)
     return Run(ws, run_id).cancel()
+
+
+def _comparison(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
+    """:func:`queries.compare` plus the runs' parameters side by side (what differs between them)."""
+    data = queries.compare(ws, run_ids)
+    records = [queries.get_record(ws, rid) for rid in data["run_ids"]]
+    return {**data, "parameters": parameters.parameter_rows(records)}
+
+
+def _logging_order(data: dict[str, Any]) -> dict[str, int]:
+    """Each metric's place in the order the compared runs first logged it."""
+    order: dict[str, int] = {}
+    for rid in data["run_ids"]:
+        for name in data["series"][rid]:
+            order.setdefault(name, len(order))
+    return order
 
 
 def _map_index(value: str | None) -> int:
@@ -270,7 +288,7 @@ def api_router() -> APIRouter:
     ) -> dict[str, Any]:
         for run_id in runs:
             _checked_record(ws, access, run_id)
-        return queries.compare(ws, runs)
+        return _comparison(ws, runs)
 
     @router.get(
         "/compare/file-diff",
@@ -409,17 +427,37 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
     ) -> HTMLResponse:
         for run_id in runs:
             _checked_record(ws, access, run_id)
-        data = queries.compare(ws, runs)
+        data = _comparison(ws, runs)
         runs = data["run_ids"]
+        order = _logging_order(data)
         chart_list = [
-            charts.line_chart(
+            (
                 row["name"],
-                [(rid, data["series"][rid].get(row["name"], {}).get("points") or []) for rid in runs],
-                axis=x,
-                chart_id=f"chart-{i}",
+                charts.line_chart(
+                    row["name"],
+                    [(rid, data["series"][rid].get(row["name"], {}).get("points") or []) for rid in runs],
+                    axis=x,
+                    chart_id=f"chart-{i}",
+                ),
             )
-            for i, row in enumerate(data["metrics"])
+            for i, row in enumerate(sorted(data["metrics"], key=lambda row: order[row["name"]]))
+            # a value each run logged once is in the table above: a chart of single points says no more
+            if max((c or {}).get("count", 0) for c in row["runs"].values()) > 1
         ]
+        axes = [{**h, "kind": "param"} for h in parameters.hyperparameters(data["parameters"])]
+        # a metric every run ended on the same value tells runs apart no better than no axis
+        metric_rows = [
+            r for r in data["metrics"] if len({c["last"] for c in r["runs"].values() if c}) >= 2
+        ]
+        for row in sorted(metric_rows, key=lambda row: order[row["name"]])[:MAX_PC_METRICS]:
+            values = {rid: (c["last"] if c else None) for rid, c in row["runs"].items()}
+            axes.append({"name": row["name"], "numeric": True, "values": values, "kind": "metric"})
+        parallel = (
+            charts.parallel_coordinates(axes, runs, chart_id="parallel")
+            if len(runs) >= 3 and len(axes) >= 2
+            else None
+        )
+        experiments = {r["experiment"] for r in data["runs"]}
         file_diff = queries.file_diff(ws, runs[0], runs[1], file) if file else None
         return render(
             request,
@@ -427,6 +465,9 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
             data=data,
             run_ids=runs,
             charts=chart_list,
+            parallel=parallel,
+            arguments={rid: [str(a) for a in queries.get_record(ws, rid)["arguments"] or []] for rid in runs},
+            pin_key=experiments.pop() if len(experiments) == 1 else "compare",
             file_diff=file_diff,
             x=x,
             runs_query=urlencode([("runs", r) for r in runs]),

@@ -61,8 +61,6 @@ def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> l
 def tick_label(value: float, step: float) -> str:
     """A tick as people write it: as many decimals as the tick spacing needs, k/M/G for big values,
     powers of ten for tiny ones."""
-    if value == 0:
-        return "0"
     size = abs(value)
     if size >= 1e4:
         for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -70,12 +68,11 @@ def tick_label(value: float, step: float) -> str:
                 decimals = max(0, -math.floor(math.log10(step / div))) if step < div else 0
                 return f"{value / div:.{min(decimals, 3)}f}{suffix}"
     if step < 1e-3:
-        return f"{value:.1e}".replace("e-0", "e-")
+        return "0" if value == 0 else f"{value:.1e}".replace("e-0", "e-")
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step < 1 else 0
-    if step < 1 and round(step * 10**decimals) % 1 != 0:
+    while decimals < 12 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
         decimals += 1
-    text = f"{value:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{0.0 if abs(value) < step * 1e-6 else value:.{decimals}f}"  # every tick with the same decimals
 
 
 def duration_label(seconds: float) -> str:
@@ -105,21 +102,21 @@ def _span(lo: float, hi: float) -> tuple[float, float]:
 
 
 LEGEND_ROW = 16
-CHAR_WIDTH = 6.2  # of the 11px legend font, a little generous, so entries never run into each other
+CHAR_WIDTH = 7.2  # of the 12px legend font, a little generous, so entries never run into each other
 MAX_LEGEND_CHARS = 40
 
 
-def _legend_layout(labels: Sequence[str]) -> list[tuple[float, int, str]]:
+def _legend_layout(labels: Sequence[str], width: float = WIDTH) -> list[tuple[float, int, str]]:
     """(x, row, shown text) of each legend entry, packed left to right in rows under the plot."""
     placed = []
     x, row = float(LEFT), 0
     for label in labels:
         text = label if len(label) <= MAX_LEGEND_CHARS else label[: MAX_LEGEND_CHARS - 1] + "…"
-        width = 18 + len(text) * CHAR_WIDTH + 14
-        if x > LEFT and x + width > WIDTH - RIGHT:
+        entry = 18 + len(text) * CHAR_WIDTH + 14
+        if x > LEFT and x + entry > width - RIGHT:
             x, row = float(LEFT), row + 1
         placed.append((x, row, text))
-        x += width
+        x += entry
     return placed
 
 
@@ -139,7 +136,7 @@ def line_chart(
     ys = [p["value"] for _, points, _ in drawn for p in points]
     label_x = "time since the first value" if axis == "time" else "step"
     legend = _legend_layout([label for label, _, _ in drawn]) if len(drawn) > 1 else []
-    height = HEIGHT + (LEGEND_ROW * (legend[-1][1] + 1) + 4 if legend else 0)
+    height = HEIGHT + (LEGEND_ROW * (legend[-1][1] + 1) + 12 if legend else 0)
     parts = [
         f'<svg class="mltrain-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
         f'role="img" aria-label="{escape(title)} over {label_x}" data-metric="{escape(title)}" '
@@ -212,11 +209,108 @@ def line_chart(
                 )
     for n, (x, row, text) in enumerate(legend):
         color = COLORS[n % len(COLORS)]
-        y = HEIGHT + 2 + LEGEND_ROW * row
+        y = HEIGHT + 10 + LEGEND_ROW * row
         parts.append(
             f'<line class="legend-swatch" x1="{x:.1f}" x2="{x + 14:.1f}" y1="{y - 4}" y2="{y - 4}" '
             f'stroke="{color}" stroke-width="3"></line><text class="legend" x="{x + 18:.1f}" y="{y}" '
             f'fill="{color}">{escape(text)}<title>{escape(drawn[n][0])}</title></text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
+
+
+PC_WIDTH, PC_HEIGHT = 900, 300
+PC_TOP, PC_BOTTOM, PC_SIDE = 44, 28, 70
+
+
+def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], chart_id: str = "") -> Markup:
+    """Runs as lines across one vertical axis per hyperparameter and final metric value.
+
+    ``axes`` are ``{"name", "numeric", "values": {label: value or None}, "kind"}``; a numeric axis
+    runs from its smallest value (bottom) to its largest (top), a categorical one spaces its values
+    evenly. A run without a value on an axis has a gap there.
+    """
+    n = len(axes)
+    legend = _legend_layout(list(labels), width=PC_WIDTH)
+    height = PC_HEIGHT + (LEGEND_ROW * (legend[-1][1] + 1) + 4 if legend else 0)
+    parts = [
+        f'<svg class="mltrain-chart parallel" xmlns="http://www.w3.org/2000/svg" '
+        f'viewBox="0 0 {PC_WIDTH} {height}" role="img" id="{escape(chart_id)}" data-axes="{n}" '
+        f'data-runs="{len(labels)}" aria-label="hyperparameters and final metric values of each run">',
+        "<title>Hyperparameters and final metric values</title>",
+    ]
+    plot_h = PC_HEIGHT - PC_TOP - PC_BOTTOM
+    gap = (PC_WIDTH - 2 * PC_SIDE) / max(1, n - 1)
+    room = int(max(gap, 80) / 8.0) - 1  # characters of a bold 12px axis name that fit between axes
+    positions: list[dict[str, float]] = []
+    for k, axis in enumerate(axes):
+        x = PC_SIDE + k * gap if n > 1 else PC_WIDTH / 2
+        present = {lab: v for lab, v in axis["values"].items() if v is not None}
+        place: dict[str, float] = {}
+        ticks: list[tuple[float, str]] = []
+        if axis["numeric"] and present:
+            lo, hi = _span(min(present.values()), max(present.values()))
+            rough = nice_ticks(lo, hi)
+            step = rough[1] - rough[0] if len(rough) > 1 else hi - lo
+            lo, hi = math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step
+            for lab, v in present.items():
+                place[lab] = PC_TOP + plot_h - (float(v) - lo) / (hi - lo) * plot_h
+            for i in range(round((hi - lo) / step) + 1):
+                ticks.append((PC_TOP + plot_h - i * step / (hi - lo) * plot_h, tick_label(lo + i * step, step)))
+        else:
+            categories = sorted({str(v) for v in present.values()})
+            for c, cat in enumerate(categories):
+                y = (
+                    PC_TOP + plot_h / 2
+                    if len(categories) == 1
+                    else PC_TOP + plot_h * (1 - c / (len(categories) - 1))
+                )
+                ticks.append((y, cat if len(cat) <= 14 else cat[:13] + "…"))
+            for lab, v in present.items():
+                place[lab] = next(y for y, cat in zip((t[0] for t in ticks), categories) if cat == str(v))
+        positions.append({lab: y for lab, y in place.items()} | {"__x": x})
+        name = str(axis["name"])
+        shown = name if len(name) <= room else name[: room - 1] + "…"
+        kind = "metric" if axis.get("kind") == "metric" else "param"
+        parts.append(
+            f'<line class="pc-axis pc-{kind}" x1="{x:.1f}" x2="{x:.1f}" y1="{PC_TOP}" y2="{PC_TOP + plot_h}">'
+            f'</line><text class="pc-name pc-{kind}" x="{x:.1f}" y="{PC_TOP - 22}" text-anchor="middle">'
+            f"{escape(shown)}<title>{escape(name)}</title></text>"
+            f'<text class="pc-kind" x="{x:.1f}" y="{PC_TOP - 9}" text-anchor="middle">'
+            f"{'final value' if kind == 'metric' else 'parameter'}</text>"
+        )
+        for y, text in ticks:
+            parts.append(
+                f'<text class="tick" x="{x - 5:.1f}" y="{y + 3:.1f}" text-anchor="end">{escape(text)}</text>'
+                f'<line class="pc-tick" x1="{x - 3:.1f}" x2="{x:.1f}" y1="{y:.1f}" y2="{y:.1f}"></line>'
+            )
+    for r, lab in enumerate(labels):
+        color = COLORS[r % len(COLORS)]
+        segment: list[str] = []
+        runs: list[list[str]] = []
+        for pos in positions:
+            if lab in pos:
+                segment.append(f"{pos['__x']:.1f},{pos[lab]:.1f}")
+            elif segment:
+                runs.append(segment)
+                segment = []
+        if segment:
+            runs.append(segment)
+        for seg in runs:
+            parts.append(
+                f'<polyline class="series" fill="none" stroke="{color}" stroke-width="2" '
+                f'points="{" ".join(seg)}" data-label="{escape(lab)}"></polyline>'
+            )
+            for point in seg:
+                px, py = point.split(",")
+                parts.append(f'<circle cx="{px}" cy="{py}" r="3" fill="{color}"></circle>')
+    for r, (x, row, text) in enumerate(legend):
+        color = COLORS[r % len(COLORS)]
+        y = PC_HEIGHT + 2 + LEGEND_ROW * row
+        parts.append(
+            f'<line class="legend-swatch" x1="{x:.1f}" x2="{x + 14:.1f}" y1="{y - 4}" y2="{y - 4}" '
+            f'stroke="{color}" stroke-width="3"></line><text class="legend" x="{x + 18:.1f}" y="{y}" '
+            f'fill="{color}">{escape(text)}<title>{escape(labels[r])}</title></text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text above went through escape()

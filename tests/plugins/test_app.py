@@ -252,7 +252,52 @@ def test_compare_metrics_and_snapshot_diff(client, populated):
     assert api(client, "/compare", 422, runs=[a])
     page = client.get("/compare", params={"runs": [a, b], "file": "train.py"})
     assert page.status_code == 200 and "version 2" in page.text
-    assert page.text.count('class="mltrain-chart"') > 3
+    # a chart per metric logged more than once, in the order the script logged them; values
+    # logged once (final_accuracy, the confusion row) are compared in the table, not as dots
+    charts = re.findall(r'<figure data-metric="([^"]+)"', page.text)
+    assert charts == ["loss", "accuracy", "lr_schedule"]
+    assert page.text.count('class="mltrain-chart"') == 3 and "<td>final_accuracy</td>" in page.text
+
+
+def test_compare_shows_the_parameters_that_differ(client, populated):
+    a, b = populated.runs["first"], populated.runs["second"]
+    rows = {(r["group"], r["name"]): r for r in api(client, "/compare", runs=[a, b])["parameters"]}
+    assert rows[("argument", "--lr")] == {
+        "group": "argument",
+        "name": "--lr",
+        "values": {a: "0.1", b: "0.3"},
+        "differs": True,
+    }
+    assert rows[("argument", "--note")]["values"] == {a: PROBE, b: None}
+    assert rows[("tag", "owner")]["differs"] and not rows[("environment", "name")]["differs"]
+    page = client.get("/compare", params={"runs": [a, b]}).text
+    differences = page[
+        page.index('id="param-differences"') : page.index("</table>", page.index("param-differences"))
+    ]
+    assert "<code>--lr</code>" in differences and "<code>owner</code>" in differences
+    assert "<code>mltrain.framework</code>" not in differences  # the same in both: folded away
+    assert 'id="parallel"' not in page  # two runs: no parallel coordinates
+
+
+def test_three_runs_compared_get_a_parallel_coordinates_chart(client, populated):
+    runs = [populated.runs["first"], populated.runs["second"], populated.runs["from_dag"]]
+    page = client.get("/compare", params={"runs": runs}).text
+    chart = page[page.index('id="parallel"') - 200 : page.index("</svg>", page.index('id="parallel"'))]
+    assert 'data-runs="3"' in chart
+    axes = re.findall(r'<text class="pc-name pc-(\w+)"[^>]*>([^<]+)<', chart)
+    assert ("param", "lr") in axes and ("metric", "loss") in axes and ("metric", "accuracy") not in axes
+    assert len(re.findall(r'<polyline class="series"', chart)) >= 3
+
+
+def test_run_page_shows_values_logged_once_as_values_and_charts_in_logging_order(client, populated):
+    page = client.get(f"/runs/{populated.runs['first']}").text
+    assert re.findall(r'<figure data-metric="([^"]+)"', page) == ["loss", "accuracy", "lr_schedule"]
+    values = page[page.index('id="single-values"') : page.index("</dl>", page.index('id="single-values"'))]
+    assert re.findall(r"<dt>([^<]+)</dt><dd>([^<]+)</dd>", values) == [
+        ("final_accuracy", "0.85"),
+        ("confusion.tp", "10"),
+        ("confusion.fp", "2"),
+    ]
 
 
 # -- task instance tab ---------------------------------------------------------------------------
