@@ -446,9 +446,7 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
         ]
         axes = [{**h, "kind": "param"} for h in parameters.hyperparameters(data["parameters"])]
         # a metric every run ended on the same value tells runs apart no better than no axis
-        metric_rows = [
-            r for r in data["metrics"] if len({c["last"] for c in r["runs"].values() if c}) >= 2
-        ]
+        metric_rows = [r for r in data["metrics"] if len({c["last"] for c in r["runs"].values() if c}) >= 2]
         for row in sorted(metric_rows, key=lambda row: order[row["name"]])[:MAX_PC_METRICS]:
             values = {rid: (c["last"] if c else None) for rid, c in row["runs"].items()}
             axes.append({"name": row["name"], "numeric": True, "values": values, "kind": "metric"})

@@ -6,6 +6,7 @@ result is ``Markup`` so templates embed it without escaping it twice.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -228,7 +229,7 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
 
     ``axes`` are ``{"name", "numeric", "values": {label: value or None}, "kind"}``; a numeric axis
     runs from its smallest value (bottom) to its largest (top), a categorical one spaces its values
-    evenly. A run without a value on an axis has a gap there.
+    evenly. A run without a value on an axis passes it with a dashed line.
     """
     n = len(axes)
     legend = _legend_layout(list(labels), width=PC_WIDTH)
@@ -256,7 +257,8 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
             for lab, v in present.items():
                 place[lab] = PC_TOP + plot_h - (float(v) - lo) / (hi - lo) * plot_h
             for i in range(round((hi - lo) / step) + 1):
-                ticks.append((PC_TOP + plot_h - i * step / (hi - lo) * plot_h, tick_label(lo + i * step, step)))
+                y = PC_TOP + plot_h - i * step / (hi - lo) * plot_h
+                ticks.append((y, tick_label(lo + i * step, step)))
         else:
             categories = sorted({str(v) for v in present.values()})
             for c, cat in enumerate(categories):
@@ -286,24 +288,20 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
             )
     for r, lab in enumerate(labels):
         color = COLORS[r % len(COLORS)]
-        segment: list[str] = []
-        runs: list[list[str]] = []
-        for pos in positions:
-            if lab in pos:
-                segment.append(f"{pos['__x']:.1f},{pos[lab]:.1f}")
-            elif segment:
-                runs.append(segment)
-                segment = []
-        if segment:
-            runs.append(segment)
-        for seg in runs:
-            parts.append(
-                f'<polyline class="series" fill="none" stroke="{color}" stroke-width="2" '
-                f'points="{" ".join(seg)}" data-label="{escape(lab)}"></polyline>'
-            )
-            for point in seg:
-                px, py = point.split(",")
-                parts.append(f'<circle cx="{px}" cy="{py}" r="3" fill="{color}"></circle>')
+        points = [(k, f"{pos['__x']:.1f},{pos[lab]:.1f}") for k, pos in enumerate(positions) if lab in pos]
+        parts.append(
+            f'<polyline class="series" fill="none" stroke="{color}" stroke-width="2" '
+            f'points="{" ".join(p for _, p in points)}" data-label="{escape(lab)}"></polyline>'
+        )
+        for (k0, p0), (k1, p1) in itertools.pairwise(points):
+            if k1 - k0 > 1:  # the run has no value on the axes between: a dashed bridge over them
+                parts.append(
+                    f'<polyline class="gap" fill="none" stroke="#fff" stroke-width="3" '
+                    f'stroke-dasharray="4 4" points="{p0} {p1}"></polyline>'
+                )
+        for _, point in points:
+            px, py = point.split(",")
+            parts.append(f'<circle cx="{px}" cy="{py}" r="3" fill="{color}"></circle>')
     for r, (x, row, text) in enumerate(legend):
         color = COLORS[r % len(COLORS)]
         y = PC_HEIGHT + 2 + LEGEND_ROW * row

@@ -109,12 +109,14 @@ def test_parallel_coordinates_draw_each_run_across_every_axis():
     ]
     svg = ET.fromstring(str(parallel_coordinates(axes, ["a", "b", "c"])))
     assert svg.get("data-axes") == "3" and svg.get("data-runs") == "3"
-    lines = {}
-    for line in svg.findall(f"{SVG}polyline"):
-        lines.setdefault(line.get("data-label"), []).append(len(line.get("points").split()))
-    assert lines == {"a": [3], "b": [3], "c": [1, 1]}  # c has no optimizer: a gap there
+    lines = {
+        line.get("data-label"): len(line.get("points").split()) for line in svg.findall(f"{SVG}polyline")
+    }
+    assert lines == {"a": 3, "b": 3, "c": 2, None: 2}  # c has no optimizer: a dashed bridge over it
+    (gap,) = svg.findall(f"{SVG}polyline[@class='gap']")
+    assert gap.get("stroke-dasharray")
     names = [t.text for t in svg.findall(f"{SVG}text") if (t.get("class") or "").startswith("pc-name")]
     assert names == ["lr", "optimizer", "accuracy"]
     a_y = [float(p.split(",")[1]) for p in svg.find(f"{SVG}polyline[@data-label='a']").get("points").split()]
-    c_lr_y = float(svg.findall(f"{SVG}polyline[@data-label='c']")[0].get("points").split(",")[1])
+    c_lr_y = float(svg.find(f"{SVG}polyline[@data-label='c']").get("points").split()[0].split(",")[1])
     assert c_lr_y < a_y[0]  # the larger lr is drawn higher
