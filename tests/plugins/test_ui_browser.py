@@ -385,7 +385,7 @@ def test_task_instance_tab_and_navigation_entry(page, server):
     }"""
     assert nav.evaluate(label_fits)  # the whole label shows, not "ML Traini…"
     nav.click()
-    page.wait_for_url("**/plugin/mltrain")
+    page.wait_for_url("**/plugin/mltrain", timeout=90_000)  # a busy 2-core machine loads the UI slowly
     frame = page.frame_locator("iframe").first
     frame.get_by_role("link", name=DAG_EXPERIMENT).wait_for()
     shot(page, "ui-nav.png", full_page=False)
@@ -412,6 +412,7 @@ def test_live_tail_and_refresh_follow_a_running_run(page, server, populated, tmp
         listing.goto(f"{server.url}/mltrain/experiments/live")
         assert listing.locator("body").get_attribute("data-reload") == "5"  # reloads while active
         assert listing.locator(f"tr[data-run-id='{run.id}'] .status").inner_text() == "Running"
+        listing.locator(f"tr[data-run-id='{run.id}'] td.num [data-elapsed]").wait_for()  # a ticking duration
         release.write_text("")
         # locator waits survive the reload the page does once the run has ended
         page.locator("#run-status.status-completed").wait_for(timeout=120_000)

@@ -75,6 +75,15 @@
     window.setInterval(tick, 1000);
   }
 
+  // -- cancelling waits for the run to stop (up to the grace period): say so, and send it once --
+  var cancelForm = document.querySelector("details.cancel form");
+  if (cancelForm) {
+    cancelForm.addEventListener("submit", function () {
+      var button = cancelForm.querySelector("button[type=submit]");
+      window.setTimeout(function () { button.disabled = true; button.textContent = "Cancelling…"; }, 0);
+    });
+  }
+
   var live = body.dataset.live;
   if (live) {
     var refreshLive = function () {
