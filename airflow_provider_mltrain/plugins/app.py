@@ -65,6 +65,7 @@ def _templates() -> jinja2.Environment:
     env.filters["qpath"] = lambda v: quote(str(v), safe="/")
     env.filters["size"] = _size
     env.filters["epoch"] = _epoch
+    env.filters["metric_value"] = charts.metric_value
     return env
 
 

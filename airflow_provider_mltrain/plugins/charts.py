@@ -76,6 +76,44 @@ def tick_label(value: float, step: float) -> str:
     return f"{0.0 if abs(value) < step * 1e-6 else value:.{decimals}f}"  # every tick with the same decimals
 
 
+# The unit a metric's name tells, by its last word: ``epoch_seconds``, ``latency_ms``,
+# ``model_bytes``, ``gpu_util_pct``. Nothing else is guessed.
+_UNITS = {
+    "seconds": "s", "secs": "s", "sec": "s", "s": "s",
+    "ms": "ms", "millis": "ms",
+    "bytes": "B",
+    "pct": "%", "percent": "%",
+}  # fmt: skip
+
+
+def unit_of(metric: str) -> str | None:
+    """``s``, ``ms``, ``B`` or ``%`` when the metric's name ends in a word that says so."""
+    last = metric.replace(".", "_").replace("-", "_").rsplit("_", 1)
+    return _UNITS.get(last[-1].lower()) if len(last) == 2 else None
+
+
+def value_label(value: float, step: float, unit: str | None, top: float = 0.0) -> str:
+    """A y tick in the metric's unit: ``1m30s``, ``250 ms``, ``1.5 MB``, ``40%``; seconds read as
+    durations on an axis that reaches a minute (``top``: its largest absolute value)."""
+    if unit == "s" and step >= 1 and top >= 60:
+        return duration_label(value)
+    if unit == "B" and abs(value) >= 1024:
+        for div, suffix in ((1024**3, "GB"), (1024**2, "MB"), (1024, "KB")):
+            if abs(value) >= div:
+                return f"{value / div:.{1 if step < div else 0}f} {suffix}"
+    text = tick_label(value, step)
+    return f"{text}%" if unit == "%" else f"{text} {unit}" if unit else text
+
+
+def metric_value(value: float, metric: str) -> str:
+    """A value logged once, as its card shows it: 6 significant digits, in the name's unit."""
+    unit = unit_of(metric)
+    if unit == "s" and abs(value) >= 60:
+        return f"{duration_label(value)} ({value:.6g} s)"
+    text = f"{value:.6g}"
+    return f"{text}%" if unit == "%" else f"{text} {unit}" if unit else text
+
+
 def duration_label(seconds: float) -> str:
     """Seconds on a time axis: 45s, 2m30s, 1h05m."""
     seconds = round(seconds)
@@ -88,8 +126,11 @@ def duration_label(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+_CLOCK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+
+
 def _time_ticks(hi: float) -> list[float]:
-    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400):
+    for step in _CLOCK_STEPS:
         if hi / step <= 5:
             return [float(step * i) for i in range(int(hi // step) + 1)]
     return nice_ticks(0, hi)
@@ -133,6 +174,8 @@ def line_chart(
     a line; the SVG grows by one row per line of legend.
     """
     drawn = [(label, points, x_values(points, axis)) for label, points in series if points]
+    unit = unit_of(title)
+    unit_suffix = f" {unit}" if unit else ""
     xs = [x for _, _, xv in drawn for x in xv]
     ys = [p["value"] for _, points, _ in drawn for p in points]
     label_x = "time since the first value" if axis == "time" else "step"
@@ -161,6 +204,8 @@ def line_chart(
     lo, hi = _span(min(ys), max(ys))
     rough = nice_ticks(lo, hi)
     y_step = rough[1] - rough[0] if len(rough) > 1 else (hi - lo)
+    if unit == "s" and max(abs(lo), abs(hi)) >= 60:  # a clock's steps: 30s, 1m, 5m, 1h...
+        y_step = next((t for t in _CLOCK_STEPS if (hi - lo) / t <= 5), y_step)
     # The axis starts and ends on a tick, so the top and bottom lines are labelled too.
     y0, y1 = math.floor(lo / y_step + 1e-9) * y_step, math.ceil(hi / y_step - 1e-9) * y_step
     y_ticks = [round(y0 + i * y_step, 12) for i in range(round((y1 - y0) / y_step) + 1)]
@@ -180,7 +225,7 @@ def line_chart(
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{sy(y):.1f}" y2="{sy(y):.1f}"></line>'
             f'<text class="tick" x="{LEFT - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">'
-            f"{tick_label(y, y_step)}</text>"
+            f"{value_label(y, y_step, unit, max(abs(y0), abs(y1)))}</text>"
         )
     for x in x_ticks:
         text = duration_label(x) if axis == "time" else tick_label(x, x_step)
@@ -205,7 +250,7 @@ def line_chart(
                 x_text = duration_label(x) if axis == "time" else _fmt(x)
                 parts.append(
                     f'<circle cx="{sx(x):.1f}" cy="{sy(p["value"]):.1f}" r="3" fill="{color}">'
-                    f"<title>{escape(label)}: {_fmt(p['value'])} at {x_name} {x_text}"
+                    f"<title>{escape(label)}: {_fmt(p['value'])}{unit_suffix} at {x_name} {x_text}"
                     f"{_when(p.get('time'))}</title></circle>"
                 )
     for n, (x, row, text) in enumerate(legend):

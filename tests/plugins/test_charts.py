@@ -8,8 +8,10 @@ import xml.etree.ElementTree as ET
 from airflow_provider_mltrain.plugins.charts import (
     duration_label,
     line_chart,
+    metric_value,
     parallel_coordinates,
     tick_label,
+    unit_of,
     x_values,
 )
 
@@ -120,3 +122,19 @@ def test_parallel_coordinates_draw_each_run_across_every_axis():
     a_y = [float(p.split(",")[1]) for p in svg.find(f"{SVG}polyline[@data-label='a']").get("points").split()]
     c_lr_y = float(svg.find(f"{SVG}polyline[@data-label='c']").get("points").split()[0].split(",")[1])
     assert c_lr_y < a_y[0]  # the larger lr is drawn higher
+
+
+def test_a_unit_the_metric_name_tells_is_on_its_ticks_and_values():
+    assert [unit_of(n) for n in ("epoch_seconds", "latency_ms", "model_bytes", "gpu_pct", "loss", "s")] == [
+        "s",
+        "ms",
+        "B",
+        "%",
+        None,
+        None,
+    ]
+    svg = ET.fromstring(str(line_chart("epoch_seconds", [("a", points([30.0, 90.0, 150.0], [0, 1, 2]))])))
+    y_ticks = [t.text for t in svg.findall(f"{SVG}text[@class='tick']")]
+    assert y_ticks == ["30s", "1m", "1m30s", "2m", "2m30s"]  # seconds read as durations, in clock steps
+    assert metric_value(1234.5, "train_seconds") == "20m34s (1234.5 s)"
+    assert metric_value(0.85, "final_accuracy") == "0.85" and metric_value(40, "gpu_pct") == "40%"
