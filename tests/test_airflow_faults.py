@@ -360,7 +360,7 @@ def test_killing_the_task_process_mid_run_reattaches_on_retry(deployment):
     assert deployment.ti(dag_id, dag_run) == ("success", 2)
     assert xcom(deployment, dag_id, dag_run) == mltrain_id
     assert stored_run_id(deployment, dag_id, dag_run) == mltrain_id
-    # The finished task's "MLTrain run" link opens the run's page under the API's base URL.
+    # The finished task's "ML Training run" link opens the run's page under the API's base URL.
     assert xcom(deployment, dag_id, dag_run, "_link_MLTrainRunLink") == (
         f"{deployment.base_url}/mltrain/runs/{mltrain_id}"
     )

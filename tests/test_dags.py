@@ -161,7 +161,7 @@ def test_submit_then_sensors(airflow_home):
     assert "Pausing task as DEFERRED" in out  # wait_deferred went to the trigger
     for task in ("wait_poke", "wait_deferred"):
         assert xcom(airflow_home, "mltrain_test_sensor", task, "run_details")["run_id"] == run.id
-    # The "MLTrain run" extra link of the finished operator and sensors opens the run's page.
+    # The "ML Training run" extra link of the finished operator and sensors opens the run's page.
     for task in ("submit", "wait_poke", "wait_deferred"):
         link = xcom(airflow_home, "mltrain_test_sensor", task, "_link_MLTrainRunLink")
         assert link == f"/mltrain/runs/{run.id}", (task, link)

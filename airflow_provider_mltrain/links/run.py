@@ -1,4 +1,4 @@
-"""MLTrainRunLink: the "MLTrain run" button of a task, pointing at its run's page in the mltrain UI."""
+"""MLTrainRunLink: the "ML Training run" button of a task, pointing at its run's page in the UI plugin."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def run_page_url(run_id: str) -> str:
 class MLTrainRunLink(BaseOperatorLink):
     """Links a task to the run it submitted or waited for; empty (no button) before it has one."""
 
-    name = "MLTrain run"
+    name = "ML Training run"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         run_id = XCom.get_value(ti_key=ti_key, key=XCOM_RUN_ID)

@@ -76,7 +76,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
     The task's return value (XCom) is the run id; the run's details go to the ``run_details`` XCom
     key. While waiting, the run's stdout and stderr stream into the task log. A failed run fails the
     task with its exit code and the tail of its log; ``timeout`` cancels the run and fails the task.
-    The "MLTrain run" extra link opens the run's page.
+    The "ML Training run" extra link opens the run's page.
 
     A retry of the same task instance reattaches to its run while it is active, returns a completed
     run without running it again, and starts a fresh run (linked to the old one) after a failure:

@@ -172,12 +172,29 @@ class SnapshotDiff(BaseModel):
     changed: list[str]
 
 
+class ParameterRow(BaseModel):
+    group: str = Field(description="argument, tag, property or environment")
+    name: str = Field(description="`--lr` for an option, `#1` for the first positional argument")
+    values: dict[str, str | None] = Field(description="run id: value (null: the run has none)")
+    differs: bool
+
+
 class Comparison(BaseModel):
     run_ids: list[str] = Field(description="oldest first")
     runs: list[RunRow]
     metrics: list[CompareRow]
     series: dict[str, dict[str, MetricSeries]]
     snapshot_diffs: list[SnapshotDiff] = Field(description="the oldest run against each other run")
+    parameters: list[ParameterRow] = Field(
+        default=[], description="arguments (parsed as options), tags, properties, environment of each run"
+    )
+
+
+class Canceled(BaseModel):
+    run_id: str
+    status: str = Field(
+        description="the run's status after the cancel: Canceled, or the state it had ended in"
+    )
 
 
 class FileDiff(BaseModel):

@@ -3,7 +3,9 @@
 Pages are rendered on the server with Jinja2 (autoescape on) and charts are inline SVG, so the
 app needs nothing from a CDN; the one script it ships only reloads, tails the log and swaps
 fragments this app rendered. Every route depends on :func:`auth.require_reader`. URL contract
-relied on by the operator's extra link: ``/mltrain/runs/{run_id}``.
+relied on by the operator's extra link: ``/mltrain/runs/{run_id}``. The one action that changes
+anything, cancelling a run, is a POST that needs the right to edit the run's DAG and, from a
+browser, the page's CSRF token (:mod:`.csrf`).
 """
 
 from __future__ import annotations
@@ -15,24 +17,28 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_mltrain.core import text
+from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.plugins import api_models as m
-from airflow_provider_mltrain.plugins import charts, queries
+from airflow_provider_mltrain.plugins import charts, csrf, parameters, queries
 from airflow_provider_mltrain.plugins.auth import Access, ReaderDep
 
 HERE = Path(__file__).parent
 API_PREFIX = "/api"
+# Final metric values a parallel-coordinates chart draws beside the hyperparameters.
+MAX_PC_METRICS = 6
 # Pages are framed by the Airflow UI (same origin); nothing else may frame them or inject script.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -62,6 +68,8 @@ def _templates() -> jinja2.Environment:
     env.filters["q"] = lambda v: quote(str(v), safe="", errors="surrogateescape")
     env.filters["qpath"] = lambda v: quote(str(v), safe="/", errors="surrogateescape")
     env.filters["size"] = _size
+    env.filters["epoch"] = _epoch
+    env.filters["metric_value"] = charts.metric_value
     return env
 
 
@@ -104,6 +112,12 @@ def _when(ts: float | str | None) -> str:
     if isinstance(ts, str):
         ts = datetime.fromisoformat(ts).timestamp()
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _epoch(ts: float | str | None) -> float | None:
+    if ts is None or isinstance(ts, (int, float)):
+        return ts
+    return datetime.fromisoformat(ts).timestamp()
 
 
 def _duration(seconds: float | None) -> str:
@@ -166,6 +180,29 @@ def _task_runs(ws: Workspace, dag_id: str, dag_run_id: str, task_id: str, map_in
     return [r["id"] for r in sorted(found, key=lambda r: (r["created_at"], r["id"]))]
 
 
+def _cancel(ws: Workspace, access: Access, run_id: str) -> str:
+    """Cancel as ``mltrain runs cancel`` does, once the user may; returns the run's final status."""
+    record = _checked_record(ws, access, run_id)
+    access.check_cancel(record)
+    return Run(ws, run_id).cancel()
+
+
+def _comparison(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
+    """:func:`queries.compare` plus the runs' parameters side by side (what differs between them)."""
+    data = queries.compare(ws, run_ids)
+    records = [queries.get_record(ws, rid) for rid in data["run_ids"]]
+    return {**data, "parameters": parameters.parameter_rows(records)}
+
+
+def _logging_order(data: dict[str, Any]) -> dict[str, int]:
+    """Each metric's place in the order the compared runs first logged it."""
+    order: dict[str, int] = {}
+    for rid in data["run_ids"]:
+        for name in data["series"][rid]:
+            order.setdefault(name, len(order))
+    return order
+
+
 def _map_index(value: str | None) -> int:
     """``{MAP_INDEX}`` stays literal in the UI's link for a task that is not mapped: -1 then."""
     try:
@@ -222,6 +259,18 @@ def api_router() -> APIRouter:
     def run(run_id: str, ws: WorkspaceDep, access: ReaderDep) -> dict[str, Any]:
         _checked_record(ws, access, run_id)
         return queries.run_details(ws, run_id)
+
+    @router.post(
+        "/runs/{run_id}/cancel",
+        summary="Cancel an active run (SIGTERM, then SIGKILL after the grace period)",
+        description="Needs the permission to edit the run's DAG (runs no DAG submitted: administrators). "
+        f"Authenticated by the UI's cookie, the request must carry the page's CSRF token in `{csrf.HEADER}`.",
+        response_model=m.Canceled,
+    )
+    async def cancel(run_id: str, request: Request, ws: WorkspaceDep, access: ReaderDep) -> dict[str, Any]:
+        csrf.check(request, request.headers.get(csrf.HEADER))
+        status = await run_in_threadpool(_cancel, ws, access, run_id)
+        return {"run_id": run_id, "status": status}
 
     @router.get(
         "/runs/{run_id}/metrics",
@@ -310,7 +359,7 @@ def api_router() -> APIRouter:
     ) -> dict[str, Any]:
         for run_id in runs:
             _checked_record(ws, access, run_id)
-        return queries.compare(ws, runs)
+        return _comparison(ws, runs)
 
     @router.get(
         "/compare/file-diff",
@@ -419,8 +468,21 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
         x: str = "step",
         files: Annotated[int, Query(ge=0)] = 0,
     ) -> HTMLResponse:
-        _checked_record(ws, access, run_id)
-        return render(request, "run.html", **_run_context(ws, run_id, x, files))
+        record = _checked_record(ws, access, run_id)
+        return render(
+            request,
+            "run.html",
+            can_cancel=access.can_cancel_run(record),
+            **_run_context(ws, run_id, x, files),
+        )
+
+    @router.post("/runs/{run_id}/cancel")
+    async def cancel_page(request: Request, run_id: str, ws: WorkspaceDep, access: ReaderDep) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        csrf.check(request, next(iter(form.get(csrf.FIELD) or []), None))
+        await run_in_threadpool(_cancel, ws, access, run_id)
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/runs/{quote(run_id, safe='')}", status_code=303)
 
     @router.get("/runs/{run_id}/live")
     def run_live_fragment(
@@ -444,17 +506,35 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
     ) -> HTMLResponse:
         for run_id in runs:
             _checked_record(ws, access, run_id)
-        data = queries.compare(ws, runs)
+        data = _comparison(ws, runs)
         runs = data["run_ids"]
+        order = _logging_order(data)
         chart_list = [
-            charts.line_chart(
+            (
                 row["name"],
-                [(rid, data["series"][rid].get(row["name"], {}).get("points") or []) for rid in runs],
-                axis=x,
-                chart_id=f"chart-{i}",
+                charts.line_chart(
+                    row["name"],
+                    [(rid, data["series"][rid].get(row["name"], {}).get("points") or []) for rid in runs],
+                    axis=x,
+                    chart_id=f"chart-{i}",
+                ),
             )
-            for i, row in enumerate(data["metrics"])
+            for i, row in enumerate(sorted(data["metrics"], key=lambda row: order[row["name"]]))
+            # a value each run logged once is in the table above: a chart of single points says no more
+            if max((c or {}).get("count", 0) for c in row["runs"].values()) > 1
         ]
+        axes = [{**h, "kind": "param"} for h in parameters.hyperparameters(data["parameters"])]
+        # a metric every run ended on the same value tells runs apart no better than no axis
+        metric_rows = [r for r in data["metrics"] if len({c["last"] for c in r["runs"].values() if c}) >= 2]
+        for row in sorted(metric_rows, key=lambda row: order[row["name"]])[:MAX_PC_METRICS]:
+            values = {rid: (c["last"] if c else None) for rid, c in row["runs"].items()}
+            axes.append({"name": row["name"], "numeric": True, "values": values, "kind": "metric"})
+        parallel = (
+            charts.parallel_coordinates(axes, runs, chart_id="parallel")
+            if len(runs) >= 3 and len(axes) >= 2
+            else None
+        )
+        experiments = {r["experiment"] for r in data["runs"]}
         file_diff = queries.file_diff(ws, runs[0], runs[1], file) if file else None
         return render(
             request,
@@ -462,6 +542,9 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
             data=data,
             run_ids=runs,
             charts=chart_list,
+            parallel=parallel,
+            arguments={rid: [str(a) for a in queries.get_record(ws, rid)["arguments"] or []] for rid in runs},
+            pin_key=experiments.pop() if len(experiments) == 1 else "compare",
             file_diff=file_diff,
             x=x,
             runs_query=urlencode([("runs", r) for r in runs]),
@@ -499,12 +582,18 @@ def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> d
     axis = "time" if x == "time" else "step"
     summaries = queries.metric_summaries(ws, run_id)
     details = queries.run_details(ws, run_id, files_offset, summaries)
+    # In the order the script first logged each name.
     series = queries.metric_series(ws, run_id, summaries=summaries)
-    chart_list = [
-        charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=f"chart-{i}")
-        for i, (name, s) in enumerate(sorted(series.items()))
-        if s["points"]
-    ]
+    chart_list: list[tuple[str, Markup]] = []
+    single_values: list[tuple[str, float]] = []
+    for name, s in series.items():
+        if len(s["points"]) == 1 and not s["values"]:
+            single_values.append((name, s["points"][0]["value"]))  # a value, not a one-point chart
+        elif s["points"]:
+            chart_id = f"chart-{len(chart_list)}"
+            chart_list.append(
+                (name, charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=chart_id))
+            )
     others = {name: s["values"] for name, s in sorted(series.items()) if s["values"]}
     log = queries.read_log(ws, run_id, None, queries.DEFAULT_LOG_CHUNK)
     snapshot: list[dict[str, Any]] = []
@@ -515,6 +604,7 @@ def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> d
     return {
         "run": details,
         "charts": chart_list,
+        "single_values": single_values,
         "other_values": others,
         "log": log,
         "snapshot": snapshot,
@@ -528,7 +618,7 @@ def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> d
 
 def create_app() -> FastAPI:
     app = FastAPI(
-        title="ML Training run history",
+        title="ML Training",
         description="Experiments, runs, metrics, logs, outputs and snapshots of airflow-provider-mltrain. "
         "Authenticate as for Airflow's REST API: a JWT in `Authorization: Bearer` or the UI's cookie.",
         version="1",
@@ -539,12 +629,16 @@ def create_app() -> FastAPI:
     templates = _templates()
 
     def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        token, new_nonce = csrf.token_for(request)
         html = templates.get_template(name).render(
-            root=request.scope.get("root_path", ""), now=time.time(), **context
+            root=request.scope.get("root_path", ""), now=time.time(), csrf_token=token, **context
         )
         # Every {{ }} went through _displayable; this only guards what a template builds itself.
         body = text.replace_surrogates(html).encode("utf-8")
-        return HTMLResponse(body, status_code=status_code, headers=_page_headers())
+        response = HTMLResponse(body, status_code=status_code, headers=_page_headers())
+        if new_nonce:
+            csrf.set_cookie(response, request, new_nonce)
+        return response
 
     app.include_router(api_router())
     app.include_router(pages_router(render))

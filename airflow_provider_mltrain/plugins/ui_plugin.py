@@ -16,6 +16,7 @@ from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/mltrain"
+NAV_LABEL = "Training"
 
 
 class LazyApp:
@@ -47,7 +48,9 @@ def ui_views(base: str) -> list[dict[str, Any]]:
     root = f"{base}{URL_PREFIX}"
     return [
         {
-            "name": "ML Training",
+            # The navigation bar shows about nine characters of a label: "ML Training" would be
+            # cut to "ML Traini…", so the entry says "Training" beside its chart icon.
+            "name": NAV_LABEL,
             "href": f"{root}/",
             "icon": f"{root}/static/icon.svg",
             "destination": "nav",
@@ -65,6 +68,7 @@ def ui_views(base: str) -> list[dict[str, Any]]:
 
 
 class MLTrainUIPlugin(AirflowPlugin):
-    name = "mltrain"
-    fastapi_apps = [{"name": "mltrain", "app": LazyApp(), "url_prefix": URL_PREFIX}]
+    # The feature's one name, as in the navigation bar, the page titles and the docs.
+    name = "ML Training"
+    fastapi_apps = [{"name": "ML Training", "app": LazyApp(), "url_prefix": URL_PREFIX}]
     external_views = ui_views(base_path())

@@ -32,7 +32,7 @@ class RunSensor(BaseSensorOperator):
     A Failed or Canceled run fails the sensor with its exit code and the tail of its log. Works in
     ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, in the triggerer. The run's id
     and details go to the ``run_id`` and ``run_details`` XCom keys, as ``ScriptRunOperator`` pushes
-    them; the "MLTrain run" extra link opens the run's page.
+    them; the "ML Training run" extra link opens the run's page.
     """
 
     template_fields: Sequence[str] = ("run_id",)

@@ -7,6 +7,7 @@ real auth manager is exercised against a real ``airflow api-server`` in test_ui_
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import quote
 
 import pytest
@@ -309,7 +310,52 @@ def test_compare_metrics_and_snapshot_diff(client, populated):
     assert api(client, "/compare", 422, runs=[a])
     page = client.get("/compare", params={"runs": [a, b], "file": "train.py"})
     assert page.status_code == 200 and "version 2" in page.text
-    assert page.text.count('class="mltrain-chart"') > 3
+    # a chart per metric logged more than once, in the order the script logged them; values
+    # logged once (final_accuracy, the confusion row) are compared in the table, not as dots
+    charts = re.findall(r'<figure data-metric="([^"]+)"', page.text)
+    assert charts == ["loss", "accuracy", "lr_schedule"]
+    assert page.text.count('class="mltrain-chart"') == 3 and "<td>final_accuracy</td>" in page.text
+
+
+def test_compare_shows_the_parameters_that_differ(client, populated):
+    a, b = populated.runs["first"], populated.runs["second"]
+    rows = {(r["group"], r["name"]): r for r in api(client, "/compare", runs=[a, b])["parameters"]}
+    assert rows[("argument", "--lr")] == {
+        "group": "argument",
+        "name": "--lr",
+        "values": {a: "0.1", b: "0.3"},
+        "differs": True,
+    }
+    assert rows[("argument", "--note")]["values"] == {a: PROBE, b: None}
+    assert rows[("tag", "owner")]["differs"] and not rows[("environment", "name")]["differs"]
+    page = client.get("/compare", params={"runs": [a, b]}).text
+    differences = page[
+        page.index('id="param-differences"') : page.index("</table>", page.index("param-differences"))
+    ]
+    assert "<code>--lr</code>" in differences and "<code>owner</code>" in differences
+    assert "<code>mltrain.framework</code>" not in differences  # the same in both: folded away
+    assert 'id="parallel"' not in page  # two runs: no parallel coordinates
+
+
+def test_three_runs_compared_get_a_parallel_coordinates_chart(client, populated):
+    runs = [populated.runs["first"], populated.runs["second"], populated.runs["from_dag"]]
+    page = client.get("/compare", params={"runs": runs}).text
+    chart = page[page.index('id="parallel"') - 200 : page.index("</svg>", page.index('id="parallel"'))]
+    assert 'data-runs="3"' in chart
+    axes = re.findall(r'<text class="pc-name pc-(\w+)"[^>]*>([^<]+)<', chart)
+    assert ("param", "lr") in axes and ("metric", "loss") in axes and ("metric", "accuracy") not in axes
+    assert len(re.findall(r'<polyline class="series"', chart)) >= 3
+
+
+def test_run_page_shows_values_logged_once_as_values_and_charts_in_logging_order(client, populated):
+    page = client.get(f"/runs/{populated.runs['first']}").text
+    assert re.findall(r'<figure data-metric="([^"]+)"', page) == ["loss", "accuracy", "lr_schedule"]
+    values = page[page.index('id="single-values"') : page.index("</dl>", page.index('id="single-values"'))]
+    assert re.findall(r"<dt>([^<]+)</dt><dd>([^<]+)</dd>", values) == [
+        ("final_accuracy", "0.85"),
+        ("confusion.tp", "10"),
+        ("confusion.fp", "2"),
+    ]
 
 
 # -- task instance tab ---------------------------------------------------------------------------
@@ -394,3 +440,111 @@ def test_access_asks_the_auth_manager_once_per_dag():
     runs = [{"properties": {"airflow.dag_id": d}} for d in ("a", "b", "a", "b")] + [{"properties": {}}]
     assert [access.can_read_run(r) for r in runs] == [True, False, True, False, True]
     assert asked == ["a", "b", None]
+
+
+# -- cancelling a run ----------------------------------------------------------------------------
+
+WAITER = """
+import os, sys, time
+from mltrain import Run
+run = Run.get_context()
+for i in range(1200):
+    run.log("ticks", i, step=i)
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.1)
+"""
+
+
+def _active_run(ws: Workspace, make_tree, release, properties=None):
+    run = Experiment(ws, "cancel").submit(
+        ScriptRunConfig(make_tree({"wait.py": WAITER}), "wait.py", arguments=[str(release)]),
+        properties=properties or {},
+    )
+    deadline = time.monotonic() + 120
+    while run.refresh().value != "Running":
+        assert time.monotonic() < deadline, f"run {run.id} did not start: {run.refresh().value}"
+        time.sleep(0.2)
+    return run
+
+
+def _client(ws: Workspace, can_edit) -> TestClient:
+    app = create_app()
+    app.dependency_overrides[get_workspace] = lambda: ws
+    app.dependency_overrides[require_reader] = lambda: Access(lambda dag_id: True, can_edit_dag=can_edit)
+    return TestClient(app, root_path="/mltrain")
+
+
+def _form_token(html: str) -> str | None:
+    found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    return found.group(1) if found else None
+
+
+def test_cancel_needs_the_dags_edit_permission_and_the_pages_csrf_token(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    release = tmp_path / "release"
+    run = _active_run(ws, make_tree, release, {"airflow.dag_id": "train_dag"})
+    try:
+        viewer = _client(ws, lambda dag_id: False)
+        page = viewer.get(f"/runs/{run.id}")
+        assert page.status_code == 200 and 'id="cancel"' not in page.text
+        token = re.search(r'name="mltrain-csrf" content="([0-9a-f]+)"', page.text).group(1)
+        refused = viewer.post(f"/runs/{run.id}/cancel", data={"csrf_token": token}, follow_redirects=False)
+        assert refused.status_code == 403 and "permission to edit DAG &#39;train_dag" in refused.text
+        api_refused = viewer.post(f"/api/runs/{run.id}/cancel", headers={"X-CSRF-Token": token})
+        assert api_refused.status_code == 403 and "edit DAG" in api_refused.json()["detail"]
+
+        editor = _client(ws, lambda dag_id: dag_id == "train_dag")
+        page = editor.get(f"/runs/{run.id}")
+        token = _form_token(page.text)
+        assert 'id="cancel"' in page.text and token
+        for data, headers in (
+            ({}, {}),  # no token
+            ({"csrf_token": "0" * 64}, {}),  # a forged one
+            ({"csrf_token": token}, {"Sec-Fetch-Site": "cross-site"}),  # posted by another site
+        ):
+            response = editor.post(
+                f"/runs/{run.id}/cancel", data=data, headers=headers, follow_redirects=False
+            )
+            assert response.status_code == 403 and ("cross-site" in response.text or "CSRF" in response.text)
+        assert editor.post(f"/api/runs/{run.id}/cancel").status_code == 403
+        stranger = _client(ws, lambda dag_id: True)  # a browser without the session's cookie
+        assert stranger.post(f"/runs/{run.id}/cancel", data={"csrf_token": token}).status_code == 403
+        assert run.refresh().value == "Running"
+
+        done = editor.post(f"/runs/{run.id}/cancel", data={"csrf_token": token}, follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"] == f"/mltrain/runs/{run.id}"
+        assert ws.store.get_run(run.id)["status"] == "Canceled"
+        again = editor.post(f"/api/runs/{run.id}/cancel", headers={"X-CSRF-Token": token})
+        assert again.status_code == 200 and again.json() == {"run_id": run.id, "status": "Canceled"}
+        assert 'id="cancel"' not in editor.get(f"/runs/{run.id}").text  # nothing left to cancel
+    finally:
+        release.write_text("")
+        run.wait_for_completion(raise_on_error=False, timeout=120)
+
+
+def test_a_run_no_dag_submitted_is_cancelled_by_administrators_only(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    release = tmp_path / "release"
+    run = _active_run(ws, make_tree, release)
+    try:
+        dag_editor = _client(ws, lambda dag_id: dag_id is not None)  # may edit DAGs, is no admin
+        assert 'id="cancel"' not in dag_editor.get(f"/runs/{run.id}").text
+        refused = dag_editor.post(f"/api/runs/{run.id}/cancel", headers={"Authorization": "Bearer t"})
+        assert refused.status_code == 403 and "only administrators" in refused.json()["detail"]
+        admin = _client(ws, lambda dag_id: True)
+        # a token in the Authorization header is no ambient credential: no CSRF token needed
+        done = admin.post(f"/api/runs/{run.id}/cancel", headers={"Authorization": "Bearer t"})
+        assert done.status_code == 200 and done.json()["status"] == "Canceled", done.text
+    finally:
+        release.write_text("")
+        run.wait_for_completion(raise_on_error=False, timeout=120)
+
+
+def test_access_asks_the_edit_permission_of_the_runs_dag_or_of_every_dag():
+    asked = []
+    access = Access(lambda dag_id: True, can_edit_dag=lambda dag_id: asked.append(dag_id) or dag_id == "a")
+    runs = [{"properties": {"airflow.dag_id": d}} for d in ("a", "b", "a")] + [{"properties": {}}]
+    assert [access.can_cancel_run(r) for r in runs] == [True, False, True, False]
+    assert asked == ["a", "b", None]
+    assert not Access(lambda dag_id: True).can_cancel_run(runs[0])  # no edit check given: nobody

@@ -322,7 +322,15 @@ def test_list_runs_open_one_see_its_chart_and_compare(page, server, populated):
     page.get_by_role("link", name=populated.runs["first"]).click()
     page.wait_for_url(f"**/mltrain/runs/{populated.runs['first']}")
     assert_chart_drawn(page)
-    assert page.locator("svg.mltrain-chart").count() >= 5  # loss, accuracy, final, list, row columns
+    assert page.locator("svg.mltrain-chart").count() == 3  # loss, accuracy, the list; the rest are values
+    assert page.locator("#single-values").inner_text().split() == [
+        "final_accuracy",
+        "0.85",
+        "confusion.tp",
+        "10",
+        "confusion.fp",
+        "2",
+    ]
     assert page.locator("#run-status").inner_text() == "Completed"
     shot(page, "ui-run.png")
 
@@ -369,8 +377,15 @@ def test_task_instance_tab_and_navigation_entry(page, server):
     shot(page, "ui-task-instance-tab.png", full_page=False)
 
     page.goto(server.url + "/")
-    page.get_by_role("link", name="ML Training").first.click()
-    page.wait_for_url("**/plugin/mltrain")
+    nav = page.get_by_role("link", name="Training", exact=True).first
+    label_fits = """a => {
+        const labels = [...a.querySelectorAll("*")].filter(
+            e => e.childElementCount === 0 && e.textContent.trim() === "Training");
+        return labels.length > 0 && labels.every(e => e.scrollWidth <= e.clientWidth);
+    }"""
+    assert nav.evaluate(label_fits)  # the whole label shows, not "ML Traini…"
+    nav.click()
+    page.wait_for_url("**/plugin/mltrain", timeout=90_000)  # a busy 2-core machine loads the UI slowly
     frame = page.frame_locator("iframe").first
     frame.get_by_role("link", name=DAG_EXPERIMENT).wait_for()
     shot(page, "ui-nav.png", full_page=False)
@@ -397,6 +412,7 @@ def test_live_tail_and_refresh_follow_a_running_run(page, server, populated, tmp
         listing.goto(f"{server.url}/mltrain/experiments/live")
         assert listing.locator("body").get_attribute("data-reload") == "5"  # reloads while active
         assert listing.locator(f"tr[data-run-id='{run.id}'] .status").inner_text() == "Running"
+        listing.locator(f"tr[data-run-id='{run.id}'] td.num [data-elapsed]").wait_for()  # a ticking duration
         release.write_text("")
         # locator waits survive the reload the page does once the run has ended
         page.locator("#run-status.status-completed").wait_for(timeout=120_000)
@@ -405,6 +421,125 @@ def test_live_tail_and_refresh_follow_a_running_run(page, server, populated, tmp
         assert listing.locator("body").get_attribute("data-reload") is None
         expect(page.locator("#log")).to_contain_text("released", timeout=60_000)
         assert_chart_drawn(page)
+    finally:
+        release.write_text("")
+        run.wait_for_completion(raise_on_error=False, timeout=120)
+
+
+def _box(locator):
+    box = locator.bounding_box()
+    assert box, locator
+    return box
+
+
+def _overlap(a, b) -> bool:
+    return not (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
+
+
+def _chart_order(page) -> list[str]:
+    return page.locator("#charts > figure").evaluate_all("fs => fs.map(f => f.dataset.metric)")
+
+
+def test_charts_in_logging_order_pinned_per_experiment_legends_off_the_plot(page, server, populated):
+    login(page, server, start=f"/mltrain/runs/{populated.runs['first']}")
+    assert _chart_order(page) == ["loss", "accuracy", "lr_schedule"]  # as the script logged them
+    assert page.locator("figure[data-metric='final_accuracy']").count() == 0
+    assert "0.85" in page.locator("#single-values").inner_text()
+    # integer steps: no tick like 1.75 on a step axis
+    ticks = page.locator("figure[data-metric='loss'] text.x-tick").all_text_contents()
+    assert ticks and all(t.isdigit() for t in ticks)
+
+    page.locator("figure[data-metric='lr_schedule'] button.pin").click()
+    assert _chart_order(page) == ["lr_schedule", "loss", "accuracy"]
+    page.reload()
+    assert _chart_order(page) == ["lr_schedule", "loss", "accuracy"]
+    assert (
+        page.locator("figure[data-metric='lr_schedule'] button.pin").get_attribute("aria-pressed") == "true"
+    )
+    page.goto(f"{server.url}/mltrain/runs/{populated.runs['second']}")  # the same experiment
+    assert _chart_order(page) == ["lr_schedule", "loss", "accuracy"]
+    shot(page, "ui-run-pinned.png", full_page=False)
+    page.locator("figure[data-metric='lr_schedule'] button.pin").click()
+    assert _chart_order(page) == ["loss", "accuracy", "lr_schedule"]
+
+    three = [populated.runs["first"], populated.runs["second"], populated.runs["failed"]]
+    page.goto(f"{server.url}/mltrain/compare?" + "&".join(f"runs={quote(r, safe='')}" for r in three))
+    figures = page.locator("#charts > figure")
+    assert figures.count() == 3
+    for i in range(figures.count()):
+        plot = _box(figures.nth(i).locator("rect.plot"))
+        legend = figures.nth(i).locator("text.legend")
+        assert legend.count() == 3
+        for k in range(3):
+            assert not _overlap(_box(legend.nth(k)), plot), (i, k)
+    assert page.dialogs == []
+
+
+def test_compare_three_runs_differences_and_parallel_coordinates(page, server, populated):
+    three = [populated.runs["first"], populated.runs["second"], populated.runs["from_dag"]]
+    login(page, server, start="/mltrain/compare?" + "&".join(f"runs={quote(r, safe='')}" for r in three))
+    lr = page.locator("#param-differences tr[data-name='--lr']")
+    assert "differs" in lr.get_attribute("class")
+    assert lr.locator("td").all_inner_texts()[2:] == ["0.1", "0.3", "0.2"]  # oldest run first
+    assert page.locator("#param-differences tr[data-name='--note']").count() == 1
+    assert page.locator("#param-same").count() == 1 and not page.locator("#param-same").is_visible()
+    assert page.locator("#compared-runs td.arguments").first.inner_text().startswith("--lr 0.1")
+    parallel = page.locator("svg#parallel")
+    parallel.scroll_into_view_if_needed()
+    assert _box(parallel)["width"] > 500
+    labels = parallel.locator("polyline.series").evaluate_all("ls => ls.map(l => l.dataset.label)")
+    assert set(labels) == set(three)  # a line per run (broken where a run lacks a parameter)
+    names = [
+        n.strip()
+        for n in parallel.locator("text.pc-name").evaluate_all("ts => ts.map(t => t.firstChild.data)")
+    ]
+    assert "lr" in names and "loss" in names
+    shot(page, "ui-compare-parallel.png")
+    assert page.dialogs == []
+
+
+def test_cancel_button_for_who_may_and_a_ticking_duration(
+    browser, page, server, populated, tmp_path, make_tree
+):
+    release = tmp_path / "release"
+    run = Experiment(populated.ws, "live").submit(
+        ScriptRunConfig(make_tree({"ticker.py": TICKER}), "ticker.py", arguments=[str(release)])
+    )
+    try:
+        viewer = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+        login(viewer, server, "viewer", start=f"/mltrain/runs/{run.id}")
+        viewer.locator("#run-status.status-running").wait_for(timeout=120_000)
+        viewer.reload()
+        assert viewer.locator("#cancel").count() == 0  # a viewer may not edit DAGs: no button
+        token = viewer.locator("meta[name='mltrain-csrf']").get_attribute("content")
+        post = """([url, token]) => fetch(url, {method: "POST", credentials: "same-origin",
+            headers: {"Content-Type": "application/x-www-form-urlencoded"},
+            body: token ? "csrf_token=" + token : ""}).then(r => r.status)"""
+        cancel_url = f"{server.url}/mltrain/runs/{run.id}/cancel"
+        assert viewer.evaluate(post, [cancel_url, token]) == 403
+        viewer.context.close()
+
+        login(page, server, "admin", start=f"/mltrain/runs/{run.id}")
+        duration = page.locator("#run-duration [data-elapsed]")
+        first = duration.inner_text()
+        page.wait_for_function(
+            "t => document.querySelector('#run-duration [data-elapsed]').textContent !== t", arg=first
+        )
+        assert page.evaluate(post, [cancel_url, None]) == 403  # no CSRF token: refused
+        assert page.evaluate(post, [cancel_url, "0" * 64]) == 403
+        assert populated.ws.store.get_run(run.id)["status"] == "Running"
+        page.locator("#cancel summary").click()
+        shot(page, "ui-cancel.png", full_page=False)
+        page.get_by_role("button", name="Yes, cancel the run").click()
+        page.locator("#run-status.status-canceled").wait_for(timeout=120_000)
+        assert page.locator("#cancel").count() == 0
+        assert populated.ws.store.get_run(run.id)["status"] == "Canceled"
+        assert page.dialogs == []
     finally:
         release.write_text("")
         run.wait_for_completion(raise_on_error=False, timeout=120)

@@ -21,7 +21,8 @@ def test_airflow_finds_the_plugin_through_its_entry_point():
 
 def test_views_follow_the_base_url_path():
     nav, tab = ui_views("/airflow")
-    assert (nav["name"], nav["destination"], nav["href"]) == ("ML Training", "nav", "/airflow/mltrain/")
+    assert (nav["name"], nav["destination"], nav["href"]) == ("Training", "nav", "/airflow/mltrain/")
+    assert tab["name"] == "ML Training run"
     assert tab["destination"] == "task_instance"
     assert tab["href"] == "/airflow/mltrain/ti/{DAG_ID}/{RUN_ID}/{TASK_ID}?map_index={MAP_INDEX}"
     assert {v["url_route"] for v in ui_views("")} == {"mltrain", "mltrain_task_instance"}
