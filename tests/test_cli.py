@@ -322,7 +322,7 @@ import os
 from mltrain import Run
 r = Run.get_context()
 r.log({ODD!r}, 0.5)
-r.log("x" * 500, 1.0)
+r.log("x" * 255, 1.0)  # the longest name a run may log
 r.log("text", {ODD!r})
 os.makedirs("outputs", exist_ok=True)
 open("outputs/" + {ODD!r}, "w").close()
