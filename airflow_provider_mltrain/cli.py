@@ -14,6 +14,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -212,7 +213,7 @@ def _show(run: Run, as_json: bool) -> None:
         f"Status     {details['status']}"
         + (f" (exit code {details['exit_code']})" if details["exit_code"] else ""),
         f"Target     {details['target']}",
-        f"Script     {details['script']} {' '.join(details['arguments'])}".rstrip(),
+        f"Script     {shlex.join([details['script'], *details['arguments']])}",
         f"Snapshot   {details['snapshot_id'][:16]}",
         f"Started    {details['start_time'] or '-'}",
         f"Duration   {_fmt_duration(details['duration_seconds'])}",
@@ -360,7 +361,10 @@ def _wait(run: Run) -> dict[str, Any] | None:
             show_output=True, raise_on_error=False, poll_interval=2.0, output=OUT.stream
         )
     except KeyboardInterrupt:
-        _err(f"mltrain: stopped following; run {run.id} goes on (follow it again: mltrain logs {run.id} -f)")
+        follow, cancel = run.cli_commands()
+        _err(
+            f"mltrain: stopped following; run {run.id} goes on (follow it again: {follow}; cancel it: {cancel})"
+        )
         return None
 
 
@@ -596,6 +600,12 @@ def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
     return head, rest
 
 
+def _version() -> str:
+    from airflow_provider_mltrain import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mltrain", description="Submit, follow and inspect runs of airflow-provider-mltrain."
@@ -604,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workspace",
         help="workspace root (default: MLTRAIN_WORKSPACE, [mltrain] workspace in airflow.cfg, "
         "or $AIRFLOW_HOME/mltrain); give it before the command",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"mltrain (airflow-provider-mltrain) {_version()}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
