@@ -362,9 +362,8 @@ def _wait(run: Run) -> dict[str, Any] | None:
         )
     except KeyboardInterrupt:
         follow, cancel = run.cli_commands()
-        _err(
-            f"mltrain: stopped following; run {run.id} goes on (follow it again: {follow}; cancel it: {cancel})"
-        )
+        _err(f"mltrain: stopped following; run {run.id} goes on")
+        _err(f"  follow it again: {follow}\n  cancel it:       {cancel}")
         return None
 
 
