@@ -116,7 +116,7 @@ class ScriptRunConfig:
 
 def _did_you_mean(missing: str, source: Path, limit: int = 2000) -> str:
     """ " Did you mean 'train.py'?" for the closest file names in ``source``, or ""."""
-    names = []
+    names: list[str] = []
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         base = Path(dirpath).relative_to(source)
