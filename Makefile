@@ -1,15 +1,32 @@
 # make demo: install, run the quickstart DAG on the local target, print the run.
+# make ui: the Airflow UI (api-server) of the demo's Airflow home on 127.0.0.1, with its login.
 # make test: install the dev tools and run every check and test.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-AIRFLOW_HOME_DEMO := $(CURDIR)/.airflow
+AIRFLOW_HOME_DEMO ?= $(CURDIR)/.airflow
+UI_PORT ?= 8080
 DEMO_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME_DEMO) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags_examples \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False MLTRAIN_WORKSPACE=$(AIRFLOW_HOME_DEMO)/mltrain
 
-.PHONY: demo test lint typecheck unit install-demo install-dev clean
+.PHONY: demo ui test lint typecheck unit install-demo install-dev clean
+
+UI_ENV := $(DEMO_ENV) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(UI_PORT) \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(UI_PORT)
+# Asks the simple auth manager for its users' passwords (it generates them once), and prints them.
+define UI_LOGIN
+import contextlib, io, json
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+with contextlib.redirect_stdout(io.StringIO()):
+    SimpleAuthManager().init()
+path = SimpleAuthManager.get_generated_password_file()
+with open(path) as f:
+    for user, password in json.load(f).items():
+        print(f"== Login: {user} / {password}   (from {path})")
+endef
+export UI_LOGIN
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed")'
@@ -38,6 +55,25 @@ demo: install-demo
 	@grep -E "DagRun Finished" $(AIRFLOW_HOME_DEMO)/dags-test.log | sed -E 's/.*(state=[a-z]+).*/== DAG run finished: \1/'
 	@echo "== The run"
 	@$(DEMO_ENV) $(VENV)/bin/mltrain runs show --latest --experiment digits
+	@echo "== Look at it again, or at the next ones (the run history is in $(AIRFLOW_HOME_DEMO)/mltrain):"
+	@echo "   export MLTRAIN_WORKSPACE=$(AIRFLOW_HOME_DEMO)/mltrain"
+	@echo "   $(VENV)/bin/mltrain runs list --experiment digits"
+	@echo "   $(VENV)/bin/mltrain logs RUN_ID          # RUN_ID: the first column of runs list"
+	@echo "   $(VENV)/bin/mltrain metrics RUN_ID"
+	@echo "== In the Airflow UI: make ui   (then http://127.0.0.1:$(UI_PORT)/mltrain/, 'ML Training' in the menu)"
+
+# The Airflow UI of the demo's home: a migrated database, the simple auth manager's generated login
+# (Airflow writes it to $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated; printed here),
+# then the api-server in the foreground on 127.0.0.1 only. Ctrl-C stops it.
+ui: install-demo
+	@mkdir -p $(AIRFLOW_HOME_DEMO)
+	@$(DEMO_ENV) $(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME_DEMO)/db-migrate.log 2>&1 \
+		|| { cat $(AIRFLOW_HOME_DEMO)/db-migrate.log; exit 1; }
+	@$(UI_ENV) $(PY) -c "$$UI_LOGIN" 2> $(AIRFLOW_HOME_DEMO)/ui-login.log \
+		|| { cat $(AIRFLOW_HOME_DEMO)/ui-login.log; exit 1; }
+	@echo "== Airflow UI: http://127.0.0.1:$(UI_PORT)/  (runs: http://127.0.0.1:$(UI_PORT)/mltrain/)"
+	@echo "== api-server log below; Ctrl-C stops it"
+	@$(UI_ENV) exec $(VENV)/bin/airflow api-server --host 127.0.0.1 --port $(UI_PORT)
 
 lint: install-dev
 	$(VENV)/bin/ruff check airflow_provider_mltrain tests dags_examples $(wildcard bench)

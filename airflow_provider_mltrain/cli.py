@@ -14,6 +14,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -225,7 +226,7 @@ def _show(run: Run, as_json: bool) -> None:
         f"Status     {details['status']}"
         + (f" (exit code {details['exit_code']})" if details["exit_code"] else ""),
         f"Target     {t(details['target'])}",
-        f"Script     {t(details['script'])} {' '.join(t(a) for a in details['arguments'])}".rstrip(),
+        f"Script     {t(shlex.join([details['script'], *details['arguments']]))}",
         f"Snapshot   {details['snapshot_id'][:16]}",
         f"Started    {details['start_time'] or '-'}",
         f"Duration   {_fmt_duration(details['duration_seconds'])}",
@@ -433,7 +434,9 @@ def _wait(run: Run, raw: bool = False) -> dict[str, Any] | None:
             show_output=True, raise_on_error=False, poll_interval=2.0, log_callback=show
         )
     except KeyboardInterrupt:
-        _err(f"mltrain: stopped following; run {run.id} goes on (follow it again: mltrain logs {run.id} -f)")
+        follow, cancel = run.cli_commands()
+        _err(f"mltrain: stopped following; run {run.id} goes on")
+        _err(f"  follow it again: {follow}\n  cancel it:       {cancel}")
         return None
 
 
@@ -669,6 +672,12 @@ def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
     return head, rest
 
 
+def _version() -> str:
+    from airflow_provider_mltrain import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mltrain", description="Submit, follow and inspect runs of airflow-provider-mltrain."
@@ -677,6 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--workspace",
         help="workspace root (default: MLTRAIN_WORKSPACE, [mltrain] workspace in airflow.cfg, "
         "or $AIRFLOW_HOME/mltrain); give it before the command",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"mltrain (airflow-provider-mltrain) {_version()}"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

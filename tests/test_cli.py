@@ -231,9 +231,65 @@ def test_ctrl_c_stops_following_not_the_run(workspace, make_tree, tmp_path):
         follower.kill()
     assert follower.returncode == 130
     assert f"stopped following; run {run.id} goes on" in err.decode() and "Traceback" not in err.decode()
+    assert f"mltrain --workspace {workspace.root} runs cancel {run.id}" in err.decode()
     assert run.get_status() == "Running"
     flag.touch()
     assert run.wait_for_completion()["status"] == "Completed"
+
+
+FOLLOW_IN_PYTHON = """\
+import sys
+from airflow_provider_mltrain import Workspace
+Workspace(sys.argv[1]).get_run(sys.argv[2]).wait_for_completion(show_output=True)
+"""
+
+
+def test_ctrl_c_in_wait_for_completion_says_how_to_get_back_to_the_run(workspace, make_tree, tmp_path):
+    src = make_tree({"wait.py": WAITER})
+    flag = tmp_path / "go"
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "wait.py", arguments=[str(flag)]))
+    follower = subprocess.Popen(
+        [sys.executable, "-c", FOLLOW_IN_PYTHON, str(workspace.root), run.id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert follower.stdout.readline() == b"before\n"
+        follower.send_signal(signal.SIGINT)
+        _, raw = follower.communicate(timeout=60)
+    except BaseException:
+        flag.touch()
+        raise
+    finally:
+        follower.kill()
+    err = raw.decode()
+    assert f"KeyboardInterrupt: Stopped following run {run.id}; it goes on running." in err
+    assert f"mltrain --workspace {workspace.root} logs {run.id} -f" in err
+    assert f"mltrain --workspace {workspace.root} runs cancel {run.id}" in err
+    # The traceback ends in wait_for_completion, not in the target's polling internals.
+    assert "targets/" not in err and "During handling" not in err
+    assert run.get_status() == "Running"
+    flag.touch()
+    assert run.wait_for_completion()["status"] == "Completed"
+
+
+def test_version(capsys):
+    from airflow_provider_mltrain import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"mltrain (airflow-provider-mltrain) {__version__}\n"
+
+
+def test_runs_show_quotes_the_arguments(workspace, make_tree, cli):
+    src = make_tree({"train.py": "pass\n"})
+    arguments = ["--name", "two words", "--empty", "", "--glob", "*.csv"]
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py", arguments=arguments))
+    run.wait_for_completion()
+    code, out, _ = cli("runs", "show", run.id)
+    assert code == 0
+    assert "Script     train.py --name 'two words' --empty '' --glob '*.csv'\n" in out
 
 
 def test_metrics_json_parses_back(workspace, make_tree, cli):
@@ -343,7 +399,9 @@ def test_tables_show_control_characters_escaped(workspace, make_tree, cli):
         assert not any(c in out for c in "\x1b\x07\u202e\r"), (argv, out)
         outputs[argv[0] + argv[1]] = out
     show = outputs["runsshow"]
-    assert f"Tags       t={ODD_SHOWN}" in show and f"train.py {ODD_SHOWN}" in show
+    assert (
+        f"Tags       t={ODD_SHOWN}" in show and f"train.py '{ODD_SHOWN}'" in show
+    )  # shlex-quoted, then escaped
     assert f"outputs/{ODD_SHOWN}" in show and "outputs/\\xff.bin" in show
     metrics = outputs["metrics" + run.id].splitlines()
     assert len(metrics) == 4  # a header and one line per metric: a name cannot break a line

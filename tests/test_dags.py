@@ -120,6 +120,15 @@ def test_failing_script_fails_the_task_with_exit_code_and_log_tail(airflow_home)
     assert details["arguments"] == ["--code", "3"]  # templated from params
 
 
+def test_a_task_refused_before_submitting_says_why_and_nothing_else(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_not_submitted")
+    out = proc.stdout + proc.stderr
+    assert "script 'fial.py' does not exist" in out and "Did you mean 'fail.py'?" in out, out[-4000:]
+    # The "MLTrain run" link of a task without a run is empty, without an error about its XCom.
+    assert "XCom not found" not in out, out[-4000:]
+    assert xcom(airflow_home, "mltrain_test_not_submitted", "train", "_link_MLTrainRunLink") == ""
+
+
 def test_timeout_cancels_the_run_and_fails_the_task(airflow_home):
     proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_timeout")
     out = proc.stdout + proc.stderr

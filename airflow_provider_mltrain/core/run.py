@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -246,21 +247,30 @@ class Run:
         deadline = None if timeout is None else time.monotonic() + timeout
         follower = LogFollower(self) if log_callback else None
         delay = 0.01
-        while True:
-            status = self.refresh()
-            if follower is not None and log_callback is not None:
-                for line in follower.read(final=status.is_terminal):
-                    log_callback(line)
-            if status.is_terminal:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise RunTimeout(
-                    f"Run {self.id} is still {status.value} after {timeout} s; it goes on running."
-                )
-            delay = min(delay * 1.3, poll_interval)
-            if deadline is not None:
-                delay = max(0.0, min(delay, deadline - time.monotonic()))
-            self.target.wait_for_change(self.id, delay)
+        try:
+            while True:
+                status = self.refresh()
+                if follower is not None and log_callback is not None:
+                    for line in follower.read(final=status.is_terminal):
+                        log_callback(line)
+                if status.is_terminal:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RunTimeout(
+                        f"Run {self.id} is still {status.value} after {timeout} s; it goes on running."
+                    )
+                delay = min(delay * 1.3, poll_interval)
+                if deadline is not None:
+                    delay = max(0.0, min(delay, deadline - time.monotonic()))
+                self.target.wait_for_change(self.id, delay)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the following, never the run (it is detached): say so, and how to get
+            # back to it, instead of a traceback through the target's internals.
+            follow, cancel = self.cli_commands()
+            raise KeyboardInterrupt(
+                f"Stopped following run {self.id}; it goes on running. Follow it again: {follow}; "
+                f"cancel it: {cancel}"
+            ) from None
         details = self.get_details()
         if raise_on_error and status != RunStatus.COMPLETED:
             tail = self.get_log_tail()
@@ -276,6 +286,16 @@ class Run:
                 log_tail=tail,
             )
         return details
+
+    def cli_commands(self) -> tuple[str, str]:
+        """The ``mltrain`` commands that follow and cancel this run, from any shell on this host."""
+        from airflow_provider_mltrain.core import settings
+
+        where = ""
+        if self.workspace.root != settings.workspace_root():
+            where = f"--workspace {shlex.quote(str(self.workspace.root))} "
+        run_id = shlex.quote(self.id)
+        return f"mltrain {where}logs {run_id} -f", f"mltrain {where}runs cancel {run_id}"
 
     def cancel(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> str:
         """Stop the run: SIGTERM to the script's process group, SIGKILL after ``grace_period``."""

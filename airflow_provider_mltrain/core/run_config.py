@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import numbers
 import os
 from collections.abc import Mapping, Sequence
@@ -139,7 +140,9 @@ class ScriptRunConfig:
         if lexical.is_symlink():
             raise InvalidRunConfig(f"script {script!r} is a symlink; name the file it points to instead.")
         if not lexical.exists():
-            raise InvalidRunConfig(f"script {script!r} does not exist in {source}.")
+            raise InvalidRunConfig(
+                f"script {script!r} does not exist in {source}.{_did_you_mean(rel.as_posix(), source)}"
+            )
         if lexical.is_dir():
             raise InvalidRunConfig(f"script {script!r} is a folder, not a Python file, in {source}.")
         return rel.as_posix()
@@ -183,3 +186,18 @@ class ScriptRunConfig:
                 )
             out.append(text)
         return out
+
+
+def _did_you_mean(missing: str, source: Path, limit: int = 2000) -> str:
+    """ " Did you mean 'train.py'?" for the closest file names in ``source``, or ""."""
+    names: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        base = Path(dirpath).relative_to(source)
+        names.extend((base / name).as_posix() for name in sorted(filenames))
+        if len(names) >= limit:  # a huge tree: the first files are enough to catch a typo
+            break
+    close = difflib.get_close_matches(missing, names, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(name) for name in close) + "?"

@@ -6,7 +6,9 @@ and the SQLite file it creates are owner-only (0o700, 0o600).
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -17,6 +19,28 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.settings import SnapshotLimits
 from airflow_provider_mltrain.core.snapshot import SnapshotStore
 from airflow_provider_mltrain.core.store import RunStore
+
+log = logging.getLogger(__name__)
+
+# Roots this process has already announced: the "where is my workspace" line is said once.
+_announced: set[Path] = set()
+_announced_lock = threading.Lock()
+
+
+def _announce(root: Path, given: bool, created: bool) -> None:
+    with _announced_lock:
+        if root in _announced:
+            return
+        _announced.add(root)
+    if given:
+        origin = "given to Workspace()"
+    elif os.environ.get("MLTRAIN_WORKSPACE"):
+        origin = "from MLTRAIN_WORKSPACE"
+    elif settings.get_setting("workspace"):
+        origin = "from [mltrain] workspace in Airflow's configuration"
+    else:
+        origin = "$AIRFLOW_HOME/mltrain; set MLTRAIN_WORKSPACE to choose another folder"
+    log.info("mltrain workspace %s: %s (%s)", "created" if created else "in use", root, origin)
 
 
 class Workspace:
@@ -31,7 +55,9 @@ class Workspace:
         snapshot_limits: SnapshotLimits | None = None,
     ):
         self.root = Path(root).expanduser().absolute() if root else settings.workspace_root()
+        created = not self.root.exists()
         make_private_dirs(self.root)
+        _announce(self.root, given=bool(root), created=created)
         self.database_url = database_url or settings.database_url(self.root)
         self._snapshot_limits = snapshot_limits
 

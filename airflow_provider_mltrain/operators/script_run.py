@@ -19,7 +19,7 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
-from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink
+from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
 from airflow_provider_mltrain.triggers.run import RunTrigger
 from airflow_provider_mltrain.version_compat import (
     HAS_TASK_STATE_STORE,
@@ -358,6 +358,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         if self._run is not None and self._run.id == run.id:
             return self._run
         self._run = run
+        remember_run_id(self, run.id)
         if self.do_xcom_push:
             ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
         return run

@@ -12,7 +12,7 @@ from airflow_provider_mltrain.core.errors import MLTrainError
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
-from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink
+from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
 from airflow_provider_mltrain.operators.script_run import XCOM_RUN_DETAILS, failure_message
 from airflow_provider_mltrain.triggers.run import RunTrigger
 from airflow_provider_mltrain.version_compat import AirflowException
@@ -68,6 +68,7 @@ class RunSensor(BaseSensorOperator):
         return self._finish(run, context)
 
     def execute(self, context: Context) -> Any:
+        remember_run_id(self, str(self.run_id))
         context["ti"].xcom_push(key=XCOM_RUN_ID, value=str(self.run_id))  # for MLTrainRunLink
         if not self.deferrable:
             return super().execute(context)
@@ -86,6 +87,7 @@ class RunSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> bool:
+        remember_run_id(self, str(self.run_id))
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(f"mltrain: run {event['run_id']} did not end within {self.timeout} s.")
         run = self._run()

@@ -58,6 +58,25 @@ def test_bad_script(workspace, src, script, match):
     assert_refused(workspace, ScriptRunConfig(src, script), InvalidRunConfig, match)
 
 
+@pytest.mark.parametrize(
+    ("script", "suggestion"),
+    [("trian.py", "'train.py'"), ("train", "'train.py'"), ("pkg/helpr.py", "'pkg/helper.py'")],
+)
+def test_mistyped_script_name_suggests_the_closest_file(workspace, src, script, suggestion):
+    assert_refused(
+        workspace,
+        ScriptRunConfig(src, script),
+        InvalidRunConfig,
+        f"does not exist.*Did you mean {suggestion}\\?",
+    )
+
+
+def test_script_name_far_from_every_file_gets_no_suggestion(workspace, src):
+    with pytest.raises(InvalidRunConfig) as caught:
+        Experiment(workspace, "exp").submit(ScriptRunConfig(src, "evaluate_model.py"))
+    assert "Did you mean" not in str(caught.value)
+
+
 def test_absolute_script_inside_the_folder_is_accepted(workspace, src):
     run = Experiment(workspace, "exp").submit(ScriptRunConfig(src, str(src / "train.py")))
     assert run.get_details()["script"] == "train.py"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from airflow_provider_mltrain import Workspace
@@ -47,3 +49,24 @@ def test_bad_limit_setting_is_a_clear_error(home, monkeypatch):
     monkeypatch.setenv("MLTRAIN_SNAPSHOT_MAX_SIZE_MB", "1.5")
     limits = settings.SnapshotLimits.from_settings()
     assert limits.max_files == 5000 and limits.max_bytes == int(1.5 * 1024 * 1024)
+
+
+def test_a_process_says_once_where_its_workspace_is(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "fresh-ws"
+    monkeypatch.setenv("MLTRAIN_WORKSPACE", str(root))
+    with caplog.at_level(logging.INFO, logger="airflow_provider_mltrain.core.workspace"):
+        Workspace()
+        Workspace()
+        Workspace(root)
+    said = [r.getMessage() for r in caplog.records if str(root) in r.getMessage()]
+    assert said == [f"mltrain workspace created: {root} (from MLTRAIN_WORKSPACE)"]
+
+
+def test_the_default_workspace_names_the_setting_that_moves_it(home, caplog):
+    (home / "mltrain").mkdir()
+    with caplog.at_level(logging.INFO, logger="airflow_provider_mltrain.core.workspace"):
+        Workspace()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mltrain workspace in use: {home / 'mltrain'} "
+        "($AIRFLOW_HOME/mltrain; set MLTRAIN_WORKSPACE to choose another folder)"
+    ]

@@ -32,3 +32,11 @@ with DAG("mltrain_test_timeout", schedule=None, start_date=datetime(2026, 1, 1),
         cancel_grace_period=1,
         poll_interval=0.5,
     )
+
+with DAG("mltrain_test_not_submitted", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    ScriptRunOperator(
+        task_id="train",
+        experiment_name="not-submitted",
+        source_directory=str(SCRIPTS),
+        script="fial.py",  # mistyped: refused before anything is submitted
+    )

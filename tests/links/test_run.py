@@ -43,3 +43,20 @@ def test_link_is_on_the_operator_and_the_sensor_and_declared_by_the_provider():
     for cls in (ScriptRunOperator, RunSensor):
         assert [type(link) for link in cls.operator_extra_links] == [MLTrainRunLink]
     assert "airflow_provider_mltrain.links.run.MLTrainRunLink" in get_provider_info()["extra-links"]
+
+
+def test_a_task_without_a_run_gets_no_link_and_no_xcom_read(monkeypatch):
+    """In the task process (ti_key is the live task instance) the link needs no XCom read: asking for
+    a run id never pushed makes Airflow's supervisor log "XCom not found" at error level."""
+
+    def get_value(**_):
+        raise AssertionError("XCom read for a task that never had a run")
+
+    monkeypatch.setattr(links.XCom, "get_value", get_value)
+    live_ti = SimpleNamespace(task_id="train", xcom_push=lambda **_: None)
+    operator = ScriptRunOperator(
+        task_id="train", experiment_name="x", source_directory="/nowhere", script="train.py"
+    )
+    assert MLTrainRunLink().get_link(operator, ti_key=live_ti) == ""  # type: ignore[arg-type]
+    links.remember_run_id(operator, "r1")
+    assert MLTrainRunLink().get_link(operator, ti_key=live_ti) == run_page_url("r1")  # type: ignore[arg-type]
