@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
-from airflow_provider_mltrain.runner import remote
+from airflow_provider_mltrain.core.runfiles import RunFiles
+from airflow_provider_mltrain.runner import remote, tree
 from airflow_provider_mltrain.targets.local import LocalTarget
 
 if TYPE_CHECKING:
@@ -568,10 +569,10 @@ class SparkTarget(LocalTarget):
             return self.gateway.file_size(run_id, name)
         return super().file_size(run_id, name)
 
-    def list_files(self, run_id: str) -> list[str]:
+    def list_entries(self, run_id: str) -> RunFiles:
         if self.gateway is not None:
-            return self.gateway.list_files(run_id)
-        return super().list_files(run_id)
+            return self.gateway.list_entries(run_id)
+        return super().list_entries(run_id)
 
     def read_status(self, run_id: str) -> dict[str, Any] | None:
         status = self.gateway.read_status(run_id) if self.gateway is not None else super().read_status(run_id)
@@ -589,15 +590,14 @@ class SparkTarget(LocalTarget):
         if self.gateway is not None:
             return self._gateway_application_id(run_id)
         run_dir = self.run_dir(run_id)
+        # The script can write in its run folder too: nothing here is read or written through a link.
         try:
-            return (run_dir / "spark_application_id").read_text().strip() or None
-        except FileNotFoundError:
-            pass
-        offset = self._scanned.get(run_id, 0)
-        try:
-            with open(run_dir / SPARK_LOG, "rb") as f:
-                f.seek(max(0, offset - 256))  # a line split by the previous read
-                data = f.read(4 * 1024 * 1024)
+            marker = tree.read_file(str(run_dir), _APP_ID_FILE, tops=(_APP_ID_FILE,))
+            if marker:
+                return marker.decode("utf-8", "replace").strip() or None
+            offset = self._scanned.get(run_id, 0)
+            # from a little before: a line split by the previous read
+            data = tree.read_file(str(run_dir), SPARK_LOG, max(0, offset - 256), 4 * 1024 * 1024)
         except FileNotFoundError:
             return None
         match = _APP_ID.search(data)
@@ -606,11 +606,10 @@ class SparkTarget(LocalTarget):
             return None
         app_id = match.group(1).decode()
         record = {"name": "properties", "kind": "properties", "value": {APP_ID_PROPERTY: app_id}}
-        fd = os.open(run_dir / "logs" / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, (json.dumps(record) + "\n").encode())
-        finally:
-            os.close(fd)
+            tree.append(str(run_dir), "logs/metrics.jsonl", (json.dumps(record) + "\n").encode())
+        except OSError as exc:  # the script put a link or a folder there
+            log.warning("Run %s: could not record the Spark application id: %s", run_id, exc)
         tmp = run_dir / f".spark_application_id.{os.getpid()}"
         tmp.write_text(app_id)
         os.replace(tmp, run_dir / "spark_application_id")
