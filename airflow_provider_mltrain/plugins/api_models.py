@@ -51,6 +51,11 @@ class RunEvent(BaseModel):
     detail: str | None
 
 
+class RunLink(BaseModel):
+    path: str
+    target: str = Field(description="the text the link holds; what it points to is not read")
+
+
 class RunDetails(BaseModel):
     run_id: str
     experiment: str
@@ -75,7 +80,10 @@ class RunDetails(BaseModel):
     events: list[RunEvent]
     exit_code: int | None
     error: str | None
-    files: list[str]
+    files: list[str] = Field(description="the run's regular files under outputs/ and logs/")
+    links: list[RunLink] = Field(
+        description="symbolic links the script left there: listed, never followed or served"
+    )
     metric_names: list[str]
     log_size: int
 
