@@ -12,6 +12,7 @@ built: here or on the gateway), or the cluster's own Python for a user-managed o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -611,19 +612,29 @@ class SparkTarget(LocalTarget):
         except OSError as exc:  # the script put a link or a folder there
             log.warning("Run %s: could not record the Spark application id: %s", run_id, exc)
         tmp = run_dir / f".spark_application_id.{os.getpid()}"
-        tmp.write_text(app_id)
-        os.replace(tmp, run_dir / "spark_application_id")
+        try:
+            tmp.unlink(missing_ok=True)  # a link the script put there is removed, not written through
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(app_id)
+            os.replace(tmp, run_dir / _APP_ID_FILE)
+        except OSError as exc:
+            log.warning("Run %s: could not record the Spark application id: %s", run_id, exc)
         return app_id
 
     def _gateway_application_id(self, run_id: str) -> str | None:
         """:meth:`application_id` for a run on the SSH gateway: the same files, over SFTP."""
         if run_id in self._app_ids:
             return self._app_ids[run_id]
+        from airflow_provider_mltrain.targets.ssh import regular_file
+
         gateway = self.gateway
         assert gateway is not None
         marker = posixpath.join(gateway.run_dir(run_id), _APP_ID_FILE)
 
         def read_marker(sftp: Any) -> str | None:
+            if regular_file(sftp, gateway.run_dir(run_id), _APP_ID_FILE) is None:
+                return None  # absent, or a link the script made: SFTP would follow it
             try:
                 with sftp.open(marker, "rb") as f:
                     return bytes(f.read()).decode().strip() or None
@@ -644,9 +655,14 @@ class SparkTarget(LocalTarget):
             tmp = f"{marker}.{os.getpid()}"
 
             def record_once(sftp: Any) -> None:
-                with sftp.open(metrics, "ab") as f:  # O_APPEND on the gateway, like the driver's own lines
-                    f.write((json.dumps(record) + "\n").encode())
-                with sftp.open(tmp, "wb") as f:
+                # SFTP opens follow links: write only where no link is (the script owns the folder).
+                logs = regular_file(sftp, gateway.run_dir(run_id), "logs/metrics.jsonl")
+                if logs is not None:
+                    with sftp.open(metrics, "ab") as f:  # O_APPEND on the gateway, like the driver's lines
+                        f.write((json.dumps(record) + "\n").encode())
+                with contextlib.suppress(FileNotFoundError):
+                    sftp.remove(tmp)
+                with sftp.open(tmp, "xb") as f:
                     f.write(app_id.encode())
                 sftp.posix_rename(tmp, marker)
 

@@ -1029,7 +1029,7 @@ class SSHTarget(ComputeTarget):
         path = self._path(run_id, name)
 
         def read(sftp: paramiko.SFTPClient) -> bytes:
-            if _regular_file(sftp, self.run_dir(run_id), name) is None:
+            if regular_file(sftp, self.run_dir(run_id), name) is None:
                 return b""
             try:
                 with sftp.open(path, "rb") as f:
@@ -1054,7 +1054,7 @@ class SSHTarget(ComputeTarget):
 
     def file_size(self, run_id: str, name: str) -> int:
         self._path(run_id, name)
-        found = self._sftp(lambda sftp: _regular_file(sftp, self.run_dir(run_id), name))
+        found = self._sftp(lambda sftp: regular_file(sftp, self.run_dir(run_id), name))
         return int(found.st_size or 0) if found is not None else 0
 
     def list_entries(self, run_id: str) -> RunFiles:
@@ -1202,7 +1202,7 @@ def _walk(
     return out, links
 
 
-def _regular_file(sftp: paramiko.SFTPClient, run_dir: str, name: str) -> paramiko.SFTPAttributes | None:
+def regular_file(sftp: paramiko.SFTPClient, run_dir: str, name: str) -> paramiko.SFTPAttributes | None:
     """The lstat of run file ``name`` when each folder on its way is a folder and it is a regular
     file (no link anywhere: SFTP would follow it); else None."""
     path = run_dir
