@@ -78,10 +78,12 @@ def bench_local(files: int, mb: int, reps: int) -> None:
     flat.mkdir()
     subprocess.run(["python3", "-c", MAKE_TREE, str(flat), str(files), str(mb), "0"], check=True)
     subprocess.run(["sh", "-c", f"tar -cf - -C {run} outputs logs | cat >/dev/null"], check=True)  # warm
-    new, old, tar = [], [], []
+    new, new_flat, old, tar = [], [], [], []
     for rep in range(reps):
         dest = base / f"new{rep}"
         new.append(timed(lambda dest=dest: tree.copy_tree(str(run), str(dest), link=True)))
+        dest = base / f"newflat{rep}"
+        new_flat.append(timed(lambda dest=dest: tree.copy_tree(str(flat), str(dest), link=True)))
         dest = base / f"old{rep}"
 
         def copytree(dest: Path = dest) -> None:
@@ -92,10 +94,11 @@ def bench_local(files: int, mb: int, reps: int) -> None:
         tar.append(
             timed(lambda: subprocess.run(["sh", "-c", f"tar -cf - -C {run} outputs logs | cat >/dev/null"]))
         )
-        for name in (f"new{rep}", f"old{rep}"):
+        for name in (f"new{rep}", f"newflat{rep}", f"old{rep}"):
             tree.rmtree(str(base / name))
     print(f"local, {files} files + {mb} MiB (+1,000 nested folders for tree.copy_tree), median of {reps}:")
     print(f"  tree.copy_tree (hard links)      {statistics.median(new):.3f} s")
+    print(f"  tree.copy_tree, flat tree        {statistics.median(new_flat):.3f} s")
     print(f"  shutil.copytree (former, flat)   {statistics.median(old):.3f} s")
     print(f"  tar -cf - | cat (reads all)      {statistics.median(tar):.3f} s")
     tree.rmtree(str(base))

@@ -240,12 +240,13 @@ def write_from(src, size, name, folder_fd, mode, mtime_ns=None):
 def _link_from(fd, name, folder_fd):
     """Hard-link the open file ``fd`` (exactly that inode, whatever its name points to now) as
     ``name``; False when the file system or the kernel refuses."""
+    source = "/proc/self/fd/%d" % fd
     try:
-        os.unlink(name, dir_fd=folder_fd)
-    except FileNotFoundError:
-        pass
-    try:
-        os.link("/proc/self/fd/%d" % fd, name, dst_dir_fd=folder_fd, follow_symlinks=True)
+        try:
+            os.link(source, name, dst_dir_fd=folder_fd, follow_symlinks=True)
+        except FileExistsError:  # collected before, by a controller that stopped half-way
+            os.unlink(name, dir_fd=folder_fd)
+            os.link(source, name, dst_dir_fd=folder_fd, follow_symlinks=True)
     except OSError:
         return False
     return True
