@@ -215,9 +215,10 @@ def _show(run: Run, as_json: bool) -> None:
     if problem:
         details["warnings"] = [*details["warnings"], problem]
     metrics = run.get_metrics()
-    files = run.get_file_names()
+    entries = run.list_entries()
+    files = entries.files
     if as_json:
-        _dump({**details, "metrics": metrics, "files": files})
+        _dump({**details, "metrics": metrics, "files": files, "links": entries.links})
         return
     t = for_terminal
     lines = [
@@ -256,6 +257,9 @@ def _show(run: Run, as_json: bool) -> None:
     base = details["output_dir"]
     lines.append("Files" + (f" (in {t(str(base))})" if base else ""))
     lines += [f"  {t(name)}" for name in files]
+    if entries.links:
+        lines.append("Links (not followed)")
+        lines += [f"  {t(name)} -> {t(target)}" for name, target in entries.links.items()]
     OUT.stream.write("\n".join(lines) + "\n")
 
 
@@ -392,11 +396,20 @@ def _download(run: Run, path: str | None, output: str | None) -> None:
                 "relative and without '..'."
             )
         path = pure.as_posix()
-    names = run.get_file_names()
+    entries = run.list_entries()
+    names = entries.files
     if path is not None and path in names:
         dest = run.download_file(path, output)
         OUT.stream.write(f"{dest}\n")
         return
+    if path is not None and path in entries.links:
+        raise UsageError(
+            f"{path} of run {run.id} is a symbolic link to {entries.links[path]!r}; links are listed, "
+            "never followed or downloaded."
+        )
+    inside = [n for n in entries.links if path is None or n.startswith(path.rstrip("/") + "/")]
+    for name in inside:
+        _err(f"mltrain: skipped {name}: a symbolic link to {entries.links[name]!r} (never followed)")
     chosen = [n for n in names if path is None or n.startswith(path.rstrip("/") + "/")]
     if not chosen:
         if path is None:

@@ -491,6 +491,106 @@ def test_download_refuses_paths_leaving_the_run(workspace, make_tree, cli, tmp_p
     assert code == 2 and "has no file or folder 'outputs/nothing.bin'" in err
 
 
+HOSTILE = """\
+import os, sys
+secret = sys.argv[1]
+os.makedirs("outputs/real", exist_ok=True)
+open("outputs/real/ok.txt", "w").write("fine")
+os.symlink(secret, "outputs/secret.cfg")
+os.symlink(os.path.dirname(secret), "outputs/hostdir")
+os.symlink("real", "outputs/inside")
+print("before the swap", flush=True)
+log = os.path.join(os.environ["MLTRAIN_RUN_DIR"], "logs", "std_log.txt")
+os.unlink(log)
+os.symlink(secret, log)
+print("after the swap", flush=True)
+"""
+
+
+@pytest.fixture
+def host_secret(tmp_path):
+    folder = tmp_path / "host"
+    folder.mkdir()
+    secret = folder / "airflow.cfg"
+    secret.write_text("fernet_key = cli-secret-2b7e\n")
+    return secret
+
+
+def test_download_and_logs_never_follow_a_link(workspace, make_tree, cli, tmp_path, host_secret):
+    src = make_tree({"train.py": HOSTILE})
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "train.py", arguments=[str(host_secret)]))
+    run.wait_for_completion()
+    code, out, err = cli("download", run.id, "-o", str(tmp_path / "all"))
+    assert code == 0 and out == f"{tmp_path / 'all/outputs/real/ok.txt'}\n"
+    assert f"skipped outputs/secret.cfg: a symbolic link to {str(host_secret)!r}" in err
+    assert "skipped logs/std_log.txt" in err
+    for dirpath, dirs, files in os.walk(tmp_path / "all"):
+        for name in dirs + files:
+            assert not os.path.islink(os.path.join(dirpath, name))
+        for name in files:
+            assert "cli-secret" not in Path(dirpath, name).read_text()
+    for path in ("outputs/secret.cfg", "outputs/hostdir", "logs/std_log.txt"):
+        code, out, err = cli("download", run.id, path, "-o", str(tmp_path / "one"))
+        assert (code, out) == (2, "") and "is a symbolic link" in err, path
+    code, _, err = cli("download", run.id, "outputs/hostdir/airflow.cfg", "-o", str(tmp_path / "one"))
+    assert code == 2 and "has no file or folder" in err
+    assert not (tmp_path / "one").exists()
+    code, out, _ = cli("logs", run.id)
+    assert code == 0 and "cli-secret" not in out
+    code, out, _ = cli("runs", "show", run.id)
+    assert code == 0 and "cli-secret" not in out
+    assert f"  outputs/secret.cfg -> {host_secret}" in out and "  outputs/inside -> real" in out
+    code, out, _ = cli("runs", "show", run.id, "--json")
+    links = json.loads(out)["links"]
+    assert (
+        links["outputs/hostdir"] == str(host_secret.parent)
+        and "outputs/secret.cfg" not in json.loads(out)["files"]
+    )
+
+
+DEEP = """\
+import os
+fd = os.open("outputs", os.O_RDONLY)
+for _ in range(1200):  # os.makedirs would recurse once per folder
+    os.mkdir("d", dir_fd=fd)
+    child = os.open("d", os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    fd = child
+out = os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+os.write(out, b"deep")
+"""
+
+
+@pytest.fixture
+def deep_tmp_path(tmp_path):
+    """tmp_path, emptied without recursion afterwards (pytest's clean-up recurses and would fail)."""
+    from airflow_provider_mltrain.runner import tree
+
+    yield tmp_path
+    for child in tmp_path.iterdir():
+        assert tree.rmtree(str(child)) == []
+
+
+def test_download_all_of_a_deep_tree(deep_tmp_path, make_tree, capsys):
+    tmp_path = deep_tmp_path
+    workspace = tmp_path / "ws"
+    src = make_tree({"deep.py": DEEP, "outputs/.keep": ""})
+    code = main(["--workspace", str(workspace), "submit", "--experiment", "cli", str(src), "deep.py"])
+    assert code == 0
+    run_id = next(iter(json.loads(_capture(capsys, workspace, "runs", "list", "--json"))))["run_id"]
+    code = main(["--workspace", str(workspace), "download", run_id, "-o", str(tmp_path / "all")])
+    out = capsys.readouterr().out
+    bottom = tmp_path / "all" / "outputs" / ("d/" * 1200) / "bottom.txt"
+    assert code == 0 and f"{bottom}\n" in out
+    assert bottom.read_text() == "deep"
+
+
+def _capture(capsys, workspace: Path, *argv: str) -> str:
+    capsys.readouterr()
+    assert main(["--workspace", str(workspace), *argv]) == 0
+    return capsys.readouterr().out
+
+
 # -- snapshot diff -----------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, UnknownComputeTarget
+from airflow_provider_mltrain.core.runfiles import RunFiles
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
@@ -129,18 +130,24 @@ class ComputeTarget(abc.ABC):
 
     @abc.abstractmethod
     def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        """Bytes of a run file (``logs/std_log.txt``, ...) from ``offset``; b"" if it does not exist.
+        """Bytes of a run file (``logs/std_log.txt``, ...) from ``offset``; b"" if it does not exist
+        or is not a regular file. No link is followed, in the name's folders or at its end.
 
         With ``length``, at most that many bytes, and no more than that is read on the target or
         sent here: a reader of a live log's tail pays for the tail, not for the whole log."""
 
     @abc.abstractmethod
     def file_size(self, run_id: str, name: str) -> int:
-        """Size of a run file, 0 if it does not exist."""
+        """Size of a regular run file, 0 if there is none (a link is not one)."""
 
     @abc.abstractmethod
+    def list_entries(self, run_id: str) -> RunFiles:
+        """The run's regular files (``outputs/...``, ``logs/...``) and its links (name -> link
+        text) so far, found without following a link and without recursion."""
+
     def list_files(self, run_id: str) -> list[str]:
-        """Names (``outputs/...``, ``logs/...``) of the run's files so far."""
+        """Names of the run's regular files so far."""
+        return self.list_entries(run_id).files
 
     def wait_for_change(self, run_id: str, seconds: float) -> None:
         """Block for up to ``seconds``; a target that can tell cheaply that the run's status may have
@@ -157,7 +164,8 @@ class ComputeTarget(abc.ABC):
 
     @abc.abstractmethod
     def collect(self, run_id: str, dest: Path) -> None:
-        """Copy the run's ``outputs/`` and ``logs/`` into ``dest``."""
+        """Copy the run's ``outputs/`` and ``logs/`` into ``dest``: regular files and folders; links
+        are recorded in ``dest/links.json`` (``core/runfiles.py``), never made or followed."""
 
     def prune_cache(self, days: float) -> dict[str, int]:
         """Delete cached snapshot files on the target that no submission used in ``days``.

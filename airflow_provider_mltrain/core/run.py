@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import socket
 import sys
 import time
@@ -16,9 +15,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core import run_warnings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
-from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout
+from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout, TargetError
 from airflow_provider_mltrain.core.metrics import parse_lines, stored_value
+from airflow_provider_mltrain.core.runfiles import RunFiles, copy_to, list_folder, make_dirs, rmtree
 from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.runner import tree
 from airflow_provider_mltrain.runner.pylib.mltrain import summarize
 
 if TYPE_CHECKING:
@@ -205,12 +206,12 @@ class Run:
         try:
             self._ingest_metrics(record["metrics_offset"], final=True)
             tmp = dest.with_name(dest.name + ".collecting")
-            shutil.rmtree(tmp, ignore_errors=True)
+            rmtree(tmp)
             tmp.mkdir(parents=True)
             self.target.collect(self.id, tmp)
-            shutil.rmtree(dest, ignore_errors=True)
+            rmtree(dest)
             os.replace(tmp, dest)
-        except OSError as exc:
+        except (OSError, TargetError) as exc:
             log.warning("Run %s: collecting outputs failed (%s); will retry on next refresh", self.id, exc)
             return
         fields: dict[str, Any] = {"collected": True}
@@ -372,20 +373,43 @@ class Run:
         }
 
     def get_file_names(self) -> list[str]:
+        """Names of the run's regular files (``outputs/...``, ``logs/...``): what ``download_file``
+        takes. Links the script made are not files: see :meth:`get_links`."""
+        return self.list_entries().files
+
+    def get_links(self) -> dict[str, str]:
+        """The symbolic links the script left under ``outputs/`` and ``logs/``: name -> the text the
+        link holds. Recorded as links only: what they point to is never read, collected or served."""
+        return self.list_entries().links
+
+    def list_entries(self) -> RunFiles:
+        """The run's regular files and its links (see get_links) in one listing."""
         if self._record()["collected"]:
-            return list_run_files(self.output_dir)
-        return self.target.list_files(self.id)
+            return list_folder(self.output_dir)
+        return self.target.list_entries(self.id)
 
     def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None) -> Path:
-        """Copy one run file (a name from ``get_file_names()``) to ``output_file_path``."""
-        if name not in self.get_file_names():
+        """Copy one run file (a name from ``get_file_names()``) to ``output_file_path``.
+
+        Raises FileNotFoundError for a name the run has no regular file of, a link included.
+        """
+        entries = self.list_entries()
+        if name in entries.links:
+            raise FileNotFoundError(
+                f"Run {self.id}: {name!r} is a symbolic link (to {entries.links[name]!r}), not a file; "
+                "links are listed by get_links() and never followed."
+            )
+        if name not in entries.files:
             raise FileNotFoundError(f"Run {self.id} has no file {name!r}; see get_file_names().")
         dest = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
         if dest.is_dir():
             dest = dest / Path(name).name
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest.parent)
         if self._record()["collected"]:
-            shutil.copyfile(self.output_dir.joinpath(*name.split("/")), dest)
+            fd = tree.open_file(str(self.output_dir), name)
+            if fd is None:
+                raise FileNotFoundError(f"Run {self.id} has no file {name!r}; see get_file_names().")
+            copy_to(fd, dest)
         else:
             dest.write_bytes(self.target.read_file(self.id, name))
         return dest
@@ -397,20 +421,16 @@ class Run:
 
     def target_log_size(self) -> int:
         if self._record()["collected"]:
-            path = self.output_dir / STD_LOG
-            return path.stat().st_size if path.exists() else 0
+            return _collected_size(self.output_dir, STD_LOG)
         return self.target.file_size(self.id, STD_LOG)
 
     def read_log(self, offset: int = 0, length: int | None = None) -> bytes:
         """The run's stdout+stderr from ``offset`` (bytes; at most ``length`` of them), from the
-        target or the collected copy."""
+        target or the collected copy; b"" when the script replaced its log with a link (never
+        followed)."""
         if self._record()["collected"]:
-            path = self.output_dir / STD_LOG
-            if not path.exists():
-                return b""
-            with open(path, "rb") as f:
-                f.seek(offset)
-                return f.read(-1 if length is None else max(0, length))
+            limit = None if length is None else max(0, length)
+            return read_collected(self.output_dir, STD_LOG, offset, limit)
         return self.target.read_file(self.id, STD_LOG, offset, length)
 
 
@@ -435,13 +455,25 @@ class LogFollower:
 
 
 def list_run_files(run_dir: Path) -> list[str]:
-    """Names of a run folder's files under ``outputs/`` and ``logs/``, as ``get_file_names`` gives them."""
-    names = []
-    for top in ("outputs", "logs"):
-        for dirpath, _dirs, files in os.walk(run_dir / top):
-            rel = Path(dirpath).relative_to(run_dir).as_posix()
-            names += [f"{rel}/{f}" for f in files]
-    return sorted(names)
+    """Names of a run folder's regular files under ``outputs/`` and ``logs/``, as ``get_file_names``
+    gives them (links left out, none followed)."""
+    return list_folder(run_dir).files
+
+
+def read_collected(run_dir: Path, name: str, offset: int = 0, limit: int | None = None) -> bytes:
+    """Bytes of a collected run file from ``offset`` (at most ``limit``), opened without following a
+    link; b"" when there is no such regular file."""
+    try:
+        return tree.read_file(str(run_dir), name, offset, limit)
+    except FileNotFoundError:
+        return b""
+
+
+def _collected_size(run_dir: Path, name: str) -> int:
+    try:
+        return tree.file_size(str(run_dir), name)
+    except FileNotFoundError:
+        return 0
 
 
 def _dead_submitter(record: dict[str, Any], workspace_root: Path) -> str | None:

@@ -53,6 +53,11 @@ class RunEvent(BaseModel):
     detail: str | None
 
 
+class RunLink(BaseModel):
+    path: str
+    target: str = Field(description="the text the link holds; what it points to is not read")
+
+
 class RunDetails(BaseModel):
     run_id: str
     experiment: str
@@ -81,10 +86,15 @@ class RunDetails(BaseModel):
         description="problems the run had that did not stop it, one per class with a count "
         "(malformed metric lines skipped, reserved properties ignored, the runner's own)"
     )
-    files: list[str] = Field(description="the first page of the run's file names (see /files)")
+    files: list[str] = Field(
+        description="the first page of the run's regular files under outputs/ and logs/ (see /files)"
+    )
     files_total: int = Field(description="how many files the run has")
     files_offset: int
     files_next_offset: int | None
+    links: list[RunLink] = Field(
+        description="symbolic links the script left there: listed, never followed or served"
+    )
     metric_names: list[str]
     log_size: int
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import mimetypes
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
@@ -396,15 +396,26 @@ def api_router() -> APIRouter:
 
 def _download(ws: Workspace, access: Access, run_id: str, path: str) -> Response:
     _checked_record(ws, access, run_id)
-    local, data = queries.open_run_file(ws, run_id, path)
+    # Served from the descriptor opened without following links, never re-opened by its path.
+    f, size = queries.open_run_file(ws, run_id, path)
     name = text.replace_surrogates(path.rsplit("/", 1)[-1])  # a header must be encodable
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    # Never rendered by the browser as a page of ours: a run's HTML output cannot script this app.
-    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
-    if local is not None:
-        return FileResponse(local, media_type=media, filename=name, headers=headers)
-    disposition = f"attachment; filename*=UTF-8''{quote(name)}"
-    return Response(data or b"", media_type=media, headers={**headers, "Content-Disposition": disposition})
+    headers = {
+        # Never rendered by the browser as a page of ours: a run's HTML output cannot script this app.
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+        "Content-Length": str(size),
+    }
+
+    def chunks() -> Iterator[bytes]:
+        with f:
+            remaining = size
+            while remaining > 0 and (chunk := f.read(min(1 << 20, remaining))):
+                remaining -= len(chunk)
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type=media, headers=headers)
 
 
 # -- pages ---------------------------------------------------------------------------------------

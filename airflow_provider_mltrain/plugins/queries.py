@@ -8,20 +8,23 @@ from a request go through :func:`safe_run_path`, which never leaves the run's fo
 from __future__ import annotations
 
 import difflib
+import io
 import logging
+import os
 import posixpath
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from airflow_provider_mltrain.core import run_warnings
 from airflow_provider_mltrain.core.errors import MLTrainError, SnapshotError
 from airflow_provider_mltrain.core.gitinfo import PREFIX as GIT_PREFIX
 from airflow_provider_mltrain.core.metrics import finite_number, stored_value
-from airflow_provider_mltrain.core.run import STD_LOG, Run
+from airflow_provider_mltrain.core.run import STD_LOG, Run, read_collected
+from airflow_provider_mltrain.core.runfiles import RunFiles
 from airflow_provider_mltrain.core.snapshot import Snapshot, diff
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.runner import tree
 
 log = logging.getLogger(__name__)
 
@@ -289,11 +292,13 @@ def run_details(
     details["warnings"] = _warnings(record)
     details["packages"] = [str(p) for p in env.get("packages") or []]
     details.pop("output_dir", None)  # a path on the server: not the browser's business
-    page = file_page(ws, run_id, files_offset, FILES_PER_PAGE)
+    entries = run_entries(ws, run_id)
+    page = _page(run_id, entries.files, files_offset, FILES_PER_PAGE)
     details["files"] = page["files"]
     details["files_total"] = page["total"]
     details["files_offset"] = page["offset"]
     details["files_next_offset"] = page["next_offset"]
+    details["links"] = [{"path": name, "target": target} for name, target in entries.links.items()]
     details["metric_names"] = (
         ws.store.metric_names(run_id, MAX_SERIES)
         if summaries is None
@@ -304,16 +309,26 @@ def run_details(
 
 
 def file_names(ws: Workspace, run_id: str) -> list[str]:
+    """The run's regular files: what can be downloaded (links are not, see :func:`run_entries`)."""
+    return run_entries(ws, run_id).files
+
+
+def run_entries(ws: Workspace, run_id: str) -> RunFiles:
+    """The run's regular files and its links (shown as links, never followed)."""
     try:
-        return Run(ws, run_id).get_file_names()
+        run = Run(ws, run_id)
+        return run.list_entries()
     except (MLTrainError, OSError) as exc:
         log.warning("Run %s: could not list its files (%s)", run_id, exc)
-        return []
+        return RunFiles()
 
 
 def file_page(ws: Workspace, run_id: str, offset: int = 0, limit: int = FILES_PER_PAGE) -> dict[str, Any]:
     """Names ``offset`` to ``offset + limit`` of the run's files, sorted, and how many there are."""
-    names = file_names(ws, run_id)
+    return _page(run_id, file_names(ws, run_id), offset, limit)
+
+
+def _page(run_id: str, names: list[str], offset: int, limit: int) -> dict[str, Any]:
     offset = max(0, offset)
     end = offset + max(1, min(limit, MAX_FILES_PAGE))
     return {
@@ -515,13 +530,7 @@ def read_log(ws: Workspace, run_id: str, offset: int | None, limit: int) -> dict
 
 def _read_range(ws: Workspace, run: Run, record: dict[str, Any], start: int, limit: int) -> bytes:
     if record["collected"]:
-        path = ws.run_files_dir(run.id) / STD_LOG
-        try:
-            with open(path, "rb") as f:
-                f.seek(start)
-                return f.read(limit)
-        except FileNotFoundError:
-            return b""
+        return read_collected(ws.run_files_dir(run.id), STD_LOG, start, limit)
     try:
         return run.target.read_file(run.id, STD_LOG, start, limit)
     except (MLTrainError, OSError) as exc:
@@ -548,20 +557,21 @@ def safe_run_path(name: str) -> str:
     return posixpath.normpath(name)
 
 
-def open_run_file(ws: Workspace, run_id: str, name: str) -> tuple[Path | None, bytes | None]:
-    """The collected file's path (checked to stay inside the run folder), or the bytes of a file
-    still on the target. Raises :class:`NotFound` for a name the run does not have."""
+def open_run_file(ws: Workspace, run_id: str, name: str) -> tuple[BinaryIO, int]:
+    """The run file open for reading, and its size: a collected file opened without following any
+    link, or the bytes of a file still on the target (read the same way there). Raises
+    :class:`NotFound` for a name the run has no regular file of: a link is never served."""
     name = safe_run_path(name)
     record = get_record(ws, run_id)
     if name not in file_names(ws, run_id):
         raise NotFound(f"Run {run_id} has no file {name!r}.")
     if record["collected"]:
-        root = ws.run_files_dir(run_id).resolve()
-        path = root.joinpath(*name.split("/")).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
+        fd = tree.open_file(str(ws.run_files_dir(run_id)), name)
+        if fd is None:
             raise NotFound(f"Run {run_id} has no file {name!r}.")
-        return path, None
-    return None, Run(ws, run_id).target.read_file(run_id, name)
+        return os.fdopen(fd, "rb"), os.fstat(fd).st_size
+    data = Run(ws, run_id).target.read_file(run_id, name)
+    return io.BytesIO(data), len(data)
 
 
 # -- comparing -----------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # -I leaves the script's folder out; supervisor and tree are beside it
+
+import tree  # noqa: E402
 
 
 def _inside(root, rel):
@@ -93,7 +96,6 @@ def main(argv):
             materialize(manifest, os.path.join(cache, "blobs"), tmp)
         except (OSError, ValueError) as exc:
             # The supervisor never ran: leave a status the controller can read, then stop.
-            sys.path.insert(0, HERE)
             import supervisor
 
             sup = supervisor.Supervisor(run_dir)
@@ -116,7 +118,9 @@ def main(argv):
     code = supervisor.wait()
     # The supervisor moved ./outputs and ./logs out of the working copy; what is left is the
     # snapshot, which the controller already has. Without it, the run folder is one small archive.
-    shutil.rmtree(snapshot, ignore_errors=True)
+    # The script may have left links and a deep tree there: no link followed, no recursion.
+    for line in tree.rmtree(snapshot):
+        sys.stderr.write("mltrain: removing the working copy: %s\n" % line)
     return code
 
 

@@ -26,6 +26,11 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    from . import tree  # imported as part of the package (the local and Spark targets)
+except ImportError:  # run as a script on the remote host: tree.py is beside it
+    sys.path.insert(0, HERE)
+    import tree  # type: ignore[no-redef]
 SUPERVISOR = os.path.join(HERE, "supervisor.py")
 # Files this large or larger are hard-linked from the cache (read-only); smaller ones are copied, so
 # a script may still rewrite its small source and config files in place.
@@ -511,8 +516,9 @@ def cleanup(root, run_id, whole):
     if run_id in ("", ".", "..") or "/" in run_id:
         raise ValueError("not a run id: %r" % (run_id,))
     run_dir = os.path.join(root, "runs", run_id)
-    shutil.rmtree(run_dir if whole else os.path.join(run_dir, "snapshot"), ignore_errors=True)
-    return {"removed": True}
+    # The script may have left links and a deep tree: none is followed, nothing recursed into.
+    errors = tree.rmtree(run_dir if whole else os.path.join(run_dir, "snapshot"))
+    return {"removed": not errors, "errors": errors}
 
 
 def pack_env(envs, interpreter):
@@ -593,6 +599,13 @@ def main(argv=None):
         sys.stderr.write("usage: remote.py COMMAND ARGS...\n")
         return 2
     command, args = args[0], args[1:]
+    if command == "pack":
+        # The run's outputs and logs as a tar stream on stdout (links as links, never followed); the
+        # folders that could not be read as JSON lines on stderr.
+        for line in tree.pack(args[0], sys.stdout.buffer):
+            sys.stderr.write(json.dumps({"skipped": line}) + "\n")
+        sys.stdout.buffer.flush()
+        return 0
 
     def request():
         return json.loads(sys.stdin.read() or "null")

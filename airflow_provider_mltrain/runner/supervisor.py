@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -306,11 +307,16 @@ class Supervisor:
 
     def _exception_summary(self):
         """What the bootstrap recorded of the exception the script ended with, if it raised."""
+        # The script can write here too: a link (to a key file, say) must not become the run's error.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            with open(os.path.join(self.run_dir, "exception.txt"), encoding="utf-8", errors="replace") as f:
-                return f.read(2000).strip() or None
+            fd = os.open(os.path.join(self.run_dir, "exception.txt"), flags)
         except OSError:
             return None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return f.read(2000).decode("utf-8", "replace").strip() or None
 
     def _collect_script_folders(self):
         """Move the script's ./outputs and ./logs next to the run's own logs."""

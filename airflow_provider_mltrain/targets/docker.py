@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.compute import ComputeTarget, LogLine, PreparedEnvironment, RunSpec
 from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
+from airflow_provider_mltrain.core.runfiles import RunFiles, extract_tar
 from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
@@ -49,7 +50,7 @@ IMAGE_REPO = "mltrain-env"
 LABEL_RUN = "mltrain.run_id"
 CLEANUP_POLICIES = ("never", "on_success", "always")
 COLLECTED = ("outputs", "logs")
-RUNNER_FILES = ("supervisor.py", "bootstrap.py", "docker_entry.py")
+RUNNER_FILES = ("supervisor.py", "bootstrap.py", "docker_entry.py", "tree.py")
 _runner_cache: list[tuple[str, bytes]] = []
 # Above this size a running container's log is read from the offset by a command in the container,
 # not copied whole.
@@ -97,9 +98,14 @@ for sub in os.listdir(blobs) if os.path.isdir(blobs) else []:
             freed += st.st_size
 print(json.dumps({"removed": removed, "bytes": freed, "kept": kept}))
 """
+# Reads a (long) log from an offset in the container; a link at the end of the path is not followed.
 _READ_FROM = (
-    "import sys\nf = open(sys.argv[1], 'rb')\nf.seek(int(sys.argv[2]))\n"
-    "sys.stdout.buffer.write(f.read(int(sys.argv[3])))"
+    "import os, stat, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)\n"
+    "f = os.fdopen(fd, 'rb')\n"
+    "if stat.S_ISREG(os.fstat(fd).st_mode):\n"
+    "    f.seek(int(sys.argv[2]))\n"
+    "    sys.stdout.buffer.write(f.read(int(sys.argv[3])))\n"
 )
 _PROBE = (
     "import json, sys\n"
@@ -781,9 +787,9 @@ class DockerTarget(ComputeTarget):
         if tar is None:
             return None
         with tar:
-            for member in tar:
-                if member.isfile():
-                    return _read_member(tar, member, offset, length)
+            member = tar.next()  # the path itself: a link there is a link member, not its target
+            if member is not None and member.isfile():
+                return _read_member(tar, member, offset, length)
         return b""
 
     def has_run(self, run_id: str) -> bool:
@@ -821,7 +827,7 @@ class DockerTarget(ComputeTarget):
         self, entry: dict[str, Any], name: str, offset: int = 0, length: int | None = None
     ) -> bytes | None:
         member = entry["members"].get(name)
-        if member is None or not member.isfile():
+        if member is None or not (member.isfile() or member.islnk()):
             return None
         return _read_member(entry["tar"], member, offset, length)
 
@@ -917,27 +923,30 @@ class DockerTarget(ComputeTarget):
         entry = self._finished_archive(run_id, container)
         if entry is not None:
             member = entry["members"].get(name)
+            if member is not None and member.islnk():
+                return len(self._archived_bytes(entry, name) or b"")
             return int(member.size) if member is not None and member.isfile() else 0
         stat = self._stat(container, self._path(run_id, name))
-        return int(stat.get("size") or 0) if stat else 0
+        if not stat or stat.get("linkTarget") or int(stat.get("mode") or 0) & _GO_NOT_REGULAR:
+            return 0
+        return int(stat.get("size") or 0)
 
-    def list_files(self, run_id: str) -> list[str]:
+    def list_entries(self, run_id: str) -> RunFiles:
         container = self._container(run_id)
         if container is None:
-            return []
+            return RunFiles()
         entry = self._finished_archive(run_id, container)
         if entry is not None:
-            return sorted(
-                n for n, m in entry["members"].items() if m.isfile() and n.split("/")[0] in COLLECTED
-            )
-        names = []
+            members = [m for n, m in entry["members"].items() if n.split("/")[0] in COLLECTED]
+            return _entries(members)
+        members = []
         for folder in COLLECTED:
             tar = self._get_archive(container, f"{RUNS}/{run_id}/{folder}")
             if tar is None:
                 continue
             with tar:
-                names += [m.name for m in tar if m.isfile()]
-        return sorted(names)
+                members += tar.getmembers()
+        return _entries(members)
 
     # -- stop and collect ----------------------------------------------------------------------
 
@@ -974,8 +983,11 @@ class DockerTarget(ComputeTarget):
         entry = self._finished_archive(run_id, container)
         if entry is not None:
             wanted = [m for n, m in entry["members"].items() if n.split("/")[0] in COLLECTED]
-            entry["tar"].extractall(dest, members=wanted, filter="data")  # no absolute paths or escapes
-            status = json.loads(self._archived_bytes(entry, "status.json") or b"{}")
+            extract_tar(entry["tar"], dest, wanted)  # links recorded, never made; no escapes
+            try:
+                status = json.loads(self._archived_bytes(entry, "status.json") or b"{}")
+            except ValueError:
+                status = {}
             entry["tar"].close()
             self._finished.pop(run_id, None)
         else:
@@ -984,7 +996,7 @@ class DockerTarget(ComputeTarget):
                 if tar is None:
                     continue
                 with tar:
-                    tar.extractall(dest, filter="data")
+                    extract_tar(tar, dest)
             status = self.read_status(run_id) or {}
         policy = self._cleanup_policy(container)
         if policy == "always" or (policy == "on_success" and status.get("state") == "Completed"):
@@ -1003,6 +1015,17 @@ class DockerTarget(ComputeTarget):
     def _cleanup_policy(self, container: Any) -> str:
         """The run's cleanup option, recorded in a label when its container was created."""
         return str((container.labels or {}).get("mltrain.cleanup") or self.options.cleanup)
+
+
+# Go's os.FileMode bits in the daemon's path stat: folder, link, named pipe, socket, device.
+_GO_NOT_REGULAR = (1 << 31) | (1 << 27) | (1 << 25) | (1 << 24) | (1 << 26)
+
+
+def _entries(members: list[tarfile.TarInfo]) -> RunFiles:
+    """Files and links among the members of a run folder's archive (names relative to the run)."""
+    files = sorted(m.name for m in members if m.isfile() or m.islnk())
+    links = {m.name: m.linkname for m in sorted(members, key=lambda m: m.name) if m.issym()}
+    return RunFiles(files, links)
 
 
 def _runner_files() -> list[tuple[str, bytes]]:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.compute import ComputeTarget, LogLine, PreparedEnvironment, RunSpec
 from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed, check_interpreter, find_uv
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError
-from airflow_provider_mltrain.core.run import list_run_files
+from airflow_provider_mltrain.core.runfiles import RunFiles, list_folder, rmtree, write_links
 from airflow_provider_mltrain.core.states import RunStatus
-from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild, remote, supervisor
+from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild, remote, supervisor, tree
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR = os.path.join(RUNNER_DIR, "supervisor.py")
 COLLECTED = ("outputs", "logs")
+_READABLE = (*COLLECTED, "status.json")
 
 
 class LocalTarget(ComputeTarget):
@@ -154,10 +155,9 @@ class LocalTarget(ComputeTarget):
 
     def read_status(self, run_id: str) -> dict[str, Any] | None:
         try:
-            with open(self.run_dir(run_id) / "status.json", encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return None
+            data = json.loads(self.read_file(run_id, "status.json") or b"null")
+        except ValueError:
+            return None  # not the supervisor's (it replaces the file atomically): a script's doing
         return data if isinstance(data, dict) else None
 
     def wait_for_change(self, run_id: str, seconds: float) -> None:
@@ -180,28 +180,21 @@ class LocalTarget(ComputeTarget):
         finally:
             os.close(fd)
 
-    def _path(self, run_id: str, name: str) -> Path:
-        parts = name.split("/")
-        if not name or name.startswith("/") or ".." in parts or parts[0] not in (*COLLECTED, "status.json"):
-            raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
-        return self.run_dir(run_id).joinpath(*parts)
-
     def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
-            with open(self._path(run_id, name), "rb") as f:
-                f.seek(offset)
-                return f.read(-1 if length is None else max(0, length))
+            limit = None if length is None else max(0, length)
+            return tree.read_file(str(self.run_dir(run_id)), name, offset, limit, tops=_READABLE)
         except FileNotFoundError:
-            return b""
+            return b""  # no run folder (yet)
 
     def file_size(self, run_id: str, name: str) -> int:
         try:
-            return self._path(run_id, name).stat().st_size
+            return tree.file_size(str(self.run_dir(run_id)), name, tops=_READABLE)
         except FileNotFoundError:
             return 0
 
-    def list_files(self, run_id: str) -> list[str]:
-        return list_run_files(self.run_dir(run_id))
+    def list_entries(self, run_id: str) -> RunFiles:
+        return list_folder(self.run_dir(run_id))
 
     # -- stop ----------------------------------------------------------------------------------
 
@@ -239,14 +232,13 @@ class LocalTarget(ComputeTarget):
 
     def collect(self, run_id: str, dest: Path) -> None:
         src = self.run_dir(run_id)
-        for name in COLLECTED:
-            folder = src / name
-            if folder.is_dir():
-                shutil.copytree(
-                    folder, dest / name, copy_function=_link_or_copy, symlinks=True, dirs_exist_ok=True
-                )
+        # Hard links where possible: a big output costs no copy.
+        copied = tree.copy_tree(str(src), str(dest), COLLECTED, link=True)
+        for line in copied["errors"]:
+            log.warning("Run %s: not collected: %s", run_id, line)
+        write_links(dest, copied["links"])
         # The working copy of the snapshot is done with; the snapshot store keeps its content.
-        shutil.rmtree(src / "snapshot", ignore_errors=True)
+        rmtree(src / "snapshot")
 
 
 # Variables of the controller that a training script must not see: Airflow's configuration and
@@ -332,16 +324,6 @@ def _uv_freeze(interpreter: str) -> list[str]:
     if out.returncode != 0:
         return []
     return sorted(line for line in out.stdout.decode("utf-8", "replace").splitlines() if line.strip())
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except FileExistsError:
-        os.unlink(dst)
-        _link_or_copy(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _on_this_host(status: dict[str, Any]) -> bool:

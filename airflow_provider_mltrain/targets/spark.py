@@ -12,6 +12,7 @@ built: here or on the gateway), or the cluster's own Python for a user-managed o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
-from airflow_provider_mltrain.runner import remote
+from airflow_provider_mltrain.core.runfiles import RunFiles
+from airflow_provider_mltrain.runner import remote, tree
 from airflow_provider_mltrain.targets.local import LocalTarget
 
 if TYPE_CHECKING:
@@ -568,10 +570,10 @@ class SparkTarget(LocalTarget):
             return self.gateway.file_size(run_id, name)
         return super().file_size(run_id, name)
 
-    def list_files(self, run_id: str) -> list[str]:
+    def list_entries(self, run_id: str) -> RunFiles:
         if self.gateway is not None:
-            return self.gateway.list_files(run_id)
-        return super().list_files(run_id)
+            return self.gateway.list_entries(run_id)
+        return super().list_entries(run_id)
 
     def read_status(self, run_id: str) -> dict[str, Any] | None:
         status = self.gateway.read_status(run_id) if self.gateway is not None else super().read_status(run_id)
@@ -589,15 +591,14 @@ class SparkTarget(LocalTarget):
         if self.gateway is not None:
             return self._gateway_application_id(run_id)
         run_dir = self.run_dir(run_id)
+        # The script can write in its run folder too: nothing here is read or written through a link.
         try:
-            return (run_dir / "spark_application_id").read_text().strip() or None
-        except FileNotFoundError:
-            pass
-        offset = self._scanned.get(run_id, 0)
-        try:
-            with open(run_dir / SPARK_LOG, "rb") as f:
-                f.seek(max(0, offset - 256))  # a line split by the previous read
-                data = f.read(4 * 1024 * 1024)
+            marker = tree.read_file(str(run_dir), _APP_ID_FILE, tops=(_APP_ID_FILE,))
+            if marker:
+                return marker.decode("utf-8", "replace").strip() or None
+            offset = self._scanned.get(run_id, 0)
+            # from a little before: a line split by the previous read
+            data = tree.read_file(str(run_dir), SPARK_LOG, max(0, offset - 256), 4 * 1024 * 1024)
         except FileNotFoundError:
             return None
         match = _APP_ID.search(data)
@@ -606,25 +607,34 @@ class SparkTarget(LocalTarget):
             return None
         app_id = match.group(1).decode()
         record = {"name": "properties", "kind": "properties", "value": {APP_ID_PROPERTY: app_id}}
-        fd = os.open(run_dir / "logs" / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, (json.dumps(record) + "\n").encode())
-        finally:
-            os.close(fd)
+            tree.append(str(run_dir), "logs/metrics.jsonl", (json.dumps(record) + "\n").encode())
+        except OSError as exc:  # the script put a link or a folder there
+            log.warning("Run %s: could not record the Spark application id: %s", run_id, exc)
         tmp = run_dir / f".spark_application_id.{os.getpid()}"
-        tmp.write_text(app_id)
-        os.replace(tmp, run_dir / "spark_application_id")
+        try:
+            tmp.unlink(missing_ok=True)  # a link the script put there is removed, not written through
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(app_id)
+            os.replace(tmp, run_dir / _APP_ID_FILE)
+        except OSError as exc:
+            log.warning("Run %s: could not record the Spark application id: %s", run_id, exc)
         return app_id
 
     def _gateway_application_id(self, run_id: str) -> str | None:
         """:meth:`application_id` for a run on the SSH gateway: the same files, over SFTP."""
         if run_id in self._app_ids:
             return self._app_ids[run_id]
+        from airflow_provider_mltrain.targets.ssh import regular_file
+
         gateway = self.gateway
         assert gateway is not None
         marker = posixpath.join(gateway.run_dir(run_id), _APP_ID_FILE)
 
         def read_marker(sftp: Any) -> str | None:
+            if regular_file(sftp, gateway.run_dir(run_id), _APP_ID_FILE) is None:
+                return None  # absent, or a link the script made: SFTP would follow it
             try:
                 with sftp.open(marker, "rb") as f:
                     return bytes(f.read()).decode().strip() or None
@@ -645,9 +655,14 @@ class SparkTarget(LocalTarget):
             tmp = f"{marker}.{os.getpid()}"
 
             def record_once(sftp: Any) -> None:
-                with sftp.open(metrics, "ab") as f:  # O_APPEND on the gateway, like the driver's own lines
-                    f.write((json.dumps(record) + "\n").encode())
-                with sftp.open(tmp, "wb") as f:
+                # SFTP opens follow links: write only where no link is (the script owns the folder).
+                logs = regular_file(sftp, gateway.run_dir(run_id), "logs/metrics.jsonl")
+                if logs is not None:
+                    with sftp.open(metrics, "ab") as f:  # O_APPEND on the gateway, like the driver's lines
+                        f.write((json.dumps(record) + "\n").encode())
+                with contextlib.suppress(FileNotFoundError):
+                    sftp.remove(tmp)
+                with sftp.open(tmp, "xb") as f:
                     f.write(app_id.encode())
                 sftp.posix_rename(tmp, marker)
 

@@ -28,12 +28,13 @@ import secrets
 import shlex
 import socket
 import stat
+import tarfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import paramiko
 
@@ -47,6 +48,7 @@ from airflow_provider_mltrain.core.errors import (
     TargetError,
     TargetUnreachable,
 )
+from airflow_provider_mltrain.core.runfiles import RunFiles, extract_tar
 from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
@@ -431,6 +433,26 @@ class _Connection:
                     on_line(raw.decode("utf-8", "replace").rstrip("\n"))
             err = channel.makefile_stderr("rb").read()
             return channel.recv_exit_status(), bytes(out), err
+        finally:
+            channel.close()
+
+    def stream(
+        self, argv: list[str], consume: Callable[[IO[bytes]], None], timeout: float | None = 300.0
+    ) -> tuple[int, bytes]:
+        """Run argv on the remote (quoted as by :meth:`run`); ``consume`` reads its stdout as it
+        comes. The exit code and stderr; ``timeout`` bounds each wait for data, not the whole run."""
+        command = " ".join(shlex.quote(a) for a in argv)
+        channel = self.transport().open_session(timeout=self.settings.conn_timeout)
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            channel.shutdown_write()
+            out = channel.makefile("rb")
+            consume(out)
+            while out.read(UPLOAD_CHUNK):  # what consume left (the end of an archive)
+                pass
+            err = channel.makefile_stderr("rb").read()
+            return channel.recv_exit_status(), bytes(err)
         finally:
             channel.close()
 
@@ -1007,9 +1029,16 @@ class SSHTarget(ComputeTarget):
         path = self._path(run_id, name)
 
         def read(sftp: paramiko.SFTPClient) -> bytes:
+            if regular_file(sftp, self.run_dir(run_id), name) is None:
+                return b""
             try:
                 with sftp.open(path, "rb") as f:
-                    size = f.stat().st_size
+                    st = f.stat()
+                    # SFTP opens follow links: the file opened must still be a regular file of the
+                    # run's owner (a link swapped in since the check would show its target's).
+                    if not stat.S_ISREG(st.st_mode or 0) or st.st_uid != self._owner(sftp, run_id):
+                        return b""
+                    size = st.st_size or 0
                     if offset >= size:
                         return b""
                     count = size - offset if length is None else min(max(0, length), size - offset)
@@ -1021,16 +1050,18 @@ class SSHTarget(ComputeTarget):
 
         return self._sftp(read)
 
-    def file_size(self, run_id: str, name: str) -> int:
-        path = self._path(run_id, name)
-        try:
-            return int(self._sftp(lambda sftp: sftp.stat(path)).st_size or 0)
-        except FileNotFoundError:
-            return 0
+    def _owner(self, sftp: paramiko.SFTPClient, run_id: str) -> int | None:
+        return sftp.lstat(self.run_dir(run_id)).st_uid
 
-    def list_files(self, run_id: str) -> list[str]:
+    def file_size(self, run_id: str, name: str) -> int:
+        self._path(run_id, name)
+        found = self._sftp(lambda sftp: regular_file(sftp, self.run_dir(run_id), name))
+        return int(found.st_size or 0) if found is not None else 0
+
+    def list_entries(self, run_id: str) -> RunFiles:
         run_dir = self.run_dir(run_id)
-        return sorted(rel for rel, _ in self._sftp(lambda sftp: _walk(sftp, run_dir, COLLECTED)))
+        files, links = self._sftp(lambda sftp: _walk(sftp, run_dir, COLLECTED))
+        return RunFiles(sorted(rel for rel, _ in files), dict(sorted(links.items())))
 
     # -- stop ------------------------------------------------------------------------------------
 
@@ -1056,15 +1087,21 @@ class SSHTarget(ComputeTarget):
         self._helper("kill", self.run_dir(run_id))
 
     def collect(self, run_id: str, dest: Path) -> None:
-        run_dir = self.run_dir(run_id)
+        # One tar stream made on the remote by runner/tree.py: opened without following links, the
+        # links as link members, whatever the depth and width of the tree.
+        python = self.python()["executable"]
+        argv = [python, "-I", "-S", posixpath.join(self._runner_dir(), "remote.py"), "pack"]
+        argv.append(self.run_dir(run_id))
 
-        def download(sftp: paramiko.SFTPClient) -> None:
-            for rel, _size in _walk(sftp, run_dir, COLLECTED):
-                local = dest.joinpath(*rel.split("/"))
-                local.parent.mkdir(parents=True, exist_ok=True)
-                sftp.get(posixpath.join(run_dir, rel), str(local))
+        def unpack(out: IO[bytes]) -> None:
+            with tarfile.open(fileobj=out, mode="r|") as tar:
+                extract_tar(tar, dest)
 
-        self._sftp(download)
+        code, err = self._conn.call(lambda: self._conn.stream(argv, unpack))
+        for line in err.decode("utf-8", "replace").splitlines():
+            log.warning("Run %s: collecting on %s: %s", run_id, self.settings.host, line)
+        if code != 0:
+            raise TargetError(f"Collecting run {run_id} from {self.settings.host} failed (exit code {code}).")
         policy = self.read_policy(run_id)
         state = (self.read_status(run_id) or {}).get("state")
         whole = policy == "always" or (policy == "on_success" and state == "Completed")
@@ -1132,23 +1169,56 @@ def _makedirs(sftp: paramiko.SFTPClient, path: str, mode: int = 0o755) -> None:
             sftp.stat(folder)  # made by someone else meanwhile, else the error is real
 
 
-def _walk(sftp: paramiko.SFTPClient, root: str, tops: tuple[str, ...]) -> list[tuple[str, int]]:
-    """(relative path, size) of the regular files under ``root/<top>`` for each top."""
+def _walk(
+    sftp: paramiko.SFTPClient, root: str, tops: tuple[str, ...]
+) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """(relative path, size) of the regular files under ``root/<top>`` for each top, and the links
+    there (relative path -> link text). SFTP lists with lstat: no link is followed; no recursion."""
     out: list[tuple[str, int]] = []
+    links: dict[str, str] = {}
     pending = list(tops)
     while pending:
         rel = pending.pop()
+        path = posixpath.join(root, rel)
         try:
-            entries = sftp.listdir_attr(posixpath.join(root, rel))
+            if rel in tops and stat.S_ISLNK(sftp.lstat(path).st_mode or 0):
+                links[rel] = sftp.readlink(path) or ""
+                continue
+            entries = sftp.listdir_attr(path)
         except FileNotFoundError:
+            continue
+        except OSError as exc:  # a folder made unreadable, a path too long for the host: skipped
+            log.warning("Listing %s skipped %s: %s", root, rel, exc)
             continue
         for entry in entries:
             child = f"{rel}/{entry.filename}"
-            if stat.S_ISDIR(entry.st_mode or 0):
+            mode = entry.st_mode or 0
+            if stat.S_ISDIR(mode):
                 pending.append(child)
-            elif stat.S_ISREG(entry.st_mode or 0):
+            elif stat.S_ISREG(mode):
                 out.append((child, int(entry.st_size or 0)))
-    return out
+            elif stat.S_ISLNK(mode):
+                with contextlib.suppress(OSError):
+                    links[child] = sftp.readlink(posixpath.join(root, child)) or ""
+    return out, links
+
+
+def regular_file(sftp: paramiko.SFTPClient, run_dir: str, name: str) -> paramiko.SFTPAttributes | None:
+    """The lstat of run file ``name`` when each folder on its way is a folder and it is a regular
+    file (no link anywhere: SFTP would follow it); else None."""
+    path = run_dir
+    parts = name.split("/")
+    found = None
+    for i, part in enumerate(parts):
+        path = posixpath.join(path, part)
+        try:
+            found = sftp.lstat(path)
+        except FileNotFoundError:
+            return None
+        mode = found.st_mode or 0
+        if not (stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)):
+            return None
+    return found
 
 
 def _rmtree(sftp: paramiko.SFTPClient, path: str) -> None:
