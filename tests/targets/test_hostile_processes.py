@@ -110,3 +110,5 @@ def test_without_a_cgroup_the_run_works_and_says_so(workspace, target, make_tree
     assert "no cgroup for this run" in warning
     assert "MLTRAIN_CGROUP_BASE=/nonexistent/mltrain is not a cgroup v2 directory" in warning
     assert "setsid" in warning
+    # The runner's warning is the run's: in its details, as `mltrain runs show` and the run page show it.
+    assert run.warnings == [warning] and details["warnings"] == [warning]
