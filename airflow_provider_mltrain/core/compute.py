@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, UnknownComputeTarget
+from airflow_provider_mltrain.core.errors import (
+    InvalidRunConfig,
+    MissingDependency,
+    TargetError,
+    UnknownComputeTarget,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
@@ -173,6 +178,21 @@ class ComputeTarget(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def missing_dependency(exc: ImportError, extra: str, what: str) -> MissingDependency:
+    """The error for a target whose client library failed to import, naming the pip extra to install.
+
+    ``what`` names the target ("The SSH compute target"); the Airflow layer turns this error into
+    Airflow's optional-feature exception, so a deployment without the extra still loads the provider.
+    """
+    module = exc.name or str(exc)
+    return MissingDependency(
+        f"{what} needs {module}, which is not installed here ({exc}): "
+        f"pip install 'airflow-provider-mltrain[{extra}]'.",
+        extra=extra,
+        module=exc.name,
+    )
 
 
 # A resolver turns a target name into a target (or None when the name is not its to resolve).

@@ -2,8 +2,13 @@
 
 ``ScriptRunConfig(compute_target="gpu_box")`` looks up the Airflow connection ``gpu_box`` (from
 the metadata database, an ``AIRFLOW_CONN_GPU_BOX`` variable or a secrets backend) and asks the
-hook registered for its type to build the target. Hooks are imported only when their type is used,
+compute hook of its type to build the target. Hooks are imported only when their type is used,
 so a deployment without the Docker SDK can still run SSH targets.
+
+The ``ssh`` and ``spark`` types belong to the official SSH and Apache Spark providers: Airflow keeps
+one hook per connection type, so this provider does not declare them (``Connection.get_hook()``
+and the UI's Test button stay theirs). It reads those connections itself, through the mapping
+below, and declares types of its own (``mltrain_ssh``, ``mltrain_spark``) for a form with its extras.
 """
 
 from __future__ import annotations
@@ -14,15 +19,33 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_mltrain.core.compute import ComputeTarget
-from airflow_provider_mltrain.core.errors import UnknownComputeTarget
+from airflow_provider_mltrain.core.compute import ComputeTarget, missing_dependency
+from airflow_provider_mltrain.core.errors import MissingDependency, UnknownComputeTarget
+from airflow_provider_mltrain.version_compat import AirflowOptionalProviderFeatureException
 
-# connection type -> ("module:HookClass", the pip extra its client library comes with)
+_SSH = ("airflow_provider_mltrain.hooks.ssh:SSHComputeHook", "ssh")
+_SPARK = ("airflow_provider_mltrain.hooks.spark:SparkComputeHook", "spark")
+
+# connection type -> ("module:HookClass", the pip extra its client library comes with). Our own
+# types and the official providers' ``ssh`` and ``spark``, read as those providers define them.
 COMPUTE_HOOKS: dict[str, tuple[str, str]] = {
     "mltrain_docker": ("airflow_provider_mltrain.hooks.docker:DockerComputeHook", "docker"),
-    "ssh": ("airflow_provider_mltrain.hooks.ssh:SSHComputeHook", "ssh"),
-    "spark": ("airflow_provider_mltrain.hooks.spark:SparkComputeHook", "spark"),
+    "mltrain_ssh": _SSH,
+    "ssh": _SSH,
+    "mltrain_spark": _SPARK,
+    "spark": _SPARK,
 }
+
+
+def optional_feature_missing(
+    exc: ImportError, extra: str, what: str
+) -> AirflowOptionalProviderFeatureException:
+    """Airflow's exception for a hook module whose client library is missing (``raise ... from exc``).
+
+    Airflow's provider manager skips such a hook quietly instead of logging an import error, and
+    ``hook_class`` turns it back into the core's ``MissingDependency``.
+    """
+    return AirflowOptionalProviderFeatureException(str(missing_dependency(exc, extra, what)))
 
 
 class ComputeHook(BaseHook):
@@ -38,11 +61,15 @@ class ComputeHook(BaseHook):
         raise NotImplementedError
 
     def test_connection(self) -> tuple[bool, str]:
-        """Reach the target for real (the Airflow UI's Test button calls this)."""
+        """Reach the target for real (the Airflow UI's Test button calls this); nothing is changed there."""
         raise NotImplementedError
 
 
 def hook_class(conn_type: str) -> type[ComputeHook] | None:
+    """The compute hook of a connection type; None when the type is not a compute target's.
+
+    Raises ``MissingDependency`` (naming the pip extra) when the hook's client library is missing.
+    """
     entry = COMPUTE_HOOKS.get(conn_type)
     if entry is None:
         return None
@@ -50,12 +77,23 @@ def hook_class(conn_type: str) -> type[ComputeHook] | None:
     module, _, name = path.partition(":")
     try:
         cls: type[ComputeHook] = getattr(importlib.import_module(module), name)
+    except AirflowOptionalProviderFeatureException as exc:
+        raise MissingDependency(
+            f"Connections of type {conn_type!r}: {exc}", extra=extra, module=_module_of(exc)
+        ) from exc
     except ImportError as exc:
-        raise UnknownComputeTarget(
+        raise MissingDependency(
             f"Connections of type {conn_type!r} need a library that is not installed ({exc.name or exc}): "
-            f"pip install 'airflow-provider-mltrain[{extra}]'."
+            f"pip install 'airflow-provider-mltrain[{extra}]'.",
+            extra=extra,
+            module=exc.name,
         ) from exc
     return cls
+
+
+def _module_of(exc: BaseException) -> str | None:
+    cause = exc.__cause__
+    return cause.name if isinstance(cause, ImportError) else None
 
 
 def target_from_connection(name: str, workspace_root: Path) -> ComputeTarget | None:

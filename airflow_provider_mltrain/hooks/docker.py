@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError
-from airflow_provider_mltrain.hooks.compute import ComputeHook
+from airflow_provider_mltrain.hooks.compute import ComputeHook, optional_feature_missing
 from airflow_provider_mltrain.targets.docker import DockerOptions, DockerTarget
+
+try:
+    import docker  # noqa: F401 - the target imports it when it connects; fail here, naming the extra
+except ImportError as exc:
+    raise optional_feature_missing(exc, "docker", "The Docker compute target") from exc
 
 DEFAULT_URL = "unix:///var/run/docker.sock"
 TLS_EXTRAS = ("tls_ca_cert", "tls_client_cert", "tls_client_key", "tls_verify", "tls_hostname")

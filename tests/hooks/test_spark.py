@@ -137,11 +137,12 @@ def test_a_master_without_its_ui_fails_the_test(monkeypatch):
 
 
 def test_connection_type_is_declared_for_the_ui():
-    assert compute.hook_class("spark") is SparkComputeHook
+    assert compute.hook_class("spark") is compute.hook_class("mltrain_spark") is SparkComputeHook
     info = get_provider_info()
-    [entry] = [c for c in info["connection-types"] if c["connection-type"] == "spark"]
+    assert "spark" not in [c["connection-type"] for c in info["connection-types"]]  # the official one's
+    [entry] = [c for c in info["connection-types"] if c["connection-type"] == "mltrain_spark"]
     assert entry["hook-class-name"] == "airflow_provider_mltrain.hooks.spark.SparkComputeHook"
-    assert set(entry["conn-fields"]) == set(EXTRAS)
+    assert set(entry["conn-fields"]) == {*EXTRAS, "principal", "keytab"}
     binaries = entry["conn-fields"]["spark-binary"]["schema"]["enum"]
     assert [b for b in binaries if b] == list(ALLOWED_SPARK_BINARIES)
     assert "airflow_provider_mltrain.hooks.spark" in info["hooks"][0]["python-modules"]

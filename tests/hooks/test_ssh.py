@@ -68,8 +68,11 @@ def test_bad_extras_are_refused_naming_the_connection(monkeypatch, tmp_path):
 
 
 def test_provider_declares_the_connection_form():
-    (entry,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "ssh"]
+    types = [c["connection-type"] for c in get_provider_info()["connection-types"]]
+    assert "ssh" not in types  # the official SSH provider's type: never taken over
+    (entry,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "mltrain_ssh"]
     assert entry["hook-class-name"] == "airflow_provider_mltrain.hooks.ssh.SSHComputeHook"
+    assert hook_class("ssh") is hook_class("mltrain_ssh") is SSHComputeHook
     for name in ("key_file", "private_key", "host_key", "remote_root", "interpreter_path", "cleanup"):
         assert name in entry["conn-fields"]
     assert entry["conn-fields"]["private_key"]["schema"]["format"] == "password"
