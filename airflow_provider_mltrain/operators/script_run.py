@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import conf
-
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
@@ -26,6 +24,7 @@ from airflow_provider_mltrain.version_compat import (
     AirflowTaskTimeout,
     BaseOperator,
     ResumableJobMixin,
+    conf,
 )
 
 if TYPE_CHECKING:
