@@ -8,10 +8,12 @@ process entirely, can follow a run by id.
 from __future__ import annotations
 
 import abc
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.errors import (
@@ -180,19 +182,23 @@ class ComputeTarget(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def missing_dependency(exc: ImportError, extra: str, what: str) -> MissingDependency:
-    """The error for a target whose client library failed to import, naming the pip extra to install.
+def require_module(module: str, extra: str, what: str) -> ModuleType:
+    """Import ``module`` (a target's, or its client library); ``MissingDependency`` naming the pip extra
+    when a library it needs is not installed.
 
-    ``what`` names the target ("The SSH compute target"); the Airflow layer turns this error into
-    Airflow's optional-feature exception, so a deployment without the extra still loads the provider.
+    ``what`` names the target ("The SSH compute target"). Hooks import their target this way, when
+    used, so a deployment without the extra still loads (and lists) them.
     """
-    module = exc.name or str(exc)
-    return MissingDependency(
-        f"{what} needs {module}, which is not installed here ({exc}): "
-        f"pip install 'airflow-provider-mltrain[{extra}]'.",
-        extra=extra,
-        module=exc.name,
-    )
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        raise MissingDependency(
+            f"{what} needs {missing}, which is not installed here: "
+            f"pip install 'airflow-provider-mltrain[{extra}]'.",
+            extra=extra,
+            module=exc.name,
+        ) from exc
 
 
 # A resolver turns a target name into a target (or None when the name is not its to resolve).

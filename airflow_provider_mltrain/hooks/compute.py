@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_mltrain.core.compute import ComputeTarget, missing_dependency
-from airflow_provider_mltrain.core.errors import MissingDependency, UnknownComputeTarget
+from airflow_provider_mltrain.core.compute import ComputeTarget
+from airflow_provider_mltrain.core.compute import require_module as core_require_module
+from airflow_provider_mltrain.core.errors import MissingDependency, MLTrainError, UnknownComputeTarget
 from airflow_provider_mltrain.version_compat import AirflowOptionalProviderFeatureException
 
 _SSH = ("airflow_provider_mltrain.hooks.ssh:SSHComputeHook", "ssh")
@@ -37,15 +39,19 @@ COMPUTE_HOOKS: dict[str, tuple[str, str]] = {
 }
 
 
-def optional_feature_missing(
-    exc: ImportError, extra: str, what: str
-) -> AirflowOptionalProviderFeatureException:
-    """Airflow's exception for a hook module whose client library is missing (``raise ... from exc``).
-
-    Airflow's provider manager skips such a hook quietly instead of logging an import error, and
-    ``hook_class`` turns it back into the core's ``MissingDependency``.
+def require_module(module: str, extra: str, what: str) -> ModuleType:
+    """The core's ``require_module`` for hooks: a missing library raises Airflow's optional-feature
+    exception (naming the pip extra), the exception Airflow expects from a provider's optional parts.
     """
-    return AirflowOptionalProviderFeatureException(str(missing_dependency(exc, extra, what)))
+    try:
+        return core_require_module(module, extra, what)
+    except MissingDependency as exc:
+        raise AirflowOptionalProviderFeatureException(str(exc)) from exc
+
+
+# What a connection test reports as a failed test (returned, not raised): the target's own errors
+# and a missing client library.
+TEST_FAILURES: tuple[type[Exception], ...] = (MLTrainError, AirflowOptionalProviderFeatureException)
 
 
 class ComputeHook(BaseHook):
@@ -68,7 +74,7 @@ class ComputeHook(BaseHook):
 def hook_class(conn_type: str) -> type[ComputeHook] | None:
     """The compute hook of a connection type; None when the type is not a compute target's.
 
-    Raises ``MissingDependency`` (naming the pip extra) when the hook's client library is missing.
+    Raises ``MissingDependency`` (naming the pip extra) when the hook module cannot be imported.
     """
     entry = COMPUTE_HOOKS.get(conn_type)
     if entry is None:
@@ -77,10 +83,6 @@ def hook_class(conn_type: str) -> type[ComputeHook] | None:
     module, _, name = path.partition(":")
     try:
         cls: type[ComputeHook] = getattr(importlib.import_module(module), name)
-    except AirflowOptionalProviderFeatureException as exc:
-        raise MissingDependency(
-            f"Connections of type {conn_type!r}: {exc}", extra=extra, module=_module_of(exc)
-        ) from exc
     except ImportError as exc:
         raise MissingDependency(
             f"Connections of type {conn_type!r} need a library that is not installed ({exc.name or exc}): "
@@ -89,11 +91,6 @@ def hook_class(conn_type: str) -> type[ComputeHook] | None:
             module=exc.name,
         ) from exc
     return cls
-
-
-def _module_of(exc: BaseException) -> str | None:
-    cause = exc.__cause__
-    return cause.name if isinstance(cause, ImportError) else None
 
 
 def target_from_connection(name: str, workspace_root: Path) -> ComputeTarget | None:
@@ -111,4 +108,9 @@ def target_from_connection(name: str, workspace_root: Path) -> ComputeTarget | N
             f"Connection {name!r} has type {conn.conn_type!r}, which is not a compute target type "
             f"(known: {known}). Point compute_target at a connection of one of those types."
         )
-    return cls(conn_id=name).get_target(workspace_root)
+    try:
+        return cls(conn_id=name).get_target(workspace_root)
+    except AirflowOptionalProviderFeatureException as exc:
+        if isinstance(exc.__cause__, MissingDependency):
+            raise exc.__cause__ from None  # callers of the core catch the core's error
+        raise

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.environment import Environment
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError
-from airflow_provider_mltrain.hooks.compute import ComputeHook
+from airflow_provider_mltrain.hooks.compute import TEST_FAILURES, ComputeHook
 from airflow_provider_mltrain.targets.spark import (
     SPARK_HOME_NEEDS_GATEWAY,
     SparkSettings,
@@ -31,7 +31,6 @@ from airflow_provider_mltrain.targets.spark import (
     find_spark_submit,
     normalize_conf,
 )
-from airflow_provider_mltrain.version_compat import AirflowOptionalProviderFeatureException
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.targets.ssh import SSHTarget
@@ -128,13 +127,8 @@ class SparkComputeHook(ComputeHook):
                 f"{where}: extra gateway-conn-id names {gateway_id!r}, a connection of type "
                 f"{conn.conn_type!r}; the gateway must be an ssh (or mltrain_ssh) connection."
             )
-        try:
-            from airflow_provider_mltrain.hooks.ssh import SSHComputeHook
-        except (ImportError, AirflowOptionalProviderFeatureException) as exc:
-            raise InvalidRunConfig(
-                f"{where}: a gateway over SSH needs paramiko ({exc}): "
-                "pip install 'airflow-provider-mltrain[ssh]'."
-            ) from exc
+        from airflow_provider_mltrain.hooks.ssh import SSHComputeHook
+
         return SSHComputeHook(conn_id=gateway_id).get_target(workspace_root)
 
     def get_target(self, workspace_root: Path) -> SparkTarget:
@@ -151,7 +145,7 @@ class SparkComputeHook(ComputeHook):
         try:
             settings = self.settings()
             target = self.get_target(Path("/nonexistent-unused"))
-        except MLTrainError as exc:
+        except TEST_FAILURES as exc:
             return False, str(exc)
         try:
             if target.gateway is not None:

@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError
-from airflow_provider_mltrain.hooks.compute import ComputeHook, optional_feature_missing
+from airflow_provider_mltrain.core.errors import InvalidRunConfig
+from airflow_provider_mltrain.hooks.compute import TEST_FAILURES, ComputeHook, require_module
 
-try:
+if TYPE_CHECKING:
+    from types import ModuleType
+
     from airflow_provider_mltrain.targets.ssh import SSHSettings, SSHTarget
-except ImportError as exc:  # paramiko: the ssh extra
-    raise optional_feature_missing(exc, "ssh", "The SSH compute target") from exc
 
 _TRUE = ("true", "1", "yes", "on")
+
+
+def _ssh() -> ModuleType:
+    """targets.ssh, imported when used: it needs paramiko (the ssh extra)."""
+    return require_module("airflow_provider_mltrain.targets.ssh", "ssh", "The SSH compute target")
 
 
 def _flag(value: Any, default: bool) -> bool:
@@ -65,7 +70,7 @@ class SSHComputeHook(ComputeHook):
             raise InvalidRunConfig(
                 f"Connection {self.conn_id!r}: port {conn.port!r} is not a number."
             ) from None
-        return SSHSettings(
+        return _ssh().SSHSettings(
             host=conn.host or "",
             port=port,
             username=conn.login or None,
@@ -86,7 +91,7 @@ class SSHComputeHook(ComputeHook):
 
     def get_target(self, workspace_root: Path) -> SSHTarget:
         try:
-            return SSHTarget(
+            return _ssh().SSHTarget(
                 self.conn_id, self.settings(), Path(workspace_root) / "targets" / f"ssh-{self.conn_id}"
             )
         except InvalidRunConfig as exc:
@@ -103,7 +108,7 @@ class SSHComputeHook(ComputeHook):
                 return True, _describe(target)
             finally:
                 target.close()
-        except MLTrainError as exc:
+        except TEST_FAILURES as exc:
             return False, str(exc)
 
 
