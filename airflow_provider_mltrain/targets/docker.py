@@ -230,6 +230,19 @@ def volume_name(target_name: str) -> str:
     return "mltrain-cache-" + re.sub(r"[^A-Za-z0-9_.-]", "-", target_name)
 
 
+class _SpooledTarFile(tarfile.TarFile):
+    """A tar read from a spool file of its own: closing the tar closes the spool (TarFile leaves a
+    file it was given open, which leaks it, a ResourceWarning)."""
+
+    def close(self) -> None:
+        fileobj = self.fileobj
+        try:
+            super().close()
+        finally:
+            if fileobj is not None:
+                fileobj.close()
+
+
 class DockerTarget(ComputeTarget):
     kind = "docker"
 
@@ -279,6 +292,9 @@ class DockerTarget(ComputeTarget):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            for entry in self._finished.values():
+                entry["tar"].close()
+            self._finished.clear()
 
     def ping(self) -> dict[str, Any]:
         """The daemon's version information (reaches the daemon for real)."""
@@ -771,7 +787,7 @@ class DockerTarget(ComputeTarget):
         for chunk in stream:
             spool.write(chunk)
         spool.seek(0)
-        return tarfile.open(fileobj=spool, mode="r:")
+        return _SpooledTarFile.open(fileobj=spool, mode="r:")
 
     def _read_whole(self, container: Any, path: str) -> bytes | None:
         tar = self._get_archive(container, path)
