@@ -23,6 +23,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -787,7 +788,10 @@ class DockerTarget(ComputeTarget):
         for chunk in stream:
             spool.write(chunk)
         spool.seek(0)
-        return _SpooledTarFile.open(fileobj=spool, mode="r:")
+        tar = _SpooledTarFile.open(fileobj=spool, mode="r:")
+        # A tar kept in _finished by a target nobody closes still frees its spool when collected.
+        weakref.finalize(tar, spool.close)
+        return tar
 
     def _read_whole(self, container: Any, path: str) -> bytes | None:
         tar = self._get_archive(container, path)
