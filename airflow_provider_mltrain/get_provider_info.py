@@ -58,7 +58,9 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
-        # One connection type per compute target, with the form fields the Airflow UI shows.
+        # Connection types of our own only, with the form fields the Airflow UI shows. Airflow keeps one
+        # hook per type, so declaring the official providers' ssh or spark would take them over; those
+        # connections are read as they are (hooks/compute.py).
         "connection-types": [
             {
                 "connection-type": "mltrain_docker",
@@ -96,11 +98,11 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
             {
-                # The official ssh provider's type and extras (key_file, private_key, host_key, ...),
-                # plus ours; host keys are verified unless no_host_key_check is set.
-                "connection-type": "ssh",
+                # An ssh connection (the official SSH provider's type, which stays its own) with a form
+                # for our extras too; the compute hooks read both types alike (hooks/compute.py).
+                "connection-type": "mltrain_ssh",
                 "hook-class-name": "airflow_provider_mltrain.hooks.ssh.SSHComputeHook",
-                "hook-name": "ML Training: SSH (remote VM)",
+                "hook-name": "ML Training: SSH compute",
                 "conn-fields": {
                     "key_file": _field("Private key file (path on the Airflow workers)", "string"),
                     # format "password": Airflow masks these and keeps them out of logs.
@@ -115,6 +117,7 @@ def get_provider_info() -> dict[str, Any]:
                     "host_key": _field("Host public key (ssh-ed25519 AAAA...)", "string"),
                     "known_hosts": _field("known_hosts file (default ~/.ssh/known_hosts)", "string"),
                     "no_host_key_check": _field("Skip host key verification (unsafe)", "boolean", False),
+                    "look_for_keys": _field("Try the keys in ~/.ssh and the SSH agent", "boolean", True),
                     "remote_root": _field("Remote root folder", "string", "~/.mltrain"),
                     "interpreter_path": _field("Remote Python", "string", "python3"),
                     "cleanup": {
@@ -135,9 +138,9 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
             {
-                # The official spark provider's type and extras (deploy-mode, queue, spark-binary from
-                # its allowlist), plus ours.
-                "connection-type": "spark",
+                # A spark connection (the official Apache Spark provider's type, which stays its own)
+                # with a form for our extras too.
+                "connection-type": "mltrain_spark",
                 "hook-class-name": "airflow_provider_mltrain.hooks.spark.SparkComputeHook",
                 "hook-name": "ML Training: Spark compute",
                 "conn-fields": {
@@ -155,6 +158,8 @@ def get_provider_info() -> dict[str, Any]:
                         },
                     },
                     "namespace": _field("Kubernetes namespace", "string"),
+                    "principal": _field("Kerberos principal", "string"),
+                    "keytab": _field("Kerberos keytab (path where spark-submit runs)", "string"),
                     "spark-conf": _field("Spark properties for every run (JSON object)", "object"),
                     "master-ui": _field("Standalone master web UI (http://master:8080)", "string"),
                     "gateway-conn-id": _field("SSH gateway: ssh connection id of the edge node", "string"),

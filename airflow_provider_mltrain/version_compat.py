@@ -1,4 +1,4 @@
-"""Airflow imports that moved between 3.1 and 3.3, in one place."""
+"""Airflow imports that moved between 3.1 (the lowest version supported) and 3.3, in one place."""
 
 from __future__ import annotations
 
@@ -7,9 +7,22 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 try:
-    from airflow.sdk.exceptions import AirflowException, AirflowTaskTimeout
+    from airflow.sdk import conf
+except ImportError:  # pragma: no cover - the task SDK of Airflow 3.1 has no conf
+    from airflow.configuration import conf  # type: ignore[no-redef,assignment]
+
+try:
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowOptionalProviderFeatureException,
+        AirflowTaskTimeout,
+    )
 except ImportError:  # pragma: no cover - Airflow 3.1 before the task SDK carried them
-    from airflow.exceptions import AirflowException, AirflowTaskTimeout  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        AirflowOptionalProviderFeatureException,
+        AirflowTaskTimeout,
+    )
 
 try:
     from airflow.sdk.log import mask_secret
@@ -41,8 +54,10 @@ else:
 __all__ = [
     "HAS_TASK_STATE_STORE",
     "AirflowException",
+    "AirflowOptionalProviderFeatureException",
     "AirflowTaskTimeout",
     "BaseOperator",
     "ResumableJobMixin",
+    "conf",
     "mask_secret",
 ]

@@ -61,5 +61,7 @@ def pg_url() -> str:
     with engine.begin() as conn:
         metadata.drop_all(conn)
     engine.dispose()
-    store._engines.pop(url, None)
+    cached = store._engines.pop(url, None)
+    if cached is not None:
+        cached.dispose()  # its pooled connections, closed now rather than leaked (ResourceWarning)
     return url

@@ -34,6 +34,8 @@ def _env(home: Path, dags: Path = ROOT / "dags_examples", **extra: str) -> dict[
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(dags),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        # Plain log lines on every Airflow version (3.1 colours them even into a pipe).
+        AIRFLOW__LOGGING__COLORED_CONSOLE_LOG="False",
         MLTRAIN_WORKSPACE=str(home / "mltrain"),
         MLTRAIN_EXAMPLE_DATA=str(home / "example-data"),
         **extra,

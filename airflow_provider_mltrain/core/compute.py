@@ -8,13 +8,20 @@ process entirely, can follow a run by id.
 from __future__ import annotations
 
 import abc
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, UnknownComputeTarget
+from airflow_provider_mltrain.core.errors import (
+    InvalidRunConfig,
+    MissingDependency,
+    TargetError,
+    UnknownComputeTarget,
+)
 from airflow_provider_mltrain.core.runfiles import RunFiles
 
 if TYPE_CHECKING:
@@ -184,6 +191,25 @@ class ComputeTarget(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def require_module(module: str, extra: str, what: str) -> ModuleType:
+    """Import ``module`` (a target's, or its client library); ``MissingDependency`` naming the pip extra
+    when a library it needs is not installed.
+
+    ``what`` names the target ("The SSH compute target"). Hooks import their target this way, when
+    used, so a deployment without the extra still loads (and lists) them.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        raise MissingDependency(
+            f"{what} needs {missing}, which is not installed here: "
+            f"pip install 'airflow-provider-mltrain[{extra}]'.",
+            extra=extra,
+            module=exc.name,
+        ) from exc
 
 
 # A resolver turns a target name into a target (or None when the name is not its to resolve).

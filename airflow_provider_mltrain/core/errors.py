@@ -23,6 +23,15 @@ class UnknownComputeTarget(MLTrainError, ValueError):
     """No compute target of that name is known."""
 
 
+class MissingDependency(UnknownComputeTarget, ImportError):
+    """A compute target's client library is not installed here; ``extra`` is the pip extra that brings it."""
+
+    def __init__(self, message: str, *, extra: str, module: str | None = None):
+        super().__init__(message)
+        self.extra = extra
+        self.name = module
+
+
 class RunNotFound(MLTrainError, LookupError):
     """No run with that id is in the run store."""
 

@@ -2,27 +2,56 @@
 
 ``ScriptRunConfig(compute_target="gpu_box")`` looks up the Airflow connection ``gpu_box`` (from
 the metadata database, an ``AIRFLOW_CONN_GPU_BOX`` variable or a secrets backend) and asks the
-hook registered for its type to build the target. Hooks are imported only when their type is used,
+compute hook of its type to build the target. Hooks are imported only when their type is used,
 so a deployment without the Docker SDK can still run SSH targets.
+
+The ``ssh`` and ``spark`` types belong to the official SSH and Apache Spark providers: Airflow keeps
+one hook per connection type, so this provider does not declare them (``Connection.get_hook()``
+and the UI's Test button stay theirs). It reads those connections itself, through the mapping
+below, and declares types of its own (``mltrain_ssh``, ``mltrain_spark``) for a form with its extras.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from airflow.sdk import BaseHook
 
 from airflow_provider_mltrain.core.compute import ComputeTarget
-from airflow_provider_mltrain.core.errors import UnknownComputeTarget
+from airflow_provider_mltrain.core.compute import require_module as core_require_module
+from airflow_provider_mltrain.core.errors import MissingDependency, MLTrainError, UnknownComputeTarget
+from airflow_provider_mltrain.version_compat import AirflowOptionalProviderFeatureException
 
-# connection type -> ("module:HookClass", the pip extra its client library comes with)
+_SSH = ("airflow_provider_mltrain.hooks.ssh:SSHComputeHook", "ssh")
+_SPARK = ("airflow_provider_mltrain.hooks.spark:SparkComputeHook", "spark")
+
+# connection type -> ("module:HookClass", the pip extra its client library comes with). Our own
+# types and the official providers' ``ssh`` and ``spark``, read as those providers define them.
 COMPUTE_HOOKS: dict[str, tuple[str, str]] = {
     "mltrain_docker": ("airflow_provider_mltrain.hooks.docker:DockerComputeHook", "docker"),
-    "ssh": ("airflow_provider_mltrain.hooks.ssh:SSHComputeHook", "ssh"),
-    "spark": ("airflow_provider_mltrain.hooks.spark:SparkComputeHook", "spark"),
+    "mltrain_ssh": _SSH,
+    "ssh": _SSH,
+    "mltrain_spark": _SPARK,
+    "spark": _SPARK,
 }
+
+
+def require_module(module: str, extra: str, what: str) -> ModuleType:
+    """The core's ``require_module`` for hooks: a missing library raises Airflow's optional-feature
+    exception (naming the pip extra), the exception Airflow expects from a provider's optional parts.
+    """
+    try:
+        return core_require_module(module, extra, what)
+    except MissingDependency as exc:
+        raise AirflowOptionalProviderFeatureException(str(exc)) from exc
+
+
+# What a connection test reports as a failed test (returned, not raised): the target's own errors
+# and a missing client library.
+TEST_FAILURES: tuple[type[Exception], ...] = (MLTrainError, AirflowOptionalProviderFeatureException)
 
 
 class ComputeHook(BaseHook):
@@ -38,11 +67,15 @@ class ComputeHook(BaseHook):
         raise NotImplementedError
 
     def test_connection(self) -> tuple[bool, str]:
-        """Reach the target for real (the Airflow UI's Test button calls this)."""
+        """Reach the target for real (the Airflow UI's Test button calls this); nothing is changed there."""
         raise NotImplementedError
 
 
 def hook_class(conn_type: str) -> type[ComputeHook] | None:
+    """The compute hook of a connection type; None when the type is not a compute target's.
+
+    Raises ``MissingDependency`` (naming the pip extra) when the hook module cannot be imported.
+    """
     entry = COMPUTE_HOOKS.get(conn_type)
     if entry is None:
         return None
@@ -51,9 +84,11 @@ def hook_class(conn_type: str) -> type[ComputeHook] | None:
     try:
         cls: type[ComputeHook] = getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        raise UnknownComputeTarget(
+        raise MissingDependency(
             f"Connections of type {conn_type!r} need a library that is not installed ({exc.name or exc}): "
-            f"pip install 'airflow-provider-mltrain[{extra}]'."
+            f"pip install 'airflow-provider-mltrain[{extra}]'.",
+            extra=extra,
+            module=exc.name,
         ) from exc
     return cls
 
@@ -73,4 +108,9 @@ def target_from_connection(name: str, workspace_root: Path) -> ComputeTarget | N
             f"Connection {name!r} has type {conn.conn_type!r}, which is not a compute target type "
             f"(known: {known}). Point compute_target at a connection of one of those types."
         )
-    return cls(conn_id=name).get_target(workspace_root)
+    try:
+        return cls(conn_id=name).get_target(workspace_root)
+    except AirflowOptionalProviderFeatureException as exc:
+        if isinstance(exc.__cause__, MissingDependency):
+            raise exc.__cause__ from None  # callers of the core catch the core's error
+        raise

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError
-from airflow_provider_mltrain.hooks.compute import ComputeHook
+from airflow_provider_mltrain.core.errors import InvalidRunConfig
+from airflow_provider_mltrain.hooks.compute import TEST_FAILURES, ComputeHook, require_module
 from airflow_provider_mltrain.targets.docker import DockerOptions, DockerTarget
 
 DEFAULT_URL = "unix:///var/run/docker.sock"
@@ -27,6 +27,8 @@ class DockerComputeHook(ComputeHook):
     default_conn_name = "mltrain_docker_default"
 
     def _settings(self) -> tuple[str, Any, DockerOptions]:
+        # The target imports the Docker SDK only when it connects: say now which extra is missing.
+        require_module("docker", "docker", "The Docker compute target")
         conn = self.get_connection(self.conn_id)
         extra = dict(conn.extra_dejson)
         url = (conn.host or DEFAULT_URL).strip()
@@ -49,7 +51,7 @@ class DockerComputeHook(ComputeHook):
         try:
             target = self.get_target(Path("/nonexistent-unused"))
             version = target.ping()
-        except MLTrainError as exc:
+        except TEST_FAILURES as exc:
             return False, str(exc)
         target.close()
         return True, f"Docker {version.get('Version')} (API {version.get('ApiVersion')}) at {target.base_url}"

@@ -1,11 +1,16 @@
-"""SparkComputeHook: a Spark compute target from an Airflow connection of type ``spark``.
+"""SparkComputeHook: a Spark compute target from an Airflow ``spark`` (or ``mltrain_spark``) connection.
 
-The connection means what it means for the official Apache Spark provider: host is the master URL
-(``spark://host``, ``yarn``, ``k8s://https://host``, ``local[*]``) with an optional port, and the
-extras ``deploy-mode``, ``queue`` and ``spark-binary`` (one of the provider's allowlist). Our own
-extras: ``spark-conf`` (Spark properties for every run), ``master-ui`` (a standalone master's
+``spark`` connections are the official Apache Spark provider's: its hook stays the one Airflow gives
+for that type, and this hook reads the same connection, so one connection serves a
+``SparkSubmitOperator`` and a ``ScriptRunOperator``. The connection means what it means there: host
+is the master URL (``spark://host``, ``yarn``, ``k8s://https://host``, ``local[*]``) with an optional
+port, and the extras ``deploy-mode``, ``queue``, ``spark-binary`` (one of the provider's allowlist),
+``namespace`` (Kubernetes) and ``principal``/``keytab`` (Kerberos, as Spark properties) are honoured;
+``rest-scheme``, ``rest-port`` and ``yarn_resourcemanager_webapp_address`` are accepted and not used.
+Our own extras: ``spark-conf`` (Spark properties for every run), ``master-ui`` (a standalone master's
 web UI, from which the application's state is read), ``gateway-conn-id`` (an ``ssh`` connection:
-the edge node where spark-submit runs) and ``spark-home`` (the Spark installation there).
+the edge node where spark-submit runs) and ``spark-home`` (the Spark installation there). The
+``mltrain_spark`` type is the same connection with a form for them all.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.environment import Environment
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError
-from airflow_provider_mltrain.hooks.compute import ComputeHook
+from airflow_provider_mltrain.hooks.compute import TEST_FAILURES, ComputeHook
 from airflow_provider_mltrain.targets.spark import (
     SPARK_HOME_NEEDS_GATEWAY,
     SparkSettings,
@@ -30,6 +35,7 @@ from airflow_provider_mltrain.targets.spark import (
 if TYPE_CHECKING:
     from airflow_provider_mltrain.targets.ssh import SSHTarget
 
+# Ours, with a field each in the mltrain_spark form.
 EXTRAS = (
     "deploy-mode",
     "queue",
@@ -40,12 +46,16 @@ EXTRAS = (
     "gateway-conn-id",
     "spark-home",
 )
+# The official provider's that a compute target has no use for: accepted, so its connections work.
+OFFICIAL_UNUSED_EXTRAS = ("rest-scheme", "rest-port", "yarn_resourcemanager_webapp_address")
+KERBEROS_EXTRAS = ("principal", "keytab")
+KNOWN_EXTRAS = (*EXTRAS, *KERBEROS_EXTRAS, *OFFICIAL_UNUSED_EXTRAS)
 
 
 class SparkComputeHook(ComputeHook):
     """Builds the Spark target of one connection; ``test_connection`` reaches the master."""
 
-    conn_type = "spark"
+    conn_type = "mltrain_spark"
     hook_name = "ML Training: Spark compute"
     default_conn_name = "spark_default"
 
@@ -53,10 +63,10 @@ class SparkComputeHook(ComputeHook):
         conn = self.get_connection(self.conn_id)
         extra = dict(conn.extra_dejson)
         where = f"Connection {self.conn_id!r}"
-        unknown = sorted(set(extra) - set(EXTRAS))
+        unknown = sorted(set(extra) - set(KNOWN_EXTRAS))
         if unknown:
             raise InvalidRunConfig(
-                f"{where} has unknown extras {', '.join(unknown)}; known: {', '.join(EXTRAS)}."
+                f"{where} has unknown extras {', '.join(unknown)}; known: {', '.join(KNOWN_EXTRAS)}."
             )
         if extra.get("spark-home") and not extra.get("gateway-conn-id"):
             raise InvalidRunConfig(f"{where}: {SPARK_HOME_NEEDS_GATEWAY}")
@@ -77,6 +87,7 @@ class SparkComputeHook(ComputeHook):
                 ) from None
         if extra.get("namespace") and master.startswith("k8s://"):
             conf = {"spark.kubernetes.namespace": extra["namespace"], **conf}
+        conf = {**_kerberos_conf(extra, where), **conf}
         try:
             return SparkSettings(
                 master=master,
@@ -111,18 +122,13 @@ class SparkComputeHook(ComputeHook):
                 "Create an ssh connection with that id (host, login, key: the edge node that runs "
                 "spark-submit) or fix the extra; nothing was submitted."
             ) from None
-        if conn.conn_type != "ssh":
+        if conn.conn_type not in ("ssh", "mltrain_ssh"):
             raise InvalidRunConfig(
                 f"{where}: extra gateway-conn-id names {gateway_id!r}, a connection of type "
-                f"{conn.conn_type!r}; the gateway must be an ssh connection."
+                f"{conn.conn_type!r}; the gateway must be an ssh (or mltrain_ssh) connection."
             )
-        try:
-            from airflow_provider_mltrain.hooks.ssh import SSHComputeHook
-        except ImportError as exc:
-            raise InvalidRunConfig(
-                f"{where}: a gateway over SSH needs paramiko ({exc.name or exc}): "
-                "pip install 'airflow-provider-mltrain[ssh]'."
-            ) from exc
+        from airflow_provider_mltrain.hooks.ssh import SSHComputeHook
+
         return SSHComputeHook(conn_id=gateway_id).get_target(workspace_root)
 
     def get_target(self, workspace_root: Path) -> SparkTarget:
@@ -139,7 +145,7 @@ class SparkComputeHook(ComputeHook):
         try:
             settings = self.settings()
             target = self.get_target(Path("/nonexistent-unused"))
-        except MLTrainError as exc:
+        except TEST_FAILURES as exc:
             return False, str(exc)
         try:
             if target.gateway is not None:
@@ -174,3 +180,19 @@ class SparkComputeHook(ComputeHook):
                 "port": "7077",
             },
         }
+
+
+def _kerberos_conf(extra: dict[str, Any], where: str) -> dict[str, str]:
+    """The official ``principal`` and ``keytab`` extras as the Spark properties spark-submit reads."""
+    conf: dict[str, str] = {}
+    if extra.get("principal"):
+        conf["spark.kerberos.principal"] = str(extra["principal"])
+    keytab = extra.get("keytab")
+    if keytab:
+        if not (isinstance(keytab, str) and keytab.startswith("/")):
+            raise InvalidRunConfig(
+                f"{where}: extra keytab must be the absolute path of a keytab file on the machine that "
+                "runs spark-submit; keytab contents (base64) are not supported by the Spark compute target."
+            )
+        conf["spark.kerberos.keytab"] = keytab
+    return conf

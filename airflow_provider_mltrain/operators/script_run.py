@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import conf
-
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed, resolve_environment
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
@@ -27,6 +25,7 @@ from airflow_provider_mltrain.version_compat import (
     AirflowTaskTimeout,
     BaseOperator,
     ResumableJobMixin,
+    conf,
     mask_secret,
 )
 

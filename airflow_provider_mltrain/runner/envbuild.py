@@ -44,28 +44,28 @@ def _python_in(env_dir):
 def _stream(argv, log, env=None, cwd=None):
     """Run a command, sending each output line to log; returns (code, last lines)."""
     log("$ " + " ".join(argv))
-    proc = subprocess.Popen(
+    tail = []
+    # The with block closes the pipe and reaps the process, whichever way it is left.
+    with subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=env,
         cwd=cwd,
-    )
-    tail = []
-    assert proc.stdout is not None
-    try:
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            log(line)
-            tail.append(line)
-            if len(tail) > 40:
-                del tail[0]
-        return proc.wait(), "\n".join(tail)
-    except BaseException:
-        proc.kill()  # interrupted (timeout, kill): leave no installer running
-        proc.wait()
-        raise
+    ) as proc:
+        assert proc.stdout is not None
+        try:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                log(line)
+                tail.append(line)
+                if len(tail) > 40:
+                    del tail[0]
+            return proc.wait(), "\n".join(tail)
+        except BaseException:
+            proc.kill()  # interrupted (timeout, kill): leave no installer running
+            raise
 
 
 def _run(argv, log, what, env=None):

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, conf
+from airflow.sdk import BaseSensorOperator
 
 from airflow_provider_mltrain.core.errors import MLTrainError
 from airflow_provider_mltrain.core.run import Run
@@ -15,7 +15,7 @@ from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
 from airflow_provider_mltrain.operators.script_run import XCOM_RUN_DETAILS, failure_message
 from airflow_provider_mltrain.triggers.run import RunTrigger
-from airflow_provider_mltrain.version_compat import AirflowException
+from airflow_provider_mltrain.version_compat import AirflowException, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -23,6 +23,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -237,6 +238,19 @@ def volume_name(target_name: str) -> str:
     return "mltrain-cache-" + re.sub(r"[^A-Za-z0-9_.-]", "-", target_name)
 
 
+class _SpooledTarFile(tarfile.TarFile):
+    """A tar read from a spool file of its own: closing the tar closes the spool (TarFile leaves a
+    file it was given open, which leaks it, a ResourceWarning)."""
+
+    def close(self) -> None:
+        fileobj = self.fileobj
+        try:
+            super().close()
+        finally:
+            if fileobj is not None:
+                fileobj.close()
+
+
 class DockerTarget(ComputeTarget):
     kind = "docker"
 
@@ -286,6 +300,9 @@ class DockerTarget(ComputeTarget):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            for entry in self._finished.values():
+                entry["tar"].close()
+            self._finished.clear()
 
     def ping(self) -> dict[str, Any]:
         """The daemon's version information (reaches the daemon for real)."""
@@ -778,7 +795,10 @@ class DockerTarget(ComputeTarget):
         for chunk in stream:
             spool.write(chunk)
         spool.seek(0)
-        return tarfile.open(fileobj=spool, mode="r:")
+        tar = _SpooledTarFile.open(fileobj=spool, mode="r:")
+        # A tar kept in _finished by a target nobody closes still frees its spool when collected.
+        weakref.finalize(tar, spool.close)
+        return tar
 
     def _read_whole(
         self, container: Any, path: str, offset: int = 0, length: int | None = None

@@ -53,7 +53,8 @@ with DAG("mltrain_test_sensor", schedule=None, start_date=START, catchup=False):
         experiment_name="sensor",
         source_directory=str(SCRIPTS),
         script="metrics.py",
-        arguments=["--seconds", 2],
+        # Long enough to be still running when wait_deferred starts, even on a busy machine.
+        arguments=["--seconds", 20],
         wait_for_completion=False,
     )
     run_id = "{{ ti.xcom_pull(task_ids='submit') }}"

@@ -97,6 +97,7 @@ def test_kubernetes_namespace_becomes_a_spark_property(monkeypatch):
             "spark-home 'opt/spark' is not an absolute path",
         ),
         ({"host": "local[*]", "extra": {"spark-conf": "{not json"}}, "spark-conf must be a JSON object"),
+        ({"host": "yarn", "extra": {"keytab": "BQIAAABHAAEAC0VYQU1QTEUuQ09N"}}, "keytab contents (base64)"),
         ({"host": "local[*]", "extra": {"spark-conf": {"executor.memory": "1g"}}}, "is not a Spark property"),
         ({"host": "local[*]", "extra": {"master-ui": "file:///etc"}}, "is not an http(s) URL"),
         ({"host": "mesos://old:5050"}, "is not a master URL: use spark://HOST:PORT"),
@@ -137,11 +138,39 @@ def test_a_master_without_its_ui_fails_the_test(monkeypatch):
 
 
 def test_connection_type_is_declared_for_the_ui():
-    assert compute.hook_class("spark") is SparkComputeHook
+    assert compute.hook_class("spark") is compute.hook_class("mltrain_spark") is SparkComputeHook
     info = get_provider_info()
-    [entry] = [c for c in info["connection-types"] if c["connection-type"] == "spark"]
+    assert "spark" not in [c["connection-type"] for c in info["connection-types"]]  # the official one's
+    [entry] = [c for c in info["connection-types"] if c["connection-type"] == "mltrain_spark"]
     assert entry["hook-class-name"] == "airflow_provider_mltrain.hooks.spark.SparkComputeHook"
-    assert set(entry["conn-fields"]) == set(EXTRAS)
+    assert set(entry["conn-fields"]) == {*EXTRAS, "principal", "keytab"}
     binaries = entry["conn-fields"]["spark-binary"]["schema"]["enum"]
     assert [b for b in binaries if b] == list(ALLOWED_SPARK_BINARIES)
     assert "airflow_provider_mltrain.hooks.spark" in info["hooks"][0]["python-modules"]
+
+
+def test_an_official_spark_connection_is_read_with_all_its_extras(monkeypatch, tmp_path):
+    """The extras of the official Spark provider's form: Kerberos becomes Spark properties, the REST and
+    YARN ResourceManager addresses (its own status polling) are accepted and not needed here."""
+    h = hook(
+        monkeypatch,
+        host="yarn",
+        extra={
+            "deploy-mode": "client",
+            "queue": "training",
+            "spark-binary": "spark3-submit",
+            "namespace": "ml",
+            "principal": "trainer@EXAMPLE.COM",
+            "keytab": "/etc/security/keytabs/trainer.keytab",
+            "rest-scheme": "https",
+            "rest-port": "6066",
+            "yarn_resourcemanager_webapp_address": "http://rm.example.com:8088",
+        },
+    )
+    settings = h.settings()
+    assert (settings.master, settings.queue, settings.spark_binary) == ("yarn", "training", "spark3-submit")
+    assert settings.conf == {
+        "spark.kerberos.principal": "trainer@EXAMPLE.COM",
+        "spark.kerberos.keytab": "/etc/security/keytabs/trainer.keytab",
+    }
+    assert isinstance(h.get_target(tmp_path), SparkTarget)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import posixpath
+import secrets
 from pathlib import Path
 
 import pytest
@@ -68,8 +70,11 @@ def test_bad_extras_are_refused_naming_the_connection(monkeypatch, tmp_path):
 
 
 def test_provider_declares_the_connection_form():
-    (entry,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "ssh"]
+    types = [c["connection-type"] for c in get_provider_info()["connection-types"]]
+    assert "ssh" not in types  # the official SSH provider's type: never taken over
+    (entry,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "mltrain_ssh"]
     assert entry["hook-class-name"] == "airflow_provider_mltrain.hooks.ssh.SSHComputeHook"
+    assert hook_class("ssh") is hook_class("mltrain_ssh") is SSHComputeHook
     for name in ("key_file", "private_key", "host_key", "remote_root", "interpreter_path", "cleanup"):
         assert name in entry["conn-fields"]
     assert entry["conn-fields"]["private_key"]["schema"]["format"] == "password"
@@ -115,3 +120,52 @@ def test_a_run_through_the_connection_id(monkeypatch, workspace, make_tree):
     details = run.wait_for_completion()
     assert details["target"] == "hook_vm" and "via the connection" in run.get_log_tail()
     target._run(["rm", "-rf", "--", target.root])
+
+
+@pytest.mark.integration
+def test_test_connection_changes_nothing_on_the_host(monkeypatch, tmp_path):
+    env = require_ssh()
+    root = f"~/mltrain-tests/untouched-{secrets.token_hex(4)}"
+    monkeypatch.setenv(CONN, connection_json(env, remote_root=root))
+    ok, message = SSHComputeHook("hook_vm").test_connection()
+    assert ok, message
+    assert "(is created by the first run)" in message
+    target = SSHComputeHook("hook_vm").get_target(tmp_path)
+    try:
+        parent = posixpath.dirname(target.root)
+        assert posixpath.basename(target.root) not in target.with_sftp(lambda sftp: sftp.listdir(parent))
+    finally:
+        target.close()
+
+
+@pytest.mark.integration
+def test_test_connection_refuses_a_root_it_cannot_write(monkeypatch):
+    env = require_ssh()
+    monkeypatch.setenv(CONN, connection_json(env, remote_root="/etc/mltrain"))
+    ok, message = SSHComputeHook("hook_vm").test_connection()
+    assert not ok and "/etc is not a folder mltrain-vm can write to" in message and "remote_root" in message
+
+
+def test_an_official_ssh_connection_is_read_with_all_its_extras(monkeypatch, tmp_path):
+    """The extras of the official SSH provider's form: ours reads what it uses, accepts the rest."""
+    extra = {
+        "key_file": "/keys/id_ed25519",
+        "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==",
+        "no_host_key_check": "false",
+        "allow_host_key_change": "false",
+        "look_for_keys": "false",
+        "conn_timeout": "7",
+        "cmd_timeout": "30",
+        "compress": "true",
+        "disabled_algorithms": {"pubkeys": ["rsa-sha2-256"]},
+        "ciphers": ["aes256-ctr"],
+    }
+    monkeypatch.setenv(CONN, json.dumps({"conn_type": "ssh", "host": "gpu-box", "extra": extra}))
+    target = SSHComputeHook("hook_vm").get_target(tmp_path)
+    s = target.settings
+    assert (s.key_file, s.look_for_keys, s.no_host_key_check, s.conn_timeout) == (
+        "/keys/id_ed25519",
+        False,
+        False,
+        7.0,
+    )
