@@ -453,7 +453,13 @@ def test_a_new_controller_reattaches_and_the_run_happens_once(workspace, docker_
         run.wait_for_completion(poll_interval=0.2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    request.addfinalizer(proc.kill)  # never leave the controller behind, whatever fails below
+
+    def stop_controller() -> None:  # never leave the controller or its pipe behind, whatever fails
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+    request.addfinalizer(stop_controller)
     line = ""
     while not line.startswith("RUN_ID="):  # Airflow may log to stdout first
         line = proc.stdout.readline()

@@ -570,6 +570,7 @@ def test_controller_killed_mid_run_a_new_one_reattaches(workspace, settings, mak
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
     run = Workspace(workspace.root).get_run(run_id)
     assert run.get_status() == "Running"
     assert run.wait_for_completion()["status"] == "Completed"
