@@ -22,6 +22,7 @@ import posixpath
 import re
 import shutil
 import socket
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -656,13 +657,21 @@ class SparkTarget(LocalTarget):
 
             def record_once(sftp: Any) -> None:
                 # SFTP opens follow links: write only where no link is (the script owns the folder).
-                logs = regular_file(sftp, gateway.run_dir(run_id), "logs/metrics.jsonl")
-                if logs is not None:
-                    with sftp.open(metrics, "ab") as f:  # O_APPEND on the gateway, like the driver's lines
-                        f.write((json.dumps(record) + "\n").encode())
+                line = (json.dumps(record) + "\n").encode()
+                logs_dir = posixpath.dirname(metrics)
+                try:
+                    if not stat.S_ISDIR(sftp.lstat(logs_dir).st_mode or 0):
+                        raise NotADirectoryError(logs_dir)  # a link the script made: written nowhere
+                    # O_CREAT|O_EXCL creates no file through a link; O_APPEND, like the driver's lines.
+                    with sftp.open(metrics, "axb") as f:
+                        f.write(line)
+                except OSError:  # it exists (or logs/ does not): append only to a regular file
+                    if regular_file(sftp, gateway.run_dir(run_id), "logs/metrics.jsonl") is not None:
+                        with sftp.open(metrics, "ab") as f:
+                            f.write(line)
                 with contextlib.suppress(FileNotFoundError):
                     sftp.remove(tmp)
-                with sftp.open(tmp, "xb") as f:
+                with sftp.open(tmp, "wxb") as f:  # paramiko: "x" alone opens without write access
                     f.write(app_id.encode())
                 sftp.posix_rename(tmp, marker)
 
