@@ -38,7 +38,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(UV) pip install --python $(PY) --quiet -e '.[dev,docker,ssh,spark]'
+	$(UV) pip install --python $(PY) --quiet -e '.[dev,docker,ssh,spark,s3]'
 	touch $@ $(VENV)/.demo-installed
 
 install-demo: $(VENV)/.demo-installed
