@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from airflow_provider_mltrain.core import settings
+from airflow_provider_mltrain.core.artifacts import ArtifactStore, open_store
 from airflow_provider_mltrain.core.errors import RunNotFound
 from airflow_provider_mltrain.core.private import create_private_file, make_private_dirs
 from airflow_provider_mltrain.core.run import Run
@@ -71,6 +72,13 @@ class Workspace:
             make_private_dirs(path.parent)
             create_private_file(path)
         return RunStore(self.database_url)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        """Where snapshot content, run logs and outputs live: ``[mltrain] artifact_store`` (a URL;
+        credentials from ``artifact_store_conn_id`` through the Airflow layer), else the root."""
+        url = settings.get_setting("artifact_store")
+        return open_store(url) if url else open_store(str(self.root))
 
     @cached_property
     def snapshots(self) -> SnapshotStore:
