@@ -24,6 +24,36 @@ def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path / "ws")
 
 
+def s3_options() -> dict:
+    """fsspec storage options of the SeaweedFS S3 server of tests/services/seaweedfs.sh."""
+    endpoint = os.environ.get("MLTRAIN_TEST_S3_ENDPOINT")
+    if not endpoint:
+        if os.environ.get("CI"):
+            pytest.fail("MLTRAIN_TEST_S3_ENDPOINT is not set: tests/services/seaweedfs.sh did not run")
+        pytest.skip("no S3 server: run `make test` (it starts SeaweedFS) or set MLTRAIN_TEST_S3_ENDPOINT")
+    return {
+        "key": os.environ["MLTRAIN_TEST_S3_KEY"],
+        "secret": os.environ["MLTRAIN_TEST_S3_SECRET"],
+        "client_kwargs": {"endpoint_url": endpoint},
+    }
+
+
+@pytest.fixture
+def s3_store():
+    """An empty artifact store on the real S3 server: a fresh prefix of the bucket mltrain-test."""
+    import uuid
+
+    from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
+
+    return FsspecArtifactStore(f"s3://mltrain-test/{uuid.uuid4().hex}", s3_options())
+
+
+@pytest.fixture
+def s3_workspace(tmp_path: Path, s3_store) -> Workspace:
+    """A workspace whose artifact store is on the real S3 server (run store: SQLite in tmp_path)."""
+    return Workspace(tmp_path / "ws", artifact_store=s3_store)
+
+
 @pytest.fixture
 def make_tree(tmp_path: Path):
     """make_tree({"train.py": "print(1)", "data/x.csv": b"..."}) -> a source folder with those files."""

@@ -54,6 +54,7 @@ class Workspace:
         root: str | os.PathLike[str] | None = None,
         database_url: str | None = None,
         snapshot_limits: SnapshotLimits | None = None,
+        artifact_store: str | ArtifactStore | None = None,
     ):
         self.root = Path(root).expanduser().absolute() if root else settings.workspace_root()
         created = not self.root.exists()
@@ -61,6 +62,10 @@ class Workspace:
         _announce(self.root, given=bool(root), created=created)
         self.database_url = database_url or settings.database_url(self.root)
         self._snapshot_limits = snapshot_limits
+        if isinstance(artifact_store, ArtifactStore):
+            self.__dict__["artifacts"] = artifact_store
+        elif artifact_store:
+            self.__dict__["artifacts"] = open_store(artifact_store)
 
     def __repr__(self) -> str:
         return f"Workspace(root={str(self.root)!r})"
