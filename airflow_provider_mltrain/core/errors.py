@@ -65,3 +65,8 @@ class TargetAuthenticationFailed(TargetUnreachable):
 
 class HostKeyRejected(TargetUnreachable):
     """The remote host's key is unknown or not the trusted one; the connection was closed unused."""
+
+
+class RunOnOtherHost(TargetError):
+    """A local-target run lives on another host (or another workspace folder): only a follower
+    there can read its target; from here its status, log chunks and uploaded files are readable."""

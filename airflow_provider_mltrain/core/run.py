@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from airflow_provider_mltrain.core import run_warnings
+from airflow_provider_mltrain.core import run_files_store, run_warnings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
-from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout, TargetError
+from airflow_provider_mltrain.core.errors import RunFailed, RunOnOtherHost, RunTimeout, TargetError
 from airflow_provider_mltrain.core.metrics import parse_lines, stored_value
-from airflow_provider_mltrain.core.runfiles import RunFiles, copy_to, list_folder, make_dirs, rmtree
+from airflow_provider_mltrain.core.runfiles import RunFiles, list_folder, make_dirs, rmtree
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.runner import tree
 from airflow_provider_mltrain.runner.pylib.mltrain import summarize
@@ -33,6 +36,8 @@ METRICS = "logs/metrics.jsonl"
 # A runner that never wrote status.json this long after submission did not start.
 START_TIMEOUT = 120.0
 DEFAULT_GRACE_PERIOD = 10.0
+# With an artifact store that is not local, a follower appends new log bytes to it this often.
+LOG_PUSH_INTERVAL = 1.0
 
 
 def _iso(ts: float | None) -> str | None:
@@ -46,6 +51,7 @@ class Run:
         self.workspace = workspace
         self.id = run_id
         self._target: ComputeTarget | None = None
+        self._pushed_log: int | None = None  # end of the log in the store, as this handle wrote it
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r})"
@@ -121,6 +127,11 @@ class Run:
         status = RunStatus(record["status"])
         if record["collected"]:
             return status
+        if self.elsewhere(record):
+            return status  # only a follower on the run's own host can read its target
+        if status.is_terminal and self._remote and self.output_dir.is_dir():
+            self._finish(None, None)  # collected here, the upload to the store is pending
+            return status
         target = self.target
         runner = target.read_status(self.id)
         states = _history(runner)
@@ -143,7 +154,56 @@ class Run:
         new = self.workspace.store.record_states(self.id, states)
         if new.is_terminal:
             self._finish(runner, error)
+        else:
+            self.push_log()
         return new
+
+    @property
+    def _remote(self) -> bool:
+        """Whether the workspace's artifact store is not local: logs and files then go there."""
+        return not self.workspace.artifacts.is_local
+
+    def host(self, record: dict[str, Any] | None = None) -> str | None:
+        """The host that submitted the run (where a local-target run lives)."""
+        owner = (record or self._record())["properties"].get("mltrain.submitted_by", "")
+        return owner.rpartition(":")[0] or None
+
+    def elsewhere(self, record: dict[str, Any] | None = None) -> str | None:
+        """Why this process cannot read the run's target, or None when it can: a local-target run
+        lives on the host and in the workspace folder that submitted it."""
+        record = record or self._record()
+        if record["target"] != "local" or self.target.kind != "local":
+            return None
+        host = self.host(record)
+        root = record["properties"].get("mltrain.workspace")
+        if host and host != socket.gethostname():
+            where = f"on host {host}"
+        elif root and root != str(self.workspace.root):
+            where = f"in the workspace folder {root} (this workspace is {self.workspace.root})"
+        else:
+            return None
+        return (
+            f"it runs on the local target {where}, and this process on {socket.gethostname()} cannot "
+            "read or stop it there; its status comes from a follower on that host"
+        )
+
+    def push_log(self) -> None:
+        """Append the log bytes written since the last push to the artifact store as chunk objects,
+        so a reader on another host sees the live log; nothing with a local store. A store that
+        fails is logged and retried on the next push: the run goes on."""
+        if not self._remote:
+            return
+        store = self.workspace.artifacts
+        try:
+            self._pushed_log = run_files_store.push_log(
+                store,
+                self.id,
+                lambda offset, length: self.target.read_file(self.id, STD_LOG, offset, length),
+                self._pushed_log,
+            )
+        except Exception as exc:  # any failure of the store (or a target read) waits for the next push
+            log.warning("Run %s: appending its log to %s failed (%s); retrying", self.id, store.url, exc)
+            self._pushed_log = None
 
     def _add_runner_warnings(self, record: dict[str, Any], runner: dict[str, Any] | None) -> None:
         known = {e["key"] for e in record["warnings"]}
@@ -203,22 +263,59 @@ class Run:
         if record["collected"]:
             return
         dest = self.output_dir
+        pending = self._remote and dest.is_dir()  # collected here before; only the upload is left
+        if not pending:
+            try:
+                self._ingest_metrics(record["metrics_offset"], final=True)
+                tmp = dest.with_name(dest.name + ".collecting")
+                rmtree(tmp)
+                tmp.mkdir(parents=True)
+                self.target.collect(self.id, tmp)
+                rmtree(dest)
+                os.replace(tmp, dest)
+            except (OSError, TargetError) as exc:
+                log.warning(
+                    "Run %s: collecting outputs failed (%s); will retry on next refresh", self.id, exc
+                )
+                return
+            fields: dict[str, Any] = {}
+            if runner:
+                fields["exit_code"] = runner.get("exit_code")
+            fields["error"] = error or (runner or {}).get("error") or record["error"]
+            if not self._remote:
+                self.workspace.store.update(self.id, collected=True, **fields)
+                return
+            self.workspace.store.update(self.id, **fields)
+        self._upload(record)
+
+    def _upload(self, record: dict[str, Any]) -> None:
+        """Send the collected files to the artifact store, then mark the run collected. A store
+        that fails (down, full, refusing) leaves the files in this host's cache and a warning on
+        the run; the next refresh, by anyone on this host, tries again."""
+        store = self.workspace.artifacts
         try:
-            self._ingest_metrics(record["metrics_offset"], final=True)
-            tmp = dest.with_name(dest.name + ".collecting")
-            rmtree(tmp)
-            tmp.mkdir(parents=True)
-            self.target.collect(self.id, tmp)
-            rmtree(dest)
-            os.replace(tmp, dest)
-        except (OSError, TargetError) as exc:
-            log.warning("Run %s: collecting outputs failed (%s); will retry on next refresh", self.id, exc)
+            self.push_log()
+            run_files_store.upload_files(store, self.id, self.output_dir)
+        except Exception as exc:  # whatever the store raised, the files wait in the cache
+            log.warning(
+                "Run %s: uploading its files to %s failed (%s: %s); they stay in %s and the upload "
+                "is retried on the next refresh",
+                self.id,
+                store.url,
+                type(exc).__name__,
+                exc,
+                self.output_dir,
+            )
+            if not any(e["key"] == run_warnings.UPLOAD_PENDING for e in record["warnings"]):
+                self.workspace.store.add_warnings(
+                    self.id, [run_warnings.upload_pending(store.url, socket.gethostname(), exc)]
+                )
             return
-        fields: dict[str, Any] = {"collected": True}
-        if runner:
-            fields["exit_code"] = runner.get("exit_code")
-        fields["error"] = error or (runner or {}).get("error") or record["error"]
-        self.workspace.store.update(self.id, **fields)
+        warnings = [e for e in record["warnings"] if e["key"] != run_warnings.UPLOAD_PENDING]
+        if len(warnings) != len(record["warnings"]):
+            self.workspace.store.update(self.id, collected=True, warnings=json.dumps(warnings))
+        else:
+            self.workspace.store.update(self.id, collected=True)
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -236,7 +333,8 @@ class Run:
         ``show_output`` prints the run's log as it grows (to ``output``, default stdout);
         ``log_callback`` receives each complete log line instead. Raises :class:`RunTimeout` when
         ``timeout`` seconds pass first (the run goes on), and :class:`RunFailed` when the run ends
-        Failed or Canceled and ``raise_on_error`` is true.
+        Failed or Canceled and ``raise_on_error`` is true, and :class:`RunOnOtherHost` for an
+        active local-target run of another host (nothing here can follow it).
         """
         if show_output and log_callback is None:
             stream = output or sys.stdout
@@ -251,6 +349,11 @@ class Run:
         try:
             while True:
                 status = self.refresh()
+                if not status.is_terminal and (elsewhere := self.elsewhere()):
+                    raise RunOnOtherHost(
+                        f"Run {self.id} is {status.value}: {elsewhere}. Follow it on that host (pin "
+                        "local-target tasks to one worker per host), or submit a new run."
+                    )
                 if follower is not None and log_callback is not None:
                     for line in follower.read(final=status.is_terminal):
                         log_callback(line)
@@ -263,7 +366,7 @@ class Run:
                 delay = min(delay * 1.3, poll_interval)
                 if deadline is not None:
                     delay = max(0.0, min(delay, deadline - time.monotonic()))
-                self.target.wait_for_change(self.id, delay)
+                self._wait_pushing_log(delay)
         except KeyboardInterrupt:
             # Ctrl-C stops the following, never the run (it is detached): say so, and how to get
             # back to it, instead of a traceback through the target's internals.
@@ -287,6 +390,23 @@ class Run:
                 log_tail=tail,
             )
         return details
+
+    def _wait_pushing_log(self, seconds: float) -> None:
+        """``target.wait_for_change`` for ``seconds``, pushing new log bytes to a remote artifact
+        store at least every ``LOG_PUSH_INTERVAL`` meanwhile; returns early when the target says
+        the status may have changed."""
+        if not self._remote:
+            self.target.wait_for_change(self.id, seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while True:
+            step = min(LOG_PUSH_INTERVAL, max(0.0, deadline - time.monotonic()))
+            started = time.monotonic()
+            self.target.wait_for_change(self.id, step)
+            self.push_log()
+            now = time.monotonic()
+            if now >= deadline or now - started < step * 0.9:
+                return
 
     def cli_commands(self) -> tuple[str, str]:
         """The ``mltrain`` commands that follow and cancel this run, from any shell on this host."""
@@ -369,8 +489,14 @@ class Run:
             "exit_code": record["exit_code"],
             "error": record["error"],
             "warnings": run_warnings.texts(record["warnings"]),
-            "output_dir": str(self.output_dir) if record["collected"] else None,
+            "output_dir": self._files_location() if record["collected"] else None,
         }
+
+    def _files_location(self) -> str:
+        """Where the collected files are: a folder on this machine, or the store's URL of them."""
+        if self._remote:
+            return f"{self.workspace.artifacts.url}/{run_files_store.run_prefix(self.id)}/files"
+        return str(self.output_dir)
 
     def get_file_names(self) -> list[str]:
         """Names of the run's regular files (``outputs/...``, ``logs/...``): what ``download_file``
@@ -383,10 +509,44 @@ class Run:
         return self.list_entries().links
 
     def list_entries(self) -> RunFiles:
-        """The run's regular files and its links (see get_links) in one listing."""
-        if self._record()["collected"]:
+        """The run's regular files and its links (see get_links) in one listing: from the workspace
+        once the run is collected, from its target before (nothing while the target is out of reach
+        from here, see :meth:`elsewhere`)."""
+        record = self._record()
+        if record["collected"]:
+            if self._remote:
+                return run_files_store.manifest_entries(self._manifest())
             return list_folder(self.output_dir)
+        if self.elsewhere(record):
+            return RunFiles()
         return self.target.list_entries(self.id)
+
+    def _manifest(self) -> dict[str, Any] | None:
+        return run_files_store.read_manifest(self.workspace.artifacts, self.id)
+
+    def open_file(self, name: str) -> tuple[BinaryIO, int]:
+        """One run file (a name from ``get_file_names()``) open for reading, and its size. A file in
+        an object store streams from it; a file on this machine is opened without following links.
+
+        Raises FileNotFoundError for a name the run has no regular file of, a link included.
+        """
+        record = self._record()
+        missing = FileNotFoundError(f"Run {self.id} has no file {name!r}; see get_file_names().")
+        if record["collected"] and self._remote:
+            entry = run_files_store.file_entry(self._manifest(), name)
+            if entry is None:
+                raise missing
+            stream = run_files_store.StoredFile(self.workspace.artifacts, entry)
+            return io.BufferedReader(stream, run_files_store.READ_BLOCK), stream.size
+        if record["collected"]:
+            fd = tree.open_file(str(self.output_dir), name)
+            if fd is None:
+                raise missing
+            return os.fdopen(fd, "rb"), os.fstat(fd).st_size
+        if name not in self.list_entries().files:
+            raise missing
+        data = self.target.read_file(self.id, name)
+        return io.BytesIO(data), len(data)
 
     def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None) -> Path:
         """Copy one run file (a name from ``get_file_names()``) to ``output_file_path``.
@@ -405,13 +565,9 @@ class Run:
         if dest.is_dir():
             dest = dest / Path(name).name
         make_dirs(dest.parent)
-        if self._record()["collected"]:
-            fd = tree.open_file(str(self.output_dir), name)
-            if fd is None:
-                raise FileNotFoundError(f"Run {self.id} has no file {name!r}; see get_file_names().")
-            copy_to(fd, dest)
-        else:
-            dest.write_bytes(self.target.read_file(self.id, name))
+        src, _size = self.open_file(name)
+        with src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, tree.CHUNK)
         return dest
 
     def get_log_tail(self, max_lines: int = 30, max_bytes: int = 64 * 1024) -> str:
@@ -420,18 +576,42 @@ class Run:
         return "\n".join(data.decode("utf-8", "replace").splitlines()[-max_lines:])
 
     def target_log_size(self) -> int:
-        if self._record()["collected"]:
+        """The log's size in bytes, from where :meth:`read_log` reads it."""
+        record = self._record()
+        if record["collected"]:
+            if self._remote:
+                entry = run_files_store.file_entry(self._manifest(), STD_LOG)
+                return int(entry["size"]) if entry else 0
             return _collected_size(self.output_dir, STD_LOG)
+        if self._remote and self._log_from_store(record):
+            return run_files_store.log_end(run_files_store.log_chunks(self.workspace.artifacts, self.id))
         return self.target.file_size(self.id, STD_LOG)
 
     def read_log(self, offset: int = 0, length: int | None = None) -> bytes:
-        """The run's stdout+stderr from ``offset`` (bytes; at most ``length`` of them), from the
-        target or the collected copy; b"" when the script replaced its log with a link (never
-        followed)."""
-        if self._record()["collected"]:
-            limit = None if length is None else max(0, length)
+        """The run's stdout+stderr from ``offset`` (bytes; at most ``length`` of them); b"" when the
+        script replaced its log with a link (never followed).
+
+        Read from the collected copy once the run is collected (the artifact store's, or this
+        machine's with a local store); before, from the target, or from the live log chunks in the
+        artifact store where this host cannot read the target (a local-target run of another host).
+        """
+        record = self._record()
+        limit = None if length is None else max(0, length)
+        if record["collected"]:
+            if self._remote:
+                entry = run_files_store.file_entry(self._manifest(), STD_LOG)
+                if entry is None:
+                    return b""
+                return run_files_store.read_file(self.workspace.artifacts, entry, offset, limit)
             return read_collected(self.output_dir, STD_LOG, offset, limit)
+        if self._remote and self._log_from_store(record):
+            return run_files_store.read_log(self.workspace.artifacts, self.id, offset, limit)
         return self.target.read_file(self.id, STD_LOG, offset, length)
+
+    def _log_from_store(self, record: dict[str, Any]) -> bool:
+        """Whether the live log is read from the store's chunks rather than the target: where this
+        host cannot read the target. Everywhere else the target is as fresh as it gets."""
+        return self.elsewhere(record) is not None
 
 
 class LogFollower:

@@ -17,6 +17,7 @@ from airflow_provider_mltrain.core.metrics import ParsedLines
 MALFORMED = "metrics.malformed"
 RESERVED = "metrics.reserved"
 RUNNER = "runner:"
+UPLOAD_PENDING = "store.upload_pending"
 MAX_NAMES = 5
 # The runner's own warnings come from status.json, a file the script could rewrite: bounded.
 MAX_RUNNER_WARNINGS = 20
@@ -49,6 +50,21 @@ def from_runner(status: dict[str, Any] | None) -> list[dict[str, Any]]:
         return []
     texts = [str(t)[:MAX_RUNNER_TEXT] for t in items if isinstance(t, str) and t.strip()]
     return [{"key": RUNNER + t, "text": t, "count": 1} for t in texts[:MAX_RUNNER_WARNINGS]]
+
+
+def upload_pending(store_url: str, host: str, exc: BaseException) -> dict[str, Any]:
+    """The entry of a run whose files could not be sent to the artifact store (yet)."""
+    reason = f"{type(exc).__name__}: {exc}"[:MAX_RUNNER_TEXT]
+    return {
+        "key": UPLOAD_PENDING,
+        "count": 1,
+        "text": (
+            f"The run's outputs and logs are not in the artifact store {store_url} yet ({reason}). "
+            f"They are kept in the workspace cache on {host} and the upload is retried each time the "
+            f"run is refreshed there (mltrain runs show, the run page); until then other hosts see the "
+            f"live log only."
+        ),
+    }
 
 
 def merge(current: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

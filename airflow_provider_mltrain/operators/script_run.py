@@ -179,10 +179,22 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
                 f"mltrain: run {latest} ({status.value}) exists for this task instance and "
                 "action_if_run_exists='fail'. Set it to 'reattach' or 'resubmit', or trigger a new DAG run."
             )
+        elsewhere = None if status.is_terminal else Run(workspace, latest).elsewhere()
         if action == "resubmit" or status in (RunStatus.FAILED, RunStatus.CANCELED):
             if not status.is_terminal:
-                self.log.warning("Run %s is still %s; submitting a new run beside it.", latest, status.value)
+                self.log.warning(
+                    "Run %s is still %s%s; submitting a new run beside it.",
+                    latest,
+                    status.value,
+                    f" ({elsewhere})" if elsewhere else "",
+                )
             return run_id, latest
+        if elsewhere:
+            raise AirflowException(
+                f"mltrain: run {latest} of this task instance is {status.value}: {elsewhere}. This "
+                "try cannot reattach to it from here. Route local-target tasks to a queue served by "
+                "one host (queue=...), or set action_if_run_exists='resubmit' to start a new run."
+            )
         self.log.info(
             "Run %s exists (%s): attaching to it instead of submitting again.", latest, status.value
         )

@@ -8,9 +8,7 @@ from a request go through :func:`safe_run_path`, which never leaves the run's fo
 from __future__ import annotations
 
 import difflib
-import io
 import logging
-import os
 import posixpath
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
@@ -24,7 +22,6 @@ from airflow_provider_mltrain.core.runfiles import RunFiles
 from airflow_provider_mltrain.core.snapshot import Snapshot, diff
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
-from airflow_provider_mltrain.runner import tree
 
 log = logging.getLogger(__name__)
 
@@ -529,10 +526,10 @@ def read_log(ws: Workspace, run_id: str, offset: int | None, limit: int) -> dict
 
 
 def _read_range(ws: Workspace, run: Run, record: dict[str, Any], start: int, limit: int) -> bytes:
-    if record["collected"]:
+    if record["collected"] and ws.artifacts.is_local:
         return read_collected(ws.run_files_dir(run.id), STD_LOG, start, limit)
     try:
-        return run.target.read_file(run.id, STD_LOG, start, limit)
+        return run.read_log(start, limit)
     except (MLTrainError, OSError) as exc:
         log.warning("Run %s: could not read its log (%s)", run.id, exc)
         return b""
@@ -558,20 +555,18 @@ def safe_run_path(name: str) -> str:
 
 
 def open_run_file(ws: Workspace, run_id: str, name: str) -> tuple[BinaryIO, int]:
-    """The run file open for reading, and its size: a collected file opened without following any
-    link, or the bytes of a file still on the target (read the same way there). Raises
-    :class:`NotFound` for a name the run has no regular file of: a link is never served."""
+    """The run file open for reading, and its size: a collected file streamed from the artifact
+    store or opened without following any link, or the bytes of a file still on the target (read
+    the same way there). Raises :class:`NotFound` for a name the run has no regular file of: a link
+    is never served."""
     name = safe_run_path(name)
-    record = get_record(ws, run_id)
+    get_record(ws, run_id)
     if name not in file_names(ws, run_id):
         raise NotFound(f"Run {run_id} has no file {name!r}.")
-    if record["collected"]:
-        fd = tree.open_file(str(ws.run_files_dir(run_id)), name)
-        if fd is None:
-            raise NotFound(f"Run {run_id} has no file {name!r}.")
-        return os.fdopen(fd, "rb"), os.fstat(fd).st_size
-    data = Run(ws, run_id).target.read_file(run_id, name)
-    return io.BytesIO(data), len(data)
+    try:
+        return Run(ws, run_id).open_file(name)
+    except FileNotFoundError:
+        raise NotFound(f"Run {run_id} has no file {name!r}.") from None
 
 
 # -- comparing -----------------------------------------------------------------------------------

@@ -63,7 +63,8 @@ class RunSensor(BaseSensorOperator):
         run = self._run()
         status = run.refresh()
         if not status.is_terminal:
-            self.log.info("Run %s is %s.", run.id, status.value)
+            elsewhere = run.elsewhere()
+            self.log.info("Run %s is %s%s.", run.id, status.value, f" ({elsewhere})" if elsewhere else "")
             return False
         return self._finish(run, context)
 

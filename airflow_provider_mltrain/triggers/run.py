@@ -9,7 +9,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_mltrain.core.run import LogFollower, Run
+from airflow_provider_mltrain.core.errors import RunOnOtherHost
+from airflow_provider_mltrain.core.run import LOG_PUSH_INTERVAL, LogFollower, Run
 from airflow_provider_mltrain.core.workspace import Workspace
 
 
@@ -66,7 +67,23 @@ class RunTrigger(BaseTrigger):
 
     def _poll(self, run: Run, follower: LogFollower) -> tuple[str, list[str]]:
         status = run.refresh()
+        if not status.is_terminal and (elsewhere := run.elsewhere()):
+            raise RunOnOtherHost(
+                f"Run {run.id} is {status.value}: {elsewhere}. A local-target task and its triggerer "
+                "must share a host: run it with deferrable=False on a worker of that host."
+            )
         return status.value, follower.read(final=status.is_terminal)
+
+    async def _sleep(self, run: Run, seconds: float) -> None:
+        """Sleep between polls; with an artifact store that is not local, push the live log to it
+        every ``LOG_PUSH_INTERVAL`` meanwhile, so other hosts read it within seconds."""
+        if run.workspace.artifacts.is_local:
+            await asyncio.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(LOG_PUSH_INTERVAL, left))
+            await asyncio.to_thread(run.push_log)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         run = await asyncio.to_thread(self._run)
@@ -84,7 +101,7 @@ class RunTrigger(BaseTrigger):
                     {"run_id": self.run_id, "status": "timeout", "log_offset": follower.offset}
                 )
                 return
-            await asyncio.sleep(delay)
+            await self._sleep(run, delay)
             delay = min(delay * 1.5, self.poll_interval)
 
     async def on_kill(self) -> None:
