@@ -411,3 +411,43 @@ def test_secret_variables_are_masked_in_the_task_log(tmp_path, make_tree):
     shown = _secrets_masker().redact(log)
     assert "tok-5f3a9b" not in shown and "pw-77c1e2" not in shown
     assert "postgresql://app:***@db/ml" in shown
+
+
+def test_a_retry_on_another_host_does_not_reattach_to_a_local_run_there(tmp_path, make_tree, monkeypatch):
+    """A local-target run lives on its worker's host: a retry elsewhere says so and follows
+    action_if_run_exists, instead of waiting forever on a target it cannot read or starting it again."""
+    import socket
+
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+    from airflow_provider_mltrain.version_compat import AirflowException
+    from tests.targets.suite import wait_until
+
+    monkeypatch.setenv("MLTRAIN_DATABASE_URL", f"sqlite:///{tmp_path / 'shared.db'}")
+
+    def op(action):
+        return ScriptRunOperator(
+            task_id="train",
+            experiment_name="exp",
+            source_directory=str(tmp_path),
+            script="t.py",
+            workspace=str(tmp_path / "ws"),
+            action_if_run_exists=action,
+        )
+
+    ti = SimpleNamespace(dag_id="d", task_id="train", run_id="r1", map_index=-1)
+    ws = op("reattach")._workspace()
+    first_id, _ = op("reattach")._pick_run_id(ws, ti)
+    gate = tmp_path / "gate"
+    src = make_tree({"t.py": f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"})
+    run = Experiment(ws, "exp").submit(ScriptRunConfig(src, "t.py"), run_id=first_id)
+    wait_until(lambda: run.refresh().value == "Running", timeout=60)
+    here = socket.gethostname()
+    with monkeypatch.context() as m:
+        m.setattr(socket, "gethostname", lambda: "worker-b")
+        with pytest.raises(AirflowException, match=f"on host {here}.*action_if_run_exists='resubmit'"):
+            op("reattach")._pick_run_id(ws, ti)
+        assert op("resubmit")._pick_run_id(ws, ti) == (first_id + ".a2", first_id)
+        assert Workspace(tmp_path / "ws").get_run(first_id).refresh().value == "Running"  # not lost
+    gate.touch()
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert op("reattach")._pick_run_id(ws, ti) == (first_id, None)
