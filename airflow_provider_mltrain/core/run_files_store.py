@@ -3,10 +3,11 @@
 Used only when the workspace's artifact store is not local (with the default store, the workspace
 root, a run's files stay where ``Run`` collects them). Objects of run ``<id>``:
 
-``runs/<id>/log/<offset:016d>``
-    the live log: bytes of ``logs/std_log.txt`` from that byte offset, appended by whoever follows
-    the run. The log is append-only, so two followers writing at the same offset write the same
-    bytes (perhaps not as many); readers take each byte from any chunk that holds it.
+``runs/<id>/log/<offset:016d>-<end:016d>``
+    the live log: bytes ``offset`` to ``end`` of ``logs/std_log.txt``, appended by whoever follows
+    the run. The log is append-only, so two followers writing the same range write the same bytes,
+    and chunks of different ranges are different objects: a stale follower never replaces a longer
+    chunk by a shorter one. Readers take each byte from any chunk that holds it.
 ``runs/<id>/files/<name>``
     the collected ``outputs/`` and ``logs/`` (names that are no valid object name, such as
     non-UTF-8 ones, go under ``runs/<id>/files/_/<sha256 of the name>``).
@@ -62,15 +63,19 @@ def file_key(run_id: str, name: str) -> str:
 # -- the live log ---------------------------------------------------------------------------------
 
 
+def chunk_name(run_id: str, offset: int, end: int) -> str:
+    return f"{log_prefix(run_id)}/{offset:0{_OFFSET_DIGITS}d}-{end:0{_OFFSET_DIGITS}d}"
+
+
 def log_chunks(store: ArtifactStore, run_id: str) -> dict[int, int]:
-    """The log chunks in the store: offset -> size, from one listing."""
+    """The log chunks in the store: offset -> size (the longest chunk at each offset), from one
+    listing."""
     prefix = log_prefix(run_id)
     chunks: dict[int, int] = {}
     for name, size in store.list(prefix).items():
-        tail = name[len(prefix) + 1 :]
-        if tail.isdigit() and size > 0:
-            offset = int(tail)
-            chunks[offset] = max(size, chunks.get(offset, 0))
+        start, _, end = name[len(prefix) + 1 :].partition("-")
+        if start.isdigit() and end.isdigit() and size == int(end) - int(start) > 0:
+            chunks[int(start)] = max(size, chunks.get(int(start), 0))
     return chunks
 
 
@@ -98,7 +103,7 @@ def read_log(store: ArtifactStore, run_id: str, offset: int = 0, length: int | N
         best = max((s for s in starts if s <= pos < s + chunks[s]), key=lambda s: s + chunks[s], default=None)
         if best is None:
             break
-        data = store.get_bytes(f"{log_prefix(run_id)}/{best:0{_OFFSET_DIGITS}d}", pos - best, end - pos)
+        data = store.get_bytes(chunk_name(run_id, best, best + chunks[best]), pos - best, end - pos)
         if not data:
             break
         out += data
@@ -116,7 +121,7 @@ def push_log(
         data = read(end, MAX_LOG_CHUNK)
         if not data:
             return end
-        store.put_bytes(f"{log_prefix(run_id)}/{end:0{_OFFSET_DIGITS}d}", data)
+        store.put_bytes(chunk_name(run_id, end, end + len(data)), data)
         end += len(data)
         if len(data) < MAX_LOG_CHUNK:
             return end

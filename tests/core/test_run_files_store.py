@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -328,8 +327,10 @@ def test_a_follower_that_starts_late_continues_the_log_where_the_store_ends(tmp_
     # Another follower (a retry elsewhere) starts from the end already in the store.
     assert run_files_store.push_log(s3_store, "r1", read) == len(log)
     assert calls[0] == 100
-    # A stale follower writing the same offset again writes the same bytes, fewer of them.
-    run_files_store.push_log(s3_store, "r1", lambda o, n: log[o : o + 30], start=50)
+    # A stale follower writing from the same offset again writes the same bytes, fewer of them:
+    # another object, so the longer chunk stays and the log has no hole.
+    run_files_store.push_log(s3_store, "r1", lambda o, n: log[o : min(o + n, 130)], start=100)
+    assert run_files_store.push_log(s3_store, "r1", read) == len(log)
     assert run_files_store.read_log(s3_store, "r1") == log
     assert run_files_store.read_log(s3_store, "r1", 95, 20) == log[95:115]
 
