@@ -548,3 +548,34 @@ def test_access_asks_the_edit_permission_of_the_runs_dag_or_of_every_dag():
     assert [access.can_cancel_run(r) for r in runs] == [True, False, True, False]
     assert asked == ["a", "b", None]
     assert not Access(lambda dag_id: True).can_cancel_run(runs[0])  # no edit check given: nobody
+
+
+def test_an_api_server_with_no_local_files_serves_a_run_from_the_artifact_store(
+    tmp_path, make_tree, s3_store
+):
+    """The api-server of a deployment reads runs that workers followed: pages, JSON API, downloads."""
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    worker = Workspace(tmp_path / "worker", database_url=db, artifact_store=s3_store)
+    src = make_tree(
+        {
+            "train.py": "import os\nos.makedirs('outputs', exist_ok=True)\n"
+            "open('outputs/model.bin', 'wb').write(b'w' * 3_000_000)\nprint('hello <b>api</b>')\n"
+        }
+    )
+    run = Experiment(worker, EXPERIMENT).submit(ScriptRunConfig(src, "train.py"))
+    run.wait_for_completion()
+    api_server = Workspace(tmp_path / "api-server", database_url=db, artifact_store=s3_store)
+    client = client_for(api_server)
+    log = client.get(f"/mltrain/api/runs/{run.id}/log").json()
+    assert log["text"] == "hello <b>api</b>\n" and log["eof"]
+    files = client.get(f"/mltrain/api/runs/{run.id}/files").json()
+    assert files["files"] == ["logs/std_log.txt", "outputs/model.bin"]
+    download = client.get(f"/mltrain/api/runs/{run.id}/files/outputs/model.bin")
+    assert download.status_code == 200 and download.content == b"w" * 3_000_000
+    page = client.get(f"/mltrain/runs/{run.id}")
+    assert (
+        page.status_code == 200
+        and "hello &lt;b&gt;api&lt;/b&gt;" in page.text
+        and "outputs/model.bin" in page.text
+    )
+    assert not (tmp_path / "api-server" / "runs").exists()
