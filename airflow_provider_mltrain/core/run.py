@@ -187,20 +187,21 @@ class Run:
             "read or stop it there; its status comes from a follower on that host"
         )
 
-    def push_log(self) -> None:
-        """Append the log bytes written since the last push to the artifact store as chunk objects,
-        so a reader on another host sees the live log; nothing with a local store. A store that
-        fails is logged and retried on the next push: the run goes on."""
+    def push_log(self, read: Callable[[int, int], bytes] | None = None) -> None:
+        """Append the log bytes written since the last push (read from the target, or by ``read``)
+        to the artifact store as chunk objects, so a reader on another host sees the live log;
+        nothing with a local store. A store that fails is logged and retried on the next push: the
+        run goes on."""
         if not self._remote:
             return
         store = self.workspace.artifacts
+        if read is None:
+
+            def read(offset: int, length: int) -> bytes:
+                return self.target.read_file(self.id, STD_LOG, offset, length)
+
         try:
-            self._pushed_log = run_files_store.push_log(
-                store,
-                self.id,
-                lambda offset, length: self.target.read_file(self.id, STD_LOG, offset, length),
-                self._pushed_log,
-            )
+            self._pushed_log = run_files_store.push_log(store, self.id, read, self._pushed_log)
         except Exception as exc:  # any failure of the store (or a target read) waits for the next push
             log.warning("Run %s: appending its log to %s failed (%s); retrying", self.id, store.url, exc)
             self._pushed_log = None
@@ -294,7 +295,8 @@ class Run:
         the run; the next refresh, by anyone on this host, tries again."""
         store = self.workspace.artifacts
         try:
-            self.push_log()
+            # The log's last lines, from the collected copy: the target may have let the run go.
+            self.push_log(lambda offset, length: read_collected(self.output_dir, STD_LOG, offset, length))
             run_files_store.upload_files(store, self.id, self.output_dir)
         except Exception as exc:  # whatever the store raised, the files wait in the cache
             log.warning(
@@ -537,7 +539,7 @@ class Run:
             if entry is None:
                 raise missing
             stream = run_files_store.StoredFile(self.workspace.artifacts, entry)
-            return io.BufferedReader(stream, run_files_store.READ_BLOCK), stream.size
+            return io.BufferedReader(stream, run_files_store.STREAM_BLOCK), stream.size
         if record["collected"]:
             fd = tree.open_file(str(self.output_dir), name)
             if fd is None:

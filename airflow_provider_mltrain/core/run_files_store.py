@@ -39,6 +39,8 @@ MANIFEST = "manifest.json"
 # One chunk object holds at most this much of the log: a burst of output is several objects.
 MAX_LOG_CHUNK = 8 << 20
 READ_BLOCK = 1 << 20
+# A download streams in ranged reads of this size: few requests, bounded memory per download.
+STREAM_BLOCK = 8 << 20
 _OFFSET_DIGITS = 16
 
 
@@ -226,7 +228,7 @@ def read_file(
 
 
 class StoredFile(io.RawIOBase):
-    """A read-only stream over one uploaded file: ranged reads of ``READ_BLOCK`` at most per call,
+    """A read-only stream over one uploaded file: ranged reads of ``STREAM_BLOCK`` at most per call,
     so a download never holds the whole file in memory."""
 
     def __init__(self, store: ArtifactStore, entry: dict[str, Any]):
@@ -239,7 +241,7 @@ class StoredFile(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), self.size - self.pos, READ_BLOCK)
+        want = min(len(buffer), self.size - self.pos, STREAM_BLOCK)
         if want <= 0:
             return 0
         data = self.store.get_bytes(self.key, self.pos, want)
