@@ -76,3 +76,50 @@ def test_polls_off_the_event_loop(workspace, make_tree, monkeypatch):
     events = collect(RunTrigger(run.id, str(workspace.root), poll_interval=0.1))
     assert events[0].payload["status"] == "Completed"
     assert threads and threading.main_thread() not in threads
+
+
+def test_with_an_object_store_the_trigger_pushes_the_live_log_between_polls(
+    tmp_path, make_tree, s3_store, monkeypatch
+):
+    """A deferred task's log reaches the store every second while the trigger waits out a long
+    poll interval, so the api-server shows it live; and a trigger on another host refuses to follow
+    a local-target run it cannot read."""
+    import threading
+
+    import pytest
+
+    from airflow_provider_mltrain import RunOnOtherHost, Workspace
+    from tests.conftest import s3_options
+    from tests.targets.suite import wait_until
+
+    opts = s3_options()
+    monkeypatch.setenv("MLTRAIN_ARTIFACT_STORE", s3_store.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", opts["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", opts["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", opts["client_kwargs"]["endpoint_url"])
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    ws = Workspace(tmp_path / "worker", database_url=db)
+    gate = tmp_path / "gate"
+    src = make_tree(
+        {
+            "train.py": "import os, time\nprint('first', flush=True)\n"
+            f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)\nprint('second', flush=True)\n"
+        }
+    )
+    run = Experiment(ws, "t").submit(ScriptRunConfig(src, "train.py"))
+    events: list = []
+    thread = threading.Thread(
+        target=lambda: events.extend(
+            collect(RunTrigger(run.id, str(ws.root), poll_interval=600, database_url=db))
+        ),
+        daemon=True,
+    )
+    thread.start()
+    reader = Workspace(tmp_path / "api-server", database_url=db).get_run(run.id)
+    wait_until(lambda: b"first" in reader.read_log(), timeout=60)
+    with pytest.raises(RunOnOtherHost, match="cannot read or stop it"):
+        collect(RunTrigger(run.id, str(reader.workspace.root), poll_interval=1, database_url=db))
+    gate.touch()
+    wait_until(lambda: b"second" in reader.read_log(), timeout=60)
+    thread.join(300)  # the trigger's own polls grow 1.5x from 1 s: it sees the end a little later
+    assert events and events[0].payload["status"] == "Completed"
