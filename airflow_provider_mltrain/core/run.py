@@ -8,7 +8,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -252,7 +252,7 @@ class Run:
             while True:
                 status = self.refresh()
                 if follower is not None and log_callback is not None:
-                    for line in follower.read(final=status.is_terminal):
+                    for line in follower.lines(final=status.is_terminal):
                         log_callback(line)
                 if status.is_terminal:
                     break
@@ -435,23 +435,42 @@ class Run:
 
 
 class LogFollower:
-    """Yields complete new log lines on each call: the log streams by offset, never re-read."""
+    """Yields complete new log lines on each call: the log streams by offset, never re-read, at
+    most ``chunk`` bytes per call (``behind`` says more was there), so a log that grew by
+    gigabytes between two polls never lands in memory at once."""
 
-    def __init__(self, run: Run, offset: int = 0):
+    CHUNK = 4 * 1024 * 1024
+
+    def __init__(self, run: Run, offset: int = 0, chunk: int = CHUNK):
         self.run = run
         self.offset = offset
+        self.chunk = chunk
+        self.behind = False
         self._partial = b""
 
     def read(self, final: bool = False) -> list[str]:
-        data = self.run.read_log(self.offset)
+        """The complete lines of the next chunk; with ``final`` (the run ended) and nothing more
+        to read, also a last line the script never ended."""
+        data = self.run.read_log(self.offset, self.chunk)
         self.offset += len(data)
+        self.behind = len(data) >= self.chunk
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        if final and self._partial:
+        if len(self._partial) > self.chunk:  # a line longer than a chunk goes out in pieces
+            lines.append(self._partial)
+            self._partial = b""
+        if final and not self.behind and self._partial:
             lines.append(self._partial)
             self._partial = b""
         return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+    def lines(self, final: bool = False) -> Iterator[str]:
+        """Every new line up to the log's current end, a chunk at a time."""
+        while True:
+            yield from self.read(final)
+            if not self.behind:
+                return
 
 
 def list_run_files(run_dir: Path) -> list[str]:
