@@ -17,6 +17,7 @@ from airflow_provider_mltrain.core import run_warnings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
 from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout, TargetError
 from airflow_provider_mltrain.core.metrics import parse_lines, stored_value
+from airflow_provider_mltrain.core.redact import mask_variable, redact_url
 from airflow_provider_mltrain.core.runfiles import RunFiles, copy_to, list_folder, make_dirs, rmtree
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.runner import tree
@@ -358,9 +359,12 @@ class Run:
             "script": record["script"],
             "arguments": record["arguments"],
             "snapshot_id": record["snapshot_id"],
-            "environment": record["environment"],
+            "environment": _masked_environment(record["environment"]),
             "tags": record["tags"],
-            "properties": record["properties"],
+            "properties": {
+                k: redact_url(v) if k.startswith("mltrain.git.") and isinstance(v, str) else v
+                for k, v in record["properties"].items()
+            },
             "created_at": _iso(record["created_at"]),
             "start_time": _iso(start),
             "end_time": _iso(end),
@@ -471,6 +475,24 @@ class LogFollower:
             yield from self.read(final)
             if not self.behind:
                 return
+
+
+def _masked_environment(environment: dict[str, Any]) -> dict[str, Any]:
+    """The recorded environment, masked again when shown: records written before a variable name
+    or URL form was known to be secret get today's masking too (masking is idempotent)."""
+    env = dict(environment)
+    variables = env.get("environment_variables")
+    if isinstance(variables, dict):
+        env["environment_variables"] = {
+            k: mask_variable(str(k), v) if isinstance(v, str) else v for k, v in variables.items()
+        }
+    python = env.get("python")
+    if isinstance(python, dict) and isinstance(python.get("requirements"), list):
+        env["python"] = {
+            **python,
+            "requirements": [redact_url(r) if isinstance(r, str) else r for r in python["requirements"]],
+        }
+    return env
 
 
 def list_run_files(run_dir: Path) -> list[str]:
