@@ -626,7 +626,36 @@ class RunStore:
         if seqs is not None:
             query = query.where(metrics.c.seq.between(*seqs))
         with self.engine.connect() as conn:
+            if offset >= metric_summary.BLOCK and not non_numeric:
+                # Jump to the block that holds value ``offset``: its first seq bounds the scan, so a
+                # late page costs one block, not every row before it.
+                start = self._block_start(conn, run_id, name, kind, offset // metric_summary.BLOCK)
+                if start is not None:
+                    query = query.where(metrics.c.seq >= start).offset(offset % metric_summary.BLOCK)
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def _block_start(
+        self, conn: sa.Connection, run_id: str, name: str, kind: str | None, block: int
+    ) -> int | None:
+        """The first seq of block ``block`` of the series ``name`` (of ``kind``), when the name has
+        one kind only (blocks count values per kind) and its summaries are kept."""
+        kinds = conn.execute(
+            sa.select(metric_series.c.kind).where(
+                metric_series.c.run_id == run_id, metric_series.c.name == name
+            )
+        ).all()
+        if len(kinds) != 1 or (kind is not None and kinds[0][0] != kind):
+            return None
+        if not conn.execute(sa.select(runs.c.summarized).where(runs.c.id == run_id)).scalar():
+            return None
+        return conn.execute(
+            sa.select(metric_blocks.c.first_seq).where(
+                metric_blocks.c.run_id == run_id,
+                metric_blocks.c.name == name,
+                metric_blocks.c.kind == kinds[0][0],
+                metric_blocks.c.block == block,
+            )
+        ).scalar()
 
     # -- environments ------------------------------------------------------------------------------
 

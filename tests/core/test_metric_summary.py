@@ -90,3 +90,17 @@ def test_numeric_is_the_databases_rule():
     assert [metric_summary.numeric(v) for v in ["1", "-2.5", "2.5e3", "0"]] == [1.0, -2.5, 2500.0, 0.0]
     for value in ['"1.5"', "true", "null", "[1]", "NaN", "Infinity", "-Infinity", "-", "", "1" * 301]:
         assert metric_summary.numeric(value) is None, value
+
+
+def test_a_late_page_of_a_series_starts_at_its_block_and_matches_the_full_list(tmp_path):
+    store = RunStore(f"sqlite:///{tmp_path}/runs.db")
+    store.create_run(record("r"))
+    rows = make_rows(2000, 7)
+    assert store.ingest_metrics("r", 0, 1, rows[:1234])
+    assert store.ingest_metrics("r", 1, 2, rows[1234:])
+    for name in ("loss", "table"):  # "loss" has two kinds (scalar, list): the plain OFFSET path
+        everything = [r["seq"] for r in store.metric_page("r", name, 0, 10_000)]
+        assert len(everything) == sum(1 for r in rows if r["name"] == name)
+        for offset in (0, 63, 64, 65, 130, 200, len(everything) - 3, len(everything) + 5):
+            page = [r["seq"] for r in store.metric_page("r", name, offset, 7)]
+            assert page == everything[offset : offset + 7], (name, offset)
