@@ -61,7 +61,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: CeleryCluster | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, cluster: CeleryCluster | None = None
+) -> Any:
     """Polls ``predicate`` until it returns something true; on timeout fails with the logs' tails."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,7 +93,11 @@ def worker_python(root: Path) -> tuple[str, dict[str, str]]:
     base = Path(sys.base_prefix)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     state = Path(os.environ.get("MLTRAIN_TEST_STATE", "/var/tmp/mltrain-test-services"))
-    copy = state / "worker-python" / f"{sys.version.split()[0]}-{hashlib.sha256(str(base).encode()).hexdigest()[:8]}"
+    copy = (
+        state
+        / "worker-python"
+        / f"{sys.version.split()[0]}-{hashlib.sha256(str(base).encode()).hexdigest()[:8]}"
+    )
     if not copy.exists():
         partial = copy.with_name(copy.name + f".{os.getpid()}.partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -237,6 +243,9 @@ class CeleryCluster:
         self.docker_image = docker_image
         self.workers = {name: Worker(name, self.session) for name in WORKERS}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # The environment each process was started with (setproctitle overwrites /proc/PID/environ).
+        self.environments: dict[str, dict[str, str]] = {}
+        self.stop_seconds: dict[str, float] = {}
         self.startup_seconds: float | None = None
         self.python, self.python_env = worker_python(root)
 
@@ -287,6 +296,7 @@ class CeleryCluster:
             AIRFLOW_HOME=str(self.home),
             MLTRAIN_WORKSPACE=str(self.home / "mltrain"),
             TMPDIR=str(self.home / "tmp"),
+            XDG_CACHE_HOME=str(self.home / "cache"),
         )
         return env
 
@@ -333,7 +343,9 @@ class CeleryCluster:
         self._admin(*(f'CREATE DATABASE "{db}" OWNER "{owner}"' for db in (self.airflow_db, self.runs_db)))
 
     def drop_databases(self) -> None:
-        self._admin(*(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in (self.airflow_db, self.runs_db)))
+        self._admin(
+            *(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in (self.airflow_db, self.runs_db))
+        )
 
     def query(self, sql: str, **params: Any) -> list[Any]:
         """Rows of a query on Airflow's metadata database."""
@@ -349,14 +361,20 @@ class CeleryCluster:
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [AIRFLOW, *args], env=self.controller_env(), capture_output=True, text=True, timeout=timeout, check=True
+            [AIRFLOW, *args],
+            env=self.controller_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
         )
 
     def start(self, component: str) -> None:
         log = self._open_log(component)
+        self.environments[component] = self.controller_env()
         self.procs[component] = subprocess.Popen(
             [AIRFLOW, component],
-            env=self.controller_env(),
+            env=self.environments[component],
             cwd=self.home,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -368,6 +386,7 @@ class CeleryCluster:
     def start_worker(self, name: str) -> None:
         worker = self.workers[name]
         log = self._open_log(f"worker-{name}")
+        self.environments[name] = self.worker_env(worker)
         worker.proc = subprocess.Popen(
             [
                 self.python,
@@ -385,7 +404,7 @@ class CeleryCluster:
                 # are read from each worker's AIRFLOW_HOME instead.
                 "--skip-serve-logs",
             ],
-            env=self.worker_env(worker),
+            env=self.environments[name],
             cwd=worker.home,
             user=worker.pw.pw_uid,
             group=worker.pw.pw_gid,
@@ -399,6 +418,7 @@ class CeleryCluster:
 
     def _stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> None:
         """Signals the process's session (it forks) by its own pid, then waits for it."""
+        started = time.monotonic()
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, sig)  # the group id is the pid: started in a session of its own
@@ -410,6 +430,7 @@ class CeleryCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         _kill_session(proc.pid)  # a child that left the group but not the session (none expected)
+        self.stop_seconds[" ".join(map(str, proc.args))] = time.monotonic() - started
 
     def kill_worker(self, name: str) -> None:
         """SIGKILLs the worker and everything it started, as if its machine had died."""
@@ -437,7 +458,9 @@ class CeleryCluster:
             self.start_worker(name)
         wait_for(lambda: self.all_alive() and self.api_answers(), 180, "the api-server to answer", self)
         wait_for(lambda: self.all_alive() and self.workers_registered(), 180, "the workers to answer", self)
-        wait_for(lambda: self.all_alive() and self.scheduler_running(), 180, "the scheduler to heartbeat", self)
+        wait_for(
+            lambda: self.all_alive() and self.scheduler_running(), 180, "the scheduler to heartbeat", self
+        )
         self.startup_seconds = time.monotonic() - started
 
     def down(self) -> None:

@@ -39,7 +39,10 @@ TRAIN = dict(
 with DAG("cluster_fanout", **ARGS):
     ScriptRunOperator.partial(task_id="train", experiment_name="cluster-fanout", **TRAIN).expand_kwargs(
         [
-            {"compute_target": conn_id, "arguments": ["--name", f"{target}-{i}", "--steps", 8, "--seconds", 8]}
+            {
+                "compute_target": conn_id,
+                "arguments": ["--name", f"{target}-{i}", "--steps", 8, "--seconds", 8],
+            }
             for target, conn_id in TARGETS.items()
             for i in (1, 2)
         ]
