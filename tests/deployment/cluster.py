@@ -245,7 +245,7 @@ class CeleryCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         # The environment each process was started with (setproctitle overwrites /proc/PID/environ).
         self.environments: dict[str, dict[str, str]] = {}
-        self.stop_seconds: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # seconds per phase of up() and down()
         self.startup_seconds: float | None = None
         self.python, self.python_env = worker_python(root)
 
@@ -357,7 +357,7 @@ class CeleryCluster:
     # -- processes ---------------------------------------------------------------------------
 
     def _open_log(self, name: str) -> Any:
-        return open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it
+        return open(self.log_dir / f"{name}.log", "ab")
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -416,21 +416,24 @@ class CeleryCluster:
         )
         log.close()
 
-    def _stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> None:
-        """Signals the process's session (it forks) by its own pid, then waits for it."""
+    def _stop(self, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+        """SIGTERMs each process's group (they fork) by its own pid, all at once, then waits for
+        them; one still running after ``timeout`` is SIGKILLed with its session."""
         started = time.monotonic()
-        if proc.poll() is None:
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)  # the group id is the pid: a session of its own
+                except ProcessLookupError:
+                    pass
+        for proc in procs:
             try:
-                os.killpg(proc.pid, sig)  # the group id is the pid: started in a session of its own
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout)
+                proc.wait(max(1.0, timeout - (time.monotonic() - started)))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                _kill_session(proc.pid)
                 proc.wait(10)
-        _kill_session(proc.pid)  # a child that left the group but not the session (none expected)
-        self.stop_seconds[" ".join(map(str, proc.args))] = time.monotonic() - started
+            _kill_session(proc.pid)  # a child that left the group but not the session (none expected)
+        self.timings["stop"] = time.monotonic() - started
 
     def kill_worker(self, name: str) -> None:
         """SIGKILLs the worker and everything it started, as if its machine had died."""
@@ -444,6 +447,10 @@ class CeleryCluster:
 
     def up(self) -> None:
         started = time.monotonic()
+
+        def phase(name: str) -> None:
+            self.timings[name] = round(time.monotonic() - started - sum(self.timings.values()), 1)
+
         for folder in (self.home, self.home / "tmp", self.log_dir):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)
@@ -451,26 +458,26 @@ class CeleryCluster:
         for worker in self.workers.values():
             worker.ensure_user([docker_gid])
         self.create_databases()
+        phase("users and databases")
         self.airflow("db", "migrate")
+        phase("airflow db migrate")
         for component in CONTROL:
             self.start(component)
         for name in self.workers:
             self.start_worker(name)
-        wait_for(lambda: self.all_alive() and self.api_answers(), 180, "the api-server to answer", self)
         wait_for(lambda: self.all_alive() and self.workers_registered(), 180, "the workers to answer", self)
+        phase("workers answer")
+        wait_for(lambda: self.all_alive() and self.api_answers(), 180, "the api-server to answer", self)
         wait_for(
             lambda: self.all_alive() and self.scheduler_running(), 180, "the scheduler to heartbeat", self
         )
+        phase("api-server and scheduler answer")
         self.startup_seconds = time.monotonic() - started
 
     def down(self) -> None:
-        for worker in self.workers.values():
-            if worker.proc is not None:
-                self._stop(worker.proc)
-        for component in reversed(CONTROL):
-            proc = self.procs.pop(component, None)
-            if proc is not None:
-                self._stop(proc)
+        workers = [w.proc for w in self.workers.values() if w.proc is not None]
+        self._stop([*workers, *self.procs.values()])
+        self.procs.clear()
         if hasattr(self, "_engine"):
             self._engine.dispose()
         self.cleanup_ssh_root()
