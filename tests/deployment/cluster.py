@@ -5,7 +5,7 @@ each Celery worker runs as a Unix user of its own (``mltrain-w1``, ``mltrain-w2`
 (0700) HOME holding its AIRFLOW_HOME, mltrain workspace, temporary folder, cache and SSH key, so no
 local path is shared between workers or with the api-server. What they share is what a real
 deployment shares: Airflow's metadata database and mltrain's run store (two PostgreSQL databases of
-their own on the server of tests/services/postgres.sh), the Redis broker (a database number of its
+their own on the server of tests/services/postgres.sh), the Redis broker (a key prefix of its
 own), the DAGs folder, the compute targets (Docker daemon, SSH VM) and the project's venv.
 
 Each process is started in a session of its own and stopped by its own pid; everything listens on
@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import pwd
-import random
 import secrets
 import shutil
 import signal
@@ -235,8 +234,9 @@ class CeleryCluster:
         self.runs_db = f"mltrain_runs_{self.session}"
         self.airflow_db_url = _with_database(postgres_url, self.airflow_db)
         self.run_store_url = _with_database(postgres_url, self.runs_db)
-        # A Redis database of its own: another session's scheduler never sees this one's queues.
-        self.redis_url = redis_url.rsplit("/", 1)[0] + f"/{random.randint(1, 15)}"
+        self.redis_url = redis_url
+        # Every key of this session's queues starts with it: another session's workers never see them.
+        self.redis_prefix = f"mltrain-deploy-{self.session}:"
         self.ssh_env = ssh_env
         self.remote_root = f"~/mltrain-deploy/{self.session}"
         self.docker_host = docker_host
@@ -268,6 +268,7 @@ class CeleryCluster:
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sql,
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=sql,
             AIRFLOW__CELERY__BROKER_URL=self.redis_url,
+            AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX=self.redis_prefix,
             AIRFLOW__CELERY__RESULT_BACKEND="db+" + sql,
             AIRFLOW__CELERY__WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
             # One message reserved per free slot: a busy worker leaves queued tasks to the other.
@@ -534,6 +535,7 @@ class CeleryCluster:
         from celery import Celery
 
         app = Celery(broker=self.redis_url)
+        app.conf.broker_transport_options = {"global_keyprefix": self.redis_prefix}
         try:
             replies = app.control.ping(timeout=2.0) or []
         finally:
