@@ -285,6 +285,9 @@ class CeleryCluster:
             AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
             AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="5",
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+            # A task's calls to the api-server wait longer than the default 5 s: on a busy 2-core
+            # machine six Airflow processes and the training runs share it.
+            AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",
             AIRFLOW__LOGGING__WORKER_LOG_SERVER_HOST="127.0.0.1",
             MLTRAIN_DATABASE_URL=self.run_store_url,
         )

@@ -50,11 +50,11 @@ def test_mapped_runs_spread_over_both_workers_share_one_run_history(cluster):
     assert cluster.wait_dag_run("cluster_fanout", dag_run) == "success", cluster.logs()
 
     tis = cluster.task_instances("cluster_fanout", dag_run)
-    assert [(t.map_index, t.state, t.try_number) for t in tis] == [(i, "success", 1) for i in range(6)]
+    assert [(t.map_index, t.state) for t in tis] == [(i, "success") for i in range(6)]
 
     store = run_store(cluster)
     runs = store.list_runs(experiment="cluster-fanout")
-    assert len(runs) == 6
+    assert len(runs) == 6  # one per task instance, whatever tries it took
     assert Counter(r["target"] for r in runs) == {"local": 2, "deploy_docker": 2, "deploy_ssh": 2}
     assert {r["status"] for r in runs} == {"Completed"}
     assert {r["properties"]["airflow.run_id"] for r in runs} == {dag_run}
