@@ -487,10 +487,19 @@ class CeleryCluster:
         self.cleanup_ssh_root()
 
     def cleanup(self) -> None:
-        """Drops the session's databases and worker folders (the logs folder is kept)."""
+        """Drops the session's databases, worker folders and broker keys (the logs folder is kept)."""
         self.drop_databases()
         for worker in self.workers.values():
             shutil.rmtree(worker.base, ignore_errors=True)
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            keys = list(client.scan_iter(match=f"{self.redis_prefix}*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
 
     def cleanup_ssh_root(self) -> None:
         env = self.ssh_env
