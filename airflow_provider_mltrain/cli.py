@@ -16,7 +16,9 @@ import os
 import re
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -214,12 +216,12 @@ def _show(run: Run, as_json: bool) -> None:
     details = run.get_details()
     if problem:
         details["warnings"] = [*details["warnings"], problem]
-    metrics = run.get_metrics()
     entries = run.list_entries()
     files = entries.files
     if as_json:
-        _dump({**details, "metrics": metrics, "files": files, "links": entries.links})
+        _dump({**details, "metrics": run.get_metrics(), "files": files, "links": entries.links})
         return
+    metrics = _metrics_to_show(run)
     t = for_terminal
     lines = [
         f"Run        {details['run_id']}",
@@ -248,7 +250,10 @@ def _show(run: Run, as_json: bool) -> None:
         )
     lines.append("Metrics")
     for name, value in metrics.items():
-        if _numeric_series(value) and len(value) > 1:
+        if isinstance(value, LongSeries):
+            summary = f"last of {value.count}; min {value.min:.6g}, max {value.max:.6g}"
+            lines.append(f"  {t(name, MAX_CELL):<24} {value.last:.6g} ({summary})")
+        elif _numeric_series(value) and len(value) > 1:
             summary = f"last of {len(value)}; min {min(value):.6g}, max {max(value):.6g}"
             lines.append(f"  {t(name, MAX_CELL):<24} {value[-1]:.6g} ({summary})")
         else:
@@ -331,17 +336,58 @@ def _latest(ws: Workspace, experiment: str | None) -> Run:
     return Run(ws, latest[0]["id"])
 
 
+@dataclass(frozen=True)
+class LongSeries:
+    """A long series of plain numbers, shown by its summary from the run store."""
+
+    last: float
+    count: int
+    min: float
+    max: float
+
+
+# A series of more plain numbers than this is shown from its summary, not read value by value.
+LONG_SERIES = 1000
+
+
+def _metrics_to_show(run: Run) -> dict[str, Any]:
+    """``run.get_metrics()`` for the text views, except that a long series of plain numbers (one
+    name, one kind) comes as its :class:`LongSeries` from the summaries the run store keeps: a run
+    of a million values is shown from a few rows, with the same numbers."""
+    run.refresh()  # reads the target only while the run is not collected
+    summaries = run.workspace.store.metric_summaries(run.id)
+    kinds = Counter(s["name"] for s in summaries)
+    long = {
+        s["name"]: LongSeries(s["last"], s["rows"], s["min"], s["max"])
+        for s in summaries
+        if kinds[s["name"]] == 1 and s["kind"] == "scalar" and s["count"] == s["rows"] > LONG_SERIES
+    }
+    if not long:
+        return run.get_metrics()
+    out: dict[str, Any] = {}
+    for s in summaries:
+        name = s["name"]
+        if name not in out:
+            out[name] = long[name] if name in long else run.get_metrics(name).get(name)
+    return out
+
+
 def _metrics(run: Run, as_json: bool) -> None:
-    metrics = run.get_metrics()
     if as_json:
-        _dump(metrics)
+        _dump(run.get_metrics())
         return
+    metrics = _metrics_to_show(run)
     names = {name: for_terminal(name, MAX_CELL) for name in metrics}
     width = max([6, *(len(n) for n in names.values())])
     OUT.stream.write(f"{'METRIC':<{width}}  {'LAST':>12}  {'COUNT':>5}  {'MIN':>12}  {'MAX':>12}\n")
     for key, value in metrics.items():
         name = names[key]
-        if _numeric_series(value):
+        if isinstance(value, LongSeries):
+            OUT.stream.write(
+                f"{name:<{width}}  {value.last:>12.6g}  {value.count:>5}  {value.min:>12.6g}  "
+                f"{value.max:>12.6g}\n"
+            )
+        elif _numeric_series(value):
             OUT.stream.write(
                 f"{name:<{width}}  {value[-1]:>12.6g}  {len(value):>5}  {min(value):>12.6g}  "
                 f"{max(value):>12.6g}\n"

@@ -304,6 +304,42 @@ def test_metrics_json_parses_back(workspace, make_tree, cli):
     assert lines[1].split() == ["acc", "0.9", "3", "0.5", "0.9"] and lines[2].split() == ["name", '"sgd"']
 
 
+LONG = """\
+from mltrain import Run
+run = Run.get_context()
+for i in range(1500):
+    run.log("loss", 1.0 / (1 + i % 700), step=i)
+run.log("name", "sgd")
+"""
+
+
+def test_a_long_series_is_shown_from_the_store_summary_not_read_value_by_value(
+    workspace, make_tree, cli, monkeypatch
+):
+    from airflow_provider_mltrain.core.store import RunStore
+
+    run = Experiment(workspace, "cli").submit(ScriptRunConfig(make_tree({"train.py": LONG}), "train.py"))
+    run.wait_for_completion()
+    values = run.get_metrics()["loss"]
+    read: list[str | None] = []
+    original = RunStore.get_metric_rows
+
+    def recording(self, run_id, name=None):
+        read.append(name)
+        return original(self, run_id, name)
+
+    monkeypatch.setattr(RunStore, "get_metric_rows", recording)
+    code, out, _ = cli("metrics", run.id)
+    assert code == 0
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert lines["loss"] == [f"{values[-1]:.6g}", "1500", f"{min(values):.6g}", f"{max(values):.6g}"]
+    assert lines["name"] == ['"sgd"']
+    code, out, _ = cli("runs", "show", run.id)
+    expected = f"{values[-1]:.6g} (last of 1500; min {min(values):.6g}, max {max(values):.6g})"
+    assert code == 0 and f"loss                     {expected}" in out
+    assert read == ["name", "name"]  # the short one by name; the long one never row by row
+
+
 BROKEN = """\
 import os
 from mltrain import Run

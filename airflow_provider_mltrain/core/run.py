@@ -11,7 +11,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -20,6 +20,7 @@ from airflow_provider_mltrain.core import run_files_store, run_warnings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
 from airflow_provider_mltrain.core.errors import RunFailed, RunOnOtherHost, RunTimeout, TargetError
 from airflow_provider_mltrain.core.metrics import parse_lines, stored_value
+from airflow_provider_mltrain.core.redact import mask_variable, redact_url
 from airflow_provider_mltrain.core.runfiles import RunFiles, list_folder, make_dirs, rmtree
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.runner import tree
@@ -357,7 +358,7 @@ class Run:
                         "local-target tasks to one worker per host), or submit a new run."
                     )
                 if follower is not None and log_callback is not None:
-                    for line in follower.read(final=status.is_terminal):
+                    for line in follower.lines(final=status.is_terminal):
                         log_callback(line)
                 if status.is_terminal:
                     break
@@ -480,9 +481,12 @@ class Run:
             "script": record["script"],
             "arguments": record["arguments"],
             "snapshot_id": record["snapshot_id"],
-            "environment": record["environment"],
+            "environment": _masked_environment(record["environment"]),
             "tags": record["tags"],
-            "properties": record["properties"],
+            "properties": {
+                k: redact_url(v) if k.startswith("mltrain.git.") and isinstance(v, str) else v
+                for k, v in record["properties"].items()
+            },
             "created_at": _iso(record["created_at"]),
             "start_time": _iso(start),
             "end_time": _iso(end),
@@ -617,23 +621,60 @@ class Run:
 
 
 class LogFollower:
-    """Yields complete new log lines on each call: the log streams by offset, never re-read."""
+    """Yields complete new log lines on each call: the log streams by offset, never re-read, at
+    most ``chunk`` bytes per call (``behind`` says more was there), so a log that grew by
+    gigabytes between two polls never lands in memory at once."""
 
-    def __init__(self, run: Run, offset: int = 0):
+    CHUNK = 4 * 1024 * 1024
+
+    def __init__(self, run: Run, offset: int = 0, chunk: int = CHUNK):
         self.run = run
         self.offset = offset
+        self.chunk = chunk
+        self.behind = False
         self._partial = b""
 
     def read(self, final: bool = False) -> list[str]:
-        data = self.run.read_log(self.offset)
+        """The complete lines of the next chunk; with ``final`` (the run ended) and nothing more
+        to read, also a last line the script never ended."""
+        data = self.run.read_log(self.offset, self.chunk)
         self.offset += len(data)
+        self.behind = len(data) >= self.chunk
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        if final and self._partial:
+        if len(self._partial) > self.chunk:  # a line longer than a chunk goes out in pieces
+            lines.append(self._partial)
+            self._partial = b""
+        if final and not self.behind and self._partial:
             lines.append(self._partial)
             self._partial = b""
         return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+    def lines(self, final: bool = False) -> Iterator[str]:
+        """Every new line up to the log's current end, a chunk at a time."""
+        while True:
+            yield from self.read(final)
+            if not self.behind:
+                return
+
+
+def _masked_environment(environment: dict[str, Any]) -> dict[str, Any]:
+    """The recorded environment, masked again when shown: records written before a variable name
+    or URL form was known to be secret get today's masking too (masking is idempotent)."""
+    env = dict(environment)
+    variables = env.get("environment_variables")
+    if isinstance(variables, dict):
+        env["environment_variables"] = {
+            k: mask_variable(str(k), v) if isinstance(v, str) else v for k, v in variables.items()
+        }
+    python = env.get("python")
+    if isinstance(python, dict) and isinstance(python.get("requirements"), list):
+        env["python"] = {
+            **python,
+            "requirements": [redact_url(r) if isinstance(r, str) else r for r in python["requirements"]],
+        }
+    return env
 
 
 def list_run_files(run_dir: Path) -> list[str]:

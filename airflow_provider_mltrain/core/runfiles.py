@@ -37,11 +37,12 @@ class RunFiles:
 def list_folder(run_dir: Path) -> RunFiles:
     """The files and links under ``run_dir/outputs`` and ``run_dir/logs`` of a folder on this machine
     (a local run folder, or a collected one with its ``links.json``)."""
-    found = tree.listing(str(run_dir))
-    for line in found["errors"]:
+    files, found_links, errors = tree.names(str(run_dir))
+    for line in errors:
         log.warning("Listing %s: skipped %s", run_dir, line)
-    links = {**read_links(run_dir), **found["links"]}
-    return RunFiles(sorted(found["files"]), dict(sorted(links.items())))
+    links = {**read_links(run_dir), **found_links}
+    files.sort()
+    return RunFiles(files, dict(sorted(links.items())))
 
 
 def read_links(folder: Path) -> dict[str, str]:

@@ -17,11 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from airflow_provider_mltrain.core import run_warnings
+from airflow_provider_mltrain.core import metric_summary, run_warnings
 from airflow_provider_mltrain.core.states import RunStatus
 
 # 2: mltrain_runs.warnings
-SCHEMA_VERSION = 2
+# 3: mltrain_metric_series and mltrain_metric_blocks, kept at ingestion; mltrain_runs.summarized
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -47,6 +48,9 @@ runs = sa.Table(
     sa.Column("collected", sa.Boolean, nullable=False, default=False),
     # JSON list of run_warnings entries; NULL (no warnings) in rows written before schema 2.
     sa.Column("warnings", sa.Text, nullable=True),
+    # True once the run's metric summaries are kept at ingestion; NULL for runs whose rows an
+    # older version stored: their summaries are built from the rows on first read.
+    sa.Column("summarized", sa.Boolean, nullable=True),
 )
 
 run_events = sa.Table(
@@ -69,6 +73,46 @@ metrics = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("logged_at", sa.Float, nullable=False),
 )
+
+
+def _summary_columns() -> list[sa.Column]:
+    return [
+        sa.Column("rows", sa.BigInteger, nullable=False),
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.Column("min", sa.Float, nullable=True),
+        sa.Column("max", sa.Float, nullable=True),
+        sa.Column("first_seq", sa.BigInteger, nullable=True),
+        sa.Column("last_seq", sa.BigInteger, nullable=True),
+        sa.Column("last_num_seq", sa.BigInteger, nullable=True),
+        sa.Column("last", sa.Float, nullable=True),
+        sa.Column("first_step", sa.BigInteger, nullable=True),
+        sa.Column("last_step", sa.BigInteger, nullable=True),
+        sa.Column("first_time", sa.Float, nullable=True),
+        sa.Column("last_time", sa.Float, nullable=True),
+    ]
+
+
+# One row per series (run, name, kind): what the run page and the API show without reading rows.
+metric_series = sa.Table(
+    "mltrain_metric_series",
+    metadata,
+    sa.Column("run_id", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    *_summary_columns(),
+)
+
+# The same fields per block of metric_summary.BLOCK consecutive values of a series: chart buckets.
+metric_blocks = sa.Table(
+    "mltrain_metric_blocks",
+    metadata,
+    sa.Column("run_id", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("block", sa.BigInteger, primary_key=True, autoincrement=False),
+    *_summary_columns(),
+)
+
 
 meta = sa.Table(
     "mltrain_meta",
@@ -159,7 +203,7 @@ def _create_schema(engine: Engine) -> None:
 
 
 # Columns added after schema 1, each (version, column): added to a table created by an older version.
-_ADDED_COLUMNS = ((2, runs.c.warnings),)
+_ADDED_COLUMNS = ((2, runs.c.warnings), (3, runs.c.summarized))
 
 
 def _migrate(conn: sa.Connection) -> None:
@@ -202,6 +246,32 @@ def _encode(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _upsert(
+    conn: sa.Connection,
+    table: sa.Table,
+    run_id: str,
+    values: list[dict[str, Any]],
+    existing: set[tuple[Any, ...]],
+    keys: tuple[str, ...],
+) -> None:
+    """Insert the rows of ``values`` whose keys are not in ``existing``; update the others."""
+    new = [{"run_id": run_id, **v} for v in values if tuple(v[k] for k in keys) not in existing]
+    old = [v for v in values if tuple(v[k] for k in keys) in existing]
+    if new:
+        conn.execute(table.insert(), new)
+    if old:
+        fields = metric_summary.FIELDS
+        stmt = (
+            table.update()
+            .where(table.c.run_id == run_id, *(table.c[k] == sa.bindparam(f"k_{k}") for k in keys))
+            .values({f: sa.bindparam(f"v_{f}") for f in fields})
+        )
+        conn.execute(
+            stmt,
+            [{**{f"k_{k}": v[k] for k in keys}, **{f"v_{f}": v[f] for f in fields}} for v in old],
+        )
+
+
 class RunExists(Exception):
     pass
 
@@ -214,7 +284,14 @@ class RunStore:
     def create_run(self, record: dict[str, Any], at: float | None = None) -> None:
         now = at or time.time()
         values = _encode(
-            {"created_at": now, "updated_at": now, "metrics_offset": 0, "collected": False, **record}
+            {
+                "created_at": now,
+                "updated_at": now,
+                "metrics_offset": 0,
+                "collected": False,
+                "summarized": True,
+                **record,
+            }
         )
         try:
             with self.engine.begin() as conn:
@@ -311,7 +388,9 @@ class RunStore:
             if moved != 1:
                 return False
             if records:
+                self._summarize(conn, run_id)  # first, for a run an older version stored rows of
                 conn.execute(metrics.insert(), records)
+                self._fold(conn, run_id, records)
             if warnings:
                 self._add_warnings(conn, run_id, warnings)
         return True
@@ -362,55 +441,118 @@ class RunStore:
             (sa.and_(is_number, sa.func.length(value) <= 300), sa.cast(value, sa.Float)), else_=None
         )
 
-    def metric_summaries(self, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Per metric name and kind: rows, numeric values, their min, max and last, first and last seq.
+    # -- summaries kept at ingestion (core/metric_summary.py) ------------------------------------
 
-        Tags and property records are left out. At most ``limit`` names (the first logged)."""
-        num = self._numeric_value().label("num")
-        base = (
-            sa.select(metrics.c.name, metrics.c.kind, metrics.c.seq, num)
-            .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
-            .subquery()
-        )
-        query = (
-            sa.select(
-                base.c.name,
-                base.c.kind,
-                sa.func.count().label("rows"),
-                sa.func.count(base.c.num).label("count"),
-                sa.func.min(base.c.num).label("min"),
-                sa.func.max(base.c.num).label("max"),
-                sa.func.min(base.c.seq).label("first_seq"),
-                sa.func.max(base.c.seq).label("last_seq"),
-                sa.func.max(sa.case((base.c.num.isnot(None), base.c.seq), else_=None)).label("last_num_seq"),
+    @staticmethod
+    def _fold(conn: sa.Connection, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Fold new rows (in seq order) into their series' stored summaries and blocks."""
+        names = sorted({r["name"] for r in rows})
+        series: dict[tuple[str, str], dict[str, Any]] = {}
+        open_blocks: dict[tuple[str, str], dict[str, Any]] = {}
+        for chunk in range(0, len(names), 500):
+            found = conn.execute(
+                sa.select(metric_series).where(
+                    metric_series.c.run_id == run_id, metric_series.c.name.in_(names[chunk : chunk + 500])
+                )
             )
-            .group_by(base.c.name, base.c.kind)
-            .order_by(sa.func.min(base.c.seq))
+            for r in found:
+                data = dict(r._mapping)
+                series[(data.pop("name"), data.pop("kind"))] = data
+        for (name, kind), data in series.items():
+            if data["rows"] % metric_summary.BLOCK:
+                row = conn.execute(
+                    sa.select(metric_blocks).where(
+                        metric_blocks.c.run_id == run_id,
+                        metric_blocks.c.name == name,
+                        metric_blocks.c.kind == kind,
+                        metric_blocks.c.block == data["rows"] // metric_summary.BLOCK,
+                    )
+                ).first()
+                if row is not None:
+                    open_blocks[(name, kind)] = dict(row._mapping)
+        touched, blocks = metric_summary.fold(rows, series, open_blocks)
+        stored_blocks = {(b["name"], b["kind"], b["block"]) for b in open_blocks.values()}
+        _upsert(
+            conn,
+            metric_series,
+            run_id,
+            [{"name": k[0], "kind": k[1], **v} for k, v in touched.items()],
+            existing={(k[0], k[1]) for k in touched if k in series},
+            keys=("name", "kind"),
         )
+        _upsert(conn, metric_blocks, run_id, blocks, existing=stored_blocks, keys=("name", "kind", "block"))
+
+    def _summarize(self, conn: sa.Connection, run_id: str) -> None:
+        """Build the summaries of a run whose rows an older version stored (``summarized`` NULL),
+        from its rows, once; in the caller's write transaction."""
+        query = sa.select(runs.c.summarized).where(runs.c.id == run_id)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None or row[0]:
+            return
+        conn.execute(metric_series.delete().where(metric_series.c.run_id == run_id))
+        conn.execute(metric_blocks.delete().where(metric_blocks.c.run_id == run_id))
+        after = -1
+        while True:  # pages by seq: no cursor left open while the fold writes
+            batch = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(
+                        metrics.c.name,
+                        metrics.c.kind,
+                        metrics.c.seq,
+                        metrics.c.step,
+                        metrics.c.value,
+                        metrics.c.logged_at,
+                    )
+                    .where(metrics.c.run_id == run_id, metrics.c.seq > after)
+                    .order_by(metrics.c.seq)
+                    .limit(20_000)
+                ).mappings()
+            ]
+            if not batch:
+                break
+            self._fold(conn, run_id, batch)
+            after = batch[-1]["seq"]
+        conn.execute(runs.update().where(runs.c.id == run_id).values(summarized=True))
+
+    def _summarized(self, run_id: str) -> None:
+        """Readers call this first: builds missing summaries (see :meth:`_summarize`) once."""
+        with self.engine.connect() as conn:
+            done = conn.execute(sa.select(runs.c.summarized).where(runs.c.id == run_id)).scalar()
+        if done is None and self.get_run(run_id) is not None:
+            with self.engine.begin() as conn:
+                self._summarize(conn, run_id)
+
+    def _series_query(self, run_id: str) -> sa.Select:
+        return sa.select(metric_series).where(
+            metric_series.c.run_id == run_id, metric_series.c.kind.notin_(("tags", "properties"))
+        )
+
+    def metric_summaries(self, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Per metric name and kind: rows, numeric values, their min, max and last, first and last seq
+        (and step and time of the numeric values). Tags and property records are left out. At most
+        ``limit`` names (the first logged). Read from the summaries kept at ingestion: one row per
+        series, whatever the run's size."""
+        self._summarized(run_id)
+        query = self._series_query(run_id).order_by(metric_series.c.first_seq)
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             out = [dict(r._mapping) for r in conn.execute(query)]
-            last_seqs = [r["last_num_seq"] for r in out if r["last_num_seq"] is not None]
-            last: dict[int, float] = {}
-            for chunk in range(0, len(last_seqs), 500):
-                rows = conn.execute(
-                    sa.select(metrics.c.seq, self._numeric_value()).where(
-                        metrics.c.run_id == run_id, metrics.c.seq.in_(last_seqs[chunk : chunk + 500])
-                    )
-                )
-                last.update({r[0]: r[1] for r in rows})
         for r in out:
-            r["last"] = last.get(r.pop("last_num_seq"))
+            del r["run_id"], r["last_num_seq"]
         return out
 
     def metric_names(self, run_id: str, limit: int | None = None) -> list[str]:
         """Names the run logged metrics under (tags and properties left out), sorted."""
+        self._summarized(run_id)
         query = (
-            sa.select(metrics.c.name)
-            .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
+            sa.select(metric_series.c.name)
+            .where(metric_series.c.run_id == run_id, metric_series.c.kind.notin_(("tags", "properties")))
             .distinct()
-            .order_by(metrics.c.name)
+            .order_by(metric_series.c.name)
         )
         if limit:
             query = query.limit(limit)
@@ -418,113 +560,39 @@ class RunStore:
             return [r[0] for r in conn.execute(query)]
 
     def metric_overview(self, run_id: str, buckets: int, limit: int) -> list[dict[str, Any]]:
-        """:meth:`metric_summaries` of every metric, with its values in buckets, in one scan.
-
-        The run's seq range is cut into ``buckets`` equal parts; each summary gets the list of its
-        parts (``buckets``: count, min, max, steps and times of its numeric values), so a metric
-        logged throughout the run gets about ``buckets`` of them. At most ``limit`` metrics, by
-        name; rows stream from the database, and reading stops there."""
+        """:meth:`metric_summaries` of the first ``limit`` metrics by name, each with its numeric
+        values in at most ``buckets`` buckets of consecutive values (``buckets``: count, min, max,
+        first and last step and time), read from the blocks kept at ingestion: a series of a
+        million values costs ``1,000,000 / metric_summary.BLOCK`` small rows."""
+        self._summarized(run_id)
+        query = self._series_query(run_id).order_by(metric_series.c.name, metric_series.c.kind).limit(limit)
         with self.engine.connect() as conn:
-            lo, hi = conn.execute(
-                sa.select(sa.func.min(metrics.c.seq), sa.func.max(metrics.c.seq)).where(
-                    metrics.c.run_id == run_id
-                )
-            ).one()
-            if lo is None:
-                return []
-            span = max(1, hi - lo + 1)
-            num = self._numeric_value().label("num")
-            base = (
-                sa.select(
-                    metrics.c.name,
-                    metrics.c.kind,
-                    metrics.c.seq,
-                    metrics.c.step,
-                    metrics.c.logged_at,
-                    ((metrics.c.seq - lo) * max(1, buckets) // span).label("bucket"),
-                    num,
-                )
-                .where(metrics.c.run_id == run_id, metrics.c.kind.notin_(("tags", "properties")))
-                .subquery()
-            )
-            numeric_seq = sa.case((base.c.num.isnot(None), base.c.seq), else_=None)
-            query = (
-                sa.select(
-                    base.c.name,
-                    base.c.kind,
-                    base.c.bucket,
-                    sa.func.count().label("rows"),
-                    sa.func.count(base.c.num).label("count"),
-                    sa.func.min(base.c.num).label("min"),
-                    sa.func.max(base.c.num).label("max"),
-                    sa.func.min(base.c.seq).label("first_seq"),
-                    sa.func.max(base.c.seq).label("last_seq"),
-                    sa.func.max(numeric_seq).label("last_num_seq"),
-                    sa.func.min(sa.case((base.c.num.isnot(None), base.c.step), else_=None)).label(
-                        "first_step"
-                    ),
-                    sa.func.max(sa.case((base.c.num.isnot(None), base.c.step), else_=None)).label(
-                        "last_step"
-                    ),
-                    sa.func.min(sa.case((base.c.num.isnot(None), base.c.logged_at), else_=None)).label(
-                        "first_time"
-                    ),
-                    sa.func.max(sa.case((base.c.num.isnot(None), base.c.logged_at), else_=None)).label(
-                        "last_time"
-                    ),
-                )
-                .group_by(base.c.name, base.c.kind, base.c.bucket)
-                .order_by(base.c.name, base.c.kind, base.c.bucket)
-            )
-            out: dict[tuple[str, str], dict[str, Any]] = {}
-            for row in conn.execution_options(stream_results=True).execute(query):
-                b = dict(row._mapping)
-                key = (b.pop("name"), b.pop("kind"))
-                entry = out.get(key)
-                if entry is None:
-                    if len(out) >= limit:
-                        break
-                    entry = out[key] = {
-                        "name": key[0],
-                        "kind": key[1],
-                        "rows": 0,
-                        "count": 0,
-                        "min": None,
-                        "max": None,
-                        "first_seq": b["first_seq"],
-                        "last_seq": b["last_seq"],
-                        "last_num_seq": None,
-                        "buckets": [],
-                    }
-                entry["rows"] += b["rows"]
-                entry["last_seq"] = b["last_seq"]
-                if b["count"]:
-                    entry["count"] += b["count"]
-                    entry["min"] = b["min"] if entry["min"] is None else min(entry["min"], b["min"])
-                    entry["max"] = b["max"] if entry["max"] is None else max(entry["max"], b["max"])
-                    entry["last_num_seq"] = b["last_num_seq"]
-                    entry["buckets"].append(b)
-            last_seqs = [e["last_num_seq"] for e in out.values() if e["last_num_seq"] is not None]
-            last: dict[int, float] = {}
-            for chunk in range(0, len(last_seqs), 500):
-                rows = conn.execute(
-                    sa.select(metrics.c.seq, self._numeric_value()).where(
-                        metrics.c.run_id == run_id, metrics.c.seq.in_(last_seqs[chunk : chunk + 500])
+            series = [dict(r._mapping) for r in conn.execute(query)]
+            for entry in series:
+                blocks = conn.execute(
+                    sa.select(metric_blocks)
+                    .where(
+                        metric_blocks.c.run_id == run_id,
+                        metric_blocks.c.name == entry["name"],
+                        metric_blocks.c.kind == entry["kind"],
                     )
-                )
-                last.update({r[0]: r[1] for r in rows})
-        summaries = sorted(out.values(), key=lambda e: e["first_seq"])
-        for e in summaries:
-            e["last"] = last.get(e.pop("last_num_seq"))
-        return summaries
+                    .order_by(metric_blocks.c.block)
+                ).mappings()
+                entry["buckets"] = metric_summary.buckets([dict(b) for b in blocks], buckets)
+                del entry["run_id"], entry["last_num_seq"]
+        return sorted(series, key=lambda e: e["first_seq"])
 
     def last_numeric(self, run_id: str, name: str) -> float | None:
         """The last plain number logged under ``name``, or None."""
-        num = self._numeric_value()
+        self._summarized(run_id)
         query = (
-            sa.select(num)
-            .where(metrics.c.run_id == run_id, metrics.c.name == name, num.isnot(None))
-            .order_by(metrics.c.seq.desc())
+            sa.select(metric_series.c.last)
+            .where(
+                metric_series.c.run_id == run_id,
+                metric_series.c.name == name,
+                metric_series.c.last_num_seq.isnot(None),
+            )
+            .order_by(metric_series.c.last_num_seq.desc())
             .limit(1)
         )
         with self.engine.connect() as conn:
@@ -558,7 +626,36 @@ class RunStore:
         if seqs is not None:
             query = query.where(metrics.c.seq.between(*seqs))
         with self.engine.connect() as conn:
+            if offset >= metric_summary.BLOCK and not non_numeric:
+                # Jump to the block that holds value ``offset``: its first seq bounds the scan, so a
+                # late page costs one block, not every row before it.
+                start = self._block_start(conn, run_id, name, kind, offset // metric_summary.BLOCK)
+                if start is not None:
+                    query = query.where(metrics.c.seq >= start).offset(offset % metric_summary.BLOCK)
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def _block_start(
+        self, conn: sa.Connection, run_id: str, name: str, kind: str | None, block: int
+    ) -> int | None:
+        """The first seq of block ``block`` of the series ``name`` (of ``kind``), when the name has
+        one kind only (blocks count values per kind) and its summaries are kept."""
+        kinds = conn.execute(
+            sa.select(metric_series.c.kind).where(
+                metric_series.c.run_id == run_id, metric_series.c.name == name
+            )
+        ).all()
+        if len(kinds) != 1 or (kind is not None and kinds[0][0] != kind):
+            return None
+        if not conn.execute(sa.select(runs.c.summarized).where(runs.c.id == run_id)).scalar():
+            return None
+        return conn.execute(
+            sa.select(metric_blocks.c.first_seq).where(
+                metric_blocks.c.run_id == run_id,
+                metric_blocks.c.name == name,
+                metric_blocks.c.kind == kinds[0][0],
+                metric_blocks.c.block == block,
+            )
+        ).scalar()
 
     # -- environments ------------------------------------------------------------------------------
 

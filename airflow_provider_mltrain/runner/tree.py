@@ -163,6 +163,43 @@ def listing(root, tops=TOPS):
     return {"files": files, "links": links, "errors": errors}
 
 
+def names(root, tops=TOPS):
+    """``(files, links, errors)``: the names of the regular files under ``root/<top>`` (unsorted),
+    its links (name -> link text) and unreadable folders, like :func:`listing` without sizes, from
+    the folder listings alone (no system call per file): a folder of 100,000 files in a fraction
+    of :func:`listing`'s time."""
+    files = []
+    links = {}
+    errors = []
+    if not os.path.isdir(root):
+        return files, links, errors
+    with Folders(root) as folders:
+        stack = [()]
+        while stack:
+            parts = stack.pop()
+            prefix = "/".join(parts) + "/" if parts else ""
+            try:
+                fd = folders.goto(parts)
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        name = entry.name
+                        if not parts and name not in tops:
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((*parts, name))
+                        elif entry.is_file(follow_symlinks=False):
+                            files.append(prefix + name)
+                        elif entry.is_symlink():
+                            try:
+                                links[prefix + name] = os.readlink(name, dir_fd=fd)
+                            except OSError:
+                                pass
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    errors.append("%s: %s" % ("/".join(parts) or ".", exc.strerror or exc))
+    return files, links, errors
+
+
 def open_file(root, name, tops=TOPS):
     """A read descriptor of the regular file ``name`` under ``root``, reached without following any
     link; None when there is no such regular file (missing, a link, a folder, a FIFO)."""

@@ -93,6 +93,8 @@ class RunTrigger(BaseTrigger):
             status, lines = await asyncio.to_thread(self._poll, run, follower)
             for line in lines:
                 self.log.info("%s", line)
+            if follower.behind:
+                continue  # more of the log is there already: read on before waiting or ending
             if status in ("Completed", "Failed", "Canceled"):
                 yield TriggerEvent({"run_id": self.run_id, "status": status, "log_offset": follower.offset})
                 return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from airflow_provider_mltrain.core.redact import is_masked, mask_variable, redact_url
@@ -77,3 +79,30 @@ VARIABLES = [
 def test_variables_are_masked_by_name_or_by_credentials_in_their_value(name, value, shown):
     assert mask_variable(name, value) == shown
     assert is_masked(name, shown) == (shown != value)
+
+
+def test_records_written_before_masking_are_masked_when_shown(workspace, make_tree):
+    """A run recorded by an older version kept a secret variable, a password in a URL and a git
+    remote with a token in plain text: get_details() (what the UI, the API and `mltrain runs
+    show` print) masks them anyway."""
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig
+
+    run = Experiment(workspace, "old").submit(ScriptRunConfig(make_tree({"t.py": "print(1)\n"}), "t.py"))
+    run.wait_for_completion()
+    record = workspace.store.get_run(run.id)
+    environment = {
+        **record["environment"],
+        "environment_variables": {"DB_PASSWORD": "hunter2", "DATABASE": "postgresql://u:s3cr3t@db/x"},
+        "python": {"requirements": ["git+https://user:t0ken@git.example/pkg.git"]},
+    }
+    properties = {**record["properties"], "mltrain.git.remote": "https://user:t0ken@git.example/repo.git"}
+    workspace.store.update(run.id, environment=environment, properties=properties)
+    shown = json.dumps(run.get_details())
+    for secret in ("hunter2", "s3cr3t", "t0ken"):
+        assert secret not in shown
+    details = run.get_details()
+    assert details["environment"]["environment_variables"] == {
+        "DB_PASSWORD": "***",
+        "DATABASE": "postgresql://***@db/x",
+    }
+    assert details["properties"]["mltrain.git.remote"] == "https://***@git.example/repo.git"
