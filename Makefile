@@ -88,11 +88,11 @@ typecheck: install-dev
 # here. In CI a service that cannot start fails the run; elsewhere its tests skip with a reason.
 # The tests run in PYTEST_WORKERS pytest-xdist workers (0: in this process, one at a time). Most of
 # them wait on subprocesses and services rather than compute, so twice the CPU count pays off on
-# small machines (docs/benchmarks.md); --dist loadgroup keeps each xdist_group (Spark) in one worker.
+# small machines (docs/benchmarks.md); tests/conftest.py keeps the Spark tests in one worker.
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n * 2 < 8 ? n * 2 : 8 )))
 unit: install-dev
 	@services=$$(bash tests/services/start-all.sh) || exit 1; \
-	eval "$$services"; $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	eval "$$services"; $(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 # The lowest Airflow that pyproject.toml allows (apache-airflow>=FLOOR_AIRFLOW), with the lowest task
 # SDK it allows and every other library as it was on its release day (uv --exclude-newer: what its

@@ -97,36 +97,35 @@ SLOW_FILES = (
     "tests/test_providers_coexist.py",
     "tests/test_docs.py",
 )
-# The test Spark cluster has 2 one-core workers, and some tests kill a worker: every test that
-# uses it runs in one xdist group, one at a time.
-SPARK_GROUP = "spark"
-_SPARK_HARNESSES = ("mltrain_test_spark", "mltrain_test_spark_gw")
+# The test Spark cluster has 2 one-core workers, and some tests kill a worker: every test that uses
+# it runs in one xdist work unit, in one worker, one at a time. The scheduler sees test ids only:
+# a Spark test says "spark" in its id (its file, its name or its harness), or is listed here.
+SPARK_TESTS = ("tests/test_providers_coexist.py::test_one_connection_serves_the_official_operators_and_ours",)
 
 
-def uses_spark(item: pytest.Item) -> bool:
-    """Whether a test talks to the test Spark cluster: by its file (``test_*spark*.py``), its target
-    suite harness, or a ``@pytest.mark.spark`` it (or its parameter) carries."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    return (
-        "spark" in item.path.name
-        or params.get("harness") in _SPARK_HARNESSES
-        or item.get_closest_marker("spark") is not None
-    )
+def uses_spark(nodeid: str) -> bool:
+    return "spark" in nodeid.lower() or nodeid in SPARK_TESTS
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # `pytest -n N` alone hands out test by test ("load"), Spark tests to several workers at once:
-    # loadgroup is the same distribution, with the groups kept together.
-    if getattr(config.option, "numprocesses", None) and config.option.dist == "load":
-        config.option.dist = "loadgroup"
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent from the floor's venv
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``load`` (what ``-n`` does), with every Spark test in one work unit. xdist's own
+    ``--dist loadgroup`` is not used: it renames test ids, which pytest 9.2 no longer lets it do."""
+    if config.option.dist not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SparkInOneWorker(LoadScopeScheduling):
+        # Work units: the Spark tests, and each other test alone. Units go out biggest first (the
+        # Spark one), then in collection order (slowest files first: below).
+        def _split_scope(self, nodeid: str) -> str:
+            return "spark" if uses_spark(nodeid) else nodeid
+
+    return SparkInOneWorker(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            if uses_spark(item):
-                item.add_marker(pytest.mark.xdist_group(SPARK_GROUP))
     rank = {path: i for i, path in enumerate(SLOW_FILES)}
     # sort is stable: the other tests keep their order
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))

@@ -53,10 +53,6 @@ class Block:
     def id(self) -> str:
         return f"{self.page.relative_to(ROOT).as_posix()}:{self.line}"
 
-    def needs(self, service: str) -> bool:
-        """Whether this block or one it continues talks to ``service``."""
-        return any(service in part.markers.get("needs", "").split() for part in self.chain())
-
     def chain(self) -> list[Block]:
         """This block, after the blocks it continues."""
         blocks = [self]
@@ -182,10 +178,7 @@ def check(proc: subprocess.CompletedProcess, block: Block, what: str) -> None:
 
 
 @pytest.mark.timeout(TIMEOUT + 300)
-@pytest.mark.parametrize(
-    "block",
-    [pytest.param(b, id=b.id, marks=[pytest.mark.spark] if b.needs("spark") else []) for b in BLOCKS],
-)
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_block(block: Block, tmp_path, docs_home, request):
     if "skip" in block.markers:
         reason = block.markers["skip"].strip("() ")

@@ -112,7 +112,6 @@ def test_the_official_providers_keep_their_connection_types(airflow_home):
         assert hooks[ours]["package_name"] == "airflow-provider-mltrain"
 
 
-@pytest.mark.spark
 def test_one_connection_serves_the_official_operators_and_ours(airflow_home, tmp_path):
     ssh = require_ssh()
     master, ui = spark_service()
