@@ -96,6 +96,8 @@ SLOW_FILES = (
     "tests/test_makefile.py",
     "tests/test_providers_coexist.py",
     "tests/test_docs.py",
+    "tests/test_airflow_faults.py",
+    "tests/test_dags.py",
 )
 # The test Spark cluster has 2 one-core workers, and some tests kill a worker: every test that uses
 # it runs in one xdist work unit, in one worker, one at a time. The scheduler sees test ids only:
