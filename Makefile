@@ -86,9 +86,13 @@ typecheck: install-dev
 
 # Services the tests use (tests/services/*.sh) run for real on 127.0.0.1, installed and started
 # here. In CI a service that cannot start fails the run; elsewhere its tests skip with a reason.
+# The tests run in PYTEST_WORKERS pytest-xdist workers (0: in this process, one at a time). Most of
+# them wait on subprocesses and services rather than compute, so twice the CPU count pays off on
+# small machines (docs/benchmarks.md); tests/conftest.py keeps the Spark tests in one worker.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n * 2 < 8 ? n * 2 : 8 )))
 unit: install-dev
 	@services=$$(bash tests/services/start-all.sh) || exit 1; \
-	eval "$$services"; $(PY) -m pytest -q
+	eval "$$services"; $(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 # The lowest Airflow that pyproject.toml allows (apache-airflow>=FLOOR_AIRFLOW), with the lowest task
 # SDK it allows and every other library as it was on its release day (uv --exclude-newer: what its
@@ -112,7 +116,11 @@ test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_dags.py \
 		-k 'provider_is_registered or quickstart or failing or timeout or deferrable or sensors'
 
-test: lint typecheck unit test-floor
+# The parts at once: lint and typecheck while the services start, the floor's venv and tests beside
+# the main suite. Each part's output is shown whole when it ends (--output-sync); every part runs to
+# its end (--keep-going) and any failure fails `make test`.
+test: install-dev
+	@$(MAKE) --no-print-directory --jobs=4 --output-sync=target --keep-going lint typecheck unit test-floor
 
 clean:
 	rm -rf $(AIRFLOW_HOME_DEMO) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="mltrain-test-airflow-")
@@ -74,24 +75,91 @@ def make_tree(tmp_path: Path):
     return make
 
 
+def _pg_schema() -> str:
+    """This test process's schema: xdist workers and other pytest sessions share the database."""
+    return f"t_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}".lower()
+
+
 @pytest.fixture
-def pg_url() -> str:
-    """A clean run store on the PostgreSQL started by tests/services/postgres.sh (make test)."""
+def pg_url() -> Iterator[str]:
+    """A clean run store on the PostgreSQL started by tests/services/postgres.sh (make test): an
+    empty schema of this test's own (the URL's search_path), dropped after it."""
     import sqlalchemy as sa
 
     from airflow_provider_mltrain.core import store
-    from airflow_provider_mltrain.core.store import metadata
 
-    url = os.environ.get("MLTRAIN_TEST_POSTGRES_URL")
-    if not url:
+    base = os.environ.get("MLTRAIN_TEST_POSTGRES_URL")
+    if not base:
         if os.environ.get("CI"):
             pytest.fail("MLTRAIN_TEST_POSTGRES_URL is not set: tests/services/postgres.sh did not run")
         pytest.skip("no PostgreSQL: run `make test` (it starts one) or set MLTRAIN_TEST_POSTGRES_URL")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-    engine.dispose()
-    cached = store._engines.pop(url, None)
-    if cached is not None:
-        cached.dispose()  # its pooled connections, closed now rather than leaked (ResourceWarning)
-    return url
+    schema = _pg_schema()
+    admin = sa.create_engine(base)
+
+    def reset(create: bool) -> None:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            if create:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+
+    reset(create=True)
+    url = (
+        sa.make_url(base)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+    try:
+        yield url
+    finally:
+        cached = store._engines.pop(url, None)
+        if cached is not None:
+            cached.dispose()  # its pooled connections, closed now rather than leaked (ResourceWarning)
+        reset(create=False)
+        admin.dispose()
+
+
+# -- running in parallel (pytest-xdist, `make unit`) ---------------------------------------------
+
+# Files whose tests take minutes, slowest first: they start first, so the run does not end with one
+# worker going through them alone while the others idle (measured: docs/benchmarks.md).
+SLOW_FILES = (
+    "tests/test_makefile.py",
+    "tests/test_providers_coexist.py",
+    "tests/test_docs.py",
+    "tests/test_airflow_faults.py",
+    "tests/test_dags.py",
+)
+# The test Spark cluster has 2 one-core workers, and some tests kill a worker: every test that uses
+# it runs in one xdist work unit, in one worker, one at a time. The scheduler sees test ids only:
+# a Spark test says "spark" in its id (its file, its name or its harness), or is listed here.
+SPARK_TESTS = ("tests/test_providers_coexist.py::test_one_connection_serves_the_official_operators_and_ours",)
+
+
+def uses_spark(nodeid: str) -> bool:
+    return "spark" in nodeid.lower() or nodeid in SPARK_TESTS
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent from the floor's venv
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``load`` (what ``-n`` does), with every Spark test in one work unit. xdist's own
+    ``--dist loadgroup`` is not used: it renames test ids, which pytest 9.2 no longer lets it do."""
+    if config.option.dist not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SparkInOneWorker(LoadScopeScheduling):
+        # Work units: the Spark tests, and each other test alone. Units go out biggest first (the
+        # Spark one), then in collection order (slowest files first: below).
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/deployment/"):
+                return "deployment"  # one deployment, two worker users: see tests/deployment/
+            return "spark" if uses_spark(nodeid) else nodeid
+
+    return SparkInOneWorker(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FILES)}
+    # sort is stable: the other tests keep their order
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))

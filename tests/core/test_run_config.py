@@ -64,7 +64,9 @@ SUBMIT_WRONG = [
 ]
 
 
-@pytest.mark.parametrize(("keyword", "value"), SUBMIT_WRONG, ids=[f"{k}={v!r}" for k, v in SUBMIT_WRONG])
+@pytest.mark.parametrize(
+    ("keyword", "value"), SUBMIT_WRONG, ids=[f"{k}={v!r}".split(" at 0x")[0] for k, v in SUBMIT_WRONG]
+)
 def test_wrong_type_in_submit_is_refused_before_anything_is_written(workspace, make_tree, keyword, value):
     src = make_tree({"train.py": "print('hi')\n"})
     kwargs = {"config": ScriptRunConfig(src, "train.py"), keyword: value}

@@ -112,7 +112,8 @@ def test_test_connection_reports_a_refused_port(monkeypatch):
 @pytest.mark.integration
 def test_a_run_through_the_connection_id(monkeypatch, workspace, make_tree):
     env = require_ssh()
-    monkeypatch.setenv(CONN, connection_json(env, remote_root="~/mltrain-tests/hook-run", cleanup="always"))
+    root = f"~/mltrain-tests/hook-run-{secrets.token_hex(4)}"  # removed below: this test's alone
+    monkeypatch.setenv(CONN, connection_json(env, remote_root=root, cleanup="always"))
     target = SSHComputeHook("hook_vm").get_target(Path(workspace.root))
     assert isinstance(target, SSHTarget)
     src = make_tree({"train.py": "print('via the connection')\n"})

@@ -40,12 +40,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def docker_conn(monkeypatch):
+def docker_conn(monkeypatch, tmp_path):
     require_docker()
     monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "0.5")
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
     yield CONN_ID
-    remove_test_containers(CONN_ID)
+    remove_test_containers(CONN_ID, tmp_path)
 
 
 def _client():
@@ -319,7 +319,7 @@ def test_gpu_requests_are_rendered_into_the_container_config(workspace, docker_c
     container = client.containers.create(
         os.environ["MLTRAIN_TEST_DOCKER_IMAGE"],
         ["true"],
-        labels={"mltrain.target": CONN_ID},
+        labels={"mltrain.target": CONN_ID, "mltrain.workspace": str(workspace.root)},  # removed at teardown
         **options.host_config(),
     )
     [request] = container.attrs["HostConfig"]["DeviceRequests"]
@@ -572,7 +572,7 @@ def test_prune_removes_blobs_no_recent_snapshot_uses(workspace, docker_conn, mak
         again.wait_for_completion()
         assert "old" in again.get_log_tail()
     finally:
-        remove_test_containers(target.name)
+        remove_test_containers(target.name, workspace.root.parent)
         docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"]).volumes.get(
             target.volume
         ).remove(force=True)

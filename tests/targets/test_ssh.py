@@ -41,8 +41,6 @@ from tests.targets.harnesses.ssh import connection_json, require_ssh
 from tests.targets.suite import wait_until
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-SSHD_SCRIPT = ROOT / "tests" / "services" / "sshd.sh"
 
 
 @pytest.fixture
@@ -503,25 +501,77 @@ def _sshd_children(pid: int) -> list[int]:
     return out
 
 
-def restart_sshd() -> None:
-    """Stop the test sshd and every session it serves (by pid), then start it again with its script."""
-    pid_file = Path(os.environ["MLTRAIN_TEST_SSH_KEY_FILE"]).parent / "sshd.pid"
-    listener = int(pid_file.read_text())
-    children = _sshd_children(listener)
-    os.kill(listener, signal.SIGTERM)
-    for child in children:
+class OwnSSHD:
+    """An sshd of one test's own beside the shared one of tests/services/sshd.sh: its configuration,
+    host key and user, on another port. Restarting it cuts this test's sessions only, not those of
+    the tests running meanwhile in other xdist workers."""
+
+    def __init__(self, env: dict[str, str], folder: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.pid_file = folder / "sshd.pid"
+        self.log = folder / "sshd.log"
+        shared = Path(os.environ["MLTRAIN_TEST_SSH_CONFIG"])
+        lines = [
+            line
+            for line in shared.read_text().splitlines()
+            if line.split(" ", 1)[0] not in ("Port", "PidFile")
+        ]
+        self.config = folder / "sshd_config"
+        self.config.write_text("\n".join([f"Port {self.port}", f"PidFile {self.pid_file}", *lines]) + "\n")
+        host_key = " ".join(Path(env["HOST_KEY_FILE"]).read_text().split()[:2])
+        self.known_hosts = folder / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_key}\n")
+        # sshd.sh runs sshd under a name of its own: its PAM service, which moves sessions into the
+        # cgroup delegated to the VM user. The same name here, so the same PAM service applies.
+        named = shared.parent / f"mltrain-test-sshd-{env['PORT']}"
+        self.binary = str(named if named.exists() else Path("/usr/sbin/sshd"))
+
+    def answers(self) -> bool:
         try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not Path(f"/proc/{listener}").exists(), timeout=10)
-    time.sleep(1.0)  # the controller sees "connection refused" for a while
-    subprocess.run(["bash", str(SSHD_SCRIPT)], check=True, capture_output=True, timeout=120)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                return s.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        subprocess.run([self.binary, "-f", str(self.config), "-E", str(self.log)], check=True, timeout=60)
+        wait_until(self.answers, timeout=60)
+
+    def stop(self) -> None:
+        """Stop it and every session it serves (by pid)."""
+        listener = int(self.pid_file.read_text())
+        children = _sshd_children(listener)
+        os.kill(listener, signal.SIGTERM)
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not Path(f"/proc/{listener}").exists(), timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        time.sleep(1.0)  # the controller sees "connection refused" for a while
+        self.start()
 
 
-def test_sshd_restart_mid_run_the_wait_reconnects_with_the_whole_log(workspace, target, make_tree):
+@pytest.fixture
+def own_sshd(env, tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("restarting the test sshd needs root")
+        pytest.skip("an sshd of the test's own needs root")
+    sshd = OwnSSHD(env, tmp_path)
+    sshd.start()
+    yield sshd
+    if sshd.pid_file.exists():
+        sshd.stop()
+
+
+def test_sshd_restart_mid_run_the_wait_reconnects_with_the_whole_log(
+    workspace, settings, own_sshd, make_tree
+):
+    target = SSHTarget("vm", replace(settings, port=own_sshd.port, known_hosts=str(own_sshd.known_hosts)))
     src = make_tree(
         {
             "train.py": "import time\nfor i in range(30):\n"
@@ -537,9 +587,12 @@ def test_sshd_restart_mid_run_the_wait_reconnects_with_the_whole_log(workspace, 
         lines.append(line)
         if line == "line 3" and not restarted.is_set():
             restarted.set()
-            restart_sshd()  # inside the wait: its next read finds the connection gone
+            own_sshd.restart()  # inside the wait: its next read finds the connection gone
 
-    details = run.wait_for_completion(log_callback=on_line, poll_interval=0.2)
+    try:
+        details = run.wait_for_completion(log_callback=on_line, poll_interval=0.2)
+    finally:
+        target.close()
     assert restarted.is_set()
     assert details["status"] == "Completed"
     assert lines == [f"line {i}" for i in range(30)]

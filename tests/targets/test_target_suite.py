@@ -185,7 +185,8 @@ def test_timeout_raises_and_the_run_goes_on(workspace, target, make_tree):
 def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, tmp_path):
     src = make_tree(
         {
-            "train.py": "import time\ntime.sleep(8)\nopen('outputs/done','w').write('1')\n",
+            # long enough to still run when a busy machine (parallel tests) lets this test look
+            "train.py": "import time\ntime.sleep(30)\nopen('outputs/done','w').write('1')\n",
             "outputs/.keep": "",
         }
     )

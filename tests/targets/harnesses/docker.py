@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from tests.targets.harnesses import Harness, register, service_missing
@@ -28,8 +29,10 @@ def docker_connection(**extra: Any) -> str:
     )
 
 
-def remove_test_containers(target_name: str) -> None:
-    """Remove the containers of a test target, once the target's background removals are done."""
+def remove_test_containers(target_name: str, scope: Path) -> None:
+    """Remove a test's containers of a target (once the target's background removals are done): those
+    whose workspace lies under ``scope``, the test's tmp_path. Other tests, in other xdist workers or
+    another pytest session, run containers of the same target meanwhile; theirs stay."""
     import threading
 
     import docker
@@ -37,11 +40,15 @@ def remove_test_containers(target_name: str) -> None:
     for thread in threading.enumerate():
         if thread.name.startswith("rm-mltrain-"):
             thread.join(timeout=60)
+    scope = scope.resolve()
     client = docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
     # sparse: no inspect per container, which fails for one being removed meanwhile
     for container in client.containers.list(
         all=True, sparse=True, filters={"label": f"mltrain.target={target_name}"}
     ):
+        workspace = (container.attrs.get("Labels") or {}).get("mltrain.workspace")
+        if not workspace or not Path(workspace).resolve().is_relative_to(scope):
+            continue
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
     client.close()
@@ -61,6 +68,7 @@ class DockerHarness(Harness):
         require_docker()
         monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
         self.run_ids: list[str] = []
+        self.scope = workspace.root.parent  # the test's tmp_path
 
     def _target(self, run):
         return run.target
@@ -105,5 +113,4 @@ class DockerHarness(Harness):
         return self.read_working_file(run, "train.py") is None
 
     def teardown(self):
-
-        remove_test_containers(CONN_ID)
+        remove_test_containers(CONN_ID, self.scope)
