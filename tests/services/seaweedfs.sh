@@ -46,7 +46,7 @@ else
     -master.port="$MASTER_PORT" -master.volumeSizeLimitMB=64 \
     -volume.port="$VOLUME_PORT" -volume.max=0 \
     -filer -filer.port="$FILER_PORT" \
-    -s3 -s3.port="$S3_PORT" -s3.config="$DATA/identities.json" \
+    -s3 -s3.port="$S3_PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$DATA/identities.json" \
     >"$DATA/weed.log" 2>&1 </dev/null &
   echo $! >"$DATA/weed.pid"
   for _ in $(seq 1 120); do
