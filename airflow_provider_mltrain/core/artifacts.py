@@ -415,9 +415,11 @@ class FsspecArtifactStore(ArtifactStore):
             return self.fs.open(self._full(name), "rb")
 
     def size(self, name: str) -> int | None:
+        full = self._full(name)
+        self.fs.invalidate_cache(full)  # a listing cached here may predate another host's write
         try:
             with self._errors():
-                return int(self.fs.size(self._full(name)))
+                return int(self.fs.size(full))
         except FileNotFoundError:
             return None
 
