@@ -591,7 +591,7 @@ def _snapshot_content(ws: Workspace, snap: Snapshot, path: str) -> bytes | None:
     """The bytes of ``path`` in ``snap`` (a symlink as ``-> target``), None when it is not there."""
     for f in snap.files:
         if f.path == path:
-            return ws.snapshots.blob_path(f.hash).read_bytes() if f.size <= TEXT_DIFF_MAX_BYTES else b"\0"
+            return ws.snapshots.read_blob(snap.id, f.hash) if f.size <= TEXT_DIFF_MAX_BYTES else b"\0"
     for link, target in snap.symlinks:
         if link == path:
             return f"-> {target}\n".encode()
@@ -633,8 +633,6 @@ def _snapshot_diff(ws: Workspace, run_a: str, run_b: str, text: bool, as_json: b
     changes = diff(a, b)
     diffs: dict[str, str | None] = {}
     if text:
-        for snap in (a, b):  # a host that did not take them fetches their files from the store
-            ws.snapshots.ensure_local(snap)
         for path in sorted(changes["added"] + changes["removed"] + changes["changed"]):
             diffs[path] = _text_diff(ws, a, b, path)
     if as_json:

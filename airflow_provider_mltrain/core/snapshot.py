@@ -654,6 +654,28 @@ class SnapshotStore:
             list(pool.map(lambda job: self._fetch_range(*job), jobs))
         return len(missing)
 
+    def read_blob(self, snapshot_id: str, digest: str) -> bytes:
+        """One blob of snapshot ``snapshot_id``: from the cache, else by one ranged read of the
+        shared store (verified, then kept in the cache). For showing a file, not for runs."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.blob_path(digest).read_bytes()
+        if self.artifacts is None:
+            raise SnapshotError(f"Blob {digest[:12]} of snapshot {snapshot_id[:12]} is not in {self.blobs}.")
+        try:
+            where = json.loads(self.artifacts.get_bytes(_locations_name(snapshot_id))).get(digest)
+        except FileNotFoundError:
+            where = None
+        if not (isinstance(where, list) and len(where) == 3 and str(where[0]).startswith("snapshots/")):
+            raise SnapshotError(
+                f"Snapshot {snapshot_id[:12]}: the artifact store {self.artifacts.url} does not hold "
+                f"blob {digest[:12]}."
+            )
+        data = self.artifacts.get_bytes(check_name(str(where[0])), int(where[1]), int(where[2]))
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise SnapshotError(f"Blob {digest[:12]} in {where[0]} of the artifact store is corrupt.")
+        self._write_blob(digest, data)
+        return data
+
     def _fetch_range(self, name: str, start: int, end: int, parts: list[tuple[int, int, str]]) -> None:
         assert self.artifacts is not None
         if len(parts) == 1 and parts[0][1] > SMALL_FILE:

@@ -125,3 +125,14 @@ def test_run_from_a_host_with_an_empty_cache_fetches_the_snapshot(s3_store, make
     retried.wait_for_completion(timeout=120)
     assert "ran 42" in retried.read_log().decode()
     assert (third_host.root / "snapshots" / "blobs").is_dir()
+
+
+def test_one_file_is_read_from_the_store_by_one_ranged_read(s3_store, tree, tmp_path):
+    snap = SnapshotStore(tmp_path / "a", artifacts=s3_store).take(tree)
+    entry = next(f for f in snap.files if f.path == "pkg/m9.py")
+    other_host = SnapshotStore(tmp_path / "b", artifacts=s3_store)
+    with requests(s3_store) as sent:
+        data = other_host.read_blob(snap.id, entry.hash)
+    assert data == (tree / "pkg/m9.py").read_bytes()
+    assert len(sent) <= 3  # the locations object, then one ranged GET of the pack
+    assert other_host.read_blob(snap.id, entry.hash) == data  # now from the cache
