@@ -74,6 +74,7 @@ SMALL_FILE = 1 << 20
 CHUNK = 1 << 20
 # Blobs of one pack this close together are fetched by one ranged read.
 COALESCE_GAP = 1 << 20
+MAX_RANGE = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -643,7 +644,8 @@ class SnapshotStore:
             parts.sort()
             start, end, group = parts[0][0], parts[0][0] + parts[0][1], [parts[0]]
             for part in parts[1:]:
-                if part[0] - end <= COALESCE_GAP:  # one ranged read across a small gap
+                # One ranged read across a small gap, of bounded size (it is held in memory).
+                if part[0] - end <= COALESCE_GAP and part[0] + part[1] - start <= MAX_RANGE:
                     end = max(end, part[0] + part[1])
                     group.append(part)
                 else:
