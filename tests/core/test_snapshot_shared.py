@@ -136,3 +136,15 @@ def test_one_file_is_read_from_the_store_by_one_ranged_read(s3_store, tree, tmp_
     assert data == (tree / "pkg/m9.py").read_bytes()
     assert len(sent) <= 3  # the locations object, then one ranged GET of the pack
     assert other_host.read_blob(snap.id, entry.hash) == data  # now from the cache
+
+
+def test_a_shared_folder_works_as_the_store_too(tree, tmp_path):
+    from airflow_provider_mltrain.core.artifacts import LocalArtifactStore
+
+    shared = LocalArtifactStore(tmp_path / "nfs")
+    snap = SnapshotStore(tmp_path / "a", artifacts=shared).take(tree)
+    assert len([n for n in shared.list("snapshots") if n.endswith(".pack")]) == 1
+    other_host = SnapshotStore(tmp_path / "b", artifacts=shared)
+    other_host.materialize(other_host.get(snap.id), tmp_path / "out")
+    assert (tmp_path / "out/pkg/m3.py").read_bytes() == (tree / "pkg/m3.py").read_bytes()
+    assert (tmp_path / "out/data/copy.bin").read_bytes() == (tree / "data/big.bin").read_bytes()
