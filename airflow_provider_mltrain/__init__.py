@@ -13,6 +13,14 @@ from __future__ import annotations
 from pathlib import Path as _Path
 
 from airflow_provider_mltrain import targets as _targets  # registers the built-in targets
+from airflow_provider_mltrain.core.artifacts import (
+    ArtifactStoreBackendMissing,
+    ArtifactStoreBucketMissing,
+    ArtifactStoreCredentialsRefused,
+    ArtifactStoreError,
+    ArtifactStoreUnreachable,
+    set_storage_options_resolver,
+)
 from airflow_provider_mltrain.core.compute import ComputeTarget, RunSpec, register_resolver
 from airflow_provider_mltrain.core.environment import (
     DockerSection,
@@ -44,6 +52,11 @@ from airflow_provider_mltrain.core.workspace import Workspace
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactStoreBackendMissing",
+    "ArtifactStoreBucketMissing",
+    "ArtifactStoreCredentialsRefused",
+    "ArtifactStoreError",
+    "ArtifactStoreUnreachable",
     "ComputeTarget",
     "DockerSection",
     "Environment",
@@ -79,6 +92,14 @@ def _from_airflow_connection(name: str, workspace_root: _Path) -> ComputeTarget 
     return target_from_connection(name, workspace_root)
 
 
+def _storage_options_from_airflow(conn_id: str, url: str) -> dict:
+    """``[mltrain] artifact_store_conn_id`` is an Airflow connection (imports Airflow only when used)."""
+    from airflow_provider_mltrain.hooks.artifact_store import storage_options_from_connection
+
+    return storage_options_from_connection(conn_id, url)
+
+
 register_resolver(_from_airflow_connection)
+set_storage_options_resolver(_storage_options_from_airflow)
 
 del _targets

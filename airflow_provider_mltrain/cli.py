@@ -571,6 +571,65 @@ def _rerun(ws: Workspace, args: argparse.Namespace) -> int:
     return _follow_new_run(run, args.wait)
 
 
+# -- workspace ---------------------------------------------------------------------------------
+
+
+def workspace_facts(ws: Workspace) -> dict[str, Any]:
+    """Where the workspace keeps what, with passwords masked, and whether the artifact store answers."""
+    from sqlalchemy.engine import make_url
+
+    from airflow_provider_mltrain.core import settings
+
+    try:
+        run_store = make_url(ws.database_url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: show only its scheme
+        run_store = ws.database_url.split(":", 1)[0] + ":***"
+    facts: dict[str, Any] = {
+        "root": str(ws.root),
+        "run_store": run_store,
+        "artifact_store": None,
+        "artifact_store_conn_id": settings.artifact_store_conn_id(),
+        "root_is_cache": None,
+        "artifact_store_ok": False,
+        "artifact_store_error": None,
+    }
+    try:
+        store = ws.artifacts
+        facts["artifact_store"] = re.sub(r"//[^/@]*@", "//***@", store.url)
+        facts["root_is_cache"] = not ws.artifacts_are_local_root
+        ws.check_artifacts(force=True)
+        facts["artifact_store_ok"] = True
+    except MLTrainError as exc:
+        facts["artifact_store"] = facts["artifact_store"] or settings.artifact_store()
+        facts["artifact_store_error"] = {"type": type(exc).__name__, "message": str(exc)}
+    return facts
+
+
+def _workspace_show(ws: Workspace, as_json: bool) -> int:
+    facts = workspace_facts(ws)
+    if as_json:
+        _dump(facts)
+    else:
+        role = " (a local cache of the artifact store)" if facts["root_is_cache"] else ""
+        conn = facts["artifact_store_conn_id"]
+        lines = [
+            f"workspace root:  {facts['root']}{role}",
+            f"run store:       {facts['run_store']}",
+            f"artifact store:  {facts['artifact_store']}"
+            + (" (the workspace root)" if facts["root_is_cache"] is False else ""),
+            f"connection id:   {conn if conn else '(none: the backend configuration applies)'}",
+        ]
+        if facts["artifact_store_ok"] and facts["root_is_cache"] is False:
+            lines.append("store check:     ok (a local folder)")
+        elif facts["artifact_store_ok"]:
+            lines.append("store check:     ok (reachable, bucket present, writable)")
+        else:
+            error = facts["artifact_store_error"]
+            lines.append(f"store check:     FAILED: {error['type']}: {error['message']}")
+        OUT.stream.write("".join(for_terminal(line) + "\n" for line in lines))
+    return 0 if facts["artifact_store_ok"] else 1
+
+
 # -- snapshots ---------------------------------------------------------------------------------
 
 
@@ -578,7 +637,7 @@ def _snapshot_content(ws: Workspace, snap: Snapshot, path: str) -> bytes | None:
     """The bytes of ``path`` in ``snap`` (a symlink as ``-> target``), None when it is not there."""
     for f in snap.files:
         if f.path == path:
-            return ws.snapshots.blob_path(f.hash).read_bytes() if f.size <= TEXT_DIFF_MAX_BYTES else b"\0"
+            return ws.snapshots.read_blob(snap.id, f.hash) if f.size <= TEXT_DIFF_MAX_BYTES else b"\0"
     for link, target in snap.symlinks:
         if link == path:
             return f"-> {target}\n".encode()
@@ -838,6 +897,13 @@ def build_parser() -> argparse.ArgumentParser:
     t_prune.add_argument("target", help="the target's connection id")
     t_prune.add_argument("--days", type=float, default=7, help="keep what was used in the last DAYS (7)")
     t_prune.add_argument("--json", action="store_true")
+    workspace = sub.add_parser("workspace", help="the workspace").add_subparsers(dest="action", required=True)
+    w_show = workspace.add_parser(
+        "show",
+        help="the workspace root, run store, artifact store and its connection, and whether the store "
+        "answers (exit 1 when it does not)",
+    )
+    w_show.add_argument("--json", action="store_true")
     sub.add_parser(
         "pythonpath",
         help="print the folder holding the in-script 'mltrain' module, for running a script by hand: "
@@ -864,6 +930,8 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         return _submit(ws, args)
     if command == "rerun":
         return _rerun(ws, args)
+    if command == "workspace":
+        return _workspace_show(ws, args.json)
     if command == "logs":
         return _logs(_get_run(ws, args.run_id), args.follow, args.raw)
     if command == "metrics":

@@ -195,6 +195,24 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "postgresql+psycopg2://user:pass@db/mltrain",
                         "default": None,
                     },
+                    "artifact_store": {
+                        "description": "Where snapshots (and run files) are kept: a folder or an "
+                        "fsspec URL such as s3://bucket/prefix, shared by every host. Default: the "
+                        "workspace root; with a URL, the root is a local cache.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://mltrain-artifacts/prod",
+                        "default": None,
+                    },
+                    "artifact_store_conn_id": {
+                        "description": "Airflow connection whose credentials open the artifact "
+                        "store (aws for s3://). Unset: the backend's own configuration (AWS_* "
+                        "variables, ~/.aws).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "mltrain_s3",
+                        "default": None,
+                    },
                     "heartbeat_interval": {
                         "description": "Seconds between a runner's status.json heartbeats.",
                         "version_added": "0.1.0",

@@ -852,3 +852,40 @@ def test_submit_says_which_secret_files_it_left_out(cli, make_tree):
     assert code == 0
     assert "left out of the snapshot as likely secrets: .env, keys/deploy.pem" in err
     assert str(src / ".mltrainignore") in err
+
+
+# -- workspace show --------------------------------------------------------------------------------
+
+
+def test_workspace_show_of_the_default_local_workspace(workspace, cli):
+    code, out, _ = cli("workspace", "show", "--json")
+    facts = json.loads(out)
+    assert code == 0
+    assert facts["root"] == str(workspace.root)
+    assert facts["artifact_store"] == str(workspace.root)
+    assert facts["root_is_cache"] is False
+    assert facts["artifact_store_ok"] is True
+    code, out, _ = cli("workspace", "show")
+    assert "(the workspace root)" in out and "ok" in out
+
+
+def test_workspace_show_checks_an_s3_store_and_masks_secrets(workspace, cli, monkeypatch):
+    from tests.conftest import s3_options
+
+    options = s3_options()
+    monkeypatch.setenv("MLTRAIN_ARTIFACT_STORE", "s3://mltrain-test/show")
+    monkeypatch.setenv("MLTRAIN_DATABASE_URL", f"sqlite:///{workspace.root / 'runs.db'}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", options["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", options["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", options["client_kwargs"]["endpoint_url"])
+    code, out, _ = cli("workspace", "show", "--json")
+    facts = json.loads(out)
+    assert (code, facts["artifact_store_ok"], facts["root_is_cache"]) == (0, True, True)
+    assert facts["artifact_store"] == "s3://mltrain-test/show"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-5e1f")
+    monkeypatch.setenv("MLTRAIN_DATABASE_URL", "postgresql://mltrain:db-pass-9c2@127.0.0.1:1/x")
+    code, out, err = cli("workspace", "show")
+    assert code == 1
+    assert "ArtifactStoreCredentialsRefused" in out and "AWS_SECRET_ACCESS_KEY" in out
+    assert "postgresql://mltrain:***@127.0.0.1:1/x" in out
+    assert "wrong-secret-5e1f" not in out + err and "db-pass-9c2" not in out + err

@@ -105,6 +105,7 @@ class Experiment:
         framework, target_options = target.check_options(config.framework, config.resolved_target_options())
         target.check_environment(environment)
         env_hash = environment.content_hash()
+        self.workspace.check_artifacts()
         snapshot = self.workspace.snapshots.take(
             source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
         )
@@ -158,6 +159,8 @@ class Experiment:
         has checked everything (names, target options, environment) before.
         """
         store = self.workspace.store
+        # A host whose snapshot cache lacks blobs (a fresh worker) fetches them from the store.
+        self.workspace.snapshots.ensure_local(snapshot)
         spec = RunSpec(
             run_id=run_id,
             experiment=self.name,

@@ -84,6 +84,8 @@ def recorded_environment(
 
 
 def _check_blobs(workspace: Workspace, snapshot: Snapshot, run_id: str) -> None:
+    workspace.check_artifacts()
+    workspace.snapshots.ensure_local(snapshot)
     missing = [f.path for f in snapshot.files if not workspace.snapshots.has_blob(f.hash)]
     if missing:
         raise SnapshotError(

@@ -60,6 +60,18 @@ def database_url(root: Path) -> str:
     return get_setting("database_url") or f"sqlite:///{root / 'runs.db'}"
 
 
+def artifact_store() -> str | None:
+    """``MLTRAIN_ARTIFACT_STORE`` / ``[mltrain] artifact_store``: a folder or an fsspec URL
+    (``s3://bucket/prefix``); None means the workspace root (a local store)."""
+    return get_setting("artifact_store")
+
+
+def artifact_store_conn_id() -> str | None:
+    """``MLTRAIN_ARTIFACT_STORE_CONN_ID`` / ``[mltrain] artifact_store_conn_id``: the Airflow
+    connection whose credentials open the artifact store."""
+    return get_setting("artifact_store_conn_id")
+
+
 def heartbeat_interval() -> float:
     """Seconds between the runner's status.json heartbeats (default 5)."""
     return _positive_number("heartbeat_interval", 5.0)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pathspec
 
+from airflow_provider_mltrain.core.artifacts import ArtifactStore, check_name
 from airflow_provider_mltrain.core.errors import SnapshotError, SnapshotTooLarge
 from airflow_provider_mltrain.core.private import make_private_dirs
 from airflow_provider_mltrain.core.settings import SnapshotLimits
@@ -71,6 +72,9 @@ MANIFEST_VERSION = 1
 RACY_WINDOW_NS = 2_000_000_000
 SMALL_FILE = 1 << 20
 CHUNK = 1 << 20
+# Blobs of one pack this close together are fetched by one ranged read.
+COALESCE_GAP = 1 << 20
+MAX_RANGE = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -448,15 +452,34 @@ class SnapshotStore:
 
     Folders it creates are owner-only (0o700) and so are its files (0o600): a blob may hold a
     file its owner kept private.
+
+    With ``artifacts`` (a workspace whose artifact store is not its root folder), the folder is a
+    cache and every snapshot is published to the store, shared by all hosts, as::
+
+        snapshots/manifests/<id[:2]>/<id>.json     the manifest, written last (present = complete)
+        snapshots/locations/<id[:2]>/<id>.json     blob hash -> [object, offset, length]
+        snapshots/packs/<pack>.pack, <pack>.idx    the snapshot's new small blobs, end to end
+        snapshots/blobs/<hash[:2]>/<hash[2:]>      one object per large blob (multipart upload)
+
+    A snapshot whose manifest the store holds costs one request to publish; otherwise existence
+    is asked with one listing per prefix, never a request per blob. Blobs missing from the cache
+    are fetched by ranged reads of their packs when a run needs them (:meth:`ensure_local`).
     """
 
-    def __init__(self, root: str | os.PathLike[str], workers: int | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        workers: int | None = None,
+        artifacts: ArtifactStore | None = None,
+    ):
         self.root = Path(root)
         self.blobs = self.root / "blobs"
         self.manifests = self.root / "manifests"
         self.statcache = self.root / "statcache"
+        self.packidx = self.root / "packidx"
         self._blobs_str = str(self.blobs)
         self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
+        self.artifacts = artifacts
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest[:2] / digest[2:]
@@ -526,16 +549,21 @@ class SnapshotStore:
         ):
             # Nothing changed since the last snapshot of this folder: same manifest, same id.
             files = tuple(FileEntry(f.path, digests[f.path], f.size, f.mode) for f in result.files)
-            return Snapshot(
+            unchanged = Snapshot(
                 previous,
                 files,
                 tuple(result.symlinks),
                 tuple(result.dirs),
                 secrets_skipped=tuple(result.secrets_skipped),
             )
+            if self.artifacts is not None:
+                self._publish(unchanged, result.root)
+            return unchanged
         sizes = {f.path: f.size for f in result.files}
         if todo:
-            for f, (digest, size) in zip(todo, self._store_all(result.root, todo, progress)):
+            # With a shared store, hash first: what it holds already is never written here.
+            keep = self.artifacts is None
+            for f, (digest, size) in zip(todo, self._store_all(result.root, todo, progress, keep)):
                 digests[f.path] = digest
                 sizes[f.path] = size
         files = tuple(FileEntry(f.path, digests[f.path], sizes[f.path], f.mode) for f in result.files)
@@ -546,6 +574,8 @@ class SnapshotStore:
             tuple(result.dirs),
             secrets_skipped=tuple(result.secrets_skipped),
         )
+        if self.artifacts is not None:
+            self._publish(snap, result.root)
         self._write_manifest(snap)
         new_entries = {f.path: [*f.sig, digests[f.path]] for f in result.files}
         self._save_cache(
@@ -562,15 +592,116 @@ class SnapshotStore:
         return snap
 
     def get(self, snapshot_id: str) -> Snapshot:
+        """The manifest of ``snapshot_id``, from the cache or else the shared store."""
         path = self.manifests / snapshot_id[:2] / f"{snapshot_id}.json"
         try:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
-            raise SnapshotError(f"Snapshot {snapshot_id} is not in the store at {self.root}.") from None
+            data = None
+        if data is None and self.artifacts is not None:
+            try:
+                raw = self.artifacts.get_bytes(_manifest_name(snapshot_id))
+            except FileNotFoundError:
+                raw = None
+            if raw is not None:
+                snap = Snapshot.from_dict(json.loads(raw), snapshot_id)
+                self._write_manifest(snap)
+                return snap
+        if data is None:
+            where = self.artifacts.url if self.artifacts is not None else self.root
+            raise SnapshotError(f"Snapshot {snapshot_id} is not in the store at {where}.")
         return Snapshot.from_dict(data, snapshot_id)
+
+    def ensure_local(self, snapshot: Snapshot) -> int:
+        """Fetch the blobs of ``snapshot`` the cache lacks from the shared store (ranged reads of
+        packs, verified by hash); returns how many were fetched. Nothing to do without one."""
+        if self.artifacts is None:
+            return 0
+        missing: dict[str, int] = {}
+        for f in snapshot.files:
+            if f.hash not in missing and not self.has_blob(f.hash):
+                missing[f.hash] = f.size
+        if not missing:
+            return 0
+        try:
+            locations = json.loads(self.artifacts.get_bytes(_locations_name(snapshot.id)))
+        except FileNotFoundError:
+            raise SnapshotError(
+                f"Snapshot {snapshot.id[:12]} is not complete in the artifact store {self.artifacts.url} "
+                "(its locations object is missing). Submit the source folder again."
+            ) from None
+        by_object: dict[str, list[tuple[int, int, str]]] = {}
+        for digest in missing:
+            where = locations.get(digest)
+            if not (isinstance(where, list) and len(where) == 3 and str(where[0]).startswith("snapshots/")):
+                raise SnapshotError(
+                    f"Snapshot {snapshot.id[:12]}: the artifact store does not say where blob "
+                    f"{digest[:12]} is. Submit the source folder again."
+                )
+            by_object.setdefault(check_name(str(where[0])), []).append((int(where[1]), int(where[2]), digest))
+        jobs: list[tuple[str, int, int, list[tuple[int, int, str]]]] = []
+        for name, parts in by_object.items():
+            parts.sort()
+            start, end, group = parts[0][0], parts[0][0] + parts[0][1], [parts[0]]
+            for part in parts[1:]:
+                # One ranged read across a small gap, of bounded size (it is held in memory).
+                if part[0] - end <= COALESCE_GAP and part[0] + part[1] - start <= MAX_RANGE:
+                    end = max(end, part[0] + part[1])
+                    group.append(part)
+                else:
+                    jobs.append((name, start, end, group))
+                    start, end, group = part[0], part[0] + part[1], [part]
+            jobs.append((name, start, end, group))
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            list(pool.map(lambda job: self._fetch_range(*job), jobs))
+        return len(missing)
+
+    def read_blob(self, snapshot_id: str, digest: str) -> bytes:
+        """One blob of snapshot ``snapshot_id``: from the cache, else by one ranged read of the
+        shared store (verified, then kept in the cache). For showing a file, not for runs."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.blob_path(digest).read_bytes()
+        if self.artifacts is None:
+            raise SnapshotError(f"Blob {digest[:12]} of snapshot {snapshot_id[:12]} is not in {self.blobs}.")
+        try:
+            where = json.loads(self.artifacts.get_bytes(_locations_name(snapshot_id))).get(digest)
+        except FileNotFoundError:
+            where = None
+        if not (isinstance(where, list) and len(where) == 3 and str(where[0]).startswith("snapshots/")):
+            raise SnapshotError(
+                f"Snapshot {snapshot_id[:12]}: the artifact store {self.artifacts.url} does not hold "
+                f"blob {digest[:12]}."
+            )
+        data = self.artifacts.get_bytes(check_name(str(where[0])), int(where[1]), int(where[2]))
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise SnapshotError(f"Blob {digest[:12]} in {where[0]} of the artifact store is corrupt.")
+        self._write_blob(digest, data)
+        return data
+
+    def _fetch_range(self, name: str, start: int, end: int, parts: list[tuple[int, int, str]]) -> None:
+        assert self.artifacts is not None
+        if len(parts) == 1 and parts[0][1] > SMALL_FILE:
+            digest = parts[0][2]
+            with self.artifacts.open(name) as src:
+                got, _size = self._stream_blob(src)
+            if got != digest:
+                raise SnapshotError(
+                    f"Blob {digest[:12]} in {name} of the artifact store is corrupt. Submit the source again."
+                )
+            return
+        data = self.artifacts.get_bytes(name, start, end - start)
+        for offset, length, digest in parts:
+            blob = data[offset - start : offset - start + length]
+            if hashlib.sha256(blob).hexdigest() != digest:
+                raise SnapshotError(
+                    f"Blob {digest[:12]} in {name} of the artifact store is corrupt. Submit the source again."
+                )
+            if not self.has_blob(digest):
+                self._write_blob(digest, blob)
 
     def materialize(self, snapshot: Snapshot, dest: str | os.PathLike[str]) -> None:
         """Write the snapshot's files into ``dest`` (which must not exist yet or be empty)."""
+        self.ensure_local(snapshot)
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         link_paths = {p for p, _ in snapshot.symlinks}
@@ -602,30 +733,40 @@ class SnapshotStore:
     # -- internals -----------------------------------------------------------------------------
 
     def _store_all(
-        self, root: Path, files: list[_Scanned], progress: Callable[[int, int], None] | None = None
+        self,
+        root: Path,
+        files: list[_Scanned],
+        progress: Callable[[int, int], None] | None = None,
+        keep: bool = True,
     ) -> list[tuple[str, int]]:
         """Small files one after the other (threads only add GIL contention to their syscalls);
-        large ones in a pool, where reading and hashing run outside the GIL."""
+        large ones in a pool, where reading and hashing run outside the GIL. ``keep=False``
+        hashes without storing."""
+        one = self._store_one if keep else self._hash_one
         results: dict[str, tuple[str, int]] = {}
         total = sum(f.size for f in files) if progress is not None else 0
         done = 0
         large = [f for f in files if f.size > SMALL_FILE]
         if len(large) > 1 and self.workers > 1:
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                for f, result in zip(large, pool.map(lambda f: self._store_one(root, f), large)):
+                for f, result in zip(large, pool.map(lambda f: one(root, f), large)):
                     results[f.path] = result
                     if progress is not None:
                         done += f.size
                         progress(done, total)
         for f in files:
             if f.path not in results:
-                results[f.path] = self._store_one(root, f)
+                results[f.path] = one(root, f)
                 if progress is not None:
                     done += f.size
                     progress(done, total)
         return [results[f.path] for f in files]
 
-    def _store_one(self, root: Path, f: _Scanned) -> tuple[str, int]:
+    def _hash_one(self, root: Path, f: _Scanned) -> tuple[str, int]:
+        """Hash the file's bytes without storing them; returns (digest, size read)."""
+        return self._store_one(root, f, keep=False)
+
+    def _store_one(self, root: Path, f: _Scanned, keep: bool = True) -> tuple[str, int]:
         """Hash the file's bytes and store exactly those bytes; returns (digest, size read)."""
         path = os.path.join(root, f.path)
         try:
@@ -633,9 +774,16 @@ class SnapshotStore:
                 if f.size <= SMALL_FILE:
                     data = src.read()
                     digest = hashlib.sha256(data).hexdigest()
-                    if not self.has_blob(digest):
+                    if keep and not self.has_blob(digest):
                         self._write_blob(digest, data)
                     return digest, len(data)
+                if not keep:
+                    hasher = hashlib.sha256()
+                    size = 0
+                    while chunk := src.read(CHUNK):
+                        hasher.update(chunk)
+                        size += len(chunk)
+                    return hasher.hexdigest(), size
                 return self._stream_blob(src)
         except PermissionError as exc:
             raise SnapshotError(
@@ -690,6 +838,140 @@ class SnapshotStore:
                 os.unlink(tmp)
             raise
 
+    # -- the shared store ---------------------------------------------------------------------
+
+    def _publish(self, snap: Snapshot, source_root: Path) -> None:
+        """Put what the store lacks of ``snap``: new small blobs in one pack, large ones one
+        object each, then the locations and, last, the manifest."""
+        store = self.artifacts
+        assert store is not None
+        if store.size(_manifest_name(snap.id)) is not None:
+            return
+        first: dict[str, FileEntry] = {}
+        for f in snap.files:
+            first.setdefault(f.hash, f)
+        locations = self._locate(set(first))
+        missing = [f for d, f in first.items() if d not in locations]
+        small = [f for f in missing if f.size <= SMALL_FILE]
+        large = [f for f in missing if f.size > SMALL_FILE]
+        if small:
+            locations.update(self._put_pack(small, source_root))
+        if large:
+
+            def put_large(f: FileEntry) -> None:
+                name = _blob_name(f.hash)
+                store.put_file(name, self._cached_blob(f, source_root))
+
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                list(pool.map(put_large, large))
+            for f in large:
+                locations[f.hash] = [_blob_name(f.hash), 0, f.size]
+        needed = {d: locations[d] for d in first}
+        store.put_bytes(_locations_name(snap.id), _canonical(needed))
+        store.put_bytes(_manifest_name(snap.id), _canonical(snap.to_dict()))
+        log.info(
+            "Snapshot %s published to %s: %d new small file(s) in a pack, %d large one(s), %d there already.",
+            snap.id[:12],
+            store.url,
+            len(small),
+            len(large),
+            len(first) - len(missing),
+        )
+
+    def _locate(self, digests: set[str]) -> dict[str, list]:
+        """Where the store keeps each of ``digests`` it holds: one listing of large blobs, one of
+        packs (their indexes are fetched once per host and kept in the cache)."""
+        store = self.artifacts
+        assert store is not None
+        found: dict[str, list] = {}
+        for name, size in store.list("snapshots/blobs").items():
+            parts = name.split("/")
+            if len(parts) == 4:
+                digest = parts[2] + parts[3]
+                if digest in digests:
+                    found[digest] = [name, 0, size]
+        packs = store.list("snapshots/packs")
+        for name in packs:
+            if not name.endswith(".idx") or name[: -len(".idx")] + ".pack" not in packs:
+                continue
+            pack_id = name.rsplit("/", 1)[-1][: -len(".idx")]
+            index = self._pack_index(pack_id)
+            pack = f"snapshots/packs/{pack_id}.pack"
+            for digest, (offset, length) in index.items():
+                if digest in digests and digest not in found:
+                    found[digest] = [pack, offset, length]
+        return found
+
+    def _pack_index(self, pack_id: str) -> dict[str, list[int]]:
+        cached = self.packidx / f"{pack_id}.json"
+        try:
+            return json.loads(cached.read_bytes())
+        except (OSError, ValueError):
+            pass
+        assert self.artifacts is not None
+        raw = self.artifacts.get_bytes(f"snapshots/packs/{pack_id}.idx")
+        index = json.loads(raw)
+        make_private_dirs(self.packidx)
+        _atomic_write(cached, raw)
+        return index
+
+    def _put_pack(self, files: list[FileEntry], source_root: Path) -> dict[str, list]:
+        """One pack object of ``files``' blobs (each also kept in the cache) and its index."""
+        store = self.artifacts
+        assert store is not None
+        make_private_dirs(self.root)
+        index: dict[str, list[int]] = {}
+        hasher = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".pack-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                offset = 0
+                for f in sorted(files, key=lambda f: f.path):
+                    data = self._blob_bytes(f, source_root)
+                    out.write(data)
+                    hasher.update(data)
+                    index[f.hash] = [offset, len(data)]
+                    offset += len(data)
+            pack_id = hasher.hexdigest()
+            pack = f"snapshots/packs/{pack_id}.pack"
+            store.put_file(pack, tmp)
+            raw = _canonical(index)
+            store.put_bytes(f"snapshots/packs/{pack_id}.idx", raw)
+            make_private_dirs(self.packidx)
+            _atomic_write(self.packidx / f"{pack_id}.json", raw)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return {digest: [pack, offset, length] for digest, (offset, length) in index.items()}
+
+    def _blob_bytes(self, f: FileEntry, source_root: Path) -> bytes:
+        """A small blob's bytes from the cache, else from the source file (kept in the cache)."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.blob_path(f.hash).read_bytes()
+        path = source_root / f.path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SnapshotError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+        if hashlib.sha256(data).hexdigest() != f.hash:
+            raise _changed(path)
+        self._write_blob(f.hash, data)
+        return data
+
+    def _cached_blob(self, f: FileEntry, source_root: Path) -> Path:
+        """A large blob in the cache, copied there from the source file if need be."""
+        if self.has_blob(f.hash):
+            return self.blob_path(f.hash)
+        path = source_root / f.path
+        try:
+            with open(path, "rb") as src:
+                digest, _size = self._stream_blob(src)
+        except OSError as exc:
+            raise SnapshotError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+        if digest != f.hash:
+            raise _changed(path)
+        return self.blob_path(f.hash)
+
     def _write_manifest(self, snap: Snapshot) -> None:
         folder = self.manifests / snap.id[:2]
         path = folder / f"{snap.id}.json"
@@ -708,6 +990,22 @@ class SnapshotStore:
     def _save_cache(self, path: Path, data: dict) -> None:
         make_private_dirs(path.parent)
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _manifest_name(snapshot_id: str) -> str:
+    return f"snapshots/manifests/{snapshot_id[:2]}/{snapshot_id}.json"
+
+
+def _locations_name(snapshot_id: str) -> str:
+    return f"snapshots/locations/{snapshot_id[:2]}/{snapshot_id}.json"
+
+
+def _blob_name(digest: str) -> str:
+    return f"snapshots/blobs/{digest[:2]}/{digest[2:]}"
+
+
+def _changed(path: Path) -> SnapshotError:
+    return SnapshotError(f"{path} changed while it was being snapshotted. Submit again once it stays put.")
 
 
 def _folder_id(path: Path) -> str | None:

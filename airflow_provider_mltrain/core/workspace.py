@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from airflow_provider_mltrain.core import settings
-from airflow_provider_mltrain.core.artifacts import ArtifactStore, open_store
+from airflow_provider_mltrain.core.artifacts import ArtifactStore, LocalArtifactStore, open_store
 from airflow_provider_mltrain.core.errors import RunNotFound
 from airflow_provider_mltrain.core.private import create_private_file, make_private_dirs
 from airflow_provider_mltrain.core.run import Run
@@ -65,7 +65,7 @@ class Workspace:
         if isinstance(artifact_store, ArtifactStore):
             self.__dict__["artifacts"] = artifact_store
         elif artifact_store:
-            self.__dict__["artifacts"] = open_store(artifact_store)
+            self.__dict__["artifacts"] = open_store(artifact_store, conn_id=settings.artifact_store_conn_id())
 
     def __repr__(self) -> str:
         return f"Workspace(root={str(self.root)!r})"
@@ -82,12 +82,30 @@ class Workspace:
     def artifacts(self) -> ArtifactStore:
         """Where snapshot content, run logs and outputs live: ``[mltrain] artifact_store`` (a URL;
         credentials from ``artifact_store_conn_id`` through the Airflow layer), else the root."""
-        url = settings.get_setting("artifact_store")
-        return open_store(url) if url else open_store(str(self.root))
+        url = settings.artifact_store()
+        if not url:
+            return open_store(str(self.root))
+        return open_store(url, conn_id=settings.artifact_store_conn_id())
+
+    @property
+    def artifacts_are_local_root(self) -> bool:
+        """Whether the artifact store is the root folder itself (the default): then the local
+        folders are the store, not a cache of it."""
+        store = self.artifacts
+        return isinstance(store, LocalArtifactStore) and store.root == self.root
+
+    def check_artifacts(self, force: bool = False) -> None:
+        """Raise an :class:`~airflow_provider_mltrain.core.artifacts.ArtifactStoreError` subclass
+        when the artifact store cannot be used; called before anything is submitted."""
+        if not self.artifacts_are_local_root:
+            self.artifacts.check(force=force)
 
     @cached_property
     def snapshots(self) -> SnapshotStore:
-        return SnapshotStore(self.root / "snapshots")
+        """Snapshots: blobs and manifests under ``<root>/snapshots``; with an artifact store other
+        than the root, that folder is a cache and the store holds the snapshots every host shares."""
+        shared = None if self.artifacts_are_local_root else self.artifacts
+        return SnapshotStore(self.root / "snapshots", artifacts=shared)
 
     @property
     def snapshot_limits(self) -> SnapshotLimits:
