@@ -657,7 +657,7 @@ def _snapshot_text(ws: Workspace, snap: Snapshot, path: str) -> str | bytes | No
         return None if link is None else f"symlink -> {link}\n"
     if entry.size > MAX_DIFF_BYTES:
         return b""
-    data = ws.snapshots.blob_path(entry.hash).read_bytes()
+    data = ws.snapshots.read_blob(snap.id, entry.hash)  # from the cache, else the shared store
     if b"\x00" in data:
         return b""
     try:
