@@ -54,7 +54,7 @@ with DAG("mltrain_test_sensor", schedule=None, start_date=START, catchup=False):
         source_directory=str(SCRIPTS),
         script="metrics.py",
         # Long enough to be still running when wait_deferred starts, even on a busy machine.
-        arguments=["--seconds", 20],
+        arguments=["--seconds", 45],
         wait_for_completion=False,
     )
     run_id = "{{ ti.xcom_pull(task_ids='submit') }}"
