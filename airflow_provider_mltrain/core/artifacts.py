@@ -89,6 +89,22 @@ def check_name(name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def atomic_output(dest: Path) -> Iterator[IO[bytes]]:
+    """A binary file that becomes ``dest`` (owner-only folders made) only once the block ends
+    without an error: written under a hidden temporary name, then renamed; removed on error."""
+    make_private_dirs(dest.parent)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 class ArtifactStore(ABC):
     """One interface over a local folder and object stores. Every method may raise
     :class:`ArtifactStoreError` for a store that cannot be used; reads of a missing object raise
@@ -135,17 +151,8 @@ class ArtifactStore(ABC):
 
     def get_file(self, name: str, dest: str | os.PathLike[str]) -> None:
         """Download one object to ``dest`` (written to a temporary file, then renamed)."""
-        dest = Path(dest)
-        make_private_dirs(dest.parent)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out, self.open(name) as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_output(Path(dest)) as out, self.open(name) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
 
     # How long a successful check() spares the next one (submissions in a loop check once).
     check_valid_for = 300.0
@@ -192,30 +199,12 @@ class LocalArtifactStore(ArtifactStore):
         return self.root.joinpath(*check_name(name).split("/"))
 
     def put_bytes(self, name: str, data: bytes) -> None:
-        dest = self.path(name)
-        make_private_dirs(dest.parent)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_output(self.path(name)) as out:
+            out.write(data)
 
     def put_file(self, name: str, path: str | os.PathLike[str]) -> None:
-        dest = self.path(name)
-        make_private_dirs(dest.parent)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_output(self.path(name)) as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
 
     def get_bytes(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         with open(self.path(name), "rb") as f:
