@@ -28,6 +28,7 @@ from airflow_provider_mltrain.runner.pylib.mltrain import summarize
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.experiment import Experiment
+    from airflow_provider_mltrain.core.model import Model
     from airflow_provider_mltrain.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,31 @@ class Run:
         if clash:
             raise ValueError(f"Run properties are write-once; already set: {sorted(clash)}")
         self.workspace.store.update(self.id, properties=current | {k: str(v) for k, v in properties.items()})
+
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str | os.PathLike[str] | None = None,
+        tags: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> Model:
+        """Register the file or folder ``model_path`` of this ended run (``outputs/model.pkl``;
+        default: ``model_name``) as the next version of model ``model_name``, linked to this run.
+
+        Azure ML v1's signature. Raises :class:`~airflow_provider_mltrain.core.model.InvalidModelName`,
+        :class:`~airflow_provider_mltrain.core.model.ModelPathNotFound` (a path the run never wrote)
+        and :class:`~airflow_provider_mltrain.core.model.RunNotFinished` before anything is written.
+        """
+        from airflow_provider_mltrain.core.model import register_from_run
+
+        return register_from_run(self, model_name, model_path, tags, properties, description)
+
+    def get_models(self) -> list[Model]:
+        """The model versions registered from this run."""
+        from airflow_provider_mltrain.core.model import Model
+
+        return Model.list(self.workspace, run_id=self.id)
 
     @property
     def target(self) -> ComputeTarget:
