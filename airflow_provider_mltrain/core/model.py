@@ -28,7 +28,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core.artifacts import ArtifactStore, check_name
 from airflow_provider_mltrain.core.errors import MLTrainError
+from airflow_provider_mltrain.core.runfiles import list_folder
 from airflow_provider_mltrain.core.store import ModelVersionMissing
+from airflow_provider_mltrain.runner import tree
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.run import Run
@@ -426,18 +428,56 @@ def register_from_run(
             near = [f for f in entries.files if f.startswith("outputs/")][:10]
             why = f"it has no file or folder {path!r}; its outputs: {', '.join(near) or 'none'}"
         raise ModelPathNotFound(f"Run {run.id} cannot register model {model_name!r}: {why}.")
+    sources = _sources(entries.files, path, lambda name: _run_opener(run, name), f"Run {run.id}")
+    return _add(run.workspace, model_name, path, run.id, sources, tags, properties, description)
+
+
+def register_requested(
+    workspace: Workspace, run_id: str, folder: Path, request: dict[str, Any], key: str
+) -> Model:
+    """Register one request the script wrote to ``logs/models.jsonl`` (see the in-script
+    ``Run.register_model``) from the run's collected files in ``folder``, read without following
+    links. The request is untrusted: checked as the driver's arguments are. ``key`` makes it
+    idempotent: a request already registered returns its version."""
+    if not isinstance(request, dict):
+        raise ModelError("a request is not a JSON object")
+    name = check_model_name(request.get("model_name"))
+    tags = check_labels("tags", request.get("tags"))
+    properties = check_labels("properties", request.get("properties"))
+    description = request.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ModelError("description is not a string")
+    path = _normalize_path(request.get("model_path") or name)
+    entries = list_folder(folder)
+    if not any(f == path or f.startswith(path + "/") for f in entries.files):
+        raise ModelPathNotFound(f"the run wrote no file or folder {path!r}")
+
+    def opener(name: str) -> Callable[[], AbstractContextManager[IO[bytes]]]:
+        def open_() -> IO[bytes]:
+            fd = tree.open_file(str(folder), name)
+            if fd is None:
+                raise ModelPathNotFound(f"{name!r} is not a regular file of the run")
+            return os.fdopen(fd, "rb")
+
+        return open_
+
+    sources = _sources(entries.files, path, opener, f"Run {run_id}")
+    return _add(workspace, name, path, run_id, sources, tags, properties, description, request=key)
+
+
+def _sources(
+    files: list[str], path: str, opener: Callable[[str], Callable[[], Any]], where: str
+) -> list[_Source]:
     sources = []
-    for name in sorted(names):
+    for name in sorted(f for f in files if f == path or f.startswith(path + "/")):
         rel = _relative(name, path)
         try:
             rel.encode("utf-8")
             check_name(rel)
         except (UnicodeEncodeError, ValueError) as exc:
-            raise ModelPathNotFound(
-                f"Run {run.id}: the file name {name!r} cannot be a model file name (not UTF-8)."
-            ) from exc
-        sources.append(_Source(rel, _run_opener(run, name)))
-    return _add(run.workspace, model_name, path, run.id, sources, tags, properties, description)
+            raise ModelPathNotFound(f"{where}: the file name {name!r} cannot be a model file name.") from exc
+        sources.append(_Source(rel, opener(name)))
+    return sources
 
 
 def _add(
@@ -449,6 +489,7 @@ def _add(
     tags: dict[str, str],
     properties: dict[str, str],
     description: str | None,
+    request: str | None = None,
 ) -> Model:
     files = _store_files(workspace.artifacts, sources)
     record = {
@@ -458,6 +499,7 @@ def _add(
         "tags": tags,
         "properties": properties,
         "files": files,
+        "request": request,
     }
     version = workspace.store.add_model_version(name, record)
     stored = workspace.store.get_model_version(name, version)

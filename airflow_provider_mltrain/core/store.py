@@ -159,6 +159,9 @@ models = sa.Table(
     sa.Column("properties", sa.Text, nullable=False),
     sa.Column("files", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # "<run id>#<n>" for the n-th request a script wrote to logs/models.jsonl: registered once
+    # however many followers collect the run, or retry after a crash.
+    sa.Column("request", sa.String(512), nullable=True, unique=True),
 )
 
 # An alias (``production``) names one version of a model; moving it is one row's update.
@@ -784,7 +787,8 @@ class RunStore:
     def add_model_version(self, name: str, record: dict[str, Any]) -> int:
         """Store a new version of model ``name`` and return its number: one more than the
         highest so far. Two registrations at once (threads, processes, hosts) never share a
-        number: the primary key refuses the second insert, which re-reads and tries again."""
+        number: the primary key refuses the second insert, which re-reads and tries again. A
+        ``request`` key already stored returns the version it made instead of adding one."""
         values = {
             **record,
             "tags": json.dumps(record.get("tags") or {}, sort_keys=True),
@@ -792,9 +796,18 @@ class RunStore:
             "files": json.dumps(record["files"]),
             "created_at": record.get("created_at") or time.time(),
         }
+        request = record.get("request")
         for attempt in range(_VERSION_ATTEMPTS):
             try:
                 with self.engine.begin() as conn:
+                    if request is not None:
+                        done = conn.execute(
+                            sa.select(models.c.version).where(
+                                models.c.name == name, models.c.request == request
+                            )
+                        ).scalar()
+                        if done is not None:
+                            return int(done)
                     latest = conn.execute(
                         sa.select(sa.func.max(models.c.version)).where(models.c.name == name)
                     ).scalar()
