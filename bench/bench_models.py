@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    cleanup: list = []
     try:
         src = base / "src"
         src.mkdir()
@@ -119,9 +120,10 @@ def main() -> None:
                 "client_kwargs": {"endpoint_url": os.environ["MLTRAIN_TEST_S3_ENDPOINT"]},
             }
             prefix = f"mltrain-test/bench-models-{uuid.uuid4().hex}"
+            fs = s3fs.S3FileSystem(**options)
+            cleanup.append(lambda: fs.rm(prefix, recursive=True))  # a shared test server: leave nothing
             store = FsspecArtifactStore(f"s3://{prefix}", options)
             bench("S3 store: ", Workspace(base / "ws3", artifact_store=store))
-            fs = s3fs.S3FileSystem(**options)
             rows.append(
                 (
                     "baseline: s3fs put",
@@ -142,6 +144,8 @@ def main() -> None:
         for label, seconds in rows:
             print(f"{label:<52} {seconds:8.3f} s")
     finally:
+        for step in cleanup:
+            step()
         shutil.rmtree(base, ignore_errors=True)
 
 

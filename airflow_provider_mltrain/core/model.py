@@ -14,6 +14,7 @@ file twice stores it once. The version number is given by the run store when the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -26,8 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_mltrain.core.artifacts import ArtifactStore, check_name
+from airflow_provider_mltrain.core.artifacts import ArtifactStore, LocalArtifactStore, check_name
 from airflow_provider_mltrain.core.errors import MLTrainError
+from airflow_provider_mltrain.core.private import make_private_dirs
 from airflow_provider_mltrain.core.runfiles import list_folder
 from airflow_provider_mltrain.core.store import ModelVersionMissing
 from airflow_provider_mltrain.runner import tree
@@ -117,21 +119,40 @@ class _Source:
 
 
 def _store_files(store: ArtifactStore, sources: Iterable[_Source]) -> list[dict[str, Any]]:
-    """Copy each file into the store by content (skipped when the store holds it); their entries."""
+    """Copy each file into the store by content (skipped when the store holds it); their entries.
+
+    Each file is read once: hashed while it is copied to a temporary file, which a local store
+    renames into place (it is made in the store's folder) and any other store uploads."""
+    local = store if isinstance(store, LocalArtifactStore) else None
+    folder = local.path(BLOB_PREFIX) if local else None
+    if folder is not None:
+        make_private_dirs(folder)
     entries = []
     for source in sources:
         digest = hashlib.sha256()
         size = 0
-        with tempfile.NamedTemporaryFile(prefix="mltrain-model-") as tmp:
-            with source.open() as src:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    tmp.write(chunk)
-            tmp.flush()
+        with tempfile.NamedTemporaryFile(prefix=".mltrain-model-", dir=folder, delete=False) as tmp:
+            try:
+                with source.open() as src:
+                    while chunk := src.read(_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        tmp.write(chunk)
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        try:
             sha = digest.hexdigest()
-            if store.size(blob_name(sha)) != size:
-                store.put_file(blob_name(sha), tmp.name)
+            name = blob_name(sha)
+            if store.size(name) != size:
+                if local is not None:
+                    make_private_dirs(local.path(name).parent)
+                    os.replace(tmp.name, local.path(name))
+                else:
+                    store.put_file(name, tmp.name)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp.name)
         entries.append({"path": source.path, "sha256": sha, "size": size})
     return entries
 

@@ -16,7 +16,8 @@ os.makedirs("outputs/net", exist_ok=True)
 open("outputs/model.pkl", "wb").write(b"pickled")
 open("outputs/net/w.bin", "wb").write(b"w" * 5000)
 run.register_model("churn", "outputs/model.pkl", tags={"stage": "candidate"}, description="from the script")
-run.register_model("net", "outputs/net/", properties={"auc": 0.9})
+from azureml.core import Run as AzureRun  # the Azure ML v1 name of the same run
+AzureRun.get_context().register_model("net", "outputs/net/", properties={"auc": 0.9})
 for bad in ("has space", "../up"):
     try:
         run.register_model(bad, "outputs/model.pkl")
