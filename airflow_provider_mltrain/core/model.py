@@ -446,7 +446,8 @@ def register_from_run(
         if path in entries.links:
             why = f"{path!r} is a symbolic link (to {entries.links[path]!r}); links are never followed"
         else:
-            near = [f for f in entries.files if f.startswith("outputs/")][:10]
+            # Names the script chose: quoted (control characters escaped) and cut short.
+            near = [repr(f[:100]) for f in entries.files if f.startswith("outputs/")][:10]
             why = f"it has no file or folder {path!r}; its outputs: {', '.join(near) or 'none'}"
         raise ModelPathNotFound(f"Run {run.id} cannot register model {model_name!r}: {why}.")
     sources = _sources(entries.files, path, lambda name: _run_opener(run, name), f"Run {run.id}")
