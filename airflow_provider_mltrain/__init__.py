@@ -43,6 +43,14 @@ from airflow_provider_mltrain.core.errors import (
     UnknownComputeTarget,
 )
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.model import (
+    InvalidModelName,
+    Model,
+    ModelError,
+    ModelNotFound,
+    ModelPathNotFound,
+    RunNotFinished,
+)
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
 from airflow_provider_mltrain.core.settings import SnapshotLimits
@@ -64,11 +72,17 @@ __all__ = [
     "EnvironmentNotFound",
     "Experiment",
     "InvalidEnvironment",
+    "InvalidModelName",
     "InvalidRunConfig",
     "MLTrainError",
+    "Model",
+    "ModelError",
+    "ModelNotFound",
+    "ModelPathNotFound",
     "PythonSection",
     "Run",
     "RunFailed",
+    "RunNotFinished",
     "RunNotFound",
     "RunOnOtherHost",
     "RunSpec",

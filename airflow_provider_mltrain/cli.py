@@ -34,6 +34,7 @@ from airflow_provider_mltrain.core.environment import (
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound
 from airflow_provider_mltrain.core.experiment import Experiment
 from airflow_provider_mltrain.core.metrics import finite_number
+from airflow_provider_mltrain.core.model import InvalidModelName, Model, ModelNotFound, ModelPathNotFound
 from airflow_provider_mltrain.core.rerun import rerun
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
@@ -754,6 +755,113 @@ def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> Non
     OUT.stream.write(f"{env.name} {env.content_hash()[:12]} {state}: {prepared.interpreter}\n")
 
 
+# -- models ------------------------------------------------------------------------------------
+
+
+def _model_arg(name: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME:VERSION``."""
+    base, sep, version = name.rpartition(":")
+    return (base, version) if sep and base else (name, None)
+
+
+def _get_model(ws: Workspace, name: str, version: str | None, alias: str | None) -> Model:
+    base, given = _model_arg(name)
+    try:
+        return Model(ws, base, version=version or given, alias=alias)
+    except (ModelNotFound, InvalidModelName) as exc:
+        raise UsageError(f"{exc} List the models with: mltrain models list") from None
+
+
+def _models_list(
+    ws: Workspace, name: str | None, tags: Sequence[str] | None, latest: bool, as_json: bool
+) -> None:
+    try:
+        found = Model.list(ws, name=name, tags=_parse_tags(tags), latest=latest)
+    except InvalidModelName as exc:
+        raise UsageError(str(exc)) from None
+    if as_json:
+        _dump([m.serialize() for m in found])
+        return
+    t = for_terminal
+    OUT.stream.write(f"{'NAME':<28} {'VERSION':>7}  {'ALIASES':<16} {'RUN':<36} {'SIZE':>10}  CREATED\n")
+    for m in found:
+        OUT.stream.write(
+            f"{m.name:<28} {m.version:>7}  {','.join(m.aliases) or '-':<16} {t(m.run_id or '-')[:36]:<36} "
+            f"{m.size:>10}  {m.created_time.isoformat(timespec='seconds')}\n"
+        )
+    if not found:
+        OUT.stream.write("no models registered" + (f" under {name!r}" if name else "") + "\n")
+
+
+def _models_show(model: Model, as_json: bool) -> None:
+    data = model.serialize()
+    if as_json:
+        _dump(data)
+        return
+    t = for_terminal
+    lines = [
+        f"Model       {data['id']}",
+        f"Aliases     {', '.join(data['aliases']) or '-'}",
+        f"Source run  {t(data['run_id'] or '-')}",
+        f"Path        {t(data['model_path'])}",
+        f"Created     {data['created_time']}",
+        f"Size        {data['size']} bytes in {len(data['files'])} file(s)",
+    ]
+    if data["description"]:
+        lines.append(f"Description {t(data['description'])}")
+    for label, values in (("Tags", data["tags"]), ("Properties", data["properties"])):
+        if values:
+            lines.append(f"{label:<11} " + ", ".join(f"{t(k)}={t(v)}" for k, v in sorted(values.items())))
+    lines.append("Files")
+    lines += [f"  {f['size']:>12}  {t(f['path'])}" for f in data["files"]]
+    OUT.stream.write("\n".join(lines) + "\n")
+
+
+def _models_register(ws: Workspace, args: argparse.Namespace) -> None:
+    run = _get_run(ws, args.run_id)
+    try:
+        model = run.register_model(
+            args.name, args.path, tags=_parse_tags(args.tag), description=args.description
+        )
+    except (InvalidModelName, ModelPathNotFound) as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        _dump(model.serialize())
+    else:
+        OUT.stream.write(f"registered {model.id} from run {for_terminal(run.id)}\n")
+
+
+def _models(ws: Workspace, args: argparse.Namespace) -> None:
+    if args.action == "list":
+        _models_list(ws, args.name, args.tag, args.latest, args.json)
+    elif args.action == "show":
+        _models_show(_get_model(ws, args.name, args.version, args.alias), args.json)
+    elif args.action == "download":
+        model = _get_model(ws, args.name, args.version, args.alias)
+        path = model.download(args.output, exist_ok=args.overwrite)
+        OUT.stream.write(f"{model.id} -> {path}\n")
+    elif args.action == "register":
+        _models_register(ws, args)
+    elif args.action == "alias":
+        base, given = _model_arg(args.name)
+        if args.delete:
+            try:
+                Model.delete_alias(ws, base, args.alias)
+            except (ModelNotFound, InvalidModelName) as exc:
+                raise UsageError(str(exc)) from None
+            OUT.stream.write(f"{base}: alias {args.alias} deleted\n")
+            return
+        if not (args.version or given):
+            raise UsageError("give the VERSION the alias is to name (or --delete)")
+        model = _get_model(ws, base, args.version or given, None)
+        try:
+            before = model.set_alias(args.alias)
+        except InvalidModelName as exc:
+            raise UsageError(str(exc)) from None
+        moved = "new" if before is None else f"was version {before}"
+        OUT.stream.write(f"{base}: {args.alias} -> version {model.version} ({moved})\n")
+
+
 # -- command line ------------------------------------------------------------------------------
 
 
@@ -897,6 +1005,34 @@ def build_parser() -> argparse.ArgumentParser:
     t_prune.add_argument("target", help="the target's connection id")
     t_prune.add_argument("--days", type=float, default=7, help="keep what was used in the last DAYS (7)")
     t_prune.add_argument("--json", action="store_true")
+    models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
+    m_list = models.add_parser("list", help="registered model versions, newest first per name")
+    m_list.add_argument("--name", help="only this model's versions")
+    m_list.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only versions with this tag")
+    m_list.add_argument("--latest", action="store_true", help="only each model's newest version")
+    m_list.add_argument("--json", action="store_true")
+    m_show = models.add_parser("show", help="one model version: source run, tags, files")
+    m_download = models.add_parser("download", help="copy a model version's files into a folder")
+    for p in (m_show, m_download):
+        p.add_argument("name", metavar="NAME[:VERSION]")
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--version", help="a version number (default: the latest)")
+        which.add_argument("--alias", help="the version this alias names (production, say)")
+    m_show.add_argument("--json", action="store_true")
+    m_download.add_argument("-o", "--output", default=".", help="folder to copy into (default: here)")
+    m_download.add_argument("--overwrite", action="store_true", help="replace files already there")
+    m_register = models.add_parser("register", help="register a file or folder of an ended run")
+    m_register.add_argument("run_id")
+    m_register.add_argument("name")
+    m_register.add_argument("path", help="the run's file or folder, e.g. outputs/model.pkl")
+    m_register.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a tag (repeatable)")
+    m_register.add_argument("--description")
+    m_register.add_argument("--json", action="store_true")
+    m_alias = models.add_parser("alias", help="point an alias at a version (atomically), or delete it")
+    m_alias.add_argument("name", metavar="NAME[:VERSION]")
+    m_alias.add_argument("alias")
+    m_alias.add_argument("version", nargs="?", help="the version to name (or NAME:VERSION)")
+    m_alias.add_argument("--delete", action="store_true", help="delete the alias")
     workspace = sub.add_parser("workspace", help="the workspace").add_subparsers(dest="action", required=True)
     w_show = workspace.add_parser(
         "show",
@@ -932,6 +1068,9 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         return _rerun(ws, args)
     if command == "workspace":
         return _workspace_show(ws, args.json)
+    if command == "models":
+        _models(ws, args)
+        return 0
     if command == "logs":
         return _logs(_get_run(ws, args.run_id), args.follow, args.raw)
     if command == "metrics":

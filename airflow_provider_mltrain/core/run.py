@@ -28,12 +28,17 @@ from airflow_provider_mltrain.runner.pylib.mltrain import summarize
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.experiment import Experiment
+    from airflow_provider_mltrain.core.model import Model
     from airflow_provider_mltrain.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 STD_LOG = "logs/std_log.txt"
 METRICS = "logs/metrics.jsonl"
+# One JSON line per Run.get_context().register_model() call of the script (runner/pylib/mltrain).
+MODEL_REQUESTS = "logs/models.jsonl"
+MAX_MODEL_REQUESTS = 100
+MAX_MODEL_REQUESTS_BYTES = 1 << 20
 # A runner that never wrote status.json this long after submission did not start.
 START_TIMEOUT = 120.0
 DEFAULT_GRACE_PERIOD = 10.0
@@ -105,6 +110,31 @@ class Run:
         if clash:
             raise ValueError(f"Run properties are write-once; already set: {sorted(clash)}")
         self.workspace.store.update(self.id, properties=current | {k: str(v) for k, v in properties.items()})
+
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str | os.PathLike[str] | None = None,
+        tags: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> Model:
+        """Register the file or folder ``model_path`` of this ended run (``outputs/model.pkl``;
+        default: ``model_name``) as the next version of model ``model_name``, linked to this run.
+
+        Azure ML v1's signature. Raises :class:`~airflow_provider_mltrain.core.model.InvalidModelName`,
+        :class:`~airflow_provider_mltrain.core.model.ModelPathNotFound` (a path the run never wrote)
+        and :class:`~airflow_provider_mltrain.core.model.RunNotFinished` before anything is written.
+        """
+        from airflow_provider_mltrain.core.model import register_from_run
+
+        return register_from_run(self, model_name, model_path, tags, properties, description)
+
+    def get_models(self) -> list[Model]:
+        """The model versions registered from this run."""
+        from airflow_provider_mltrain.core.model import Model
+
+        return Model.list(self.workspace, run_id=self.id)
 
     @property
     def target(self) -> ComputeTarget:
@@ -285,6 +315,7 @@ class Run:
                 fields["exit_code"] = runner.get("exit_code")
             fields["error"] = error or (runner or {}).get("error") or record["error"]
             if not self._remote:
+                self._register_requested_models()
                 self.workspace.store.update(self.id, collected=True, **fields)
                 return
             self.workspace.store.update(self.id, **fields)
@@ -299,6 +330,7 @@ class Run:
             # The log's last lines, from the collected copy: the target may have let the run go.
             self.push_log(lambda offset, length: read_collected(self.output_dir, STD_LOG, offset, length))
             run_files_store.upload_files(store, self.id, self.output_dir)
+            self._register_requested_models(raise_store_errors=True)
         except Exception as exc:  # whatever the store raised, the files wait in the cache
             log.warning(
                 "Run %s: uploading its files to %s failed (%s: %s); they stay in %s and the upload "
@@ -319,6 +351,56 @@ class Run:
             self.workspace.store.update(self.id, collected=True, warnings=json.dumps(warnings))
         else:
             self.workspace.store.update(self.id, collected=True)
+
+    def _register_requested_models(self, raise_store_errors: bool = False) -> None:
+        """Register the models the script asked for in ``logs/models.jsonl``, from the collected
+        files. The file is the script's: read bounded and without following a link, each request
+        checked on its own; a bad one is a run warning, never a failed collection. Each request
+        is registered once (keyed by run id and line), so a retry or a second follower adds nothing.
+        A store error is raised with ``raise_store_errors`` (the upload's retry covers it), else
+        it is a run warning."""
+        from airflow_provider_mltrain.core.model import ModelError, register_requested
+
+        data = tree.read_file(str(self.output_dir), MODEL_REQUESTS, 0, MAX_MODEL_REQUESTS_BYTES + 1)
+        if not data:
+            return
+        problems: list[str] = []
+        if len(data) > MAX_MODEL_REQUESTS_BYTES:
+            problems.append(f"{MODEL_REQUESTS} is over {MAX_MODEL_REQUESTS_BYTES} bytes: the rest is ignored")
+            data = data[: data.rfind(b"\n", 0, MAX_MODEL_REQUESTS_BYTES) + 1]
+        lines = data.splitlines()
+        if len(lines) > MAX_MODEL_REQUESTS:
+            problems.append(
+                f"{len(lines)} model requests: only the first {MAX_MODEL_REQUESTS} are registered"
+            )
+        for number, line in enumerate(lines[:MAX_MODEL_REQUESTS], start=1):
+            try:
+                request = json.loads(line)
+            except (ValueError, RecursionError):
+                problems.append(f"{MODEL_REQUESTS} line {number} is not JSON: not registered")
+                continue
+            try:
+                model = register_requested(
+                    self.workspace, self.id, self.output_dir, request, key=f"{self.id}#{number}"
+                )
+                log.info("Run %s: registered model %s", self.id, model.id)
+            except ModelError as exc:
+                problems.append(f"{MODEL_REQUESTS} line {number}: model not registered: {exc}")
+            except Exception as exc:
+                if raise_store_errors:
+                    raise
+                problems.append(
+                    f"{MODEL_REQUESTS} line {number}: registering failed ({type(exc).__name__}: {exc})"
+                )
+        if problems:
+            log.warning("Run %s: %s", self.id, "; ".join(problems))
+            self.workspace.store.add_warnings(
+                self.id,
+                [
+                    {"key": "models:" + p[:200], "text": p[: run_warnings.MAX_RUNNER_TEXT], "count": 1}
+                    for p in problems[:20]
+                ],
+            )
 
     # -- waiting -------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from airflow_provider_mltrain.core.metrics import ParsedLines
 MALFORMED = "metrics.malformed"
 RESERVED = "metrics.reserved"
 RUNNER = "runner:"
+# A model request of the script's logs/models.jsonl that was not registered: kept once, as RUNNER.
+MODELS = "models:"
 UPLOAD_PENDING = "store.upload_pending"
 MAX_NAMES = 5
 # The runner's own warnings come from status.json, a file the script could rewrite: bounded.
@@ -76,7 +78,7 @@ def merge(current: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict
         if known is None:
             known = by_key[entry["key"]] = dict(entry)
             out.append(known)
-        elif not entry["key"].startswith(RUNNER):
+        elif not entry["key"].startswith((RUNNER, MODELS)):
             known["count"] = _int(known.get("count")) + entry["count"]
             if "reasons" in entry:
                 reasons = dict(known.get("reasons") or {})

@@ -22,7 +22,8 @@ from airflow_provider_mltrain.core.states import RunStatus
 
 # 2: mltrain_runs.warnings
 # 3: mltrain_metric_series and mltrain_metric_blocks, kept at ingestion; mltrain_runs.summarized
-SCHEMA_VERSION = 3
+# 4: mltrain_models and mltrain_model_aliases (the model registry)
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -142,6 +143,35 @@ environment_builds = sa.Table(
     sa.Column("seconds", sa.Float, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# One row per registered model version: files (JSON list of {path, sha256, size}) name content
+# objects of the artifact store; (name, version) is the key two registrations race for.
+models = sa.Table(
+    "mltrain_models",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(255), nullable=True, index=True),
+    sa.Column("model_path", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("properties", sa.Text, nullable=False),
+    sa.Column("files", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # "<run id>#<n>" for the n-th request a script wrote to logs/models.jsonl: registered once
+    # however many followers collect the run, or retry after a crash.
+    sa.Column("request", sa.String(512), nullable=True, unique=True),
+)
+
+# An alias (``production``) names one version of a model; moving it is one row's update.
+model_aliases = sa.Table(
+    "mltrain_model_aliases",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 JSON_COLUMNS = ("arguments", "environment", "tags", "properties")
@@ -274,6 +304,21 @@ def _upsert(
 
 class RunExists(Exception):
     pass
+
+
+class ModelVersionMissing(LookupError):
+    """An alias was to point at a version of a model that is not registered."""
+
+
+# Registrations racing for one model's next version: each lost race re-reads and tries again.
+_VERSION_ATTEMPTS = 50
+
+
+def _decode_model(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    for key in ("tags", "properties", "files"):
+        data[key] = json.loads(data[key])
+    return data
 
 
 class RunStore:
@@ -736,3 +781,121 @@ class RunStore:
             query = query.where(environment_builds.c.hash == content_hash)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    # -- the model registry --------------------------------------------------------------------
+
+    def add_model_version(self, name: str, record: dict[str, Any]) -> int:
+        """Store a new version of model ``name`` and return its number: one more than the
+        highest so far. Two registrations at once (threads, processes, hosts) never share a
+        number: the primary key refuses the second insert, which re-reads and tries again. A
+        ``request`` key already stored returns the version it made instead of adding one."""
+        values = {
+            **record,
+            "tags": json.dumps(record.get("tags") or {}, sort_keys=True),
+            "properties": json.dumps(record.get("properties") or {}, sort_keys=True),
+            "files": json.dumps(record["files"]),
+            "created_at": record.get("created_at") or time.time(),
+        }
+        request = record.get("request")
+        for attempt in range(_VERSION_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    if request is not None:
+                        done = conn.execute(
+                            sa.select(models.c.version).where(
+                                models.c.name == name, models.c.request == request
+                            )
+                        ).scalar()
+                        if done is not None:
+                            return int(done)
+                    latest = conn.execute(
+                        sa.select(sa.func.max(models.c.version)).where(models.c.name == name)
+                    ).scalar()
+                    version = (latest or 0) + 1
+                    conn.execute(models.insert().values(name=name, version=version, **values))
+                return version
+            except IntegrityError:
+                if attempt == _VERSION_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def get_model_version(
+        self, name: str, version: int | None = None, alias: str | None = None
+    ) -> dict[str, Any] | None:
+        """One version of a model: ``version``, the one ``alias`` names, or the latest."""
+        query = sa.select(models).where(models.c.name == name)
+        with self.engine.connect() as conn:
+            if alias is not None:
+                version = conn.execute(
+                    sa.select(model_aliases.c.version).where(
+                        model_aliases.c.name == name, model_aliases.c.alias == alias
+                    )
+                ).scalar()
+                if version is None:
+                    return None
+            if version is not None:
+                query = query.where(models.c.version == version)
+            row = conn.execute(query.order_by(models.c.version.desc()).limit(1)).first()
+        return _decode_model(row) if row else None
+
+    def list_model_versions(
+        self, name: str | None = None, run_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Model versions by name, newest version first."""
+        query = sa.select(models).order_by(models.c.name, models.c.version.desc())
+        if name is not None:
+            query = query.where(models.c.name == name)
+        if run_id is not None:
+            query = query.where(models.c.run_id == run_id)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_decode_model(r) for r in conn.execute(query)]
+
+    def model_aliases(self, name: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(model_aliases).order_by(model_aliases.c.name, model_aliases.c.alias)
+        if name is not None:
+            query = query.where(model_aliases.c.name == name)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def set_model_alias(self, name: str, alias: str, version: int) -> int | None:
+        """Point ``alias`` of model ``name`` at ``version`` in one transaction; returns the version
+        it named before (None: a new alias). Raises :class:`ModelVersionMissing` for a version
+        that is not registered. Readers see the old version or the new one, never no version."""
+        for attempt in range(_VERSION_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    exists = conn.execute(
+                        sa.select(models.c.version).where(models.c.name == name, models.c.version == version)
+                    ).first()
+                    if exists is None:
+                        raise ModelVersionMissing(f"{name}:{version}")
+                    where = (model_aliases.c.name == name, model_aliases.c.alias == alias)
+                    before = conn.execute(sa.select(model_aliases.c.version).where(*where)).scalar()
+                    if before is None:
+                        conn.execute(
+                            model_aliases.insert().values(
+                                name=name, alias=alias, version=version, updated_at=time.time()
+                            )
+                        )
+                    else:
+                        conn.execute(
+                            model_aliases.update()
+                            .where(*where)
+                            .values(version=version, updated_at=time.time())
+                        )
+                    return before
+            except IntegrityError:  # another process created the alias between our read and insert
+                if attempt == _VERSION_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def delete_model_alias(self, name: str, alias: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                model_aliases.delete().where(model_aliases.c.name == name, model_aliases.c.alias == alias)
+            )
+        return bool(result.rowcount)

@@ -10,8 +10,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed, resolve_environment
-from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound, RunTimeout
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.model import Model, check_labels, check_model_name, register_from_run
 from airflow_provider_mltrain.core.redact import secret_values
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 XCOM_RUN_DETAILS = "run_details"
+XCOM_MODEL = "model"
+REGISTER_MODEL_KEYS = ("name", "path", "tags", "properties", "description")
 ACTIONS_IF_RUN_EXISTS = ("reattach", "resubmit", "fail")
 ACTIVE_STATES = frozenset(s.value for s in RunStatus if not s.is_terminal)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -77,6 +80,11 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
     task with its exit code and the tail of its log; ``timeout`` cancels the run and fails the task.
     The "ML Training run" extra link opens the run's page.
 
+    ``register_model={"name": "churn", "path": "outputs/model.pkl"}`` (optional ``tags``,
+    ``properties``, ``description``) registers that file or folder of the run as the next version
+    of the model when the run completes, once per run (a retry returns the same version); the
+    ``model`` XCom holds its name, version and id.
+
     A retry of the same task instance reattaches to its run while it is active, returns a completed
     run without running it again, and starts a fresh run (linked to the old one) after a failure:
     Airflow 3.3's ``ResumableJobMixin`` contract (``durable=True``), with the run id kept in
@@ -98,8 +106,14 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         "environment",
         "tags",
         "target_options",
+        "register_model",
     )
-    template_fields_renderers = {"arguments": "json", "tags": "json", "target_options": "json"}
+    template_fields_renderers = {
+        "arguments": "json",
+        "tags": "json",
+        "target_options": "json",
+        "register_model": "json",
+    }
     ui_color = "#e8f1fb"
     operator_extra_links = (MLTrainRunLink(),)
     # Renaming this breaks in-flight retries: earlier tries stored the run id under it.
@@ -126,6 +140,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         action_if_run_exists: str = "reattach",
         durable: bool = True,
+        register_model: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(durable=durable, **kwargs)
@@ -149,6 +164,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         self.workspace = workspace
         self.rebuild_environment = rebuild_environment
         self.deferrable = deferrable
+        self.register_model = register_model
         self._run: Run | None = None
 
     def _workspace(self) -> Workspace:
@@ -313,7 +329,48 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
             target_options=self.target_options,
         )
         config.check_types(owner, hint=native)
+        self._check_register_model(owner)
         return config
+
+    def _check_register_model(self, owner: str) -> None:
+        """``register_model`` as rendered: refused before anything is submitted."""
+        spec = self.register_model
+        if spec is None:
+            return
+        if not isinstance(spec, dict) or not spec.get("name") or not spec.get("path"):
+            raise type_error(f"{owner} register_model", spec, 'a dict {"name": ..., "path": "outputs/..."}')
+        unknown = sorted(set(spec) - set(REGISTER_MODEL_KEYS))
+        if unknown:
+            raise InvalidRunConfig(
+                f"{owner} register_model has unknown keys {unknown}; "
+                f"it takes {', '.join(REGISTER_MODEL_KEYS)}."
+            )
+        check_model_name(spec["name"])
+        check_labels("tags", spec.get("tags"))
+        check_labels("properties", spec.get("properties"))
+
+    def _register(self, run: Run, ti: Any) -> None:
+        spec = self.register_model
+        if not spec:
+            return
+        mine = {"airflow.dag_id": str(ti.dag_id), "airflow.task_id": str(ti.task_id)}
+        earlier = Model.list(run.workspace, name=spec["name"], properties=mine, run_id=run.id)
+        model = earlier[0] if earlier else None
+        if model is None:
+            model = register_from_run(
+                run,
+                spec["name"],
+                spec["path"],
+                tags=spec.get("tags"),
+                properties=spec.get("properties"),
+                description=spec.get("description"),
+                provider_properties={**mine, "airflow.run_id": str(ti.run_id)},
+            )
+            self.log.info("Run %s: registered model %s", run.id, model.id)
+        else:
+            self.log.info("Run %s: model %s was registered by an earlier try", run.id, model.id)
+        if self.do_xcom_push:
+            ti.xcom_push(key=XCOM_MODEL, value={"name": model.name, "version": model.version, "id": model.id})
 
     def _mask_secrets(self, config: ScriptRunConfig, workspace: Workspace) -> None:
         """Registers the environment's secret values with Airflow's secrets masker, so that the
@@ -398,6 +455,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         if details["status"] != RunStatus.COMPLETED.value:
             raise AirflowException(failure_message(run, details))
         self.log.info("Run %s completed; outputs in %s", run.id, details["output_dir"])
+        self._register(run, ti)
         return run.id
 
     def on_kill(self) -> None:

@@ -218,3 +218,35 @@ class FileDiff(BaseModel):
 class TaskInstanceRuns(BaseModel):
     run_id: str = Field(description="the latest run")
     runs: list[str]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    versions: int = Field(description="versions the user may read")
+    latest_version: int
+    latest_run_id: str | None = Field(description="the run that made the latest version")
+    latest_created_at: float
+    aliases: dict[str, int] = Field(description="alias -> version")
+
+
+class ModelVersion(BaseModel):
+    version: int
+    id: str = Field(description="name:version")
+    aliases: list[str]
+    run_id: str | None = Field(description="the run that made it; None for local files")
+    run_status: str | None
+    experiment: str | None
+    model_path: str
+    description: str | None
+    tags: dict[str, str]
+    created_at: float
+    files: int
+    size: int = Field(description="bytes")
+    metrics: dict[str, float] = Field(description="the source run's final numeric metrics")
+
+
+class ModelDetails(BaseModel):
+    name: str
+    aliases: dict[str, int] = Field(description="alias -> version")
+    metric_names: list[str]
+    versions: list[ModelVersion] = Field(description="newest first")

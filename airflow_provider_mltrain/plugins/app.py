@@ -32,7 +32,7 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.plugins import api_models as m
-from airflow_provider_mltrain.plugins import charts, csrf, parameters, queries
+from airflow_provider_mltrain.plugins import charts, csrf, parameters, queries, registry
 from airflow_provider_mltrain.plugins.auth import Access, ReaderDep
 
 HERE = Path(__file__).parent
@@ -161,6 +161,10 @@ def _experiments(ws: Workspace, access: Access) -> list[dict[str, Any]]:
     return queries.list_experiments(ws, visible=access.can_read_run)
 
 
+def _model_visible(access: Access) -> registry.Visible:
+    return lambda record: access.can_read_run(record) if record is not None else access.can_read_dag(None)
+
+
 def _task_runs(ws: Workspace, dag_id: str, dag_run_id: str, task_id: str, map_index: int) -> list[str]:
     """Runs a task instance submitted, oldest first (a retry after a failure adds one), found by the
     ``airflow.*`` properties the operator records on each run."""
@@ -220,6 +224,18 @@ def api_router() -> APIRouter:
     @router.get("/experiments", summary="Experiments with run counts", response_model=list[m.Experiment])
     def experiments(ws: WorkspaceDep, access: ReaderDep) -> list[dict[str, Any]]:
         return _experiments(ws, access)
+
+    @router.get("/models", summary="Registered models", response_model=list[m.ModelSummary])
+    def models(ws: WorkspaceDep, access: ReaderDep) -> list[dict[str, Any]]:
+        return registry.list_models(ws, _model_visible(access))
+
+    @router.get(
+        "/models/{name}",
+        summary="A model's versions with their source runs and final metrics",
+        response_model=m.ModelDetails,
+    )
+    def model(name: str, ws: WorkspaceDep, access: ReaderDep) -> dict[str, Any]:
+        return registry.model_versions(ws, name, _model_visible(access))
 
     @router.get(
         "/experiments/{experiment}/runs",
@@ -427,6 +443,14 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
     @router.get("/")
     def experiments_page(request: Request, ws: WorkspaceDep, access: ReaderDep) -> HTMLResponse:
         return render(request, "experiments.html", experiments=_experiments(ws, access))
+
+    @router.get("/models")
+    def models_page(request: Request, ws: WorkspaceDep, access: ReaderDep) -> HTMLResponse:
+        return render(request, "models.html", models=registry.list_models(ws, _model_visible(access)))
+
+    @router.get("/models/{name}")
+    def model_page(request: Request, name: str, ws: WorkspaceDep, access: ReaderDep) -> HTMLResponse:
+        return render(request, "model.html", data=registry.model_versions(ws, name, _model_visible(access)))
 
     @router.get("/experiments/{experiment}")
     def runs_page(

@@ -3,9 +3,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+from pathlib import Path
 
 import pytest
 
+from airflow_provider_mltrain import Workspace
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.store import RunExists, RunStore
 
@@ -114,6 +116,8 @@ def make_schema_1_store(url: str) -> None:
         conn.execute(sa.text("ALTER TABLE mltrain_runs DROP COLUMN summarized"))
         store_module.metric_series.drop(conn)
         store_module.metric_blocks.drop(conn)
+        store_module.model_aliases.drop(conn)
+        store_module.models.drop(conn)
         conn.execute(store_module.meta.insert().values(key="schema_version", value="1"))
         conn.execute(
             sa.text(
@@ -175,7 +179,7 @@ def check_schema_1_store_upgrades(url: str) -> None:
         version = conn.execute(
             sa.select(store_module.meta.c.value).where(store_module.meta.c.key == "schema_version")
         ).scalar_one()
-        assert version == str(store_module.SCHEMA_VERSION) == "3"
+        assert version == str(store_module.SCHEMA_VERSION) == "4"
         columns = [c["name"] for c in sa.inspect(conn).get_columns("mltrain_runs")]
         assert columns.count("warnings") == 1 and columns.count("summarized") == 1
     (loss,) = store.metric_summaries("old")
@@ -188,6 +192,58 @@ def check_schema_1_store_upgrades(url: str) -> None:
 
 def test_a_store_of_schema_1_is_upgraded_in_place(tmp_path):
     check_schema_1_store_upgrades(f"sqlite:///{tmp_path / 'runs.db'}")
+
+
+def _register_in(root: str, url: str, worker: int) -> None:
+    from airflow_provider_mltrain import Model
+
+    src = Path(root).parent / f"model{worker}.bin"
+    src.write_bytes(b"m")
+    Model.register(Workspace(root, database_url=url), src, "upgraded")
+
+
+def check_schema_3_store_upgrades(root: Path, url: str) -> None:
+    """A store of schema 3 (before the model registry), opened by several processes of the new
+    version at once: the model tables are created once, its runs read as before, and each process
+    registers a version of one model without losing one."""
+    import sqlalchemy as sa
+
+    from airflow_provider_mltrain.core import store as store_module
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        store_module.metadata.drop_all(conn)
+        store_module.metadata.create_all(conn)
+        store_module.model_aliases.drop(conn)
+        store_module.models.drop(conn)
+        conn.execute(store_module.meta.insert().values(key="schema_version", value="3"))
+    engine.dispose()
+    store_module._engines.pop(url, None)
+    old = RunStore.__new__(RunStore)  # a version-3 process writes a run without the new code
+    old.url, old.engine = url, sa.create_engine(url)
+    old.create_run(record("old"))
+    old.engine.dispose()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_register_in, args=(str(root), url, w)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    store = RunStore(url)
+    assert store.get_run("old")["status"] == "Queued"
+    assert sorted(m["version"] for m in store.list_model_versions("upgraded")) == [1, 2, 3]
+    with store.engine.connect() as conn:
+        version = conn.execute(
+            sa.select(store_module.meta.c.value).where(store_module.meta.c.key == "schema_version")
+        ).scalar_one()
+    assert version == "4"
+
+
+def test_a_store_of_schema_3_gets_the_model_registry(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    check_schema_3_store_upgrades(root, f"sqlite:///{root / 'runs.db'}")
 
 
 def test_warnings_merge_in_one_transaction_with_the_metrics_they_came_with(tmp_path):

@@ -43,3 +43,21 @@ def test_a_store_of_schema_1_is_upgraded_in_place(pg_url):
 
 def test_bounded_metric_reads_on_postgres(pg_url):
     check_bounded_metric_reads(RunStore(pg_url))
+
+
+def test_a_store_of_schema_3_gets_the_model_registry_on_postgres(pg_url, tmp_path):
+    from tests.core.test_store import check_schema_3_store_upgrades
+
+    check_schema_3_store_upgrades(tmp_path / "ws", pg_url)
+
+
+def test_no_model_version_is_lost_when_processes_register_at_once_on_postgres(pg_url, tmp_path):
+    from tests.core.test_model import check_no_lost_version
+
+    check_no_lost_version(tmp_path / "ws", pg_url, workers=4, count=10)
+
+
+def test_an_alias_moved_by_processes_at_once_stays_one_alias_on_postgres(pg_url, tmp_path):
+    from tests.core.test_model import check_alias_moves_from_processes
+
+    check_alias_moves_from_processes(tmp_path / "ws", pg_url)

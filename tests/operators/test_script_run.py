@@ -451,3 +451,63 @@ def test_a_retry_on_another_host_does_not_reattach_to_a_local_run_there(tmp_path
     gate.touch()
     assert run.wait_for_completion()["status"] == "Completed"
     assert op("reattach")._pick_run_id(ws, ti) == (first_id, None)
+
+
+# -- register_model -----------------------------------------------------------------------------------
+
+
+def test_register_model_when_the_run_completes_once_per_run(tmp_path, make_tree):
+    from airflow_provider_mltrain import Model
+
+    script = "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/m.pkl', 'wb').write(b'm')\n"
+    src = make_tree({"t.py": script})
+
+    def make():
+        return ScriptRunOperator(
+            task_id="train",
+            experiment_name="exp",
+            source_directory=str(src),
+            script="t.py",
+            workspace=str(tmp_path / "ws"),
+            poll_interval=0.2,
+            register_model={"name": "churn", "path": "outputs/m.pkl", "tags": {"from": "dag"}},
+        )
+
+    store = TaskStateStore()
+    ti = TI()
+    run_id = make().execute({"ti": ti, "task_state_store": store})
+    assert ti.xcoms["model"] == {"name": "churn", "version": 1, "id": "churn:1"}
+    model = Model(make()._workspace(), "churn")
+    assert model.run_id == run_id
+    assert model.properties == {"airflow.dag_id": "d", "airflow.task_id": "train", "airflow.run_id": "r1"}
+    # A retry of the completed task: the same run, the same version.
+    retry = TI()
+    make().execute({"ti": retry, "task_state_store": store})
+    assert retry.xcoms["model"]["version"] == 1
+    assert [m.id for m in Model.list(make()._workspace())] == ["churn:1"]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "bad name", "path": "outputs/m.pkl"}, "letters, digits"),
+        ({"name": "churn"}, "register_model must be"),
+        ({"name": "churn", "path": "outputs/m.pkl", "alias": "x"}, "unknown keys \\['alias'\\]"),
+        ({"name": "churn", "path": "outputs/m.pkl", "tags": {"airflow.x": 1}}, "belong to the provider"),
+    ],
+)
+def test_register_model_bad_input_is_refused_before_submission(tmp_path, make_tree, spec, message):
+    from airflow_provider_mltrain import MLTrainError
+
+    src = make_tree({"t.py": "print(1)"})
+    op = ScriptRunOperator(
+        task_id="train",
+        experiment_name="exp",
+        source_directory=str(src),
+        script="t.py",
+        workspace=str(tmp_path / "ws"),
+        register_model=spec,
+    )
+    with pytest.raises(MLTrainError, match=message):
+        op.execute({"ti": TI(), "task_state_store": TaskStateStore()})
+    assert op._workspace().store.list_runs() == []

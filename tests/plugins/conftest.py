@@ -19,6 +19,7 @@ PROBE_IMG = '"><img src=x onerror=alert(2)>'
 EXPERIMENT = "ui-probe"
 TASK = {"dag_id": "mltrain_ui_dag", "task_id": "train", "run_id": "manual__2026-11-29T08:00:00+00:00"}
 SECRET_DAG = "other_team_dag"
+MODEL = "churn-model"
 
 TRAIN = """
 import argparse, os, sys
@@ -114,4 +115,10 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Populated:
     )
     secret.wait_for_completion()
     runs["secret"] = secret.id
+    # The model registry: two versions from readable runs (an alias on the second), one from the
+    # run of a DAG some users may not read.
+    first.register_model(MODEL, "outputs/model.txt", tags={"probe": PROBE}, description=PROBE_IMG)
+    second.register_model(MODEL, "outputs/model.txt").set_alias("production")
+    secret.register_model(MODEL, "outputs/model.txt")
+    secret.register_model("secret-model", "outputs/model.txt")
     return Populated(ws, runs)

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import pytest
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig
-from tests.plugins.conftest import EXPERIMENT, PROBE, PROBE_IMG
+from tests.plugins.conftest import EXPERIMENT, MODEL, PROBE, PROBE_IMG
 from tests.targets.harnesses import service_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
@@ -543,3 +543,26 @@ def test_cancel_button_for_who_may_and_a_ticking_duration(
     finally:
         release.write_text("")
         run.wait_for_completion(raise_on_error=False, timeout=120)
+
+
+def test_models_page_versions_aliases_and_source_runs(page, server, populated):
+    login(page, server)
+    page.get_by_role("link", name="Models").click()
+    page.locator("#models").wait_for()
+    row = page.locator("#models tbody tr", has_text=MODEL)
+    assert "production → 2" in row.inner_text()
+    shot(page, "ui-models.png")
+    row.get_by_role("link", name=MODEL).click()
+    page.locator("#versions").wait_for()
+    versions = page.locator("#versions tbody tr")
+    assert versions.count() == 3  # the viewer reads every DAG: the secret DAG's version too
+    second = page.locator("#version-2")
+    assert "production" in second.inner_text() and "Completed" in second.inner_text()
+    first = page.locator("#version-1")
+    assert PROBE in first.inner_text()  # shown as text, never run
+    assert "0.85" in first.inner_text()  # the source run's final_accuracy
+    shot(page, "ui-model.png")
+    first.get_by_role("link", name=populated.runs["first"]).click()
+    page.wait_for_url(f"**/mltrain/runs/{populated.runs['first']}")
+    assert page.locator("#run-status").inner_text() == "Completed"
+    assert page.dialogs == []

@@ -149,3 +149,48 @@ def test_get_metrics_in_the_script_skips_lines_it_cannot_read(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "{'r': [1], 'a': [1, 2]}"
+
+
+def test_register_model_writes_one_request_line_and_refuses_bad_names_at_once(tmp_path):
+    (tmp_path / "logs").mkdir()
+    env = {
+        "MLTRAIN_RUN_ID": "r1",
+        "MLTRAIN_EXPERIMENT": "e",
+        "MLTRAIN_METRICS_FILE": str(tmp_path / "logs" / "metrics.jsonl"),
+        "MLTRAIN_RUN_DIR": str(tmp_path),
+    }
+    proc = run_script(
+        "from mltrain import Run\n"
+        "run = Run.get_context()\n"
+        "assert run.register_model('churn', './outputs/model.pkl', tags={'a': 1}) is None\n"
+        "bad = (('bad name', 'x', None), ('ok', '../x', None), ('ok', 'x', {'mltrain.k': 1}))\n"
+        "for name, path, tags in bad:\n"
+        "    try:\n"
+        "        run.register_model(name, path, tags=tags)\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n",
+        env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "letters, digits" in proc.stdout and "relative to the run folder" in proc.stdout
+    assert "reserved" in proc.stdout
+    (request,) = [json.loads(line) for line in (tmp_path / "logs" / "models.jsonl").read_text().splitlines()]
+    assert request == {
+        "model_name": "churn",
+        "model_path": "outputs/model.pkl",
+        "tags": {"a": "1"},
+        "properties": {},
+        "description": None,
+    }
+
+
+def test_register_model_offline_writes_nothing(tmp_path):
+    proc = run_script(
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "from mltrain import Run\n"
+        "assert Run.get_context().register_model('churn', 'outputs/model.pkl') is None\n",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "would be registered" in proc.stderr and list(tmp_path.iterdir()) == []

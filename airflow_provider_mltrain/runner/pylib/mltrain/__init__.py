@@ -13,6 +13,7 @@ import json
 import logging
 import numbers
 import os
+import re
 import shutil
 import threading
 import time
@@ -26,6 +27,9 @@ log = logging.getLogger("mltrain")
 MAX_NAME = 255
 STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1
 RESERVED_PREFIXES = ("airflow.", "mltrain.")
+# The model registry's rule (core/model.py): checked here too, so the script learns at once.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+MODEL_REQUESTS = "models.jsonl"
 
 
 def _plain(value, what):
@@ -221,6 +225,51 @@ class Run:
                 shutil.copyfileobj(path_or_stream, out)
         else:
             shutil.copyfile(str(path_or_stream), dest)
+
+    # -- models --------------------------------------------------------------------------------
+
+    def register_model(self, model_name, model_path=None, tags=None, properties=None, description=None):
+        """Ask for the file or folder ``model_path`` this run writes (``outputs/model.pkl``;
+        default: ``model_name``) to be registered as the next version of model ``model_name``.
+
+        Azure ML v1's signature. The model is registered when the run's files are collected after
+        the run ends (the file must exist then), linked to this run; this call returns None. A
+        name or path the registry would refuse raises ValueError here, at once.
+        """
+        if not isinstance(model_name, str) or not _MODEL_NAME.fullmatch(model_name):
+            raise ValueError(
+                "mltrain: model name %r is refused: 1 to 255 characters: letters, digits, '-', '_' "
+                "and '.', starting with a letter or digit." % (model_name,)
+            )
+        path = model_name if model_path is None else str(model_path)
+        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+        if not parts or os.path.isabs(path) or ".." in parts:
+            raise ValueError(
+                "mltrain: model_path %r must be a path relative to the run folder, e.g. 'outputs/model.pkl'."
+                % path
+            )
+        tags = {str(k): "" if v is None else str(v) for k, v in dict(tags or {}).items()}
+        props = {str(k): str(v) for k, v in dict(properties or {}).items()}
+        _refuse_reserved(tags, "model tag")
+        _refuse_reserved(props, "model property")
+        request = {
+            "model_name": model_name,
+            "model_path": "/".join(parts),
+            "tags": tags,
+            "properties": props,
+            "description": None if description is None else str(description),
+        }
+        if self.offline:
+            log.info("mltrain offline run: model %s (%s) would be registered", model_name, path)
+            return None
+        folder = os.path.dirname(self._metrics_file)
+        data = (json.dumps(request, separators=(",", ":")) + "\n").encode("utf-8")
+        fd = os.open(os.path.join(folder, MODEL_REQUESTS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return None
 
     # -- metrics read-back ---------------------------------------------------------------------
 
