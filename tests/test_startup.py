@@ -83,6 +83,16 @@ def test_runs_list_loads_the_run_store_only(cli_env: dict[str, str]) -> None:
     assert not names & (set(HEAVY) - {"sqlalchemy"}), sorted(names & set(HEAVY))
 
 
+def test_the_python_api_loads_only_what_a_submission_uses() -> None:
+    """A script that submits and waits pays for the run store (SQLAlchemy) and snapshots
+    (pathspec), not for YAML, packaging, the remote targets' clients or Airflow."""
+    code = "from airflow_provider_mltrain import Experiment, Run, ScriptRunConfig, Workspace"
+    names, proc = imported_modules(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    unused = (set(HEAVY) | {"packaging"}) - {"sqlalchemy", "pathspec"}
+    assert not names & unused, sorted(names & unused)
+
+
 def test_hooks_do_not_load_their_client_libraries_until_used() -> None:
     """Airflow imports the hooks to list connection types: the Docker, SSH and Spark clients wait
     until a target is built."""
