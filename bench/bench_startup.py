@@ -1,0 +1,145 @@
+"""Start-up of the ``mltrain`` command and the Python API, beside ``python -c pass`` and a bare
+``import sqlalchemy``, measured in the same run.
+
+    .venv/bin/python bench/bench_startup.py [--reps 15] [--code DIR] [--no-pyc]
+
+Each case is a new process, timed from ``subprocess.run`` to its exit:
+
+- ``mltrain --help``, ``mltrain --version`` (the installed console script);
+- ``mltrain runs list`` on a small workspace (5 completed runs, SQLite run store);
+- ``python -c "import airflow_provider_mltrain"`` and Airflow's provider discovery
+  (``get_provider_info()``);
+- a no-op submit + wait from a new interpreter (``python -c "...submit(...).wait_for_completion()"``
+  of a script that is ``pass``, local target), beside ``python noop.py``.
+
+The cases run round-robin, once each per repetition, so a busy moment hits every case alike;
+medians of ``--reps``. One untimed pass runs first. By default the children may write ``.pyc``
+files, so that pass leaves the bytecode cache warm, as after ``pip install`` (which compiles);
+``--no-pyc`` gives every child an empty bytecode cache it may not write (an install without
+bytecode, such as ``uv pip install`` without ``--compile-bytecode``). ``--code DIR`` puts DIR
+first on the children's ``PYTHONPATH``: a ``git archive`` of another commit, to measure the code
+before a change with the same interpreter and libraries. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MLTRAIN = str(Path(sys.executable).with_name("mltrain"))
+SUBMIT = """
+import sys
+from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+run = Experiment(Workspace(sys.argv[1]), "bench").submit(ScriptRunConfig(sys.argv[2], "noop.py"))
+run.wait_for_completion()
+"""
+PROVIDER_INFO = (
+    "from airflow_provider_mltrain.get_provider_info import get_provider_info; get_provider_info()"
+)
+
+
+def cases(ws: Path, src: Path) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "python -c pass": [py, "-c", "pass"],
+        "python -c 'import sqlalchemy'": [py, "-c", "import sqlalchemy"],
+        "python noop.py": [py, str(src / "noop.py")],
+        "mltrain --help": [MLTRAIN, "--help"],
+        "mltrain --version": [MLTRAIN, "--version"],
+        "mltrain runs list (5 runs)": [MLTRAIN, "--workspace", str(ws), "runs", "list"],
+        "import airflow_provider_mltrain": [py, "-c", "import airflow_provider_mltrain"],
+        "get_provider_info()": [py, "-c", PROVIDER_INFO],
+        "no-op submit + wait, new process": [py, "-c", SUBMIT, str(ws), str(src)],
+    }
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """``cwd`` is outside the repository: ``python -c`` puts its working folder first on the path."""
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return (time.perf_counter() - start) * 1000
+
+
+def commit_of(code: Path) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(code), "log", "-1", "--format=%h"], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip() or "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--code", type=Path, help="a source tree put first on the children's PYTHONPATH")
+    parser.add_argument("--no-pyc", action="store_true", help="children read and write no bytecode cache")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mltrain-bench-startup-"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    env["MLTRAIN_WORKSPACE"] = str(tmp / "ws")
+    env["AIRFLOW_HOME"] = str(tmp / "airflow")
+    if args.code:
+        env["PYTHONPATH"] = os.pathsep.join([str(args.code.resolve()), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+    if args.no_pyc:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "empty-pycache")
+    try:
+        src = tmp / "src"
+        src.mkdir()
+        (src / "noop.py").write_text("pass\n")
+        ws = tmp / "ws"
+        measured = subprocess.run(
+            [sys.executable, "-c", "import airflow_provider_mltrain as m; print(m.__file__)"],
+            env=env,
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        commands = cases(ws, src)
+        for _ in range(5):  # the small workspace `runs list` reads; also the untimed warm-up
+            timed(commands["no-op submit + wait, new process"], env, tmp)
+        for argv in commands.values():
+            timed(argv, env, tmp)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.reps):
+            for name, argv in commands.items():
+                times[name].append(timed(argv, env, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {name: statistics.median(t) for name, t in times.items()}
+    bare, sqla = med["python -c pass"], med["python -c 'import sqlalchemy'"]
+    code = args.code.resolve() if args.code else Path(__file__).resolve().parent.parent
+    print(f"package measured: {measured}")
+    print(
+        f"commit {commit_of(code)} ({code}); python {platform.python_version()}; {os.cpu_count()} cores; "
+        f"{'no bytecode cache' if args.no_pyc else 'bytecode cache warm'}; "
+        f"medians of {args.reps}, round-robin"
+    )
+    rows = [["case", "median ms", "- python -c pass", "/ python -c pass", "/ import sqlalchemy"]]
+    for name, ms in med.items():
+        rows.append([name, f"{ms:.0f}", f"{ms - bare:+.0f}", f"{ms / bare:.2f}x", f"{ms / sqla:.2f}x"])
+    rows.append(["no-op submit + wait / python noop.py", "", "", "", ""])
+    rows[-1][1] = f"{med['no-op submit + wait, new process'] / med['python noop.py']:.1f}x"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print(
+            "  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:]))]).rstrip()
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+if __name__ == "__main__":
+    main()
