@@ -14,17 +14,21 @@ Each case is a new process, timed from ``subprocess.run`` to its exit:
 
 The cases run round-robin, once each per repetition, so a busy moment hits every case alike;
 medians of ``--reps``. One untimed pass runs first. By default the children may write ``.pyc``
-files, so that pass leaves the bytecode cache warm, as after ``pip install`` (which compiles);
-``--no-pyc`` gives every child an empty bytecode cache it may not write (an install without
-bytecode, such as ``uv pip install`` without ``--compile-bytecode``). ``--before DIR`` adds every package case
-again with DIR first on the children's ``PYTHONPATH`` (a ``git archive`` of an older commit), in
-the same round-robin: the code before a change, same interpreter and libraries, same moment.
+files, so that pass leaves the bytecode cache warm, as after ``pip install`` (which compiles).
+``--no-pyc`` sets ``PYTHONDONTWRITEBYTECODE=1`` for the children: after removing the venv's
+``__pycache__`` folders (``find .venv/lib -name __pycache__ -prune -exec rm -rf {} +``) that is an
+install without bytecode, such as ``uv pip install`` without ``--compile-bytecode``; the
+interpreter's own standard library keeps its bytecode. The output says which it measured.
+``--before DIR`` adds every package case again with DIR first on the children's ``PYTHONPATH``
+(a ``git archive`` of an older commit), in the same round-robin: the code before a change, with
+the same interpreter and libraries, at the same moment.
 Nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shutil
@@ -87,8 +91,15 @@ def child_env(tmp: Path, code: Path | None, no_pyc: bool) -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code.resolve()), env.get("PYTHONPATH")) if p)
     if no_pyc:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env["PYTHONPYCACHEPREFIX"] = str(tmp / "empty-pycache")
     return env
+
+
+def bytecode_state() -> str:
+    """Whether the installed libraries have bytecode: SQLAlchemy's decides most of a start-up."""
+    spec = importlib.util.find_spec("sqlalchemy")  # finds it without importing (or compiling) it
+    folder = Path(spec.origin).parent if spec and spec.origin else None
+    cached = list(folder.glob("__pycache__/*.pyc")) if folder else []
+    return "SQLAlchemy has bytecode" if cached else "SQLAlchemy has NO bytecode"
 
 
 def package_file(env: dict[str, str], cwd: Path) -> str:
@@ -116,6 +127,7 @@ def main() -> None:
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
+    state = bytecode_state()
     tmp = Path(tempfile.mkdtemp(prefix="mltrain-bench-startup-"))
     versions = {"": child_env(tmp, None, args.no_pyc)}
     if args.before:
@@ -153,7 +165,8 @@ def main() -> None:
         print(f"package{label or ' [after]'}: {file}")
     print(
         f"commit {commit_of(here)}; python {platform.python_version()}; {os.cpu_count()} cores; "
-        f"{'no bytecode cache' if args.no_pyc else 'bytecode cache warm'}; "
+        f"{'children write no bytecode' if args.no_pyc else 'bytecode cache warm'} "
+        f"({state}); "
         f"medians of {args.reps}, round-robin; "
         f"1-minute load {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
