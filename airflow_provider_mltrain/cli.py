@@ -22,31 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml
-
-from airflow_provider_mltrain.core.compute import get_target
-from airflow_provider_mltrain.core.environment import (
-    CURATED_PREFIX,
-    Environment,
-    resolve_environment,
-    warn_unpinned,
-)
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound
-from airflow_provider_mltrain.core.experiment import Experiment
 from airflow_provider_mltrain.core.metrics import finite_number
-from airflow_provider_mltrain.core.model import InvalidModelName, Model, ModelNotFound, ModelPathNotFound
-from airflow_provider_mltrain.core.rerun import rerun
-from airflow_provider_mltrain.core.run import Run
-from airflow_provider_mltrain.core.run_config import ScriptRunConfig
-from airflow_provider_mltrain.core.snapshot import Snapshot, diff
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.text import for_terminal, strip_terminal_controls
-from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.runner import RUNNER_DIR
-from airflow_provider_mltrain.targets.local import prune_local_builds
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+
+    from airflow_provider_mltrain.core.model import Model
+    from airflow_provider_mltrain.core.run import Run
+    from airflow_provider_mltrain.core.snapshot import Snapshot
+    from airflow_provider_mltrain.core.workspace import Workspace
+
+# Each command imports what it uses (the run store, snapshots, targets, YAML) inside its function:
+# `mltrain --help` and the commands that need none of it start in a few tens of milliseconds.
 
 # Options of `submit` that take a value: the script's own arguments start after SCRIPT, so the
 # command line is split there before argparse sees it (argparse would take `--lr` for its own).
@@ -304,6 +295,8 @@ def _list(ws: Workspace, experiment: str | None, limit: int, as_json: bool) -> N
 
 def _list_entry(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
     """One run of ``runs list``; a run that cannot be read is listed with its problem, not fatal."""
+    from airflow_provider_mltrain.core.run import Run
+
     run = Run(ws, record["id"])
     problem = None
     try:
@@ -330,6 +323,8 @@ def _list_entry(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _latest(ws: Workspace, experiment: str | None) -> Run:
+    from airflow_provider_mltrain.core.run import Run
+
     _check_experiment(ws, experiment)
     latest = ws.store.list_runs(experiment=experiment, limit=1)
     if not latest:
@@ -526,6 +521,10 @@ def _follow_new_run(run: Run, wait: bool) -> int:
 
 
 def _submit(ws: Workspace, args: argparse.Namespace) -> int:
+    from airflow_provider_mltrain.core.compute import get_target
+    from airflow_provider_mltrain.core.experiment import Experiment
+    from airflow_provider_mltrain.core.run_config import ScriptRunConfig
+
     tags = _parse_tags(args.tag)
     experiment = Experiment(ws, args.experiment)
     with _feedback(_err) as feedback:
@@ -552,6 +551,9 @@ def _submit(ws: Workspace, args: argparse.Namespace) -> int:
 
 
 def _rerun(ws: Workspace, args: argparse.Namespace) -> int:
+    from airflow_provider_mltrain.core.compute import get_target
+    from airflow_provider_mltrain.core.rerun import rerun
+
     _get_run(ws, args.run_id)
     tags = _parse_tags(args.tag)
     with _feedback(_err) as feedback:
@@ -675,6 +677,8 @@ def _text_diff(ws: Workspace, a: Snapshot, b: Snapshot, path: str) -> str | None
 
 
 def _snapshot_diff(ws: Workspace, run_a: str, run_b: str, text: bool, as_json: bool) -> None:
+    from airflow_provider_mltrain.core.snapshot import diff
+
     ids = [_get_run(ws, r).get_details()["snapshot_id"] for r in (run_a, run_b)]
     a, b = (ws.snapshots.get(i) for i in ids)
     changes = diff(a, b)
@@ -704,6 +708,8 @@ def _snapshot_diff(ws: Workspace, run_a: str, run_b: str, text: bool, as_json: b
 
 
 def _env_list(ws: Workspace, as_json: bool) -> None:
+    from airflow_provider_mltrain.core.environment import CURATED_PREFIX, Environment
+
     envs = Environment.list(ws)
     if as_json:
         _dump(
@@ -722,6 +728,10 @@ def _env_list(ws: Workspace, as_json: bool) -> None:
 
 
 def _env_show(ws: Workspace, name: str, version: str | None, as_json: bool) -> None:
+    import yaml
+
+    from airflow_provider_mltrain.core.environment import Environment, resolve_environment
+
     env = Environment.get(ws, name, version) if version else resolve_environment(name, ws)
     data = {**env.recordable(), "hash": env.content_hash(), "managed": env.managed}
     if env.managed:
@@ -733,6 +743,9 @@ def _env_show(ws: Workspace, name: str, version: str | None, as_json: bool) -> N
 
 
 def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> None:
+    from airflow_provider_mltrain.core.compute import get_target
+    from airflow_provider_mltrain.core.environment import resolve_environment, warn_unpinned
+
     env = resolve_environment(spec, ws)
     target = get_target(target_name, ws.root)
     target.check_environment(env)
@@ -765,6 +778,8 @@ def _model_arg(name: str) -> tuple[str, str | None]:
 
 
 def _get_model(ws: Workspace, name: str, version: str | None, alias: str | None) -> Model:
+    from airflow_provider_mltrain.core.model import InvalidModelName, Model, ModelNotFound
+
     base, given = _model_arg(name)
     try:
         return Model(ws, base, version=version or given, alias=alias)
@@ -775,6 +790,8 @@ def _get_model(ws: Workspace, name: str, version: str | None, alias: str | None)
 def _models_list(
     ws: Workspace, name: str | None, tags: Sequence[str] | None, latest: bool, as_json: bool
 ) -> None:
+    from airflow_provider_mltrain.core.model import InvalidModelName, Model
+
     try:
         found = Model.list(ws, name=name, tags=_parse_tags(tags), latest=latest)
     except InvalidModelName as exc:
@@ -818,6 +835,8 @@ def _models_show(model: Model, as_json: bool) -> None:
 
 
 def _models_register(ws: Workspace, args: argparse.Namespace) -> None:
+    from airflow_provider_mltrain.core.model import InvalidModelName, ModelPathNotFound
+
     run = _get_run(ws, args.run_id)
     try:
         model = run.register_model(
@@ -832,6 +851,8 @@ def _models_register(ws: Workspace, args: argparse.Namespace) -> None:
 
 
 def _models(ws: Workspace, args: argparse.Namespace) -> None:
+    from airflow_provider_mltrain.core.model import InvalidModelName, Model, ModelNotFound
+
     if args.action == "list":
         _models_list(ws, args.name, args.tag, args.latest, args.json)
     elif args.action == "show":
@@ -1080,6 +1101,8 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
     elif command == "snapshot":
         _snapshot_diff(ws, args.run_a, args.run_b, args.text, args.json)
     elif command == "target":
+        from airflow_provider_mltrain.core.compute import get_target
+
         result = get_target(args.target, ws.root).prune_cache(args.days)
         if args.json:
             _dump(result)
@@ -1096,6 +1119,8 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         elif args.action == "build":
             _env_build(ws, args.name, args.target, args.rebuild)
         elif args.action == "prune":
+            from airflow_provider_mltrain.targets.local import prune_local_builds
+
             removed = prune_local_builds(ws, args.days, dry_run=args.dry_run)
             verb = "would remove" if args.dry_run else "removed"
             for path in removed:
@@ -1126,6 +1151,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(os.path.join(RUNNER_DIR, "pylib") + "\n")
         return 0
     OUT.stream = sys.stdout
+    from airflow_provider_mltrain.core.workspace import Workspace
+
     try:
         # Our output is the command's answer (often --json for a script): whatever else prints
         # while it runs (Airflow's log lines when a connection is read, say) goes to stderr.

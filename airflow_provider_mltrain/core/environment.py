@@ -27,10 +27,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError
 from airflow_provider_mltrain.core.redact import SENSITIVE_NAME, mask_variable, mask_variables, redact_url
 
@@ -111,6 +107,10 @@ class Environment:
 
     def requirement_lines(self) -> list[str]:
         """Normalized requirements: pip options first (in order), then packages, sorted."""
+        # packaging and PyYAML are imported where used: a submission without them starts faster.
+        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.utils import canonicalize_name
+
         options: list[str] = []
         packages: list[str] = []
         sources: list[tuple[str, list[str], Path | None]] = [
@@ -180,6 +180,8 @@ class Environment:
 
     def unpinned(self) -> list[str]:
         """Requirements without an exact ``==`` pin: frozen at first build, then reused."""
+        from packaging.requirements import Requirement
+
         out = []
         for line in self.requirement_lines():
             if line.startswith("-"):
@@ -315,6 +317,8 @@ class Environment:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidEnvironment(f"Cannot read environment file {path}: {exc.strerror or exc}.") from None
+        import yaml
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -348,6 +352,8 @@ class Environment:
         return env
 
     def to_yaml(self, path: str | os.PathLike[str]) -> None:
+        import yaml
+
         data = self.to_dict()
         Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 

@@ -55,6 +55,8 @@ def git_properties(folder: str | os.PathLike[str]) -> dict[str, str]:
     status = _start(folder, "status", "--porcelain", "--", ".")
     head_out, remote_url, status_out = _finish(head), _finish(remote), _finish(status)
     if head_out is None:
+        if status_out is None:
+            return {}  # not a repository (git status works in one without commits)
         top = _finish(_start(folder, "rev-parse", "--show-toplevel"))  # a repository without commits?
         if not top:
             return {}

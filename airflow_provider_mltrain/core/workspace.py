@@ -11,6 +11,7 @@ import os
 import threading
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow_provider_mltrain.core import settings
 from airflow_provider_mltrain.core.artifacts import ArtifactStore, LocalArtifactStore, open_store
@@ -18,8 +19,10 @@ from airflow_provider_mltrain.core.errors import RunNotFound
 from airflow_provider_mltrain.core.private import create_private_file, make_private_dirs
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.settings import SnapshotLimits
-from airflow_provider_mltrain.core.snapshot import SnapshotStore
-from airflow_provider_mltrain.core.store import RunStore
+
+if TYPE_CHECKING:  # both imported where first used: SQLAlchemy and pathspec take most of a start-up
+    from airflow_provider_mltrain.core.snapshot import SnapshotStore
+    from airflow_provider_mltrain.core.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class Workspace:
 
     @cached_property
     def store(self) -> RunStore:
+        from airflow_provider_mltrain.core.store import RunStore
+
         path = _sqlite_file(self.database_url)
         if path is not None:
             make_private_dirs(path.parent)
@@ -104,6 +109,8 @@ class Workspace:
     def snapshots(self) -> SnapshotStore:
         """Snapshots: blobs and manifests under ``<root>/snapshots``; with an artifact store other
         than the root, that folder is a cache and the store holds the snapshots every host shares."""
+        from airflow_provider_mltrain.core.snapshot import SnapshotStore
+
         shared = None if self.artifacts_are_local_root else self.artifacts
         return SnapshotStore(self.root / "snapshots", artifacts=shared)
 

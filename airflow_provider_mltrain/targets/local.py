@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 SUPERVISOR = os.path.join(RUNNER_DIR, "supervisor.py")
 COLLECTED = ("outputs", "logs")
 _READABLE = (*COLLECTED, "status.json")
+# The submitting Python's installed packages, kept for the next process until its site-packages change.
+FREEZE_CACHE = "freeze-cache.json"
 
 
 class LocalTarget(ComputeTarget):
@@ -71,7 +73,8 @@ class LocalTarget(ComputeTarget):
     ) -> PreparedEnvironment:
         if not env.managed:
             interpreter = self._interpreter(env)
-            return PreparedEnvironment(interpreter=interpreter, packages=tuple(_freeze(interpreter)))
+            packages = _freeze(interpreter, self.root / FREEZE_CACHE)
+            return PreparedEnvironment(interpreter=interpreter, packages=tuple(packages))
         spec: dict[str, Any] = {
             "hash": env.content_hash(),
             "root": str(self.root / "envs"),
@@ -299,18 +302,51 @@ def _site_dirs_stamp() -> tuple[float, ...]:
     return tuple(sorted(stamps))
 
 
-def _freeze(interpreter: str) -> list[str]:
+def _freeze(interpreter: str, cache_file: Path | None = None) -> list[str]:
     """What a user-managed interpreter has installed, through uv (fast); empty when uv is missing.
 
-    For the submitting Python itself the answer is kept until its site-packages change.
+    For the submitting Python itself the answer is kept until its site-packages change: in this
+    process, and in ``cache_file`` for the next one (a new ``mltrain submit`` saves a ``uv pip freeze``).
     """
     key = (interpreter, _site_dirs_stamp()) if interpreter == sys.executable else None
-    if key is not None and key in _freeze_cache:
+    if key is None:
+        return _uv_freeze(interpreter)
+    if key in _freeze_cache:
         return _freeze_cache[key]
-    packages = _uv_freeze(interpreter)
-    if key is not None:
-        _freeze_cache[key] = packages
+    packages = _read_freeze_cache(cache_file, key) if cache_file else None
+    if packages is None:
+        packages = _uv_freeze(interpreter)
+        if cache_file and packages:
+            _write_freeze_cache(cache_file, key, packages)
+    _freeze_cache[key] = packages
     return packages
+
+
+def _read_freeze_cache(path: Path, key: tuple[str, tuple[float, ...]]) -> list[str] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or [data.get("interpreter"), data.get("stamp")] != [key[0], list(key[1])]:
+        return None
+    packages = data.get("packages")
+    if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
+        return None
+    return packages
+
+
+def _write_freeze_cache(path: Path, key: tuple[str, tuple[float, ...]], packages: list[str]) -> None:
+    """Best effort, atomically (tmp + rename): a reader sees the old answer or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(
+            json.dumps({"interpreter": key[0], "stamp": list(key[1]), "packages": packages}), encoding="utf-8"
+        )
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("freeze cache %s not written: %s", path, exc)
+        tmp.unlink(missing_ok=True)
 
 
 def _uv_freeze(interpreter: str) -> list[str]:
