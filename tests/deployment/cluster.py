@@ -614,8 +614,10 @@ class CeleryCluster:
         return {"SchedulerJob", "TriggererJob"} <= {r[0] for r in rows}
 
     def logs(self, tail: int = 4000) -> str:
-        out = [f"(all logs: {self.log_dir})"]
-        for path in sorted(self.log_dir.glob("*.log")):
+        out = [f"(all logs: {self.log_dir}; the object store's: {self.weed.folder / 'weed.log'})"]
+        for path in [*sorted(self.log_dir.glob("*.log")), self.weed.folder / "weed.log"]:
+            if not path.exists():
+                continue
             out.append(f"--- {path.name} ---\n" + path.read_text(errors="replace")[-tail:])
         return "\n".join(out)
 
