@@ -18,7 +18,13 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from airflow_provider_mltrain.core import run_files_store, run_warnings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
-from airflow_provider_mltrain.core.errors import RunFailed, RunOnOtherHost, RunTimeout, TargetError
+from airflow_provider_mltrain.core.errors import (
+    MLTrainError,
+    RunFailed,
+    RunOnOtherHost,
+    RunTimeout,
+    TargetError,
+)
 from airflow_provider_mltrain.core.metrics import parse_lines, stored_value
 from airflow_provider_mltrain.core.redact import mask_variable, redact_url
 from airflow_provider_mltrain.core.runfiles import RunFiles, list_folder, make_dirs, rmtree
@@ -673,7 +679,13 @@ class Run:
             return _collected_size(self.output_dir, STD_LOG)
         if self._remote and self._log_from_store(record):
             return run_files_store.log_end(run_files_store.log_chunks(self.workspace.artifacts, self.id))
-        return self.target.file_size(self.id, STD_LOG)
+        try:
+            return self.target.file_size(self.id, STD_LOG)
+        except (MLTrainError, OSError) as exc:
+            if not self._remote:
+                raise
+            self._target_unreadable(exc)
+            return run_files_store.log_end(run_files_store.log_chunks(self.workspace.artifacts, self.id))
 
     def read_log(self, offset: int = 0, length: int | None = None) -> bytes:
         """The run's stdout+stderr from ``offset`` (bytes; at most ``length`` of them); b"" when the
@@ -694,7 +706,20 @@ class Run:
             return read_collected(self.output_dir, STD_LOG, offset, limit)
         if self._remote and self._log_from_store(record):
             return run_files_store.read_log(self.workspace.artifacts, self.id, offset, limit)
-        return self.target.read_file(self.id, STD_LOG, offset, length)
+        try:
+            return self.target.read_file(self.id, STD_LOG, offset, length)
+        except (MLTrainError, OSError) as exc:
+            if not self._remote:
+                raise
+            self._target_unreadable(exc)
+            return run_files_store.read_log(self.workspace.artifacts, self.id, offset, limit)
+
+    def _target_unreadable(self, exc: BaseException) -> None:
+        # A host without the target's connection or keys (an api-server, a laptop) still reads the
+        # live log: the chunks the run's follower pushes to the artifact store.
+        log.debug(
+            "Run %s: its target is not readable from here (%s); the log comes from the store", self.id, exc
+        )
 
     def _log_from_store(self, record: dict[str, Any]) -> bool:
         """Whether the live log is read from the store's chunks rather than the target: where this

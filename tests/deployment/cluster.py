@@ -6,7 +6,10 @@ each Celery worker runs as a Unix user of its own (``mltrain-w1``, ``mltrain-w2`
 local path is shared between workers or with the api-server. What they share is what a real
 deployment shares: Airflow's metadata database and mltrain's run store (two PostgreSQL databases of
 their own on the server of tests/services/postgres.sh), the Redis broker (a key prefix of its
-own), the DAGs folder, the compute targets (Docker daemon, SSH VM) and the project's venv.
+own), the DAGs folder, the compute targets (Docker daemon, SSH VM), the project's venv, and the
+workspace's artifact store: a SeaweedFS S3 server of the cluster's own (a test may stop and restart
+it), reached by every component through the Airflow connection ``deploy_s3``, so that each host's
+workspace folder is only a cache.
 
 Each process is started in a session of its own and stopped by its own pid; everything listens on
 127.0.0.1 only. Needs root (it creates the worker users).
@@ -35,12 +38,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tests.s3server import OwnWeed
+
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 CONTROL = ("api-server", "scheduler", "dag-processor", "triggerer")
 WORKERS = ("w1", "w2")
 WORKER_CONCURRENCY = 2
 SSH_CONN_ID = "deploy_ssh"
 DOCKER_CONN_ID = "deploy_docker"
+S3_CONN_ID = "deploy_s3"
+BUCKET = "mltrain-deploy"
 # A worker that stops heartbeating is declared dead this long after its last heartbeat: short, so
 # that a killed worker's task is retried within a minute, and long enough for a busy 2-core machine.
 HEARTBEAT_TIMEOUT = 30
@@ -248,6 +255,10 @@ class CeleryCluster:
         self.timings: dict[str, float] = {}  # seconds per phase of up() and down()
         self.startup_seconds: float | None = None
         self.python, self.python_env = worker_python(root)
+        # The workspace's artifact store, shared by every component like a real deployment's bucket.
+        self.weed = OwnWeed(root / "weed")
+        self.artifact_store_url = f"s3://{BUCKET}/{self.session}"
+        self.weed.folder.chmod(0o700)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -290,8 +301,42 @@ class CeleryCluster:
             AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="30",
             AIRFLOW__LOGGING__WORKER_LOG_SERVER_HOST="127.0.0.1",
             MLTRAIN_DATABASE_URL=self.run_store_url,
+            MLTRAIN_ARTIFACT_STORE=self.artifact_store_url,
+            MLTRAIN_ARTIFACT_STORE_CONN_ID=S3_CONN_ID,
         )
+        env[f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"] = self.s3_connection()
         return env
+
+    def s3_connection(self) -> str:
+        """The artifact store's connection as an ``AIRFLOW_CONN_*`` value: an ``aws`` connection
+        whose extra names the S3-compatible endpoint (what docs/airflow.md shows)."""
+        return json.dumps(
+            {
+                "conn_type": "aws",
+                "login": self.weed.KEY,
+                "password": self.weed.SECRET,
+                "extra": {"endpoint_url": self.weed.endpoint, "region_name": "us-east-1"},
+            }
+        )
+
+    def artifact_store(self) -> Any:
+        """The cluster's artifact store, opened by the test itself (no Airflow connection needed)."""
+        from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
+
+        return FsspecArtifactStore(self.artifact_store_url, self.weed.options())
+
+    def reader_workspace(self, folder: Path) -> Any:
+        """A workspace on the test's host with no local files of the run: an empty folder (cache),
+        the cluster's run store and its artifact store, as ``mltrain`` on a laptop would have."""
+        from airflow_provider_mltrain import Workspace
+
+        return Workspace(folder, database_url=self.run_store_url, artifact_store=self.artifact_store())
+
+    def start_object_store(self) -> None:
+        self.weed.start()
+
+    def stop_object_store(self) -> None:
+        self.weed.stop()
 
     def controller_env(self) -> dict[str, str]:
         env = self.common_env()
@@ -462,7 +507,11 @@ class CeleryCluster:
         for worker in self.workers.values():
             worker.ensure_user([docker_gid])
         self.create_databases()
-        phase("users and databases")
+        self.start_object_store()
+        import s3fs
+
+        s3fs.S3FileSystem(**self.weed.options()).mkdir(BUCKET)
+        phase("users, databases and object store")
         self.airflow("db", "migrate")
         phase("airflow db migrate")
         for component in CONTROL:
@@ -482,6 +531,7 @@ class CeleryCluster:
         workers = [w.proc for w in self.workers.values() if w.proc is not None]
         self._stop([*workers, *self.procs.values()])
         self.procs.clear()
+        self.stop_object_store()
         if hasattr(self, "_engine"):
             self._engine.dispose()
         self.cleanup_ssh_root()
@@ -491,6 +541,7 @@ class CeleryCluster:
         self.drop_databases()
         for worker in self.workers.values():
             shutil.rmtree(worker.base, ignore_errors=True)
+        shutil.rmtree(self.weed.folder / "data", ignore_errors=True)
         import redis
 
         client = redis.Redis.from_url(self.redis_url)
@@ -563,8 +614,10 @@ class CeleryCluster:
         return {"SchedulerJob", "TriggererJob"} <= {r[0] for r in rows}
 
     def logs(self, tail: int = 4000) -> str:
-        out = [f"(all logs: {self.log_dir})"]
-        for path in sorted(self.log_dir.glob("*.log")):
+        out = [f"(all logs: {self.log_dir}; the object store's: {self.weed.folder / 'weed.log'})"]
+        for path in [*sorted(self.log_dir.glob("*.log")), self.weed.folder / "weed.log"]:
+            if not path.exists():
+                continue
             out.append(f"--- {path.name} ---\n" + path.read_text(errors="replace")[-tail:])
         return "\n".join(out)
 

@@ -41,7 +41,8 @@ with DAG("cluster_fanout", **ARGS):
         [
             {
                 "compute_target": conn_id,
-                "arguments": ["--name", f"{target}-{i}", "--steps", 8, "--seconds", 8],
+                # 16 s: long enough for the test to read each run's live log from the api-server.
+                "arguments": ["--name", f"{target}-{i}", "--steps", 8, "--seconds", 16],
             }
             for target, conn_id in TARGETS.items()
             for i in (1, 2)
@@ -68,5 +69,27 @@ for target in ("docker", "ssh"):
             experiment_name=f"cluster-kill-{target}",
             compute_target=TARGETS[target],
             arguments=["--name", f"kill-{target}", "--steps", 60, "--seconds", 60],
+            **TRAIN,
+        )
+
+# A run whose follower pushes its live log while the test stops and restarts the object store.
+with DAG("cluster_store_restart", **ARGS):
+    ScriptRunOperator(
+        task_id="train",
+        experiment_name="cluster-store-restart",
+        compute_target="local",
+        arguments=["--name", "store-restart", "--steps", 40, "--seconds", 60],
+        **TRAIN,
+    )
+
+# The same folder submitted by one worker, then by the other with an empty cache.
+for name in WORKERS:
+    with DAG(f"cluster_resubmit_{name}", **ARGS):
+        ScriptRunOperator(
+            task_id="train",
+            queue=f"host-{name}",
+            experiment_name="cluster-resubmit",
+            compute_target="local",
+            arguments=["--name", f"resubmit-{name}", "--steps", 1, "--seconds", 0],
             **TRAIN,
         )

@@ -1,4 +1,5 @@
-"""A training script for the deployment tests: logs a loss per step, one line per step."""
+"""A training script for the deployment tests: logs a loss per step, one line per step, and writes
+outputs/result.txt."""
 
 import argparse
 import os
@@ -20,4 +21,7 @@ for step in range(args.steps):
     run.log("loss", loss, step=step)
     time.sleep(args.seconds / args.steps)
 run.log("final_loss", 1.0 / args.steps)
+os.makedirs("outputs", exist_ok=True)
+with open(os.path.join("outputs", "result.txt"), "w") as f:
+    f.write(f"{args.name}: {args.steps} steps, final loss {1.0 / args.steps:.4f}\n")
 print(f"script finished: {args.name}", flush=True)
