@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from airflow_provider_mltrain.core import run_files_store, run_warnings
+from airflow_provider_mltrain.core import run_files_store, run_warnings, settings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
 from airflow_provider_mltrain.core.errors import (
     MLTrainError,
@@ -418,6 +418,7 @@ class Run:
         poll_interval: float = 5.0,
         log_callback: Callable[[str], None] | None = None,
         output: IO[str] | None = None,
+        upload_timeout: float | None = None,
     ) -> dict[str, Any]:
         """Follow the run until it ends; returns ``get_details()``.
 
@@ -426,6 +427,11 @@ class Run:
         ``timeout`` seconds pass first (the run goes on), and :class:`RunFailed` when the run ends
         Failed or Canceled and ``raise_on_error`` is true, and :class:`RunOnOtherHost` for an
         active local-target run of another host (nothing here can follow it).
+
+        With the artifact store on object storage, an ended run whose files this host collected
+        but could not upload (the store down, full or refusing) is retried for ``upload_timeout``
+        seconds (default ``[mltrain] upload_timeout``, 300) before returning with the files left
+        in this host's cache and the run's warning saying so.
         """
         if show_output and log_callback is None:
             stream = output or sys.stdout
@@ -458,6 +464,7 @@ class Run:
                 if deadline is not None:
                     delay = max(0.0, min(delay, deadline - time.monotonic()))
                 self._wait_pushing_log(delay)
+            self.retry_upload(upload_timeout)
         except KeyboardInterrupt:
             # Ctrl-C stops the following, never the run (it is detached): say so, and how to get
             # back to it, instead of a traceback through the target's internals.
@@ -482,6 +489,47 @@ class Run:
             )
         return details
 
+    def retry_upload(self, timeout: float | None = None) -> bool:
+        """Refresh an ended run whose upload to the artifact store is pending on this host until
+        it is collected or ``timeout`` seconds (default ``[mltrain] upload_timeout``) pass; returns
+        whether the run's files are where every host reads them. On a worker that nothing
+        refreshes afterwards (a Celery worker, a pod), returning at once would leave the files in
+        its cache alone."""
+        record = self._record()
+        if record["collected"] or not self._remote:
+            return True
+        if not RunStatus(record["status"]).is_terminal or not self.output_dir.is_dir():
+            return False
+        timeout = settings.upload_timeout() if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        delay = 1.0
+        log.info(
+            "Run %s ended; its files wait in %s for the artifact store %s: retrying the upload for "
+            "up to %.0f s",
+            self.id,
+            self.output_dir,
+            self.workspace.artifacts.url,
+            timeout,
+        )
+        while time.monotonic() < deadline:
+            time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+            self.refresh()
+            if self._record()["collected"]:
+                return True
+            delay = min(delay * 2, 30.0)
+        log.warning(
+            "Run %s ended, but its files are still not in the artifact store %s after %.0f s: they "
+            "stay in %s on %s, and the next `mltrain runs show %s` there uploads them (or raise "
+            "[mltrain] upload_timeout)",
+            self.id,
+            self.workspace.artifacts.url,
+            timeout,
+            self.output_dir,
+            socket.gethostname(),
+            self.id,
+        )
+        return False
+
     def _wait_pushing_log(self, seconds: float) -> None:
         """``target.wait_for_change`` for ``seconds``, pushing new log bytes to a remote artifact
         store at least every ``LOG_PUSH_INTERVAL`` meanwhile; returns early when the target says
@@ -501,8 +549,6 @@ class Run:
 
     def cli_commands(self) -> tuple[str, str]:
         """The ``mltrain`` commands that follow and cancel this run, from any shell on this host."""
-        from airflow_provider_mltrain.core import settings
-
         where = ""
         if self.workspace.root != settings.workspace_root():
             where = f"--workspace {shlex.quote(str(self.workspace.root))} "

@@ -72,6 +72,28 @@ def artifact_store_conn_id() -> str | None:
     return get_setting("artifact_store_conn_id")
 
 
+def upload_timeout() -> float:
+    """``MLTRAIN_UPLOAD_TIMEOUT`` / ``[mltrain] upload_timeout``: how long (seconds, default 300)
+    ``wait_for_completion`` and the operator go on retrying the upload of an ended run's files to
+    an artifact store that fails, before returning with the files left in this host's cache.
+    0 returns at once."""
+    raw = get_setting("upload_timeout")
+    if raw is None:
+        return 300.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if not value >= 0:
+        from airflow_provider_mltrain.core.errors import InvalidRunConfig
+
+        raise InvalidRunConfig(
+            f"Setting upload_timeout={raw!r} is not a number of seconds (0 or more). Fix "
+            "MLTRAIN_UPLOAD_TIMEOUT or [mltrain] upload_timeout in airflow.cfg."
+        )
+    return value
+
+
 def heartbeat_interval() -> float:
     """Seconds between the runner's status.json heartbeats (default 5)."""
     return _positive_number("heartbeat_interval", 5.0)

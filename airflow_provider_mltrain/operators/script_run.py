@@ -438,6 +438,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         if event.get("status") == "timeout":
             self._timed_out(run, ti)
         run.refresh()
+        run.retry_upload()  # the files of a run that ended while the artifact store failed
         return self._finish(run, run.get_details(), ti)
 
     def _timed_out(self, run: Run, ti: Any) -> NoReturn:

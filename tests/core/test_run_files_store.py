@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -293,7 +294,8 @@ def test_the_object_store_restarted_mid_upload(tmp_path, make_tree, own_weed, sh
 
     flaky.on_put = stop_server
     try:
-        assert run.wait_for_completion()["status"] == "Completed"
+        # upload_timeout=0: return at once with the upload pending (the default goes on retrying).
+        assert run.wait_for_completion(upload_timeout=0)["status"] == "Completed"
         assert stopped, "the server was not stopped mid-upload"
         assert not ws.store.get_run(run.id)["collected"]
         assert any("not in the artifact store" in w for w in run.warnings)
@@ -307,6 +309,57 @@ def test_the_object_store_restarted_mid_upload(tmp_path, make_tree, own_weed, sh
     reader = other_host(tmp_path, shared_db, store).get_run(run.id)
     assert len(reader.get_file_names()) == 7
     assert reader.download_file("outputs/f2.bin", tmp_path / "dl").read_bytes() == b"\x02" * 300_002
+
+
+def test_wait_for_completion_retries_the_upload_until_the_store_is_back(
+    tmp_path, make_tree, own_weed, shared_db
+):
+    """A worker that nothing refreshes after its task (a Celery worker, a pod) must not return
+    with the run's files only in its cache: the store down at the end of the run and back a few
+    seconds later, ``wait_for_completion`` returns with the files in the store and no warning."""
+    from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
+
+    store = FsspecArtifactStore("s3://retried/ws", own_weed.options())
+    flaky = FlakyStore(store)
+    ws = Workspace(tmp_path / "ws", database_url=shared_db, artifact_store=flaky)
+    run = Experiment(ws, "exp").submit(ScriptRunConfig(make_tree({"train.py": FILES}), "train.py"))
+    stopped: list[float] = []
+
+    def restart_later() -> None:
+        time.sleep(3)
+        own_weed.start()
+
+    def stop_server(n: int) -> None:
+        if not stopped and any("/files/" in p for p in flaky.puts):
+            own_weed.stop()
+            stopped.append(time.monotonic())
+            threading.Thread(target=restart_later, daemon=True).start()
+
+    flaky.on_put = stop_server
+    try:
+        details = run.wait_for_completion(upload_timeout=300)
+    finally:
+        flaky.on_put = None
+        if not own_weed.answers():
+            own_weed.start()
+    assert stopped, "the server was not stopped mid-upload"
+    assert details["status"] == "Completed"
+    assert ws.store.get_run(run.id)["collected"]
+    assert run.warnings == []
+    reader = other_host(tmp_path, shared_db, store).get_run(run.id)
+    assert len(reader.get_file_names()) == 7
+    assert reader.download_file("outputs/f2.bin", tmp_path / "dl").read_bytes() == b"\x02" * 300_002
+
+
+def test_upload_timeout_setting_is_checked(monkeypatch):
+    from airflow_provider_mltrain.core import settings
+    from airflow_provider_mltrain.core.errors import InvalidRunConfig
+
+    monkeypatch.setenv("MLTRAIN_UPLOAD_TIMEOUT", "0")
+    assert settings.upload_timeout() == 0
+    monkeypatch.setenv("MLTRAIN_UPLOAD_TIMEOUT", "soon")
+    with pytest.raises(InvalidRunConfig, match="MLTRAIN_UPLOAD_TIMEOUT"):
+        settings.upload_timeout()
 
 
 def test_a_follower_that_starts_late_continues_the_log_where_the_store_ends(tmp_path, s3_store):
