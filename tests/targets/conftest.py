@@ -1,15 +1,64 @@
-"""Fixtures of the shared target suite: ``harness`` and ``target`` run a test once per target."""
+"""Fixtures of the shared target suite: ``harness`` and ``target`` run a test once per target, and
+once more per target with the workspace's artifact store on the real S3 server (``workspace_kind``).
+
+Test ids: ``[docker_test]`` is the local workspace (the artifact store is the workspace folder),
+``[docker_test-s3]`` the object-store workspace, so ``-k s3`` selects the object-store variants and
+``-k 'not s3'`` the others. A test marked ``local_workspace_only(reason)`` has no s3 variant, one
+marked ``s3_workspace_only`` only that one; on the Spark targets (the slowest) only the tests marked
+``s3_on_spark`` (or ``s3_workspace_only``) have one.
+"""
 
 from __future__ import annotations
 
 import pytest
 
+from airflow_provider_mltrain import Workspace
+from tests.conftest import s3_options
 from tests.targets.harnesses import HARNESSES, Harness
 
 TARGETS = list(HARNESSES)
+WORKSPACE_KINDS = ("local", "s3")
 
 
-@pytest.fixture(params=TARGETS)
+def _is_spark(target: str) -> bool:
+    return "spark" in target
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness" not in metafunc.fixturenames:
+        return
+    marked = metafunc.definition.get_closest_marker
+    local_only = marked("local_workspace_only") is not None
+    s3_only = marked("s3_workspace_only") is not None
+    s3_on_spark = s3_only or marked("s3_on_spark") is not None
+    cases = []
+    for name in TARGETS:
+        if not s3_only:
+            cases.append(pytest.param(name, "local", id=name))
+        if not local_only and (s3_on_spark or not _is_spark(name)):
+            cases.append(pytest.param(name, "s3", id=f"{name}-s3"))
+    metafunc.parametrize(("harness", "workspace_kind"), cases, indirect=True)
+
+
+@pytest.fixture
+def workspace_kind(request) -> str:
+    """``local`` (the artifact store is the workspace folder) or ``s3`` (the real S3 server)."""
+    return getattr(request, "param", "local")
+
+
+@pytest.fixture
+def workspace(tmp_path, workspace_kind) -> Workspace:
+    if workspace_kind == "s3":
+        import uuid
+
+        from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
+
+        store = FsspecArtifactStore(f"s3://mltrain-test/{uuid.uuid4().hex}", s3_options())
+        return Workspace(tmp_path / "ws", artifact_store=store)
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture
 def harness(request, monkeypatch, workspace):
     monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "0.5")
     instance = HARNESSES[request.param]()

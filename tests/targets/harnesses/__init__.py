@@ -50,6 +50,11 @@ class Harness:
         """A file the running script wrote in its working folder (``outputs/pid``), or None yet."""
         raise NotImplementedError
 
+    def write_working_file(self, run: Run, rel: str, text: str) -> None:
+        """Write a file into the running script's working folder: a signal the script waits for
+        (so a test decides when it ends, instead of a sleep guessed long enough for a busy machine)."""
+        raise NotImplementedError
+
     def pids_alive(self, run: Run, pids: list[int]) -> list[bool]:
         """Whether each of the script's processes (pids as the script saw them) still exists."""
         raise NotImplementedError
