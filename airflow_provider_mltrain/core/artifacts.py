@@ -105,12 +105,20 @@ def atomic_output(dest: Path) -> Iterator[IO[bytes]]:
         raise
 
 
+MAX_OBJECT_KEY_BYTES = 1024
+
+
 class ArtifactStore(ABC):
     """One interface over a local folder and object stores. Every method may raise
     :class:`ArtifactStoreError` for a store that cannot be used; reads of a missing object raise
     ``FileNotFoundError``."""
 
     url: str
+
+    @property
+    def max_name_bytes(self) -> int | None:
+        """The longest object name (UTF-8 bytes) this store takes; None: no limit of its own."""
+        return None
 
     @abstractmethod
     def put_bytes(self, name: str, data: bytes) -> None:
@@ -275,6 +283,12 @@ class FsspecArtifactStore(ArtifactStore):
 
     def _full(self, name: str) -> str:
         return f"{self._base}/{check_name(name)}"
+
+    @property
+    def max_name_bytes(self) -> int | None:
+        # S3, GCS and Azure Blob take keys of at most 1,024 bytes; the URL's prefix is part of it.
+        prefix = self._base.partition("/")[2]
+        return MAX_OBJECT_KEY_BYTES - (len(prefix.encode()) + 1 if prefix else 0)
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
