@@ -174,7 +174,7 @@ os._exit(3)
 """
 
 
-@pytest.mark.local_workspace_only("the summary is read from the target, whatever the artifact store")
+@pytest.mark.no_object_store_variant("the summary is read from the target, whatever the artifact store")
 def test_a_link_in_place_of_the_exception_summary_is_not_read(workspace, target, make_tree, host_secret):
     src = make_tree({"train.py": EXCEPTION_LINK})
     run = submit(workspace, target, src, arguments=[str(host_secret)])

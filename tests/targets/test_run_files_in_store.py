@@ -20,7 +20,7 @@ for i in range(50):
 """
 
 
-@pytest.mark.s3_workspace_only
+@pytest.mark.object_store_only
 def test_a_finished_run_is_read_from_the_store_by_another_host(workspace, target, make_tree, tmp_path):
     s3_store = workspace.artifacts
     run = submit(workspace, target, make_tree({"train.py": SCRIPT}))

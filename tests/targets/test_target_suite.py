@@ -12,13 +12,13 @@ then checks that a workspace with no local files (another host) reads the same. 
 completion with outputs and metrics, a failed script, the streamed log, both cancels, the timeout,
 reattaching from a new controller, a lost runner, a source edited after submit, the outputs folder.
 
-Marked ``local_workspace_only`` (no s3 variant), because the artifact store plays no part in what
+Marked ``no_object_store_variant`` (no s3 variant), because the artifact store plays no part in what
 they check and each variant costs a run per target: argv, the exception in the error (the
 runner's summary, read from the target), the follower's wake-up and the heartbeat (the target's
 own channel), environment variables and interpreter, the azureml shims, numpy and mixed metric
 values (metrics live in the run store, not the artifact store) and the script's environment.
 
-On the Spark targets (the slowest, one shared cluster) only the tests marked ``s3_on_spark`` have
+On the Spark targets (the slowest, one shared cluster) only the tests marked ``object_store_on_spark`` have
 an s3 variant: completion with outputs and the reattach from a new controller.
 """
 
@@ -87,7 +87,7 @@ def release(harness, run) -> None:
     harness.write_working_file(run, "release", "1")
 
 
-@pytest.mark.s3_on_spark
+@pytest.mark.object_store_on_spark
 def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tree):
     src = make_tree({"train.py": TRAIN})
     run = submit(workspace, target, src)
@@ -122,7 +122,7 @@ def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tr
     assert_store_holds(run)
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_arguments_reach_argv_exactly(workspace, target, make_tree):
     src = make_tree(
         {
@@ -152,7 +152,7 @@ def test_failed_script_reports_exit_code_and_log_tail(workspace, target, make_tr
     assert_store_holds(run)
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_traceback_lands_in_the_log_and_the_exception_in_the_error(workspace, target, make_tree):
     src = make_tree({"train.py": "def f():\n    raise ValueError('bad data')\nf()\n"})
     run = submit(workspace, target, src)
@@ -239,7 +239,7 @@ def test_timeout_raises_and_the_run_goes_on(workspace, target, harness, make_tre
     assert_store_holds(run)
 
 
-@pytest.mark.s3_on_spark
+@pytest.mark.object_store_on_spark
 def test_run_outlives_the_process_that_started_it(workspace, target, harness, make_tree, tmp_path):
     src = make_tree({"train.py": WAIT_FOR_RELEASE + "open('outputs/done','w').write('1')\n"})
     code = textwrap.dedent(f"""
@@ -254,10 +254,14 @@ def test_run_outlives_the_process_that_started_it(workspace, target, harness, ma
     status_at_exit, run_id = proc.stdout.strip().splitlines()[-1].split()
     # submit returned while the script was still to run or running
     assert status_at_exit in ("Preparing", "Starting", "Running")
-    # a new controller reattaches by id
-    run = Workspace(
-        workspace.root, database_url=workspace.database_url, artifact_store=workspace.artifacts
-    ).get_run(run_id)
+    # A new controller reattaches by id; with an object-store workspace and a target of its own,
+    # from another host (a retry on another worker: none of the first one's local files).
+    root = workspace.root
+    if is_object_store(workspace) and harness.followed_from_any_host:
+        root = tmp_path / "retry-host"
+    run = Workspace(root, database_url=workspace.database_url, artifact_store=workspace.artifacts).get_run(
+        run_id
+    )
     assert run.get_status() in ("Preparing", "Starting", "Running")
     release(harness, run)
     assert run.wait_for_completion()["status"] == "Completed"
@@ -283,7 +287,7 @@ def test_lost_runner_is_failed_with_a_reason(workspace, target, harness, make_tr
     assert_store_holds(run)
 
 
-@pytest.mark.local_workspace_only(TARGET_ONLY)
+@pytest.mark.no_object_store_variant(TARGET_ONLY)
 def test_a_follower_wakes_when_the_run_changes(workspace, target, make_tree):
     """wait_for_change (between two polls of wait_for_completion and the operator) returns when the
     run changes on the target, not after the whole poll interval."""
@@ -300,7 +304,7 @@ def test_a_follower_wakes_when_the_run_changes(workspace, target, make_tree):
     assert run.wait_for_completion()["status"] == "Completed"
 
 
-@pytest.mark.local_workspace_only(TARGET_ONLY)
+@pytest.mark.no_object_store_variant(TARGET_ONLY)
 def test_heartbeat_advances_while_running(workspace, target, make_tree):
     src = make_tree({"train.py": "import time\ntime.sleep(2.5)\n"})
     run = submit(workspace, target, src)
@@ -326,7 +330,7 @@ def test_editing_source_after_submit_does_not_change_the_run(workspace, target, 
     assert_store_holds(run)
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_environment_variables_and_interpreter_path(workspace, target, make_tree):
     other = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     src = make_tree(
@@ -341,7 +345,7 @@ def test_environment_variables_and_interpreter_path(workspace, target, make_tree
     assert run.get_details()["environment"]["interpreter"] == other
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
     src = make_tree(
         {
@@ -365,7 +369,7 @@ def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
     assert "clear error: True" in run.get_log_tail()
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_real_azureml_core_is_left_alone(workspace, target, make_tree):
     src = make_tree(
         {
@@ -382,7 +386,7 @@ def test_real_azureml_core_is_left_alone(workspace, target, make_tree):
     assert "real True" in run.get_log_tail()
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_numpy_values_and_bad_values(workspace, target, make_tree):
     src = make_tree(
         {
@@ -406,7 +410,7 @@ def test_numpy_values_and_bad_values(workspace, target, make_tree):
     assert "refused: mltrain: the value of metric 'bad' must be a number" in run.get_log_tail()
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_script_does_not_see_airflow_secrets(workspace, target, harness, make_tree, monkeypatch):
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////nonexistent/secret/airflow.db")
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://user:secret@wh/db")
@@ -429,7 +433,7 @@ def test_script_does_not_see_airflow_secrets(workspace, target, harness, make_tr
         assert "team None" in tail
 
 
-@pytest.mark.local_workspace_only(STORE_UNTOUCHED)
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_mixed_metric_kinds_under_one_name_do_not_break_reads(workspace, target, make_tree):
     src = make_tree(
         {

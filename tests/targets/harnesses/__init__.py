@@ -39,6 +39,10 @@ class Harness:
     # The script's environment is this process's minus Airflow's secrets (local); a remote host's
     # script starts from that host's own environment instead, and nothing of ours travels.
     inherits_controller_environment = True
+    # The run lives on a host of its own (a container, a VM): a controller on another host, with
+    # the same workspace (run store and object store) and none of the local files, can follow it.
+    # False where the run lives on the submitting host (the local target, a Spark driver here).
+    followed_from_any_host = False
 
     def setup(self, monkeypatch: pytest.MonkeyPatch, workspace: Workspace) -> None:
         """Check the service, create the connection (e.g. with monkeypatch.setenv AIRFLOW_CONN_...)."""

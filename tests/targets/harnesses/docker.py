@@ -63,6 +63,7 @@ def require_docker() -> None:
 class DockerHarness(Harness):
     name = CONN_ID
     inherits_controller_environment = False
+    followed_from_any_host = True
 
     def setup(self, monkeypatch, workspace):
         require_docker()

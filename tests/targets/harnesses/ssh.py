@@ -49,6 +49,7 @@ def connection_json(env: dict[str, str], **extra: Any) -> str:
 class SSHHarness(Harness):
     name = CONN_ID
     inherits_controller_environment = False
+    followed_from_any_host = True
 
     def setup(self, monkeypatch, workspace) -> None:
         env = require_ssh()
