@@ -10,7 +10,8 @@ store, the follower pushes the live log to it and uploads the files and manifest
 every read after that (log, tail, files, downloads) comes from the store; ``assert_store_holds``
 then checks that a workspace with no local files (another host) reads the same. The s3 variants:
 completion with outputs and metrics, a failed script, the streamed log, both cancels, the timeout,
-reattaching from a new controller, a lost runner, a source edited after submit, the outputs folder.
+reattaching from a new controller (for Docker and SSH runs, on another host: no local files), a
+lost runner, a source edited after submit, the outputs folder.
 
 Marked ``no_object_store_variant`` (no s3 variant), because the artifact store plays no part in what
 they check and each variant costs a run per target: argv, the exception in the error (the
@@ -18,8 +19,8 @@ runner's summary, read from the target), the follower's wake-up and the heartbea
 own channel), environment variables and interpreter, the azureml shims, numpy and mixed metric
 values (metrics live in the run store, not the artifact store) and the script's environment.
 
-On the Spark targets (the slowest, one shared cluster) only the tests marked ``object_store_on_spark`` have
-an s3 variant: completion with outputs and the reattach from a new controller.
+On the Spark targets (the slowest, one shared cluster) only the tests marked
+``object_store_on_every_target`` have an s3 variant: completion with outputs, and the reattach.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def release(harness, run) -> None:
     harness.write_working_file(run, "release", "1")
 
 
-@pytest.mark.object_store_on_spark
+@pytest.mark.object_store_on_every_target
 def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tree):
     src = make_tree({"train.py": TRAIN})
     run = submit(workspace, target, src)
@@ -239,7 +240,7 @@ def test_timeout_raises_and_the_run_goes_on(workspace, target, harness, make_tre
     assert_store_holds(run)
 
 
-@pytest.mark.object_store_on_spark
+@pytest.mark.object_store_on_every_target
 def test_run_outlives_the_process_that_started_it(workspace, target, harness, make_tree, tmp_path):
     src = make_tree({"train.py": WAIT_FOR_RELEASE + "open('outputs/done','w').write('1')\n"})
     code = textwrap.dedent(f"""
