@@ -5,7 +5,8 @@ Test ids: ``[docker_test]`` is the local workspace (the artifact store is the wo
 ``[docker_test-s3]`` the object-store workspace, so ``-k s3`` selects the object-store variants and
 ``-k 'not s3'`` the others. A test marked ``no_object_store_variant(reason)`` has no s3 variant, one
 marked ``object_store_only`` only that one; on the Spark targets (the slowest) only the tests marked
-``object_store_on_every_target`` (or ``object_store_only``) have one.
+``object_store_on_every_target`` (or ``object_store_only``) have one. ``object_store_on(*targets)``
+names the targets of the s3 variant, for a test whose store part is the same on every target.
 """
 
 from __future__ import annotations
@@ -31,11 +32,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     local_only = marked("no_object_store_variant") is not None
     s3_only = marked("object_store_only") is not None
     object_store_on_every_target = s3_only or marked("object_store_on_every_target") is not None
+    only_on = marked("object_store_on")
     cases = []
     for name in TARGETS:
         if not s3_only:
             cases.append(pytest.param(name, "local", id=name))
-        if not local_only and (object_store_on_every_target or not _is_spark(name)):
+        if only_on is not None:
+            s3 = name in only_on.args
+        else:
+            s3 = not local_only and (object_store_on_every_target or not _is_spark(name))
+        if s3:
             cases.append(pytest.param(name, "s3", id=f"{name}-s3"))
     metafunc.parametrize(("harness", "workspace_kind"), cases, indirect=True)
 
