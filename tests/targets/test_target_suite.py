@@ -11,7 +11,8 @@ every read after that (log, tail, files, downloads) comes from the store; ``asse
 then checks that a workspace with no local files (another host) reads the same. The s3 variants:
 completion with outputs and metrics, a failed script, the streamed log, both cancels, the timeout,
 reattaching from a new controller (for Docker and SSH runs, on another host: no local files), a
-lost runner, a source edited after submit, the outputs folder.
+lost runner, a source edited after submit, the outputs folder; and, with the object store only, a
+run whose files wait in one host's cache (the store refused the upload) read by another host.
 
 Marked ``no_object_store_variant`` (no s3 variant), because the artifact store plays no part in what
 they check and each variant costs a run per target: argv, the exception in the error (the
@@ -43,6 +44,7 @@ from airflow_provider_mltrain import (
     RunTimeout,
     Workspace,
 )
+from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
 from tests.targets.suite import assert_store_holds, is_object_store, reopen, submit, wait_until
 
 TRAIN = """
@@ -461,3 +463,50 @@ def test_outputs_folder_exists_and_working_copy_is_removed(workspace, target, ha
     assert "outputs/stale-from-a-local-run.bin" not in names
     assert harness.working_copy_removed(run)
     assert_store_holds(run)
+
+
+class _RefusesRunUploads(FsspecArtifactStore):
+    """The workspace's object store as one host sees it while the store refuses that host's
+    uploads of run files (full, failing); snapshots still go through."""
+
+    refusing = False
+
+    def put_file(self, name, path):
+        if self.refusing and name.startswith("runs/"):
+            raise OSError("the store refuses the upload")
+        super().put_file(name, path)
+
+    def put_bytes(self, name, data):
+        if self.refusing and name.startswith("runs/"):
+            raise OSError("the store refuses the upload")
+        super().put_bytes(name, data)
+
+
+@pytest.mark.object_store_only
+@pytest.mark.object_store_on("local", "docker_test", "ssh_vm")
+def test_files_waiting_in_one_hosts_cache_are_never_finished_empty_by_another(
+    workspace, target, harness, make_tree, tmp_path
+):
+    store = workspace.artifacts
+    flaky = _RefusesRunUploads(store.url, store.storage_options)
+    host_a = Workspace(workspace.root, database_url=workspace.database_url, artifact_store=flaky)
+    src = make_tree({"train.py": "print('hello')\nopen('outputs/model.txt', 'w').write('m')\n"})
+    run = submit(host_a, target, src)
+    flaky.refusing = True
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed" and details["output_dir"] is None  # not collected yet
+    assert any("not in the artifact store" in w for w in details["warnings"])
+    for thread in threading.enumerate():  # the Docker target removes the container meanwhile
+        if thread.name.startswith("rm-mltrain-"):
+            thread.join(timeout=60)
+    # Another host (the api-server, a retry on another worker) reads the run meanwhile.
+    host_b = Workspace(tmp_path / "host-b", database_url=workspace.database_url, artifact_store=store)
+    assert host_b.get_run(run.id).get_status() == "Completed"
+    # The store takes uploads again: the host that holds the files sends them.
+    flaky.refusing = False
+    run.refresh()
+    reader = assert_store_holds(run)
+    assert reader is not None
+    assert reader.download_file("outputs/model.txt", tmp_path / "dl").read_text() == "m"
+    assert "hello" in reader.read_log().decode()
+    assert reader.get_details()["warnings"] == []
