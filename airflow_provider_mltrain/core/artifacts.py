@@ -357,8 +357,9 @@ class FsspecArtifactStore(ArtifactStore):
 
     def _check(self) -> None:
         # The probe gives up fast on an endpoint that does not answer, but a server that answers
-        # "internal error, please try again" (or slow down) is asked again a few times.
-        for delay in (0.5, 1.0, 2.0, None):
+        # "internal error, please try again" (or slow down) is asked again for some 15 s: SeaweedFS
+        # says so for seconds while it makes a new volume on a nearly full disk.
+        for delay in (0.5, 1.0, 2.0, 4.0, 8.0, None):
             try:
                 self._probe()
                 return

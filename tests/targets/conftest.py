@@ -11,6 +11,8 @@ names the targets of the s3 variant, for a test whose store part is the same on 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from airflow_provider_mltrain import Workspace
@@ -53,15 +55,20 @@ def workspace_kind(request) -> str:
 
 
 @pytest.fixture
-def workspace(tmp_path, workspace_kind) -> Workspace:
-    if workspace_kind == "s3":
-        import uuid
+def workspace(tmp_path, workspace_kind):
+    if workspace_kind != "s3":
+        yield Workspace(tmp_path / "ws")
+        return
+    import uuid
 
-        from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
+    from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
 
-        store = FsspecArtifactStore(f"s3://mltrain-test/{uuid.uuid4().hex}", s3_options())
-        return Workspace(tmp_path / "ws", artifact_store=store)
-    return Workspace(tmp_path / "ws")
+    store = FsspecArtifactStore(f"s3://mltrain-test/{uuid.uuid4().hex}", s3_options())
+    yield Workspace(tmp_path / "ws", artifact_store=store)
+    # The test's own prefix, removed after it (best effort: batched deletes of s3fs), so that the
+    # shared server's disk does not fill up with every run of the suite.
+    with contextlib.suppress(Exception):
+        store.fs.rm(store.url, recursive=True)
 
 
 @pytest.fixture
