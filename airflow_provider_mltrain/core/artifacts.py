@@ -18,6 +18,7 @@ usual ``AWS_*`` variables and files).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import posixpath
@@ -105,12 +106,20 @@ def atomic_output(dest: Path) -> Iterator[IO[bytes]]:
         raise
 
 
+MAX_OBJECT_KEY_BYTES = 1024
+
+
 class ArtifactStore(ABC):
     """One interface over a local folder and object stores. Every method may raise
     :class:`ArtifactStoreError` for a store that cannot be used; reads of a missing object raise
     ``FileNotFoundError``."""
 
     url: str
+
+    @property
+    def max_name_bytes(self) -> int | None:
+        """The longest object name (UTF-8 bytes) this store takes; None: no limit of its own."""
+        return None
 
     @abstractmethod
     def put_bytes(self, name: str, data: bytes) -> None:
@@ -276,6 +285,12 @@ class FsspecArtifactStore(ArtifactStore):
     def _full(self, name: str) -> str:
         return f"{self._base}/{check_name(name)}"
 
+    @property
+    def max_name_bytes(self) -> int | None:
+        # S3, GCS and Azure Blob take keys of at most 1,024 bytes; the URL's prefix is part of it.
+        prefix = self._base.partition("/")[2]
+        return MAX_OBJECT_KEY_BYTES - (len(prefix.encode()) + 1 if prefix else 0)
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         try:
@@ -341,33 +356,48 @@ class FsspecArtifactStore(ArtifactStore):
         )
 
     def _check(self) -> None:
-        fs = self._probe_fs()
-        try:
-            if self.protocol in ("s3", "s3a"):
-                fs.call_s3("head_bucket", Bucket=self.bucket)
-            elif not fs.exists(self.bucket):
-                raise ArtifactStoreBucketMissing(
-                    f"The bucket {self.bucket!r} of the artifact store {self.url} does not exist. "
-                    "Create it, or correct [mltrain] artifact_store (MLTRAIN_ARTIFACT_STORE)."
-                )
-            probe = f"{self._base}/_probe/{uuid.uuid4().hex}"
-            fs.pipe_file(probe, b"ok")
+        # The probe gives up fast on an endpoint that does not answer, but a server that answers
+        # "internal error, please try again" (or slow down) is asked again for some 15 s: SeaweedFS
+        # says so for seconds while it makes a new volume on a nearly full disk.
+        for delay in (0.5, 1.0, 2.0, 4.0, 8.0, None):
             try:
-                if bytes(fs.cat_file(probe)) != b"ok":
-                    raise ArtifactStoreError(f"The artifact store {self.url} gave back other bytes.")
-            finally:
-                with contextlib.suppress(Exception):
-                    fs.rm_file(probe)
-        except ArtifactStoreError:
-            raise
-        except Exception as exc:
-            translated = self.translate(exc, bucket_probe=True)
-            if translated is None:
-                raise ArtifactStoreError(
-                    f"The artifact store {self.url} cannot be used: {type(exc).__name__}: "
-                    f"{_first_line(exc)}. Check [mltrain] artifact_store and {self._where()}."
-                ) from None
-            raise translated from None
+                self._probe()
+                return
+            except ArtifactStoreError:
+                raise
+            except Exception as exc:
+                if delay is not None and _transient(exc):
+                    log.info(
+                        "Artifact store %s: %s; checking again in %.1f s", self.url, _first_line(exc), delay
+                    )
+                    time.sleep(delay)
+                    continue
+                translated = self.translate(exc, bucket_probe=True)
+                if translated is None:
+                    raise ArtifactStoreError(
+                        f"The artifact store {self.url} cannot be used: {type(exc).__name__}: "
+                        f"{_first_line(exc)}. Check [mltrain] artifact_store and {self._where()}."
+                    ) from None
+                raise translated from None
+
+    def _probe(self) -> None:
+        """Head the bucket, then write, read back and remove a probe object."""
+        fs = self._probe_fs()
+        if self.protocol in ("s3", "s3a"):
+            fs.call_s3("head_bucket", Bucket=self.bucket)
+        elif not fs.exists(self.bucket):
+            raise ArtifactStoreBucketMissing(
+                f"The bucket {self.bucket!r} of the artifact store {self.url} does not exist. "
+                "Create it, or correct [mltrain] artifact_store (MLTRAIN_ARTIFACT_STORE)."
+            )
+        probe = f"{self._base}/_probe/{uuid.uuid4().hex}"
+        fs.pipe_file(probe, b"ok")
+        try:
+            if bytes(fs.cat_file(probe)) != b"ok":
+                raise ArtifactStoreError(f"The artifact store {self.url} gave back other bytes.")
+        finally:
+            with contextlib.suppress(Exception):
+                fs.rm_file(probe)
 
     def _probe_fs(self) -> Any:
         """A filesystem like ``self.fs`` that gives up in seconds: a check must not sit through
@@ -452,6 +482,26 @@ _UNREACHABLE = {
     "ClientConnectorError",
     "ServerTimeoutError",
 }
+
+
+# Answers of a server that works but asks to be asked again: S3's InternalError (500), SlowDown
+# and ServiceUnavailable (503), as botocore codes or as the errno s3fs turns them into.
+_TRANSIENT_CODES = {"InternalError", "500", "SlowDown", "ServiceUnavailable", "503", "RequestTimeout"}
+_TRANSIENT_ERRNOS = {getattr(errno, "EREMOTEIO", errno.EIO), errno.EBUSY}
+
+
+def _transient(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and str(response.get("Error", {}).get("Code", "")) in _TRANSIENT_CODES:
+            return True
+        if isinstance(seen, OSError) and seen.errno in _TRANSIENT_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -309,6 +309,19 @@ class Run:
                 rmtree(tmp)
                 tmp.mkdir(parents=True)
                 self.target.collect(self.id, tmp)
+                if self._pending_elsewhere(record) and not list_folder(tmp).files:
+                    # Another host collected the files and waits to upload them; the target holds
+                    # none any more (a removed container): finishing here would publish an empty
+                    # run and mark it collected, and that host's upload would never happen.
+                    rmtree(tmp)
+                    log.warning(
+                        "Run %s: its files wait in the workspace cache of the host that collected it "
+                        "(their upload to %s is pending there) and the target holds none any more; "
+                        "leaving the run to that host",
+                        self.id,
+                        self.workspace.artifacts.url,
+                    )
+                    return
                 rmtree(dest)
                 os.replace(tmp, dest)
             except (OSError, TargetError) as exc:
@@ -326,6 +339,15 @@ class Run:
                 return
             self.workspace.store.update(self.id, **fields)
         self._upload(record)
+
+    def _pending_elsewhere(self, record: dict[str, Any]) -> bool:
+        """Whether the run's files wait for their upload in the cache of another host (or another
+        workspace folder): said by the run's warning, and this workspace has no collected copy."""
+        return (
+            self._remote
+            and not self.output_dir.is_dir()
+            and any(e["key"] == run_warnings.UPLOAD_PENDING for e in record["warnings"])
+        )
 
     def _upload(self, record: dict[str, Any]) -> None:
         """Send the collected files to the artifact store, then mark the run collected. A store

@@ -10,7 +10,8 @@ root, a run's files stay where ``Run`` collects them). Objects of run ``<id>``:
     chunk by a shorter one. Readers take each byte from any chunk that holds it.
 ``runs/<id>/files/<name>``
     the collected ``outputs/`` and ``logs/`` (names that are no valid object name, such as
-    non-UTF-8 ones, go under ``runs/<id>/files/_/<sha256 of the name>``).
+    non-UTF-8 ones or those longer than the store's keys may be, go under
+    ``runs/<id>/files/_/<sha256 of the name>``).
 ``runs/<id>/manifest.json``
     written last: every file's object, size and sha256, and the links as links (never followed).
     Its presence means the upload is complete.
@@ -52,14 +53,17 @@ def log_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}/log"
 
 
-def file_key(run_id: str, name: str) -> str:
-    """The object of run file ``name``: the name itself where it is a valid object name."""
+def file_key(run_id: str, name: str, max_bytes: int | None = None) -> str:
+    """The object of run file ``name``: the name itself where it is a valid object name of at most
+    ``max_bytes`` (the store's limit: a deep tree's path can exceed S3's 1,024 bytes)."""
     try:
-        name.encode("utf-8")
-        return check_name(f"{run_prefix(run_id)}/files/{name}")
+        key = check_name(f"{run_prefix(run_id)}/files/{name}")
+        if max_bytes is None or len(key.encode("utf-8")) <= max_bytes:
+            return key
     except (UnicodeEncodeError, ValueError):
-        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
-        return f"{run_prefix(run_id)}/files/_/{digest}"
+        pass
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{run_prefix(run_id)}/files/_/{digest}"
 
 
 # -- the live log ---------------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def upload_files(store: ArtifactStore, run_id: str, folder: Path) -> dict[str, A
             while block := f.read(READ_BLOCK):
                 digest.update(block)
                 size += len(block)
-        key = file_key(run_id, name)
+        key = file_key(run_id, name, store.max_name_bytes)
         if present.get(key) != size:
             store.put_file(key, folder / name)
             sent += 1

@@ -146,3 +146,29 @@ def test_default_store_is_the_workspace_root(tmp_path: Path):
     assert isinstance(ws.artifacts, LocalArtifactStore)
     assert ws.artifacts_are_local_root
     assert ws.snapshots.artifacts is None  # the root is the store: no second copy
+
+
+def test_a_server_that_asks_to_be_asked_again_passes_the_check(s3_store, monkeypatch):
+    """S3's 500 InternalError ("please try again", as s3fs raises it): the check before submission
+    asks again instead of refusing the store; a store that keeps failing is still refused."""
+    import errno
+
+    real = FsspecArtifactStore._probe
+    failures = {"left": 2}
+    slept: list[float] = []
+
+    def flaky(self):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(errno.EREMOTEIO, "We encountered an internal error, please try again.")
+        real(self)
+
+    monkeypatch.setattr(FsspecArtifactStore, "_probe", flaky)
+    monkeypatch.setattr(artifacts_mod.time, "sleep", slept.append)
+    s3_store.check(force=True)
+    assert failures["left"] == 0 and slept == [0.5, 1.0]
+
+    failures["left"] = 100
+    with pytest.raises(ArtifactStoreError, match="internal error"):
+        s3_store.check(force=True)
+    assert failures["left"] == 94  # six attempts over some 15 s, then the error

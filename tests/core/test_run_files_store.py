@@ -383,6 +383,20 @@ def test_a_follower_that_starts_late_continues_the_log_where_the_store_ends(tmp_
     assert run_files_store.read_log(s3_store, "r1", 95, 20) == log[95:115]
 
 
+def test_a_file_whose_name_is_longer_than_an_object_key_is_uploaded_and_read_back(tmp_path, s3_store):
+    """S3 keys are at most 1,024 bytes, prefix included: a deep output goes under a hashed key."""
+    folder = tmp_path / "collected"
+    deep = "outputs/" + "d/" * 600 + "bottom.txt"
+    (folder / deep).parent.mkdir(parents=True)
+    (folder / deep).write_bytes(b"at the bottom")
+    (folder / "outputs/short.txt").write_text("short")
+    manifest = run_files_store.upload_files(s3_store, "r1", folder)
+    assert manifest["files"]["outputs/short.txt"]["key"] == "runs/r1/files/outputs/short.txt"
+    key = manifest["files"][deep]["key"]
+    assert len(f"{s3_store.url}/{key}".split("/", 3)[3].encode()) <= 1024
+    assert run_files_store.read_file(s3_store, manifest["files"][deep]) == b"at the bottom"
+
+
 def test_a_local_run_of_another_host_is_neither_lost_nor_followed_from_here(
     tmp_path, make_tree, s3_store, shared_db, monkeypatch
 ):

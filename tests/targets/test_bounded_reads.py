@@ -6,8 +6,14 @@ while the script runs, and again once the run has ended.
 
 from __future__ import annotations
 
+import pytest
+
 from airflow_provider_mltrain.core.run import STD_LOG
 from tests.targets.suite import submit, wait_until
+
+pytestmark = pytest.mark.no_object_store_variant(
+    "reads through the target's own channel: the artifact store plays no part"
+)
 
 LINES = 400_000  # 9 bytes each: 3.6 MB, above the Docker target's 1 MB read-by-exec threshold
 TALKER = f"""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_mltrain.runner import tree
-from tests.targets.suite import submit, wait_until
+from tests.targets.suite import assert_store_holds, submit, wait_until
 
 MARKER = "mltrain-host-secret-5c1e9"
 DEPTH = 1200
@@ -94,8 +94,10 @@ def _assert_nothing_leaks(run, secret: Path, tmp_path: Path, links: dict[str, st
 
 
 def _assert_collected_copy_is_plain(run) -> None:
-    """The collected folder holds regular files and folders only, no byte of the secret."""
-    root = Path(run.get_details()["output_dir"])
+    """The collected folder (with an object-store workspace: this host's cache of what went to the
+    store) holds regular files and folders only, no byte of the secret."""
+    assert run.get_details()["output_dir"] is not None, "the run was not collected"
+    root = run.workspace.run_files_dir(run.id)
     for dirpath, dirs, files in os.walk(root):
         for name in dirs + files:
             mode = os.lstat(os.path.join(dirpath, name)).st_mode
@@ -117,9 +119,11 @@ def test_links_out_of_the_run_are_listed_never_followed(workspace, target, make_
     details = run.get_details()
     assert details["output_dir"] is not None, "the run was not collected"
     assert "outputs/real/ok.txt" in run.get_file_names()
-    assert Path(details["output_dir"], "outputs/real/ok.txt").read_text() == "fine"
+    assert run.download_file("outputs/real/ok.txt", tmp_path / "ok.txt").read_text() == "fine"
     _assert_nothing_leaks(run, host_secret, tmp_path, links)
     _assert_collected_copy_is_plain(run)
+    if (elsewhere := assert_store_holds(run)) is not None:  # the store's copy, read from another host
+        _assert_nothing_leaks(elsewhere, host_secret, tmp_path, links)
 
 
 SWAP_LOG = """
@@ -170,6 +174,7 @@ os._exit(3)
 """
 
 
+@pytest.mark.no_object_store_variant("the summary is read from the target, whatever the artifact store")
 def test_a_link_in_place_of_the_exception_summary_is_not_read(workspace, target, make_tree, host_secret):
     src = make_tree({"train.py": EXCEPTION_LINK})
     run = submit(workspace, target, src, arguments=[str(host_secret)])
@@ -213,6 +218,9 @@ def deep_tmp_path(tmp_path):
         assert tree.rmtree(str(child)) == []
 
 
+# The upload to the store starts from the collected copy on this host, whatever the target: its
+# s3 variant (2,000 objects and a name longer than an S3 key) runs on the local target only.
+@pytest.mark.object_store_on("local")
 def test_deep_and_wide_trees_are_collected_without_recursion(workspace, target, make_tree, deep_tmp_path):
     tmp_path = deep_tmp_path
     src = make_tree({"train.py": DEEP_AND_WIDE, "outputs/.keep": ""})
@@ -227,5 +235,6 @@ def test_deep_and_wide_trees_are_collected_without_recursion(workspace, target, 
     assert wide <= names
     assert run.download_file(deep, tmp_path / "bottom.txt").read_bytes() == b"at the bottom"
     assert run.download_file("outputs/wide/f7/3.txt", tmp_path / "w.txt").read_text() == "7003"
+    assert_store_holds(run)
     # the target removed the run's working copy (and with it any deep tree left there)
     assert "trees made" in run.read_log().decode()

@@ -6,7 +6,13 @@ class of malformed line between good ones, straight into the metrics file as any
 
 from __future__ import annotations
 
+import pytest
+
 from tests.targets.suite import submit
+
+pytestmark = pytest.mark.no_object_store_variant(
+    "metrics live in the run store: the artifact store plays no part"
+)
 
 # Each line is written as is, followed by a newline; NaN, Infinity and 1e400 are what json.loads
 # accepts, and b"\xff" is not UTF-8.

@@ -10,10 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from airflow_provider_mltrain import Environment
 from tests.targets.harnesses.docker import CONN_ID as DOCKER_CONN_ID
 from tests.targets.harnesses.docker import docker_connection
 from tests.targets.suite import submit, wait_until
+
+pytestmark = pytest.mark.no_object_store_variant(
+    "the script's processes, on the target: the artifact store plays no part"
+)
 
 # Writes its pid (atomically) to the file named by argv[1], then lingers.
 DAEMON = (

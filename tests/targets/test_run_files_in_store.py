@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from airflow_provider_mltrain import Workspace
 from airflow_provider_mltrain.core import run_files_store
 from airflow_provider_mltrain.core.run import list_run_files
@@ -21,19 +23,18 @@ for i in range(50):
 """
 
 
-def test_a_finished_run_is_read_from_the_store_by_another_host(
-    workspace, target, make_tree, s3_store, tmp_path
-):
-    ws = Workspace(workspace.root, database_url=workspace.database_url, artifact_store=s3_store)
-    run = submit(ws, target, make_tree({"train.py": SCRIPT}))
+@pytest.mark.object_store_only
+def test_a_finished_run_is_read_from_the_store_by_another_host(workspace, target, make_tree, tmp_path):
+    s3_store = workspace.artifacts
+    run = submit(workspace, target, make_tree({"train.py": SCRIPT}))
     assert run.wait_for_completion()["status"] == "Completed"
-    assert ws.store.get_run(run.id)["collected"]
+    assert workspace.store.get_run(run.id)["collected"]
     assert f"runs/{run.id}/manifest.json" in s3_store.list(f"runs/{run.id}")
 
     other = Workspace(tmp_path / "other-host", database_url=workspace.database_url, artifact_store=s3_store)
     reader = other.get_run(run.id)
     names = reader.get_file_names()
-    assert names == list_run_files(ws.run_files_dir(run.id))  # what the follower collected
+    assert names == list_run_files(workspace.run_files_dir(run.id))  # what the follower collected
     assert {"logs/std_log.txt", "outputs/model.bin", "outputs/nested/info.json"} <= set(names)
     assert reader.get_links() == {"outputs/host": "/etc/hostname"}
     assert reader.download_file("outputs/model.bin", tmp_path / "dl").read_bytes() == b"weights" * 1000
@@ -52,13 +53,14 @@ print("done", flush=True)
 """
 
 
+@pytest.mark.object_store_only
 def test_a_running_run_is_read_from_the_store_by_a_host_that_cannot_reach_its_target(
-    workspace, harness, target, make_tree, s3_store, tmp_path, monkeypatch
+    workspace, harness, target, make_tree, tmp_path, monkeypatch
 ):
     """An api-server (or a laptop) without the target's connection or keys: its live log comes from
     the chunks the follower pushed, instead of an error or an empty page."""
-    ws = Workspace(workspace.root, database_url=workspace.database_url, artifact_store=s3_store)
-    run = submit(ws, target, make_tree({"train.py": LIVE}))
+    s3_store = workspace.artifacts
+    run = submit(workspace, target, make_tree({"train.py": LIVE}))
     try:
 
         def pushed() -> bool:

@@ -2,6 +2,26 @@
 
 Each test submits real scripts through the public API and follows them through the target's own
 channel; nothing here is faked.
+
+Each test runs on every target with a local workspace (``[local]``, ``[docker_test]``...) and, where
+the artifact store changes what happens, again with the workspace's artifact store on the real S3
+server (``[docker_test-s3]``; select them with ``-k s3``). There the snapshot travels through the
+store, the follower pushes the live log to it and uploads the files and manifest at the end, and
+every read after that (log, tail, files, downloads) comes from the store; ``assert_store_holds``
+then checks that a workspace with no local files (another host) reads the same. The s3 variants:
+completion with outputs and metrics, a failed script, the streamed log, both cancels, the timeout,
+reattaching from a new controller (for Docker and SSH runs, on another host: no local files), a
+lost runner, a source edited after submit, the outputs folder; and, with the object store only, a
+run whose files wait in one host's cache (the store refused the upload) read by another host.
+
+Marked ``no_object_store_variant`` (no s3 variant), because the artifact store plays no part in what
+they check and each variant costs a run per target: argv, the exception in the error (the
+runner's summary, read from the target), the follower's wake-up and the heartbeat (the target's
+own channel), environment variables and interpreter, the azureml shims, numpy and mixed metric
+values (metrics live in the run store, not the artifact store) and the script's environment.
+
+On the Spark targets (the slowest, one shared cluster) only the tests marked
+``object_store_on_every_target`` have an s3 variant: completion with outputs, and the reattach.
 """
 
 from __future__ import annotations
@@ -24,7 +44,8 @@ from airflow_provider_mltrain import (
     RunTimeout,
     Workspace,
 )
-from tests.targets.suite import submit, wait_until
+from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
+from tests.targets.suite import assert_store_holds, is_object_store, reopen, submit, wait_until
 
 TRAIN = """
 import os, sys
@@ -47,6 +68,29 @@ open("logs/train.log", "w").write("custom log")
 """
 
 
+STORE_UNTOUCHED = "the artifact store plays no part in what this checks"
+TARGET_ONLY = "checks the target's own channel, the same whatever the artifact store"
+
+# A script that runs until the test writes ``release`` into its working folder (after it said it
+# waits, in outputs/waiting): the test, not a sleep guessed long enough for a busy machine, says
+# when it ends.
+WAIT_FOR_RELEASE = """
+import os, time
+os.makedirs("outputs", exist_ok=True)
+open("outputs/waiting", "w").write("1")
+deadline = time.time() + 600
+while not os.path.exists("release") and time.time() < deadline:
+    time.sleep(0.05)
+"""
+
+
+def release(harness, run) -> None:
+    """End a WAIT_FOR_RELEASE script."""
+    wait_until(lambda: harness.read_working_file(run, "outputs/waiting"), timeout=300)
+    harness.write_working_file(run, "release", "1")
+
+
+@pytest.mark.object_store_on_every_target
 def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tree):
     src = make_tree({"train.py": TRAIN})
     run = submit(workspace, target, src)
@@ -69,14 +113,19 @@ def test_completed_run_has_status_log_metrics_outputs(workspace, target, make_tr
     assert {"outputs/model.bin", "outputs/nested/info.json", "logs/train.log", "logs/std_log.txt"} <= set(
         names
     )
-    log = (Path(details["output_dir"]) / "logs/std_log.txt").read_text()
+    log = run.read_log().decode()
     assert f"training on {run.id}" in log and "to stderr" in log
+    if not is_object_store(workspace):
+        assert (Path(details["output_dir"]) / "logs/std_log.txt").read_text() == log
     dest = run.download_file("outputs/model.bin", workspace.root.parent / "dl" / "model.bin")
     assert dest.read_bytes() == b"weights"
     with pytest.raises(FileNotFoundError):
         run.download_file("../../etc/passwd", workspace.root.parent / "x")
+    assert run.download_file("logs/train.log", workspace.root.parent / "dl").read_text() == "custom log"
+    assert_store_holds(run)
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_arguments_reach_argv_exactly(workspace, target, make_tree):
     src = make_tree(
         {
@@ -87,8 +136,9 @@ def test_arguments_reach_argv_exactly(workspace, target, make_tree):
     args = ["plain", "with space", 'it\'s "quoted"', "$HOME", "a;b", "line1\nline2", "", 3, 2.5, "--flag=x y"]
     run = submit(workspace, target, src, arguments=args)
     run.wait_for_completion()
-    out = Path(run.get_details()["output_dir"]) / "outputs/argv.json"
+    out = run.download_file("outputs/argv.json", workspace.root.parent / "argv.json")
     assert json.loads(out.read_text()) == [str(a) for a in args]
+    assert_store_holds(run)
 
 
 def test_failed_script_reports_exit_code_and_log_tail(workspace, target, make_tree):
@@ -102,8 +152,10 @@ def test_failed_script_reports_exit_code_and_log_tail(workspace, target, make_tr
     assert "exit code 3" in str(err.value)
     details = run.wait_for_completion(raise_on_error=False)
     assert details["status"] == "Failed" and details["error"] == "script exited with code 3"
+    assert_store_holds(run)
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_traceback_lands_in_the_log_and_the_exception_in_the_error(workspace, target, make_tree):
     src = make_tree({"train.py": "def f():\n    raise ValueError('bad data')\nf()\n"})
     run = submit(workspace, target, src)
@@ -125,6 +177,7 @@ def test_show_output_streams_the_log(workspace, target, make_tree, capsys):
     run.wait_for_completion(show_output=True)
     out = capsys.readouterr().out
     assert out.splitlines() == [f"line {i}" for i in range(5)] + ["no newline at end"]
+    assert_store_holds(run)
 
 
 def test_cancel_ends_the_whole_process_group(workspace, target, harness, make_tree):
@@ -148,6 +201,7 @@ def test_cancel_ends_the_whole_process_group(workspace, target, harness, make_tr
     details = run.get_details()
     assert details["status"] == "Canceled"
     assert "Canceled" in details["state_times"]
+    assert_store_holds(run)
 
 
 def test_cancel_escalates_to_sigkill_after_grace(workspace, target, harness, make_tree):
@@ -171,31 +225,29 @@ def test_cancel_escalates_to_sigkill_after_grace(workspace, target, harness, mak
     assert 1 <= elapsed < 8, elapsed  # the grace period asked for, not the default of 10 s
     assert harness.pids_alive(run, [pid]) == [False]
     assert "ignoring SIGTERM" in run.read_log().decode()
+    assert_store_holds(run)
 
 
-def test_timeout_raises_and_the_run_goes_on(workspace, target, make_tree):
-    # Long enough that a busy machine still finds it going after the timeout.
-    src = make_tree({"train.py": "import time\ntime.sleep(10)\nprint('done')\n"})
+def test_timeout_raises_and_the_run_goes_on(workspace, target, harness, make_tree):
+    src = make_tree({"train.py": WAIT_FOR_RELEASE + "print('done')\n"})
     run = submit(workspace, target, src)
     with pytest.raises(RunTimeout):
         run.wait_for_completion(timeout=0.3)
     # The timeout ended the waiting, not the run: it is still on its way (Preparing on a busy
     # machine, where an image or environment takes longer), then completes.
     assert run.get_status() in ("Preparing", "Starting", "Running")
+    release(harness, run)
     assert run.wait_for_completion()["status"] == "Completed"
+    assert "done" in run.get_log_tail()
+    assert_store_holds(run)
 
 
-def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, tmp_path):
-    src = make_tree(
-        {
-            # long enough to still run when a busy machine (parallel tests) lets this test look
-            "train.py": "import time\ntime.sleep(30)\nopen('outputs/done','w').write('1')\n",
-            "outputs/.keep": "",
-        }
-    )
+@pytest.mark.object_store_on_every_target
+def test_run_outlives_the_process_that_started_it(workspace, target, harness, make_tree, tmp_path):
+    src = make_tree({"train.py": WAIT_FOR_RELEASE + "open('outputs/done','w').write('1')\n"})
     code = textwrap.dedent(f"""
         from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
-        ws = Workspace({str(workspace.root)!r})
+        {reopen(workspace).strip().replace(chr(10), chr(10) + " " * 8)}
         config = ScriptRunConfig({str(src)!r}, "train.py", compute_target={target!r})
         run = Experiment(ws, "suite").submit(config)
         print(run.get_status(), run.id)
@@ -205,10 +257,19 @@ def test_run_outlives_the_process_that_started_it(workspace, target, make_tree, 
     status_at_exit, run_id = proc.stdout.strip().splitlines()[-1].split()
     # submit returned while the script was still to run or running
     assert status_at_exit in ("Preparing", "Starting", "Running")
-    run = Workspace(workspace.root).get_run(run_id)  # a new controller reattaches by id
+    # A new controller reattaches by id; with an object-store workspace and a target of its own,
+    # from another host (a retry on another worker: none of the first one's local files).
+    root = workspace.root
+    if is_object_store(workspace) and harness.followed_from_any_host:
+        root = tmp_path / "retry-host"
+    run = Workspace(root, database_url=workspace.database_url, artifact_store=workspace.artifacts).get_run(
+        run_id
+    )
     assert run.get_status() in ("Preparing", "Starting", "Running")
+    release(harness, run)
     assert run.wait_for_completion()["status"] == "Completed"
     assert "outputs/done" in run.get_file_names()
+    assert_store_holds(run)
 
 
 def test_lost_runner_is_failed_with_a_reason(workspace, target, harness, make_tree):
@@ -226,8 +287,10 @@ def test_lost_runner_is_failed_with_a_reason(workspace, target, harness, make_tr
     assert run.get_status() == "Failed"
     assert "runner" in run.get_details()["error"] and "stopped" in run.get_details()["error"]
     wait_until(lambda: harness.pids_alive(run, [pid]) == [False], timeout=5)  # the orphan ends too
+    assert_store_holds(run)
 
 
+@pytest.mark.no_object_store_variant(TARGET_ONLY)
 def test_a_follower_wakes_when_the_run_changes(workspace, target, make_tree):
     """wait_for_change (between two polls of wait_for_completion and the operator) returns when the
     run changes on the target, not after the whole poll interval."""
@@ -244,6 +307,7 @@ def test_a_follower_wakes_when_the_run_changes(workspace, target, make_tree):
     assert run.wait_for_completion()["status"] == "Completed"
 
 
+@pytest.mark.no_object_store_variant(TARGET_ONLY)
 def test_heartbeat_advances_while_running(workspace, target, make_tree):
     src = make_tree({"train.py": "import time\ntime.sleep(2.5)\n"})
     run = submit(workspace, target, src)
@@ -266,8 +330,10 @@ def test_editing_source_after_submit_does_not_change_the_run(workspace, target, 
     (src / "data.txt").write_text("edited")
     run.wait_for_completion()
     assert "original" in run.get_log_tail() and "edited" not in run.get_log_tail()
+    assert_store_holds(run)
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_environment_variables_and_interpreter_path(workspace, target, make_tree):
     other = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     src = make_tree(
@@ -282,6 +348,7 @@ def test_environment_variables_and_interpreter_path(workspace, target, make_tree
     assert run.get_details()["environment"]["interpreter"] == other
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
     src = make_tree(
         {
@@ -305,6 +372,7 @@ def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
     assert "clear error: True" in run.get_log_tail()
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_real_azureml_core_is_left_alone(workspace, target, make_tree):
     src = make_tree(
         {
@@ -321,6 +389,7 @@ def test_real_azureml_core_is_left_alone(workspace, target, make_tree):
     assert "real True" in run.get_log_tail()
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_numpy_values_and_bad_values(workspace, target, make_tree):
     src = make_tree(
         {
@@ -344,6 +413,7 @@ def test_numpy_values_and_bad_values(workspace, target, make_tree):
     assert "refused: mltrain: the value of metric 'bad' must be a number" in run.get_log_tail()
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_script_does_not_see_airflow_secrets(workspace, target, harness, make_tree, monkeypatch):
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite:////nonexistent/secret/airflow.db")
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://user:secret@wh/db")
@@ -366,6 +436,7 @@ def test_script_does_not_see_airflow_secrets(workspace, target, harness, make_tr
         assert "team None" in tail
 
 
+@pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_mixed_metric_kinds_under_one_name_do_not_break_reads(workspace, target, make_tree):
     src = make_tree(
         {
@@ -391,3 +462,51 @@ def test_outputs_folder_exists_and_working_copy_is_removed(workspace, target, ha
     assert "outputs/model.txt" in names and "logs/extra.txt" in names
     assert "outputs/stale-from-a-local-run.bin" not in names
     assert harness.working_copy_removed(run)
+    assert_store_holds(run)
+
+
+class _RefusesRunUploads(FsspecArtifactStore):
+    """The workspace's object store as one host sees it while the store refuses that host's
+    uploads of run files (full, failing); snapshots still go through."""
+
+    refusing = False
+
+    def put_file(self, name, path):
+        if self.refusing and name.startswith("runs/"):
+            raise OSError("the store refuses the upload")
+        super().put_file(name, path)
+
+    def put_bytes(self, name, data):
+        if self.refusing and name.startswith("runs/"):
+            raise OSError("the store refuses the upload")
+        super().put_bytes(name, data)
+
+
+@pytest.mark.object_store_only
+@pytest.mark.object_store_on("local", "docker_test", "ssh_vm")
+def test_files_waiting_in_one_hosts_cache_are_never_finished_empty_by_another(
+    workspace, target, harness, make_tree, tmp_path
+):
+    store = workspace.artifacts
+    flaky = _RefusesRunUploads(store.url, store.storage_options)
+    host_a = Workspace(workspace.root, database_url=workspace.database_url, artifact_store=flaky)
+    src = make_tree({"train.py": "print('hello')\nopen('outputs/model.txt', 'w').write('m')\n"})
+    run = submit(host_a, target, src)
+    flaky.refusing = True
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed" and details["output_dir"] is None  # not collected yet
+    assert any("not in the artifact store" in w for w in details["warnings"])
+    for thread in threading.enumerate():  # the Docker target removes the container meanwhile
+        if thread.name.startswith("rm-mltrain-"):
+            thread.join(timeout=60)
+    # Another host (the api-server, a retry on another worker) reads the run meanwhile.
+    host_b = Workspace(tmp_path / "host-b", database_url=workspace.database_url, artifact_store=store)
+    assert host_b.get_run(run.id).get_status() == "Completed"
+    # The store takes uploads again: the host that holds the files sends them.
+    flaky.refusing = False
+    run.refresh()
+    reader = assert_store_holds(run)
+    assert reader is not None
+    assert reader.download_file("outputs/model.txt", tmp_path / "dl").read_text() == "m"
+    assert "hello" in reader.read_log().decode()
+    assert reader.get_details()["warnings"] == []

@@ -39,6 +39,10 @@ class Harness:
     # The script's environment is this process's minus Airflow's secrets (local); a remote host's
     # script starts from that host's own environment instead, and nothing of ours travels.
     inherits_controller_environment = True
+    # The run lives on a host of its own (a container, a VM): a controller on another host, with
+    # the same workspace (run store and object store) and none of the local files, can follow it.
+    # False where the run lives on the submitting host (the local target, a Spark driver here).
+    followed_from_any_host = False
 
     def setup(self, monkeypatch: pytest.MonkeyPatch, workspace: Workspace) -> None:
         """Check the service, create the connection (e.g. with monkeypatch.setenv AIRFLOW_CONN_...)."""
@@ -48,6 +52,11 @@ class Harness:
 
     def read_working_file(self, run: Run, rel: str) -> str | None:
         """A file the running script wrote in its working folder (``outputs/pid``), or None yet."""
+        raise NotImplementedError
+
+    def write_working_file(self, run: Run, rel: str, text: str) -> None:
+        """Write a file into the running script's working folder: a signal the script waits for
+        (so a test decides when it ends, instead of a sleep guessed long enough for a busy machine)."""
         raise NotImplementedError
 
     def pids_alive(self, run: Run, pids: list[int]) -> list[bool]:

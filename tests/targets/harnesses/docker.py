@@ -63,6 +63,7 @@ def require_docker() -> None:
 class DockerHarness(Harness):
     name = CONN_ID
     inherits_controller_environment = False
+    followed_from_any_host = True
 
     def setup(self, monkeypatch, workspace):
         require_docker()
@@ -83,6 +84,19 @@ class DockerHarness(Harness):
             return None
         data = self._target(run)._read_whole(container, f"/mltrain/runs/{run.id}/snapshot/{rel}")
         return data.decode() if data else None
+
+    def write_working_file(self, run, rel, text):
+        import io
+        import tarfile
+
+        data = text.encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        assert self._container(run).put_archive(f"/mltrain/runs/{run.id}/snapshot", buf.getvalue())
 
     def pids_alive(self, run, pids):
         container = self._container(run)

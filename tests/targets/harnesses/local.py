@@ -36,6 +36,9 @@ class LocalHarness(Harness):
         except FileNotFoundError:
             return None
 
+    def write_working_file(self, run, rel, text):
+        (self.run_dir(run) / "snapshot" / rel).write_text(text)
+
     def pids_alive(self, run, pids):
         return [pid_alive(p) for p in pids]
 

@@ -49,6 +49,7 @@ def connection_json(env: dict[str, str], **extra: Any) -> str:
 class SSHHarness(Harness):
     name = CONN_ID
     inherits_controller_environment = False
+    followed_from_any_host = True
 
     def setup(self, monkeypatch, workspace) -> None:
         env = require_ssh()
@@ -87,6 +88,16 @@ class SSHHarness(Harness):
                 return ""
 
         return target._sftp(read) or None
+
+    def write_working_file(self, run, rel, text):
+        target = self.target()
+        path = posixpath.join(target.run_dir(run.id), "snapshot", rel)
+
+        def write(sftp):
+            with sftp.open(path, "wb") as f:
+                f.write(text.encode())
+
+        target._sftp(write)
 
     def pids_alive(self, run, pids):
         return self.target()._helper("pids-alive", *[str(p) for p in pids])["alive"]
