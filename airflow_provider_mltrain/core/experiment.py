@@ -135,6 +135,29 @@ class Experiment:
             rebuild_environment=rebuild_environment,
         )
 
+    def _publish_lock(self, env_hash: str, packages: tuple[str, ...] | list[str]) -> str | None:
+        """With the artifact store on object storage, the managed environment's resolved versions
+        (its ``mltrain-lock.txt``) as an object every host can read:
+        ``environments/<hash>/mltrain-lock-<sha256 of the text>.txt``, named by content so builds
+        on several workers (or targets that resolve differently) never overwrite one another.
+        Returns the object's name; a store that fails costs a warning, never the run."""
+        import hashlib
+
+        artifacts = self.workspace.artifacts
+        if artifacts.is_local or not packages:
+            return None
+        text = "".join(p + "\n" for p in packages).encode()
+        name = f"environments/{env_hash}/mltrain-lock-{hashlib.sha256(text).hexdigest()[:16]}.txt"
+        try:
+            if not artifacts.exists_many([name], f"environments/{env_hash}"):
+                artifacts.put_bytes(name, text)
+        except Exception as exc:  # the run goes on; its details still list the packages
+            logger.warning(
+                "Environment %s: storing its lock file in %s failed (%s)", env_hash[:12], artifacts.url, exc
+            )
+            return None
+        return name
+
     def _submit_snapshot(
         self,
         snapshot: Snapshot,
@@ -217,6 +240,7 @@ class Experiment:
             ) from exc
         if prepared.built:
             store.record_build(env_hash, target.name, "built", seconds=prepared.seconds, run_id=run_id)
+        lock = self._publish_lock(env_hash, prepared.packages) if environment.managed else None
         store.update(
             run_id,
             environment={
@@ -226,6 +250,7 @@ class Experiment:
                 "python_version": prepared.python_version,
                 "cache_hit": environment.managed and not prepared.built,
                 **({"image": prepared.image} if prepared.image else {}),
+                **({"lock": lock} if lock else {}),
             },
         )
         spec = dataclasses.replace(spec, interpreter=prepared.interpreter, image=prepared.image)

@@ -69,6 +69,20 @@ def test_yaml_environment_builds_once_then_is_reused(workspace, target, make_tre
     assert lock == f"{SIX}\n"
 
 
+def test_the_lock_file_is_in_an_object_store_workspace(workspace, target, make_tree, s3_store):
+    """Another host (an api-server, a laptop) reads the versions a build resolved from the store."""
+    ws = Workspace(workspace.root, database_url=workspace.database_url, artifact_store=s3_store)
+    environment = Environment(name="six", python=PythonSection(requirements=[SIX]))
+    runs = [submit(ws, target, make_tree({"train.py": SCRIPT}), environment) for _ in range(2)]
+    for run in runs:
+        assert run.wait_for_completion()["status"] == "Completed"
+    env_hash = runs[0].get_details()["environment"]["hash"]
+    locks = s3_store.list(f"environments/{env_hash}")
+    [name] = locks  # the same versions resolved twice: one object, named by its content
+    assert {r.get_details()["environment"]["lock"] for r in runs} == {name}
+    assert s3_store.get_bytes(name) == f"{SIX}\n".encode()
+
+
 def test_rebuild_builds_again(workspace, target, make_tree):
     src = make_tree({"train.py": SCRIPT})
     environment = Environment(name="six", python=PythonSection(requirements=[SIX]))
