@@ -49,7 +49,8 @@ def test_first_snapshot_packs_small_files_and_stores_large_ones_alone(s3_store, 
     assert len(packs) == 1
     assert len(blobs) == 1
     assert f"snapshots/manifests/{snap.id[:2]}/{snap.id}.json" in objects
-    assert len(objects) == 5  # pack, its index, one large blob, locations, manifest
+    assert len([n for n in objects if n.startswith("snapshots/statindex/")]) == 1
+    assert len(objects) == 6  # pack, its index, one large blob, locations, manifest, stat index
 
 
 def test_empty_cache_resubmit_of_an_unchanged_tree_sends_one_request(s3_store, tree, tmp_path):
@@ -59,7 +60,8 @@ def test_empty_cache_resubmit_of_an_unchanged_tree_sends_one_request(s3_store, t
     with requests(s3_store) as sent:
         again = other_host.take(tree)
     assert again.id == first.id
-    assert len(sent) == 1 and sent[0].startswith("HEAD ")
+    # The one request is the GET of the folder's stat index (written after the manifest it names).
+    assert len(sent) == 1 and sent[0].startswith("GET ") and "/snapshots/statindex/" in sent[0]
     assert s3_store.list("snapshots") == before
     assert not other_host.blobs.exists()  # nothing written to the empty cache either
 
@@ -71,7 +73,8 @@ def test_changed_tree_from_an_empty_cache_uploads_only_the_new_blob(s3_store, tr
     with requests(s3_store) as sent:
         other_host.take(tree)
     puts = [r for r in sent if r.startswith("PUT ")]
-    assert [p.rsplit(".", 1)[-1] for p in puts] == ["pack", "idx", "json", "json"]
+    assert [p.rsplit(".", 1)[-1] for p in puts] == ["pack", "idx", "json", "json", "json"]
+    assert "/snapshots/statindex/" in puts[-1]  # written last, after the manifest it names
     listings = [r for r in sent if r.startswith("GET ") and r.endswith("/mltrain-test")]
     assert len(listings) <= 4  # one listing per prefix, never a request per blob
     new_pack = max(
