@@ -71,6 +71,8 @@ ALWAYS_EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".hg", ".svn", ".mltrai
 RUN_OUTPUT_DIRS = frozenset({"outputs", "logs"})
 MANIFEST_VERSION = 1
 STAT_INDEX_VERSION = 1
+# Read at most this much of a stat index (about 1.3 MB per 10,000 files); a longer one is not used.
+MAX_STAT_INDEX = 64 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Cached hashes of files modified this close to the cache write are not trusted (git's "racy clean").
 RACY_WINDOW_NS = 2_000_000_000
@@ -971,7 +973,8 @@ class SnapshotStore:
         or another folder's): then every file is hashed."""
         assert self.artifacts is not None
         try:
-            raw = self.artifacts.get_bytes(_stat_index_name(root))
+            # A ranged read is one GET; a whole-object read costs s3fs a HEAD first.
+            raw = self.artifacts.get_bytes(_stat_index_name(root), 0, MAX_STAT_INDEX)
         except FileNotFoundError:
             return None
         except ArtifactStoreError as exc:
