@@ -216,7 +216,7 @@ class KnownTree:
 
 
 def _one_regex(spec: pathspec.GitIgnoreSpec) -> re.Pattern[str] | None:
-    """One regex equivalent to ``spec`` for a file ignore file without ``!`` lines, else None.
+    """One regex equivalent to ``spec`` for an ignore file without ``!`` lines, else None.
 
     Without a negation, a path is ignored when any pattern matches it (the last match only
     decides between ignore and re-include), so the alternation of the patterns' own regexes gives
