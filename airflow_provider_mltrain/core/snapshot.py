@@ -576,6 +576,10 @@ class SnapshotStore:
         fetched_index = self.artifacts is not None and not entries and root.is_dir()
         if fetched_index:
             index = self._read_stat_index(root)
+            if index is not None:
+                # While its ignore files are the ones it saw (size, mtime, inode), a path it kept
+                # is kept now without matching the rules again.
+                known = KnownTree(kept=index.files.keys(), ignore_files=index.ignore_files)
         result = scan(source_dir, known)
         if required is not None and required not in {f.path for f in result.files}:
             raise SnapshotError(
@@ -998,6 +1002,7 @@ class SnapshotStore:
             "snapshot_id": snap.id,
             "written_at_ns": started_ns,
             "files": [[f.path, f.sig[0], f.sig[1], digests[f.path]] for f in result.files],
+            "ignore_files": result.ignore_files,
         }
         try:
             self.artifacts.put_bytes(_stat_index_name(result.root), _canonical(body))
@@ -1145,6 +1150,7 @@ class _StatIndex:
     snapshot_id: str
     written_at_ns: int
     files: dict[str, tuple[int, int, str]]
+    ignore_files: dict[str, list]  # folder -> [name, size, mtime_ns, inode] of its ignore file
 
     @classmethod
     def parse(cls, raw: bytes, root: Path) -> _StatIndex | None:
@@ -1171,12 +1177,18 @@ class _StatIndex:
             written = data["written_at_ns"]
             if not (isinstance(snapshot_id, str) and _HEX64.fullmatch(snapshot_id) and type(written) is int):
                 raise ValueError("a bad snapshot id or time")
+            ignore_files = data.get("ignore_files", {})
+            if not (
+                isinstance(ignore_files, dict)
+                and all(isinstance(k, str) and isinstance(v, list) for k, v in ignore_files.items())
+            ):
+                raise ValueError("a bad list of ignore files")
         except (ValueError, TypeError, KeyError) as exc:
             log.warning(
                 "Ignoring the stat index of %s in the artifact store (%s); hashing every file.", root, exc
             )
             return None
-        return cls(snapshot_id, written, files)
+        return cls(snapshot_id, written, files, ignore_files)
 
     def lookup(self, files: list[_Scanned], digests: dict[str, str]) -> list[_Scanned]:
         """Fill ``digests`` for the files the index vouches for; returns the others."""

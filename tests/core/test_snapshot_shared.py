@@ -309,3 +309,16 @@ def test_the_first_snapshot_sends_one_put_per_object_and_few_listings(s3_store, 
     # The rest asks what the store holds (the index, the manifest, a listing of blobs and of packs:
     # s3fs sends a HEAD and a listing for each): a few requests, none per file of the 302.
     assert len(sent) - len(puts) <= 10
+
+
+def test_an_ignore_file_changed_since_the_stat_index_is_obeyed_by_a_host_with_an_empty_cache(
+    s3_store, tree, tmp_path
+):
+    (tree / "pkg/.gitignore").write_text("m1*.py\n")
+    age(tree)
+    first = SnapshotStore(tmp_path / "a", artifacts=s3_store).take(tree)
+    assert "pkg/m10.py" not in first.paths() and "pkg/m2.py" in first.paths()
+    (tree / "pkg/.gitignore").write_text("m2*.py\n")  # the index's record of it no longer holds
+    snap = SnapshotStore(tmp_path / "b", artifacts=s3_store).take(tree)
+    assert "pkg/m10.py" in snap.paths() and "pkg/m2.py" not in snap.paths()
+    assert snap.id == cold_id(tree, tmp_path)
