@@ -23,6 +23,7 @@ client. Medians; ratios against the baseline of the same run. Nothing here asser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -103,11 +104,11 @@ def main() -> None:
         sys.exit("rclone is not installed: apt-get install -y rclone")
     limits = SnapshotLimits(max_bytes=10 << 30, max_files=10_000_000)
     work = Path(tempfile.mkdtemp(prefix="mltrain-bench-s3-"))
+    run = uuid.uuid4().hex[:8]
     try:
         tree = work / "tree"
         make_tree(tree, args.files, args.mb << 20, args.seed)
         tar_to_cat(tree)  # warm the page cache
-        run = uuid.uuid4().hex[:8]
         first: list[float] = []
         rclone: list[float] = []
         objects = requests_first = 0
@@ -198,6 +199,12 @@ def main() -> None:
         print(f"   requests: {requests_fresh}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        # The store is the test server, on this machine's disk: leave nothing of this run there.
+        cleanup = new_store("cleanup")
+        for prefix in {"first", "rclone"}:
+            for rep in range(max(args.reps, 1)):
+                with contextlib.suppress(FileNotFoundError):
+                    cleanup.fs.rm(f"{BUCKET}/{prefix}-{run}-{rep}", recursive=True)
 
 
 if __name__ == "__main__":
