@@ -7,10 +7,14 @@ a. First snapshot of a generated 10,000-file / 200 MiB tree (bench_snapshot's tr
    files, 1% large) into a new prefix of the store, from a new cache, vs ``rclone copy`` of the
    tree to another new prefix of the same server (Debian's rclone, its default settings).
 b. Resubmit of the unchanged tree from a worker whose cache is empty (a new cache folder, a new
-   S3 client): the tree is hashed again, then the store is asked whether it holds the manifest.
-   Requests are counted with botocore's ``before-send`` event. Baseline: reading and hashing
-   every file in a plain loop (what any content-addressed resubmission must do without a stat
-   cache), and ``tar -cf - . | cat`` (reading alone).
+   S3 client): the folder's stat index is fetched from the store (one GET) while the tree is
+   walked, and only files whose size or mtime differ from it are hashed. Requests are counted
+   with botocore's ``before-send`` event. Baseline: reading and hashing every file in a plain
+   loop (what any content-addressed resubmission must do without a stat cache), and
+   ``tar -cf - . | cat`` (reading alone). Also timed with the S3 client already made and
+   connected (a worker process that used the store before: what is left to the snapshot).
+c. The same after every file's mtime changed (what a fresh checkout looks like): the index
+   vouches for nothing, every file is hashed (on every core), then the manifest's HEAD.
 
 The page cache is warm (the tree was just written and read once). Times include creating the S3
 client. Medians; ratios against the baseline of the same run. Nothing here asserts a time.
@@ -19,6 +23,7 @@ client. Medians; ratios against the baseline of the same run. Nothing here asser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -99,11 +104,11 @@ def main() -> None:
         sys.exit("rclone is not installed: apt-get install -y rclone")
     limits = SnapshotLimits(max_bytes=10 << 30, max_files=10_000_000)
     work = Path(tempfile.mkdtemp(prefix="mltrain-bench-s3-"))
+    run = uuid.uuid4().hex[:8]
     try:
         tree = work / "tree"
         make_tree(tree, args.files, args.mb << 20, args.seed)
         tar_to_cat(tree)  # warm the page cache
-        run = uuid.uuid4().hex[:8]
         first: list[float] = []
         rclone: list[float] = []
         objects = requests_first = 0
@@ -143,6 +148,31 @@ def main() -> None:
             resubmit.append(time.perf_counter() - t0)
             requests_resubmit = len(sent)
             assert again.id == snap.id
+        warm_client: list[float] = []
+        for rep in range(args.resubmit_reps):
+            store = new_store(f"first-{run}-0")
+            store.size("snapshots/none")  # the client is made and connected, untimed
+            t0 = time.perf_counter()
+            again = SnapshotStore(work / f"cache-warm-{rep}" / "snapshots", artifacts=store).take(
+                tree, limits
+            )
+            warm_client.append(time.perf_counter() - t0)
+            assert again.id == snap.id
+        fresh: list[float] = []
+        requests_fresh = 0
+        for rep in range(args.resubmit_reps):
+            now = time.time_ns() - 10 * 1_000_000_000 + rep
+            for f in snap.files:
+                os.utime(tree / f.path, ns=(now, now))
+            t0 = time.perf_counter()
+            store = new_store(f"first-{run}-0")
+            sent = count_requests(store)
+            again = SnapshotStore(work / f"cache-fresh-{rep}" / "snapshots", artifacts=store).take(
+                tree, limits
+            )
+            fresh.append(time.perf_counter() - t0)
+            requests_fresh = len(sent)
+            assert again.id == snap.id
         b = statistics.median(resubmit)
         blobs = len({f.hash for f in snap.files})
         size = snap.total_size / (1 << 20)
@@ -161,8 +191,20 @@ def main() -> None:
             f"   requests: {requests_resubmit} for {blobs:,} blobs "
             f"(goal <= {max(1, blobs // 1000)}: one per 1,000 blobs)"
         )
+        w = statistics.median(warm_client)
+        print(f"   the same, S3 client made      {ms(w):>10}  ({each(warm_client)})")
+        c = statistics.median(fresh)
+        print(f"c. resubmit, new mtimes, empty   {ms(c):>10}  ({each(fresh)})")
+        print(f"   read + sha256 of every file   {ms(fl):>10}  (ratio {c / fl:.2f}x)")
+        print(f"   requests: {requests_fresh}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        # The store is the test server, on this machine's disk: leave nothing of this run there.
+        cleanup = new_store("cleanup")
+        for prefix in {"first", "rclone"}:
+            for rep in range(max(args.reps, 1)):
+                with contextlib.suppress(FileNotFoundError):
+                    cleanup.fs.rm(f"{BUCKET}/{prefix}-{run}-{rep}", recursive=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ READ_BLOCK = 1 << 20
 # A download streams in ranged reads of this size: few requests, bounded memory per download.
 STREAM_BLOCK = 8 << 20
 _OFFSET_DIGITS = 16
+# Files of one run uploaded at once at finalization (a multipart upload has its own parts in flight).
+UPLOAD_WORKERS = 4
 
 
 def run_prefix(run_id: str) -> str:
@@ -145,12 +148,11 @@ def upload_files(store: ArtifactStore, run_id: str, folder: Path) -> dict[str, A
     """
     entries = list_folder(folder)
     present = store.list(f"{run_prefix(run_id)}/files")
-    files: dict[str, dict[str, Any]] = {}
-    sent = 0
-    for name in entries.files:
+
+    def upload(name: str) -> tuple[dict[str, Any], bool] | None:
         fd = tree.open_file(str(folder), name)
         if fd is None:
-            continue  # not a regular file any more: our own cache, so nothing to serve
+            return None  # not a regular file any more: our own cache, so nothing to serve
         digest = hashlib.sha256()
         size = 0
         with os.fdopen(fd, "rb") as f:
@@ -158,10 +160,23 @@ def upload_files(store: ArtifactStore, run_id: str, folder: Path) -> dict[str, A
                 digest.update(block)
                 size += len(block)
         key = file_key(run_id, name, store.max_name_bytes)
-        if present.get(key) != size:
+        send = present.get(key) != size
+        if send:
             store.put_file(key, folder / name)
-            sent += 1
-        files[name] = {"key": key, "size": size, "sha256": digest.hexdigest()}
+        return {"key": key, "size": size, "sha256": digest.hexdigest()}, send
+
+    # Files go up at once in a bounded pool; the first failure cancels what has not started and
+    # propagates before the manifest is written, so the upload stays incomplete (and resumable).
+    files: dict[str, dict[str, Any]] = {}
+    sent = 0
+    pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS)
+    try:
+        for name, done in zip(entries.files, pool.map(upload, entries.files)):
+            if done is not None:
+                files[name] = done[0]
+                sent += done[1]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     manifest = {"version": 1, "run_id": run_id, "files": files, "links": entries.links}
     store.put_bytes(f"{run_prefix(run_id)}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
     log.info(

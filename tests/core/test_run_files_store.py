@@ -15,7 +15,7 @@ import pytest
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.core import run_files_store
-from airflow_provider_mltrain.core.artifacts import ArtifactStore, ArtifactStoreError
+from airflow_provider_mltrain.core.artifacts import ArtifactStore, ArtifactStoreError, LocalArtifactStore
 from airflow_provider_mltrain.core.errors import RunOnOtherHost
 from airflow_provider_mltrain.core.run import LogFollower, Run
 from airflow_provider_mltrain.core.states import RunStatus
@@ -181,14 +181,18 @@ class FlakyStore(ArtifactStore):
         self.url = real.url
         self.fail_from_put = fail_from_put
         self.puts: list[str] = []
+        self.failed: list[str] = []  # puts refused (several at once when uploads run in parallel)
         self.on_put = None
+        self._lock = threading.Lock()
 
     def _put(self, name: str) -> None:
-        self.puts.append(name)
-        if self.on_put is not None:
-            self.on_put(len(self.puts))
-        if self.fail_from_put is not None and len(self.puts) >= self.fail_from_put:
-            raise ArtifactStoreError(f"injected: the store is full (put {len(self.puts)})")
+        with self._lock:
+            self.puts.append(name)
+            if self.on_put is not None:
+                self.on_put(len(self.puts))
+            if self.fail_from_put is not None and len(self.puts) >= self.fail_from_put:
+                self.failed.append(name)
+                raise ArtifactStoreError(f"injected: the store is full (put {len(self.puts)})")
 
     def put_bytes(self, name, data):
         self._put(name)
@@ -235,7 +239,7 @@ def test_a_failing_store_keeps_the_files_in_the_cache_and_the_upload_resumes(
     assert any("not in the artifact store" in w and "retried" in w for w in run.warnings)
     assert (ws.run_files_dir(run.id) / "outputs" / "f5.bin").stat().st_size == 300_005
     assert s3_store.size(f"runs/{run.id}/manifest.json") is None
-    sent = [p for p in flaky.puts[:-1] if "/files/" in p]
+    sent = [p for p in flaky.puts if "/files/" in p and p not in flaky.failed]
     assert len(sent) == 3
 
     # Another host sees the state and the log (chunks), and no files yet.
@@ -247,6 +251,7 @@ def test_a_failing_store_keeps_the_files_in_the_cache_and_the_upload_resumes(
     flaky.fail_from_put = None  # the store is back
     flaky.on_put = None
     flaky.puts.clear()
+    flaky.failed.clear()
     assert run.refresh() == RunStatus.COMPLETED
     record = ws.store.get_run(run.id)
     assert record["collected"] and run.warnings == []
@@ -416,3 +421,47 @@ def test_a_local_run_of_another_host_is_neither_lost_nor_followed_from_here(
             seen_from_b.wait_for_completion(timeout=30)
     gate.touch()
     assert run.wait_for_completion()["status"] == "Completed"
+
+
+class GatedStore(LocalArtifactStore):
+    """A shared folder whose first ``parties`` file uploads wait until all are under way at once
+    (a broken barrier, after a generous deadline, if they run one after the other); uploads of
+    names starting with ``fail`` are refused."""
+
+    def __init__(self, root: Path, parties: int, fail: str | None = None):
+        super().__init__(root)
+        self.barrier = threading.Barrier(parties, timeout=60)
+        self.waiting = parties
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def put_file(self, name, path):
+        with self.lock:
+            wait = self.waiting > 0
+            self.waiting -= 1
+        if wait:
+            self.barrier.wait()
+        if self.fail is not None and name.startswith(self.fail):
+            raise ArtifactStoreError(f"injected: cannot write {name}")
+        super().put_file(name, path)
+
+
+def test_a_runs_files_go_up_at_once_and_one_failed_upload_leaves_no_manifest(tmp_path):
+    folder = tmp_path / "collected"
+    (folder / "outputs").mkdir(parents=True)
+    for i in range(3):
+        (folder / "outputs" / f"f{i}.bin").write_bytes(bytes([i]) * (100_000 + i))
+    store = GatedStore(tmp_path / "store", parties=3)
+    manifest = run_files_store.upload_files(store, "r1", folder)
+    assert sorted(manifest["files"]) == ["outputs/f0.bin", "outputs/f1.bin", "outputs/f2.bin"]
+    assert run_files_store.read_manifest(store, "r1") == manifest
+
+    failing = GatedStore(tmp_path / "store", parties=3, fail="runs/r2/files/outputs/f1")
+    with pytest.raises(ArtifactStoreError, match="injected"):
+        run_files_store.upload_files(failing, "r2", folder)
+    assert failing.size("runs/r2/manifest.json") is None
+    # Resumable: the retry sends only what is missing, then the manifest.
+    healthy = GatedStore(tmp_path / "store", parties=0)
+    again = run_files_store.upload_files(healthy, "r2", folder)
+    assert again["files"]["outputs/f1.bin"]["size"] == 100_001
+    assert healthy.size("runs/r2/manifest.json") is not None
