@@ -137,6 +137,24 @@ class Run:
         return Model.list(self.workspace, run_id=self.id)
 
     @property
+    def parent(self) -> Run | None:
+        """The run this one is a child of (a sweep, or a run whose script created it), or None."""
+        parent_id = self._record()["properties"].get("mltrain.parent")
+        if not parent_id:
+            return None
+        if self.workspace.store.get_run(parent_id) is None:
+            return None
+        from airflow_provider_mltrain.core.sweep import sweep_or_run
+
+        return sweep_or_run(self.workspace, parent_id)
+
+    def get_children(self) -> list[Run]:
+        """This run's child runs (a sweep's children, or those its script created), oldest first."""
+        from airflow_provider_mltrain.core.sweep import children_of
+
+        return children_of(self.workspace, self._record())
+
+    @property
     def target(self) -> ComputeTarget:
         if self._target is None:
             self._target = target_for_run(self.id, self._record()["target"], self.workspace.root)
@@ -156,8 +174,8 @@ class Run:
         """Read the target once: record new state transitions, metrics, and collect files at the end."""
         record = self._record()
         status = RunStatus(record["status"])
-        if record["collected"]:
-            return status
+        if record["collected"] or record["properties"].get("mltrain.kind") in ("sweep", "child"):
+            return status  # a sweep's driver, or a script-created child's parent, records its states
         if self.elsewhere(record):
             return status  # only a follower on the run's own host can read its target
         if status.is_terminal and self._remote and self.output_dir.is_dir():
