@@ -159,13 +159,15 @@ class Experiment:
         say: Callable[[str], None],
         rebuild_environment: bool,
         environment_variables: dict[str, str] | None = None,
+        adopt: bool = False,
     ) -> Run:
         """Record a run of a snapshot already in the store, prepare its environment and start it.
 
         Shared by :meth:`submit` and :func:`~airflow_provider_mltrain.core.rerun.rerun`; the caller
         has checked everything (names, target options, environment) before.
         ``environment_variables`` are added to the script's environment for this run only (a sweep
-        child's parent id), without changing the environment's identity.
+        child's parent id), without changing the environment's identity. ``adopt`` takes over a
+        recorded run of that id still Queued or Preparing (its submitter died) and starts it.
         """
         store = self.workspace.store
         # A host whose snapshot cache lacks blobs (a fresh worker) fetches them from the store.
@@ -206,7 +208,14 @@ class Experiment:
         try:
             store.create_run(record)
         except RunExists:
-            return Run(self.workspace, run_id)
+            existing = store.get_run(run_id)
+            if not adopt or existing is None or RunStatus(existing["status"]).rank > RunStatus.PREPARING.rank:
+                return Run(self.workspace, run_id)
+            # Adopted from a submitter that died before the start: the target's start is a no-op
+            # for a run it already has, so starting again cannot duplicate it.
+            store.update(
+                run_id, properties={**existing["properties"], SUBMITTER: record["properties"][SUBMITTER]}
+            )
         run = Run(self.workspace, run_id)
         store.record_states(run_id, [(RunStatus.PREPARING, time.time(), None)])
         try:

@@ -26,7 +26,7 @@ from airflow_provider_mltrain.core.environment import resolve_environment
 from airflow_provider_mltrain.core.errors import RunFailed, RunTimeout
 from airflow_provider_mltrain.core.gitinfo import git_properties
 from airflow_provider_mltrain.core.metrics import finite_number, stored_value
-from airflow_provider_mltrain.core.run import DEFAULT_GRACE_PERIOD, Run
+from airflow_provider_mltrain.core.run import DEFAULT_GRACE_PERIOD, Run, _dead_submitter
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_tags
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.store import RunExists
@@ -408,6 +408,12 @@ class SweepRun(Run):
             )
         children = self._child_records()
         for child in children:
+            if RunStatus(child["status"]).rank <= RunStatus.PREPARING.rank and _dead_submitter(
+                child, self.workspace.root
+            ):
+                # A driver died between recording this child and starting it: start it now.
+                params = json.loads(child["properties"].get(HYPERPARAMETERS, "{}"))
+                self._submit_child(config, int(child["properties"][INDEX]), params, adopt=True)
             if not RunStatus(child["status"]).is_terminal:
                 self._child(child["id"]).refresh()
         children = self._child_records()
@@ -466,7 +472,9 @@ class SweepRun(Run):
                 out.append((params, self._best(self._series(c["id"]))))
         return out
 
-    def _submit_child(self, config: HyperDriveConfig, index: int, params: dict[str, Any]) -> None:
+    def _submit_child(
+        self, config: HyperDriveConfig, index: int, params: dict[str, Any], adopt: bool = False
+    ) -> None:
         from airflow_provider_mltrain.core.experiment import Experiment
 
         record = self._record()
@@ -506,6 +514,7 @@ class SweepRun(Run):
                 say=self._say,
                 rebuild_environment=False,
                 environment_variables={PARENT_ENV: self.id},
+                adopt=adopt,
             )
         except Exception as exc:  # the child is recorded Failed with the reason; the sweep goes on
             logger.warning("Sweep %s: child %s could not start: %s", self.id, child_id, exc)
