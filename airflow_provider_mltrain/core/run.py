@@ -185,6 +185,7 @@ class Run:
         runner = target.read_status(self.id)
         states = _history(runner)
         self._ingest_metrics(record["metrics_offset"])
+        self._ingest_children(record)
         self._add_runner_warnings(record, runner)
         error = None
         if runner is None and status.rank <= RunStatus.PREPARING.rank:
@@ -308,6 +309,16 @@ class Run:
                 properties={**parsed.properties, **record["properties"]},
             )
 
+    def _ingest_children(self, record: dict[str, Any], final: bool = False) -> None:
+        """Record the child runs the script created (core/child_runs.py); a failure there is
+        logged and retried on the next refresh, never the parent's failure."""
+        from airflow_provider_mltrain.core import child_runs
+
+        try:
+            child_runs.ingest(self, record, final)
+        except Exception as exc:
+            log.warning("Run %s: recording its child runs failed (%s: %s)", self.id, type(exc).__name__, exc)
+
     def _finish(self, runner: dict[str, Any] | None, error: str | None) -> None:
         record = self._record()
         if record["collected"]:
@@ -317,6 +328,7 @@ class Run:
         if not pending:
             try:
                 self._ingest_metrics(record["metrics_offset"], final=True)
+                self._ingest_children(record, final=True)
                 tmp = dest.with_name(dest.name + ".collecting")
                 rmtree(tmp)
                 tmp.mkdir(parents=True)

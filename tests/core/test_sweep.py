@@ -137,7 +137,9 @@ def test_grid_covers_the_grid(workspace, make_tree):
                 p.add_argument("--batch", type=int)
                 p.add_argument("--opt")
                 a = p.parse_args()
-                Run.get_context().log("accuracy", a.batch + (0.5 if a.opt == "adam" else 0))
+                run = Run.get_context()
+                run.log("accuracy", a.batch + (0.5 if a.opt == "adam" else 0))
+                run.tag("parent_seen", run.parent.id)
                 """
             )
         }
@@ -150,6 +152,7 @@ def test_grid_covers_the_grid(workspace, make_tree):
     got = sorted((p["--batch"], p["opt"]) for _, p in children(sweep))
     assert got == sorted(itertools.product([16, 32, 64], ["sgd", "adam"]))
     assert all(c.get_status() == "Completed" for c, _ in children(sweep))
+    assert {c.tags["parent_seen"] for c, _ in children(sweep)} == {sweep.id}  # run.parent in the script
     assert sweep.get_best_run_by_primary_metric().get_metrics()["accuracy"] == 64.5
 
 
