@@ -534,7 +534,13 @@ class Run:
         return f"mltrain {where}logs {run_id} -f", f"mltrain {where}runs cancel {run_id}"
 
     def cancel(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> str:
-        """Stop the run: SIGTERM to the script's process group, SIGKILL after ``grace_period``."""
+        """Stop the run: SIGTERM to the script's process group, SIGKILL after ``grace_period``.
+        A sweep stops starting children and cancels those running."""
+        if self._record()["properties"].get("mltrain.kind") == "sweep":
+            from airflow_provider_mltrain.core.sweep import SweepRun
+
+            if type(self) is Run:
+                return SweepRun(self.workspace, self.id).cancel(grace_period)
         status = self.refresh()
         if status.is_terminal:
             return status.value

@@ -516,7 +516,10 @@ class SweepRun(Run):
                 environment_variables={PARENT_ENV: self.id},
                 adopt=adopt,
             )
-        except Exception as exc:  # the child is recorded Failed with the reason; the sweep goes on
+        except Exception as exc:
+            if self.workspace.store.get_run(child_id) is None:
+                raise  # nothing recorded (the folder is gone, say): the driver stops, resumable
+            # The child is recorded Failed with the reason, and counts; the sweep goes on.
             logger.warning("Sweep %s: child %s could not start: %s", self.id, child_id, exc)
 
     def _stop(self, child_id: str, reason: str) -> None:
@@ -595,6 +598,8 @@ class SweepRun(Run):
 
     def cancel(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> str:
         """Stop the sweep: no new child starts, and every running child is canceled."""
+        if RunStatus(self._record()["status"]).is_terminal:
+            return str(self._record()["status"])
         self.workspace.store.record_states(
             self.id, [(RunStatus.CANCELED, time.time(), "canceled by request")]
         )

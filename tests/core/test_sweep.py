@@ -372,3 +372,17 @@ def test_bad_sweep_submission_writes_nothing(workspace, make_tree):
     with pytest.raises(InvalidRunConfig, match="does not exist"):
         Experiment(workspace, "exp").submit(missing)
     assert workspace.store.list_runs() == []
+
+
+def test_cancelling_a_sweep_cancels_its_children_and_starts_no_more(workspace, make_tree):
+    from airflow_provider_mltrain import Run
+
+    src = make_tree({"train.py": "import time\nfrom mltrain import Run\nRun.get_context()\ntime.sleep(60)\n"})
+    config = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 1)}, seed=1), 6, 2, metric="score")
+    sweep = Experiment(workspace, "exp").submit(config)  # starts the first two children
+    assert len(sweep.get_children()) == 2
+    assert Run(workspace, sweep.id).cancel(grace_period=2) == "Canceled"  # as `mltrain runs cancel` does
+    assert [c.get_status() for c in sweep.get_children()] == ["Canceled", "Canceled"]
+    details = sweep.wait_for_completion(poll_interval=0.05, raise_on_error=False)
+    assert details["status"] == "Canceled"
+    assert len(sweep.get_children()) == 2
