@@ -19,12 +19,14 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound
 from airflow_provider_mltrain.core.metrics import finite_number
 from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.sweep import KIND, SweepRun
 from airflow_provider_mltrain.core.text import for_terminal, strip_terminal_controls
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
@@ -768,6 +770,98 @@ def _env_build(ws: Workspace, spec: str, target_name: str, rebuild: bool) -> Non
     OUT.stream.write(f"{env.name} {env.content_hash()[:12]} {state}: {prepared.interpreter}\n")
 
 
+# -- sweeps ------------------------------------------------------------------------------------
+
+
+def _sweep_summary(sweep: SweepRun) -> dict[str, Any]:
+    record = sweep._record()
+    ranked = sweep.get_children_sorted_by_primary_metric()
+    best = next((r for r in ranked if r["best_primary_metric"] is not None), None)
+    return {
+        "run_id": sweep.id,
+        "experiment": record["experiment"],
+        "status": record["status"],
+        "created_at": datetime.fromtimestamp(record["created_at"], tz=timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "definition": sweep.definition,
+        "children": len(ranked),
+        "early_terminated": sum(1 for r in ranked if r["early_terminated"]),
+        "best_run_id": best["run_id"] if best else None,
+        "best_primary_metric": best["best_primary_metric"] if best else None,
+        "warnings": sweep.warnings,
+    }
+
+
+def _sweeps_list(ws: Workspace, experiment: str | None, as_json: bool) -> None:
+    records = [r for r in ws.store.list_runs(experiment=experiment) if r["properties"].get(KIND) == "sweep"]
+    found = [_sweep_summary(SweepRun(ws, r["id"])) for r in records]
+    if as_json:
+        _dump(found)
+        return
+    t = for_terminal
+    OUT.stream.write(f"{'SWEEP':<44} {'STATUS':<10} {'CHILDREN':>8} {'STOPPED':>7}  {'METRIC':<16} BEST\n")
+    for s in found:
+        d = s["definition"]
+        goal = "max" if d.get("primary_metric_goal") == "MAXIMIZE" else "min"
+        metric = f"{d.get('primary_metric_name', '')} {goal}"
+        best = "-" if s["best_run_id"] is None else f"{s['best_primary_metric']:g} {s['best_run_id']}"
+        OUT.stream.write(
+            f"{t(s['run_id'])[:44]:<44} {s['status']:<10} {s['children']:>8} {s['early_terminated']:>7}  "
+            f"{t(metric)[:16]:<16} {t(best)}\n"
+        )
+    if not found:
+        OUT.stream.write("no sweeps" + (f" in experiment {t(experiment)}" if experiment else "") + "\n")
+
+
+def _sweeps_show(ws: Workspace, run_id: str, as_json: bool) -> None:
+    run = _get_run(ws, run_id)
+    if run.properties.get(KIND) != "sweep":
+        raise UsageError(
+            f"run {for_terminal(run_id)} is not a sweep. List the sweeps with: mltrain sweeps list"
+        )
+    sweep = SweepRun(ws, run.id)
+    summary = _sweep_summary(sweep)
+    ranked = sweep.get_children_sorted_by_primary_metric()
+    if as_json:
+        _dump({**summary, "children": ranked})
+        return
+    t = for_terminal
+    d = summary["definition"]
+    lines = [
+        f"Sweep       {t(sweep.id)} ({summary['status']}, experiment {t(summary['experiment'])})",
+        f"Sampling    {d.get('sampling')} over {t(json.dumps(d.get('parameter_space')))}, "
+        f"seed {d.get('seed')}",
+        f"Policy      {d.get('policy')}"
+        + "".join(f", {k}={v}" for k, v in d.items() if k in _POLICY_KEYS and v is not None),
+        f"Metric      {t(str(d.get('primary_metric_name')))} "
+        f"({str(d.get('primary_metric_goal', '')).lower()})",
+        f"Budget      {d.get('max_total_runs')} runs, {d.get('max_concurrent_runs')} at once, "
+        f"{d.get('max_duration_minutes'):g} min",
+        f"Children    {summary['children']} ({summary['early_terminated']} stopped early)",
+    ]
+    lines += [f"Warning     {t(w)}" for w in summary["warnings"]]
+    lines.append(f"  {'RUN':<44} {'STATUS':<10} {'BEST':>12}  HYPERPARAMETERS")
+    for i, r in enumerate(ranked):
+        metric = "-" if r["best_primary_metric"] is None else f"{r['best_primary_metric']:.6g}"
+        mark = "*" if i == 0 and r["best_primary_metric"] is not None else " "
+        params = " ".join(f"{k} {v}" for k, v in r["hyperparameters"].items())
+        lines.append(f"{mark} {t(r['run_id'])[:44]:<44} {r['status']:<10} {metric:>12}  {t(params)}")
+        if r["early_terminated"]:
+            lines.append(f"    stopped: {t(r['early_terminated'])}")
+    OUT.stream.write("\n".join(lines) + "\n")
+
+
+_POLICY_KEYS = (
+    "evaluation_interval",
+    "delay_evaluation",
+    "slack_factor",
+    "slack_amount",
+    "truncation_percentage",
+    "exclude_finished_jobs",
+)
+
+
 # -- models ------------------------------------------------------------------------------------
 
 
@@ -1054,6 +1148,15 @@ def build_parser() -> argparse.ArgumentParser:
     m_alias.add_argument("alias")
     m_alias.add_argument("version", nargs="?", help="the version to name (or NAME:VERSION)")
     m_alias.add_argument("--delete", action="store_true", help="delete the alias")
+    sweeps = sub.add_parser("sweeps", help="hyperparameter sweeps").add_subparsers(
+        dest="action", required=True
+    )
+    s_list = sweeps.add_parser("list", help="sweeps, newest first: status, children, best run")
+    s_list.add_argument("--experiment")
+    s_list.add_argument("--json", action="store_true")
+    s_show = sweeps.add_parser("show", help="one sweep: definition, children best first, early stops")
+    s_show.add_argument("run_id")
+    s_show.add_argument("--json", action="store_true")
     workspace = sub.add_parser("workspace", help="the workspace").add_subparsers(dest="action", required=True)
     w_show = workspace.add_parser(
         "show",
@@ -1091,6 +1194,12 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         return _workspace_show(ws, args.json)
     if command == "models":
         _models(ws, args)
+        return 0
+    if command == "sweeps":
+        if args.action == "list":
+            _sweeps_list(ws, args.experiment, args.json)
+        else:
+            _sweeps_show(ws, args.run_id, args.json)
         return 0
     if command == "logs":
         return _logs(_get_run(ws, args.run_id), args.follow, args.raw)

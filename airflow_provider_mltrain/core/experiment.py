@@ -26,6 +26,7 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_tags, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.store import RunExists
+from airflow_provider_mltrain.core.sweep import HyperDriveConfig, submit_sweep
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.compute import ComputeTarget
@@ -65,7 +66,7 @@ class Experiment:
 
     def submit(
         self,
-        config: ScriptRunConfig,
+        config: ScriptRunConfig | HyperDriveConfig,
         tags: dict[str, Any] | None = None,
         run_id: str | None = None,
         properties: dict[str, Any] | None = None,
@@ -81,7 +82,12 @@ class Experiment:
         build output goes to ``log`` (default: this module's logger); a failed build leaves the
         run Failed in Preparing and raises :class:`EnvironmentBuildFailed`.
         ``snapshot_progress(bytes_done, bytes_total)`` follows the files the snapshot has to read.
+
+        A :class:`~airflow_provider_mltrain.core.sweep.HyperDriveConfig` submits a sweep and
+        returns its :class:`~airflow_provider_mltrain.core.sweep.SweepRun` (see docs/sweeps.md).
         """
+        if isinstance(config, HyperDriveConfig):
+            return submit_sweep(self, config, tags=tags, run_id=run_id, log=log)
         _check_submit_arguments(config, tags, run_id, properties, log, rebuild_environment, snapshot_progress)
         say = log or (lambda line: logger.info("%s", line))
         store = self.workspace.store
@@ -175,11 +181,16 @@ class Experiment:
         properties: dict[str, str],
         say: Callable[[str], None],
         rebuild_environment: bool,
+        environment_variables: dict[str, str] | None = None,
+        adopt: bool = False,
     ) -> Run:
         """Record a run of a snapshot already in the store, prepare its environment and start it.
 
         Shared by :meth:`submit` and :func:`~airflow_provider_mltrain.core.rerun.rerun`; the caller
         has checked everything (names, target options, environment) before.
+        ``environment_variables`` are added to the script's environment for this run only (a sweep
+        child's parent id), without changing the environment's identity. ``adopt`` takes over a
+        recorded run of that id still Queued or Preparing (its submitter died) and starts it.
         """
         store = self.workspace.store
         # A host whose snapshot cache lacks blobs (a fresh worker) fetches them from the store.
@@ -190,7 +201,7 @@ class Experiment:
             script=script,
             arguments=tuple(arguments),
             snapshot_id=snapshot.id,
-            environment_variables=dict(environment.environment_variables),
+            environment_variables={**environment.environment_variables, **(environment_variables or {})},
             heartbeat_interval=settings.heartbeat_interval(),
             framework=framework,
             target_options=target_options,
@@ -220,7 +231,14 @@ class Experiment:
         try:
             store.create_run(record)
         except RunExists:
-            return Run(self.workspace, run_id)
+            existing = store.get_run(run_id)
+            if not adopt or existing is None or RunStatus(existing["status"]).rank > RunStatus.PREPARING.rank:
+                return Run(self.workspace, run_id)
+            # Adopted from a submitter that died before the start: the target's start is a no-op
+            # for a run it already has, so starting again cannot duplicate it.
+            store.update(
+                run_id, properties={**existing["properties"], SUBMITTER: record["properties"][SUBMITTER]}
+            )
         run = Run(self.workspace, run_id)
         store.record_states(run_id, [(RunStatus.PREPARING, time.time(), None)])
         try:

@@ -143,6 +143,24 @@ class Run:
         return Model.list(self.workspace, run_id=self.id)
 
     @property
+    def parent(self) -> Run | None:
+        """The run this one is a child of (a sweep, or a run whose script created it), or None."""
+        parent_id = self._record()["properties"].get("mltrain.parent")
+        if not parent_id:
+            return None
+        if self.workspace.store.get_run(parent_id) is None:
+            return None
+        from airflow_provider_mltrain.core.sweep import sweep_or_run
+
+        return sweep_or_run(self.workspace, parent_id)
+
+    def get_children(self) -> list[Run]:
+        """This run's child runs (a sweep's children, or those its script created), oldest first."""
+        from airflow_provider_mltrain.core.sweep import children_of
+
+        return children_of(self.workspace, self._record())
+
+    @property
     def target(self) -> ComputeTarget:
         if self._target is None:
             self._target = target_for_run(self.id, self._record()["target"], self.workspace.root)
@@ -162,8 +180,8 @@ class Run:
         """Read the target once: record new state transitions, metrics, and collect files at the end."""
         record = self._record()
         status = RunStatus(record["status"])
-        if record["collected"]:
-            return status
+        if record["collected"] or record["properties"].get("mltrain.kind") in ("sweep", "child"):
+            return status  # a sweep's driver, or a script-created child's parent, records its states
         if self.elsewhere(record):
             return status  # only a follower on the run's own host can read its target
         if status.is_terminal and self._remote and self.output_dir.is_dir():
@@ -173,6 +191,7 @@ class Run:
         runner = target.read_status(self.id)
         states = _history(runner)
         self._ingest_metrics(record["metrics_offset"])
+        self._ingest_children(record)
         self._add_runner_warnings(record, runner)
         error = None
         if runner is None and status.rank <= RunStatus.PREPARING.rank:
@@ -296,6 +315,16 @@ class Run:
                 properties={**parsed.properties, **record["properties"]},
             )
 
+    def _ingest_children(self, record: dict[str, Any], final: bool = False) -> None:
+        """Record the child runs the script created (core/child_runs.py); a failure there is
+        logged and retried on the next refresh, never the parent's failure."""
+        from airflow_provider_mltrain.core import child_runs
+
+        try:
+            child_runs.ingest(self, record, final)
+        except Exception as exc:
+            log.warning("Run %s: recording its child runs failed (%s: %s)", self.id, type(exc).__name__, exc)
+
     def _finish(self, runner: dict[str, Any] | None, error: str | None) -> None:
         record = self._record()
         if record["collected"]:
@@ -305,6 +334,7 @@ class Run:
         if not pending:
             try:
                 self._ingest_metrics(record["metrics_offset"], final=True)
+                self._ingest_children(record, final=True)
                 tmp = dest.with_name(dest.name + ".collecting")
                 rmtree(tmp)
                 tmp.mkdir(parents=True)
@@ -578,7 +608,13 @@ class Run:
         return f"mltrain {where}logs {run_id} -f", f"mltrain {where}runs cancel {run_id}"
 
     def cancel(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> str:
-        """Stop the run: SIGTERM to the script's process group, SIGKILL after ``grace_period``."""
+        """Stop the run: SIGTERM to the script's process group, SIGKILL after ``grace_period``.
+        A sweep stops starting children and cancels those running."""
+        if self._record()["properties"].get("mltrain.kind") == "sweep":
+            from airflow_provider_mltrain.core.sweep import SweepRun
+
+            if type(self) is Run:
+                return SweepRun(self.workspace, self.id).cancel(grace_period)
         status = self.refresh()
         if status.is_terminal:
             return status.value

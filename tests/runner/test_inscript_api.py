@@ -194,3 +194,47 @@ def test_register_model_offline_writes_nothing(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "would be registered" in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_child_runs_offline_and_refusals():
+    proc = run_script(
+        "from mltrain import Run\n"
+        "run = Run.get_context()\n"
+        "assert run.parent is None\n"
+        "kids = run.create_children(2)\n"
+        "assert [k.parent for k in kids] == [run, run] and kids[0].id != kids[1].id\n"
+        "kids[0].log('loss', 0.5); kids[0].complete(); kids[1].fail('x')\n"  # fail() on a child does not exit
+        "assert kids[0].get_metrics() == {'loss': 0.5} and run.get_metrics() == {}\n"
+        "for bad in (lambda: run.create_children(tag_values=['a']), lambda: run.create_children(-1),\n"
+        "            lambda: kids[0].child_run()):\n"
+        "    try:\n"
+        "        bad()\n"
+        "    except (ValueError, RuntimeError) as exc:\n"
+        "        print(type(exc).__name__, exc)\n"
+        "    else:\n"
+        "        raise SystemExit('accepted')\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "ValueError mltrain: create_children(tag_values=...) needs tag_key=.",
+        "ValueError mltrain: create_children(count) needs a whole number, got -1.",
+        "RuntimeError mltrain: a child run cannot create children of its own; create them on the run.",
+    ]
+
+
+def test_a_sweep_child_sees_its_parent(tmp_path):
+    proc = run_script(
+        "from mltrain import Run\n"
+        "run = Run.get_context()\n"
+        "print(run.parent.id)\n"
+        "run.parent.log('x', 1)\n",  # not recorded: said on stderr, never an error
+        env={
+            "MLTRAIN_RUN_ID": "sweep1_3",
+            "MLTRAIN_PARENT_RUN_ID": "sweep1",
+            "MLTRAIN_METRICS_FILE": str(tmp_path / "metrics.jsonl"),
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "sweep1"
+    assert "is not recorded" in proc.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()

@@ -30,6 +30,12 @@ RESERVED_PREFIXES = ("airflow.", "mltrain.")
 # The model registry's rule (core/model.py): checked here too, so the script learns at once.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 MODEL_REQUESTS = "models.jsonl"
+# Child runs a script creates (run.child_run()): one JSON line per creation or end in
+# logs/children.jsonl, and each child's metrics in logs/children/<index>/metrics.jsonl. The
+# controller turns them into child runs in the run store (core/child_runs.py).
+CHILDREN = "children.jsonl"
+CHILDREN_DIR = "children"
+MAX_CHILDREN = 1000
 
 
 def _plain(value, what):
@@ -81,6 +87,8 @@ class Run:
         self._offline_metrics = []
         self._tags = {}
         self._properties = {}
+        self._parent = None
+        self._child_index = None  # set on a child this script created
 
     # -- obtaining the run ---------------------------------------------------------------------
 
@@ -271,6 +279,91 @@ class Run:
             os.close(fd)
         return None
 
+    # -- child runs ----------------------------------------------------------------------------
+
+    @property
+    def parent(self):
+        """The run this one is a child of (the sweep of a sweep child; the run that created a
+        child run), or None. A sweep's parent is a handle for its id only: values logged to it
+        are not recorded (log them on the child)."""
+        if self._parent is None and self._child_index is None:
+            parent_id = os.environ.get("MLTRAIN_PARENT_RUN_ID")
+            if (
+                parent_id
+                and not self.offline
+                and self._metrics_file == os.environ.get("MLTRAIN_METRICS_FILE")
+            ):
+                self._parent = _ParentHandle(parent_id, self.experiment.name)
+        return self._parent
+
+    def child_run(self, name=None, run_id=None, outputs=None):
+        """Create a child run of this run and return it: log to it as to any run; it shows under
+        this run once the controller reads it, and ends with ``complete()``/``fail()`` or, at the
+        latest, with this run. ``run_id`` and ``outputs`` are accepted for Azure ML's signature;
+        the id is always ``<this run's id>_<n>``."""
+        if self._child_index is not None:
+            raise RuntimeError(
+                "mltrain: a child run cannot create children of its own; create them on the run."
+            )
+        if self.offline:
+            child = _OfflineRun()
+            child.id = "%s_%d" % (self.id, len(getattr(self, "_offline_children", [])))
+            child._parent = self
+            child._child_index = 0
+            self.__dict__.setdefault("_offline_children", []).append(child)
+            log.info("mltrain offline run: child run %s created", child.id)
+            return child
+        logs = os.path.dirname(self._metrics_file)
+        folder = os.path.join(logs, CHILDREN_DIR)
+        os.makedirs(folder, exist_ok=True)
+        for index in range(MAX_CHILDREN):
+            try:
+                os.mkdir(os.path.join(folder, str(index)))  # atomic: each index is taken once
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise RuntimeError("mltrain: a run can create at most %d child runs." % MAX_CHILDREN)
+        child = Run(
+            "%s_%d" % (self.id, index),
+            self.experiment.name,
+            os.path.join(folder, str(index), "metrics.jsonl"),
+            self._run_dir,
+        )
+        child._parent = self
+        child._child_index = index
+        self._child_event(index, "created", name=None if name is None else str(name)[:255])
+        return child
+
+    def create_children(self, count=None, tag_key=None, tag_values=None):
+        """Create ``count`` child runs (or one per value of ``tag_values``, tagged ``tag_key``)."""
+        if tag_values is not None:
+            values = list(tag_values)
+            if tag_key is None:
+                raise ValueError("mltrain: create_children(tag_values=...) needs tag_key=.")
+        else:
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError("mltrain: create_children(count) needs a whole number, got %r." % (count,))
+            values = [None] * count
+        children = []
+        for value in values:
+            child = self.child_run()
+            if tag_key is not None:
+                child.tag(tag_key, value)
+            children.append(child)
+        return children
+
+    def _child_event(self, index, event, **fields):
+        record = {"child": index, "event": event, "time": time.time()}
+        record.update({k: v for k, v in fields.items() if v is not None})
+        path = os.path.join(os.path.dirname(self._metrics_file), CHILDREN)
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
     # -- metrics read-back ---------------------------------------------------------------------
 
     def get_metrics(self, name=None):
@@ -291,13 +384,34 @@ class Run:
     # -- lifecycle (the supervisor owns the run's state; these exist for compatibility) ----------
 
     def complete(self, *_args, **_kwargs):
-        pass
+        """On a child run: it ended Completed. On the script's own run: nothing (the run ends
+        with the script)."""
+        if self._child_index is not None and not self.offline:
+            self._parent._child_event(self._child_index, "completed")
 
     def flush(self, *_args, **_kwargs):
         pass
 
     def fail(self, error_details=None, *_args, **_kwargs):
+        """On a child run: it ended Failed (the script goes on). On the script's own run: exit."""
+        if self._child_index is not None:
+            if not self.offline:
+                self._parent._child_event(
+                    self._child_index, "failed", error=str(error_details or "fail() called")
+                )
+            return
         raise SystemExit("run marked failed: %s" % (error_details or "fail() called"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._child_index is not None:
+            if exc_type is None:
+                self.complete()
+            else:
+                self.fail("%s: %s" % (exc_type.__name__, exc))
+        return False
 
 
 def _record(line):
@@ -334,6 +448,18 @@ def _refuse_reserved(pairs, what):
                 "mltrain: %s %r is set by the provider at submission and cannot be set by the script; "
                 "airflow.* and mltrain.* names are reserved. Pick another name." % (what, key)
             )
+
+
+class _ParentHandle(Run):
+    """A sweep child's parent: its id, nothing recorded through it."""
+
+    def _emit(self, kind, name, value, step=None, description=""):
+        log.warning(
+            "mltrain: %s %r logged on the parent run %s is not recorded; log it on this run.",
+            kind,
+            name,
+            self.id,
+        )
 
 
 class _OfflineRun(Run):

@@ -1,0 +1,388 @@
+"""Sweeps on the local target: real child runs of short scripts, driven through the run store."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from airflow_provider_mltrain import Experiment, InvalidRunConfig, ScriptRunConfig
+from airflow_provider_mltrain.core.sweep import EARLY_TERMINATED, HYPERPARAMETERS, INDEX, SweepRun
+from airflow_provider_mltrain.train.hyperdrive import (
+    BanditPolicy,
+    BayesianParameterSampling,
+    GridParameterSampling,
+    HyperDriveConfig,
+    InvalidSweep,
+    PrimaryMetricGoal,
+    RandomParameterSampling,
+    choice,
+    normal,
+    uniform,
+)
+
+CURVES = """
+import argparse, time
+from mltrain import Run
+p = argparse.ArgumentParser()
+p.add_argument("--quality")
+a = p.parse_args()
+run = Run.get_context()
+value = {"good": 1.0, "ok": 0.95, "bad": 0.5}[a.quality]
+for i in range(10):
+    run.log("accuracy", value)
+    time.sleep(0.3 if a.quality == "bad" else 0.02)
+"""
+
+QUADRATIC = """
+import argparse
+from mltrain import Run
+p = argparse.ArgumentParser()
+p.add_argument("--x", type=float)
+Run.get_context().log("score", -(p.parse_args().x - 0.7) ** 2)
+"""
+
+
+def sweep_config(src, sampling, total, concurrent, metric="accuracy", **kwargs):
+    return HyperDriveConfig(
+        run_config=ScriptRunConfig(src, "train.py"),
+        hyperparameter_sampling=sampling,
+        primary_metric_name=metric,
+        primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+        max_total_runs=total,
+        max_concurrent_runs=concurrent,
+        **kwargs,
+    )
+
+
+def children(sweep):
+    return [(c, json.loads(c.properties[HYPERPARAMETERS])) for c in sweep.get_children()]
+
+
+def max_overlap(sweep):
+    """The most children that were ever active at once, from the states the store recorded."""
+    spans = []
+    for child in sweep.get_children():
+        events = sweep.workspace.store.get_events(child.id)
+        start = min(e["at"] for e in events)
+        end = max(e["at"] for e in events if e["status"] in ("Completed", "Failed", "Canceled"))
+        spans.append((start, end))
+    return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+
+
+def test_random_sweep_bandit_cancels_exactly_the_laggards(workspace, make_tree):
+    src = make_tree({"train.py": CURVES})
+    space = {"--quality": choice("good", "ok", "bad")}
+    # A seed whose first child is good (so every bad child has a leader to lag behind) and whose
+    # twelve children hold some of each kind: the test then knows which children must stop.
+    seed = next(
+        s
+        for s in range(1000)
+        if (draws := [RandomParameterSampling(space).sample(i, s, [], True)["--quality"] for i in range(12)])[
+            0
+        ]
+        == "good"
+        and draws.count("bad") >= 3
+        and draws.count("ok") >= 2
+    )
+    config = sweep_config(
+        src,
+        RandomParameterSampling(space, seed=seed),
+        total=12,
+        concurrent=3,
+        policy=BanditPolicy(slack_factor=0.1, evaluation_interval=1),
+    )
+    sweep = Experiment(workspace, "exp").submit(config)
+    assert isinstance(sweep, SweepRun)
+    sweep.wait_for_completion(poll_interval=0.1)
+
+    kids = children(sweep)
+    assert len(kids) == 12
+    assert [int(c.properties[INDEX]) for c, _ in kids] == list(range(12))
+    for child, params in kids:
+        if params["--quality"] == "bad":
+            assert child.get_status() == "Canceled", child.id
+            assert "BanditPolicy" in child.properties[EARLY_TERMINATED]
+        else:
+            assert child.get_status() == "Completed", child.id
+            assert EARLY_TERMINATED not in child.properties
+        assert child.parent == sweep
+        assert child.get_details()["arguments"][-2:] == ["--quality", params["--quality"]]
+    assert max_overlap(sweep) <= 3
+    assert sweep.get_status() == "Completed"
+    best = sweep.get_best_run_by_primary_metric()
+    assert json.loads(best.properties[HYPERPARAMETERS]) == {"--quality": "good"}
+    ranked = sweep.get_children_sorted_by_primary_metric()
+    assert [r["best_primary_metric"] for r in ranked] == sorted(
+        (r["best_primary_metric"] for r in ranked), reverse=True
+    )
+    assert ranked[-1]["early_terminated"]
+
+
+def test_grid_covers_the_grid(workspace, make_tree):
+    src = make_tree(
+        {
+            "train.py": textwrap.dedent(
+                """
+                import argparse
+                from mltrain import Run
+                p = argparse.ArgumentParser()
+                p.add_argument("--batch", type=int)
+                p.add_argument("--opt")
+                a = p.parse_args()
+                run = Run.get_context()
+                run.log("accuracy", a.batch + (0.5 if a.opt == "adam" else 0))
+                run.tag("parent_seen", run.parent.id)
+                """
+            )
+        }
+    )
+    space = {"--batch": choice(16, 32, 64), "opt": choice("sgd", "adam")}
+    sweep = Experiment(workspace, "exp").submit(
+        sweep_config(src, GridParameterSampling(space), total=6, concurrent=4)
+    )
+    sweep.wait_for_completion(poll_interval=0.1)
+    got = sorted((p["--batch"], p["opt"]) for _, p in children(sweep))
+    assert got == sorted(itertools.product([16, 32, 64], ["sgd", "adam"]))
+    assert all(c.get_status() == "Completed" for c, _ in children(sweep))
+    assert {c.tags["parent_seen"] for c, _ in children(sweep)} == {sweep.id}  # run.parent in the script
+    assert sweep.get_best_run_by_primary_metric().get_metrics()["accuracy"] == 64.5
+
+
+def test_bayesian_finds_the_optimum_in_fewer_children_than_random(workspace, make_tree):
+    src = make_tree({"train.py": QUADRATIC})
+    space = {"--x": uniform(0, 1)}
+
+    def first_hit(sweep):
+        hits = [int(c.properties[INDEX]) for c, p in children(sweep) if abs(p["--x"] - 0.7) < 0.02]
+        return min(hits) + 1 if hits else None
+
+    bayes = Experiment(workspace, "exp").submit(
+        sweep_config(src, BayesianParameterSampling(space, seed=0), total=12, concurrent=1, metric="score")
+    )
+    bayes.wait_for_completion(poll_interval=0.05)
+    needed = first_hit(bayes)
+    assert needed is not None and needed <= 12
+    rand = Experiment(workspace, "exp").submit(
+        sweep_config(src, RandomParameterSampling(space, seed=0), total=needed, concurrent=4, metric="score")
+    )
+    rand.wait_for_completion(poll_interval=0.05)
+    assert first_hit(rand) is None  # random with the same seed has not found it after as many children
+    best = bayes.get_best_run_by_primary_metric()
+    assert abs(json.loads(best.properties[HYPERPARAMETERS])["--x"] - 0.7) < 0.02
+
+
+def test_same_seed_same_children(workspace, make_tree):
+    src = make_tree({"train.py": QUADRATIC})
+    space = {"--x": uniform(0, 1)}
+    runs = []
+    for _ in range(2):
+        sweep = Experiment(workspace, "exp").submit(
+            sweep_config(src, RandomParameterSampling(space, seed=42), total=4, concurrent=4, metric="score")
+        )
+        sweep.wait_for_completion(poll_interval=0.05)
+        runs.append([p for _, p in children(sweep)])
+    assert runs[0] == runs[1]
+    assert len({p["--x"] for p in runs[0]}) == 4
+    other = RandomParameterSampling(space, seed=43)
+    assert [other.sample(i, 43, [], True) for i in range(4)] != runs[0]
+
+
+DRIVER = """
+import sys
+from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+from airflow_provider_mltrain.train.hyperdrive import (
+    HyperDriveConfig, PrimaryMetricGoal, RandomParameterSampling, uniform,
+)
+
+
+def config(src):
+    return HyperDriveConfig(
+        run_config=ScriptRunConfig(src, "train.py"),
+        hyperparameter_sampling=RandomParameterSampling({"--x": uniform(0, 1)}, seed=7),
+        primary_metric_name="score",
+        primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+        max_total_runs=8,
+        max_concurrent_runs=3,
+    )
+
+
+if __name__ == "__main__":
+    workspace, src = sys.argv[1], sys.argv[2]
+    Experiment(Workspace(workspace), "exp").submit(config(src), run_id="sweep1").wait_for_completion(
+        poll_interval=0.05
+    )
+"""
+
+
+def test_driver_killed_mid_sweep_resumes_without_duplicate_or_lost_child(workspace, make_tree, tmp_path):
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    src = make_tree(
+        {
+            "train.py": textwrap.dedent(
+                f"""
+                import argparse, os, time
+                from mltrain import Run
+                p = argparse.ArgumentParser()
+                p.add_argument("--x", type=float)
+                x = p.parse_args().x
+                run = Run.get_context()
+                with open(os.path.join({str(starts)!r}, run.id), "a") as f:
+                    f.write("started\\n")
+                time.sleep(1.0)
+                run.log("score", x)
+                """
+            )
+        }
+    )
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    proc = subprocess.Popen([sys.executable, str(driver), str(workspace.root), str(src)])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            records = [
+                r for r in workspace.store.list_runs() if r["properties"].get("mltrain.parent") == "sweep1"
+            ]
+            if len(records) >= 4:
+                break
+            assert proc.poll() is None, "the driver ended before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("the driver never started a fourth child")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert workspace.store.get_run("sweep1")["status"] == "Running"
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import driver as driver_module  # the same HyperDriveConfig the killed driver had
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("driver", None)
+    sweep = Experiment(workspace, "exp").submit(driver_module.config(src), run_id="sweep1")
+    sweep.wait_for_completion(poll_interval=0.05)
+
+    kids = children(sweep)
+    assert [c.id for c, _ in kids] == [f"sweep1_{i}" for i in range(8)]
+    assert all(c.get_status() == "Completed" for c, _ in kids), [(c.id, c.get_status()) for c, _ in kids]
+    sampling = RandomParameterSampling({"--x": uniform(0, 1)}, seed=7)
+    assert [p for _, p in kids] == [sampling.sample(i, 7, [], True) for i in range(8)]
+    assert sorted(f.name for f in starts.iterdir()) == sorted(c.id for c, _ in kids)
+    assert all(f.read_text() == "started\n" for f in starts.iterdir())  # each child ran once
+
+
+def test_primary_metric_never_logged_is_a_warning(workspace, make_tree):
+    src = make_tree({"train.py": QUADRATIC})
+    sweep = Experiment(workspace, "exp").submit(
+        sweep_config(
+            src,
+            RandomParameterSampling({"--x": uniform(0, 1)}, seed=1),
+            total=2,
+            concurrent=2,
+            metric="accuracy",
+            policy=BanditPolicy(slack_factor=0.1),
+        )
+    )
+    sweep.wait_for_completion(poll_interval=0.05)
+    assert any("without logging the primary metric 'accuracy'" in w for w in sweep.warnings)
+    assert sweep.get_best_run_by_primary_metric() is None
+    assert all(c.get_status() == "Completed" for c in sweep.get_children())
+
+
+def test_resume_with_another_definition_is_refused(workspace, make_tree):
+    src = make_tree({"train.py": QUADRATIC})
+    config = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 1)}, seed=1), 1, 1, metric="score")
+    Experiment(workspace, "exp").submit(config, run_id="s1").wait_for_completion(poll_interval=0.05)
+    other = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 2)}, seed=1), 1, 1, metric="score")
+    with pytest.raises(InvalidSweep, match="parameter_space"):
+        Experiment(workspace, "exp").submit(other, run_id="s1")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda src: RandomParameterSampling({}), "parameter_space is empty"),
+        (lambda src: RandomParameterSampling({"--a": choice(1, "two")}), "mix types"),
+        (lambda src: RandomParameterSampling({"--a": choice()}), "at least one option"),
+        (lambda src: RandomParameterSampling({"--a": 0.1}), "must be an expression"),
+        (lambda src: RandomParameterSampling({"bad name!": uniform(0, 1)}), "not valid"),
+        (lambda src: uniform(1, 0), "min_value must be less than max_value"),
+        (
+            lambda src: sweep_config(
+                src, GridParameterSampling({"--a": choice(1, 2, 3), "--b": choice(1, 2)}), 5, 2
+            ),
+            "grid has 6 combinations but max_total_runs is 5",
+        ),
+        (lambda src: GridParameterSampling({"--a": uniform(0, 1)}), "does not take"),
+        (
+            lambda src: sweep_config(
+                src,
+                BayesianParameterSampling({"--a": uniform(0, 1)}),
+                5,
+                1,
+                policy=BanditPolicy(slack_factor=0.1),
+            ),
+            "takes no early termination policy",
+        ),
+        (lambda src: BayesianParameterSampling({"--a": normal(0, 1)}), "does not take"),
+        (
+            lambda src: sweep_config(src, RandomParameterSampling({"--a": uniform(0, 1)}), 0, 1),
+            "max_total_runs",
+        ),
+        (
+            lambda src: sweep_config(src, RandomParameterSampling({"--a": uniform(0, 1)}), 2, 1, metric=""),
+            "primary",
+        ),
+    ],
+)
+def test_bad_sweeps_are_refused(make, match, make_tree):
+    src = make_tree({"train.py": QUADRATIC})
+    with pytest.raises(InvalidSweep, match=match):
+        make(src)
+
+
+def test_bad_sweep_submission_writes_nothing(workspace, make_tree):
+    src = make_tree({"train.py": QUADRATIC})
+    config = HyperDriveConfig(
+        run_config=ScriptRunConfig(src, "train.py", arguments=["--x", "1"]),
+        hyperparameter_sampling=RandomParameterSampling({"--x": uniform(0, 1)}),
+        primary_metric_name="score",
+        primary_metric_goal="maximize",
+        max_total_runs=2,
+    )
+    with pytest.raises(InvalidSweep, match="already pass --x"):
+        Experiment(workspace, "exp").submit(config)
+    missing = HyperDriveConfig(
+        run_config=ScriptRunConfig(src, "nope.py"),
+        hyperparameter_sampling=RandomParameterSampling({"--x": uniform(0, 1)}),
+        primary_metric_name="score",
+        primary_metric_goal="maximize",
+        max_total_runs=2,
+    )
+    with pytest.raises(InvalidRunConfig, match="does not exist"):
+        Experiment(workspace, "exp").submit(missing)
+    assert workspace.store.list_runs() == []
+
+
+def test_cancelling_a_sweep_cancels_its_children_and_starts_no_more(workspace, make_tree):
+    from airflow_provider_mltrain import Run
+
+    src = make_tree({"train.py": "import time\nfrom mltrain import Run\nRun.get_context()\ntime.sleep(60)\n"})
+    config = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 1)}, seed=1), 6, 2, metric="score")
+    sweep = Experiment(workspace, "exp").submit(config)  # starts the first two children
+    assert len(sweep.get_children()) == 2
+    assert Run(workspace, sweep.id).cancel(grace_period=2) == "Canceled"  # as `mltrain runs cancel` does
+    assert [c.get_status() for c in sweep.get_children()] == ["Canceled", "Canceled"]
+    details = sweep.wait_for_completion(poll_interval=0.05, raise_on_error=False)
+    assert details["status"] == "Canceled"
+    assert len(sweep.get_children()) == 2
