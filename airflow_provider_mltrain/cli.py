@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from airflow_provider_mltrain.core.errors import MLTrainError, RunNotFound
 from airflow_provider_mltrain.core.metrics import finite_number
 from airflow_provider_mltrain.core.states import RunStatus
-from airflow_provider_mltrain.core.sweep import KIND, SweepRun
 from airflow_provider_mltrain.core.text import for_terminal, strip_terminal_controls
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from airflow_provider_mltrain.core.model import Model
     from airflow_provider_mltrain.core.run import Run
     from airflow_provider_mltrain.core.snapshot import Snapshot
+    from airflow_provider_mltrain.core.sweep import SweepRun
     from airflow_provider_mltrain.core.workspace import Workspace
 
 # Each command imports what it uses (the run store, snapshots, targets, YAML) inside its function:
@@ -794,6 +794,8 @@ def _sweep_summary(sweep: SweepRun) -> dict[str, Any]:
 
 
 def _sweeps_list(ws: Workspace, experiment: str | None, as_json: bool) -> None:
+    from airflow_provider_mltrain.core.sweep import KIND, SweepRun
+
     records = [r for r in ws.store.list_runs(experiment=experiment) if r["properties"].get(KIND) == "sweep"]
     found = [_sweep_summary(SweepRun(ws, r["id"])) for r in records]
     if as_json:
@@ -815,6 +817,8 @@ def _sweeps_list(ws: Workspace, experiment: str | None, as_json: bool) -> None:
 
 
 def _sweeps_show(ws: Workspace, run_id: str, as_json: bool) -> None:
+    from airflow_provider_mltrain.core.sweep import KIND, SweepRun
+
     run = _get_run(ws, run_id)
     if run.properties.get(KIND) != "sweep":
         raise UsageError(
