@@ -168,12 +168,16 @@ class Supervisor:
         """
         plugin = os.path.join(self.run_dir, MLFLOW_PLUGIN)
         meta = os.path.join(plugin, "mltrain_mlflow_store-1.0.dist-info")
-        os.makedirs(meta, exist_ok=True)
-        for name, text in (
-            ("METADATA", "Metadata-Version: 2.1\nName: mltrain-mlflow-store\nVersion: 1.0\n"),
-            ("entry_points.txt", MLFLOW_ENTRY_POINTS),
-        ):
-            write_text_atomic(os.path.join(meta, name), text)
+        try:
+            os.makedirs(meta, exist_ok=True)
+            for name, text in (
+                ("METADATA", "Metadata-Version: 2.1\nName: mltrain-mlflow-store\nVersion: 1.0\n"),
+                ("entry_points.txt", MLFLOW_ENTRY_POINTS),
+            ):
+                write_text_atomic(os.path.join(meta, name), text)
+        except OSError as exc:
+            self.warn("MLflow cannot log to this run (its store could not be set up: %s)" % exc)
+            return
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], plugin])
         own = env.get("MLFLOW_TRACKING_URI", "").strip()
         if own and own != MLFLOW_SCHEME + ":":
