@@ -394,6 +394,9 @@ class MltrainRegistryStore(AbstractRegistryStore):
             raise _not_inside_a_run()
         self.names = {}
 
+    def _await_model_version_creation(self, mv, await_creation_for):
+        pass  # nothing to wait for: the request is written, the registration follows collection
+
     def create_registered_model(self, name, tags=None, description=None, deployment_job_id=None):
         if name in self.names:
             raise MlflowException("model %r was created already" % name, RESOURCE_ALREADY_EXISTS)
