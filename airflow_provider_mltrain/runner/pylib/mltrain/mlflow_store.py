@@ -26,6 +26,14 @@ import threading
 import time
 import uuid
 
+import mlflow
+
+if int(mlflow.__version__.split(".")[0]) < 3:
+    raise ImportError(
+        "mltrain logs MLflow values into the run with MLflow 3 or newer; this environment has MLflow "
+        "%s. Install mlflow>=3 (or mlflow-skinny>=3) in the run's environment." % mlflow.__version__
+    )
+
 from mlflow.entities import (
     Experiment,
     LifecycleStage,
