@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -565,6 +566,35 @@ def warn_unpinned(env: Environment, say: Any = None) -> None:
             "(CLI: mltrain env build --rebuild)."
         )
         (say or log.warning)(message)
+
+
+# Distributions that bring the real Azure ML v1 SDK (``azureml.core``) into a run's environment.
+AZUREML_SDK = frozenset({"azureml-core", "azureml-sdk", "azureml-defaults", "azureml-train-core"})
+
+
+def warn_real_azureml(env: Environment, packages: Sequence[str], say: Any = None) -> bool:
+    """Say so when the run's environment installs the real ``azureml-core``: its offline run would
+    print and drop every value, so the runner routes ``Run.get_context()`` to the mltrain run
+    (``runner/bootstrap.py``). True when it said so."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    names = set()
+    for line in [*env.requirement_lines(), *packages]:
+        if not line.startswith("-"):
+            try:
+                names.add(canonicalize_name(Requirement(line).name))
+            except InvalidRequirement:
+                continue
+    found = sorted(names & AZUREML_SDK)
+    if found:
+        (say or log.warning)(
+            f"Environment {env.name!r} installs the real Azure ML SDK ({', '.join(found)}): its "
+            "Run.get_context() is routed to the mltrain run so the values the script logs land in the "
+            "run history; the rest of the SDK (Workspace, Dataset, Model...) still talks to Azure. "
+            "Drop the package unless the script needs more than Run."
+        )
+    return bool(found)
 
 
 __all__ = [

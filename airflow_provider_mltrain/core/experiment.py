@@ -18,6 +18,7 @@ from airflow_provider_mltrain.core.compute import RunSpec, get_target, remember_
 from airflow_provider_mltrain.core.environment import (
     EnvironmentBuildFailed,
     resolve_environment,
+    warn_real_azureml,
     warn_unpinned,
 )
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError, TargetError
@@ -256,6 +257,7 @@ class Experiment:
             raise EnvironmentBuildFailed(
                 f"Run {run_id}: preparing environment {environment.name!r} failed: {message}"
             ) from exc
+        warn_real_azureml(environment, prepared.packages, say)
         if prepared.built:
             store.record_build(env_hash, target.name, "built", seconds=prepared.seconds, run_id=run_id)
         lock = self._publish_lock(env_hash, prepared.packages) if environment.managed else None

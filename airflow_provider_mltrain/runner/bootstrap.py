@@ -23,6 +23,7 @@ def main():
     sys.argv = sys.argv[1:]
     sys.path[0] = os.path.dirname(path)
     sys.path.append(os.path.join(here, "compat"))
+    sys.meta_path.insert(0, AzuremlRunHook(os.path.join(here, "compat")))
     try:
         runpy.run_path(path, run_name="__main__")
     except SystemExit:
@@ -31,6 +32,58 @@ def main():
         _record(exc)
         raise
     return 0
+
+
+class AzuremlRunHook:
+    """When the real ``azureml-core`` is installed, route its ``Run.get_context()`` to the mltrain run.
+
+    Its offline run prints "Attempted to log scalar metric" and drops every value; with this hook the
+    values land in the run history and the rest of the SDK stays the real one. Says so on stderr.
+    """
+
+    TARGET = "azureml.core.run"
+
+    def __init__(self, compat_dir):
+        self.compat_dir = os.path.realpath(compat_dir)
+        self.busy = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.TARGET or self.busy:
+            return None
+        import importlib.util
+
+        self.busy = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.busy = False
+        origin = os.path.realpath(spec.origin) if spec and spec.origin else ""
+        if not spec or not spec.loader or origin.startswith(self.compat_dir + os.sep):
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            _route_get_context(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _route_get_context(module):
+    real = getattr(module, "Run", None)
+    if real is None or not os.environ.get("MLTRAIN_RUN_ID"):
+        return
+    from mltrain import Run
+
+    def get_context(cls, allow_offline=True, used_for_context_manager=False, **kwargs):
+        return Run.get_context()
+
+    real.get_context = classmethod(get_context)
+    sys.stderr.write(
+        "mltrain: the real azureml-core is installed in this environment; azureml.core.Run.get_context() "
+        "returns the mltrain run, so what the script logs lands in the run history.\n"
+    )
 
 
 EXCEPTION_FILE = "exception.txt"

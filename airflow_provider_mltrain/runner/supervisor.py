@@ -48,10 +48,31 @@ METRICS = os.path.join("logs", "metrics.jsonl")
 SPARK_LOG = os.path.join("logs", "spark_driver.log")
 CGROUP_BASE_VAR = "MLTRAIN_CGROUP_BASE"
 CGROUP_PREFIX = "mltrain-"
+MLFLOW_PLUGIN = "mlflow_plugin"
+MLFLOW_SCHEME = "mltrain"
+MLFLOW_ENTRY_POINTS = (
+    "[mlflow.tracking_store]\nmltrain = mltrain.mlflow_store:tracking_store\n\n"
+    "[mlflow.model_registry_store]\nmltrain = mltrain.mlflow_store:registry_store\n"
+)
 
 
 def _now():
     return time.time()
+
+
+def write_text_atomic(path, text):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def mlflow_run_id(run_id):
+    """The run's id as MLflow accepts one (a letter or digit, then up to 255 of ``[A-Za-z0-9_-]``)."""
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in run_id)
+    if not safe[:1].isalnum():
+        safe = "r" + safe
+    return safe[:256]
 
 
 def write_json_atomic(path, data):
@@ -135,7 +156,34 @@ class Supervisor:
                 "MLTRAIN_METRICS_FILE": os.path.join(self.run_dir, METRICS),
             }
         )
+        self._mlflow_environ(env)
         return env
+
+    def _mlflow_environ(self, env):
+        """Point MLflow at this run (see ``pylib/mltrain/mlflow_store.py``).
+
+        The store is found through MLflow's entry points, so its distribution's metadata goes in a
+        folder of the run on ``PYTHONPATH``; only ``.py`` files travel with the runner. A tracking
+        URI the run's environment names stays the user's: values are written there as well.
+        """
+        plugin = os.path.join(self.run_dir, MLFLOW_PLUGIN)
+        meta = os.path.join(plugin, "mltrain_mlflow_store-1.0.dist-info")
+        try:
+            os.makedirs(meta, exist_ok=True)
+            for name, text in (
+                ("METADATA", "Metadata-Version: 2.1\nName: mltrain-mlflow-store\nVersion: 1.0\n"),
+                ("entry_points.txt", MLFLOW_ENTRY_POINTS),
+            ):
+                write_text_atomic(os.path.join(meta, name), text)
+        except OSError as exc:
+            self.warn("MLflow cannot log to this run (its store could not be set up: %s)" % exc)
+            return
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], plugin])
+        own = env.get("MLFLOW_TRACKING_URI", "").strip()
+        if own and own != MLFLOW_SCHEME + ":":
+            env["MLTRAIN_MLFLOW_MIRROR_URI"] = own
+        env["MLFLOW_TRACKING_URI"] = MLFLOW_SCHEME + ":"
+        env["MLFLOW_RUN_ID"] = env["MLTRAIN_MLFLOW_RUN_ID"] = mlflow_run_id(self.spec["run_id"])
 
     def start_script(self):
         snapshot = os.path.join(self.run_dir, "snapshot")

@@ -238,3 +238,22 @@ def test_a_sweep_child_sees_its_parent(tmp_path):
     assert proc.stdout.strip() == "sweep1"
     assert "is not recorded" in proc.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_an_azure_call_the_layer_lacks_names_itself_and_what_to_use(tmp_path):
+    env = {"MLTRAIN_RUN_ID": "r1", "MLTRAIN_METRICS_FILE": str(tmp_path / "m.jsonl")}
+    proc = run_script(
+        "from mltrain import Run\n"
+        "run = Run.get_context()\n"
+        "assert not hasattr(run, 'upload_folder')\n"
+        "for call in (lambda: run.upload_folder('a', 'b'), lambda: run.frobnicate()):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except AttributeError as exc:\n"
+        "        print(exc)\n",
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    folder, other = proc.stdout.strip().splitlines()
+    assert "Run.upload_folder is not available" in folder and "./outputs" in folder
+    assert "Run.frobnicate is not available" in other and "upload_file" in other

@@ -9,6 +9,7 @@ controller at processes of another cgroup.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,3 +101,12 @@ def test_mount_points_with_spaces_are_decoded(tmp_path):
         "41 31 0:38 / /mnt/cg\\040two rw,relatime shared:9 - cgroup2 cgroup2 rw\n"
     )
     assert supervisor.cgroup2_mounts(str(mountinfo)) == ["/mnt/cg two"]
+
+
+def test_the_mlflow_run_id_is_one_mlflow_accepts():
+    mlflow_run_id = supervisor.mlflow_run_id
+    mlflow_rule = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")  # mlflow.utils.validation._RUN_ID_REGEX
+    assert mlflow_run_id("suite_1796098674_1f14deb8") == "suite_1796098674_1f14deb8"
+    assert mlflow_run_id("nightly.train:2026-01-01T00+00") == "nightly_train_2026-01-01T00_00"
+    for odd in ("_x", "é" * 300, "a/b c", "-"):
+        assert mlflow_rule.match(mlflow_run_id(odd)), odd

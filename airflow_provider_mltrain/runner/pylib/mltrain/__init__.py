@@ -413,6 +413,48 @@ class Run:
                 self.fail("%s: %s" % (exc_type.__name__, exc))
         return False
 
+    def __getattr__(self, name):
+        """Azure ML v1 ``Run`` names this API lacks: an error that says what to use instead."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        instead = _INSTEAD.get(name)
+        raise AttributeError(
+            "mltrain: Run.%s is not available inside an mltrain run (mltrain's in-script API, also "
+            "behind 'from azureml.core import Run'). %s"
+            % (name, instead or "Available: %s." % ", ".join(sorted(_public(type(self)))))
+        )
+
+
+_DRIVER = (
+    "From the driver (Airflow, a notebook), Run(workspace, run_id).%s() does this once the run is followed."
+)
+_OUTPUTS = "Write the files under ./outputs (collected with the run), or call run.upload_file per file."
+_INSTEAD = {
+    "upload_folder": _OUTPUTS,
+    "upload_files": _OUTPUTS,
+    "download_file": "Inside the run, read the file where the script wrote it; " + _DRIVER % "download_file",
+    "download_files": "Inside the run, read the files where the script wrote them; "
+    + _DRIVER % "download_files",
+    "get_file_names": "Inside the run, list ./outputs; " + _DRIVER % "get_file_names",
+    "get_status": "A running script is Running; " + _DRIVER % "get_status",
+    "get_details": _DRIVER % "get_details",
+    "get_details_with_logs": _DRIVER % "get_details",
+    "wait_for_completion": _DRIVER % "wait_for_completion",
+    "cancel": "To stop, end the script (sys.exit); " + _DRIVER % "cancel",
+    "get_children": "Inside the run, keep the children run.child_run() and run.create_children() "
+    "return; " + _DRIVER % "get_children",
+    "log_confusion_matrix": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
+    "log_accuracy_table": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
+    "log_predictions": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
+    "log_residuals": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
+    "get_environment": "The run's environment is recorded at submission: " + _DRIVER % "get_details",
+    "register_model_with_datasets": "Use run.register_model(model_name, model_path).",
+}
+
+
+def _public(cls):
+    return [n for n in dir(cls) if not n.startswith("_")]
+
 
 def _record(line):
     """One line of the metrics file, or None when it is not one: anything may have written it."""
