@@ -43,6 +43,13 @@ from airflow_provider_mltrain.core.errors import (
     UnknownComputeTarget,
 )
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.inputs import (
+    Input,
+    InputCredentialsMissing,
+    InputError,
+    InputNotFound,
+    UnknownInputScheme,
+)
 from airflow_provider_mltrain.core.model import (
     InvalidModelName,
     Model,
@@ -71,6 +78,10 @@ __all__ = [
     "EnvironmentBuildFailed",
     "EnvironmentNotFound",
     "Experiment",
+    "Input",
+    "InputCredentialsMissing",
+    "InputError",
+    "InputNotFound",
     "InvalidEnvironment",
     "InvalidModelName",
     "InvalidRunConfig",
@@ -94,6 +105,7 @@ __all__ = [
     "SnapshotTooLarge",
     "TargetError",
     "UnknownComputeTarget",
+    "UnknownInputScheme",
     "Workspace",
     "__version__",
 ]

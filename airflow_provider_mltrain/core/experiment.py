@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_mltrain.core import inputs as run_inputs
 from airflow_provider_mltrain.core import settings
 from airflow_provider_mltrain.core.compute import RunSpec, get_target, remember_target
 from airflow_provider_mltrain.core.environment import (
@@ -93,6 +94,9 @@ class Experiment:
         source = config.resolved_source_directory()
         script = config.resolved_script(source)
         arguments = config.resolved_arguments()
+        declared = config.resolved_inputs()
+        # A placeholder naming no input is refused now, before any input is fetched.
+        run_inputs.substitute(arguments, {"inputs": {name: "" for name in declared}, "outputs": {}})
         environment = resolve_environment(config.environment, self.workspace, source)
         all_tags = {
             str(k): "" if v is None else str(v) for k, v in {**(config.tags or {}), **(tags or {})}.items()
@@ -109,6 +113,11 @@ class Experiment:
         snapshot = self.workspace.snapshots.take(
             source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
         )
+        resolved = run_inputs.prepare(declared, self.workspace.root, target)
+        if resolved:
+            arguments = run_inputs.substitute(
+                arguments, {"inputs": {i.name: i.target_path for i in resolved}, "outputs": {}}
+            )
         recorded = {str(k): str(v) for k, v in (properties or {}).items()}
         if snapshot.secrets_skipped:
             recorded[SECRETS_SKIPPED] = json.dumps(list(snapshot.secrets_skipped))
@@ -133,6 +142,7 @@ class Experiment:
             properties={**git_properties(source), **recorded},
             say=say,
             rebuild_environment=rebuild_environment,
+            inputs=resolved,
         )
 
     def _submit_snapshot(
@@ -152,6 +162,7 @@ class Experiment:
         properties: dict[str, str],
         say: Callable[[str], None],
         rebuild_environment: bool,
+        inputs: list[run_inputs.ResolvedInput] | None = None,
     ) -> Run:
         """Record a run of a snapshot already in the store, prepare its environment and start it.
 
@@ -167,7 +178,11 @@ class Experiment:
             script=script,
             arguments=tuple(arguments),
             snapshot_id=snapshot.id,
-            environment_variables=dict(environment.environment_variables),
+            environment_variables={
+                **environment.environment_variables,
+                **run_inputs.environment(inputs or []),
+            },
+            inputs=tuple(inputs or ()),
             heartbeat_interval=settings.heartbeat_interval(),
             framework=framework,
             target_options=target_options,
@@ -192,6 +207,7 @@ class Experiment:
                 SUBMITTER: f"{socket.gethostname()}:{os.getpid()}",
                 "mltrain.framework": framework,
                 "mltrain.workspace": str(self.workspace.root),
+                **({run_inputs.INPUTS_PROPERTY: json.dumps([i.record() for i in inputs])} if inputs else {}),
             },
         }
         try:

@@ -578,6 +578,8 @@ class Run:
             "error": record["error"],
             "warnings": run_warnings.texts(record["warnings"]),
             "output_dir": self._files_location() if record["collected"] else None,
+            # Azure ML's key: each input's name, URI, mode, version (ETag), size, sha256, path.
+            "inputDatasets": input_records(record["properties"]),
         }
 
     def _files_location(self) -> str:
@@ -825,3 +827,15 @@ def _terminal(runner: dict[str, Any] | None) -> bool:
         return bool(runner) and RunStatus(runner["state"]).is_terminal  # type: ignore[index]
     except (ValueError, KeyError):
         return False
+
+
+def input_records(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inputs a run recorded at submission (``mltrain.inputs``), [] for a run without any."""
+    raw = properties.get("mltrain.inputs")
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []

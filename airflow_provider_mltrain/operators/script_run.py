@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed, resolve_environment
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.inputs import PLACEHOLDER_RE, Input
 from airflow_provider_mltrain.core.model import Model, check_labels, check_model_name, register_from_run
 from airflow_provider_mltrain.core.redact import secret_values
 from airflow_provider_mltrain.core.run import Run
@@ -39,6 +40,31 @@ REGISTER_MODEL_KEYS = ("name", "path", "tags", "properties", "description")
 ACTIONS_IF_RUN_EXISTS = ("reattach", "resubmit", "fail")
 ACTIVE_STATES = frozenset(s.value for s in RunStatus if not s.is_terminal)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_PROTECTED = re.compile(r"@@mltrain-placeholder-(\d+)@@")
+
+
+def _is_asset(value: Any) -> bool:
+    try:
+        from airflow.sdk import Asset
+    except ImportError:  # pragma: no cover - Airflow 3 has it
+        return False
+    return isinstance(value, Asset)
+
+
+def _plain_inputs(inputs: Any) -> Any:
+    """Inputs for the core, which knows no Airflow: an ``Asset`` (alone or in an ``Input``) is its URI."""
+    if not isinstance(inputs, dict):
+        return inputs
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if _is_asset(value):
+            value = value.uri
+        elif isinstance(value, Input) and _is_asset(value.source):
+            value = Input(
+                value.source.uri, value.mode, value.storage_options, value.conn_id, value.path_on_compute
+            )
+        out[name] = value
+    return out
 
 
 def run_id_for_task(
@@ -107,12 +133,14 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         "tags",
         "target_options",
         "register_model",
+        "inputs",
     )
     template_fields_renderers = {
         "arguments": "json",
         "tags": "json",
         "target_options": "json",
         "register_model": "json",
+        "inputs": "json",
     }
     ui_color = "#e8f1fb"
     operator_extra_links = (MLTrainRunLink(),)
@@ -141,8 +169,12 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         action_if_run_exists: str = "reattach",
         durable: bool = True,
         register_model: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        assets = [v for v in (inputs or {}).values() if _is_asset(v)]
+        if assets and "inlets" not in kwargs:
+            kwargs["inlets"] = assets  # lineage: the Assets this task reads
         super().__init__(durable=durable, **kwargs)
         if action_if_run_exists not in ACTIONS_IF_RUN_EXISTS:
             choices = ", ".join(ACTIONS_IF_RUN_EXISTS)
@@ -165,7 +197,28 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         self.rebuild_environment = rebuild_environment
         self.deferrable = deferrable
         self.register_model = register_model
+        self.inputs = inputs or {}
         self._run: Run | None = None
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Render as usual, leaving ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` in ``arguments``
+        for mltrain: Jinja would read their ``{{ }}`` as its own (and fail on ``inputs``)."""
+        kept: list[str] = []
+
+        def keep(match: re.Match[str]) -> str:
+            kept.append(match.group(0))
+            return f"@@mltrain-placeholder-{len(kept) - 1}@@"
+
+        if isinstance(self.arguments, list):
+            self.arguments = [
+                PLACEHOLDER_RE.sub(keep, a) if isinstance(a, str) else a for a in self.arguments
+            ]
+        super().render_template_fields(context, jinja_env)
+        if kept and isinstance(self.arguments, list):
+            self.arguments = [
+                _PROTECTED.sub(lambda m: kept[int(m.group(1))], a) if isinstance(a, str) else a
+                for a in self.arguments
+            ]
 
     def _workspace(self) -> Workspace:
         return Workspace(self.workspace) if self.workspace else Workspace()
@@ -327,6 +380,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
             tags=self.tags,
             framework=self.framework,
             target_options=self.target_options,
+            inputs=_plain_inputs(self.inputs),
         )
         config.check_types(owner, hint=native)
         self._check_register_model(owner)
