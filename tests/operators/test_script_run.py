@@ -511,3 +511,44 @@ def test_register_model_bad_input_is_refused_before_submission(tmp_path, make_tr
     with pytest.raises(MLTrainError, match=message):
         op.execute({"ti": TI(), "task_state_store": TaskStateStore()})
     assert op._workspace().store.list_runs() == []
+
+
+def test_inputs_from_an_asset_and_a_template_with_placeholders_left_for_mltrain(tmp_path, make_tree):
+    """An Asset input is its URI (and an inlet); ``${{inputs.NAME}}`` survives Jinja rendering while
+    the ``{{ params }}`` template beside it renders."""
+    import datetime
+    import json
+
+    from airflow.sdk import DAG, Asset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "d.txt").write_text("asset data")
+    asset = Asset(name="digits", uri=f"file://{data}")
+    src = make_tree(
+        {"t.py": "import sys\nprint('ARGS', sys.argv[1:])\nprint(open(sys.argv[2] + '/d.txt').read())\n"}
+    )
+    with DAG("d", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+        op = ScriptRunOperator(
+            task_id="train",
+            experiment_name="exp",
+            source_directory=str(src),
+            script="t.py",
+            arguments=["--data", "${{ inputs.digits }}", "{{ params.epochs }}"],
+            inputs={"digits": asset},
+            workspace=str(tmp_path / "ws"),
+            poll_interval=0.2,
+        )
+    assert op.inlets == [asset]
+    op.render_template_fields({"params": {"epochs": "7"}})
+    assert op.arguments == ["--data", "${{ inputs.digits }}", "7"]
+    ti = TI()
+    op.execute({"ti": ti})
+    details = ti.xcoms["run_details"]
+    assert details["status"] == "Completed"
+    (recorded,) = details["inputDatasets"]
+    assert recorded["uri"] == str(data) and recorded["name"] == "digits"
+    from airflow_provider_mltrain import Workspace
+
+    log = Workspace(tmp_path / "ws").get_run(details["run_id"]).read_log().decode()
+    assert "asset data" in log and json.dumps(recorded["path"])[1:-1] in log
