@@ -58,6 +58,7 @@ from airflow_provider_mltrain.core.model import (
     ModelPathNotFound,
     RunNotFinished,
 )
+from airflow_provider_mltrain.core.outputs import Output, OutputError
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
 from airflow_provider_mltrain.core.settings import SnapshotLimits
@@ -90,6 +91,8 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "ModelPathNotFound",
+    "Output",
+    "OutputError",
     "PythonSection",
     "Run",
     "RunFailed",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core import inputs as run_inputs
+from airflow_provider_mltrain.core import outputs as run_outputs
 from airflow_provider_mltrain.core import settings
 from airflow_provider_mltrain.core.compute import RunSpec, get_target, remember_target
 from airflow_provider_mltrain.core.environment import (
@@ -95,8 +96,10 @@ class Experiment:
         script = config.resolved_script(source)
         arguments = config.resolved_arguments()
         declared = config.resolved_inputs()
-        # A placeholder naming no input is refused now, before any input is fetched.
-        run_inputs.substitute(arguments, {"inputs": {name: "" for name in declared}, "outputs": {}})
+        outputs = config.resolved_outputs()
+        output_paths = run_outputs.placeholder_values(outputs)
+        # A placeholder naming no input or output is refused now, before any input is fetched.
+        run_inputs.substitute(arguments, {"inputs": {name: "" for name in declared}, "outputs": output_paths})
         environment = resolve_environment(config.environment, self.workspace, source)
         all_tags = {
             str(k): "" if v is None else str(v) for k, v in {**(config.tags or {}), **(tags or {})}.items()
@@ -114,10 +117,9 @@ class Experiment:
             source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
         )
         resolved = run_inputs.prepare(declared, self.workspace.root, target)
-        if resolved:
-            arguments = run_inputs.substitute(
-                arguments, {"inputs": {i.name: i.target_path for i in resolved}, "outputs": {}}
-            )
+        arguments = run_inputs.substitute(
+            arguments, {"inputs": {i.name: i.target_path for i in resolved}, "outputs": output_paths}
+        )
         recorded = {str(k): str(v) for k, v in (properties or {}).items()}
         if snapshot.secrets_skipped:
             recorded[SECRETS_SKIPPED] = json.dumps(list(snapshot.secrets_skipped))
@@ -143,6 +145,7 @@ class Experiment:
             say=say,
             rebuild_environment=rebuild_environment,
             inputs=resolved,
+            outputs=outputs,
         )
 
     def _submit_snapshot(
@@ -163,6 +166,7 @@ class Experiment:
         say: Callable[[str], None],
         rebuild_environment: bool,
         inputs: list[run_inputs.ResolvedInput] | None = None,
+        outputs: dict[str, run_outputs.Output] | None = None,
     ) -> Run:
         """Record a run of a snapshot already in the store, prepare its environment and start it.
 
@@ -181,6 +185,7 @@ class Experiment:
             environment_variables={
                 **environment.environment_variables,
                 **run_inputs.environment(inputs or []),
+                **run_outputs.environment(outputs or {}),
             },
             inputs=tuple(inputs or ()),
             heartbeat_interval=settings.heartbeat_interval(),
@@ -208,6 +213,7 @@ class Experiment:
                 "mltrain.framework": framework,
                 "mltrain.workspace": str(self.workspace.root),
                 **({run_inputs.INPUTS_PROPERTY: json.dumps([i.record() for i in inputs])} if inputs else {}),
+                **({run_outputs.OUTPUTS_PROPERTY: run_outputs.recorded(run_id, outputs)} if outputs else {}),
             },
         }
         try:

@@ -77,6 +77,9 @@ class ScriptRunConfig:
     # ObjectStoragePath or an Input(source, mode="download"|"mount"). The script finds each by
     # ${{inputs.NAME}} in arguments, MLTRAIN_INPUT_NAME, or Run.get_context().input_datasets[NAME].
     inputs: dict[str, Any] = field(default_factory=dict)
+    # Where ./outputs/NAME/ goes after the run (core/outputs.py): a URL or an Output(url,
+    # required=...). The script writes to ${{outputs.NAME}} / MLTRAIN_OUTPUT_NAME.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     def check_types(self, owner: str = "ScriptRunConfig", hint: str = "") -> None:
         """Refuse a field of the wrong type with :class:`InvalidRunConfig` naming it, before any
@@ -113,6 +116,12 @@ class ScriptRunConfig:
         from airflow_provider_mltrain.core.inputs import normalize_inputs
 
         return normalize_inputs(self.inputs)
+
+    def resolved_outputs(self) -> dict[str, Any]:
+        """The outputs, checked without I/O (names, URLs, schemes)."""
+        from airflow_provider_mltrain.core.outputs import normalize_outputs
+
+        return normalize_outputs(self.outputs)
 
     def resolved_source_directory(self) -> Path:
         raw = self.source_directory
