@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MissingDependency, MLTrainError
 
@@ -55,7 +55,7 @@ class UnknownInputScheme(InputError):
     """The input's URL scheme names no filesystem fsspec knows."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Input:
     """One named input of a run.
 
@@ -65,7 +65,10 @@ class Input:
     the local target, a read-only bind mount in Docker). ``storage_options`` (fsspec options) or
     ``conn_id`` (an Airflow connection, resolved as the artifact store's is) give credentials.
     ``path_on_compute``: where a mount appears in a container (default ``/mltrain/inputs/<name>``).
+    A string ``source`` is rendered by Airflow when the Input is in a templated field.
     """
+
+    template_fields: ClassVar[tuple[str, ...]] = ("source",)
 
     source: Any
     mode: str = "download"

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow_provider_mltrain.core.inputs import NAME_RE, InputError, _filesystem, _redact
 
@@ -31,10 +31,13 @@ class OutputError(InputError):
     """An output of the run cannot be used as given, or a required one was not written."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Output:
     """Where the run's ``./outputs/<name>/`` goes after the run; ``required=False`` makes a
-    missing or empty folder a warning instead of an error."""
+    missing or empty folder a warning instead of an error. ``destination`` is rendered by Airflow
+    when the Output is in a templated field (``{{ ds }}``)."""
+
+    template_fields: ClassVar[tuple[str, ...]] = ("destination",)
 
     destination: str
     required: bool = True
