@@ -552,3 +552,27 @@ def test_inputs_from_an_asset_and_a_template_with_placeholders_left_for_mltrain(
 
     log = Workspace(tmp_path / "ws").get_run(details["run_id"]).read_log().decode()
     assert "asset data" in log and json.dumps(recorded["path"])[1:-1] in log
+
+
+def test_publish_if_better_compares_with_the_run_of_the_promoted_model(tmp_path, make_tree):
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+    from airflow_provider_mltrain.operators.script_run import beats_promoted, output_asset_uri
+
+    ws = Workspace(tmp_path / "ws")
+    spec = {"metric": "auc", "model": "churn", "alias": "production"}
+    assert beats_promoted(ws, {"auc": 0.5}, spec)[0]  # nothing promoted yet
+    assert not beats_promoted(ws, {"loss": 0.5}, spec)[0]  # no such metric: no event
+    script = (
+        "import os, sys\nfrom mltrain import Run\nos.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/m.txt', 'w').write('m')\nRun.get_context().log('auc', float(sys.argv[1]))\n"
+    )
+    src = make_tree({"t.py": script})
+    run = Experiment(ws, "e").submit(ScriptRunConfig(src, "t.py", arguments=["0.8"]))
+    run.wait_for_completion(raise_on_error=True)
+    run.register_model("churn", "outputs/m.txt").set_alias("production")
+    assert beats_promoted(ws, {"auc": 0.85}, spec)[0]
+    better, why = beats_promoted(ws, {"auc": 0.75}, spec)
+    assert not better and "0.75 vs 0.8" in why
+    assert beats_promoted(ws, {"auc": 0.75}, {**spec, "higher_is_better": False})[0]
+    assert output_asset_uri("s3://b/models/{{ ds }}/") == "s3://b/models/"
+    assert output_asset_uri("s3://b/models/latest/") == "s3://b/models/latest/"
