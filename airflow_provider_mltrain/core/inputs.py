@@ -300,8 +300,9 @@ def _filesystem(name: str, item: Input, url: str, scheme: str) -> Any:
         from airflow_provider_mltrain.core.artifacts import storage_options_for
 
         options = {**storage_options_for(url, item.conn_id), **options}
-    # A fresh instance: cached fsspec instances would share credentials across inputs.
-    return cls(**options, skip_instance_cache=True)
+    # fsspec caches instances by their options (credentials included): the next submission from
+    # this process reuses the client and its connections, so a cache hit costs one request.
+    return cls(**options)
 
 
 def _store_error(name: str, uri: str, exc: BaseException) -> MLTrainError | None:
@@ -335,6 +336,8 @@ def _list(name: str, item: Input, fs: Any, path: str, uri: str, local: bool) -> 
             "machine (no filesystem driver mounts buckets here). Use mode='download' (cached)."
         )
     try:
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)  # a listing cached by an earlier submission may be stale
         info = fs.info(path)
         if info.get("type") == "directory":
             found = fs.find(path, detail=True)
