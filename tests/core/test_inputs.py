@@ -128,3 +128,25 @@ def test_a_script_that_changes_its_cached_input_does_not_change_the_next_runs(wo
         run = Experiment(workspace, "bad").submit(config)
         assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
         assert run.download_file("outputs/seen.txt", tmp_path / f"dl{i}").read_text() == "one"
+
+
+def test_a_big_object_is_fetched_in_ranges_whole_and_hashed(workspace, make_tree):
+    import hashlib
+    import os
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True)
+    key = f"mltrain-test/{uuid.uuid4().hex}/big.bin"
+    body = os.urandom(40 << 20)  # 3 ranges, the last one short
+    fs.pipe(key, body)
+    try:
+        run = _submit(workspace, make_tree, {"big": Input(f"s3://{key}", storage_options=s3_options())})
+        (detail,) = run.get_details()["inputDatasets"]
+        assert detail["fetched_bytes"] == len(body) and detail["size"] == len(body)
+        file_hash = hashlib.sha256(body).hexdigest()
+        assert detail["sha256"] == hashlib.sha256(f"big.bin\0{file_hash}\n".encode()).hexdigest()
+        assert open(detail["path"], "rb").read() == body  # noqa: SIM115
+        run.wait_for_completion()
+    finally:
+        fs.rm(key)
