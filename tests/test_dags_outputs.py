@@ -43,6 +43,19 @@ with DAG(
     from airflow.providers.standard.operators.empty import EmptyOperator
 
     EmptyOperator(task_id="deploy")
+
+with DAG("mltrain_test_produce_better", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+    ScriptRunOperator(
+        task_id="train",
+        experiment_name="assets",
+        source_directory=str(SRC),
+        script="train.py",
+        arguments=["--out", "${{outputs.model}}"],
+        outputs={"model": Output(f"s3://{PREFIX}/better/{{{{ ds }}}}/", conn_id="mltrain_test_s3")},
+        register_model={"name": "churn", "path": "outputs/model"},
+        publish_if_better={"metric": "auc", "model": "churn", "alias": "production"},
+        poll_interval=0.5,
+    )
 """
 
 TRAIN = """
@@ -56,9 +69,7 @@ Run.get_context().log("auc", 0.91)
 """
 
 
-def test_an_uploaded_output_emits_an_asset_event_that_queues_the_downstream_dag(tmp_path):
-    import s3fs
-
+def _setup(tmp_path):
     options = s3_options()
     prefix = f"mltrain-test/dag-outputs-{uuid.uuid4().hex}"
     dags = tmp_path / "dags"
@@ -79,20 +90,53 @@ def test_an_uploaded_output_emits_an_asset_event_that_queues_the_downstream_dag(
         dags,
         AIRFLOW_CONN_MLTRAIN_TEST_S3=conn,
         MLTRAIN_TEST_OUTPUT_PREFIX=prefix,
-        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",  # a paused DAG is never queued
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
     )
     for argv in (["db", "migrate"], ["dags", "reserialize"]):
         subprocess.run([AIRFLOW, *argv], env=env, check=True, capture_output=True, timeout=300)
+    return home, env, prefix
+
+
+def _dags_test(env, dag_id, day):
     proc = subprocess.run(
-        [AIRFLOW, "dags", "test", "mltrain_test_produce_model", "2026-11-30"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [AIRFLOW, "dags", "test", dag_id, day], env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
 
-    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+
+def test_publish_if_better_publishes_only_when_the_run_beats_the_promoted_model(tmp_path):
+    import s3fs
+
+    from airflow_provider_mltrain import Model, Workspace
+
+    home, env, prefix = _setup(tmp_path)
+    fs = s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True)
+    try:
+        out = _dags_test(env, "mltrain_test_produce_better", "2026-11-30")
+        assert "has no version at 'production' yet: publishing" in out
+        Model(Workspace(home / "mltrain"), "churn", version=1).set_alias("production")
+        out = _dags_test(env, "mltrain_test_produce_better", "2026-12-01")
+        assert "auc=0.91 vs 0.91 of churn@production (v1): no Asset event published" in out
+        assert fs.exists(f"{prefix}/better/2026-12-01/model.txt")  # uploaded all the same
+    finally:
+        fs.rm(prefix, recursive=True)
+    with sqlite3.connect(home / "airflow.db") as db:
+        events = db.execute(
+            "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+        ).fetchall()
+    assert [(uri, json.loads(extra)["uri"]) for uri, extra in events] == [
+        (f"s3://{prefix}/better", f"s3://{prefix}/better/2026-11-30/")
+    ]
+
+
+def test_an_uploaded_output_emits_an_asset_event_that_queues_the_downstream_dag(tmp_path):
+    import s3fs
+
+    home, env, prefix = _setup(tmp_path)
+    _dags_test(env, "mltrain_test_produce_model", "2026-11-30")
+
+    fs = s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True)
     try:
         assert fs.cat(f"{prefix}/models/2026-11-30/model.txt") == b"weights"
     finally:
