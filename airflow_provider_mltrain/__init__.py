@@ -49,6 +49,13 @@ if TYPE_CHECKING:
         UnknownComputeTarget,
     )
     from airflow_provider_mltrain.core.experiment import Experiment
+    from airflow_provider_mltrain.core.inputs import (
+        Input,
+        InputCredentialsMissing,
+        InputError,
+        InputNotFound,
+        UnknownInputScheme,
+    )
     from airflow_provider_mltrain.core.model import (
         InvalidModelName,
         Model,
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
         ModelPathNotFound,
         RunNotFinished,
     )
+    from airflow_provider_mltrain.core.outputs import Output, OutputError
     from airflow_provider_mltrain.core.run import Run
     from airflow_provider_mltrain.core.run_config import ScriptRunConfig
     from airflow_provider_mltrain.core.settings import SnapshotLimits
@@ -96,6 +104,14 @@ _LAZY = {
         "UnknownComputeTarget",
     ),
     "airflow_provider_mltrain.core.experiment": ("Experiment",),
+    "airflow_provider_mltrain.core.inputs": (
+        "Input",
+        "InputCredentialsMissing",
+        "InputError",
+        "InputNotFound",
+        "UnknownInputScheme",
+    ),
+    "airflow_provider_mltrain.core.outputs": ("Output", "OutputError"),
     "airflow_provider_mltrain.core.model": (
         "InvalidModelName",
         "Model",
@@ -140,6 +156,10 @@ __all__ = [
     "EnvironmentBuildFailed",
     "EnvironmentNotFound",
     "Experiment",
+    "Input",
+    "InputCredentialsMissing",
+    "InputError",
+    "InputNotFound",
     "InvalidEnvironment",
     "InvalidModelName",
     "InvalidRunConfig",
@@ -148,6 +168,8 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "ModelPathNotFound",
+    "Output",
+    "OutputError",
     "PythonSection",
     "Run",
     "RunFailed",
@@ -163,6 +185,7 @@ __all__ = [
     "SnapshotTooLarge",
     "TargetError",
     "UnknownComputeTarget",
+    "UnknownInputScheme",
     "Workspace",
     "__version__",
 ]

@@ -26,6 +26,7 @@ from airflow_provider_mltrain.core.runfiles import RunFiles
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
+    from airflow_provider_mltrain.core.inputs import ResolvedInput
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
 
 LogLine = Callable[[str], None]
@@ -62,6 +63,9 @@ class RunSpec:
     # Who submitted it (Airflow dag/task/run ids): targets that can label their jobs do, so a
     # controller that died can find them.
     labels: dict[str, str] = field(default_factory=dict)
+    # The run's inputs (core/inputs.py), fetched into the workspace's cache: the target ships the
+    # cached copies it lacks (or mounts) in ``start``; their paths are in the environment already.
+    inputs: tuple[ResolvedInput, ...] = ()
 
     def to_runner_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +112,19 @@ class ComputeTarget(abc.ABC):
                 f"(got {', '.join(sorted(options))}). Remove them."
             )
         return framework, {}
+
+    def check_input(self, inp: ResolvedInput) -> None:
+        """Refuse, before anything is submitted, an input this target cannot give the script
+        (a mode it lacks). Targets that take inputs override this and :meth:`input_path`."""
+        raise InvalidRunConfig(
+            f"The {self.kind or self.name} target {self.name!r} does not take inputs (input "
+            f"{inp.name!r}). Read the data from the store in the script, or run on the local, "
+            "Docker or SSH target."
+        )
+
+    def input_path(self, inp: ResolvedInput) -> str:
+        """Where the script finds ``inp`` on this target (the file of a one-file input)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def check_environment(self, env: Environment) -> None:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_mltrain.core import inputs as run_inputs
+from airflow_provider_mltrain.core import outputs as run_outputs
 from airflow_provider_mltrain.core import settings
 from airflow_provider_mltrain.core.compute import RunSpec, get_target, remember_target
 from airflow_provider_mltrain.core.environment import (
@@ -100,6 +102,11 @@ class Experiment:
         source = config.resolved_source_directory()
         script = config.resolved_script(source)
         arguments = config.resolved_arguments()
+        declared = config.resolved_inputs()
+        outputs = config.resolved_outputs()
+        output_paths = run_outputs.placeholder_values(outputs)
+        # A placeholder naming no input or output is refused now, before any input is fetched.
+        run_inputs.substitute(arguments, {"inputs": {name: "" for name in declared}, "outputs": output_paths})
         environment = resolve_environment(config.environment, self.workspace, source)
         all_tags = {
             str(k): "" if v is None else str(v) for k, v in {**(config.tags or {}), **(tags or {})}.items()
@@ -115,6 +122,10 @@ class Experiment:
         self.workspace.check_artifacts()
         snapshot = self.workspace.snapshots.take(
             source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
+        )
+        resolved = run_inputs.prepare(declared, self.workspace.root, target)
+        arguments = run_inputs.substitute(
+            arguments, {"inputs": {i.name: i.target_path for i in resolved}, "outputs": output_paths}
         )
         recorded = {str(k): str(v) for k, v in (properties or {}).items()}
         if snapshot.secrets_skipped:
@@ -140,6 +151,8 @@ class Experiment:
             properties={**git_properties(source), **recorded},
             say=say,
             rebuild_environment=rebuild_environment,
+            inputs=resolved,
+            outputs=outputs,
         )
 
     def _publish_lock(self, env_hash: str, packages: tuple[str, ...] | list[str]) -> str | None:
@@ -184,6 +197,8 @@ class Experiment:
         rebuild_environment: bool,
         environment_variables: dict[str, str] | None = None,
         adopt: bool = False,
+        inputs: list[run_inputs.ResolvedInput] | None = None,
+        outputs: dict[str, run_outputs.Output] | None = None,
     ) -> Run:
         """Record a run of a snapshot already in the store, prepare its environment and start it.
 
@@ -202,7 +217,13 @@ class Experiment:
             script=script,
             arguments=tuple(arguments),
             snapshot_id=snapshot.id,
-            environment_variables={**environment.environment_variables, **(environment_variables or {})},
+            environment_variables={
+                **environment.environment_variables,
+                **(environment_variables or {}),
+                **run_inputs.environment(inputs or []),
+                **run_outputs.environment(outputs or {}),
+            },
+            inputs=tuple(inputs or ()),
             heartbeat_interval=settings.heartbeat_interval(),
             framework=framework,
             target_options=target_options,
@@ -227,6 +248,8 @@ class Experiment:
                 SUBMITTER: f"{socket.gethostname()}:{os.getpid()}",
                 "mltrain.framework": framework,
                 "mltrain.workspace": str(self.workspace.root),
+                **({run_inputs.INPUTS_PROPERTY: json.dumps([i.record() for i in inputs])} if inputs else {}),
+                **({run_outputs.OUTPUTS_PROPERTY: run_outputs.recorded(run_id, outputs)} if outputs else {}),
             },
         }
         try:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
+from airflow_provider_mltrain.core import outputs as run_outputs
 from airflow_provider_mltrain.core import run_files_store, run_warnings, settings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
 from airflow_provider_mltrain.core.errors import (
@@ -365,6 +366,18 @@ class Run:
             fields["error"] = error or (runner or {}).get("error") or record["error"]
             if not self._remote:
                 self._register_requested_models()
+                try:
+                    missing = self._upload_outputs()
+                except Exception as exc:
+                    log.warning(
+                        "Run %s: uploading its outputs failed (%s: %s); retried on the next refresh",
+                        self.id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return
+                if missing:
+                    fields["error"] = "; ".join(filter(None, [fields["error"], *missing]))
                 self.workspace.store.update(self.id, collected=True, **fields)
                 return
             self.workspace.store.update(self.id, **fields)
@@ -389,6 +402,7 @@ class Run:
             self.push_log(lambda offset, length: read_collected(self.output_dir, STD_LOG, offset, length))
             run_files_store.upload_files(store, self.id, self.output_dir)
             self._register_requested_models(raise_store_errors=True)
+            self._upload_outputs()
         except Exception as exc:  # whatever the store raised, the files wait in the cache
             log.warning(
                 "Run %s: uploading its files to %s failed (%s: %s); they stay in %s and the upload "
@@ -409,6 +423,21 @@ class Run:
             self.workspace.store.update(self.id, collected=True, warnings=json.dumps(warnings))
         else:
             self.workspace.store.update(self.id, collected=True)
+
+    def _upload_outputs(self) -> list[str]:
+        """Upload the declared outputs (``ScriptRunConfig(outputs=...)``) once; a required one the
+        script never wrote becomes the run's error, an optional one a logged warning."""
+        record = self._record()
+        value, warnings, errors = run_outputs.upload(self.id, record["properties"], self.output_dir)
+        if value is None:
+            return []
+        fields: dict[str, Any] = {"properties": {**record["properties"], run_outputs.OUTPUTS_PROPERTY: value}}
+        for text in warnings:
+            log.warning("Run %s: %s", self.id, text)
+        if errors:
+            fields["error"] = "; ".join(filter(None, [record["error"], *errors]))
+        self.workspace.store.update(self.id, **fields)
+        return errors
 
     def _register_requested_models(self, raise_store_errors: bool = False) -> None:
         """Register the models the script asked for in ``logs/models.jsonl``, from the collected
@@ -688,6 +717,10 @@ class Run:
             "error": record["error"],
             "warnings": run_warnings.texts(record["warnings"]),
             "output_dir": self._files_location() if record["collected"] else None,
+            # Azure ML's key: each input's name, URI, mode, version (ETag), size, sha256, path.
+            "inputDatasets": input_records(record["properties"]),
+            # Each declared output: name, uri, required, and once uploaded: uploaded, files, size.
+            "outputDatasets": run_outputs.records(record["properties"]),
         }
 
     def _files_location(self) -> str:
@@ -954,3 +987,15 @@ def _terminal(runner: dict[str, Any] | None) -> bool:
         return bool(runner) and RunStatus(runner["state"]).is_terminal  # type: ignore[index]
     except (ValueError, KeyError):
         return False
+
+
+def input_records(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inputs a run recorded at submission (``mltrain.inputs``), [] for a run without any."""
+    raw = properties.get("mltrain.inputs")
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []

@@ -73,6 +73,13 @@ class ScriptRunConfig:
     # Per-run settings of the target (Docker resources, Spark executors, ...): each target names
     # the keys it takes and refuses others before anything is submitted.
     target_options: dict[str, Any] = field(default_factory=dict)
+    # Named data the script reads (core/inputs.py): a URL (s3://...), a local path, an
+    # ObjectStoragePath or an Input(source, mode="download"|"mount"). The script finds each by
+    # ${{inputs.NAME}} in arguments, MLTRAIN_INPUT_NAME, or Run.get_context().input_datasets[NAME].
+    inputs: dict[str, Any] = field(default_factory=dict)
+    # Where ./outputs/NAME/ goes after the run (core/outputs.py): a URL or an Output(url,
+    # required=...). The script writes to ${{outputs.NAME}} / MLTRAIN_OUTPUT_NAME.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     def check_types(self, owner: str = "ScriptRunConfig", hint: str = "") -> None:
         """Refuse a field of the wrong type with :class:`InvalidRunConfig` naming it, before any
@@ -103,6 +110,18 @@ class ScriptRunConfig:
             check_str_keys(
                 f"{owner} target_options", self.target_options, "a dict of option names to values", hint
             )
+
+    def resolved_inputs(self) -> dict[str, Any]:
+        """The inputs, checked without I/O (names, modes, mount paths)."""
+        from airflow_provider_mltrain.core.inputs import normalize_inputs
+
+        return normalize_inputs(self.inputs)
+
+    def resolved_outputs(self) -> dict[str, Any]:
+        """The outputs, checked without I/O (names, URLs, schemes)."""
+        from airflow_provider_mltrain.core.outputs import normalize_outputs
+
+        return normalize_outputs(self.outputs)
 
     def resolved_source_directory(self) -> Path:
         raw = self.source_directory

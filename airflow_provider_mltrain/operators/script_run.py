@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed, resolve_environment
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError, RunNotFound, RunTimeout
 from airflow_provider_mltrain.core.experiment import Experiment
+from airflow_provider_mltrain.core.inputs import PLACEHOLDER_RE, Input
 from airflow_provider_mltrain.core.model import Model, check_labels, check_model_name, register_from_run
+from airflow_provider_mltrain.core.outputs import Output
 from airflow_provider_mltrain.core.redact import secret_values
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
@@ -39,6 +42,86 @@ REGISTER_MODEL_KEYS = ("name", "path", "tags", "properties", "description")
 ACTIONS_IF_RUN_EXISTS = ("reattach", "resubmit", "fail")
 ACTIVE_STATES = frozenset(s.value for s in RunStatus if not s.is_terminal)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_PROTECTED = re.compile(r"@@mltrain-placeholder-(\d+)@@")
+
+
+def _is_asset(value: Any) -> bool:
+    try:
+        from airflow.sdk import Asset
+    except ImportError:  # pragma: no cover - Airflow 3 has it
+        return False
+    return isinstance(value, Asset)
+
+
+def _plain_inputs(inputs: Any) -> Any:
+    """Inputs for the core, which knows no Airflow: an ``Asset`` (alone or in an ``Input``) is its URI."""
+    if not isinstance(inputs, dict):
+        return inputs
+    out: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if _is_asset(value):
+            value = value.uri
+        elif isinstance(value, Input) and _is_asset(value.source):
+            value = Input(
+                value.source.uri, value.mode, value.storage_options, value.conn_id, value.path_on_compute
+            )
+        out[name] = value
+    return out
+
+
+def output_asset_uri(value: Any) -> str:
+    """The Asset an output publishes to: its URL up to the first template (``s3://b/models/{{ ds }}/``
+    is the Asset ``s3://b/models/``), as downstream DAGs schedule on a fixed URI."""
+    url = value.destination if isinstance(value, Output) else value
+    if not isinstance(url, str):
+        raise InvalidRunConfig(f"ScriptRunOperator outputs: {url!r} is not a URL (s3://bucket/prefix/).")
+    if "{{" in url:
+        url = url[: url.index("{{")]
+        url = url[: url.rfind("/") + 1] if "/" in url.split("://", 1)[-1] else url
+    return url
+
+
+PUBLISH_KEYS = ("metric", "model", "alias", "higher_is_better")
+
+
+def _check_publish_if_better(spec: Any) -> None:
+    if not isinstance(spec, dict) or not {"metric", "model"} <= set(spec) or set(spec) - set(PUBLISH_KEYS):
+        raise InvalidRunConfig(
+            "publish_if_better must be a dict like {'metric': 'auc', 'model': 'churn', 'alias': "
+            f"'production', 'higher_is_better': True}} (keys: {', '.join(PUBLISH_KEYS)}); got {spec!r}."
+        )
+
+
+def final_metrics(run: Run) -> dict[str, float]:
+    """The run's numeric metrics, the last value of a series: what an Asset event's extra carries."""
+    out: dict[str, float] = {}
+    for name, value in run.get_metrics().items():
+        if isinstance(value, list):
+            value = value[-1] if value else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = value
+    return out
+
+
+def beats_promoted(workspace: Workspace, metrics: dict[str, float], spec: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the run's ``spec["metric"]`` beats the one of the run that made the model version at
+    ``spec["alias"]`` (default ``production``); True when no version holds the alias yet."""
+    metric, name, alias = spec["metric"], spec["model"], spec.get("alias", "production")
+    higher = spec.get("higher_is_better", True)
+    mine = metrics.get(metric)
+    if mine is None:
+        return False, f"the run logged no number {metric!r}: no Asset event published."
+    try:
+        promoted = Model(workspace, name, alias=alias)
+    except MLTrainError:
+        return True, f"model {name!r} has no version at {alias!r} yet: publishing ({metric}={mine})."
+    source = promoted.run
+    theirs = final_metrics(source).get(metric) if source is not None else None
+    if theirs is None:
+        return True, f"{name}@{alias} (v{promoted.version}) has no {metric!r} to compare: publishing."
+    better = mine > theirs if higher else mine < theirs
+    verdict = "publishing" if better else "no Asset event published"
+    return better, f"{metric}={mine} vs {theirs} of {name}@{alias} (v{promoted.version}): {verdict}."
 
 
 def run_id_for_task(
@@ -107,12 +190,16 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         "tags",
         "target_options",
         "register_model",
+        "inputs",
+        "outputs",
     )
     template_fields_renderers = {
         "arguments": "json",
         "tags": "json",
         "target_options": "json",
         "register_model": "json",
+        "inputs": "json",
+        "outputs": "json",
     }
     ui_color = "#e8f1fb"
     operator_extra_links = (MLTrainRunLink(),)
@@ -141,8 +228,26 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         action_if_run_exists: str = "reattach",
         durable: bool = True,
         register_model: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        outputs: dict[str, Any] | None = None,
+        publish_if_better: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        assets = [v for v in (inputs or {}).values() if _is_asset(v)]
+        if assets and "inlets" not in kwargs:
+            kwargs["inlets"] = assets  # lineage: the Assets this task reads
+        self._output_assets = {name: output_asset_uri(value) for name, value in (outputs or {}).items()}
+        if publish_if_better is not None:
+            _check_publish_if_better(publish_if_better)
+        if self._output_assets and "outlets" not in kwargs:
+            from airflow.sdk import Asset, AssetAlias
+
+            # With a condition, the events go through an alias: no event at all when it fails.
+            kwargs["outlets"] = (
+                [AssetAlias(f"mltrain:{kwargs.get('task_id')}")]
+                if publish_if_better
+                else [Asset(uri) for uri in self._output_assets.values()]
+            )
         super().__init__(durable=durable, **kwargs)
         if action_if_run_exists not in ACTIONS_IF_RUN_EXISTS:
             choices = ", ".join(ACTIONS_IF_RUN_EXISTS)
@@ -165,7 +270,30 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         self.rebuild_environment = rebuild_environment
         self.deferrable = deferrable
         self.register_model = register_model
+        self.inputs = inputs or {}
+        self.outputs = outputs or {}
+        self.publish_if_better = publish_if_better
         self._run: Run | None = None
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Render as usual, leaving ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` in ``arguments``
+        for mltrain: Jinja would read their ``{{ }}`` as its own (and fail on ``inputs``)."""
+        kept: list[str] = []
+
+        def keep(match: re.Match[str]) -> str:
+            kept.append(match.group(0))
+            return f"@@mltrain-placeholder-{len(kept) - 1}@@"
+
+        if isinstance(self.arguments, list):
+            self.arguments = [
+                PLACEHOLDER_RE.sub(keep, a) if isinstance(a, str) else a for a in self.arguments
+            ]
+        super().render_template_fields(context, jinja_env)
+        if kept and isinstance(self.arguments, list):
+            self.arguments = [
+                _PROTECTED.sub(lambda m: kept[int(m.group(1))], a) if isinstance(a, str) else a
+                for a in self.arguments
+            ]
 
     def _workspace(self) -> Workspace:
         return Workspace(self.workspace) if self.workspace else Workspace()
@@ -327,6 +455,8 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
             tags=self.tags,
             framework=self.framework,
             target_options=self.target_options,
+            inputs=_plain_inputs(self.inputs),
+            outputs=self.outputs,
         )
         config.check_types(owner, hint=native)
         self._check_register_model(owner)
@@ -419,7 +549,10 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         ti = context["ti"]
         run = self._attach(Run(self._workspace(), str(external_id)), ti)
         run.refresh()
-        return self._finish(run, run.get_details(), ti)
+        details = run.get_details()
+        result = self._finish(run, details, ti)
+        self._publish_outputs(run, details, context)
+        return result
 
     def _attach(self, run: Run, ti: Any) -> Run:
         """Makes ``run`` the one ``on_kill`` cancels and pushes its id, once per run and try."""
@@ -439,7 +572,10 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
             self._timed_out(run, ti)
         run.refresh()
         run.retry_upload()  # the files of a run that ended while the artifact store failed
-        return self._finish(run, run.get_details(), ti)
+        details = run.get_details()
+        result = self._finish(run, details, ti)
+        self._publish_outputs(run, details, context)
+        return result
 
     def _timed_out(self, run: Run, ti: Any) -> NoReturn:
         self.log.warning("Run %s did not end within %s s: canceling it.", run.id, self.timeout)
@@ -456,8 +592,53 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         if details["status"] != RunStatus.COMPLETED.value:
             raise AirflowException(failure_message(run, details))
         self.log.info("Run %s completed; outputs in %s", run.id, details["output_dir"])
+        missing = [
+            o for o in details.get("outputDatasets") or [] if o.get("required") and not o.get("uploaded")
+        ]
+        if missing:
+            raise AirflowException(
+                f"mltrain: run {run.id} completed without its required output(s) "
+                + ", ".join(
+                    f"{o['name']!r} (outputs/{o['name']}/ was empty; nothing went to {o['uri']})"
+                    for o in missing
+                )
+                + ". Write them to ${{outputs.NAME}} / MLTRAIN_OUTPUT_NAME, or declare "
+                "Output(..., required=False)."
+            )
         self._register(run, ti)
         return run.id
+
+    def _publish_outputs(self, run: Run, details: dict[str, Any], context: Context) -> None:
+        """One Asset event per uploaded output, its ``extra`` the run id, experiment, the output's
+        URL and the run's final metrics; with ``publish_if_better``, only when the run beats the
+        promoted model."""
+        uploaded = [o for o in details.get("outputDatasets") or [] if o.get("uploaded")]
+        if not uploaded or not self._output_assets:
+            return
+        metrics = final_metrics(run)
+        if self.publish_if_better is not None:
+            better, why = beats_promoted(self._workspace(), metrics, self.publish_if_better)
+            self.log.info("mltrain: %s", why)
+            if not better:
+                return
+        from airflow.sdk import Asset, AssetAlias
+
+        events = context["outlet_events"]
+        for output in uploaded:
+            uri = self._output_assets.get(output["name"])
+            if uri is None:
+                continue
+            extra = {
+                "mltrain_run_id": run.id,
+                "experiment": details["experiment"],
+                "output": output["name"],
+                "uri": output["uri"],
+                "metrics": metrics,
+            }
+            if self.publish_if_better is not None:
+                events[AssetAlias(f"mltrain:{self.task_id}")].add(Asset(uri), extra=extra)
+            else:
+                events[Asset(uri)].extra.update(extra)
 
     def on_kill(self) -> None:
         if self._run is not None:

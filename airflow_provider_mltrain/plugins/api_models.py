@@ -82,6 +82,14 @@ class RunDetails(BaseModel):
     events: list[RunEvent]
     exit_code: int | None
     error: str | None
+    inputDatasets: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the run's inputs: name, uri, mode, version (ETag), size, files, sha256, path",
+    )
+    outputDatasets: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the run's declared outputs: name, uri, required; uploaded, files, size once done",
+    )
     warnings: list[str] = Field(
         description="problems the run had that did not stop it, one per class with a count "
         "(malformed metric lines skipped, reserved properties ignored, the runner's own)"

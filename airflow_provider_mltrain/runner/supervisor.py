@@ -190,6 +190,7 @@ class Supervisor:
         for name in ("outputs", "logs"):
             if not os.path.lexists(os.path.join(snapshot, name)):
                 os.mkdir(os.path.join(snapshot, name))
+        self._make_output_dirs(snapshot)
         interpreter = self.spec.get("interpreter") or sys.executable
         script_argv = [self.spec["script"]] + [str(a) for a in self.spec.get("arguments", [])]
         launcher = self.spec.get("launcher") if self.spec.get("framework") == "pyspark" else None
@@ -365,6 +366,18 @@ class Supervisor:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None
             return f.read(2000).decode("utf-8", "replace").strip() or None
+
+    def _make_output_dirs(self, snapshot):
+        """The folders of the run's declared outputs (``outputs/<name>``), ready for the script."""
+        env = self.spec.get("environment_variables") or {}
+        try:
+            names = json.loads(env.get("MLTRAIN_OUTPUTS") or "{}")
+        except ValueError:
+            return
+        for name in names if isinstance(names, dict) else ():
+            folder = os.path.join(snapshot, "outputs", str(name))
+            if "/" not in str(name) and not os.path.lexists(folder):
+                os.mkdir(folder)
 
     def _collect_script_folders(self):
         """Move the script's ./outputs and ./logs next to the run's own logs."""

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import docker
 
     from airflow_provider_mltrain.core.environment import Environment
+    from airflow_provider_mltrain.core.inputs import ResolvedInput
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -536,6 +537,19 @@ class DockerTarget(ComputeTarget):
         os.replace(tmp, cache)
         return dict(facts)
 
+    # -- inputs --------------------------------------------------------------------------------
+
+    def check_input(self, inp: ResolvedInput) -> None:
+        """A download travels into the cache volume once per content key; a mount is a read-only
+        bind mount of the local path (a path on the Docker daemon's host: this machine for a local
+        daemon)."""
+
+    def input_path(self, inp: ResolvedInput) -> str:
+        if inp.mode == "mount":
+            return inp.path_on_compute or f"/mltrain/inputs/{inp.name}"
+        folder = f"{CACHE}/inputs/{inp.key}/data"
+        return f"{folder}/{inp.single}" if inp.single else folder
+
     # -- start ---------------------------------------------------------------------------------
 
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
@@ -556,6 +570,9 @@ class DockerTarget(ComputeTarget):
         for item in opts.volumes:
             source, dest, *mode = item.split(":")
             volumes[source] = {"bind": dest, "mode": mode[0] if mode else "rw"}
+        for inp in spec.inputs:
+            if inp.mode == "mount":
+                volumes[inp.path] = {"bind": inp.target_path, "mode": "ro"}
         labels = {
             LABEL_RUN: spec.run_id,
             "mltrain.experiment": spec.experiment,
@@ -653,6 +670,7 @@ class DockerTarget(ComputeTarget):
                     _add_bytes(tar, f"{cache}/manifests/{name}", body, 0o444)
                 _add_bytes(tar, f"{cache}/started/{spec.run_id}", owner.encode(), 0o444)
                 _add_bytes(tar, f"{cache}/used/{snapshot.id}", b"", 0o444)  # its time: last use, for pruning
+                self._add_inputs(tar, container, spec)
                 cache_bytes = tar.offset
                 runner = f"{cache}/runner/{_runner_hash()}"
                 if self._stat(container, f"/{runner}/.complete") is None:
@@ -679,6 +697,27 @@ class DockerTarget(ComputeTarget):
             "wire_bytes": end,  # the whole archive, runner and run.json included
         }
         log.debug("Run %s: sent %s", spec.run_id, self.last_upload)
+
+    def _add_inputs(self, tar: tarfile.TarFile, container: Any, spec: RunSpec) -> None:
+        """The cached inputs the volume lacks, each closed by its ``.complete`` marker."""
+        sent = {"inputs": 0, "bytes": 0}
+        for inp in spec.inputs:
+            if inp.mode != "download":
+                continue
+            folder = f"{CACHE}/inputs/{inp.key}"
+            if self._stat(container, f"{folder}/.complete") is not None:
+                continue
+            for f in inp.files:
+                info = tarfile.TarInfo(f"{folder}/data/{f.rel}".lstrip("/"))
+                with open(inp.data_dir / f.rel, "rb") as data:
+                    info.size = os.fstat(data.fileno()).st_size
+                    info.mode = 0o444
+                    info.mtime = int(time.time())
+                    tar.addfile(info, data)
+                sent["bytes"] += info.size
+            _add_bytes(tar, f"{folder}/.complete".lstrip("/"), b"", 0o444)
+            sent["inputs"] += 1
+        self.last_input_upload = sent
 
     def _missing_blobs(
         self, container: Any, snapshot: Snapshot, store: SnapshotStore

@@ -27,6 +27,7 @@ from airflow_provider_mltrain.runner import RUNNER_DIR, envbuild, remote, superv
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
+    from airflow_provider_mltrain.core.inputs import ResolvedInput
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
     from airflow_provider_mltrain.core.workspace import Workspace
 
@@ -98,6 +99,15 @@ class LocalTarget(ComputeTarget):
             built=info["built"],
             seconds=info["seconds"],
         )
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def check_input(self, inp: ResolvedInput) -> None:
+        """Both modes: a download is read from the workspace's input cache (files read-only), a
+        mount of a local path is the path itself."""
+
+    def input_path(self, inp: ResolvedInput) -> str:
+        return str(inp.local_path())
 
     # -- start ---------------------------------------------------------------------------------
 

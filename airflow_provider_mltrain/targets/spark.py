@@ -39,6 +39,7 @@ from airflow_provider_mltrain.targets.local import LocalTarget
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.compute import LogLine, PreparedEnvironment
     from airflow_provider_mltrain.core.environment import Environment
+    from airflow_provider_mltrain.core.inputs import ResolvedInput
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
     from airflow_provider_mltrain.targets.ssh import SSHTarget
 
@@ -326,6 +327,11 @@ class SparkTarget(LocalTarget):
 
     kind = "spark"
     frameworks = ("pyspark", "python")
+
+    def check_input(self, inp: ResolvedInput) -> None:
+        """Refused (not the local target's in-place cache): the executors, on other hosts, would
+        need the data, not the driver."""
+        ComputeTarget.check_input(self, inp)
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import getpass
 import hashlib
 import io
@@ -54,6 +55,7 @@ from airflow_provider_mltrain.runner import RUNNER_DIR
 
 if TYPE_CHECKING:
     from airflow_provider_mltrain.core.environment import Environment
+    from airflow_provider_mltrain.core.inputs import ResolvedInput
     from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -770,12 +772,77 @@ class SSHTarget(ComputeTarget):
 
     # -- start -----------------------------------------------------------------------------------
 
+    # -- inputs --------------------------------------------------------------------------------
+
+    def check_input(self, inp: ResolvedInput) -> None:
+        """Downloads only: the controller's cached copy travels over SFTP into
+        ``<root>/inputs/<key>/`` once per content key. The remote host needs neither credentials
+        for the store nor fsspec."""
+        if inp.mode == "mount":
+            raise InvalidRunConfig(
+                f"Input {inp.name!r}: the SSH target {self.name!r} cannot mount {inp.uri} (it is on "
+                "this machine, not on the remote host). Use mode='download': it is sent once and cached."
+            )
+
+    def input_path(self, inp: ResolvedInput) -> str:
+        folder = posixpath.join(self.root, "inputs", inp.key, "data")
+        return posixpath.join(folder, inp.single) if inp.single else folder
+
+    def _upload_inputs(self, spec: RunSpec) -> None:
+        sent = {"inputs": 0, "bytes": 0}
+        for inp in spec.inputs:
+            final = posixpath.join(self.root, "inputs", inp.key)
+            sent_bytes = self._sftp(functools.partial(self._upload_input, inp=inp, final=final))
+            if sent_bytes is not None:
+                sent["inputs"] += 1
+                sent["bytes"] += sent_bytes
+        self.last_input_upload = sent
+
+    def _upload_input(self, sftp: paramiko.SFTPClient, *, inp: ResolvedInput, final: str) -> int | None:
+        """Bytes sent, or None when the remote held this content already."""
+        try:
+            sftp.stat(posixpath.join(final, ".complete"))
+            return None
+        except FileNotFoundError:
+            pass
+        parent = posixpath.dirname(final)
+        _makedirs(sftp, self.root, mode=0o700)
+        _makedirs(sftp, parent)
+        tmp = posixpath.join(parent, f".tmp-{inp.key}-{secrets.token_hex(4)}")
+        sent = 0
+        try:
+            made = {tmp}
+            sftp.mkdir(tmp)
+            for f in inp.files:
+                dest = posixpath.join(tmp, "data", f.rel)
+                folder = posixpath.dirname(dest)
+                if folder not in made:
+                    _makedirs(sftp, folder)
+                    made.add(folder)
+                sftp.put(str(inp.data_dir / f.rel), dest, confirm=True)
+                sftp.chmod(dest, 0o444)
+                sent += f.size
+            with sftp.open(posixpath.join(tmp, ".complete"), "w") as marker:
+                marker.write(b"")
+            try:
+                sftp.rename(tmp, final)
+            except OSError:
+                sftp.stat(posixpath.join(final, ".complete"))  # another controller sent it first
+                _rmtree(sftp, tmp)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                _rmtree(sftp, tmp)
+            raise
+        return sent
+
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
         """One remote call when the remote holds a recent snapshot's manifest and every blob: the
         request carries only the changes to that manifest. Otherwise the remote answers what it
         lacks (that base manifest, blobs), which travels, and the start is asked again."""
         self.last_upload = {"blobs": 0, "bytes": 0}
         self.last_start = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
+        if spec.inputs:
+            self._upload_inputs(spec)
         request: dict[str, Any] = {
             "snapshot": snapshot.id,
             "run": spec.to_runner_json(),

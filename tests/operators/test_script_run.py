@@ -511,3 +511,68 @@ def test_register_model_bad_input_is_refused_before_submission(tmp_path, make_tr
     with pytest.raises(MLTrainError, match=message):
         op.execute({"ti": TI(), "task_state_store": TaskStateStore()})
     assert op._workspace().store.list_runs() == []
+
+
+def test_inputs_from_an_asset_and_a_template_with_placeholders_left_for_mltrain(tmp_path, make_tree):
+    """An Asset input is its URI (and an inlet); ``${{inputs.NAME}}`` survives Jinja rendering while
+    the ``{{ params }}`` template beside it renders."""
+    import datetime
+    import json
+
+    from airflow.sdk import DAG, Asset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "d.txt").write_text("asset data")
+    asset = Asset(name="digits", uri=f"file://{data}")
+    src = make_tree(
+        {"t.py": "import sys\nprint('ARGS', sys.argv[1:])\nprint(open(sys.argv[2] + '/d.txt').read())\n"}
+    )
+    with DAG("d", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+        op = ScriptRunOperator(
+            task_id="train",
+            experiment_name="exp",
+            source_directory=str(src),
+            script="t.py",
+            arguments=["--data", "${{ inputs.digits }}", "{{ params.epochs }}"],
+            inputs={"digits": asset},
+            workspace=str(tmp_path / "ws"),
+            poll_interval=0.2,
+        )
+    assert op.inlets == [asset]
+    op.render_template_fields({"params": {"epochs": "7"}})
+    assert op.arguments == ["--data", "${{ inputs.digits }}", "7"]
+    ti = TI()
+    op.execute({"ti": ti})
+    details = ti.xcoms["run_details"]
+    assert details["status"] == "Completed"
+    (recorded,) = details["inputDatasets"]
+    assert recorded["uri"] == str(data) and recorded["name"] == "digits"
+    from airflow_provider_mltrain import Workspace
+
+    log = Workspace(tmp_path / "ws").get_run(details["run_id"]).read_log().decode()
+    assert "asset data" in log and json.dumps(recorded["path"])[1:-1] in log
+
+
+def test_publish_if_better_compares_with_the_run_of_the_promoted_model(tmp_path, make_tree):
+    from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
+    from airflow_provider_mltrain.operators.script_run import beats_promoted, output_asset_uri
+
+    ws = Workspace(tmp_path / "ws")
+    spec = {"metric": "auc", "model": "churn", "alias": "production"}
+    assert beats_promoted(ws, {"auc": 0.5}, spec)[0]  # nothing promoted yet
+    assert not beats_promoted(ws, {"loss": 0.5}, spec)[0]  # no such metric: no event
+    script = (
+        "import os, sys\nfrom mltrain import Run\nos.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/m.txt', 'w').write('m')\nRun.get_context().log('auc', float(sys.argv[1]))\n"
+    )
+    src = make_tree({"t.py": script})
+    run = Experiment(ws, "e").submit(ScriptRunConfig(src, "t.py", arguments=["0.8"]))
+    run.wait_for_completion(raise_on_error=True)
+    run.register_model("churn", "outputs/m.txt").set_alias("production")
+    assert beats_promoted(ws, {"auc": 0.85}, spec)[0]
+    better, why = beats_promoted(ws, {"auc": 0.75}, spec)
+    assert not better and "0.75 vs 0.8" in why
+    assert beats_promoted(ws, {"auc": 0.75}, {**spec, "higher_is_better": False})[0]
+    assert output_asset_uri("s3://b/models/{{ ds }}/") == "s3://b/models/"
+    assert output_asset_uri("s3://b/models/latest/") == "s3://b/models/latest/"

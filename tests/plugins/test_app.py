@@ -579,3 +579,33 @@ def test_an_api_server_with_no_local_files_serves_a_run_from_the_artifact_store(
         and "outputs/model.bin" in page.text
     )
     assert not (tmp_path / "api-server" / "runs").exists()
+
+
+def test_run_page_and_api_show_inputs_and_outputs(tmp_path, make_tree):
+    """The Inputs table (URI, mode, version, size, hash) and the Outputs table, escaped."""
+    from airflow_provider_mltrain import Experiment, Output, ScriptRunConfig
+
+    ws = Workspace(tmp_path / "ws")
+    data = tmp_path / "<data>"
+    data.mkdir()
+    (data / "rows.csv").write_text("1,2\n")
+    src = make_tree({"t.py": "print('ok')\n"})
+    config = ScriptRunConfig(
+        src,
+        "t.py",
+        inputs={"train": str(data)},
+        outputs={"model": Output("s3://bucket/models/x/", required=False)},
+    )
+    run = Experiment(ws, "io").submit(config)
+    run.wait_for_completion()
+    client = client_for(ws)
+    page = client.get(f"/runs/{run.id}").text
+    inputs = page[page.index('id="inputs"') : page.index("</table>", page.index('id="inputs"'))]
+    assert "<code>train</code>" in inputs and "&lt;data&gt;" in inputs and "<data>" not in inputs
+    sha = run.get_details()["inputDatasets"][0]["sha256"]
+    assert sha[:16] in inputs and "download" in inputs
+    outputs = page[page.index('id="outputs"') : page.index("</table>", page.index('id="outputs"'))]
+    assert "s3://bucket/models/x/" in outputs and "nothing written (optional)" in outputs
+    details = api(client, f"/runs/{run.id}")
+    assert details["inputDatasets"][0]["uri"] == str(data)
+    assert details["outputDatasets"][0]["uploaded"] is False

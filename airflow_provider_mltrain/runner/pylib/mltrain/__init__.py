@@ -117,6 +117,17 @@ class Run:
         return self._metrics_file is None
 
     @property
+    def input_datasets(self):
+        """The run's inputs, name -> local path (Azure ML v1's ``run.input_datasets``); {} offline."""
+        if self.offline:
+            return {}
+        try:
+            value = json.loads(os.environ.get("MLTRAIN_INPUTS") or "{}")
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    @property
     def display_name(self):
         return self.id
 

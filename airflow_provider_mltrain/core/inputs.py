@@ -1,0 +1,624 @@
+"""Run inputs: data a run names (object-store URLs, ``ObjectStoragePath``-like paths, local paths),
+fetched by the controller into a content cache in the workspace and handed to the target.
+
+Where the download happens: on the controller, for every target. The controller already holds
+the credentials (an Airflow connection, fsspec options) and fsspec; the runner on a target is
+stdlib-only and a fresh VM or image has neither. The cache (``<workspace>/cache/inputs/<key>/``) is
+keyed by what the store says about the content (ETag or version id and size of each object, or a
+local file's size and mtime), so an unchanged input is not fetched twice; a remote target then
+keeps its own copy by the same key (the Docker cache volume, the SSH root), so it travels once.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from airflow_provider_mltrain.core.errors import InvalidRunConfig, MissingDependency, MLTrainError
+
+logger = logging.getLogger(__name__)
+
+MODES = ("download", "mount")
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+PLACEHOLDER_RE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([^\s}]*)\s*\}\}")
+CHUNK = 8 << 20
+RANGE = 16 << 20  # objects bigger than this are fetched in ranges, PARALLEL at a time
+PARALLEL = 4
+# What the run records of its inputs: a JSON list in this provider-owned property.
+INPUTS_PROPERTY = "mltrain.inputs"
+
+
+class InputError(InvalidRunConfig):
+    """An input of the run cannot be used as given (nothing was submitted)."""
+
+
+class InputNotFound(InputError, FileNotFoundError):
+    """The input's object, prefix or local path does not exist."""
+
+
+class InputCredentialsMissing(InputError, PermissionError):
+    """The object store refused the request, or no credentials were found for it."""
+
+
+class UnknownInputScheme(InputError):
+    """The input's URL scheme names no filesystem fsspec knows."""
+
+
+@dataclass
+class Input:
+    """One named input of a run.
+
+    ``source``: an object-store URL (``s3://bucket/prefix/``), a local path, or an
+    ``ObjectStoragePath`` (anything with an fsspec ``fs`` and a ``path``: its credentials are used).
+    ``mode``: ``download`` (a local copy, the default) or ``mount`` (used in place: a local path on
+    the local target, a read-only bind mount in Docker). ``storage_options`` (fsspec options) or
+    ``conn_id`` (an Airflow connection, resolved as the artifact store's is) give credentials.
+    ``path_on_compute``: where a mount appears in a container (default ``/mltrain/inputs/<name>``).
+    A string ``source`` is rendered by Airflow when the Input is in a templated field.
+    """
+
+    template_fields: ClassVar[tuple[str, ...]] = ("source",)
+
+    source: Any
+    mode: str = "download"
+    storage_options: dict[str, Any] | None = None
+    conn_id: str | None = None
+    path_on_compute: str | None = None
+
+    # Azure ML v1's spelling: Dataset.as_named_input("train").as_mount()
+    def as_mount(self, path_on_compute: str | None = None) -> Input:
+        return Input(self.source, "mount", self.storage_options, self.conn_id, path_on_compute)
+
+    def as_download(self) -> Input:
+        return Input(self.source, "download", self.storage_options, self.conn_id, None)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    rel: str  # path inside the input ("" for an input that is one file)
+    size: int
+    etag: str
+
+
+@dataclass
+class ResolvedInput:
+    """An input checked against its store: what it is, and where its cached copy is."""
+
+    name: str
+    uri: str
+    mode: str
+    local: bool  # a path on this machine (no fetch for a mount)
+    path: str  # in ``fs`` (or on this machine)
+    fs: Any
+    files: list[InputFile]
+    single: str | None  # the file name when the input is one file
+    version: str | None
+    path_on_compute: str | None = None
+    key: str = ""
+    cache_dir: Path | None = None  # <cache>/<key>: data/ and meta.json
+    sha256: str | None = None
+    fetched_bytes: int = 0
+    cache_hit: bool = False
+    target_path: str = ""  # where the script finds it on the target
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def data_dir(self) -> Path:
+        """The cached copy's folder (download), or the local source (mount)."""
+        if self.mode == "mount":
+            return Path(self.path)
+        assert self.cache_dir is not None
+        return self.cache_dir / "data"
+
+    def local_path(self) -> Path:
+        """The path a script on this machine would be given: the file of a one-file input."""
+        return self.data_dir / self.single if self.single and self.mode == "download" else self.data_dir
+
+    def env_name(self) -> str:
+        return input_env_name(self.name)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "uri": self.uri,
+            "mode": self.mode,
+            "version": self.version,
+            "size": self.size,
+            "files": len(self.files),
+            "sha256": self.sha256,
+            "cache_hit": self.cache_hit,
+            "fetched_bytes": self.fetched_bytes,
+            "path": self.target_path,
+        }
+
+
+def input_env_name(name: str) -> str:
+    return f"MLTRAIN_INPUT_{name.upper()}"
+
+
+def normalize_inputs(raw: Any, field_name: str = "ScriptRunConfig inputs") -> dict[str, Input]:
+    """``{"train": "s3://..."}`` or ``{"train": Input(...)}`` -> checked Input objects (no I/O)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InputError(
+            f"{field_name} must be a dict of input names to URLs, paths or Input objects, got "
+            f"{type(raw).__name__}."
+        )
+    out: dict[str, Input] = {}
+    env_names: dict[str, str] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise InputError(
+                f"{field_name}: the name {name!r} is not valid: use letters, digits and '_', starting with a "
+                "letter or '_' (it becomes ${{inputs.NAME}} and the variable MLTRAIN_INPUT_NAME)."
+            )
+        other = env_names.get(name.upper())
+        if other is not None:
+            raise InputError(
+                f"{field_name}: {other!r} and {name!r} would share the variable {input_env_name(name)}: "
+                "rename one."
+            )
+        env_names[name.upper()] = name
+        item = value if isinstance(value, Input) else Input(value)
+        if item.mode not in MODES:
+            raise InputError(f"{field_name}[{name!r}]: mode {item.mode!r} is not one of {', '.join(MODES)}.")
+        if item.source is None or (isinstance(item.source, str) and not item.source.strip()):
+            raise InputError(f"{field_name}[{name!r}] is empty: give a URL (s3://...) or a path.")
+        if not isinstance(item.source, (str, os.PathLike)) and not _is_fspath_like(item.source):
+            raise InputError(
+                f"{field_name}[{name!r}] must be a URL, a path or an ObjectStoragePath, got "
+                f"{type(item.source).__name__}. Pass an Airflow Asset through ScriptRunOperator, which "
+                "takes its URI."
+            )
+        if item.path_on_compute is not None and item.mode != "mount":
+            raise InputError(f"{field_name}[{name!r}]: path_on_compute is for mode='mount' only.")
+        out[name] = item
+    mounts: dict[str, str] = {}
+    for name, item in out.items():
+        if item.mode != "mount":
+            continue
+        where = posix_norm(item.path_on_compute or f"/mltrain/inputs/{name}")
+        if not where.startswith("/"):
+            raise InputError(f"{field_name}[{name!r}]: path_on_compute {where!r} must be an absolute path.")
+        if where in mounts:
+            raise InputError(
+                f"{field_name}: {mounts[where]!r} and {name!r} are both mounted at {where}: give one another "
+                "path_on_compute."
+            )
+        mounts[where] = name
+    return out
+
+
+def posix_norm(path: str) -> str:
+    import posixpath
+
+    return posixpath.normpath(path)
+
+
+def _is_fspath_like(obj: Any) -> bool:
+    return hasattr(obj, "fs") and hasattr(obj, "path") and hasattr(obj, "protocol")
+
+
+def substitute(arguments: list[str], values: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Replace ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` in each argument; unknown names refused."""
+    out = []
+    for i, arg in enumerate(arguments):
+        out.append(PLACEHOLDER_RE.sub(functools.partial(_value, i=i, arg=arg, values=values), arg))
+    return out
+
+
+def _value(m: re.Match[str], *, i: int, arg: str, values: Mapping[str, Mapping[str, str]]) -> str:
+    kind, name = m.group(1), m.group(2)
+    group = values.get(kind)
+    if group is None:
+        raise InputError(
+            f"arguments[{i}] {arg!r}: ${{{{{kind}.{name}}}}} is not a placeholder mltrain knows: "
+            "use ${{inputs.NAME}} or ${{outputs.NAME}}."
+        )
+    if name not in group:
+        known = ", ".join(sorted(group)) or "none"
+        raise InputError(
+            f"arguments[{i}] {arg!r} names {kind[:-1]} {name!r}, which the run does not declare "
+            f"({kind}: {known}). Add it to ScriptRunConfig({kind}=...) or fix the name."
+        )
+    return group[name]
+
+
+def placeholders(arguments: list[str]) -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for arg in arguments for m in PLACEHOLDER_RE.finditer(arg)]
+
+
+# -- resolving: what the input is (cheap: listings, no content) ----------------------------------
+
+
+def resolve(name: str, item: Input) -> ResolvedInput:
+    """Check the input against its store (exists, readable, credentials) and list its files."""
+    source = item.source
+    if _is_fspath_like(source):
+        fs = source.fs
+        protocol = source.protocol if isinstance(source.protocol, str) else source.protocol[0]
+        path = str(source.path)
+        uri = f"{protocol}://{path}" if protocol not in ("", "file", "local") else path
+        return _list(name, item, fs, path, uri, local=protocol in ("", "file", "local"))
+    text = os.fspath(source)
+    if "://" not in text:
+        path = os.path.abspath(os.path.expanduser(text))
+        return _list(name, item, None, path, path, local=True)
+    scheme = text.split("://", 1)[0].lower()
+    if scheme in ("file", "local"):
+        path = text.split("://", 1)[1]
+        return _list(name, item, None, path, path, local=True)
+    fs = _filesystem(name, item, text, scheme)
+    path = fs._strip_protocol(text)
+    return _list(name, item, fs, path, _redact(text), local=False)
+
+
+def _redact(url: str) -> str:
+    """The URL without a user:password part."""
+    scheme, rest = url.split("://", 1)
+    host, sep, tail = rest.partition("/")
+    if "@" in host:
+        host = host.rsplit("@", 1)[1]
+    return f"{scheme}://{host}{sep}{tail}"
+
+
+def _filesystem(name: str, item: Input, url: str, scheme: str) -> Any:
+    import fsspec
+
+    try:
+        cls = fsspec.get_filesystem_class(scheme)
+    except ValueError:
+        raise UnknownInputScheme(
+            f"Input {name!r}: the URL scheme {scheme!r} of {_redact(url)} is not one fsspec knows. Use "
+            "s3://, gs://, abfs://, an ObjectStoragePath or a local path."
+        ) from None
+    except ImportError as exc:
+        raise MissingDependency(
+            f"Input {name!r}: reading {scheme}:// needs {exc.name or exc}, which is not installed here "
+            f"(for s3://: pip install 'airflow-provider-mltrain[s3]').",
+            extra="s3" if scheme in ("s3", "s3a") else scheme,
+            module=exc.name,
+        ) from exc
+    options = dict(item.storage_options or {})
+    if item.conn_id:
+        from airflow_provider_mltrain.core.artifacts import storage_options_for
+
+        options = {**storage_options_for(url, item.conn_id), **options}
+    # fsspec caches instances by their options (credentials included): the next submission from
+    # this process reuses the client and its connections, so a cache hit costs one request.
+    return cls(**options)
+
+
+def _store_error(name: str, uri: str, exc: BaseException) -> MLTrainError | None:
+    kind = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text or "NoSuchKey" in text:
+        return InputNotFound(
+            f"Input {name!r}: {uri} does not exist (no such object, prefix or bucket). Check the URL."
+        )
+    if (
+        isinstance(exc, PermissionError)
+        or kind in ("NoCredentialsError", "PartialCredentialsError", "ClientError")
+        or "AccessDenied" in text
+        or "InvalidAccessKeyId" in text
+        or "SignatureDoesNotMatch" in text
+    ):
+        return InputCredentialsMissing(
+            f"Input {name!r}: the store refused to read {uri} ({kind}: {text[:200]}). Give credentials: "
+            "Input(..., conn_id='my_aws_conn') or storage_options={'key': ..., 'secret': ...}, or an "
+            "ObjectStoragePath with a conn_id."
+        )
+    return None
+
+
+def _list(name: str, item: Input, fs: Any, path: str, uri: str, local: bool) -> ResolvedInput:
+    if local:
+        return _list_local(name, item, path)
+    if item.mode == "mount":
+        raise InputError(
+            f"Input {name!r}: {uri} is in an object store; mode='mount' takes a path on the target's "
+            "machine (no filesystem driver mounts buckets here). Use mode='download' (cached)."
+        )
+    try:
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(path)  # a listing cached by an earlier submission may be stale
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            found = fs.find(path, detail=True)
+            prefix = path.rstrip("/") + "/"
+            files = [
+                InputFile(p[len(prefix) :], int(d.get("size") or 0), _etag(d))
+                for p, d in sorted(found.items())
+                if d.get("type") != "directory" and p.startswith(prefix)
+            ]
+            single = None
+            if not files:
+                raise InputNotFound(f"Input {name!r}: {uri} is an empty folder; nothing to give the script.")
+        else:
+            files = [InputFile("", int(info.get("size") or 0), _etag(info))]
+            single = path.rstrip("/").rsplit("/", 1)[-1]
+    except MLTrainError:
+        raise
+    except Exception as exc:
+        err = _store_error(name, uri, exc)
+        if err is None:
+            raise InputError(f"Input {name!r}: could not read {uri}: {type(exc).__name__}: {exc}") from exc
+        raise err from None
+    if single:
+        files = [InputFile(single, files[0].size, files[0].etag)]
+    version = files[0].etag if len(files) == 1 else _digest([f"{f.rel}\0{f.etag}" for f in files])[:32]
+    return ResolvedInput(name, uri, item.mode, False, path, fs, files, single, version)
+
+
+def _etag(info: Mapping[str, Any]) -> str:
+    for key in ("VersionId", "ETag", "etag", "md5Hash", "generation"):
+        value = info.get(key)
+        if value:
+            return str(value).strip('"')
+    return f"{info.get('size')}:{info.get('LastModified') or info.get('mtime') or info.get('updated')}"
+
+
+def _list_local(name: str, item: Input, path: str) -> ResolvedInput:
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFound(f"Input {name!r}: the local path {path} does not exist.")
+    files: list[InputFile] = []
+    if p.is_file():
+        st = p.stat()
+        files.append(InputFile(p.name, st.st_size, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"))
+        single: str | None = p.name
+    else:
+        single = None
+        for dirpath, dirnames, filenames in os.walk(p):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                full = Path(dirpath) / fname
+                if full.is_symlink() or not full.is_file():
+                    continue
+                st = full.stat()
+                rel = full.relative_to(p).as_posix()
+                files.append(InputFile(rel, st.st_size, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"))
+    version = _digest([f"{f.rel}\0{f.etag}" for f in files])[:32]
+    return ResolvedInput(name, str(p), item.mode, True, str(p), None, files, single, version)
+
+
+def _digest(lines: list[str]) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
+
+
+# -- fetching into the content cache --------------------------------------------------------------
+
+
+def cache_root(workspace_root: Path) -> Path:
+    return workspace_root / "cache" / "inputs"
+
+
+def fetch(inp: ResolvedInput, root: Path) -> None:
+    """Make ``inp``'s cached copy (download mode): nothing is read when the cache holds this content.
+
+    The key is the store's identity of the content (ETag / version id and size per object; for a
+    local path its own path, sizes and mtimes), so an edited object gets a new copy. Concurrent
+    submissions of one input wait on a lock and the second finds the first one's copy.
+    """
+    if inp.mode == "mount":
+        return
+    ident = ["local:" + inp.path if inp.local else "store"]
+    inp.key = _digest(ident + [f"{f.rel}\0{f.size}\0{f.etag}" for f in inp.files])[:40]
+    inp.cache_dir = root / inp.key
+    meta_path = inp.cache_dir / "meta.json"
+    root.mkdir(parents=True, exist_ok=True)
+    with _lock(root / f"{inp.key}.lock"):
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            if _unchanged(inp.cache_dir / "data", meta.get("stat") or {}):
+                inp.sha256, inp.cache_hit = meta["sha256"], True
+                with contextlib.suppress(OSError):
+                    os.utime(meta_path)  # last use, for a prune
+                return
+            # A script on the local target (as root, past the read-only bits) changed the copy.
+            logger.warning(
+                "Input %s: the cached copy was changed since it was fetched; fetching again", inp.name
+            )
+            _rmtree(inp.cache_dir)
+        tmp = root / f".tmp-{inp.key}-{secrets.token_hex(4)}"
+        try:
+            data = tmp / "data"
+            data.mkdir(parents=True)
+            lines, fetched = [], 0
+            for f in inp.files:
+                dest = data / f.rel
+                _check_rel(inp, f.rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                src = inp.path if inp.single else f"{inp.path.rstrip('/')}/{f.rel}"
+                digest, n = _copy(inp, src, dest, f.size)
+                lines.append(f"{f.rel}\0{digest}")
+                fetched += n
+            inp.sha256 = _digest(lines)
+            inp.fetched_bytes = fetched
+            meta = {
+                "uri": inp.uri,
+                "sha256": inp.sha256,
+                "size": fetched,
+                "fetched_at": time.time(),
+                "stat": _stat_files(data),
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            os.rename(tmp, inp.cache_dir)
+        except BaseException:
+            _rmtree(tmp)
+            raise
+    logger.info("Input %s: fetched %s (%d bytes) into the cache", inp.name, inp.uri, inp.fetched_bytes)
+
+
+def _stat_files(data: Path) -> dict[str, list[int]]:
+    out = {}
+    for dirpath, _dirs, filenames in os.walk(data):
+        for fname in filenames:
+            full = os.path.join(dirpath, fname)
+            st = os.lstat(full)
+            out[os.path.relpath(full, data)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _unchanged(data: Path, recorded: dict[str, Any]) -> bool:
+    """Whether the cached files are the ones fetched (sizes and mtimes: a stat each, no read)."""
+    try:
+        return bool(recorded) and _stat_files(data) == {k: list(v) for k, v in recorded.items()}
+    except OSError:
+        return False
+
+
+def _check_rel(inp: ResolvedInput, rel: str) -> None:
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InputError(
+            f"Input {inp.name!r}: {inp.uri} holds an object named {rel!r}, which is no file path."
+        )
+
+
+def _copy(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    try:
+        if not inp.local and size > RANGE:
+            digest, n = _copy_ranges(inp, src, dest, size)
+            os.chmod(dest, 0o444)
+            return digest, n
+        reader = open(src, "rb") if inp.local else inp.fs.open(src, "rb", block_size=CHUNK)  # noqa: SIM115
+        with reader as r, open(dest, "wb") as w:
+            while True:
+                chunk = r.read(CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                w.write(chunk)
+                n += len(chunk)
+    except MLTrainError:
+        raise
+    except Exception as exc:
+        err = _store_error(inp.name, inp.uri, exc)
+        if err is None:
+            raise InputError(
+                f"Input {inp.name!r}: fetching {src} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise err from None
+    os.chmod(dest, 0o444)  # the script reads the cache; it must not change it for the next run
+    return h.hexdigest(), n
+
+
+def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int]:
+    """A big object in ranges fetched ``PARALLEL`` at a time (one stream cannot fill the link),
+    hashed and written in order as they arrive."""
+    h = hashlib.sha256()
+    n = 0
+    starts = iter(range(0, size, RANGE))
+    with ThreadPoolExecutor(PARALLEL) as pool, open(dest, "wb") as out:
+        pending: collections.deque[Future[bytes]] = collections.deque()
+
+        def more() -> None:
+            start = next(starts, None)
+            if start is not None:
+                pending.append(pool.submit(inp.fs.cat_file, src, start=start, end=min(start + RANGE, size)))
+
+        for _ in range(PARALLEL * 2):
+            more()
+        while pending:
+            chunk = pending.popleft().result()
+            more()
+            h.update(chunk)
+            out.write(chunk)
+            n += len(chunk)
+    if n != size:
+        raise InputError(
+            f"Input {inp.name!r}: {src} changed while it was fetched ({n} bytes read, {size} listed). "
+            "Submit again."
+        )
+    return h.hexdigest(), n
+
+
+def hash_local(inp: ResolvedInput) -> None:
+    """The content hash of a mounted local input (read once; recorded with the run)."""
+    lines = []
+    base = Path(inp.path)
+    for f in inp.files:
+        full = base if inp.single else base / f.rel
+        h = hashlib.sha256()
+        with open(full, "rb") as r:
+            while chunk := r.read(CHUNK):
+                h.update(chunk)
+        lines.append(f"{f.rel}\0{h.hexdigest()}")
+    inp.sha256 = _digest(lines)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Any:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _rmtree(path: Path) -> None:
+    if not path.exists():
+        return
+    for dirpath, _dirs, filenames in os.walk(path):
+        for fname in filenames:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(dirpath, fname), 0o644)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def prepare(raw: Mapping[str, Any] | None, workspace_root: Path, target: Any) -> list[ResolvedInput]:
+    """Resolve every input, let the target place it (refusing what it cannot do), then fetch.
+
+    Everything here happens before the run is recorded: a bad input is refused with nothing
+    submitted.
+    """
+    items = normalize_inputs(raw)
+    if not items:
+        return []
+    resolved = [resolve(name, item) for name, item in items.items()]
+    for inp in resolved:
+        inp.path_on_compute = items[inp.name].path_on_compute
+        target.check_input(inp)
+    root = cache_root(workspace_root)
+    for inp in resolved:
+        if inp.mode == "download":
+            fetch(inp, root)
+        else:
+            hash_local(inp)
+        inp.target_path = target.input_path(inp)
+    return resolved
+
+
+def environment(resolved: list[ResolvedInput]) -> dict[str, str]:
+    """The variables the script finds its inputs by."""
+    env = {inp.env_name(): inp.target_path for inp in resolved}
+    if resolved:
+        env["MLTRAIN_INPUTS"] = json.dumps({inp.name: inp.target_path for inp in resolved})
+    return env

@@ -1,0 +1,152 @@
+"""Bad inputs are refused before anything is submitted; a local-path input is cached by content."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from airflow_provider_mltrain import Experiment, ScriptRunConfig
+from airflow_provider_mltrain.core.errors import InvalidRunConfig
+from airflow_provider_mltrain.core.inputs import (
+    Input,
+    InputCredentialsMissing,
+    InputNotFound,
+    UnknownInputScheme,
+)
+from tests.conftest import s3_options
+
+
+def _submit(workspace, make_tree, inputs, arguments=()):
+    src = make_tree({"train.py": "print('hi')\n"})
+    config = ScriptRunConfig(src, "train.py", arguments=list(arguments), inputs=inputs)
+    return Experiment(workspace, "bad").submit(config)
+
+
+def _refused(workspace, make_tree, error, match, inputs, arguments=()):
+    with pytest.raises(error, match=match):
+        _submit(workspace, make_tree, inputs, arguments)
+    assert workspace.store.list_runs() == []  # nothing was submitted
+
+
+def test_unknown_scheme(workspace, make_tree):
+    _refused(workspace, make_tree, UnknownInputScheme, "scheme 'nosuch'", {"train": "nosuch://b/k"})
+
+
+def test_missing_local_path(workspace, make_tree, tmp_path):
+    _refused(workspace, make_tree, InputNotFound, "does not exist", {"train": str(tmp_path / "nope")})
+
+
+def test_missing_object(workspace, make_tree):
+    url = f"s3://mltrain-test/{uuid.uuid4().hex}/train.csv"
+    _refused(
+        workspace,
+        make_tree,
+        InputNotFound,
+        "does not exist",
+        {"train": Input(url, storage_options=s3_options())},
+    )
+
+
+def test_missing_credentials(workspace, make_tree):
+    options = {**s3_options(), "key": "no-such-key", "secret": "wrong-secret"}
+    url = f"s3://mltrain-test/{uuid.uuid4().hex}/train.csv"
+    with pytest.raises(InputCredentialsMissing, match="conn_id") as info:
+        _submit(workspace, make_tree, {"train": Input(url, storage_options=options)})
+    assert "wrong-secret" not in str(info.value)
+    assert workspace.store.list_runs() == []
+
+
+def test_two_inputs_mounted_at_one_path(workspace, make_tree, tmp_path):
+    inputs = {
+        "a": Input(str(tmp_path), mode="mount", path_on_compute="/data"),
+        "b": Input(str(tmp_path), mode="mount", path_on_compute="/data/"),
+    }
+    _refused(workspace, make_tree, InvalidRunConfig, "both mounted at /data", inputs)
+
+
+def test_names_sharing_a_variable(workspace, make_tree, tmp_path):
+    _refused(
+        workspace, make_tree, InvalidRunConfig, "MLTRAIN_INPUT_TRAIN", {"train": str(tmp_path), "Train": "x"}
+    )
+
+
+def test_a_placeholder_naming_no_input(workspace, make_tree, tmp_path):
+    _refused(
+        workspace,
+        make_tree,
+        InvalidRunConfig,
+        r"names input 'tset'.*inputs: train",
+        {"train": str(tmp_path)},
+        arguments=["--data", "${{inputs.tset}}"],
+    )
+
+
+def test_a_placeholder_of_unknown_kind(workspace, make_tree, tmp_path):
+    _refused(workspace, make_tree, InvalidRunConfig, "not a placeholder", {}, arguments=["${{input.train}}"])
+
+
+def test_mounting_an_object_store_url(workspace, make_tree):
+    inputs = {"train": Input("s3://mltrain-test/x", mode="mount", storage_options=s3_options())}
+    _refused(workspace, make_tree, InvalidRunConfig, "mode='download'", inputs)
+
+
+def test_a_local_path_is_cached_until_it_changes(workspace, make_tree, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("one")
+    first = _submit(workspace, make_tree, {"data": str(data)})
+    second = _submit(workspace, make_tree, {"data": str(data)})
+    (a,), (b,) = first.get_details()["inputDatasets"], second.get_details()["inputDatasets"]
+    assert not a["cache_hit"] and a["fetched_bytes"] == 3
+    assert b["cache_hit"] and b["fetched_bytes"] == 0 and b["sha256"] == a["sha256"]
+    (data / "x.txt").write_text("two!")
+    third = _submit(workspace, make_tree, {"data": str(data)})
+    (c,) = third.get_details()["inputDatasets"]
+    assert not c["cache_hit"] and c["sha256"] != a["sha256"]
+    for run in (first, second, third):
+        run.wait_for_completion()
+
+
+def test_a_script_that_changes_its_cached_input_does_not_change_the_next_runs(workspace, make_tree, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("one")
+    script = (
+        "import os\n"
+        "p = os.path.join(os.environ['MLTRAIN_INPUT_DATA'], 'x.txt')\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/seen.txt', 'w').write(open(p).read())\n"
+        "try:\n"
+        "    open(p, 'a').write('+changed')\n"
+        "except OSError:\n"
+        "    pass\n"
+    )
+    src = make_tree({"train.py": script})
+    config = ScriptRunConfig(src, "train.py", inputs={"data": str(data)})
+    for i in range(2):
+        run = Experiment(workspace, "bad").submit(config)
+        assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
+        assert run.download_file("outputs/seen.txt", tmp_path / f"dl{i}").read_text() == "one"
+
+
+def test_a_big_object_is_fetched_in_ranges_whole_and_hashed(workspace, make_tree):
+    import hashlib
+    import os
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True)
+    key = f"mltrain-test/{uuid.uuid4().hex}/big.bin"
+    body = os.urandom(40 << 20)  # 3 ranges, the last one short
+    fs.pipe(key, body)
+    try:
+        run = _submit(workspace, make_tree, {"big": Input(f"s3://{key}", storage_options=s3_options())})
+        (detail,) = run.get_details()["inputDatasets"]
+        assert detail["fetched_bytes"] == len(body) and detail["size"] == len(body)
+        file_hash = hashlib.sha256(body).hexdigest()
+        assert detail["sha256"] == hashlib.sha256(f"big.bin\0{file_hash}\n".encode()).hexdigest()
+        assert open(detail["path"], "rb").read() == body  # noqa: SIM115
+        run.wait_for_completion()
+    finally:
+        fs.rm(key)
