@@ -830,7 +830,9 @@ class Run:
 
         Read from the collected copy once the run is collected (the artifact store's, or this
         machine's with a local store); before, from the target, or from the live log chunks in the
-        artifact store where this host cannot read the target (a local-target run of another host).
+        artifact store where this host cannot read the target (a local-target run of another host)
+        or the store has more of it (the run's files wait in another host's cache, and its
+        container is gone).
         """
         record = self._record()
         limit = None if length is None else max(0, length)
@@ -860,8 +862,19 @@ class Run:
 
     def _log_from_store(self, record: dict[str, Any]) -> bool:
         """Whether the live log is read from the store's chunks rather than the target: where this
-        host cannot read the target. Everywhere else the target is as fresh as it gets."""
-        return self.elsewhere(record) is not None
+        host cannot read the target, or where the run's files wait in another host's cache and
+        the store holds more of the log than the target (which may have let the run go: a
+        removed container). Everywhere else the target is as fresh as it gets."""
+        if self.elsewhere(record) is not None:
+            return True
+        if not self._pending_elsewhere(record):
+            return False
+        try:
+            on_target = self.target.file_size(self.id, STD_LOG)
+        except (MLTrainError, OSError):
+            return True
+        in_store = run_files_store.log_end(run_files_store.log_chunks(self.workspace.artifacts, self.id))
+        return in_store > on_target
 
 
 class LogFollower:

@@ -471,15 +471,52 @@ class _RefusesRunUploads(FsspecArtifactStore):
 
     refusing = False
 
+    def _refuses(self, name: str) -> bool:
+        return self.refusing and name.startswith("runs/")
+
     def put_file(self, name, path):
-        if self.refusing and name.startswith("runs/"):
+        if self._refuses(name):
             raise OSError("the store refuses the upload")
         super().put_file(name, path)
 
     def put_bytes(self, name, data):
-        if self.refusing and name.startswith("runs/"):
+        if self._refuses(name):
             raise OSError("the store refuses the upload")
         super().put_bytes(name, data)
+
+
+class _RefusesRunFiles(_RefusesRunUploads):
+    """Refuses a run's files and manifest at finalization; its live log chunks still go through."""
+
+    def _refuses(self, name: str) -> bool:
+        return super()._refuses(name) and "/log/" not in name
+
+
+@pytest.mark.object_store_only
+@pytest.mark.object_store_on("local", "docker_test", "ssh_vm")
+def test_another_host_reads_the_log_of_a_run_whose_files_wait_elsewhere(
+    workspace, target, harness, make_tree, tmp_path
+):
+    """While a run's files wait in one host's cache, another host (the api-server) shows the log
+    the follower pushed to the store, also when the target let the run go (a removed container)."""
+    store = workspace.artifacts
+    flaky = _RefusesRunFiles(store.url, store.storage_options)
+    flaky.refusing = True
+    host_a = Workspace(workspace.root, database_url=workspace.database_url, artifact_store=flaky)
+    script = "for i in range(20):\n    print('line', i)\nopen('outputs/model.txt', 'w').write('m')\n"
+    run = submit(host_a, target, make_tree({"train.py": script}))
+    details = run.wait_for_completion(upload_timeout=0)
+    assert details["status"] == "Completed" and details["output_dir"] is None  # files wait on host A
+    for thread in threading.enumerate():  # the Docker target removes the container meanwhile
+        if thread.name.startswith("rm-mltrain-"):
+            thread.join(timeout=60)
+    expected = "".join(f"line {i}\n" for i in range(20))
+    seen_from_b = Workspace(tmp_path / "host-b", database_url=workspace.database_url, artifact_store=store)
+    reader = seen_from_b.get_run(run.id)
+    assert reader.get_status() == "Completed"
+    assert reader.read_log().decode() == expected
+    assert reader.target_log_size() == len(expected)
+    assert reader.get_log_tail(max_lines=1) == "line 19"
 
 
 @pytest.mark.object_store_only
