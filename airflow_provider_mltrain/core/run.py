@@ -65,6 +65,7 @@ class Run:
         self.id = run_id
         self._target: ComputeTarget | None = None
         self._pushed_log: int | None = None  # end of the log in the store, as this handle wrote it
+        self._push_failing = False  # this handle said so on the run (a LOG_PUSH_FAILING warning)
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r})"
@@ -262,6 +263,21 @@ class Run:
         except Exception as exc:  # any failure of the store (or a target read) waits for the next push
             log.warning("Run %s: appending its log to %s failed (%s); retrying", self.id, store.url, exc)
             self._pushed_log = None
+            if not self._push_failing:  # the run says so too, once per outage of this follower
+                self._push_failing = True
+                self.workspace.store.add_warnings(
+                    self.id, [run_warnings.log_push_failing(store.url, socket.gethostname(), exc)]
+                )
+            return
+        if self._push_failing:
+            self._push_failing = False
+            self._drop_warnings(run_warnings.LOG_PUSH_FAILING)
+
+    def _drop_warnings(self, *keys: str) -> None:
+        record = self._record()
+        kept = [e for e in record["warnings"] if e["key"] not in keys]
+        if len(kept) != len(record["warnings"]):
+            self.workspace.store.update(self.id, warnings=json.dumps(kept))
 
     def _add_runner_warnings(self, record: dict[str, Any], runner: dict[str, Any] | None) -> None:
         known = {e["key"] for e in record["warnings"]}
@@ -418,8 +434,10 @@ class Run:
                     self.id, [run_warnings.upload_pending(store.url, socket.gethostname(), exc)]
                 )
             return
-        warnings = [e for e in record["warnings"] if e["key"] != run_warnings.UPLOAD_PENDING]
-        if len(warnings) != len(record["warnings"]):
+        done = (run_warnings.UPLOAD_PENDING, run_warnings.LOG_PUSH_FAILING)  # the whole log is there now
+        current = self._record()["warnings"]
+        warnings = [e for e in current if e["key"] not in done]
+        if len(warnings) != len(current):
             self.workspace.store.update(self.id, collected=True, warnings=json.dumps(warnings))
         else:
             self.workspace.store.update(self.id, collected=True)

@@ -20,6 +20,7 @@ RUNNER = "runner:"
 # A model request of the script's logs/models.jsonl that was not registered: kept once, as RUNNER.
 MODELS = "models:"
 UPLOAD_PENDING = "store.upload_pending"
+LOG_PUSH_FAILING = "store.log_push_failing"
 MAX_NAMES = 5
 # The runner's own warnings come from status.json, a file the script could rewrite: bounded.
 MAX_RUNNER_WARNINGS = 20
@@ -65,6 +66,20 @@ def upload_pending(store_url: str, host: str, exc: BaseException) -> dict[str, A
             f"They are kept in the workspace cache on {host} and the upload is retried each time the "
             f"run is refreshed there (mltrain runs show, the run page); until then other hosts see the "
             f"live log only."
+        ),
+    }
+
+
+def log_push_failing(store_url: str, host: str, exc: BaseException) -> dict[str, Any]:
+    """The entry of an active run whose live log its follower cannot append to the store."""
+    reason = f"{type(exc).__name__}: {exc}"[:MAX_RUNNER_TEXT]
+    return {
+        "key": LOG_PUSH_FAILING,
+        "count": 1,
+        "text": (
+            f"The run's live log cannot be appended to the artifact store {store_url} ({reason}) by "
+            f"its follower on {host}: other hosts see it only up to that point. Nothing is lost: the "
+            f"follower keeps retrying, and the whole log is uploaded with the run's files."
         ),
     }
 

@@ -356,6 +356,33 @@ def test_wait_for_completion_retries_the_upload_until_the_store_is_back(
     assert reader.download_file("outputs/f2.bin", tmp_path / "dl").read_bytes() == b"\x02" * 300_002
 
 
+def test_a_store_that_refuses_the_live_log_is_said_on_the_run_until_it_takes_it_again(
+    tmp_path, make_tree, s3_store, shared_db
+):
+    """Other hosts read a live log from the store: while its follower cannot append to it, the run
+    says so (not only the follower's task log), and stops saying so once the store takes it."""
+    flaky = FlakyStore(s3_store)
+    ws = Workspace(tmp_path / "ws", database_url=shared_db, artifact_store=flaky)
+    gate = tmp_path / "gate"
+    run = Experiment(ws, "exp").submit(
+        ScriptRunConfig(make_tree({"train.py": GATED}), "train.py", arguments=[str(gate)])
+    )
+    flaky.fail_from_put = len(flaky.puts) + 1  # from now on, every put fails
+    wait_until(lambda: run.refresh() and b"first line" in run.read_log(), timeout=60)
+    run.refresh()
+    [warning] = [w for w in run.warnings if "live log cannot be appended" in w]
+    assert s3_store.url in warning and "injected: the store is full" in warning
+    assert not RunStatus(ws.store.get_run(run.id)["status"]).is_terminal
+
+    flaky.fail_from_put = None  # the store takes puts again
+    run.refresh()
+    assert run.warnings == []
+    assert b"first line" in run_files_store.read_log(s3_store, run.id)
+    gate.touch()
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert run.warnings == []
+
+
 def test_upload_timeout_setting_is_checked(monkeypatch):
     from airflow_provider_mltrain.core import settings
     from airflow_provider_mltrain.core.errors import InvalidRunConfig
