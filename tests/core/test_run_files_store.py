@@ -15,11 +15,12 @@ import pytest
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.core import run_files_store
-from airflow_provider_mltrain.core.artifacts import ArtifactStore, ArtifactStoreError, LocalArtifactStore
+from airflow_provider_mltrain.core.artifacts import ArtifactStore, ArtifactStoreError
 from airflow_provider_mltrain.core.errors import RunOnOtherHost
 from airflow_provider_mltrain.core.run import LogFollower, Run
 from airflow_provider_mltrain.core.states import RunStatus
 from tests.conftest import s3_options
+from tests.core.test_snapshot_shared import GatedStore
 from tests.targets.suite import wait_until
 
 BIG = 7 * 1024 * 1024 + 11  # more than one read block and one multipart part of s3fs (5 MiB)
@@ -448,29 +449,6 @@ def test_a_local_run_of_another_host_is_neither_lost_nor_followed_from_here(
             seen_from_b.wait_for_completion(timeout=30)
     gate.touch()
     assert run.wait_for_completion()["status"] == "Completed"
-
-
-class GatedStore(LocalArtifactStore):
-    """A shared folder whose first ``parties`` file uploads wait until all are under way at once
-    (a broken barrier, after a generous deadline, if they run one after the other); uploads of
-    names starting with ``fail`` are refused."""
-
-    def __init__(self, root: Path, parties: int, fail: str | None = None):
-        super().__init__(root)
-        self.barrier = threading.Barrier(parties, timeout=60)
-        self.waiting = parties
-        self.fail = fail
-        self.lock = threading.Lock()
-
-    def put_file(self, name, path):
-        with self.lock:
-            wait = self.waiting > 0
-            self.waiting -= 1
-        if wait:
-            self.barrier.wait()
-        if self.fail is not None and name.startswith(self.fail):
-            raise ArtifactStoreError(f"injected: cannot write {name}")
-        super().put_file(name, path)
 
 
 def test_a_runs_files_go_up_at_once_and_one_failed_upload_leaves_no_manifest(tmp_path):
