@@ -11,7 +11,7 @@ UI_PORT ?= 8080
 DEMO_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME_DEMO) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags_examples \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False MLTRAIN_WORKSPACE=$(AIRFLOW_HOME_DEMO)/mltrain
 
-.PHONY: demo ui test lint typecheck unit test-floor install-demo install-dev clean
+.PHONY: demo ui test lint typecheck unit test-floor install-demo install-dev constraints clean
 
 UI_ENV := $(DEMO_ENV) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(UI_PORT) \
 	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(UI_PORT)
@@ -33,13 +33,24 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip uv
 
-$(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(UV) pip install --python $(PY) --quiet -e '.[examples]'
+# Installs pin every library to constraints.txt (see `make constraints`): what the suite last passed
+# with, so a library released tomorrow cannot break the demo or CI. Users' own installs are bound
+# only by pyproject.toml (and by Airflow's constraints file, as Airflow recommends).
+CONSTRAINTS := constraints.txt
+$(VENV)/.demo-installed: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(UV) pip install --python $(PY) --quiet -c $(CONSTRAINTS) -e '.[examples]'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(UV) pip install --python $(PY) --quiet -e '.[dev,docker,ssh,spark,s3]'
+$(VENV)/.dev-installed: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(UV) pip install --python $(PY) --quiet -c $(CONSTRAINTS) -e '.[dev,docker,ssh,spark,s3]'
 	touch $@ $(VENV)/.demo-installed
+
+# Re-pins constraints.txt: keeps each pin that still satisfies pyproject.toml, picks the newest
+# version for the rest (UPGRADE=1: the newest of everything). Run `make test` before committing it.
+CONSTRAINT_EXTRAS := dev docker ssh spark s3 sweep examples
+constraints: | $(PY)
+	$(UV) pip compile --quiet --universal --python-version 3.10 $(if $(UPGRADE),--upgrade) \
+		$(addprefix --extra ,$(CONSTRAINT_EXTRAS)) -o $(CONSTRAINTS) pyproject.toml
 
 install-demo: $(VENV)/.demo-installed
 install-dev: $(VENV)/.dev-installed
