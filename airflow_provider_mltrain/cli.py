@@ -721,12 +721,14 @@ def _env_list(ws: Workspace, as_json: bool) -> None:
             }
         )
         return
-    OUT.stream.write(f"{'NAME':<28} {'VERSION':<8} {'KIND':<12} HASH\n")
+    OUT.stream.write(f"{'NAME':<28} {'VERSION':<8} {'KIND':<12} {'HASH':<12} FOR\n")
     for name, env in envs.items():
         kind = (
             "curated" if name.startswith(CURATED_PREFIX) else ("managed" if env.managed else "user-managed")
         )
-        OUT.stream.write(f"{name:<28} {env.version or '-':<8} {kind:<12} {env.content_hash()[:12]}\n")
+        about = for_terminal(" ".join((env.description or "").split()), 200)
+        line = f"{name:<28} {env.version or '-':<8} {kind:<12} {env.content_hash()[:12]} {about}"
+        OUT.stream.write(line.rstrip() + "\n")
 
 
 def _env_show(ws: Workspace, name: str, version: str | None, as_json: bool) -> None:

@@ -66,6 +66,8 @@ class RunSpec:
     # The run's inputs (core/inputs.py), fetched into the workspace's cache: the target ships the
     # cached copies it lacks (or mounts) in ``start``; their paths are in the environment already.
     inputs: tuple[ResolvedInput, ...] = ()
+    # The supervisor cancels the script once it has run this long (ScriptRunConfig's setting).
+    max_run_duration_seconds: float | None = None
 
     def to_runner_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,11 @@ class RunSpec:
             "heartbeat_interval": self.heartbeat_interval,
             "kill_grace_period": self.kill_grace_period,
             "framework": self.framework,
+            **(
+                {"max_run_duration_seconds": self.max_run_duration_seconds}
+                if self.max_run_duration_seconds
+                else {}
+            ),
         }
 
 

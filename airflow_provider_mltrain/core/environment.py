@@ -7,8 +7,8 @@ Docker base image or Dockerfile for the Docker target, and environment variables
 
 The hash covers the normalized requirements (and the *contents* of requirement files), the Python
 version, the interpreter of a user-managed environment, the base image and the Dockerfile's
-contents. It leaves out the name, the version and the environment variables, which change nothing
-in the build.
+contents. It leaves out the name, the version, the description and the environment variables,
+which change nothing in the build.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class Environment:
     python: PythonSection = field(default_factory=PythonSection)
     docker: DockerSection = field(default_factory=DockerSection)
     environment_variables: dict[str, str] = field(default_factory=dict)
+    # What the environment is for, in a sentence (``mltrain env list`` shows it); not in the hash.
+    description: str | None = None
     # Folder that relative paths (requirements_file, dockerfile) are read from.
     base_dir: str | None = field(default=None, compare=False, repr=False)
 
@@ -305,6 +307,7 @@ class Environment:
             ),
             docker=DockerSection(base_image=docker.get("base_image"), dockerfile=docker.get("dockerfile")),
             environment_variables={str(k): "" if v is None else str(v) for k, v in variables.items()},
+            description=None if data.get("description") is None else str(data["description"]),
             base_dir=base_dir,
         )
         env.validate()

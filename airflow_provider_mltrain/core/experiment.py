@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # The paths the built-in secret set left out of the run's snapshot (a JSON list), when any.
 SECRETS_SKIPPED = "mltrain.snapshot.secrets_skipped"
+# ScriptRunConfig.max_run_duration_seconds of the run, when given: the runner enforces it.
+MAX_RUN_DURATION = "mltrain.max_run_duration_seconds"
 # "host:pid" of the process that submitted a run: lets a reader tell a submission that died while
 # preparing (same host, process gone) from one still building its environment.
 SUBMITTER = "mltrain.submitted_by"
@@ -128,6 +130,8 @@ class Experiment:
             arguments, {"inputs": {i.name: i.target_path for i in resolved}, "outputs": output_paths}
         )
         recorded = {str(k): str(v) for k, v in (properties or {}).items()}
+        if config.max_run_duration_seconds is not None:
+            recorded[MAX_RUN_DURATION] = f"{float(config.max_run_duration_seconds):g}"
         if snapshot.secrets_skipped:
             recorded[SECRETS_SKIPPED] = json.dumps(list(snapshot.secrets_skipped))
             skipped = snapshot.secrets_skipped
@@ -224,6 +228,7 @@ class Experiment:
                 **run_outputs.environment(outputs or {}),
             },
             inputs=tuple(inputs or ()),
+            max_run_duration_seconds=_max_run_duration(properties),
             heartbeat_interval=settings.heartbeat_interval(),
             framework=framework,
             target_options=target_options,
@@ -322,6 +327,15 @@ class Experiment:
         if tags:
             records = [r for r in records if all(r["tags"].get(k) == str(v) for k, v in tags.items())]
         return [Run(self.workspace, r["id"]) for r in records]
+
+
+def _max_run_duration(properties: dict[str, Any] | None) -> float | None:
+    """The recorded limit (a rerun or a sweep child carries its properties on)."""
+    value = (properties or {}).get(MAX_RUN_DURATION)
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _check_submit_arguments(

@@ -80,6 +80,8 @@ class ScriptRunConfig:
     # Where ./outputs/NAME/ goes after the run (core/outputs.py): a URL or an Output(url,
     # required=...). The script writes to ${{outputs.NAME}} / MLTRAIN_OUTPUT_NAME.
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Azure ML's limit: the runner cancels the script once it has run this long (None: no limit).
+    max_run_duration_seconds: float | None = None
 
     def check_types(self, owner: str = "ScriptRunConfig", hint: str = "") -> None:
         """Refuse a field of the wrong type with :class:`InvalidRunConfig` naming it, before any
@@ -106,6 +108,16 @@ class ScriptRunConfig:
             check_tags(f"{owner} tags", self.tags, hint)
         if self.framework is not None:
             check_type(f"{owner} framework", self.framework, str, "a framework name (str) or None")
+        limit = self.max_run_duration_seconds
+        if limit is not None:
+            check_type(
+                f"{owner} max_run_duration_seconds", limit, (int, float), "a number of seconds or None"
+            )
+            if not limit > 0 or limit != limit or limit == float("inf"):
+                raise InvalidRunConfig(
+                    f"{owner} max_run_duration_seconds must be above 0 seconds, got {limit!r}; "
+                    "leave it None for no limit."
+                )
         if self.target_options is not None:
             check_str_keys(
                 f"{owner} target_options", self.target_options, "a dict of option names to values", hint

@@ -96,6 +96,7 @@ class Supervisor:
         }
         self.child = None
         self.cancel_requested = False
+        self.timed_out = None  # the max_run_duration_seconds the script ran past, once it did
         self.lock_fd = None
         self.cgroup = None
 
@@ -256,6 +257,8 @@ class Supervisor:
         grace = float(self.spec.get("kill_grace_period", 10))
         next_beat = _now() + interval
         kill_at = None
+        limit = self.spec.get("max_run_duration_seconds")
+        stop_at = _now() + float(limit) if limit else None
         while True:
             try:
                 return self.child.wait(timeout=min(interval, 0.5))
@@ -263,6 +266,9 @@ class Supervisor:
                 pass
             now = _now()
             if not self.cancel_requested and os.path.exists(os.path.join(self.run_dir, CANCEL)):
+                self.cancel_requested = True
+            if stop_at is not None and now >= stop_at and not self.cancel_requested:
+                self.timed_out = limit
                 self.cancel_requested = True
             if self.cancel_requested and kill_at is None:
                 self._terminate()
@@ -333,7 +339,10 @@ class Supervisor:
             error = "collecting ./outputs and ./logs failed: %s" % exc
         if os.path.exists(os.path.join(self.run_dir, CANCEL)):
             self.cancel_requested = True
-        if self.cancel_requested:
+        if self.timed_out is not None:
+            state = "Canceled"
+            error = "canceled: the script ran longer than max_run_duration_seconds=%g" % float(self.timed_out)
+        elif self.cancel_requested:
             state, error = "Canceled", "canceled by request"
         elif returncode == 0 and error is None:
             state = "Completed"
