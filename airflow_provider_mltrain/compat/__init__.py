@@ -1,0 +1,1 @@
+"""Compatibility layers: other tools' driver APIs over mltrain's core (``compat.azureml``)."""
