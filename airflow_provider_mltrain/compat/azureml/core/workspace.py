@@ -6,15 +6,17 @@ in the given folder, else the current one, then each parent) and reads::
     {
       "subscription_id": "...", "resource_group": "...", "workspace_name": "digits-ws",
       "mltrain": {
-        "workspace": "/data/mltrain",          # the root, relative to this file (default: Workspace())
+        "workspace": "/data/mltrain",          # the root; relative: to the project folder
         "database_url": "postgresql://...",    # optional, as Workspace(database_url=)
         "artifact_store": "s3://bucket/ml",    # optional, as Workspace(artifact_store=)
         "compute_targets": {"cpu-cluster": "docker_default"}   # Azure names -> connection ids
       }
     }
 
-Azure's three keys are kept as ``subscription_id``, ``resource_group`` and ``name``; nothing
-talks to Azure.
+A relative ``workspace`` is taken from the project folder: the one holding ``config.json``, or
+holding the ``.azureml`` folder it is in. Without it, the root is ``Workspace()``'s
+(``MLTRAIN_WORKSPACE``, ...). Azure's three keys are kept as ``subscription_id``,
+``resource_group`` and ``name``; nothing talks to Azure.
 """
 
 from __future__ import annotations
@@ -97,7 +99,10 @@ class Workspace(CoreWorkspace):
         if root is not None:
             root = Path(str(root)).expanduser()
             if not root.is_absolute():
-                root = file.parent / root
+                project = (
+                    file.parent.parent if file.parent.name in (".azureml", "aml_config") else file.parent
+                )
+                root = project / root
         if auth is not None:
             log.info("Workspace.from_config: auth is not used; an mltrain workspace has no Azure login")
         ws = cls(
