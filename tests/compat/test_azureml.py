@@ -89,6 +89,12 @@ def test_environment_files_take_azures_keyword_names(ws, tmp_path):
     assert conda.python.requirements == ["six==1.17.0", "numpy==1.23.5"]
     registered = conda.register(ws)
     assert Environment.get(ws, "conda-env").python.requirements == registered.python.requirements
+    assert Environment.get(ws, "conda-env").docker.enabled is False
+    boxed = Environment("boxed")
+    boxed.docker.enabled = True
+    boxed.docker.base_image = "python:3.11-slim"
+    boxed.register(ws)
+    assert Environment.get(ws, "boxed").docker.enabled is True  # kept through the registry
 
 
 def test_conda_packages_are_refused_by_name_with_the_pip_line_to_use():
@@ -191,3 +197,22 @@ def test_hyperdrive_takes_an_azure_script_run_config(ws, make_tree):
     sweep = Experiment(ws, "sweep").submit(config)
     sweep.wait_for_completion()
     assert sweep.get_best_run_by_primary_metric().get_metrics()["acc"] == 0.2
+
+
+def test_the_import_loads_only_what_mltrains_own_api_does():
+    """A notebook's first cell pays for the run store, not for YAML, packaging, the remote
+    targets' clients or Airflow (tests/test_startup.py's rule for the native API)."""
+    import sys
+
+    from tests.test_startup import HEAVY, imported_modules
+
+    code = (
+        "from airflow_provider_mltrain.compat.azureml.core import Workspace, Experiment, ScriptRunConfig, "
+        "Environment, RunConfiguration\n"
+        "from airflow_provider_mltrain.compat.azureml.widgets import RunDetails\n"
+        "from airflow_provider_mltrain.compat.azureml.train.hyperdrive import HyperDriveConfig\n"
+    )
+    names, proc = imported_modules(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    unused = (set(HEAVY) | {"packaging"}) - {"sqlalchemy", "pathspec"}
+    assert not names & unused, sorted(names & unused)

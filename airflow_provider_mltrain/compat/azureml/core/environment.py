@@ -136,11 +136,17 @@ class Environment(Strict, core_env.Environment):
 
     @classmethod
     def adopt(cls, env: core_env.Environment) -> Environment:
-        """This class's copy of an mltrain environment (from the registry, a YAML file, ...)."""
+        """This class's copy of an mltrain environment (from the registry, a YAML file, ...).
+
+        The registry keeps no ``docker.enabled``: an environment that names a base image or a
+        Dockerfile comes back enabled, so a registered container environment is never run
+        outside its container without a word."""
         if isinstance(env, cls):
             return env
         values = {f.name: copy.deepcopy(getattr(env, f.name)) for f in fields(env)}
-        return cls(**values)
+        out = cls(**values)
+        out.docker.enabled = bool(out.docker.base_image or out.docker.dockerfile)
+        return out
 
     @classmethod
     def get(
