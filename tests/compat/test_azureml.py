@@ -216,3 +216,22 @@ def test_the_import_loads_only_what_mltrains_own_api_does():
     assert proc.returncode == 0, proc.stderr[-2000:]
     unused = (set(HEAVY) | {"packaging"}) - {"sqlalchemy", "pathspec"}
     assert not names & unused, sorted(names & unused)
+
+
+def test_a_sweep_never_drops_the_run_duration_limit(make_tree):
+    from airflow_provider_mltrain.compat.azureml.train.hyperdrive import (
+        GridParameterSampling,
+        HyperDriveConfig,
+        InvalidSweep,
+        choice,
+    )
+
+    src = ScriptRunConfig(str(make_tree({"train.py": ""})), "train.py", max_run_duration_seconds=60)
+    with pytest.raises(InvalidSweep, match=r"max_run_duration_seconds.*max_duration_minutes"):
+        HyperDriveConfig(
+            run_config=src,
+            hyperparameter_sampling=GridParameterSampling({"--lr": choice(0.1)}),
+            primary_metric_name="acc",
+            primary_metric_goal="MAXIMIZE",
+            max_total_runs=1,
+        )

@@ -145,7 +145,7 @@ class Environment(Strict, core_env.Environment):
             return env
         values = {f.name: copy.deepcopy(getattr(env, f.name)) for f in fields(env)}
         out = cls(**values)
-        out.docker.enabled = bool(out.docker.base_image or out.docker.dockerfile)
+        _docker(out.docker).enabled = bool(out.docker.base_image or out.docker.dockerfile)
         return out
 
     @classmethod
