@@ -151,7 +151,8 @@ def test_compute_target_names_resolve_to_our_targets(ws):
         ComputeTarget(ws, "no-such-cluster")
 
 
-def test_get_runs_filters_and_run_details_on_the_local_target(ws, make_tree):
+def test_get_runs_filters_and_run_details_on_the_local_target(ws, make_tree, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com")
     src = make_tree({"train.py": "from azureml.core import Run\nRun.get_context().log('acc', 0.5)\n"})
     exp = Experiment(ws, "filters")
     first = exp.submit(
@@ -167,6 +168,7 @@ def test_get_runs_filters_and_run_details_on_the_local_target(ws, make_tree):
     assert [r.id for r in exp.get_runs(properties={"owner": "ann"})] == [second.id]
     assert list(exp.get_runs(tags={"kind": "a"}, properties="owner")) == []
     assert ws.get_run(first.id).get_details()["runId"] == first.id
+    assert first.get_portal_url() == f"https://airflow.example.com/mltrain/runs/{first.id}"
     out = io.StringIO()
     RunDetails(first).show(output=out)
     text = out.getvalue()

@@ -25,6 +25,12 @@ class Run(CoreRun):
         workspace = experiment.workspace if isinstance(experiment, Experiment) else experiment
         super().__init__(workspace, run_id)
 
+    def get_portal_url(self) -> str:
+        """The run's page in the Airflow UI: ``<[api] base_url>/mltrain/runs/<run id>``."""
+        from airflow_provider_mltrain.links.run import run_page_url  # imports Airflow: only here
+
+        return run_page_url(self.id)
+
     def get_details(self) -> dict[str, Any]:
         """mltrain's details, plus Azure's ``runId``, ``startTimeUtc``, ``endTimeUtc``,
         ``runDefinition`` and ``logFiles`` (``status``, ``target``, ``properties``,
