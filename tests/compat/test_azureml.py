@@ -143,6 +143,7 @@ def test_run_config_holds_what_script_run_config_was_given(ws, make_tree):
         "pyspark",
         60,
     )
+    assert config.environment == "mltrain-minimal"  # Azure's curated name, given as a string
 
 
 def test_compute_target_names_resolve_to_our_targets(ws):

@@ -103,6 +103,10 @@ class ScriptRunConfig(Strict):
             raise InvalidRunConfig(
                 f"run_config.environment must be an Environment or a name, got {type(environment).__name__}."
             )
+        if isinstance(environment, str):
+            from airflow_provider_mltrain.compat.azureml.core.environment import curated_name
+
+            environment = curated_name(environment) or environment  # Azure's curated names
         if rc.environment_variables:
             if not isinstance(environment, CoreEnvironment):
                 raise InvalidRunConfig(
