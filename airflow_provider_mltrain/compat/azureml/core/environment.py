@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Azure's constant names a base image of its own (Ubuntu with conda); here, an image with a
+# Python the runner and managed environments work with.
+DEFAULT_CPU_IMAGE = "python:3.11-slim-bookworm"
+
 # Azure ML's curated environments (2021-2024) whose scripts run in one of mltrain's, by what
 # the scripts need (the Python version may differ: see docs/environments.md).
 AZUREML_CURATED = {
@@ -214,4 +218,11 @@ def _docker(section: core_env.DockerSection) -> DockerSection:
     return out
 
 
-__all__ = ["AZUREML_CURATED", "DockerSection", "Environment", "PythonSection", "curated_name"]
+__all__ = [
+    "AZUREML_CURATED",
+    "DEFAULT_CPU_IMAGE",
+    "DockerSection",
+    "Environment",
+    "PythonSection",
+    "curated_name",
+]
