@@ -162,8 +162,8 @@ def test_get_runs_filters_and_run_details_on_the_local_target(ws, make_tree, mon
     second = exp.submit(
         ScriptRunConfig(str(src), "train.py"), tags={"kind": "b"}, properties={"owner": "ann"}
     )
-    for run in (first, second):
-        run.wait_for_completion()
+    first.wait_for_completion(False, True)  # Azure's order: show_output, wait_post_processing
+    assert second.wait_for_completion(show_output=False, wait_post_processing=True)["status"] == "Completed"
     assert [r.id for r in exp.get_runs(tags={"kind": "a"})] == [first.id]
     assert [r.id for r in exp.get_runs(tags="kind")] == [second.id, first.id]
     assert [r.id for r in exp.get_runs(properties={"owner": "ann"})] == [second.id]

@@ -25,6 +25,17 @@ class Run(CoreRun):
         workspace = experiment.workspace if isinstance(experiment, Experiment) else experiment
         super().__init__(workspace, run_id)
 
+    def wait_for_completion(  # type: ignore[override]
+        self,
+        show_output: bool = False,
+        wait_post_processing: bool = False,
+        raise_on_error: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Azure's argument order. Post-processing (collecting the files, registering models) is
+        always waited for; mltrain's keywords (``timeout``, ``poll_interval``, ...) pass through."""
+        return super().wait_for_completion(show_output=show_output, raise_on_error=raise_on_error, **kwargs)
+
     def get_portal_url(self) -> str:
         """The run's page in the Airflow UI: ``<[api] base_url>/mltrain/runs/<run id>``."""
         from airflow_provider_mltrain.links.run import run_page_url  # imports Airflow: only here
