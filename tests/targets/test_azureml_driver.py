@@ -15,6 +15,7 @@ from contextlib import redirect_stdout
 
 import pytest
 
+import airflow_provider_mltrain as mltrain
 from airflow_provider_mltrain.core.errors import InvalidRunConfig
 
 pytestmark = pytest.mark.no_object_store_variant("config.json names a workspace folder; credentials stay out")
@@ -204,4 +205,7 @@ def test_a_container_asked_for_is_never_dropped(workspace, harness, target, make
     )
     with pytest.raises(InvalidRunConfig, match="use_docker=True"):
         Experiment(workspace, "boxed").submit(config)
+    native = mltrain.ScriptRunConfig(src, "train.py", compute_target=target, environment=env)
+    with pytest.raises(InvalidRunConfig, match=r"docker.enabled = True.*runs no container"):
+        Experiment(workspace, "boxed").submit(native)  # mltrain's own config, this layer's Environment
     assert workspace.store.list_runs() == []

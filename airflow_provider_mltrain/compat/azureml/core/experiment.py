@@ -43,17 +43,26 @@ class Experiment(CoreExperiment):
         return Run(self.workspace, run.id)
 
     def _map_target(self, config: CoreScriptRunConfig) -> CoreScriptRunConfig:
+        """mltrain's own config: its Azure compute name mapped, and an Environment of this layer
+        with ``docker.enabled`` checked as for this layer's config."""
         mapping = getattr(self.workspace, "compute_targets", None) or {}
         if isinstance(config.compute_target, str) and config.compute_target in mapping:
             config = copy.copy(config)
             config.compute_target = mapping[config.compute_target]
+        env: Any = config.environment
+        if getattr(getattr(env, "docker", None), "enabled", False):
+            self._check_container(config, f"environment {env.name!r} has docker.enabled = True", False)
         return config
 
     def _prepare(self, src: ScriptRunConfig) -> CoreScriptRunConfig:
         """mltrain's config for ``src``, refused when it asks for a container the target lacks."""
         config = src.to_mltrain(getattr(self.workspace, "compute_targets", None))
-        why = src.needs_docker()
-        if why is None and not src.refuses_docker():
+        return self._check_container(config, src.needs_docker(), src.refuses_docker())
+
+    def _check_container(
+        self, config: CoreScriptRunConfig, why: str | None, refuses: bool
+    ) -> CoreScriptRunConfig:
+        if why is None and not refuses:
             return config
         target = config.compute_target
         if not isinstance(target, (str, ComputeTarget)):
@@ -66,7 +75,7 @@ class Experiment(CoreExperiment):
                 "mltrain_docker; map an Azure compute name to it in config.json's "
                 "mltrain.compute_targets), or turn the container off (env.docker.enabled = False)."
             )
-        if src.refuses_docker() and kind == "docker":
+        if refuses and kind == "docker":
             raise InvalidRunConfig(
                 f"docker_runtime_config has use_docker=False, but compute_target {_name(target)!r} is a "
                 "Docker connection: its runs are containers. Drop use_docker=False or pick another target."
