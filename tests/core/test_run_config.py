@@ -105,3 +105,11 @@ def test_path_objects_are_accepted_wherever_a_path_is(workspace, make_tree):
         Path(src), src / "train.py", environment=Environment.from_yaml(src / "env.yaml")
     )
     assert Experiment(workspace, "types").submit(absolute).wait_for_completion()["status"] == "Completed"
+
+
+@pytest.mark.parametrize("value", [0, -5, float("nan"), float("inf"), True, "60"])
+def test_a_bad_max_run_duration_is_refused_before_anything_is_written(workspace, make_tree, value):
+    config = ScriptRunConfig(make_tree({"train.py": ""}), "train.py", max_run_duration_seconds=value)
+    with pytest.raises(InvalidRunConfig, match="max_run_duration_seconds"):
+        Experiment(workspace, "limits").submit(config)
+    assert workspace.store.list_runs() == []
