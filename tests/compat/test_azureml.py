@@ -238,3 +238,20 @@ def test_a_sweep_never_drops_the_run_duration_limit(make_tree):
             primary_metric_goal="MAXIMIZE",
             max_total_runs=1,
         )
+
+
+def test_environments_from_a_docker_image_or_dockerfile_run_in_a_container(tmp_path):
+    (tmp_path / "requirements.txt").write_text("six==1.17.0\n")
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    env = Environment.from_docker_image(
+        "img", "python:3.11-slim", pip_requirements=str(tmp_path / "requirements.txt")
+    )
+    assert (env.docker.enabled, env.docker.base_image, env.requirement_lines()) == (
+        True,
+        "python:3.11-slim",
+        ["six==1.17.0"],
+    )
+    built = Environment.from_dockerfile("built", str(tmp_path / "Dockerfile"))
+    assert built.docker.enabled and built.docker.dockerfile == str(tmp_path / "Dockerfile")
+    with pytest.raises(InvalidEnvironment, match="Write the Dockerfile's text to a file"):
+        Environment.from_dockerfile("text", "FROM python:3.11-slim\nRUN pip install six\n")

@@ -196,6 +196,60 @@ class Environment(Strict, core_env.Environment):
         return cls.adopt(core_env.Environment.from_pip_requirements(name, file_path))
 
     @classmethod
+    def from_docker_image(
+        cls,
+        name: str,
+        image: str,
+        container_registry: Any = None,
+        conda_specification: str | os.PathLike[str] | None = None,
+        pip_requirements: str | os.PathLike[str] | None = None,
+    ) -> Environment:
+        """An environment run in ``image`` (``docker.enabled``), with the packages of a conda or
+        pip file built on top. ``container_registry`` is refused: log the Docker daemon in."""
+        if container_registry is not None:
+            raise InvalidEnvironment(
+                "Environment.from_docker_image(container_registry=...) is not available: log the Docker "
+                "daemon in to the registry (docker login) and give the full image name."
+            )
+        env = cls._with_packages(name, conda_specification, pip_requirements)
+        env.docker.base_image = image
+        _docker(env.docker).enabled = True
+        return env
+
+    @classmethod
+    def from_dockerfile(
+        cls,
+        name: str,
+        dockerfile: str | os.PathLike[str],
+        conda_specification: str | os.PathLike[str] | None = None,
+        pip_requirements: str | os.PathLike[str] | None = None,
+    ) -> Environment:
+        """An environment run in the image a Dockerfile builds (``docker.enabled``). Azure also
+        took the Dockerfile's text; here it must be a file."""
+        path = os.fspath(dockerfile)
+        if "\n" in path or not os.path.isfile(path):
+            raise InvalidEnvironment(
+                f"Environment.from_dockerfile({name!r}, ...) needs the path of a Dockerfile; "
+                f"{path[:60]!r} is not a file. Write the Dockerfile's text to a file and pass its path."
+            )
+        env = cls._with_packages(name, conda_specification, pip_requirements)
+        env.docker.dockerfile = os.path.abspath(path)
+        _docker(env.docker).enabled = True
+        return env
+
+    @classmethod
+    def _with_packages(
+        cls, name: str, conda: str | os.PathLike[str] | None, pip: str | os.PathLike[str] | None
+    ) -> Environment:
+        if conda is not None and pip is not None:
+            raise InvalidEnvironment("Give conda_specification or pip_requirements, not both.")
+        if conda is not None:
+            return cls.from_conda_specification(name, conda)
+        if pip is not None:
+            return cls.from_pip_requirements(name, pip)
+        return cls(name)
+
+    @classmethod
     def from_existing_conda_environment(cls, name: str, conda_environment_name: str) -> Environment:
         raise InvalidEnvironment(
             f"Environment.from_existing_conda_environment({name!r}, {conda_environment_name!r}) is not "
