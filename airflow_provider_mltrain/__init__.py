@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from airflow_provider_mltrain.core.experiment import Experiment
     from airflow_provider_mltrain.core.inputs import (
         Input,
+        InputChanged,
         InputCredentialsMissing,
         InputError,
         InputNotFound,
@@ -106,6 +107,7 @@ _LAZY = {
     "airflow_provider_mltrain.core.experiment": ("Experiment",),
     "airflow_provider_mltrain.core.inputs": (
         "Input",
+        "InputChanged",
         "InputCredentialsMissing",
         "InputError",
         "InputNotFound",
@@ -157,6 +159,7 @@ __all__ = [
     "EnvironmentNotFound",
     "Experiment",
     "Input",
+    "InputChanged",
     "InputCredentialsMissing",
     "InputError",
     "InputNotFound",

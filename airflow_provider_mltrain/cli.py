@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 # Options of `submit` that take a value: the script's own arguments start after SCRIPT, so the
 # command line is split there before argparse sees it (argparse would take `--lr` for its own).
-SUBMIT_VALUE_OPTIONS = frozenset({"--experiment", "--target", "--env", "--run-id", "--tag"})
 TEXT_DIFF_MAX_BYTES = 1 << 20
 # A table column holding text a script chose (a metric name, say) is cut to this many characters.
 MAX_CELL = 60
@@ -469,6 +468,36 @@ def _download(run: Run, path: str | None, output: str | None) -> None:
         OUT.stream.write(f"{dest}\n")
 
 
+def _named(values: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{flag} {item!r} is not NAME=VALUE.")
+        if name in out:
+            raise UsageError(f"{flag} {name} is given twice.")
+        out[name] = value
+    return out
+
+
+def _data_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--input/--mount/--output (and --data-conn) as ScriptRunConfig's inputs and outputs."""
+    from airflow_provider_mltrain.core.inputs import Input
+    from airflow_provider_mltrain.core.outputs import Output
+
+    inputs: dict[str, Any] = {}
+    for flag, mode, given in (("--input", "download", args.input), ("--mount", "mount", args.mount)):
+        for name, value in _named(given, flag).items():
+            if name in inputs:
+                raise UsageError(f"input {name} is given by both --input and --mount.")
+            remote = "://" in value and not value.startswith("file://")
+            inputs[name] = Input(value, mode, conn_id=args.data_conn if remote else None)
+    outputs: dict[str, Any] = {
+        name: Output(url, conn_id=args.data_conn) for name, url in _named(args.output, "--output").items()
+    }
+    return inputs, outputs
+
+
 def _parse_tags(values: Sequence[str] | None) -> dict[str, str]:
     tags = {}
     for item in values or ():
@@ -528,6 +557,7 @@ def _submit(ws: Workspace, args: argparse.Namespace) -> int:
     from airflow_provider_mltrain.core.run_config import ScriptRunConfig
 
     tags = _parse_tags(args.tag)
+    inputs, outputs = _data_options(args)
     experiment = Experiment(ws, args.experiment)
     with _feedback(_err) as feedback:
         target = get_target(args.target, ws.root)
@@ -539,6 +569,8 @@ def _submit(ws: Workspace, args: argparse.Namespace) -> int:
             arguments=list(args.args),
             compute_target=target,
             environment=args.env,
+            inputs=inputs,
+            outputs=outputs,
         )
         feedback.spinner(f"submitting {args.script} to {args.target}")
         run = experiment.submit(
@@ -558,6 +590,7 @@ def _rerun(ws: Workspace, args: argparse.Namespace) -> int:
 
     _get_run(ws, args.run_id)
     tags = _parse_tags(args.tag)
+    inputs, outputs = _data_options(args)
     with _feedback(_err) as feedback:
         target = get_target(args.target, ws.root) if args.target else None
         if target is not None and feedback.progress is not None:
@@ -572,6 +605,9 @@ def _rerun(ws: Workspace, args: argparse.Namespace) -> int:
             tags=tags,
             log=feedback.build_line,
             rebuild_environment=args.rebuild_env,
+            inputs=inputs,
+            outputs=outputs,
+            allow_changed_inputs=args.allow_changed_inputs,
         )
     return _follow_new_run(run, args.wait)
 
@@ -999,6 +1035,7 @@ def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
     if i >= len(argv) or argv[i] != "submit":
         return argv, []
     i += 1
+    takes_value = _submit_value_options()
     positionals = 0
     options_done = False
     while i < len(argv) and positionals < 2:
@@ -1006,7 +1043,7 @@ def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
         if not options_done and word == "--":
             options_done = True
             i += 1
-        elif not options_done and word in SUBMIT_VALUE_OPTIONS:
+        elif not options_done and word in takes_value:
             i += 2
         elif not options_done and word.startswith("-") and word != "-":
             i += 1
@@ -1017,6 +1054,15 @@ def split_script_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
     if rest[:1] == ["--"]:
         rest = rest[1:]
     return head, rest
+
+
+def _submit_value_options() -> frozenset[str]:
+    """The options of ``submit`` that take a value (read from the parser, so none is forgotten)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return frozenset(
+        opt for action in sub.choices["submit"]._actions if action.nargs != 0 for opt in action.option_strings
+    )
 
 
 def _version() -> str:
@@ -1103,6 +1149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_rerun.add_argument("--target", help="where to run it (default: the run's own target)")
     p_rerun.add_argument("--experiment", help="the new run's experiment (default: the run's)")
     p_rerun.add_argument("--run-id", dest="new_run_id", help="the new run's id")
+    p_rerun.add_argument(
+        "--allow-changed-inputs",
+        action="store_true",
+        help="run even if an input no longer holds the data the run read (default: refused)",
+    )
     _run_options(p_rerun)
 
     envs = sub.add_parser("env", help="environments").add_subparsers(dest="action", required=True)
@@ -1119,6 +1170,12 @@ def build_parser() -> argparse.ArgumentParser:
     e_prune = envs.add_parser("prune", help="delete local builds no run used recently")
     e_prune.add_argument("--days", type=float, default=30, help="keep builds used in the last DAYS (30)")
     e_prune.add_argument("--dry-run", action="store_true")
+    inputs = sub.add_parser("inputs", help="the workspace's cache of run inputs").add_subparsers(
+        dest="action", required=True
+    )
+    i_prune = inputs.add_parser("prune", help="delete cached inputs no run used recently")
+    i_prune.add_argument("--days", type=float, default=7, help="keep inputs used in the last DAYS (7)")
+    i_prune.add_argument("--dry-run", action="store_true")
     targets = sub.add_parser("target", help="compute targets").add_subparsers(dest="action", required=True)
     t_prune = targets.add_parser(
         "prune", help="delete a remote target's cached snapshot files that no recent submission used"
@@ -1181,6 +1238,30 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a tag of the new run (repeatable)")
     p.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=URL",
+        help="named data the script reads, downloaded and cached: an object-store URL or a path; "
+        "the script finds it by ${{inputs.NAME}} in ARGS or MLTRAIN_INPUT_NAME (repeatable)",
+    )
+    p.add_argument(
+        "--mount",
+        action="append",
+        metavar="NAME=PATH",
+        help="like --input, but a path used in place (local) or mounted read-only (Docker)",
+    )
+    p.add_argument(
+        "--output",
+        action="append",
+        metavar="NAME=URL",
+        help="upload the run's outputs/NAME/ to URL once it ends (repeatable)",
+    )
+    p.add_argument(
+        "--data-conn",
+        metavar="CONN_ID",
+        help="the Airflow connection whose credentials read --input URLs and write --output URLs",
+    )
+    p.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -1226,6 +1307,14 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
                 f"{args.target}: removed {result['removed']} file(s), {result['bytes'] / 1e6:.1f} MB; "
                 f"kept {result['kept']}\n"
             )
+    elif command == "inputs":
+        from airflow_provider_mltrain.core.inputs import prune_cache
+
+        removed = prune_cache(ws.root, ws.store.list_runs(), args.days, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for path in removed:
+            OUT.stream.write(f"{verb} {path}\n")
+        OUT.stream.write(f"{len(removed)} cached input(s) {'to remove' if args.dry_run else 'removed'}\n")
     elif command == "env":
         if args.action == "list":
             _env_list(ws, args.json)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -717,6 +718,153 @@ def test_rerun_of_a_local_run_in_a_docker_container(workspace, make_tree, cli, m
     assert (rerun.output_dir / "outputs/models/model.txt").read_text() == "v1"
     code, out, _ = cli("runs", "show", new_id, "--json")
     assert json.loads(out)["target"] == CONN_ID
+
+
+DATA_TRAIN = """\
+import os, sys
+out = os.environ["MLTRAIN_OUTPUT_MODEL"]
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(sys.argv[2], "x.txt")) as f, open(os.path.join(out, "seen.txt"), "w") as w:
+    w.write(f.read() + "|" + sys.argv[2])
+"""
+
+
+def _s3_conn(monkeypatch) -> dict:
+    from tests.conftest import s3_options
+
+    options = s3_options()
+    conn = {
+        "conn_type": "aws",
+        "login": options["key"],
+        "password": options["secret"],
+        "extra": {"endpoint_url": options["client_kwargs"]["endpoint_url"]},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MLTRAIN_CLI_S3", json.dumps(conn))
+    return options
+
+
+def test_submit_and_rerun_with_inputs_and_outputs(workspace, make_tree, tmp_path, cli, monkeypatch):
+    import fsspec
+
+    options = _s3_conn(monkeypatch)
+    base = f"s3://mltrain-test/cli-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("s3", **options)
+    fs.pipe_file(f"{base}/data/x.txt", b"from-s3")
+    src = make_tree({"train.py": DATA_TRAIN})
+    code, out, err = cli(
+        "submit", "--experiment", "cli", "--no-wait", "--input", f"data={base}/data/",
+        "--output", f"model={base}/model/", "--data-conn", "mltrain_cli_s3",
+        str(src), "train.py", "--data", "${{inputs.data}}",
+    )  # fmt: skip
+    assert code == 0, err
+    first = workspace.get_run(out.strip())
+    assert first.wait_for_completion()["status"] == "Completed", first.get_log_tail()
+    (inp,) = first.get_details()["inputDatasets"]
+    assert inp["uri"] == f"{base}/data/" and inp["conn_id"] == "mltrain_cli_s3"
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{base}/model/seen.txt").decode() == f"from-s3|{inp['path']}"
+
+    # The rerun reads the input again with the recorded connection, uploads nowhere unless told.
+    code, out, err = cli("rerun", first.id, "--no-wait", "--run-id", "again")
+    assert code == 0, err
+    again = workspace.get_run("again")
+    assert again.wait_for_completion()["status"] == "Completed", again.get_log_tail()
+    assert "uploads it nowhere" in err
+    code, out, err = cli(
+        "rerun", first.id, "--no-wait", "--run-id", "there", "--output", f"model={base}/rerun/",
+        "--data-conn", "mltrain_cli_s3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert workspace.get_run("there").wait_for_completion()["status"] == "Completed"
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{base}/rerun/seen.txt").decode().startswith("from-s3|")
+
+    fs.pipe_file(f"{base}/data/x.txt", b"changed")
+    code, out, err = cli("rerun", first.id, "--no-wait")
+    assert code != 0 and "no longer holds the data the run read" in err and "--allow-changed-inputs" in err
+    code, out, err = cli("rerun", first.id, "--no-wait", "--run-id", "anyway", "--allow-changed-inputs")
+    assert code == 0, err
+    anyway = workspace.get_run("anyway")
+    assert anyway.wait_for_completion()["status"] == "Completed"
+    assert anyway.download_file("outputs/model/seen.txt", tmp_path / "dl").read_text().startswith("changed|")
+
+
+def test_data_options_are_checked(workspace, make_tree, cli, tmp_path):
+    src = make_tree({"train.py": "print(1)\n"})
+    for argv, message in (
+        (["--input", "data"], "--input 'data' is not NAME=VALUE"),
+        (["--input", f"d={tmp_path}", "--mount", f"d={tmp_path}"], "input d is given by both"),
+        (["--input", f"d={tmp_path}", "--input", f"d={tmp_path}"], "--input d is given twice"),
+        (["--output", "model=/not/a/url"], "must be an object-store URL"),
+    ):
+        code, _, err = cli("submit", "--experiment", "cli", "--no-wait", *argv, str(src), "train.py")
+        assert code != 0 and message in err, (argv, err)
+    assert workspace.store.list_runs() == []
+
+
+@pytest.mark.integration
+def test_rerun_of_a_run_with_an_input_in_a_docker_container(workspace, make_tree, tmp_path, cli, monkeypatch):
+    from tests.targets.harnesses.docker import CONN_ID, docker_connection, require_docker
+
+    require_docker()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("local-data")
+    src = make_tree({"train.py": DATA_TRAIN.replace('os.environ["MLTRAIN_OUTPUT_MODEL"]', '"outputs/model"')})
+    code, out, err = cli(
+        "submit", "--experiment", "cli", "--no-wait", "--input", f"data={data}",
+        str(src), "train.py", "--data", "${{inputs.data}}",
+    )  # fmt: skip
+    first = workspace.get_run(out.strip())
+    assert first.wait_for_completion()["status"] == "Completed", first.get_log_tail()
+    code, out, err = cli("rerun", first.id, "--target", CONN_ID, "--no-wait")
+    assert code == 0, err
+    run = workspace.get_run(out.strip())
+    assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
+    (a,), (b,) = first.get_details()["inputDatasets"], run.get_details()["inputDatasets"]
+    assert a["path"] != b["path"]  # the container's own place for the input
+    assert run.get_details()["arguments"] == ["--data", b["path"]]
+    seen = run.download_file("outputs/model/seen.txt", tmp_path / "dl").read_text()
+    assert seen == f"local-data|{b['path']}"
+
+
+def test_inputs_prune_keeps_what_recent_or_unfinished_runs_use(workspace, make_tree, tmp_path, cli):
+    src = make_tree({"train.py": "print(1)\n"})
+    runs = {}
+    for name in ("old", "unfinished", "recent"):
+        data = tmp_path / name
+        data.mkdir()
+        (data / "x.txt").write_text(name)
+        code, out, err = cli("submit", "--experiment", "cli", "--input", f"d={data}", str(src), "train.py")
+        assert code == 0, err
+        runs[name] = workspace.get_run(err.split("submitted run ")[1].split()[0])
+    keys = {n: r.get_details()["inputDatasets"][0]["cache_key"] for n, r in runs.items()}
+    cache = workspace.root / "cache" / "inputs"
+    assert all((cache / k / "data" / "x.txt").is_file() for k in keys.values())
+    long_ago = time.time() - 30 * 86400
+    for name in ("old", "unfinished"):
+        workspace.store.update(runs[name].id, created_at=long_ago)
+        os.utime(cache / keys[name] / "meta.json", (long_ago, long_ago))
+    workspace.store.update(runs["unfinished"].id, status="Running")
+    crashed = cache / f".tmp-{'0' * 40}-abcd"
+    (crashed / "data").mkdir(parents=True)
+    os.utime(crashed, (long_ago, long_ago))
+
+    code, out, _ = cli("inputs", "prune", "--dry-run")
+    assert code == 0 and out.splitlines()[-1] == "2 cached input(s) to remove"
+    assert (cache / keys["old"]).is_dir()
+    code, out, _ = cli("inputs", "prune", "--days", "7")
+    lines = out.splitlines()
+    assert sorted(lines[:-1]) == sorted([f"removed {crashed}", f"removed {cache / keys['old']}"])
+    assert lines[-1] == "2 cached input(s) removed"
+    assert not (cache / keys["old"]).exists() and not crashed.exists()
+    assert (cache / keys["unfinished"] / "data" / "x.txt").read_text() == "unfinished"
+    assert (cache / keys["recent"] / "data" / "x.txt").read_text() == "recent"
+    # The pruned input is fetched again when a run needs it.
+    code, out, err = cli("rerun", runs["old"].id)
+    assert code == 0, err
+    assert (cache / keys["old"] / "data" / "x.txt").read_text() == "old"
 
 
 # -- environments --------------------------------------------------------------------------------

@@ -126,10 +126,13 @@ class Experiment:
             source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
         )
         resolved = run_inputs.prepare(declared, self.workspace.root, target)
+        template = arguments
         arguments = run_inputs.substitute(
             arguments, {"inputs": {i.name: i.target_path for i in resolved}, "outputs": output_paths}
         )
         recorded = {str(k): str(v) for k, v in (properties or {}).items()}
+        if declared and any(kind == "inputs" for kind, _ in run_inputs.placeholders(template)):
+            recorded[run_inputs.ARGUMENTS_TEMPLATE] = json.dumps(template)
         if config.max_run_duration_seconds is not None:
             recorded[MAX_RUN_DURATION] = f"{float(config.max_run_duration_seconds):g}"
         if snapshot.secrets_skipped:

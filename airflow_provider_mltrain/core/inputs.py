@@ -23,7 +23,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,9 @@ RANGE = 16 << 20  # objects bigger than this are fetched in ranges, PARALLEL at 
 PARALLEL = 4
 # What the run records of its inputs: a JSON list in this provider-owned property.
 INPUTS_PROPERTY = "mltrain.inputs"
+# The arguments as given, ${{inputs.NAME}} placeholders unsubstituted (only when there are any): a
+# rerun on another target places the inputs elsewhere and substitutes them again.
+ARGUMENTS_TEMPLATE = "mltrain.arguments_template"
 
 
 class InputError(InvalidRunConfig):
@@ -53,6 +56,10 @@ class InputNotFound(InputError, FileNotFoundError):
 
 class InputCredentialsMissing(InputError, PermissionError):
     """The object store refused the request, or no credentials were found for it."""
+
+
+class InputChanged(InputError):
+    """A rerun's input no longer holds the data the first run read."""
 
 
 class UnknownInputScheme(InputError):
@@ -115,6 +122,7 @@ class ResolvedInput:
     fetched_bytes: int = 0
     cache_hit: bool = False
     target_path: str = ""  # where the script finds it on the target
+    conn_id: str | None = None  # the Airflow connection its credentials came from (recorded; no secret)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -148,6 +156,9 @@ class ResolvedInput:
             "cache_hit": self.cache_hit,
             "fetched_bytes": self.fetched_bytes,
             "path": self.target_path,
+            "conn_id": self.conn_id,
+            "path_on_compute": self.path_on_compute,
+            "cache_key": self.key or None,
         }
 
 
@@ -531,12 +542,18 @@ def _copy(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int
 
 def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int]:
     """A big object in ranges fetched ``PARALLEL`` at a time (one stream cannot fill the link),
-    hashed and written in order as they arrive."""
+    written in order as they arrive and hashed in order by a thread of its own (sha256 releases
+    the GIL), so hashing overlaps the fetch and the write instead of following each write."""
     h = hashlib.sha256()
     n = 0
     starts = iter(range(0, size, RANGE))
-    with ThreadPoolExecutor(PARALLEL) as pool, open(dest, "wb") as out:
+    with (
+        ThreadPoolExecutor(PARALLEL) as pool,
+        ThreadPoolExecutor(1) as hasher,  # one worker: updates run in submission order
+        open(dest, "wb") as out,
+    ):
         pending: collections.deque[Future[bytes]] = collections.deque()
+        hashing: collections.deque[Future[None]] = collections.deque()
 
         def more() -> None:
             start = next(starts, None)
@@ -548,9 +565,13 @@ def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[s
         while pending:
             chunk = pending.popleft().result()
             more()
-            h.update(chunk)
+            hashing.append(hasher.submit(h.update, chunk))
+            while len(hashing) > PARALLEL:  # bounds the ranges held for the hash
+                hashing.popleft().result()
             out.write(chunk)
             n += len(chunk)
+        for done in hashing:
+            done.result()
     if n != size:
         raise InputError(
             f"Input {inp.name!r}: {src} changed while it was fetched ({n} bytes read, {size} listed). "
@@ -593,6 +614,64 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+_KEY_IN_PATH = re.compile(r"/cache/inputs/([0-9a-f]{40})(?:/|$)")
+
+
+def prune_cache(
+    workspace_root: Path, records: Iterable[Mapping[str, Any]], days: float, dry_run: bool = False
+) -> list[Path]:
+    """Delete the cached copies of inputs no run used in the last ``days``.
+
+    ``records`` are the run store's runs: a copy named by a run created in that window, or by a run
+    not ended yet, is kept whatever its age. A copy's last use is when a submission last found or
+    fetched it. Each is deleted under its key's lock, so a submission fetching or reading it at
+    that moment is never cut; half-made copies (``.tmp-*``) of crashed fetches go too.
+    """
+    from airflow_provider_mltrain.core.states import RunStatus
+
+    root = cache_root(workspace_root)
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - days * 86400
+    keep: set[str] = set()
+    for record in records:
+        if record["created_at"] < cutoff and RunStatus(record["status"]).is_terminal:
+            continue
+        for entry in _input_entries(record.get("properties") or {}):
+            key = entry.get("cache_key")
+            if not key and isinstance(entry.get("path"), str):
+                m = _KEY_IN_PATH.search(entry["path"])
+                key = m.group(1) if m else None
+            if key:
+                keep.add(str(key))
+    removed = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir() or folder.is_symlink() or folder.name in keep:
+            continue
+        tmp = folder.name.startswith(".tmp-")
+        try:
+            used = (folder if tmp else folder / "meta.json").stat().st_mtime
+        except OSError:
+            used = 0.0  # no meta.json: a copy that never finished
+        if used >= cutoff:
+            continue
+        removed.append(folder)
+        if dry_run:
+            continue
+        key = folder.name.split("-")[1] if tmp else folder.name
+        with _lock(root / f"{key}.lock"):
+            _rmtree(folder)
+    return removed
+
+
+def _input_entries(properties: Mapping[str, Any]) -> list[dict[str, Any]]:
+    try:
+        value = json.loads(properties.get(INPUTS_PROPERTY) or "[]")
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def prepare(raw: Mapping[str, Any] | None, workspace_root: Path, target: Any) -> list[ResolvedInput]:
     """Resolve every input, let the target place it (refusing what it cannot do), then fetch.
 
@@ -605,6 +684,7 @@ def prepare(raw: Mapping[str, Any] | None, workspace_root: Path, target: Any) ->
     resolved = [resolve(name, item) for name, item in items.items()]
     for inp in resolved:
         inp.path_on_compute = items[inp.name].path_on_compute
+        inp.conn_id = items[inp.name].conn_id
         target.check_input(inp)
     root = cache_root(workspace_root)
     for inp in resolved:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,15 +101,16 @@ def _as_input(item: Output) -> Any:
     return Input(item.destination, storage_options=item.storage_options, conn_id=item.conn_id)
 
 
-def environment(outputs: Mapping[str, Output]) -> dict[str, str]:
-    """The variables naming each output's folder (relative to the script's working folder)."""
+def environment(outputs: Iterable[str]) -> dict[str, str]:
+    """The variables naming each output's folder (relative to the script's working folder); takes
+    the outputs' names (a dict of outputs gives its keys)."""
     env = {output_env_name(name): f"outputs/{name}" for name in outputs}
     if outputs:
         env["MLTRAIN_OUTPUTS"] = json.dumps({name: f"outputs/{name}" for name in outputs})
     return env
 
 
-def placeholder_values(outputs: Mapping[str, Output]) -> dict[str, str]:
+def placeholder_values(outputs: Iterable[str]) -> dict[str, str]:
     return {name: f"outputs/{name}" for name in outputs}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -146,7 +147,7 @@ def test_a_big_object_is_fetched_in_ranges_whole_and_hashed(workspace, make_tree
         assert detail["fetched_bytes"] == len(body) and detail["size"] == len(body)
         file_hash = hashlib.sha256(body).hexdigest()
         assert detail["sha256"] == hashlib.sha256(f"big.bin\0{file_hash}\n".encode()).hexdigest()
-        assert open(detail["path"], "rb").read() == body  # noqa: SIM115
+        assert Path(detail["path"]).read_bytes() == body
         run.wait_for_completion()
     finally:
         fs.rm(key)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from airflow_provider_mltrain import (
     SnapshotError,
 )
 from airflow_provider_mltrain.core import compute
+from airflow_provider_mltrain.core.inputs import InputChanged
 from airflow_provider_mltrain.core.rerun import RERUN_OF, rerun
 from airflow_provider_mltrain.targets.local import LocalTarget
 
@@ -149,3 +151,107 @@ def test_unregistered_url_credentials_must_be_given_again(workspace, make_tree):
     }
     with pytest.raises(InvalidEnvironment, match="set DATABASE_URL, whose values the run history"):
         rerun(workspace, first.id)
+
+
+# -- inputs and outputs ----------------------------------------------------------------------------
+
+INPUT_SCRIPT = """\
+import os, sys
+from mltrain import Run
+out = os.environ.get("MLTRAIN_OUTPUT_MODEL", "outputs/model")  # set when the run declares it
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(sys.argv[2], "x.txt")) as f:
+    seen = f.read()
+with open(os.path.join(os.environ["MLTRAIN_INPUT_DATA"], "x.txt")) as f:
+    assert f.read() == seen, "the argument and the variable name different copies"
+with open(os.path.join(out, "seen.txt"), "w") as f:
+    f.write(Run.get_context().id + "|" + seen)
+"""
+
+
+def _input_run(workspace, make_tree, data, outputs=None):
+    src = make_tree({"train.py": INPUT_SCRIPT})
+    config = ScriptRunConfig(
+        src, "train.py", arguments=["--data", "${{inputs.data}}"], inputs={"data": str(data)}, outputs=outputs
+    )
+    run = Experiment(workspace, "re").submit(config)
+    assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
+    return run
+
+
+def _model_seen(run, tmp_path) -> str:
+    return run.download_file("outputs/model/seen.txt", tmp_path / run.id).read_text()
+
+
+def test_a_rerun_reads_its_inputs_again_and_refuses_changed_data(workspace, make_tree, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("one")
+    first = _input_run(workspace, make_tree, data)
+    # Same data (copied anew: a new inode and mtime, the same content): the rerun runs, its
+    # argument is the input's path again, and its input record is the first one's content.
+    shutil.rmtree(data)
+    data.mkdir()
+    (data / "x.txt").write_text("one")
+    again = rerun(workspace, first.id)
+    assert again.wait_for_completion()["status"] == "Completed", again.get_log_tail()
+    assert _model_seen(again, tmp_path).endswith("|one")
+    (a,), (b,) = first.get_details()["inputDatasets"], again.get_details()["inputDatasets"]
+    assert b["uri"] == a["uri"] and b["sha256"] == a["sha256"]
+    assert again.get_details()["arguments"] == ["--data", b["path"]]
+
+    (data / "x.txt").write_text("two")
+    before = len(workspace.store.list_runs())
+    with pytest.raises(InputChanged, match=r"'data'.*allow_changed_inputs=True"):
+        rerun(workspace, first.id)
+    assert len(workspace.store.list_runs()) == before  # nothing submitted
+
+    allowed = rerun(workspace, first.id, allow_changed_inputs=True)
+    assert allowed.wait_for_completion()["status"] == "Completed", allowed.get_log_tail()
+    assert _model_seen(allowed, tmp_path).endswith("|two")
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("three")
+    given = rerun(workspace, first.id, inputs={"data": str(other)})
+    assert given.wait_for_completion()["status"] == "Completed", given.get_log_tail()
+    assert _model_seen(given, tmp_path).endswith("|three")
+    # A rerun of a rerun still knows where the arguments take the input.
+    assert rerun(workspace, given.id).wait_for_completion()["status"] == "Completed"
+
+    with pytest.raises(InvalidRunConfig, match=r"no input named 'train' \(its inputs: data\)"):
+        rerun(workspace, first.id, inputs={"train": str(other)})
+
+
+def test_a_rerun_uploads_outputs_only_where_told(workspace, make_tree, tmp_path):
+    import fsspec
+
+    from airflow_provider_mltrain.core.outputs import Output
+    from tests.conftest import s3_options
+
+    options = s3_options()
+    base = f"s3://mltrain-test/{uuid.uuid4().hex}"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("one")
+    outputs = {"model": Output(f"{base}/first/", storage_options=options)}
+    first = _input_run(workspace, make_tree, data, outputs)
+    fs = fsspec.filesystem("s3", **options)
+    published = fs.cat_file(f"{base}/first/seen.txt").decode()
+    assert published.startswith(first.id + "|")
+
+    said: list[str] = []
+    again = rerun(workspace, first.id, log=said.append)
+    assert again.wait_for_completion()["status"] == "Completed", again.get_log_tail()
+    assert _model_seen(again, tmp_path).startswith(again.id + "|")  # the script wrote its output
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{base}/first/seen.txt").decode() == published  # not overwritten
+    assert any("output 'model'" in line and "uploads it nowhere" in line for line in said), said
+
+    elsewhere = rerun(
+        workspace, first.id, outputs={"model": Output(f"{base}/rerun/", storage_options=options)}
+    )
+    assert elsewhere.wait_for_completion()["status"] == "Completed", elsewhere.get_log_tail()
+    assert fs.cat_file(f"{base}/rerun/seen.txt").decode().startswith(elsewhere.id + "|")
+    with pytest.raises(InvalidRunConfig, match=r"no output named 'weights'"):
+        rerun(workspace, first.id, outputs={"weights": f"{base}/w/"})
