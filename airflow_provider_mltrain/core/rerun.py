@@ -27,7 +27,7 @@ from airflow_provider_mltrain.core import outputs as run_outputs
 from airflow_provider_mltrain.core.compute import ComputeTarget, get_target, remember_target
 from airflow_provider_mltrain.core.environment import Environment, EnvironmentNotFound, InvalidEnvironment
 from airflow_provider_mltrain.core.errors import RunNotFound, SnapshotError
-from airflow_provider_mltrain.core.experiment import Experiment, check_name
+from airflow_provider_mltrain.core.experiment import MAX_RUN_DURATION, Experiment, check_name
 from airflow_provider_mltrain.core.redact import is_masked
 from airflow_provider_mltrain.core.run import Run, input_records
 
@@ -164,7 +164,11 @@ def rerun(
         record["properties"].get("mltrain.framework"), dict(target_options or {})
     )
     target.check_environment(environment)
-    properties = {k: v for k, v in record["properties"].items() if k.startswith("mltrain.git.")}
+    properties = {
+        k: v
+        for k, v in record["properties"].items()
+        if k.startswith("mltrain.git.") or k == MAX_RUN_DURATION  # the limit is part of the run
+    }
     properties[RERUN_OF] = run_id
     say = log or (lambda line: logger.info("%s", line))
     recorded_outputs = [e["name"] for e in run_outputs.records(record["properties"]) if "name" in e]

@@ -255,3 +255,12 @@ def test_a_rerun_uploads_outputs_only_where_told(workspace, make_tree, tmp_path)
     assert fs.cat_file(f"{base}/rerun/seen.txt").decode().startswith(elsewhere.id + "|")
     with pytest.raises(InvalidRunConfig, match=r"no output named 'weights'"):
         rerun(workspace, first.id, outputs={"weights": f"{base}/w/"})
+
+
+def test_a_rerun_keeps_the_runs_duration_limit(workspace, make_tree):
+    src = make_tree({"train.py": "import time\nwhile True:\n    time.sleep(0.2)\n"})
+    first = Experiment(workspace, "re").submit(ScriptRunConfig(src, "train.py", max_run_duration_seconds=1))
+    assert first.wait_for_completion(raise_on_error=False, timeout=120)["status"] == "Canceled"
+    again = rerun(workspace, first.id)
+    details = again.wait_for_completion(raise_on_error=False, timeout=120)
+    assert details["status"] == "Canceled" and "max_run_duration_seconds=1" in details["error"]
