@@ -20,7 +20,7 @@ from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
 from airflow_provider_mltrain.operators.script_run import run_id_for_task
 from airflow_provider_mltrain.triggers.sweep import SweepTrigger, run_config_kwargs
-from airflow_provider_mltrain.version_compat import AirflowException, AirflowTaskTimeout, BaseOperator, conf
+from airflow_provider_mltrain.version_compat import AirflowException, AirflowTaskTimeout, BaseOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -52,9 +52,9 @@ class SweepOperator(BaseOperator):
     with no child started twice. After a Failed or Canceled sweep, a retry starts a new sweep
     (``<id>.a2``) that records the one it follows.
 
-    With ``deferrable=True`` (default: ``[operators] default_deferrable``) the sweep is driven
-    by the triggerer (``SweepTrigger``), one step every ``poll_interval`` seconds; the triggerer
-    must read ``source_directory`` and reach the compute target.
+    Deferrable by default (a sweep lasts hours; holding a worker slot meanwhile is waste): the
+    triggerer drives it (``SweepTrigger``), one step every ``poll_interval`` seconds, and must read
+    ``source_directory`` and reach the compute target. ``deferrable=False`` drives it in the worker.
 
     ``child_pool="gpu"`` runs the task in that Airflow pool holding ``max_concurrent_runs``
     slots (or ``pool_slots`` if given, which then caps ``max_concurrent_runs``): the pool counts
@@ -102,7 +102,7 @@ class SweepOperator(BaseOperator):
         poll_interval: float = 10.0,
         cancel_grace_period: float = DEFAULT_GRACE_PERIOD,
         workspace: str | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
         owner = f"SweepOperator {kwargs.get('task_id')!r}:"
