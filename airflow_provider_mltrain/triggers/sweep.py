@@ -110,6 +110,8 @@ class SweepTrigger(BaseTrigger):
         while True:
             status = await asyncio.to_thread(self._step, sweep)
             if status in ("Completed", "Failed", "Canceled"):
+                with _LOCKS_LOCK:
+                    _STEP_LOCKS.pop(self.sweep_id, None)
                 yield TriggerEvent({"sweep_id": self.sweep_id, "status": status})
                 return
             await asyncio.sleep(self.poll_interval)
