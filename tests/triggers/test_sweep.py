@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -153,3 +157,48 @@ def test_on_kill_cancels_the_sweep_and_its_children(workspace, make_tree):
     kids = sweep.get_children()
     assert len(kids) == 2
     assert all(c.wait_for_completion(raise_on_error=False)["status"] == "Canceled" for c in kids)
+
+
+KILLED_TRIGGERER = """
+import asyncio, json, sys
+from airflow_provider_mltrain.triggers.sweep import SweepTrigger
+
+
+async def drive(kwargs):
+    async for _ in SweepTrigger(**kwargs).run():
+        pass
+
+
+asyncio.run(drive(json.loads(sys.argv[1])))
+"""
+
+
+def test_triggerer_killed_mid_sweep_resumes_with_no_duplicate_or_lost_child(workspace, make_tree, tmp_path):
+    """A triggerer SIGKILLed (no cleanup, a step maybe half done): the next one finishes the sweep."""
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    src = make_tree({"train.py": counted_script(starts)})
+    config = config_for(src, total=7, concurrent=3)
+    sweep = Experiment(workspace, "exp").submit(config, run_id="s1")
+    _, kwargs = trigger_for(sweep, config, poll_interval=0.02).serialize()
+    script = tmp_path / "triggerer.py"
+    script.write_text(KILLED_TRIGGERER)
+    proc = subprocess.Popen([sys.executable, str(script), json.dumps(kwargs)])
+    try:
+        deadline = time.monotonic() + 120
+        while len(sweep.get_children()) < 5:
+            assert proc.poll() is None, "the triggerer ended before it could be killed"
+            assert time.monotonic() < deadline, "the triggerer never started a fifth child"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert sweep.refresh().value == "Running"
+
+    events = collect(SweepTrigger(**kwargs))
+    assert [e.payload for e in events] == [{"sweep_id": "s1", "status": "Completed"}]
+    kids = sweep.get_children()
+    assert [c.id for c in kids] == [f"s1_{i}" for i in range(7)]
+    assert all(c.get_status() == "Completed" for c in kids), [(c.id, c.get_status()) for c in kids]
+    assert sorted(f.name for f in starts.iterdir()) == [c.id for c in kids]
+    assert all(f.read_text() == "started\n" for f in starts.iterdir())  # each child ran once
