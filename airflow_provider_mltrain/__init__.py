@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from airflow_provider_mltrain.core.settings import SnapshotLimits
     from airflow_provider_mltrain.core.states import RunStatus
     from airflow_provider_mltrain.core.workspace import Workspace
+    from airflow_provider_mltrain.operators.sweep import SweepOperator
 
 # The public names, imported on first use (PEP 562): `import airflow_provider_mltrain`, the
 # `mltrain` command and Airflow's provider discovery do not pay for SQLAlchemy, YAML, ... until a
@@ -127,6 +128,8 @@ _LAZY = {
     "airflow_provider_mltrain.core.settings": ("SnapshotLimits",),
     "airflow_provider_mltrain.core.states": ("RunStatus",),
     "airflow_provider_mltrain.core.workspace": ("Workspace",),
+    # Imports Airflow: only when the name is used.
+    "airflow_provider_mltrain.operators.sweep": ("SweepOperator",),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -186,6 +189,7 @@ __all__ = [
     "SnapshotError",
     "SnapshotLimits",
     "SnapshotTooLarge",
+    "SweepOperator",
     "TargetError",
     "UnknownComputeTarget",
     "UnknownInputScheme",

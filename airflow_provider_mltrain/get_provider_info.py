@@ -30,7 +30,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "ML Training",
-                "python-modules": ["airflow_provider_mltrain.operators.script_run"],
+                "python-modules": [
+                    "airflow_provider_mltrain.operators.script_run",
+                    "airflow_provider_mltrain.operators.sweep",
+                ],
             }
         ],
         "sensors": [
@@ -42,7 +45,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "ML Training",
-                "python-modules": ["airflow_provider_mltrain.triggers.run"],
+                "python-modules": [
+                    "airflow_provider_mltrain.triggers.run",
+                    "airflow_provider_mltrain.triggers.sweep",
+                ],
             }
         ],
         "extra-links": ["airflow_provider_mltrain.links.run.MLTrainRunLink"],

@@ -88,6 +88,31 @@ with DAG("fault_deferrable", **ARGS):
 
 with DAG("fault_triggerer_restart", **ARGS):
     counted("train", "triggerer-restart", 15, deferrable=True)
+
+
+def sweep(experiment, deferrable):
+    from airflow_provider_mltrain.operators.sweep import SweepOperator
+    from airflow_provider_mltrain.train.hyperdrive import RandomParameterSampling, uniform
+
+    return SweepOperator(
+        task_id="train",
+        experiment_name=experiment,
+        source_directory=SCRIPTS,
+        script="sweep_child.py",
+        arguments=[os.path.join(COUNTERS, experiment)],
+        hyperparameter_sampling=RandomParameterSampling({{"--x": uniform(0, 1)}}),
+        primary_metric_name="score",
+        max_total_runs=6,
+        max_concurrent_runs=2,
+        poll_interval=0.5,
+        deferrable=deferrable,
+    )
+
+with DAG("fault_sweep_kill_task", **ARGS):
+    sweep("sweep-kill-task", deferrable=False)
+
+with DAG("fault_sweep_triggerer_restart", **ARGS):
+    sweep("sweep-triggerer-restart", deferrable=True)
 '''
 
 COUNTED_SCRIPT = """
@@ -105,6 +130,29 @@ if "--fail-first" in sys.argv and starts == 1:
     raise SystemExit(5)
 time.sleep(seconds)
 print("all done", flush=True)
+"""
+
+# A sweep's child: appends its run id to the counter file as it starts, waits for the test to open
+# the gate (the file <counter>.go), then logs its --x. The sweep cannot end before the fault.
+SWEEP_CHILD_SCRIPT = """
+import argparse
+import os
+import time
+
+from mltrain import Run
+
+parser = argparse.ArgumentParser()
+parser.add_argument("counter")
+parser.add_argument("--x", type=float)
+args = parser.parse_args()
+run = Run.get_context()
+with open(args.counter, "a") as f:
+    f.write(run.id + "\\n")
+deadline = time.monotonic() + 600
+while not os.path.exists(args.counter + ".go") and time.monotonic() < deadline:
+    time.sleep(0.2)
+time.sleep(1)
+run.log("score", args.x)
 """
 
 
@@ -280,6 +328,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowDepl
     for folder in (scripts, counters, dags):
         folder.mkdir()
     (scripts / "counted.py").write_text(textwrap.dedent(COUNTED_SCRIPT))
+    (scripts / "sweep_child.py").write_text(SWEEP_CHILD_SCRIPT)
     (dags / "fault_dags.py").write_text(DAGS.format(scripts=str(scripts), counters=str(counters)))
     airflow = AirflowDeployment(root / "home", dags)
     airflow.home.mkdir()
@@ -431,3 +480,86 @@ def test_triggerer_restart_mid_wait_resumes_without_canceling(deployment):
     assert run.get_status() == "Completed" and run.id == run_id_of(deployment, dag_id, dag_run)
     assert starts(deployment, "triggerer-restart") == 1
     assert deployment.ti(dag_id, dag_run) == ("success", 1)  # no retry: the wait resumed
+
+
+def sweep_children(deployment: AirflowDeployment, sweep_id: str) -> list[Any]:
+    store = Workspace(deployment.home / "mltrain").store
+    return [r for r in store.list_runs() if r["properties"].get("mltrain.parent") == sweep_id]
+
+
+def open_gate(deployment: AirflowDeployment, experiment: str) -> None:
+    (deployment.home.parent / "counters" / f"{experiment}.go").touch()
+
+
+def started_children(deployment: AirflowDeployment, experiment: str) -> list[str]:
+    path = deployment.home.parent / "counters" / experiment
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def check_sweep_ran_each_child_once(
+    deployment: AirflowDeployment, dag_id: str, dag_run: str, experiment: str
+):
+    from airflow_provider_mltrain.core.sweep import SweepRun
+
+    sweep_id = run_id_of(deployment, dag_id, dag_run)
+    sweep = SweepRun(Workspace(deployment.home / "mltrain"), sweep_id)
+    assert sweep.get_status() == "Completed"
+    kids = sweep.get_children()
+    assert [c.id for c in kids] == [f"{sweep_id}_{i}" for i in range(6)]
+    assert all(c.get_status() == "Completed" for c in kids), [(c.id, c.get_status()) for c in kids]
+    assert sorted(started_children(deployment, experiment)) == [c.id for c in kids]  # each started once
+    assert [r.id for r in runs(deployment, experiment) if r.id not in {c.id for c in kids}] == [sweep_id]
+    best = sweep.get_best_run_by_primary_metric()
+    assert xcom(deployment, dag_id, dag_run) == best.id
+    summary = xcom(deployment, dag_id, dag_run, "sweep_summary")
+    assert summary["sweep_id"] == sweep_id and summary["best_run_id"] == best.id
+    assert len(summary["children"]) == 6
+
+
+def test_killing_a_sweeps_task_process_mid_sweep_resumes_it_on_retry(deployment):
+    dag_id = "fault_sweep_kill_task"
+    dag_run = deployment.trigger(dag_id)
+    sweep_id = run_id_of(deployment, dag_id, dag_run)
+    # Two children (max_concurrent_runs) wait at the gate, so the sweep is mid-way.
+    wait_for(
+        lambda: len(started_children(deployment, "sweep-kill-task")) == 2, 180, "two children", deployment
+    )
+    record = Workspace(deployment.home / "mltrain").store.get_run(sweep_id)
+    host, _, pid = record["properties"]["mltrain.submitted_by"].rpartition(":")
+    assert host == socket.gethostname()
+    os.kill(int(pid), signal.SIGKILL)
+    open_gate(deployment, "sweep-kill-task")
+
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    assert '"signal_name":"SIGKILL"' in deployment.task_log(dag_id, dag_run, pattern="attempt=1.log")
+    assert deployment.ti(dag_id, dag_run) == ("success", 2)
+    check_sweep_ran_each_child_once(deployment, dag_id, dag_run, "sweep-kill-task")
+
+
+def test_triggerer_restart_mid_sweep_resumes_it_with_no_duplicate_child(deployment):
+    dag_id = "fault_sweep_triggerer_restart"
+    dag_run = deployment.trigger(dag_id)
+    sweep_id = run_id_of(deployment, dag_id, dag_run)
+    wait_for(lambda: deployment.ti(dag_id, dag_run)[0] == "deferred", 120, "the task to defer", deployment)
+    wait_for(
+        lambda: deployment.query("SELECT 1 FROM trigger WHERE triggerer_id IS NOT NULL"),
+        60,
+        "a triggerer to take the trigger",
+        deployment,
+    )
+    wait_for(
+        lambda: len(started_children(deployment, "sweep-triggerer-restart")) == 2,
+        180,
+        "two children",
+        deployment,
+    )
+    deployment.stop("triggerer")
+    assert Workspace(deployment.home / "mltrain").store.get_run(sweep_id)["status"] == "Running"
+    # The two children end while no triggerer runs; the next one must start the other four.
+    open_gate(deployment, "sweep-triggerer-restart")
+    assert len(sweep_children(deployment, sweep_id)) == 2
+    deployment.start("triggerer")
+
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    assert deployment.ti(dag_id, dag_run) == ("success", 1)  # no retry: the new triggerer went on
+    check_sweep_ran_each_child_once(deployment, dag_id, dag_run, "sweep-triggerer-restart")

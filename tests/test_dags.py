@@ -248,3 +248,26 @@ def test_retraining_example_notifies_when_training_fails(airflow_home, tmp_path)
     assert alert.group(2) == latest.id
     assert latest.properties["airflow.run_id"] == alert.group(1)
     assert len(re.findall("ALERT mltrain", out)) == 1  # on the final failure only, not on the retry
+
+
+def test_deferrable_sweep_operator_hands_its_best_run_and_summary_downstream(airflow_home):
+    proc = dags_test(airflow_home, ROOT / "tests" / "dags", "mltrain_test_sweep")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "Pausing task as DEFERRED" in out and "Trigger completed" in out, out[-4000:]
+    ws = Workspace(airflow_home / "mltrain")
+    (sweep,) = [r for r in ws.experiment("sweep-operator").list_runs() if r.properties.get("mltrain.kind")]
+    assert sweep.get_status() == "Completed"
+    children = {c.properties["mltrain.hyperparameters"]: c for c in sweep.get_children()}
+    assert len(children) == 3
+    good, bad = children['{"--quality": "good"}'], children['{"--quality": "bad"}']
+    assert bad.get_status() == "Canceled" and good.get_status() == "Completed"
+    assert xcom(airflow_home, "mltrain_test_sweep", "sweep", "return_value") == good.id
+    summary = xcom(airflow_home, "mltrain_test_sweep", "sweep", "sweep_summary")
+    assert summary["sweep_id"] == sweep.id and summary["status"] == "Completed"
+    assert summary["children"][0]["run_id"] == good.id and len(summary["children"]) == 3
+    assert xcom(airflow_home, "mltrain_test_sweep", "report", "return_value") == {
+        "best": good.id,
+        "best_of_summary": good.id,
+        "stopped": [bad.id],
+    }

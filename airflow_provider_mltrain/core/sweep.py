@@ -167,6 +167,70 @@ class HyperDriveConfig:
             "max_duration_minutes": self.max_duration_minutes,
         }
 
+    @classmethod
+    def from_definition(cls, definition: dict[str, Any], run_config: ScriptRunConfig) -> HyperDriveConfig:
+        """The config that :meth:`describe` recorded, with its seed: what a process that holds only
+        plain data (a trigger's kwargs, the parent run's record) drives the sweep with."""
+        from airflow_provider_mltrain.core import sweep_policy, sweep_space
+
+        try:
+            space = {
+                name: sweep_space.ParameterExpression(str(expr[0]), tuple(expr[1:]))
+                for name, expr in definition["parameter_space"].items()
+            }
+            seed = definition.get("seed")
+            kind = definition["sampling"]
+            sampling: HyperParameterSampling
+            if kind == "grid":
+                sampling = sweep_space.GridParameterSampling(space)
+            elif kind == "random":
+                sampling = sweep_space.RandomParameterSampling(space, seed=seed)
+            elif kind == "bayesian":
+                sampling = BayesianParameterSampling(
+                    space,
+                    seed=seed,
+                    sampler=definition["sampler"],
+                    n_startup_trials=definition["n_startup_trials"],
+                )
+            else:
+                raise KeyError(kind)
+            if seed is not None:
+                sampling.seed = seed  # a grid ignores it; kept so describe() gives the same seed
+            timing = {
+                k: definition[k] for k in ("evaluation_interval", "delay_evaluation") if k in definition
+            }
+            policy: EarlyTerminationPolicy
+            if definition["policy"] == "none":
+                policy = NoTerminationPolicy()
+            elif definition["policy"] == "bandit":
+                policy = sweep_policy.BanditPolicy(
+                    slack_factor=definition["slack_factor"], slack_amount=definition["slack_amount"], **timing
+                )
+            elif definition["policy"] == "median":
+                policy = sweep_policy.MedianStoppingPolicy(**timing)
+            elif definition["policy"] == "truncation":
+                policy = sweep_policy.TruncationSelectionPolicy(
+                    truncation_percentage=definition["truncation_percentage"],
+                    exclude_finished_jobs=definition["exclude_finished_jobs"],
+                    **timing,
+                )
+            else:
+                raise KeyError(definition["policy"])
+            return cls(
+                hyperparameter_sampling=sampling,
+                primary_metric_name=definition["primary_metric_name"],
+                primary_metric_goal=definition["primary_metric_goal"],
+                max_total_runs=definition["max_total_runs"],
+                max_concurrent_runs=definition["max_concurrent_runs"],
+                max_duration_minutes=definition["max_duration_minutes"],
+                policy=policy,
+                run_config=run_config,
+            )
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise InvalidSweep(
+                f"Not a sweep definition this version of mltrain reads (at {exc}): {definition!r}."
+            ) from None
+
 
 def submit_sweep(
     experiment: Experiment,

@@ -386,3 +386,40 @@ def test_cancelling_a_sweep_cancels_its_children_and_starts_no_more(workspace, m
     details = sweep.wait_for_completion(poll_interval=0.05, raise_on_error=False)
     assert details["status"] == "Canceled"
     assert len(sweep.get_children()) == 2
+
+
+def test_a_recorded_definition_rebuilds_the_same_config(make_tree):
+    """What a trigger holds (plain data) drives the sweep exactly as the config it came from."""
+    from airflow_provider_mltrain.train.hyperdrive import (
+        MedianStoppingPolicy,
+        NoTerminationPolicy,
+        TruncationSelectionPolicy,
+        loguniform,
+        quniform,
+        randint,
+    )
+
+    src = make_tree({"train.py": "print(1)"})
+    space = {"--lr": loguniform(-9, -2), "--n": randint(5), "--b": quniform(1, 9, 2), "--o": choice("a", "b")}
+    samplings = [
+        GridParameterSampling({"--o": choice("a", "b"), "--k": choice(1, 2.5)}),
+        RandomParameterSampling({**space, "--w": normal(0, 1)}, seed=3),
+        BayesianParameterSampling(space, seed=4, sampler="tpe", n_startup_trials=3),
+    ]
+    policies = [
+        BanditPolicy(slack_amount=0.2, evaluation_interval=2, delay_evaluation=1),
+        MedianStoppingPolicy(evaluation_interval=3, delay_evaluation=4),
+        TruncationSelectionPolicy(30, delay_evaluation=2, exclude_finished_jobs=True),
+        NoTerminationPolicy(),
+    ]
+    cases = [(samplings[0], p) for p in policies] + [(samplings[1], policies[0]), (samplings[2], None)]
+    for sampling, policy in cases:
+        config = sweep_config(src, sampling, total=10, concurrent=2, policy=policy, max_duration_minutes=30)
+        recorded = json.loads(json.dumps(config.describe(11)))
+        rebuilt = HyperDriveConfig.from_definition(recorded, config.run_config)
+        assert rebuilt.describe(11) == config.describe(11)
+        index_samples = [rebuilt.hyperparameter_sampling.sample(i, 11, [], True) for i in range(3)]
+        if not isinstance(sampling, BayesianParameterSampling):
+            assert index_samples == [sampling.sample(i, 11, [], True) for i in range(3)]
+    with pytest.raises(InvalidSweep, match="Not a sweep definition"):
+        HyperDriveConfig.from_definition({"sampling": "sobol"}, config.run_config)
