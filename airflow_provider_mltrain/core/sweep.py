@@ -244,7 +244,7 @@ def submit_sweep(
     With ``run_id`` naming a sweep already in the store, that sweep is returned to be resumed
     (its definition must match ``config``'s).
     """
-    from airflow_provider_mltrain.core.experiment import check_name
+    from airflow_provider_mltrain.core.experiment import MAX_RUN_DURATION, check_name
 
     workspace = experiment.workspace
     store = workspace.store
@@ -300,6 +300,12 @@ def submit_sweep(
             "mltrain.submitted_by": f"{socket.gethostname()}:{os.getpid()}",
             "mltrain.framework": framework,
             "mltrain.workspace": str(workspace.root),
+            # Each child's limit, recorded here so every driver of the sweep gives it to children.
+            **(
+                {MAX_RUN_DURATION: f"{float(rc.max_run_duration_seconds):g}"}
+                if rc.max_run_duration_seconds is not None
+                else {}
+            ),
         },
     }
     try:
@@ -539,7 +545,7 @@ class SweepRun(Run):
     def _submit_child(
         self, config: HyperDriveConfig, index: int, params: dict[str, Any], adopt: bool = False
     ) -> None:
-        from airflow_provider_mltrain.core.experiment import Experiment
+        from airflow_provider_mltrain.core.experiment import MAX_RUN_DURATION, Experiment
 
         record = self._record()
         rc = config.run_config
@@ -570,7 +576,11 @@ class SweepRun(Run):
                 source_directory=record["source_directory"],
                 tags=dict(record["tags"]),
                 properties={
-                    **{k: v for k, v in record["properties"].items() if k.startswith("mltrain.git.")},
+                    **{
+                        k: v
+                        for k, v in record["properties"].items()
+                        if k.startswith("mltrain.git.") or k == MAX_RUN_DURATION
+                    },
                     PARENT: self.id,
                     INDEX: str(index),
                     HYPERPARAMETERS: json.dumps(params),

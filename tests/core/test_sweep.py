@@ -423,3 +423,27 @@ def test_a_recorded_definition_rebuilds_the_same_config(make_tree):
             assert index_samples == [sampling.sample(i, 11, [], True) for i in range(3)]
     with pytest.raises(InvalidSweep, match="Not a sweep definition"):
         HyperDriveConfig.from_definition({"sampling": "sobol"}, config.run_config)
+
+
+def test_children_keep_the_run_configs_duration_limit(workspace, make_tree):
+    """max_run_duration_seconds of the sweep's run_config is each child's limit."""
+    src = make_tree(
+        {
+            "train.py": "import sys, time\nfrom mltrain import Run\nRun.get_context().log('accuracy', 1.0)\n"
+            "if sys.argv[-1] == 'slow':\n    time.sleep(600)\n"
+        }
+    )
+    config = HyperDriveConfig(
+        run_config=ScriptRunConfig(src, "train.py", max_run_duration_seconds=1),
+        hyperparameter_sampling=GridParameterSampling({"--speed": choice("fast", "slow")}),
+        primary_metric_name="accuracy",
+        primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+        max_total_runs=2,
+        max_concurrent_runs=2,
+    )
+    sweep = Experiment(workspace, "exp").submit(config)
+    sweep.wait_for_completion(poll_interval=0.1, raise_on_error=False, timeout=300)
+    by_speed = {p["--speed"]: c for c, p in children(sweep)}
+    assert by_speed["fast"].get_status() == "Completed"
+    slow = by_speed["slow"].get_details()
+    assert slow["status"] == "Canceled" and "max_run_duration_seconds=1" in slow["error"]

@@ -7,7 +7,6 @@ from typing import Any
 from airflow_provider_mltrain.compat.azureml.core.script_run_config import ScriptRunConfig
 from airflow_provider_mltrain.train.hyperdrive import *  # noqa: F403
 from airflow_provider_mltrain.train.hyperdrive import HyperDriveConfig as _HyperDriveConfig
-from airflow_provider_mltrain.train.hyperdrive import InvalidSweep
 from airflow_provider_mltrain.train.hyperdrive import __all__ as _names
 
 
@@ -17,11 +16,6 @@ class HyperDriveConfig(_HyperDriveConfig):  # type: ignore[no-redef]
 
     def __init__(self, *args: Any, run_config: Any = None, **kwargs: Any):
         azure = run_config if isinstance(run_config, ScriptRunConfig) else None
-        if azure is not None and azure.run_config.max_run_duration_seconds is not None:
-            raise InvalidSweep(
-                "HyperDriveConfig run_config sets max_run_duration_seconds, which sweep children do "
-                "not apply yet: limit the sweep with max_duration_minutes, or drop it."
-            )
         kwargs["run_config"] = azure.to_mltrain() if azure else run_config
         super().__init__(*args, **kwargs)
         self._azureml_run_config = azure
