@@ -222,22 +222,23 @@ def test_the_import_loads_only_what_mltrains_own_api_does():
 
 
 def test_a_sweep_never_drops_the_run_duration_limit(make_tree):
+    """The Azure run_config's limit reaches the sweep's config, which gives it to every child
+    (tests/core/test_sweep.py runs that)."""
     from airflow_provider_mltrain.compat.azureml.train.hyperdrive import (
         GridParameterSampling,
         HyperDriveConfig,
-        InvalidSweep,
         choice,
     )
 
     src = ScriptRunConfig(str(make_tree({"train.py": ""})), "train.py", max_run_duration_seconds=60)
-    with pytest.raises(InvalidSweep, match=r"max_run_duration_seconds.*max_duration_minutes"):
-        HyperDriveConfig(
-            run_config=src,
-            hyperparameter_sampling=GridParameterSampling({"--lr": choice(0.1)}),
-            primary_metric_name="acc",
-            primary_metric_goal="MAXIMIZE",
-            max_total_runs=1,
-        )
+    config = HyperDriveConfig(
+        run_config=src,
+        hyperparameter_sampling=GridParameterSampling({"--lr": choice(0.1)}),
+        primary_metric_name="acc",
+        primary_metric_goal="MAXIMIZE",
+        max_total_runs=1,
+    )
+    assert config.run_config.max_run_duration_seconds == 60
 
 
 def test_environments_from_a_docker_image_or_dockerfile_run_in_a_container(tmp_path):
