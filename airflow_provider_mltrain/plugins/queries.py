@@ -549,8 +549,6 @@ def safe_run_path(name: str) -> str:
     parts = name.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise BadRequest(f"{name!r} is not a run file name: '..', '.' and empty parts are refused.")
-    if parts[0] not in ("outputs", "logs"):
-        raise BadRequest(f"{name!r} is not a run file: run files are under outputs/ or logs/.")
     return posixpath.normpath(name)
 
 
