@@ -116,7 +116,8 @@ run.log_accuracy_table("accuracy", json.dumps({
     },
 }))
 run.log_predictions("predictions", {"schema_type": "predictions", "schema_version": "1.0.0", "data": {
-    "bin_averages": [0.2, 0.7], "bin_errors": [0.01, 0.04], "bin_counts": [40, 60], "bin_edges": [0.0, 0.5, 1.0]}})
+    "bin_averages": [0.2, 0.7], "bin_errors": [0.01, 0.04], "bin_counts": [40, 60],
+    "bin_edges": [0.0, 0.5, 1.0]}})
 run.log_residuals("residuals", {"schema_type": "residuals", "schema_version": "1.0.0", "data": {
     "bin_edges": [-1.0, 0.0, 1.0], "bin_counts": [12, 30]}})
 run.log_row("per class", "recall and precision of each class", cls="cat", recall=0.8)
