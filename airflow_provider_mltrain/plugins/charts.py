@@ -419,11 +419,11 @@ def bar_chart(title: str, edges: Any, heights: Any, errors: Any = None, y_label:
     hs = _numbers(heights, MAX_BINS)
     es = _numbers(edges, MAX_BINS + 1)
     errs = _numbers(errors, MAX_BINS) if errors is not None else []
-    bins = [
-        (es[i], es[i + 1], h, errs[i] if i < len(errs) else None)
-        for i, h in enumerate(hs)
-        if i + 1 < len(es) and h is not None and es[i] is not None and es[i + 1] is not None
-    ]
+    bins: list[tuple[float, float, float, float | None]] = []
+    for i, h in enumerate(hs):
+        a, b = (es[i], es[i + 1]) if i + 1 < len(es) else (None, None)
+        if h is not None and a is not None and b is not None:
+            bins.append((a, b, h, errs[i] if i < len(errs) else None))
     parts = [
         f'<svg class="mltrain-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'role="img" aria-label="{escape(title)}" data-bars="{len(bins)}">',
