@@ -7,11 +7,13 @@ typed metrics as JSON dicts), submitted through the core and checked from the dr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig
 
 SELF_AWARE = """
 import json
+from pathlib import Path
 import azureml.core
 from azureml.core import Run
 
@@ -99,6 +101,7 @@ print("never printed")
 
 TYPED = """
 import json
+from pathlib import Path
 from azureml.core import Run
 run = Run.get_context()
 run.log_confusion_matrix("confusion", {
@@ -164,3 +167,20 @@ with open(os.environ["MLTRAIN_METRICS_FILE"], "a") as f:
     run.wait_for_completion()
     assert list(run.get_metrics()) == ["res"]
     assert any("wrong type for its kind" in w for w in run.get_details()["warnings"])
+
+
+def test_a_model_uploaded_under_its_own_name_is_registered_from_the_script(workspace, make_tree, tmp_path):
+    script = """
+import io
+from azureml.core import Run
+run = Run.get_context()
+run.upload_file(name="model.pkl", path_or_stream=io.BytesIO(b"weights"))
+run.register_model(model_name="churn", model_path="model.pkl")
+"""
+    run = _submit(workspace, make_tree, script)
+    run.wait_for_completion()
+    assert run.get_details()["warnings"] == []
+    (model,) = run.get_models()
+    assert model.name == "churn"
+    path = model.download(tmp_path)
+    assert Path(path).read_bytes() == b"weights"
