@@ -260,3 +260,30 @@ def test_an_azure_call_the_layer_lacks_names_itself_and_what_to_use(tmp_path):
     folder, other = proc.stdout.strip().splitlines()
     assert "Run.wait_for_completion is not available" in folder and "From the driver" in folder
     assert "Run.frobnicate is not available" in other and "upload_file" in other
+
+
+def test_offline_uploads_and_reads_back_and_cancel_ends_the_script(tmp_path):
+    proc = run_script(
+        "import io, azureml.core\n"
+        "from azureml.core import Run\n"
+        "run = Run.get_context()\n"
+        "run.upload_file('a/b.txt', io.BytesIO(b'kept'))\n"
+        "run.download_file('a/b.txt', 'back.txt')\n"
+        "print(run.get_file_names(), open('back.txt').read(), run.get_status(), azureml.core.VERSION)\n"
+        "print(run.get_details()['runId'] == run.id, run.experiment.workspace.name)\n"
+        "try:\n"
+        "    Run(run.experiment, 'x')\n"
+        "except LookupError as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "run.cancel()\n"
+        "print('not reached')\n",
+        env={"PYTHONPATH": PYLIB + os.pathsep + os.path.join(RUNNER_DIR, "compat")},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "['a/b.txt'] kept Running 0+mltrain.compat",
+        "True mltrain",
+        "RunNotAvailable",
+    ]
+    assert "canceled by the script" in proc.stderr

@@ -406,14 +406,15 @@ class Run:
         """Where the run file ``parts`` is written: (a folder we own, the path below it)."""
         if parts[0] in FOLDERS:
             # The script's ./outputs and ./logs are moved into the run folder when it ends.
-            return os.path.join(self._run_dir or ".", "snapshot"), parts
+            return (os.path.join(self._run_dir, "snapshot") if self._run_dir else "."), parts
         return os.path.join(self._run_dir or ".", UPLOADS), parts
 
     def _read_places(self, parts):
         """The paths the run file ``parts`` may be at while the run runs, most recent first."""
         run_dir = self._run_dir or "."
         if parts[0] in FOLDERS:
-            return [(os.path.join(run_dir, "snapshot"), parts), (run_dir, parts)]
+            live = os.path.join(self._run_dir, "snapshot") if self._run_dir else "."
+            return [(live, parts), (run_dir, parts)]
         return [(os.path.join(run_dir, UPLOADS), parts)]
 
     def get_file_names(self):
