@@ -80,6 +80,8 @@ def ingest(parent: Run, record: dict[str, Any], final: bool = False) -> None:
                 states.append((RunStatus.COMPLETED, at, None))
             elif e.get("event") == "failed":
                 states.append((RunStatus.FAILED, at, str(e.get("error") or "fail() called")[:1000]))
+            elif e.get("event") == "canceled":
+                states.append((RunStatus.CANCELED, at, "cancel() called by the script"))
         if final and not states:
             parent_status = RunStatus(store.get_run(parent.id)["status"])  # type: ignore[index]
             states.append((parent_status, time.time(), f"ended with its parent run {parent.id}"))

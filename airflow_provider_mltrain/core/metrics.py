@@ -17,7 +17,16 @@ from typing import Any
 
 from airflow_provider_mltrain.core.text import replace_surrogates
 
-KINDS = frozenset({"scalar", "list", "row", "table", "image", "tags", "properties"})
+# Azure ML v1's typed metrics (run.log_confusion_matrix, ...): a JSON object {"schema_type": kind,
+# "schema_version": ..., "data": {...}} whose data holds at least these lists.
+TYPED_KINDS = {
+    "confusion_matrix": ("class_labels", "matrix"),
+    "accuracy_table": ("probability_tables", "percentile_tables", "probability_thresholds", "percentiles"),
+    "predictions": ("bin_averages", "bin_errors", "bin_counts", "bin_edges"),
+    "residuals": ("bin_edges", "bin_counts"),
+}
+KINDS = frozenset({"scalar", "list", "row", "table", "image", "tags", "properties", *TYPED_KINDS})
+MAX_DESCRIPTION = 4096  # characters of a metric's description kept
 MAX_NAME = 255  # the run store's column
 STEP_MIN, STEP_MAX = -(2**63), 2**63 - 1  # a BIGINT
 TIME_MAX = 253402300799.0  # 9999-12-31T23:59:59Z: the last time a datetime can show
@@ -101,6 +110,8 @@ def _parse(line: bytes, out: ParsedLines) -> dict[str, Any] | None:
         raise _Bad(BAD_VALUE)
     step = _step(rec.get("step"))
     logged_at = _time(rec.get("time"))
+    description = rec.get("description")
+    description = replace_surrogates(description[:MAX_DESCRIPTION]) if isinstance(description, str) else None
     if kind in ("tags", "properties") and isinstance(value, dict):
         pairs = {str(k): "" if v is None else str(v) for k, v in value.items()}
         reserved = [k for k in pairs if is_reserved(k)]
@@ -115,6 +126,7 @@ def _parse(line: bytes, out: ParsedLines) -> dict[str, Any] | None:
         "step": step,
         "value": json.dumps(value),
         "logged_at": logged_at,
+        "description": description or None,
     }
 
 
@@ -129,6 +141,14 @@ def _fits(kind: str, value: Any) -> bool:
         return isinstance(value, dict) and all(isinstance(v, list) and _plain(v, 1) for v in value.values())
     if kind == "image":
         return isinstance(value, str)
+    if kind in TYPED_KINDS:
+        data = value.get("data") if isinstance(value, dict) else None
+        return (
+            isinstance(data, dict)
+            and value.get("schema_type") == kind
+            and all(isinstance(data.get(key), list) for key in TYPED_KINDS[kind])
+            and _json_tree(value, 0)
+        )
     # tags, properties: flat string pairs (numbers and null are written as text, as the API does)
     return isinstance(value, dict) and all(
         v is None or isinstance(v, (str, bool, float)) or (isinstance(v, int) and _number_fits(v))
@@ -145,6 +165,15 @@ def _plain(value: Any, depth: int) -> bool:
     if isinstance(value, list) and depth < MAX_DEPTH:
         return all(_plain(v, depth + 1) for v in value)
     return False
+
+
+def _json_tree(value: Any, depth: int) -> bool:
+    """``_plain`` for JSON objects too: dicts of text keys, lists, numbers, strings, bools, null."""
+    if isinstance(value, dict):
+        return depth < MAX_DEPTH and all(_json_tree(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return depth < MAX_DEPTH and all(_json_tree(v, depth + 1) for v in value)
+    return _plain(value, depth)
 
 
 def _number_fits(value: int) -> bool:

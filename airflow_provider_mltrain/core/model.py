@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.artifacts import ArtifactStore, LocalArtifactStore, check_name
 from airflow_provider_mltrain.core.errors import MLTrainError
 from airflow_provider_mltrain.core.private import make_private_dirs
-from airflow_provider_mltrain.core.runfiles import list_folder
+from airflow_provider_mltrain.core.runfiles import list_folder, shown, stored_name
 from airflow_provider_mltrain.core.store import ModelVersionMissing
 from airflow_provider_mltrain.runner import tree
 
@@ -470,13 +470,13 @@ def register_requested(
     if description is not None and not isinstance(description, str):
         raise ModelError("description is not a string")
     path = _normalize_path(request.get("model_path") or name)
-    entries = list_folder(folder)
+    entries = shown(list_folder(folder))  # named as get_file_names() names them: uploads too
     if not any(f == path or f.startswith(path + "/") for f in entries.files):
         raise ModelPathNotFound(f"the run wrote no file or folder {path!r}")
 
     def opener(name: str) -> Callable[[], AbstractContextManager[IO[bytes]]]:
         def open_() -> IO[bytes]:
-            fd = tree.open_file(str(folder), name)
+            fd = tree.open_file(str(folder), stored_name(name))
             if fd is None:
                 raise ModelPathNotFound(f"{name!r} is not a regular file of the run")
             return os.fdopen(fd, "rb")

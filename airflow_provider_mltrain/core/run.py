@@ -28,7 +28,14 @@ from airflow_provider_mltrain.core.errors import (
 )
 from airflow_provider_mltrain.core.metrics import parse_lines, stored_value
 from airflow_provider_mltrain.core.redact import mask_variable, redact_url
-from airflow_provider_mltrain.core.runfiles import RunFiles, list_folder, make_dirs, rmtree
+from airflow_provider_mltrain.core.runfiles import (
+    RunFiles,
+    list_folder,
+    make_dirs,
+    rmtree,
+    shown,
+    stored_name,
+)
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.runner import tree
 from airflow_provider_mltrain.runner.pylib.mltrain import summarize
@@ -748,8 +755,9 @@ class Run:
         return str(self.output_dir)
 
     def get_file_names(self) -> list[str]:
-        """Names of the run's regular files (``outputs/...``, ``logs/...``): what ``download_file``
-        takes. Links the script made are not files: see :meth:`get_links`."""
+        """Names of the run's regular files (``outputs/...``, ``logs/...`` and the names the script
+        gave ``run.upload_file``): what ``download_file`` takes. Links the script made are not
+        files: see :meth:`get_links`."""
         return self.list_entries().files
 
     def get_links(self) -> dict[str, str]:
@@ -764,11 +772,11 @@ class Run:
         record = self._record()
         if record["collected"]:
             if self._remote:
-                return run_files_store.manifest_entries(self._manifest())
-            return list_folder(self.output_dir)
+                return shown(run_files_store.manifest_entries(self._manifest()))
+            return shown(list_folder(self.output_dir))
         if self.elsewhere(record):
             return RunFiles()
-        return self.target.list_entries(self.id)
+        return shown(self.target.list_entries(self.id))
 
     def _manifest(self) -> dict[str, Any] | None:
         return run_files_store.read_manifest(self.workspace.artifacts, self.id)
@@ -781,20 +789,21 @@ class Run:
         """
         record = self._record()
         missing = FileNotFoundError(f"Run {self.id} has no file {name!r}; see get_file_names().")
+        path = stored_name(name)
         if record["collected"] and self._remote:
-            entry = run_files_store.file_entry(self._manifest(), name)
+            entry = run_files_store.file_entry(self._manifest(), path)
             if entry is None:
                 raise missing
             stream = run_files_store.StoredFile(self.workspace.artifacts, entry)
             return io.BufferedReader(stream, run_files_store.STREAM_BLOCK), stream.size
         if record["collected"]:
-            fd = tree.open_file(str(self.output_dir), name)
+            fd = tree.open_file(str(self.output_dir), path)
             if fd is None:
                 raise missing
             return os.fdopen(fd, "rb"), os.fstat(fd).st_size
         if name not in self.list_entries().files:
             raise missing
-        data = self.target.read_file(self.id, name)
+        data = self.target.read_file(self.id, path)
         return io.BytesIO(data), len(data)
 
     def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None) -> Path:

@@ -24,6 +24,30 @@ log = logging.getLogger(__name__)
 
 COLLECTED = tree.TOPS
 LINKS_FILE = "links.json"
+# Files the script kept under a name of its own (``run.upload_file("a/b.txt")``, as Azure ML
+# does) are stored in ``uploads/a/b.txt`` and named ``a/b.txt``; names under ``outputs/`` and
+# ``logs/`` are files of those folders. The in-script API (runner/pylib/mltrain) maps the same way.
+UPLOADS = "uploads"
+_NAMED_AS_STORED = ("outputs", "logs")
+
+
+def shown_name(stored: str) -> str:
+    """The run file name users see for a path stored in the run folder."""
+    head, sep, rest = stored.partition("/")
+    return rest if head == UPLOADS and sep else stored
+
+
+def stored_name(name: str) -> str:
+    """The path in the run folder of the run file ``name`` (the inverse of :func:`shown_name`)."""
+    return name if name.split("/", 1)[0] in _NAMED_AS_STORED else f"{UPLOADS}/{name}"
+
+
+def shown(entries: RunFiles) -> RunFiles:
+    """``entries`` (stored paths) under the names users see, sorted."""
+    return RunFiles(
+        sorted(shown_name(f) for f in entries.files),
+        dict(sorted((shown_name(k), v) for k, v in entries.links.items())),
+    )
 
 
 @dataclass

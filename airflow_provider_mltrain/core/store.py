@@ -23,7 +23,7 @@ from airflow_provider_mltrain.core.states import RunStatus
 # 2: mltrain_runs.warnings
 # 3: mltrain_metric_series and mltrain_metric_blocks, kept at ingestion; mltrain_runs.summarized
 # 4: mltrain_models and mltrain_model_aliases (the model registry)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
@@ -73,6 +73,8 @@ metrics = sa.Table(
     sa.Column("step", sa.BigInteger, nullable=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("logged_at", sa.Float, nullable=False),
+    # What the script said the value is (run.log(..., description=...)); None when it said nothing.
+    sa.Column("description", sa.Text, nullable=True),
 )
 
 
@@ -233,7 +235,7 @@ def _create_schema(engine: Engine) -> None:
 
 
 # Columns added after schema 1, each (version, column): added to a table created by an older version.
-_ADDED_COLUMNS = ((2, runs.c.warnings), (3, runs.c.summarized))
+_ADDED_COLUMNS = ((2, runs.c.warnings), (3, runs.c.summarized), (5, metrics.c.description))
 
 
 def _migrate(conn: sa.Connection) -> None:

@@ -630,6 +630,7 @@ def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> d
                 (name, charts.line_chart(name, [(run_id, s["points"])], axis=axis, chart_id=chart_id))
             )
     others = {name: s["values"] for name, s in sorted(series.items()) if s["values"]}
+    typed = [(t, _typed_drawing(t)) for t in queries.typed_metrics(ws, run_id, summaries)]
     log = queries.read_log(ws, run_id, None, queries.DEFAULT_LOG_CHUNK)
     snapshot: list[dict[str, Any]] = []
     try:
@@ -641,11 +642,26 @@ def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> d
         "charts": chart_list,
         "single_values": single_values,
         "other_values": others,
+        "typed_metrics": typed,
         "log": log,
         "snapshot": snapshot,
         "x": axis,
         "files_per_page": queries.FILES_PER_PAGE,
     }
+
+
+def _typed_drawing(metric: dict[str, Any]) -> Markup:
+    """The drawing of one typed metric (Azure ML v1's log_confusion_matrix and kin)."""
+    data, name, kind = metric["value"]["data"], metric["name"], metric["kind"]
+    if kind == "confusion_matrix":
+        return charts.confusion_matrix(data.get("class_labels"), data.get("matrix"))
+    if kind == "accuracy_table":
+        return charts.roc_chart(name, data.get("probability_tables"), data.get("class_labels"))
+    if kind == "predictions":
+        return charts.bar_chart(
+            name, data.get("bin_edges"), data.get("bin_averages"), data.get("bin_errors"), "predicted value"
+        )
+    return charts.bar_chart(name, data.get("bin_edges"), data.get("bin_counts"), None, "residual")
 
 
 # -- the app -------------------------------------------------------------------------------------

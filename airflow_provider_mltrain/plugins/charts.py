@@ -363,3 +363,154 @@ def _when(ts: float | None) -> str:
     if ts is None or not math.isfinite(ts):
         return ""
     return " (" + datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") + ")"
+
+
+# -- Azure ML v1's typed metrics (run.log_confusion_matrix, ...) ---------------------------------
+# Drawn from what a script logged: every label is escaped, every number checked finite, and each
+# drawing is bounded (classes, bins, thresholds) however large the logged value is.
+MAX_CLASSES = 30
+MAX_BINS = 200
+MAX_CURVES = len(COLORS)
+MAX_THRESHOLDS = 500
+
+
+def _numbers(values: Any, limit: int) -> list[float | None]:
+    """The first ``limit`` items of ``values`` as finite floats (None for anything else)."""
+    if not isinstance(values, list):
+        return []
+    out: list[float | None] = []
+    for v in values[:limit]:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        out.append(float(v) if ok else None)
+    return out
+
+
+def confusion_matrix(labels: Any, matrix: Any) -> Markup:
+    """An HTML table of a confusion matrix (rows: true class, columns: predicted), each cell
+    shaded by its share of its row. At most ``MAX_CLASSES`` classes are shown."""
+    rows = [_numbers(r, MAX_CLASSES) for r in (matrix if isinstance(matrix, list) else [])[:MAX_CLASSES]]
+    size = max([len(rows), *(len(r) for r in rows)], default=0)
+    names = [str(x) for x in labels[:size]] if isinstance(labels, list) else []
+    names += [str(i) for i in range(len(names), size)]
+    parts = ['<table class="grid confusion"><thead><tr><th>true \\ predicted</th>']
+    parts += [f"<th>{escape(n)}</th>" for n in names]
+    parts.append("</tr></thead><tbody>")
+    for i, row in enumerate(rows):
+        total = sum(v for v in row if v is not None and v > 0)
+        parts.append(f"<tr><th>{escape(names[i])}</th>")
+        for j in range(size):
+            v = row[j] if j < len(row) else None
+            share = (v / total) if v is not None and total > 0 and v > 0 else 0.0
+            text = "" if v is None else _fmt(v)
+            parts.append(
+                f'<td class="num" style="background: rgba(0, 114, 178, {share * 0.8:.2f})">{text}</td>'
+            )
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    more = isinstance(matrix, list) and len(matrix) > MAX_CLASSES
+    if more:
+        parts.append(f'<p class="muted">The first {MAX_CLASSES} of {len(matrix)} classes.</p>')
+    return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
+
+
+def bar_chart(title: str, edges: Any, heights: Any, errors: Any = None, y_label: str = "") -> Markup:
+    """An SVG histogram: one bar per bin between consecutive ``edges`` (at most ``MAX_BINS``), with
+    error whiskers where ``errors`` gives them."""
+    hs = _numbers(heights, MAX_BINS)
+    es = _numbers(edges, MAX_BINS + 1)
+    errs = _numbers(errors, MAX_BINS) if errors is not None else []
+    bins: list[tuple[float, float, float, float | None]] = []
+    for i, h in enumerate(hs):
+        a, b = (es[i], es[i + 1]) if i + 1 < len(es) else (None, None)
+        if h is not None and a is not None and b is not None:
+            bins.append((a, b, h, errs[i] if i < len(errs) else None))
+    parts = [
+        f'<svg class="mltrain-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'role="img" aria-label="{escape(title)}" data-bars="{len(bins)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text class="chart-title" x="{LEFT}" y="18">{escape(title)}</text>',
+    ]
+    if not bins:
+        parts.append(
+            f'<text class="chart-empty" x="{WIDTH / 2}" y="{HEIGHT / 2}">no bins to draw</text></svg>'
+        )
+        return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
+    x0 = min(min(a, b) for a, b, _, _ in bins)
+    x1 = max(max(a, b) for a, b, _, _ in bins)
+    lo = min(0.0, *(h - (e or 0.0) for _, _, h, e in bins))
+    hi = max(0.0, *(h + (e or 0.0) for _, _, h, e in bins))
+    lo, hi = _span(lo, hi)
+    x0, x1 = _span(x0, x1)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def sx(x: float) -> float:
+        return LEFT + (x - x0) / (x1 - x0) * plot_w
+
+    def sy(y: float) -> float:
+        return TOP + plot_h - (y - lo) / (hi - lo) * plot_h
+
+    parts.append(
+        f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none"></rect>'
+    )
+    y_ticks = nice_ticks(lo, hi)
+    y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 1.0
+    for y in y_ticks:
+        parts.append(
+            f'<text class="tick" x="{LEFT - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">'
+            f"{escape(tick_label(y, y_step))}</text>"
+        )
+    x_ticks = nice_ticks(x0, x1, 6)
+    x_step = x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 1.0
+    for x in x_ticks:
+        parts.append(
+            f'<text class="tick x-tick" x="{sx(x):.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">'
+            f"{escape(tick_label(x, x_step))}</text>"
+        )
+    if y_label:
+        parts.append(
+            f'<text class="axis-label" x="{LEFT + plot_w / 2}" y="{HEIGHT - 4}" '
+            f'text-anchor="middle">{escape(y_label)}</text>'
+        )
+    zero = sy(max(lo, 0.0))
+    for a, b, h, e in bins:
+        left, right = sorted((sx(a), sx(b)))
+        top = min(sy(h), zero)
+        parts.append(
+            f'<rect class="bar" x="{left:.1f}" y="{top:.1f}" width="{max(right - left - 1, 1):.1f}" '
+            f'height="{abs(zero - sy(h)):.1f}" fill="{COLORS[0]}"><title>{_fmt(a)} to {_fmt(b)}: '
+            f"{_fmt(h)}{'' if e is None else ' ± ' + _fmt(e)}</title></rect>"
+        )
+        if e:
+            mid = (left + right) / 2
+            parts.append(
+                f'<line class="whisker" x1="{mid:.1f}" x2="{mid:.1f}" y1="{sy(h - e):.1f}" '
+                f'y2="{sy(h + e):.1f}" stroke="#000"></line>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
+
+
+def roc_chart(title: str, tables: Any, labels: Any) -> Markup:
+    """ROC curves from an accuracy table's ``probability_tables`` (per class, per threshold:
+    [TP, FP, TN, FN]): false positive rate against true positive rate, one curve per class
+    (at most ``MAX_CURVES``, ``MAX_THRESHOLDS`` points each)."""
+    series: list[tuple[str, list[dict[str, Any]]]] = []
+    names = labels if isinstance(labels, list) else []
+    for c, table in enumerate(tables[:MAX_CURVES] if isinstance(tables, list) else []):
+        rows = table if isinstance(table, list) else []
+        stride = max(1, math.ceil(len(rows) / MAX_THRESHOLDS))
+        points = []
+        for row in rows[::stride]:
+            counts = [v for v in _numbers(row, 4) if v is not None]
+            if len(counts) != 4:
+                continue
+            tp, fp, tn, fn = counts
+            if tp + fn > 0 and fp + tn > 0:
+                points.append({"step": fp / (fp + tn), "value": tp / (tp + fn)})
+        points.sort(key=lambda p: (p["step"], p["value"]))
+        label = str(names[c]) if c < len(names) else f"class {c}"
+        series.append((label, points))
+    chart = line_chart(title, series)
+    return Markup(  # noqa: S704 - line_chart escaped every text; only the fixed axis name changes
+        str(chart).replace(">step</text>", ">false positive rate (y: true positive rate)</text>", 1)
+    )

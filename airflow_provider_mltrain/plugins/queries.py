@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from airflow_provider_mltrain.core import run_warnings
 from airflow_provider_mltrain.core.errors import MLTrainError, SnapshotError
 from airflow_provider_mltrain.core.gitinfo import PREFIX as GIT_PREFIX
-from airflow_provider_mltrain.core.metrics import finite_number, stored_value
+from airflow_provider_mltrain.core.metrics import TYPED_KINDS, finite_number, stored_value
 from airflow_provider_mltrain.core.run import STD_LOG, Run, read_collected
 from airflow_provider_mltrain.core.runfiles import RunFiles
 from airflow_provider_mltrain.core.snapshot import Snapshot, diff
@@ -41,6 +41,8 @@ MAX_SERIES = 500
 MAX_VALUES = 100
 MAX_EXPANDED_ROWS = 2000
 EXPANDED_KINDS = ("list", "row", "table")
+# Azure ML v1's typed metrics drawn on the run page (the last value of each name), at most this many.
+MAX_TYPED = 20
 MAX_METRIC_PAGE = 10_000
 # Run files per page (the run page and the API); a script may write 100,000 outputs.
 FILES_PER_PAGE = 500
@@ -382,6 +384,8 @@ def metric_series(
     out: dict[str, dict[str, Any]] = {}
     for summary in metric_summaries(ws, run_id, max_points) if summaries is None else summaries:
         name, kind = summary["name"], summary["kind"]
+        if kind in TYPED_KINDS:
+            continue  # drawn by their kind: see typed_metrics
         # Knowing where the metric's rows are and how many there are, the database stops early.
         seqs = (summary["first_seq"], summary["last_seq"])
         if kind in EXPANDED_KINDS or summary["rows"] <= max_points:
@@ -408,6 +412,34 @@ def metric_series(
             entry["points"] = downsample(entry["points"], max_points)
             entry["downsampled"] = True
         del entry["values"][MAX_VALUES:]
+    return out
+
+
+def typed_metrics(
+    ws: Workspace, run_id: str, summaries: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The last value of each typed metric (confusion matrix, accuracy table, predictions,
+    residuals) as ``{"name", "kind", "description", "value"}``, in logging order, at most
+    :data:`MAX_TYPED`; a value whose shape is not its kind's is left out."""
+    get_record(ws, run_id)
+    out: list[dict[str, Any]] = []
+    for summary in metric_summaries(ws, run_id) if summaries is None else summaries:
+        if summary["kind"] not in TYPED_KINDS or len(out) >= MAX_TYPED:
+            continue
+        seqs = (summary["first_seq"], summary["last_seq"])
+        rows = ws.store.metric_page(
+            run_id, summary["name"], summary["rows"] - 1, 1, kind=summary["kind"], seqs=seqs
+        )
+        value = stored_value(rows[-1]["value"]) if rows else None
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            out.append(
+                {
+                    "name": summary["name"],
+                    "kind": summary["kind"],
+                    "description": rows[-1].get("description"),
+                    "value": value,
+                }
+            )
     return out
 
 
@@ -549,8 +581,6 @@ def safe_run_path(name: str) -> str:
     parts = name.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise BadRequest(f"{name!r} is not a run file name: '..', '.' and empty parts are refused.")
-    if parts[0] not in ("outputs", "logs"):
-        raise BadRequest(f"{name!r} is not a run file: run files are under outputs/ or logs/.")
     return posixpath.normpath(name)
 
 

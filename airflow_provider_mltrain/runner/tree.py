@@ -21,7 +21,9 @@ import tarfile
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-TOPS = ("outputs", "logs")
+# uploads/: files the script kept under names of its own (run.upload_file("a/b.txt")); see
+# core/runfiles.py for how their names are shown.
+TOPS = ("outputs", "logs", "uploads")
 MAX_OPEN = 64
 CHUNK = 1 << 20
 # What opening a name that is not a plain file or folder (any more) fails with: gone, a link
@@ -40,7 +42,7 @@ def split_name(name, tops=TOPS):
         or any(p in ("", ".", "..") for p in parts)
         or parts[0] not in tops
     ):
-        raise ValueError("%r is not a run file name (outputs/... or logs/...)" % (name,))
+        raise ValueError("%r is not a run file name (outputs/..., logs/... or uploads/...)" % (name,))
     return parts
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.compute import ComputeTarget, LogLine, PreparedEnvironment, RunSpec
 from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
-from airflow_provider_mltrain.core.runfiles import RunFiles, extract_tar
+from airflow_provider_mltrain.core.runfiles import COLLECTED, RunFiles, extract_tar
 from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
@@ -51,7 +51,6 @@ ENV_PYTHON = "/opt/mltrain/env/bin/python"
 IMAGE_REPO = "mltrain-env"
 LABEL_RUN = "mltrain.run_id"
 CLEANUP_POLICIES = ("never", "on_success", "always")
-COLLECTED = ("outputs", "logs")
 RUNNER_FILES = ("supervisor.py", "bootstrap.py", "docker_entry.py", "tree.py")
 _runner_cache: list[tuple[str, bytes]] = []
 # Above this size a running container's log is read from the offset by a command in the container,

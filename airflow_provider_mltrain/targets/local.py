@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUPERVISOR = os.path.join(RUNNER_DIR, "supervisor.py")
-COLLECTED = ("outputs", "logs")
+COLLECTED = tree.TOPS  # outputs, logs, uploads
 _READABLE = (*COLLECTED, "status.json")
 # The submitting Python's installed packages, kept for the next process until its site-packages change.
 FREEZE_CACHE = "freeze-cache.json"

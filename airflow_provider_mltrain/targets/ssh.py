@@ -49,7 +49,7 @@ from airflow_provider_mltrain.core.errors import (
     TargetError,
     TargetUnreachable,
 )
-from airflow_provider_mltrain.core.runfiles import RunFiles, extract_tar
+from airflow_provider_mltrain.core.runfiles import COLLECTED, RunFiles, extract_tar
 from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
@@ -65,7 +65,6 @@ CLEANUP_POLICIES = ("never", "on_success", "always")
 BUNDLE_BYTES = 32 << 20
 SINGLE_BLOB_BYTES = 8 << 20
 UPLOAD_CHUNK = 1 << 20
-COLLECTED = ("outputs", "logs")
 MIN_PYTHON = (3, 9)
 # wait_for_change waits on the remote host for at least this long; shorter waits just sleep here.
 _REMOTE_WAIT_MIN = 1.0

@@ -114,6 +114,7 @@ def make_schema_1_store(url: str) -> None:
         store_module.metadata.create_all(conn)
         conn.execute(sa.text("ALTER TABLE mltrain_runs DROP COLUMN warnings"))
         conn.execute(sa.text("ALTER TABLE mltrain_runs DROP COLUMN summarized"))
+        conn.execute(sa.text("ALTER TABLE mltrain_metrics DROP COLUMN description"))
         store_module.metric_series.drop(conn)
         store_module.metric_blocks.drop(conn)
         store_module.model_aliases.drop(conn)
@@ -179,9 +180,11 @@ def check_schema_1_store_upgrades(url: str) -> None:
         version = conn.execute(
             sa.select(store_module.meta.c.value).where(store_module.meta.c.key == "schema_version")
         ).scalar_one()
-        assert version == str(store_module.SCHEMA_VERSION) == "4"
+        assert version == str(store_module.SCHEMA_VERSION) == "5"
         columns = [c["name"] for c in sa.inspect(conn).get_columns("mltrain_runs")]
         assert columns.count("warnings") == 1 and columns.count("summarized") == 1
+        columns = [c["name"] for c in sa.inspect(conn).get_columns("mltrain_metrics")]
+        assert columns.count("description") == 1
     (loss,) = store.metric_summaries("old")
     assert (loss["rows"], loss["min"], loss["max"], loss["last"], loss["last_step"]) == (100, 1, 100, 1, 99)
     late = {"run_id": "old", "seq": 5000, "name": "loss", "kind": "scalar", "step": 100, "value": "0.5"}
@@ -237,7 +240,7 @@ def check_schema_3_store_upgrades(root: Path, url: str) -> None:
         version = conn.execute(
             sa.select(store_module.meta.c.value).where(store_module.meta.c.key == "schema_version")
         ).scalar_one()
-    assert version == "4"
+    assert version == "5"
 
 
 def test_a_store_of_schema_3_gets_the_model_registry(tmp_path):

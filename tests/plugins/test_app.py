@@ -270,9 +270,48 @@ def test_download_paths_leaving_the_run_folder_are_refused(client, populated, pa
 
 def test_safe_run_path():
     assert queries.safe_run_path("outputs/sub/a.txt") == "outputs/sub/a.txt"
-    for bad in ("../x", "outputs/../x", "/etc/passwd", "outputs//x", "outputs\\x", "outputs/x\x00", "", "x"):
+    # "x" is a name too: the script may upload_file("x"); whether the run has it is checked after.
+    assert queries.safe_run_path("reports/x.txt") == "reports/x.txt"
+    for bad in ("../x", "outputs/../x", "/etc/passwd", "outputs//x", "outputs\\x", "outputs/x\x00", ""):
         with pytest.raises(queries.BadRequest):
             queries.safe_run_path(bad)
+
+
+TYPED_SCRIPT = """
+from azureml.core import Run
+run = Run.get_context()
+labels = ["<script>alert(1)</script>"] + ["c%d" % i for i in range(99)]
+matrix = [[(i * 7 + j) % 5 for j in range(100)] for i in range(100)]
+run.log_confusion_matrix("confusion", {"schema_type": "confusion_matrix", "schema_version": "1.0.0",
+    "data": {"class_labels": labels, "matrix": matrix}}, description="<b>held-out</b>")
+run.log_residuals("residuals", {"schema_type": "residuals", "schema_version": "1.0.0",
+    "data": {"bin_edges": [i / 10 for i in range(1001)], "bin_counts": [i % 9 for i in range(1000)]}})
+run.log_predictions("predictions", {"schema_type": "predictions", "schema_version": "1.0.0",
+    "data": {"bin_averages": [0.2, 0.8], "bin_errors": [0.1, 0.05], "bin_counts": [5, 5],
+             "bin_edges": [0, 0.5, 1]}})
+run.log_accuracy_table("accuracy", {"schema_type": "accuracy_table", "schema_version": "1.0.2",
+    "data": {"probability_tables": [[[5, 5, 0, 0], [4, 1, 4, 1], [0, 0, 5, 5]]],
+             "percentile_tables": [[[5, 5, 0, 0]]], "probability_thresholds": [0, 0.5, 1],
+             "percentiles": [0, 50, 100], "class_labels": ["yes"]}})
+run.log("loss", 0.25)
+"""
+
+
+def test_run_page_draws_typed_metrics_bounded_and_escaped(tmp_path, make_tree):
+    ws = Workspace(tmp_path / "ws")
+    run = Experiment(ws, "typed").submit(ScriptRunConfig(make_tree({"t.py": TYPED_SCRIPT}), "t.py"))
+    run.wait_for_completion()
+    page = client_for(ws).get(f"/runs/{run.id}").text
+    section = page.split('id="typed-metrics"', 1)[1].split("</section>", 1)[0]
+    kinds = re.findall(r'data-kind="([a-z_]+)"', section)
+    assert kinds == ["confusion_matrix", "residuals", "predictions", "accuracy_table"]
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert "&lt;b&gt;held-out&lt;/b&gt;" in section
+    matrix = section.split('class="grid confusion"', 1)[1].split("</table>", 1)[0]
+    assert matrix.count("<tr>") == 1 + 30 and "The first 30 of 100 classes" in section
+    assert 'data-bars="200"' in section  # 1000 residual bins: the first 200 drawn
+    assert "true positive rate" in section
+    assert 'data-metric="confusion"' not in page  # a typed value is not drawn as a series too
 
 
 def test_a_symlink_out_of_the_run_folder_is_not_served(tmp_path, make_tree):

@@ -64,16 +64,19 @@ def test_records_are_json_lines_with_step_and_time(tmp_path):
     assert proc.stdout.strip() == "r1 e {'loss': 0.5, 'tbl': {'x': [1, 2], 'y': [3, 4]}}"
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert records[0]["step"] == 3 and records[0]["description"] == "train loss" and records[0]["time"] > 0
-    assert (tmp_path / "outputs/sub/notes.txt").read_bytes() == b"hi"
+    # Azure ML's names: the file is the run file "sub/notes.txt", kept apart from ./outputs.
+    assert (tmp_path / "uploads/sub/notes.txt").read_bytes() == b"hi"
 
 
-@pytest.mark.parametrize("name", ["../escape.txt", "/abs.txt", "a/../../b"])
-def test_upload_file_stays_in_outputs(tmp_path, name):
+@pytest.mark.parametrize("name", ["../escape.txt", "/abs.txt", "a/../../b", "outputs"])
+def test_upload_file_names_stay_in_the_run(tmp_path, name):
     proc = run_script(
         f"from mltrain import Run\nRun.get_context().upload_file({name!r}, 'x')\n",
+        _online(tmp_path),
         cwd=tmp_path,
     )
-    assert proc.returncode == 1 and "must be a relative path inside outputs/" in proc.stderr
+    assert proc.returncode == 1 and "ValueError: mltrain: run file name" in proc.stderr, proc.stderr
+    assert not (tmp_path / "uploads").exists()
 
 
 def _online(tmp_path: Path) -> dict[str, str]:
@@ -245,8 +248,8 @@ def test_an_azure_call_the_layer_lacks_names_itself_and_what_to_use(tmp_path):
     proc = run_script(
         "from mltrain import Run\n"
         "run = Run.get_context()\n"
-        "assert not hasattr(run, 'upload_folder')\n"
-        "for call in (lambda: run.upload_folder('a', 'b'), lambda: run.frobnicate()):\n"
+        "assert not hasattr(run, 'wait_for_completion')\n"
+        "for call in (lambda: run.wait_for_completion(), lambda: run.frobnicate()):\n"
         "    try:\n"
         "        call()\n"
         "    except AttributeError as exc:\n"
@@ -255,5 +258,32 @@ def test_an_azure_call_the_layer_lacks_names_itself_and_what_to_use(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     folder, other = proc.stdout.strip().splitlines()
-    assert "Run.upload_folder is not available" in folder and "./outputs" in folder
+    assert "Run.wait_for_completion is not available" in folder and "From the driver" in folder
     assert "Run.frobnicate is not available" in other and "upload_file" in other
+
+
+def test_offline_uploads_and_reads_back_and_cancel_ends_the_script(tmp_path):
+    proc = run_script(
+        "import io, azureml.core\n"
+        "from azureml.core import Run\n"
+        "run = Run.get_context()\n"
+        "run.upload_file('a/b.txt', io.BytesIO(b'kept'))\n"
+        "run.download_file('a/b.txt', 'back.txt')\n"
+        "print(run.get_file_names(), open('back.txt').read(), run.get_status(), azureml.core.VERSION)\n"
+        "print(run.get_details()['runId'] == run.id, run.experiment.workspace.name)\n"
+        "try:\n"
+        "    Run(run.experiment, 'x')\n"
+        "except LookupError as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "run.cancel()\n"
+        "print('not reached')\n",
+        env={"PYTHONPATH": PYLIB + os.pathsep + os.path.join(RUNNER_DIR, "compat")},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "['a/b.txt'] kept Running 0+mltrain.compat",
+        "True mltrain",
+        "RunNotAvailable",
+    ]
+    assert "canceled by the script" in proc.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 from airflow_provider_mltrain import Experiment, Run, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.core import run_files_store
 from airflow_provider_mltrain.core.run import STD_LOG, list_run_files, read_collected
+from airflow_provider_mltrain.core.runfiles import shown_name, stored_name
 
 
 def submit(workspace: Workspace, target: str, src: Path, script: str = "train.py", **kwargs):
@@ -66,14 +67,14 @@ def assert_store_holds(run: Run) -> Run | None:
     other = Workspace(other_root, database_url=workspace.database_url, artifact_store=store)
     reader = other.get_run(run.id)
     names = reader.get_file_names()
-    assert names == list_run_files(cache) == run.get_file_names()
+    assert names == sorted(shown_name(n) for n in list_run_files(cache)) == run.get_file_names()
     assert STD_LOG in names
     assert reader.get_links() == run.get_links()
     for name in names:
         stream, size = reader.open_file(name)
         with stream:
             data = stream.read()
-        assert data == read_collected(cache, name) and size == len(data), name
+        assert data == read_collected(cache, stored_name(name)) and size == len(data), name
     assert reader.read_log() == run.read_log() == read_collected(cache, STD_LOG)
     assert reader.get_log_tail() == run.get_log_tail()
     assert reader.get_metrics() == run.get_metrics()

@@ -372,6 +372,50 @@ def test_azureml_scripts_run_unchanged(workspace, target, make_tree):
     assert "clear error: True" in run.get_log_tail()
 
 
+UPLOADS = """
+import io, os
+from azureml.core import Run
+run = Run.get_context()
+run.upload_file(name="a/b.txt", path_or_stream=io.BytesIO(b"kept as a/b.txt"))
+with open("notes.txt", "w") as f:
+    f.write("notes")
+run.upload_file("outputs/notes.txt", "notes.txt")
+os.makedirs("report/sub")
+with open("report/sub/table.csv", "w") as f:
+    f.write("x,y")
+run.upload_folder("reports", "report")
+run.upload_files(["one.txt", "deep/two.txt"], ["notes.txt", "notes.txt"])
+uploads = os.path.join(os.environ["MLTRAIN_RUN_DIR"], "uploads")
+os.symlink("/tmp", os.path.join(uploads, "out"))
+for bad in ("../up.txt", "/etc/x.txt", "out/escape.txt"):
+    try:
+        run.upload_file(bad, io.BytesIO(b"x"))
+        print("accepted", bad)
+    except ValueError:
+        print("refused", bad)
+print("names", [n for n in run.get_file_names() if not n.startswith("logs/")])
+run.download_file("a/b.txt", output_file_path="back.txt")
+print("inside", open("back.txt").read())
+"""
+
+
+def test_uploaded_files_keep_their_names(workspace, target, make_tree, tmp_path):
+    run = submit(workspace, target, make_tree({"train.py": UPLOADS}))
+    run.wait_for_completion()
+    out = run.read_log().decode()
+    assert "refused ../up.txt" in out and "refused /etc/x.txt" in out and "refused out/escape.txt" in out
+    inside = ["a/b.txt", "deep/two.txt", "one.txt", "outputs/notes.txt", "reports/sub/table.csv"]
+    assert f"names {inside}" in out and "inside kept as a/b.txt" in out
+    names = run.get_file_names()
+    assert set(inside) <= set(names) and not any(n.startswith("uploads/") for n in names)
+    assert run.get_links() == {"out": "/tmp"}  # recorded as a link, never followed
+    assert run.download_file("a/b.txt", tmp_path / "b.txt").read_bytes() == b"kept as a/b.txt"
+    assert run.download_file("reports/sub/table.csv", tmp_path).read_text() == "x,y"
+    with pytest.raises(FileNotFoundError):
+        run.download_file("uploads/a/b.txt", tmp_path / "no.txt")
+    assert_store_holds(run)
+
+
 @pytest.mark.no_object_store_variant(STORE_UNTOUCHED)
 def test_real_azureml_core_is_left_alone(workspace, target, make_tree):
     src = make_tree(

@@ -9,16 +9,18 @@ run, ``Run.get_context()`` returns an offline run that keeps values in memory an
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import numbers
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 
-__all__ = ["Experiment", "Run"]
+__all__ = ["Experiment", "Run", "RunNotAvailable", "Workspace"]
 
 log = logging.getLogger("mltrain")
 
@@ -36,6 +38,25 @@ MODEL_REQUESTS = "models.jsonl"
 CHILDREN = "children.jsonl"
 CHILDREN_DIR = "children"
 MAX_CHILDREN = 1000
+# Files the script uploads under a name of its own (upload_file("a/b.txt")) live in
+# <run folder>/uploads/a/b.txt and are the run file "a/b.txt"; names under outputs/ and logs/ are
+# files of those folders. core/runfiles.py maps names the same way on the controller's side.
+UPLOADS = "uploads"
+FOLDERS = ("outputs", "logs")
+CANCEL = "cancel_requested"
+# Azure ML v1's typed metrics (log_confusion_matrix, ...): their value is a JSON object
+# {"schema_type": <kind>, "schema_version": "...", "data": {...}}, stored as a record of that kind.
+TYPED_KINDS = {
+    "confusion_matrix": ("class_labels", "matrix"),
+    "accuracy_table": ("probability_tables", "percentile_tables", "probability_thresholds", "percentiles"),
+    "predictions": ("bin_averages", "bin_errors", "bin_counts", "bin_edges"),
+    "residuals": ("bin_edges", "bin_counts"),
+}
+_READ_LIMIT = 1 << 20
+
+
+class RunNotAvailable(LookupError):
+    """``Run(experiment, run_id)`` inside a run named a run this script cannot reach."""
 
 
 def _plain(value, what):
@@ -65,9 +86,42 @@ def _plain(value, what):
     )
 
 
+class Workspace:
+    """What ``run.experiment.workspace`` is inside a run: a name only. The workspace (run store,
+    artifact store, connections) belongs to the controller; a script reaches data through the run's
+    inputs (``run.input_datasets``), never through the workspace."""
+
+    def __init__(self, name=None):
+        self.name = name or os.environ.get("MLTRAIN_WORKSPACE_NAME") or "mltrain"
+        self.subscription_id = None
+        self.resource_group = None
+        self.location = None
+
+    def get_details(self):
+        return {"name": self.name, "id": None, "location": None}
+
+    def __repr__(self):
+        return "Workspace(name=%r)" % self.name
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError(
+            "mltrain: Workspace.%s is not available inside an mltrain run: the workspace belongs to the "
+            "controller. Pass data to the script as run inputs (ScriptRunConfig(inputs=...), read "
+            "run.input_datasets) or as arguments." % name
+        )
+
+
 class Experiment:
-    def __init__(self, name):
-        self.name = name
+    """The run's experiment: its ``name`` and a ``workspace`` with a name. ``Experiment(name)`` and
+    Azure ML's ``Experiment(workspace, name)`` both work."""
+
+    def __init__(self, workspace=None, name=None, **_ignored):
+        if name is None and isinstance(workspace, str):
+            workspace, name = None, workspace
+        self.name = "" if name is None else str(name)
+        self.workspace = workspace if workspace is not None else Workspace()
 
     def __repr__(self):
         return "Experiment(name=%r)" % self.name
@@ -79,7 +133,20 @@ class Run:
     _context = None
     _context_lock = threading.Lock()
 
-    def __init__(self, run_id, experiment_name, metrics_file=None, run_dir=None):
+    def __init__(self, experiment, run_id, outer_context_manager=None, **_kwargs):
+        """Azure ML v1's ``Run(experiment, run_id)``: inside a run, a handle to this run or to a
+        child run it created (log to it, read it); RunNotAvailable for any other run, which only
+        the driver can read (``airflow_provider_mltrain.Run(workspace, run_id)``)."""
+        found = _find_run(str(run_id))
+        self.__dict__.update(found.__dict__)  # the same files, tags and properties as that run
+
+    @classmethod
+    def _make(cls, run_id, experiment_name, metrics_file=None, run_dir=None):
+        self = object.__new__(cls)
+        self._setup(run_id, experiment_name, metrics_file, run_dir)
+        return self
+
+    def _setup(self, run_id, experiment_name, metrics_file=None, run_dir=None):
         self.id = run_id
         self.experiment = Experiment(experiment_name)
         self._metrics_file = metrics_file
@@ -100,7 +167,7 @@ class Run:
             if cls._context is not None and cls._context.id == (run_id or cls._context.id):
                 return cls._context
             if run_id:
-                cls._context = cls(
+                cls._context = cls._make(
                     run_id,
                     os.environ.get("MLTRAIN_EXPERIMENT", ""),
                     os.environ.get("MLTRAIN_METRICS_FILE"),
@@ -204,6 +271,57 @@ class Run:
             raise TypeError("mltrain: run.log_image(%r) needs path= or plot=." % name)
         self._emit("image", name, "outputs/images/" + os.path.basename(dest), None, description)
 
+    def log_confusion_matrix(self, name, value, description=""):
+        """Log a confusion matrix: Azure ML's ``{"schema_type": "confusion_matrix", "schema_version":
+        "1.0.0", "data": {"class_labels": [...], "matrix": [[...], ...]}}`` (a dict or its JSON)."""
+        self._emit_typed("confusion_matrix", name, value, description)
+
+    def log_accuracy_table(self, name, value, description=""):
+        """Log an accuracy table: Azure ML's ``accuracy_table`` schema, whose ``data`` holds
+        ``probability_tables``, ``percentile_tables`` (per class, per threshold: [TP, FP, TN, FN]),
+        ``probability_thresholds``, ``percentiles`` and optionally ``class_labels``."""
+        self._emit_typed("accuracy_table", name, value, description)
+
+    def log_predictions(self, name, value, description=""):
+        """Log binned predictions: Azure ML's ``predictions`` schema, whose ``data`` holds
+        ``bin_averages``, ``bin_errors``, ``bin_counts`` and ``bin_edges`` (one edge more)."""
+        self._emit_typed("predictions", name, value, description)
+
+    def log_residuals(self, name, value, description=""):
+        """Log a histogram of residuals: Azure ML's ``residuals`` schema, whose ``data`` holds
+        ``bin_edges`` and ``bin_counts`` (one edge more than counts)."""
+        self._emit_typed("residuals", name, value, description)
+
+    def _emit_typed(self, kind, name, value, description):
+        call = "run.log_%s(%r, ...)" % (kind, name)
+        if isinstance(value, (str, bytes)):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError(
+                    "mltrain: %s takes a dict or its JSON text; the text is not JSON." % call
+                ) from None
+        value = _plain_tree(value, "the value of " + call, 0)
+        data = value.get("data") if isinstance(value, dict) else None
+        if not isinstance(data, dict):
+            raise ValueError(
+                "mltrain: %s takes {'schema_type': %r, 'schema_version': '1.0.0', 'data': {...}}."
+                % (call, kind)
+            )
+        if value.get("schema_type", kind) != kind:
+            raise ValueError(
+                "mltrain: %s got schema_type %r; it logs %r values." % (call, value.get("schema_type"), kind)
+            )
+        missing = [key for key in TYPED_KINDS[kind] if not isinstance(data.get(key), list)]
+        if missing:
+            raise ValueError(
+                "mltrain: %s: data lacks the list(s) %s (Azure ML's %s schema)."
+                % (call, ", ".join(repr(k) for k in missing), kind)
+            )
+        version = str(value.get("schema_version") or "1.0.0")
+        record = {"schema_type": kind, "schema_version": version, "data": data}
+        self._emit(kind, name, record, None, description)
+
     # -- tags and properties -------------------------------------------------------------------
 
     def set_tags(self, tags):
@@ -229,21 +347,214 @@ class Run:
 
     # -- files ---------------------------------------------------------------------------------
 
-    def upload_file(self, name, path_or_stream):
-        """Copy a file into the run's outputs as ``name`` (a relative path under ``outputs/``)."""
-        name = str(name)
-        if name.startswith("outputs/"):
-            name = name[len("outputs/") :]
-        parts = name.replace("\\", "/").split("/")
-        if not name or os.path.isabs(name) or ".." in parts:
-            raise ValueError("mltrain: upload_file name %r must be a relative path inside outputs/." % name)
-        dest = os.path.join("outputs", *parts)
-        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    def upload_file(self, name, path_or_stream, datastore_name=None):
+        """Keep a file (a path or a readable binary stream) as the run file ``name``, as Azure ML
+        does: ``upload_file("a/b.txt", ...)`` is read back with ``download_file("a/b.txt")``; a
+        name under ``outputs/`` or ``logs/`` is a file of that folder. A name that is absolute,
+        holds ``..`` or would pass through a link in the run folder is refused (ValueError)."""
+        parts = _file_name_parts(name)
+        if self.offline:
+            self._offline_files["/".join(parts)] = (
+                path_or_stream.read() if hasattr(path_or_stream, "read") else str(path_or_stream)
+            )
+            log.info("mltrain offline run: %s kept as run file %s", path_or_stream, "/".join(parts))
+            return None
+        root, inner = self._write_place(parts)
         if hasattr(path_or_stream, "read"):
-            with open(dest, "wb") as out:
-                shutil.copyfileobj(path_or_stream, out)
+            _write_file(root, inner, lambda out: shutil.copyfileobj(path_or_stream, out))
         else:
-            shutil.copyfile(str(path_or_stream), dest)
+            with open(str(path_or_stream), "rb") as src:
+                _write_file(root, inner, lambda out: shutil.copyfileobj(src, out))
+        return None
+
+    def upload_files(self, names, paths, return_artifacts=False, timeout_seconds=None, datastore_name=None):
+        """``upload_file`` for each pair of ``names`` and ``paths`` (the names are all checked first)."""
+        names, paths = list(names), list(paths)
+        if len(names) != len(paths):
+            raise ValueError(
+                "mltrain: upload_files got %d names and %d paths; give one name per path."
+                % (len(names), len(paths))
+            )
+        for name in names:
+            _file_name_parts(name)
+        for name, path in zip(names, paths):
+            self.upload_file(name, path)
+        return None
+
+    def upload_folder(self, name, path, datastore_name=None):
+        """Keep every file below the folder ``path`` as run files under ``name``
+        (``upload_folder("reports", "out/reports")`` makes ``reports/...``). Links in the folder
+        are skipped, never followed."""
+        prefix = _file_name_parts(name)
+        path = str(path)
+        if not os.path.isdir(path):
+            raise ValueError("mltrain: upload_folder(%r, %r): %r is not a folder." % (name, path, path))
+        names, paths = [], []
+        for folder, dirs, files in os.walk(path):
+            dirs.sort()
+            for entry in sorted(files):
+                full = os.path.join(folder, entry)
+                if os.path.islink(full) or not os.path.isfile(full):
+                    log.warning("mltrain: upload_folder skips %s: not a regular file", full)
+                    continue
+                rel = os.path.relpath(full, path).replace(os.sep, "/")
+                names.append("/".join([*prefix, rel]))
+                paths.append(full)
+        return self.upload_files(names, paths)
+
+    def _write_place(self, parts):
+        """Where the run file ``parts`` is written: (a folder we own, the path below it)."""
+        if parts[0] in FOLDERS:
+            # The script's ./outputs and ./logs are moved into the run folder when it ends.
+            return (os.path.join(self._run_dir, "snapshot") if self._run_dir else "."), parts
+        return os.path.join(self._run_dir or ".", UPLOADS), parts
+
+    def _read_places(self, parts):
+        """The paths the run file ``parts`` may be at while the run runs, most recent first."""
+        run_dir = self._run_dir or "."
+        if parts[0] in FOLDERS:
+            live = os.path.join(self._run_dir, "snapshot") if self._run_dir else "."
+            return [(live, parts), (run_dir, parts)]
+        return [(os.path.join(run_dir, UPLOADS), parts)]
+
+    def get_file_names(self):
+        """The run's files so far, by the names ``download_file`` takes: ``outputs/...``,
+        ``logs/...`` and the names given to ``upload_file``. Links are left out."""
+        if self.offline:
+            return sorted(self._offline_files)
+        run_dir = self._run_dir or "."
+        found = set()
+        for root, prefix in (
+            (os.path.join(run_dir, "snapshot"), None),
+            (run_dir, None),
+            (os.path.join(run_dir, UPLOADS), ""),
+        ):
+            tops = FOLDERS if prefix is None else None
+            found.update(_list_files(root, tops))
+        return sorted(found)
+
+    def download_file(self, name, output_file_path=None, _validate_checksum=False):
+        """Copy the run file ``name`` (see ``get_file_names``) to ``output_file_path`` (a file or
+        a folder; default: the current folder). FileNotFoundError when the run has no such file."""
+        parts = _file_name_parts(name)
+        dest = str(output_file_path) if output_file_path else parts[-1]
+        if os.path.isdir(dest):
+            dest = os.path.join(dest, parts[-1])
+        if self.offline:
+            kept = self._offline_files.get("/".join(parts))
+            if kept is None:
+                raise FileNotFoundError("mltrain: this offline run has no file %r." % name)
+            if isinstance(kept, bytes):
+                with open(dest, "wb") as out:
+                    out.write(kept)
+            else:
+                shutil.copyfile(kept, dest)
+            return None
+        for root, inner in self._read_places(parts):
+            fd = _open_below(root, inner)
+            if fd is None:
+                continue
+            with os.fdopen(fd, "rb") as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out)
+            return None
+        raise FileNotFoundError(
+            "mltrain: run %s has no file %r; run.get_file_names() lists the files it has." % (self.id, name)
+        )
+
+    def download_files(self, prefix=None, output_directory=None, output_paths=None, append_prefix=True, **_):
+        """Copy every run file whose name starts with ``prefix`` into ``output_directory``."""
+        names = [n for n in self.get_file_names() if not prefix or n.startswith(str(prefix))]
+        base = str(output_directory or ".")
+        for name in names:
+            rel = name if append_prefix or not prefix else name[len(str(prefix)) :].lstrip("/")
+            dest = os.path.join(base, *rel.split("/"))
+            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+            self.download_file(name, dest)
+        return None
+
+    # -- the run's own state -------------------------------------------------------------------
+
+    def _status(self):
+        if self.offline or not self._run_dir:
+            return {}
+        data = _read_small(os.path.join(self._run_dir, "status.json"))
+        try:
+            status = json.loads(data) if data else {}
+        except ValueError:
+            return {}
+        return status if isinstance(status, dict) else {}
+
+    def get_status(self):
+        """``Running`` while the script runs (``CancelRequested`` once a cancel was asked for);
+        a child run this script created: ``Running`` until it is completed or failed."""
+        if self.offline:
+            return "Running"
+        if self._child_index is not None:
+            return self._parent._child_state(self._child_index)
+        if self._run_dir and os.path.lexists(os.path.join(self._run_dir, CANCEL)):
+            return "CancelRequested"
+        state = self._status().get("state")
+        return state if state in ("Starting", "Running", "Finalizing") else "Running"
+
+    def get_details(self):
+        """What the script can know of its run, under Azure ML v1's keys: ``runId``, ``status``,
+        ``startTimeUtc``, ``properties``, ``tags``, ``inputDatasets``, ``outputDatasets``,
+        ``runDefinition`` (script, arguments, framework), ``target`` (the host it runs on)."""
+        status = self._status()
+        spec = {}
+        if not self.offline and self._run_dir and self._child_index is None:
+            try:
+                spec = json.loads(_read_small(os.path.join(self._run_dir, "run.json")) or b"{}")
+            except ValueError:
+                spec = {}
+            spec = spec if isinstance(spec, dict) else {}
+        started = None
+        for entry in status.get("history") or ():
+            if isinstance(entry, list) and len(entry) == 2 and entry[0] == "Running":
+                started = entry[1]
+        outputs = {}
+        try:
+            outputs = json.loads(os.environ.get("MLTRAIN_OUTPUTS") or "{}") if not self.offline else {}
+        except ValueError:
+            pass
+        args = spec.get("arguments")
+        return {
+            "runId": self.id,
+            "experiment": self.experiment.name,
+            "status": self.get_status(),
+            "target": status.get("host"),
+            "startTimeUtc": _utc(started),
+            "properties": self.get_properties(),
+            "tags": self.get_tags(),
+            "inputDatasets": [{"name": k, "path": v} for k, v in sorted(self.input_datasets.items())],
+            "outputDatasets": [{"name": str(k), "path": str(v)} for k, v in sorted((outputs or {}).items())]
+            if isinstance(outputs, dict)
+            else [],
+            "runDefinition": {
+                "script": spec.get("script"),
+                "arguments": [str(a) for a in args] if isinstance(args, list) else [],
+                "framework": spec.get("framework"),
+                "snapshotId": spec.get("snapshot_id"),
+            },
+            "logFiles": {"logs/std_log.txt": "logs/std_log.txt"} if not self.offline else {},
+        }
+
+    def cancel(self):
+        """Cancel this run from inside: the script stops at once (SystemExit) and the run ends
+        Canceled, not Failed. On a child run this script created: the child ends Canceled and the
+        script goes on."""
+        if self._child_index is not None:
+            if not self.offline:
+                self._parent._child_event(self._child_index, "canceled")
+            return None
+        if self.offline:
+            log.info("mltrain offline run: cancel() called; the script ends")
+        else:
+            path = os.path.join(self._run_dir or ".", CANCEL)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"by": "script"}))
+        raise SystemExit("mltrain: run %s canceled by the script (run.cancel())" % self.id)
 
     # -- models --------------------------------------------------------------------------------
 
@@ -304,7 +615,7 @@ class Run:
                 and not self.offline
                 and self._metrics_file == os.environ.get("MLTRAIN_METRICS_FILE")
             ):
-                self._parent = _ParentHandle(parent_id, self.experiment.name)
+                self._parent = _ParentHandle._make(parent_id, self.experiment.name)
         return self._parent
 
     def child_run(self, name=None, run_id=None, outputs=None):
@@ -335,7 +646,7 @@ class Run:
                 continue
         else:
             raise RuntimeError("mltrain: a run can create at most %d child runs." % MAX_CHILDREN)
-        child = Run(
+        child = Run._make(
             "%s_%d" % (self.id, index),
             self.experiment.name,
             os.path.join(folder, str(index), "metrics.jsonl"),
@@ -363,6 +674,17 @@ class Run:
                 child.tag(tag_key, value)
             children.append(child)
         return children
+
+    def _child_state(self, index):
+        """The state of child ``index`` as this run's ``children.jsonl`` says it."""
+        state = "Running"
+        data = _read_small(os.path.join(os.path.dirname(self._metrics_file), CHILDREN))
+        ends = {"completed": "Completed", "failed": "Failed", "canceled": "Canceled"}
+        for line in (data or b"").splitlines():
+            rec = _record_any(line)
+            if isinstance(rec, dict) and rec.get("child") == index and rec.get("event") in ends:
+                state = ends[rec["event"]]
+        return state
 
     def _child_event(self, index, event, **fields):
         record = {"child": index, "event": event, "time": time.time()}
@@ -439,27 +761,17 @@ class Run:
 _DRIVER = (
     "From the driver (Airflow, a notebook), Run(workspace, run_id).%s() does this once the run is followed."
 )
-_OUTPUTS = "Write the files under ./outputs (collected with the run), or call run.upload_file per file."
 _INSTEAD = {
-    "upload_folder": _OUTPUTS,
-    "upload_files": _OUTPUTS,
-    "download_file": "Inside the run, read the file where the script wrote it; " + _DRIVER % "download_file",
-    "download_files": "Inside the run, read the files where the script wrote them; "
-    + _DRIVER % "download_files",
-    "get_file_names": "Inside the run, list ./outputs; " + _DRIVER % "get_file_names",
-    "get_status": "A running script is Running; " + _DRIVER % "get_status",
-    "get_details": _DRIVER % "get_details",
-    "get_details_with_logs": _DRIVER % "get_details",
-    "wait_for_completion": _DRIVER % "wait_for_completion",
-    "cancel": "To stop, end the script (sys.exit); " + _DRIVER % "cancel",
+    "get_details_with_logs": "Inside the run, run.get_details() and the file logs/std_log.txt "
+    "(run.download_file); " + _DRIVER % "get_details",
+    "wait_for_completion": "A script cannot wait for its own run; " + _DRIVER % "wait_for_completion",
     "get_children": "Inside the run, keep the children run.child_run() and run.create_children() "
     "return; " + _DRIVER % "get_children",
-    "log_confusion_matrix": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
-    "log_accuracy_table": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
-    "log_predictions": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
-    "log_residuals": "Log it with run.log_table(name, {...}) or save it as JSON under ./outputs.",
     "get_environment": "The run's environment is recorded at submission: " + _DRIVER % "get_details",
     "register_model_with_datasets": "Use run.register_model(model_name, model_path).",
+    "submit_child": "Create child runs with run.child_run() and log to them from this script.",
+    "get_snapshot_id": "Inside the run, run.get_details()['runDefinition']['snapshotId'].",
+    "clean": "The run's working folder is cleaned up by its target after the run.",
 }
 
 
@@ -503,6 +815,178 @@ def _refuse_reserved(pairs, what):
             )
 
 
+def _plain_tree(value, what, depth):
+    """``_plain`` for JSON objects too (Azure's typed metrics): dicts with text keys, lists, numbers."""
+    if depth > 32:
+        raise ValueError("mltrain: %s is nested too deeply (over 32 levels)." % what)
+    if isinstance(value, dict):
+        return {str(k): _plain_tree(v, what, depth + 1) for k, v in value.items()}
+    array = hasattr(value, "tolist") and not isinstance(value, numbers.Number)
+    if isinstance(value, (list, tuple)) or array:
+        items = value.tolist() if array else value
+        if not isinstance(items, list):
+            return _plain(items, what)
+        return [_plain_tree(v, what, depth + 1) for v in items]
+    return _plain(value, what)
+
+
+def _record_any(line):
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _file_name_parts(name):
+    """The parts of a run file name the script gives (``a/b.txt``); ValueError for a name that could
+    leave the run folder or names a folder of the run itself."""
+    if not isinstance(name, str):
+        name = str(name)
+    text = name.replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or text.startswith("/") or os.path.isabs(name) or ".." in parts or "\0" in text:
+        raise ValueError(
+            "mltrain: run file name %r must be a relative path without '..' (e.g. 'reports/a.txt')." % (name,)
+        )
+    if parts[0] in FOLDERS and len(parts) == 1:
+        raise ValueError("mltrain: run file name %r names a folder; give a file name under it." % (name,))
+    return parts
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _folder_below(root, parts, create):
+    """A descriptor of the folder ``root/parts...``, walked without following a link; None when
+    it is not there (or is a link) and ``create`` is false."""
+    if create:
+        os.makedirs(root, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                if create:
+                    raise ValueError(
+                        "mltrain: run file folder %r is a link or a file in the run folder; links are "
+                        "never followed. Pick another name." % "/".join(parts)
+                    ) from None
+                os.close(fd)
+                return None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_file(root, parts, write):
+    folder = _folder_below(root, parts[:-1], create=True)
+    try:
+        try:
+            fd = os.open(
+                parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=folder
+            )
+        except OSError as exc:
+            raise ValueError(
+                "mltrain: run file %r cannot be written (%s); a link there is never followed."
+                % ("/".join(parts), exc.strerror or exc)
+            ) from None
+    finally:
+        os.close(folder)
+    with os.fdopen(fd, "wb") as out:
+        write(out)
+
+
+def _open_below(root, parts):
+    """A read descriptor of the regular file ``root/parts...`` (no link followed), else None."""
+    try:
+        folder = _folder_below(root, parts[:-1], create=False)
+    except OSError:
+        return None
+    if folder is None:
+        return None
+    try:
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _list_files(root, tops=None):
+    """Names of the regular files below ``root`` (only below ``tops`` when given); links skipped."""
+    names = []
+    for folder, dirs, files in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        if rel == "." and tops is not None:
+            dirs[:] = [d for d in dirs if d in tops]
+            continue
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
+        for entry in files:
+            full = os.path.join(folder, entry)
+            if not os.path.islink(full) and os.path.isfile(full):
+                names.append(entry if rel == "." else rel.replace(os.sep, "/") + "/" + entry)
+    return names
+
+
+def _read_small(path):
+    """At most 1 MiB of a file of the run folder, no link followed; None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(_READ_LIMIT)
+
+
+def _utc(at):
+    """Azure ML's time format (``2024-05-01T10:00:00.000000Z``) of a Unix time, or None."""
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _find_run(run_id):
+    """The run ``Run(experiment, run_id)`` names inside a run: this one or a child it created."""
+    current = Run.get_context()
+    if not current.offline:
+        if run_id == current.id:
+            return current
+        prefix = current.id + "_"
+        index = run_id[len(prefix) :] if run_id.startswith(prefix) else ""
+        folder = os.path.join(os.path.dirname(current._metrics_file), CHILDREN_DIR, index)
+        if index.isdigit() and str(int(index)) == index and os.path.isdir(folder):
+            metrics = os.path.join(folder, "metrics.jsonl")
+            child = Run._make(run_id, current.experiment.name, metrics, current._run_dir)
+            child._parent = current
+            child._child_index = int(index)
+            return child
+    where = "this offline run" if current.offline else "run %s" % current.id
+    raise RunNotAvailable(
+        "mltrain: Run(experiment, %r) is not reachable from %s: a script can open only its own run "
+        "(Run.get_context()) and the child runs it created. Read other runs from the driver with "
+        "airflow_provider_mltrain.Run(workspace, run_id), or pass what the script needs as "
+        "arguments." % (run_id, where)
+    )
+
+
 class _ParentHandle(Run):
     """A sweep child's parent: its id, nothing recorded through it."""
 
@@ -517,7 +1001,8 @@ class _ParentHandle(Run):
 
 class _OfflineRun(Run):
     def __init__(self):
-        Run.__init__(self, "OfflineRun_%d" % int(time.time()), "offline")
+        self._setup("OfflineRun_%d" % int(time.time()), "offline")
+        self._offline_files = {}
 
 
 def summarize(records, name=None):
@@ -542,7 +1027,7 @@ def summarize(records, name=None):
             table = out.setdefault(key, {})
             for col, v in value.items():
                 table.setdefault(col, []).append(v)
-        elif kind in ("table", "list"):
+        elif kind in ("table", "list") or kind in TYPED_KINDS:
             out[key] = value
         elif key in out:
             prev = out[key]
