@@ -197,6 +197,7 @@ def _check_facet(facet):
 
 
 @pytest.mark.airflow
+@pytest.mark.timeout(1200)  # the module fixture runs two `airflow dags test`
 def test_start_and_complete_events_name_the_runs_data_and_carry_the_run(lineage_home):
     home = lineage_home
     proc = home["results"]["mltrain_test_lineage"]
@@ -250,6 +251,7 @@ def test_start_and_complete_events_name_the_runs_data_and_carry_the_run(lineage_
 
 
 @pytest.mark.airflow
+@pytest.mark.timeout(1200)  # the module fixture runs two `airflow dags test`
 def test_a_failed_runs_event_names_what_it_read_and_how_it_ended(lineage_home):
     home = lineage_home
     proc = home["results"]["mltrain_test_lineage_fails"]
