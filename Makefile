@@ -47,7 +47,7 @@ $(VENV)/.dev-installed: pyproject.toml $(CONSTRAINTS) | $(PY)
 
 # Re-pins constraints.txt: keeps each pin that still satisfies pyproject.toml, picks the newest
 # version for the rest (UPGRADE=1: the newest of everything). Run `make test` before committing it.
-CONSTRAINT_EXTRAS := dev docker ssh spark s3 sweep examples
+CONSTRAINT_EXTRAS := dev docker ssh spark s3 sweep examples openlineage
 constraints: | $(PY)
 	$(UV) pip compile --quiet --universal --python-version 3.10 $(if $(UPGRADE),--upgrade) \
 		$(addprefix --extra ,$(CONSTRAINT_EXTRAS)) -o $(CONSTRAINTS) pyproject.toml

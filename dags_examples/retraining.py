@@ -1,21 +1,26 @@
-"""Retraining chained after a data pipeline, every week, with a promotion gate and failure alerts.
+"""Data in, a better model out: retraining chained between a data pipeline and a deployment.
 
 * ``mltrain_prepare_data`` is the data pipeline: it writes a fresh training set and marks the
   ``digits_training_data`` Asset as updated.
-* ``mltrain_retrain`` runs whenever that Asset is updated, and every Monday at 03:00 anyway. It
-  trains on the new data, compares the run's accuracy with the best earlier run in the run
-  history, and promotes the model (copies it to ``<workspace>/models/digits/``, tags the run)
-  only if it is better. Any failed task sends a notification (here: the log; swap in Slack, a
-  pager, e-mail).
+* ``mltrain_retrain`` runs whenever that Asset is updated, and every Monday at 03:00 anyway. Its
+  ``train`` task reads the Asset as the run's input ``train``, writes the model to the run's output
+  ``model`` (uploaded to ``MODELS``), and registers it as the next version of the model ``digits``.
+  Only when the run's ``final_accuracy`` beats the version at the ``production`` alias does it
+  publish an event of the ``MODELS`` Asset (``publish_if_better``). Any failed task sends a
+  notification (here: the log; swap in Slack, a pager, e-mail).
+* ``mltrain_deploy`` runs on that Asset, so only for a better model: it moves the ``production``
+  alias to the new version and copies its files to ``SERVING_DIR/current``, where a model server
+  would read them. Run by hand, it deploys the latest version.
 
-Run ``mltrain_prepare_data`` first: without its CSV, ``train`` fails (and retries once).
+Everything stays on this machine (``MLTRAIN_EXAMPLE_DATA``, default ``/tmp/mltrain-example-data``);
+for a deployment, make ``DATA`` and ``MODELS`` object-store URLs (``s3://bucket/...``) and give
+their credentials with ``Input(..., conn_id=...)`` / ``Output(..., conn_id=...)``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +32,11 @@ from airflow_provider_mltrain.operators.script_run import ScriptRunOperator
 HERE = Path(__file__).parent
 DATA_DIR = Path(os.environ.get("MLTRAIN_EXAMPLE_DATA", "/tmp/mltrain-example-data"))
 TRAINING_DATA = Asset(name="digits_training_data", uri=f"file://{DATA_DIR / 'digits.csv'}")
+# Each run's model goes to its own folder under MODELS; the Asset the operator publishes is
+# MODELS itself, named by its URI.
+MODELS = f"file://{DATA_DIR / 'models' / 'digits'}/"
+DIGITS_MODEL = Asset(MODELS)
+SERVING_DIR = DATA_DIR / "serving" / "digits"
 log = logging.getLogger(__name__)
 
 
@@ -73,55 +83,68 @@ with DAG(
     ),
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    params={"epochs": 10},
     default_args={"on_failure_callback": notify_failure, "retries": 1, "retry_delay": timedelta(minutes=1)},
     tags=["mltrain", "example"],
 ):
-    train = ScriptRunOperator(
+    ScriptRunOperator(
         task_id="train",
         experiment_name="digits-retrain",
         source_directory=str(HERE / "train_digits"),
         script="train.py",
-        arguments=["--epochs", 10, "--data", str(DATA_DIR / "digits.csv")],
+        arguments=[
+            "--epochs",
+            "{{ params.epochs }}",
+            "--data",
+            "${{inputs.train}}",
+            "--model-dir",
+            "${{outputs.model}}",
+        ],
+        inputs={"train": TRAINING_DATA},
+        # An Asset-triggered run has no logical date: name the folder by when the run was due.
+        outputs={"model": MODELS + "{{ dag_run.run_after | ts_nodash }}/"},
+        register_model={
+            "name": "digits",
+            "path": "outputs/model",
+            "tags": {"trigger": "{{ dag_run.run_type }}"},
+        },
+        publish_if_better={"metric": "final_accuracy", "model": "digits", "alias": "production"},
         tags={"trigger": "{{ dag_run.run_type }}"},
         poll_interval=2,
     )
 
-    @task.branch
-    def better_than_before(mltrain_run_id: str) -> str:
-        """Promote only a model that beats every earlier completed, promoted run."""
-        from airflow_provider_mltrain import Workspace
 
-        ws = Workspace()
-        new = ws.get_run(mltrain_run_id).get_metrics("final_accuracy")["final_accuracy"]
-        best = max(
-            (
-                r.get_metrics("final_accuracy").get("final_accuracy", 0.0)
-                for r in ws.experiment("digits-retrain").list_runs(
-                    status="Completed", tags={"promoted": "true"}
-                )
-                if r.id != mltrain_run_id
-            ),
-            default=0.0,
-        )
-        log.info("New run: accuracy %.4f; best promoted so far: %.4f", new, best)
-        return "promote" if new > best else "keep_current"
+with DAG(
+    dag_id="mltrain_deploy",
+    schedule=[DIGITS_MODEL],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    default_args={"on_failure_callback": notify_failure},
+    tags=["mltrain", "example"],
+):
 
     @task
-    def promote(mltrain_run_id: str) -> str:
-        from airflow_provider_mltrain import Workspace
+    def deploy(*, triggering_asset_events=None) -> str:
+        """Promote the model version behind the event (by hand: the latest) and serve its files."""
+        from airflow_provider_mltrain import Model, Workspace
 
         ws = Workspace()
-        run = ws.get_run(mltrain_run_id)
-        target = ws.root / "models" / "digits"
-        target.mkdir(parents=True, exist_ok=True)
-        run.download_file("outputs/model.pkl", target / "model.pkl.new")
-        shutil.move(target / "model.pkl.new", target / "model.pkl")
-        run.tag("promoted", "true")
-        return str(target / "model.pkl")
+        events = triggering_asset_events[DIGITS_MODEL] if triggering_asset_events else []
+        if events:
+            run_id = events[-1].extra["mltrain_run_id"]
+            model = Model.list(ws, name="digits", run_id=run_id)[0]
+            log.info("Run %s made a better model: deploying %s", run_id, model.id)
+        else:
+            model = Model(ws, "digits")
+            log.info("Started by hand: deploying the latest version, %s", model.id)
+        target = SERVING_DIR / f"v{model.version}"
+        model.download(target, exist_ok=True)
+        # The server reads SERVING_DIR/current: a link switched in one rename.
+        link = SERVING_DIR / ".current.new"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.name)
+        link.replace(SERVING_DIR / "current")
+        model.set_alias("production")
+        return model.id
 
-    @task
-    def keep_current() -> None:
-        log.info("The current model stays.")
-
-    decision = better_than_before(train.output)
-    decision >> [promote(train.output), keep_current()]
+    deploy()

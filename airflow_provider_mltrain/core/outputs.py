@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,8 +164,11 @@ def upload(
             name, _as_input(Output(dest, storage_options=options, conn_id=entry.get("conn_id"))), dest, scheme
         )
         base = fs._strip_protocol(dest).rstrip("/")
+        local = "file" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,))
         size = 0
         for rel, full in files:
+            if local:  # a folder, unlike an object store's prefix, must exist before its files
+                fs.makedirs(posixpath.dirname(f"{base}/{rel}"), exist_ok=True)
             fs.put_file(str(full), f"{base}/{rel}")
             size += full.stat().st_size
         entry.update(uploaded=True, files=len(files), size=size)

@@ -21,6 +21,7 @@ from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.lineage import openlineage as lineage
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
 from airflow_provider_mltrain.triggers.run import RunTrigger
 from airflow_provider_mltrain.version_compat import (
@@ -34,6 +35,7 @@ from airflow_provider_mltrain.version_compat import (
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 XCOM_RUN_DETAILS = "run_details"
@@ -161,7 +163,9 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
     The task's return value (XCom) is the run id; the run's details go to the ``run_details`` XCom
     key. While waiting, the run's stdout and stderr stream into the task log. A failed run fails the
     task with its exit code and the tail of its log; ``timeout`` cancels the run and fails the task.
-    The "ML Training run" extra link opens the run's page.
+    The "ML Training run" extra link opens the run's page. With the OpenLineage provider installed,
+    the task's lineage events name its inputs, outputs and registered model as datasets and carry
+    an ``mltrain_run`` run facet (run id, experiment, target, environment, git state, metrics).
 
     ``register_model={"name": "churn", "path": "outputs/model.pkl"}`` (optional ``tags``,
     ``properties``, ``description``) registers that file or folder of the run as the next version
@@ -274,6 +278,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         self.outputs = outputs or {}
         self.publish_if_better = publish_if_better
         self._run: Run | None = None
+        self._lineage: lineage.RunLineage | None = None
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         """Render as usual, leaving ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` in ``arguments``
@@ -499,6 +504,13 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
             self.log.info("Run %s: registered model %s", run.id, model.id)
         else:
             self.log.info("Run %s: model %s was registered by an earlier try", run.id, model.id)
+        if self._lineage is not None:
+            self._lineage.model = {
+                "name": model.name,
+                "version": model.version,
+                "size": model.size,
+                "files": len(model.files),
+            }
         if self.do_xcom_push:
             ti.xcom_push(key=XCOM_MODEL, value={"name": model.name, "version": model.version, "id": model.id})
 
@@ -559,6 +571,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         if self._run is not None and self._run.id == run.id:
             return self._run
         self._run = run
+        self._lineage = lineage.RunLineage(run.id)
         remember_run_id(self, run.id)
         if self.do_xcom_push:
             ti.xcom_push(key=XCOM_RUN_ID, value=run.id)
@@ -580,11 +593,27 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
     def _timed_out(self, run: Run, ti: Any) -> NoReturn:
         self.log.warning("Run %s did not end within %s s: canceling it.", run.id, self.timeout)
         run.cancel(self.cancel_grace_period)
+        details = run.get_details()
+        self._keep_for_lineage(run, details)
         if self.do_xcom_push:
-            ti.xcom_push(key=XCOM_RUN_DETAILS, value=run.get_details())
+            ti.xcom_push(key=XCOM_RUN_DETAILS, value=details)
         raise AirflowException(f"mltrain: run {run.id} timed out after {self.timeout} s and was canceled.")
 
+    def _keep_for_lineage(self, run: Run, details: dict[str, Any]) -> lineage.RunLineage:
+        """The run's details and final metrics, read here so that the lineage events (built in a
+        process the OpenLineage listener may fork) need no run store."""
+        metrics: dict[str, float] | None = None
+        try:
+            metrics = final_metrics(run)
+        except MLTrainError as exc:  # never hide the run's own outcome behind a metrics read
+            self.log.warning("Run %s: its metrics could not be read: %s", run.id, exc)
+        self._lineage = lineage.RunLineage(
+            run.id, details, metrics, artifacts_url=run.workspace.artifacts.url
+        )
+        return self._lineage
+
     def _finish(self, run: Run, details: dict[str, Any], ti: Any) -> str:
+        self._keep_for_lineage(run, details)
         for warning in details.get("warnings") or []:
             self.log.warning("Run %s: %s", run.id, warning)
         if self.do_xcom_push:
@@ -615,7 +644,8 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         uploaded = [o for o in details.get("outputDatasets") or [] if o.get("uploaded")]
         if not uploaded or not self._output_assets:
             return
-        metrics = final_metrics(run)
+        kept = self._lineage.metrics if self._lineage is not None else None
+        metrics = kept if kept is not None else final_metrics(run)
         if self.publish_if_better is not None:
             better, why = beats_promoted(self._workspace(), metrics, self.publish_if_better)
             self.log.info("mltrain: %s", why)
@@ -639,6 +669,19 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
                 events[AssetAlias(f"mltrain:{self.task_id}")].add(Asset(uri), extra=extra)
             else:
                 events[Asset(uri)].extra.update(extra)
+
+    # -- OpenLineage (called by its provider's listener only; see lineage/openlineage.py) ---------
+
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        return lineage.on_start(self.experiment_name, self.compute_target, self.inputs, self._output_assets)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        return lineage.on_end(
+            self.experiment_name, self.compute_target, self.inputs, self._output_assets, self._lineage
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        return self.get_openlineage_facets_on_complete(task_instance)
 
     def on_kill(self) -> None:
         if self._run is not None:

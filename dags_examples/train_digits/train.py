@@ -27,6 +27,7 @@ def main():
     parser.add_argument("--alpha", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", help="CSV of 64 pixel columns then the label; default: sklearn's digits")
+    parser.add_argument("--model-dir", default="outputs", help="folder to write model.pkl to")
     args = parser.parse_args()
 
     run = Run.get_context() if Run else None
@@ -55,10 +56,11 @@ def main():
     if run:
         run.log("final_accuracy", accuracy)
         run.set_tags({"model": "SGDClassifier"})
-    os.makedirs("outputs", exist_ok=True)
-    with open(os.path.join("outputs", "model.pkl"), "wb") as f:
+    os.makedirs(args.model_dir, exist_ok=True)
+    path = os.path.join(args.model_dir, "model.pkl")
+    with open(path, "wb") as f:
         pickle.dump({"scaler": scaler, "model": model}, f)
-    print(f"final accuracy {accuracy:.4f}; model written to outputs/model.pkl")
+    print(f"final accuracy {accuracy:.4f}; model written to {path}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,21 @@ def test_outputs_are_uploaded_after_the_run(workspace, harness, make_tree, s3_pr
     assert not details["error"]
 
 
+def test_a_file_url_output_is_copied_into_a_folder_that_did_not_exist(workspace, make_tree, tmp_path):
+    """file:// is the output of a one-machine deployment (and of the retraining example)."""
+    src = make_tree({"train.py": SCRIPT})
+    dest = tmp_path / "models" / "2026-11-30"
+    config = ScriptRunConfig(
+        src, "train.py", arguments=["${{outputs.model}}"], outputs={"model": f"file://{dest}/"}
+    )
+    run = Experiment(workspace, "outputs").submit(config)
+    assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
+    assert (dest / "weights.bin").read_bytes() == b"w" * 1000
+    assert (dest / "sub" / "config.json").read_text() == "{}"
+    [output] = run.get_details()["outputDatasets"]
+    assert output["uploaded"] and output["files"] == 2
+
+
 def test_a_required_output_the_script_never_wrote_is_the_runs_error(workspace, make_tree, s3_prefix):
     fs, prefix = s3_prefix
     src = make_tree({"train.py": "print('no model')\n"})

@@ -1,0 +1,1 @@
+"""Lineage of runs for Airflow's OpenLineage integration (``apache-airflow-providers-openlineage``)."""
