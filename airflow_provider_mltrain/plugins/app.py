@@ -70,6 +70,7 @@ def _templates() -> jinja2.Environment:
     env.filters["size"] = _size
     env.filters["epoch"] = _epoch
     env.filters["metric_value"] = charts.metric_value
+    env.filters["exp"] = _exp
     return env
 
 
@@ -134,6 +135,14 @@ def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else str(value)
+
+
+def _exp(value: Any) -> str:
+    """A loguniform bound (a natural logarithm, as in Azure ML) as the value it stands for."""
+    try:
+        return f"{math.exp(float(value)):.3g}"
+    except (TypeError, ValueError, OverflowError):
+        return ""
 
 
 def _size(n: int | None) -> str:

@@ -686,19 +686,20 @@ def _ranked_children(
 ) -> list[dict[str, Any]]:
     name = str(definition.get("primary_metric_name") or "")
     maximize = definition.get("primary_metric_goal") != "MINIMIZE"
+    children = [
+        child
+        for child in ws.store.list_runs(experiment=record["experiment"])
+        if child["properties"].get(PARENT) == record["id"]
+        and child["properties"].get(INDEX, "").isdigit()
+        and visible(child)
+    ]
+    summaries = ws.store.series_summaries([c["id"] for c in children], name) if name else {}
     rows = []
-    for child in ws.store.list_runs(experiment=record["experiment"]):
+    for child in children:
         props = child["properties"]
-        if props.get(PARENT) != record["id"] or not props.get(INDEX, "").isdigit() or not visible(child):
-            continue
-        summary = next(
-            (
-                m
-                for m in ws.store.metric_summaries(child["id"], MAX_SERIES)
-                if m["name"] == name and m["kind"] == "scalar" and m["count"]
-            ),
-            None,
-        )
+        summary = summaries.get(child["id"])
+        if summary is not None and not summary["count"]:
+            summary = None
         value = None if summary is None else summary["max"] if maximize else summary["min"]
         rows.append(
             {
@@ -746,22 +747,24 @@ def sweep_charts(
     name = details["primary_metric_name"]
     drawn = [r for r in ranked if r["_summary"] is not None][:MAX_SWEEP_CURVES]
     per_child = max(20, min(MAX_CHART_POINTS, MAX_SWEEP_POINTS // max(1, len(drawn))))
-    curves = {}
-    for row in drawn:
-        summary = row["_summary"]
-        if summary["rows"] > per_child:  # the downsampled branch of metric_series needs the blocks
-            summary = next(
-                (
-                    m
-                    for m in ws.store.metric_overview(row["run_id"], max(1, per_child // 2), MAX_SERIES)
-                    if m["name"] == name and m["kind"] == "scalar"
-                ),
-                None,
-            )
-            if summary is None:
-                continue
-        series = metric_series(ws, row["run_id"], per_child, summaries=[summary])
-        curves[row["run_id"]] = series.get(name, {}).get("points", [])
+    long = [r["run_id"] for r in drawn if r["_summary"]["rows"] > per_child]
+    short = [r["run_id"] for r in drawn if r["_summary"]["rows"] <= per_child]
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for run_id, rows in ws.store.series_rows(short, name).items():
+        points = []
+        for row in rows:
+            number, at = finite_number(stored_value(row["value"])), finite_number(row["logged_at"])
+            if number is not None and at is not None:
+                points.append({"step": row["step"], "time": at, "value": number})
+        curves[run_id] = points
+    for run_id, buckets in ws.store.series_buckets(long, name, max(1, per_child // 2)).items():
+        points = []
+        for b in buckets:  # the lowest and highest value of each run of values, as metric_series
+            points.append({"step": b["first_step"], "time": b["first_time"], "value": b["min"]})
+            if b["count"] > 1:
+                points.append({"step": b["last_step"], "time": b["last_time"], "value": b["max"]})
+        curves[run_id] = points
+    curves = {r["run_id"]: curves[r["run_id"]] for r in drawn if curves.get(r["run_id"])}
     return details, [_public_child(r) for r in ranked], curves
 
 
