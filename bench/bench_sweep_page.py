@@ -68,8 +68,7 @@ def build(ws: Workspace, source: Path, children: int, values: int) -> str:
     real.wait_for_completion(poll_interval=0.2)
     store = ws.store
     parent, child = (
-        {k: v for k, v in store.get_run(rid).items() if k != "warnings"}
-        for rid in (real.id, f"{real.id}_0")
+        {k: v for k, v in store.get_run(rid).items() if k != "warnings"} for rid in (real.id, f"{real.id}_0")
     )
     big = "bench-sweep-big"
     store.create_run({**parent, "id": big})
@@ -111,7 +110,8 @@ def main() -> None:
         (source / "train.py").write_text(SCRIPT)
         started = time.perf_counter()
         big = build(ws, source, args.children, args.values)
-        print(f"setup: {args.children} children x {args.values} values in {time.perf_counter() - started:.1f} s")
+        took = time.perf_counter() - started
+        print(f"setup: {args.children} children x {args.values} values in {took:.1f} s")
         app = create_app()
         app.dependency_overrides[get_workspace] = lambda: ws
         app.dependency_overrides[require_reader] = lambda: Access(lambda dag_id: True)

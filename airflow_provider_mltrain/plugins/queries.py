@@ -750,20 +750,20 @@ def sweep_charts(
     long = [r["run_id"] for r in drawn if r["_summary"]["rows"] > per_child]
     short = [r["run_id"] for r in drawn if r["_summary"]["rows"] <= per_child]
     curves: dict[str, list[dict[str, Any]]] = {}
-    for run_id, rows in ws.store.series_rows(short, name).items():
+    for child_id, rows in ws.store.series_rows(short, name).items():
         points = []
         for row in rows:
             number, at = finite_number(stored_value(row["value"])), finite_number(row["logged_at"])
             if number is not None and at is not None:
                 points.append({"step": row["step"], "time": at, "value": number})
-        curves[run_id] = points
-    for run_id, buckets in ws.store.series_buckets(long, name, max(1, per_child // 2)).items():
+        curves[child_id] = points
+    for child_id, buckets in ws.store.series_buckets(long, name, max(1, per_child // 2)).items():
         points = []
         for b in buckets:  # the lowest and highest value of each run of values, as metric_series
             points.append({"step": b["first_step"], "time": b["first_time"], "value": b["min"]})
             if b["count"] > 1:
                 points.append({"step": b["last_step"], "time": b["last_time"], "value": b["max"]})
-        curves[run_id] = points
+        curves[child_id] = points
     curves = {r["run_id"]: curves[r["run_id"]] for r in drawn if curves.get(r["run_id"])}
     return details, [_public_child(r) for r in ranked], curves
 
