@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -590,6 +590,79 @@ class RunStore:
             out = [dict(r._mapping) for r in conn.execute(query)]
         for r in out:
             del r["run_id"], r["last_num_seq"]
+        return out
+
+    def series_summaries(
+        self, run_ids: Sequence[str], name: str, kind: str = "scalar"
+    ) -> dict[str, dict[str, Any]]:
+        """:meth:`metric_summaries`' row of one series (``name``, ``kind``) for each of many runs
+        that logged it, by run id: a few queries whatever the number of runs (a sweep's children)."""
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(run_ids), 500):
+            chunk = list(run_ids[i : i + 500])
+            with self.engine.connect() as conn:
+                older = [
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(runs.c.id).where(runs.c.id.in_(chunk), runs.c.summarized.is_(None))
+                    )
+                ]
+            for run_id in older:
+                self._summarized(run_id)
+            query = sa.select(metric_series).where(
+                metric_series.c.run_id.in_(chunk), metric_series.c.name == name, metric_series.c.kind == kind
+            )
+            with self.engine.connect() as conn:
+                for r in conn.execute(query):
+                    row = dict(r._mapping)
+                    del row["last_num_seq"]
+                    out[row.pop("run_id")] = row
+        return out
+
+    def series_buckets(
+        self, run_ids: Sequence[str], name: str, buckets: int, kind: str = "scalar"
+    ) -> dict[str, list[dict[str, Any]]]:
+        """One series' values in at most ``buckets`` buckets (as :meth:`metric_overview` gives
+        them) for each of many runs, by run id, from the blocks kept at ingestion: one query per
+        500 runs. Call :meth:`series_summaries` first (it builds an older run's summaries)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for i in range(0, len(run_ids), 500):
+            query = (
+                sa.select(metric_blocks)
+                .where(
+                    metric_blocks.c.run_id.in_(list(run_ids[i : i + 500])),
+                    metric_blocks.c.name == name,
+                    metric_blocks.c.kind == kind,
+                )
+                .order_by(metric_blocks.c.run_id, metric_blocks.c.block)
+            )
+            blocks: dict[str, list[dict[str, Any]]] = {}
+            with self.engine.connect() as conn:
+                for b in conn.execute(query).mappings():
+                    blocks.setdefault(b["run_id"], []).append(dict(b))
+            for run_id, found in blocks.items():
+                out[run_id] = metric_summary.buckets(found, buckets)
+        return out
+
+    def series_rows(
+        self, run_ids: Sequence[str], name: str, kind: str = "scalar"
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every row of one series for each of many runs, by run id, in logging order: for runs
+        whose series are short (the caller knows their length from :meth:`series_summaries`)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for i in range(0, len(run_ids), 500):
+            query = (
+                sa.select(metrics.c.run_id, metrics.c.step, metrics.c.value, metrics.c.logged_at)
+                .where(
+                    metrics.c.run_id.in_(list(run_ids[i : i + 500])),
+                    metrics.c.name == name,
+                    metrics.c.kind == kind,
+                )
+                .order_by(metrics.c.run_id, metrics.c.seq)
+            )
+            with self.engine.connect() as conn:
+                for r in conn.execute(query).mappings():
+                    out.setdefault(r["run_id"], []).append(dict(r))
         return out
 
     def metric_names(self, run_id: str, limit: int | None = None) -> list[str]:

@@ -36,6 +36,9 @@ class RunRow(BaseModel):
     tags: dict[str, Any]
     metric: float | None = Field(description="last numeric value of the chosen metric")
     warnings: list[str] = Field(description="problems the run had that did not stop it")
+    sweep: bool = Field(description="the run is a sweep's parent: its page is /sweeps/{run_id}")
+    parent: str | None = Field(description="the parent run's id, for a sweep's child or a script-made child")
+    children: int = Field(description="child runs of this run")
 
 
 class RunList(BaseModel):
@@ -43,6 +46,7 @@ class RunList(BaseModel):
     metric: str | None = Field(description="the metric column")
     metric_names: list[str] = Field(description="numeric metrics the runs logged")
     total: int = Field(description="runs matching the filters")
+    children_hidden: int = Field(description="child runs left out because their parent is listed")
     active: bool
     runs: list[RunRow]
 
@@ -258,3 +262,40 @@ class ModelDetails(BaseModel):
     aliases: dict[str, int] = Field(description="alias -> version")
     metric_names: list[str]
     versions: list[ModelVersion] = Field(description="newest first")
+
+
+class SweepChild(BaseModel):
+    run_id: str
+    index: int = Field(description="the child's index in the sweep, 0-based")
+    rank: int = Field(description="1 for the best child by the primary metric")
+    best: bool = Field(description="the best child (the one that logged the best primary metric)")
+    status: str
+    hyperparameters: dict[str, Any] = Field(description='as passed to the script: {"--lr": 0.01}')
+    best_primary_metric: float | None = Field(description="the child's best value of the primary metric")
+    values_logged: int = Field(description="numeric values of the primary metric the child logged")
+    early_terminated: str | None = Field(description="why the sweep's policy stopped the child, if it did")
+
+
+class SweepDetails(BaseModel):
+    run_id: str
+    experiment: str
+    status: str
+    active: bool
+    created_at: float
+    error: str | None
+    warnings: list[str]
+    definition: dict[str, Any] = Field(description="the sweep's recorded definition (mltrain.sweep)")
+    sampling: str | None = Field(description="grid, random or bayesian")
+    parameter_space: dict[str, Any] = Field(description='name -> ["choice", 16, 32] and the like')
+    policy: str = Field(description="bandit, median, truncation or none")
+    policy_settings: dict[str, Any]
+    primary_metric_name: str
+    primary_metric_goal: str = Field(description="MAXIMIZE or MINIMIZE")
+    children_total: int
+    early_terminated: int = Field(description="children the policy stopped")
+    statuses: dict[str, int] = Field(description="number of children per status")
+    best_run_id: str | None
+    best_primary_metric: float | None
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page of children; null on the last")
+    children: list[SweepChild] = Field(description="one page of the children, best first")

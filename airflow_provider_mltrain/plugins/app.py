@@ -27,7 +27,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow_provider_mltrain.core import text
+from airflow_provider_mltrain.core import sweep, text
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
@@ -70,6 +70,7 @@ def _templates() -> jinja2.Environment:
     env.filters["size"] = _size
     env.filters["epoch"] = _epoch
     env.filters["metric_value"] = charts.metric_value
+    env.filters["exp"] = _exp
     return env
 
 
@@ -134,6 +135,14 @@ def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else str(value)
+
+
+def _exp(value: Any) -> str:
+    """A loguniform bound (a natural logarithm, as in Azure ML) as the value it stands for."""
+    try:
+        return f"{math.exp(float(value)):.3g}"
+    except (TypeError, ValueError, OverflowError):
+        return ""
 
 
 def _size(n: int | None) -> str:
@@ -253,6 +262,9 @@ def api_router() -> APIRouter:
         sort: Annotated[str, Query(description=", ".join(queries.SORT_KEYS))] = "created",
         order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
         limit: Annotated[int, Query(ge=1, le=queries.MAX_RUNS_LISTED)] = 100,
+        children: Annotated[
+            bool, Query(description="list child runs too (by default a parent's row stands for them)")
+        ] = False,
     ) -> dict[str, Any]:
         return _runs_of(
             ws,
@@ -265,7 +277,23 @@ def api_router() -> APIRouter:
             sort=sort,
             descending=order == "desc",
             limit=limit,
+            children=children,
         )
+
+    @router.get(
+        "/sweeps/{run_id}",
+        summary="A sweep: its definition and its children ranked by the primary metric",
+        response_model=m.SweepDetails,
+    )
+    def sweep_api(
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=queries.MAX_SWEEP_CHILDREN_PAGE)] = queries.SWEEP_CHILDREN_PAGE,
+    ) -> dict[str, Any]:
+        _checked_record(ws, access, run_id)
+        return queries.sweep_details(ws, run_id, offset, limit, visible=access.can_read_run)
 
     @router.get(
         "/runs/{run_id}",
@@ -464,6 +492,7 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
         metric: str = "",
         sort: str = "created",
         order: str = "desc",
+        children: bool = False,
     ) -> HTMLResponse:
         data = _runs_of(
             ws,
@@ -476,8 +505,11 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
             sort=sort,
             descending=order != "asc",
             limit=queries.MAX_RUNS_LISTED,
+            children=children,
         )
         query = {"status": status, "tag": tag, "search": search, "metric": data["metric"] or ""}
+        if children:
+            query["children"] = "1"
         return render(
             request,
             "runs.html",
@@ -510,6 +542,18 @@ def pages_router(render: Callable[..., HTMLResponse]) -> APIRouter:
             can_cancel=access.can_cancel_run(record),
             **_run_context(ws, run_id, x, files),
         )
+
+    @router.get("/sweeps/{run_id}")
+    def sweep_page(
+        request: Request,
+        run_id: str,
+        ws: WorkspaceDep,
+        access: ReaderDep,
+        x: str = "step",
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> HTMLResponse:
+        _checked_record(ws, access, run_id)
+        return render(request, "sweep.html", **_sweep_context(ws, access, run_id, x, offset))
 
     @router.post("/runs/{run_id}/cancel")
     async def cancel_page(request: Request, run_id: str, ws: WorkspaceDep, access: ReaderDep) -> Response:
@@ -639,6 +683,7 @@ def _run_context(ws: Workspace, run_id: str, x: str, files_offset: int = 0) -> d
         pass
     return {
         "run": details,
+        "family": _family(ws, details),
         "charts": chart_list,
         "single_values": single_values,
         "other_values": others,
@@ -662,6 +707,122 @@ def _typed_drawing(metric: dict[str, Any]) -> Markup:
             name, data.get("bin_edges"), data.get("bin_averages"), data.get("bin_errors"), "predicted value"
         )
     return charts.bar_chart(name, data.get("bin_edges"), data.get("bin_counts"), None, "residual")
+
+
+# Search-space expressions whose values spread over orders of magnitude: a log axis.
+_LOG_EXPRESSIONS = ("loguniform", "qloguniform", "lognormal", "qlognormal")
+NO_METRIC_COLOR = "#8c959f"
+
+
+def _sweep_context(ws: Workspace, access: Access, run_id: str, x: str, offset: int) -> dict[str, Any]:
+    """The sweep page: its details, the children's primary-metric curves on one chart and the
+    parallel coordinates of their hyperparameters against their best primary metric. Lines are
+    coloured by rank (dark blue the best, light green the worst, grey without the metric) and
+    drawn worst first, so the best lies on top."""
+    axis = "time" if x == "time" else "step"
+    details, ranked, curves = queries.sweep_charts(ws, run_id, offset, visible=access.can_read_run)
+    ranked_with = [r for r in ranked if r["best_primary_metric"] is not None]
+    colors = {
+        r["run_id"]: charts.ramp(i / max(1, len(ranked_with) - 1))
+        if r["best_primary_metric"] is not None
+        # children without the metric come last in ``ranked``
+        else NO_METRIC_COLOR
+        for i, r in enumerate(ranked)
+    }
+    classes = {
+        r["run_id"]: " ".join(c for c, on in (("best", r["best"]), ("stopped", r["early_terminated"])) if on)
+        for r in ranked
+    }
+    name = details["primary_metric_name"]
+    order = [r["run_id"] for r in reversed(ranked)]
+    curve_chart = None
+    if curves:
+        curve_chart = charts.line_chart(
+            name,
+            [(rid, curves[rid]) for rid in order if rid in curves],
+            axis=axis,
+            chart_id="sweep-curves",
+            legend=False,
+            colors=colors,
+            classes=classes,
+        )
+    axes: list[dict[str, Any]] = []
+    for param, expression in details["parameter_space"].items():
+        values = {r["run_id"]: _hyperparameter(r["hyperparameters"].get(param)) for r in ranked}
+        present = [v for v in values.values() if v is not None]
+        numeric = bool(present) and all(isinstance(v, float) for v in present)
+        kind = expression[0] if isinstance(expression, list) and expression else ""
+        if not numeric:
+            values = {k: None if v is None else str(v) for k, v in values.items()}
+        axes.append(
+            {
+                "name": str(param).lstrip("-") or str(param),
+                "numeric": numeric,
+                "values": values,
+                "kind": "param",
+                "log": kind in _LOG_EXPRESSIONS,
+                "caption": str(kind) or "parameter",
+            }
+        )
+    if axes:
+        axes.append(
+            {
+                "name": name,
+                "numeric": True,
+                "values": {r["run_id"]: r["best_primary_metric"] for r in ranked},
+                "kind": "metric",
+                "caption": f"best ({'max' if details['primary_metric_goal'] != 'MINIMIZE' else 'min'})",
+            }
+        )
+    parallel = (
+        charts.parallel_coordinates(
+            axes, order, chart_id="sweep-parallel", legend=False, colors=colors, classes=classes
+        )
+        if len(ranked) >= 2 and axes
+        else None
+    )
+    return {
+        "sweep": details,
+        "curves": curve_chart,
+        "curves_drawn": len(curves),
+        "parallel": parallel,
+        "colors": colors,
+        "x": axis,
+        "page_size": queries.SWEEP_CHILDREN_PAGE,
+        "max_curves": queries.MAX_SWEEP_CURVES,
+    }
+
+
+def _family(ws: Workspace, details: dict[str, Any]) -> dict[str, Any]:
+    """A run's place among runs: a sweep and its number of children, or a child, its parent, its
+    hyperparameters and why the sweep's policy stopped it."""
+    props = details["properties"]
+    out: dict[str, Any] = {
+        "sweep": props.get(sweep.KIND) == "sweep",
+        "children": 0,
+        "metric": "",
+        "parent": props.get(sweep.PARENT),
+        "sweep_child": str(props.get(sweep.INDEX, "")).isdigit(),
+        "index": props.get(sweep.INDEX),
+        "hyperparameters": queries.json_object(props.get(sweep.HYPERPARAMETERS)),
+        "early_terminated": props.get(sweep.EARLY_TERMINATED),
+    }
+    if out["sweep"] or props.get(sweep.KIND) != "child":
+        out["children"] = sum(
+            1
+            for r in ws.store.list_runs(experiment=details["experiment"])
+            if r["properties"].get(sweep.PARENT) == details["run_id"]
+        )
+    if out["sweep"]:
+        out["metric"] = str(queries.json_object(props.get(sweep.SWEEP)).get("primary_metric_name") or "")
+    return out
+
+
+def _hyperparameter(value: Any) -> Any:
+    """A value as an axis places it: numbers (not bools) as floats, the rest as they are."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 # -- the app -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +19,8 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 40
 # Colour-blind-safe palette (Okabe-Ito), one per compared run.
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MAX_MARKERS = 60
+# Beyond this many series (a sweep's children), points get no markers: the lines say enough.
+MAX_MARKED_SERIES = 12
 
 
 def x_values(points: Sequence[dict[str, Any]], axis: str) -> list[float]:
@@ -167,11 +169,16 @@ def line_chart(
     series: Sequence[tuple[str, Sequence[dict[str, Any]]]],
     axis: str = "step",
     chart_id: str = "",
+    legend: bool = True,
+    colors: Mapping[str, str] | None = None,
+    classes: Mapping[str, str] | None = None,
 ) -> Markup:
     """An SVG line chart of one metric; ``series`` is ``[(label, points)]`` (one per run compared).
 
-    The legend (more than one series) sits under the x axis, outside the plot, so it never hides
-    a line; the SVG grows by one row per line of legend.
+    The legend (more than one series, unless ``legend`` is False) sits under the x axis, outside
+    the plot, so it never hides a line; the SVG grows by one row per line of legend. ``colors``
+    and ``classes`` (by label) override a line's palette colour and add CSS classes to it; every
+    line's label is its tooltip.
     """
     drawn = [(label, points, x_values(points, axis)) for label, points in series if points]
     unit = unit_of(title)
@@ -179,8 +186,8 @@ def line_chart(
     xs = [x for _, _, xv in drawn for x in xv]
     ys = [p["value"] for _, points, _ in drawn for p in points]
     label_x = "time since the first value" if axis == "time" else "step"
-    legend = _legend_layout([label for label, _, _ in drawn]) if len(drawn) > 1 else []
-    height = HEIGHT + (LEGEND_ROW * (legend[-1][1] + 1) + 12 if legend else 0)
+    rows = _legend_layout([label for label, _, _ in drawn]) if len(drawn) > 1 and legend else []
+    height = HEIGHT + (LEGEND_ROW * (rows[-1][1] + 1) + 12 if rows else 0)
     parts = [
         f'<svg class="mltrain-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
         f'role="img" aria-label="{escape(title)} over {label_x}" data-metric="{escape(title)}" '
@@ -238,13 +245,13 @@ def line_chart(
         f'text-anchor="middle">{label_x}</text>'
     )
     for n, (label, points, xv) in enumerate(drawn):
-        color = COLORS[n % len(COLORS)]
+        color = _color(n, label, colors)
         coords = " ".join(f"{sx(x):.1f},{sy(p['value']):.1f}" for x, p in zip(xv, points))
         parts.append(
-            f'<polyline class="series" fill="none" stroke="{color}" stroke-width="2" points="{coords}" '
-            f'data-label="{escape(label)}"></polyline>'
+            f'<polyline class="{_classes(label, classes)}" fill="none" stroke="{color}" stroke-width="2" '
+            f'points="{coords}" data-label="{escape(label)}"><title>{escape(label)}</title></polyline>'
         )
-        if len(points) <= MAX_MARKERS:
+        if len(points) <= MAX_MARKERS and len(drawn) <= MAX_MARKED_SERIES:
             x_name = "time" if axis == "time" else "step"
             for x, p in zip(xv, points):
                 x_text = duration_label(x) if axis == "time" else _fmt(x)
@@ -253,8 +260,8 @@ def line_chart(
                     f"<title>{escape(label)}: {_fmt(p['value'])}{unit_suffix} at {x_name} {x_text}"
                     f"{_when(p.get('time'))}</title></circle>"
                 )
-    for n, (x, row, text) in enumerate(legend):
-        color = COLORS[n % len(COLORS)]
+    for n, (x, row, text) in enumerate(rows):
+        color = _color(n, drawn[n][0], colors)
         y = HEIGHT + 10 + LEGEND_ROW * row
         parts.append(
             f'<line class="legend-swatch" x1="{x:.1f}" x2="{x + 14:.1f}" y1="{y - 4}" y2="{y - 4}" '
@@ -267,18 +274,30 @@ def line_chart(
 
 PC_WIDTH, PC_HEIGHT = 900, 300
 PC_TOP, PC_BOTTOM, PC_SIDE = 44, 28, 70
+# Beyond this many lines (a sweep's children), a parallel-coordinates chart draws no point markers.
+MAX_PC_MARKED = 60
 
 
-def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], chart_id: str = "") -> Markup:
+def parallel_coordinates(
+    axes: Sequence[dict[str, Any]],
+    labels: Sequence[str],
+    chart_id: str = "",
+    legend: bool = True,
+    colors: Mapping[str, str] | None = None,
+    classes: Mapping[str, str] | None = None,
+) -> Markup:
     """Runs as lines across one vertical axis per hyperparameter and final metric value.
 
-    ``axes`` are ``{"name", "numeric", "values": {label: value or None}, "kind"}``; a numeric axis
-    runs from its smallest value (bottom) to its largest (top), a categorical one spaces its values
-    evenly. A run without a value on an axis passes it with a dashed line.
+    ``axes`` are ``{"name", "numeric", "values": {label: value or None}, "kind"}``, optionally
+    with ``"log": True`` (a numeric axis of positive values scaled by powers of ten) and
+    ``"caption"`` (the line under the name); a numeric axis runs from its smallest value (bottom)
+    to its largest (top), a categorical one spaces its values evenly. A run without a value on an
+    axis passes it with a dashed line. ``legend``, ``colors`` and ``classes`` as for
+    :func:`line_chart`.
     """
     n = len(axes)
-    legend = _legend_layout(list(labels), width=PC_WIDTH)
-    height = PC_HEIGHT + (LEGEND_ROW * (legend[-1][1] + 1) + 4 if legend else 0)
+    legend_rows = _legend_layout(list(labels), width=PC_WIDTH) if legend else []
+    height = PC_HEIGHT + (LEGEND_ROW * (legend_rows[-1][1] + 1) + 4 if legend_rows else 0)
     parts = [
         f'<svg class="mltrain-chart parallel" xmlns="http://www.w3.org/2000/svg" '
         f'viewBox="0 0 {PC_WIDTH} {height}" role="img" id="{escape(chart_id)}" data-axes="{n}" '
@@ -294,7 +313,10 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
         present = {lab: v for lab, v in axis["values"].items() if v is not None}
         place: dict[str, float] = {}
         ticks: list[tuple[float, str]] = []
-        if axis["numeric"] and present:
+        log_scale = bool(axis.get("log")) and bool(present) and all(float(v) > 0 for v in present.values())
+        if axis["numeric"] and log_scale:
+            place, ticks = _log_axis(present, plot_h)
+        elif axis["numeric"] and present:
             lo, hi = _span(min(present.values()), max(present.values()))
             rough = nice_ticks(lo, hi)
             step = rough[1] - rough[0] if len(rough) > 1 else hi - lo
@@ -319,12 +341,13 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
         name = str(axis["name"])
         shown = name if len(name) <= room else name[: room - 1] + "…"
         kind = "metric" if axis.get("kind") == "metric" else "param"
+        caption = axis.get("caption") or ("final value" if kind == "metric" else "parameter")
         parts.append(
             f'<line class="pc-axis pc-{kind}" x1="{x:.1f}" x2="{x:.1f}" y1="{PC_TOP}" y2="{PC_TOP + plot_h}">'
             f'</line><text class="pc-name pc-{kind}" x="{x:.1f}" y="{PC_TOP - 22}" text-anchor="middle">'
             f"{escape(shown)}<title>{escape(name)}</title></text>"
             f'<text class="pc-kind" x="{x:.1f}" y="{PC_TOP - 9}" text-anchor="middle">'
-            f"{'final value' if kind == 'metric' else 'parameter'}</text>"
+            f"{escape(caption)}{' (log)' if log_scale and axis['numeric'] else ''}</text>"
         )
         for y, text in ticks:
             parts.append(
@@ -332,11 +355,12 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
                 f'<line class="pc-tick" x1="{x - 3:.1f}" x2="{x:.1f}" y1="{y:.1f}" y2="{y:.1f}"></line>'
             )
     for r, lab in enumerate(labels):
-        color = COLORS[r % len(COLORS)]
+        color = _color(r, lab, colors)
         points = [(k, f"{pos['__x']:.1f},{pos[lab]:.1f}") for k, pos in enumerate(positions) if lab in pos]
         parts.append(
-            f'<polyline class="series" fill="none" stroke="{color}" stroke-width="2" '
-            f'points="{" ".join(p for _, p in points)}" data-label="{escape(lab)}"></polyline>'
+            f'<polyline class="{_classes(lab, classes)}" fill="none" stroke="{color}" stroke-width="2" '
+            f'points="{" ".join(p for _, p in points)}" data-label="{escape(lab)}">'
+            f"<title>{escape(lab)}</title></polyline>"
         )
         for (k0, p0), (k1, p1) in itertools.pairwise(points):
             if k1 - k0 > 1:  # the run has no value on the axes between: a dashed bridge over them
@@ -344,11 +368,12 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
                     f'<polyline class="gap" fill="none" stroke="#fff" stroke-width="3" '
                     f'stroke-dasharray="4 4" points="{p0} {p1}"></polyline>'
                 )
-        for _, point in points:
-            px, py = point.split(",")
-            parts.append(f'<circle cx="{px}" cy="{py}" r="3" fill="{color}"></circle>')
-    for r, (x, row, text) in enumerate(legend):
-        color = COLORS[r % len(COLORS)]
+        if len(labels) <= MAX_PC_MARKED:
+            for _, point in points:
+                px, py = point.split(",")
+                parts.append(f'<circle cx="{px}" cy="{py}" r="3" fill="{color}"></circle>')
+    for r, (x, row, text) in enumerate(legend_rows):
+        color = _color(r, labels[r], colors)
         y = PC_HEIGHT + 2 + LEGEND_ROW * row
         parts.append(
             f'<line class="legend-swatch" x1="{x:.1f}" x2="{x + 14:.1f}" y1="{y - 4}" y2="{y - 4}" '
@@ -357,6 +382,41 @@ def parallel_coordinates(axes: Sequence[dict[str, Any]], labels: Sequence[str], 
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text above went through escape()
+
+
+def _log_axis(present: Mapping[str, Any], plot_h: float) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    """Places and ticks of a log-scaled axis: one tick per power of ten (every other one past
+    eight decades), the axis spanning whole decades."""
+    logs = {lab: math.log10(float(v)) for lab, v in present.items()}
+    lo, hi = math.floor(min(logs.values()) + 1e-9), math.ceil(max(logs.values()) - 1e-9)
+    if hi <= lo:
+        hi = lo + 1
+    place = {lab: PC_TOP + plot_h - (v - lo) / (hi - lo) * plot_h for lab, v in logs.items()}
+    every = 1 if hi - lo <= 8 else 2
+    ticks = [
+        (PC_TOP + plot_h - (p - lo) / (hi - lo) * plot_h, f"{10.0**p:g}") for p in range(lo, hi + 1, every)
+    ]
+    return place, ticks
+
+
+def _color(n: int, label: str, colors: Mapping[str, str] | None) -> str:
+    return (colors or {}).get(label) or COLORS[n % len(COLORS)]
+
+
+def _classes(label: str, classes: Mapping[str, str] | None) -> str:
+    extra = (classes or {}).get(label)
+    return f"series {escape(extra)}" if extra else "series"
+
+
+def ramp(t: float) -> str:
+    """A colour from dark blue (0) through teal to light green (1): ranks on a sequential scale
+    that stays readable on white (viridis, without its pale yellow end)."""
+    stops = ((49, 54, 149), (33, 102, 172), (33, 145, 140), (53, 183, 121), (144, 208, 67))
+    t = min(1.0, max(0.0, t)) * (len(stops) - 1)
+    i = min(int(t), len(stops) - 2)
+    f = t - i
+    rgb = [round(a + (b - a) * f) for a, b in zip(stops[i], stops[i + 1])]
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _when(ts: float | None) -> str:

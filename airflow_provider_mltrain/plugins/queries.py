@@ -8,7 +8,9 @@ from a request go through :func:`safe_run_path`, which never leaves the run's fo
 from __future__ import annotations
 
 import difflib
+import json
 import logging
+import math
 import posixpath
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
@@ -21,6 +23,7 @@ from airflow_provider_mltrain.core.run import STD_LOG, Run, read_collected
 from airflow_provider_mltrain.core.runfiles import RunFiles
 from airflow_provider_mltrain.core.snapshot import Snapshot, diff
 from airflow_provider_mltrain.core.states import RunStatus
+from airflow_provider_mltrain.core.sweep import EARLY_TERMINATED, HYPERPARAMETERS, INDEX, KIND, PARENT, SWEEP
 from airflow_provider_mltrain.core.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,12 @@ MAX_METRIC_PAGE = 10_000
 # Run files per page (the run page and the API); a script may write 100,000 outputs.
 FILES_PER_PAGE = 500
 MAX_FILES_PAGE = 10_000
+# A sweep's page: children per page of its table, the best children whose curves it draws, and
+# the points of all those curves together (each curve gets its share, downsampled beyond).
+SWEEP_CHILDREN_PAGE = 100
+MAX_SWEEP_CHILDREN_PAGE = 500
+MAX_SWEEP_CURVES = 200
+MAX_SWEEP_POINTS = 20_000
 
 
 class NotFound(LookupError):
@@ -124,6 +133,9 @@ def run_summary(ws: Workspace, record: dict[str, Any], metric: str | None = None
         "tags": record["tags"],
         "metric": None,
         "warnings": _warnings(record),
+        "sweep": record["properties"].get(KIND) == "sweep",
+        "parent": record["properties"].get(PARENT),
+        "children": 0,
     }
     if metric:
         summary["metric"] = ws.store.last_numeric(record["id"], metric)
@@ -192,9 +204,12 @@ def list_runs(
     descending: bool = True,
     limit: int = 100,
     visible: Visible = lambda record: True,
+    children: bool = False,
 ) -> dict[str, Any]:
     """The runs of one experiment that ``visible`` keeps, filtered and sorted, with the metric
-    names a table may show."""
+    names a table may show. A child run (of a sweep, or one its script made) is left out while
+    its parent is listed, unless ``children``: its parent's row counts it (``children``), so a
+    sweep of 500 children is one row."""
     if sort not in SORT_KEYS:
         raise BadRequest(f"sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}.")
     if status and status not in {s.value for s in RunStatus}:
@@ -206,6 +221,11 @@ def list_runs(
     if active:
         fresh = {r["id"]: refresh_if_active(ws, r) for r in active}
         records = [fresh.get(r["id"], r) for r in records]
+    counts: dict[str, int] = {}
+    for r in records:
+        parent = r["properties"].get(PARENT)
+        if parent is not None:
+            counts[parent] = counts.get(parent, 0) + 1
     metric_names = metric_names_of_experiment(ws, records)
     if metric is None and metric_names:
         metric = metric_names[0]
@@ -220,7 +240,14 @@ def list_runs(
     if search:
         needle = search.lower()
         records = [r for r in records if needle in r["id"].lower()]
+    listed = {r["id"] for r in records}
+    hidden = 0
+    if not children:
+        kept = [r for r in records if r["properties"].get(PARENT) not in listed]
+        hidden, records = len(records) - len(kept), kept
     rows = [_summary_or_problem(ws, r, metric) for r in records[:MAX_RUNS_LISTED]]
+    for row in rows:
+        row["children"] = counts.get(row["run_id"], 0)
 
     def sort_key(row: dict[str, Any]) -> tuple[int, Any]:
         value = {
@@ -239,6 +266,7 @@ def list_runs(
         "metric": metric,
         "metric_names": metric_names,
         "total": len(records),
+        "children_hidden": hidden,
         "active": any(r["active"] for r in rows),
         "runs": rows[: max(1, min(limit, MAX_RUNS_LISTED))],
     }
@@ -265,6 +293,9 @@ def _summary_or_problem(ws: Workspace, record: dict[str, Any], metric: str | Non
             "tags": record["tags"] if isinstance(record["tags"], dict) else {},
             "metric": None,
             "warnings": [*_warnings(record), f"this run could not be read: {type(exc).__name__}"],
+            "sweep": False,
+            "parent": None,
+            "children": 0,
         }
 
 
@@ -597,6 +628,174 @@ def open_run_file(ws: Workspace, run_id: str, name: str) -> tuple[BinaryIO, int]
         return Run(ws, run_id).open_file(name)
     except FileNotFoundError:
         raise NotFound(f"Run {run_id} has no file {name!r}.") from None
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+
+_POLICY_SETTINGS = (
+    "evaluation_interval",
+    "delay_evaluation",
+    "slack_factor",
+    "slack_amount",
+    "truncation_percentage",
+    "exclude_finished_jobs",
+)
+
+
+def sweep_details(
+    ws: Workspace,
+    run_id: str,
+    offset: int = 0,
+    limit: int = SWEEP_CHILDREN_PAGE,
+    visible: Visible = lambda record: True,
+) -> dict[str, Any]:
+    """A sweep: its definition, and one page of its children (those ``visible`` keeps) ranked as
+    ``SweepRun.get_children_sorted_by_primary_metric`` ranks them (best first by each child's best
+    value under the goal, ties by id, children without the metric last, by index). Each child's
+    best value comes from the metric summaries kept at ingestion, so ranking 500 children reads
+    500 small rows, not every value they logged. :class:`NotFound` for a run that is no sweep."""
+    record, definition = _sweep_record(ws, run_id)
+    return _sweep_page(record, definition, _ranked_children(ws, record, definition, visible), offset, limit)
+
+
+def _sweep_record(ws: Workspace, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    record = get_record(ws, run_id)
+    if record["properties"].get(KIND) != "sweep":
+        raise NotFound(f"Run {run_id!r} is not a sweep: its page is /runs/{run_id}.")
+    return record, json_object(record["properties"].get(SWEEP))
+
+
+def _sweep_page(
+    record: dict[str, Any], definition: dict[str, Any], ranked: list[dict[str, Any]], offset: int, limit: int
+) -> dict[str, Any]:
+    limit = max(1, min(limit, MAX_SWEEP_CHILDREN_PAGE))
+    offset = max(0, offset)
+    statuses: dict[str, int] = {}
+    for child in ranked:
+        statuses[child["status"]] = statuses.get(child["status"], 0) + 1
+    best = ranked[0] if ranked and ranked[0]["best_primary_metric"] is not None else None
+    space = definition.get("parameter_space")
+    return {
+        "run_id": record["id"],
+        "experiment": record["experiment"],
+        "status": record["status"],
+        "active": not RunStatus(record["status"]).is_terminal,
+        "created_at": record["created_at"],
+        "error": record["error"],
+        "warnings": _warnings(record),
+        "definition": definition,
+        "sampling": definition.get("sampling"),
+        "parameter_space": space if isinstance(space, dict) else {},
+        "policy": definition.get("policy") or "none",
+        "policy_settings": {k: definition[k] for k in _POLICY_SETTINGS if definition.get(k) is not None},
+        "primary_metric_name": str(definition.get("primary_metric_name") or ""),
+        "primary_metric_goal": str(definition.get("primary_metric_goal") or ""),
+        "children_total": len(ranked),
+        "early_terminated": sum(1 for c in ranked if c["early_terminated"]),
+        "statuses": statuses,
+        "best_run_id": best["run_id"] if best else None,
+        "best_primary_metric": best["best_primary_metric"] if best else None,
+        "offset": offset,
+        "next_offset": offset + limit if offset + limit < len(ranked) else None,
+        "children": [_public_child(c) for c in ranked[offset : offset + limit]],
+    }
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """A JSON object held in a property, or {} for anything else (a script cannot set mltrain.*
+    properties, but an older version or a hand-edited store may hold anything)."""
+    try:
+        loaded = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _ranked_children(
+    ws: Workspace, record: dict[str, Any], definition: dict[str, Any], visible: Visible
+) -> list[dict[str, Any]]:
+    name = str(definition.get("primary_metric_name") or "")
+    maximize = definition.get("primary_metric_goal") != "MINIMIZE"
+    children = [
+        child
+        for child in ws.store.list_runs(experiment=record["experiment"])
+        if child["properties"].get(PARENT) == record["id"]
+        and child["properties"].get(INDEX, "").isdigit()
+        and visible(child)
+    ]
+    summaries = ws.store.series_summaries([c["id"] for c in children], name) if name else {}
+    rows = []
+    for child in children:
+        props = child["properties"]
+        summary = summaries.get(child["id"])
+        if summary is not None and not summary["count"]:
+            summary = None
+        value = None if summary is None else summary["max"] if maximize else summary["min"]
+        rows.append(
+            {
+                "run_id": child["id"],
+                "index": int(props[INDEX]),
+                "status": child["status"],
+                "hyperparameters": json_object(props.get(HYPERPARAMETERS)),
+                "best_primary_metric": value if value is not None and math.isfinite(value) else None,
+                "values_logged": summary["count"] if summary else 0,
+                "early_terminated": props.get(EARLY_TERMINATED),
+                "_summary": summary,
+            }
+        )
+    sign = -1 if maximize else 1
+    with_metric = sorted(
+        (r for r in rows if r["best_primary_metric"] is not None),
+        key=lambda r: (sign * r["best_primary_metric"], r["run_id"]),
+    )
+    without = sorted((r for r in rows if r["best_primary_metric"] is None), key=lambda r: r["index"])
+    ranked = with_metric + without
+    for rank, row in enumerate(ranked):
+        row["rank"] = rank + 1
+        row["best"] = rank == 0 and row["best_primary_metric"] is not None
+    return ranked
+
+
+def _public_child(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def sweep_charts(
+    ws: Workspace,
+    run_id: str,
+    offset: int = 0,
+    limit: int = SWEEP_CHILDREN_PAGE,
+    visible: Visible = lambda record: True,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """What a sweep's page shows: :func:`sweep_details` (one page of the table), every visible
+    child ranked (the parallel coordinates draw them all), and the primary-metric points of the
+    best :data:`MAX_SWEEP_CURVES` children, each downsampled to its share of
+    :data:`MAX_SWEEP_POINTS`."""
+    record, definition = _sweep_record(ws, run_id)
+    ranked = _ranked_children(ws, record, definition, visible)
+    details = _sweep_page(record, definition, ranked, offset, limit)
+    name = details["primary_metric_name"]
+    drawn = [r for r in ranked if r["_summary"] is not None][:MAX_SWEEP_CURVES]
+    per_child = max(20, min(MAX_CHART_POINTS, MAX_SWEEP_POINTS // max(1, len(drawn))))
+    long = [r["run_id"] for r in drawn if r["_summary"]["rows"] > per_child]
+    short = [r["run_id"] for r in drawn if r["_summary"]["rows"] <= per_child]
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for child_id, rows in ws.store.series_rows(short, name).items():
+        points = []
+        for row in rows:
+            number, at = finite_number(stored_value(row["value"])), finite_number(row["logged_at"])
+            if number is not None and at is not None:
+                points.append({"step": row["step"], "time": at, "value": number})
+        curves[child_id] = points
+    for child_id, buckets in ws.store.series_buckets(long, name, max(1, per_child // 2)).items():
+        points = []
+        for b in buckets:  # the lowest and highest value of each run of values, as metric_series
+            points.append({"step": b["first_step"], "time": b["first_time"], "value": b["min"]})
+            if b["count"] > 1:
+                points.append({"step": b["last_step"], "time": b["last_time"], "value": b["max"]})
+        curves[child_id] = points
+    curves = {r["run_id"]: curves[r["run_id"]] for r in drawn if curves.get(r["run_id"])}
+    return details, [_public_child(r) for r in ranked], curves
 
 
 # -- comparing -----------------------------------------------------------------------------------

@@ -122,3 +122,84 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Populated:
     secret.register_model(MODEL, "outputs/model.txt")
     secret.register_model("secret-model", "outputs/model.txt")
     return Populated(ws, runs)
+
+
+SWEEP_EXPERIMENT = "ui-sweep"
+SWEEP_ID = "ui-sweep-random"
+SWEEP_MIN_ID = "ui-sweep-minimize"
+# The third quality is a probe: it reaches the script as an argument, the hyperparameters recorded
+# on the child, the table and the parallel-coordinates axis, and must show as text everywhere.
+SWEEP_BAD = PROBE
+SWEEP_TRAIN = """
+import argparse, time
+from mltrain import Run
+p = argparse.ArgumentParser()
+p.add_argument("--quality")
+p.add_argument("--lr", type=float)
+a = p.parse_args()
+run = Run.get_context()
+base = {"good": 1.0, "ok": 0.95}.get(a.quality, 0.5)
+for i in range(6):
+    run.log("accuracy", base * (1 - 0.5 ** (i + 1)) + a.lr, step=i)
+    time.sleep(0.05 if a.quality in ("good", "ok") else 1.0)
+"""
+
+
+class Swept:
+    """Two sweeps of the UI's workspace: a random one whose laggards a bandit policy stopped
+    (maximizing accuracy) and a small grid that minimizes it."""
+
+    def __init__(self, ws: Workspace, sweep_id: str, minimize_id: str):
+        self.ws = ws
+        self.sweep_id = sweep_id
+        self.minimize_id = minimize_id
+
+
+@pytest.fixture(scope="session")
+def swept(populated: Populated, tmp_path_factory: pytest.TempPathFactory) -> Swept:
+    import math
+
+    from airflow_provider_mltrain.train.hyperdrive import (
+        BanditPolicy,
+        GridParameterSampling,
+        HyperDriveConfig,
+        PrimaryMetricGoal,
+        RandomParameterSampling,
+        choice,
+        loguniform,
+    )
+
+    src = tmp_path_factory.mktemp("ui-sweep-src")
+    (src / "train.py").write_text(textwrap.dedent(SWEEP_TRAIN))
+    space = {"--quality": choice("good", "ok", SWEEP_BAD), "--lr": loguniform(math.log(1e-4), math.log(1e-1))}
+    # A seed whose first child is good (the laggards then have a leader to lag behind) and whose
+    # six children hold at least one of each kind: the policy must stop exactly the probe ones.
+    seed = next(
+        s
+        for s in range(1000)
+        if (q := [RandomParameterSampling(space).sample(i, s, [], True)["--quality"] for i in range(6)])[0]
+        == "good"
+        and q.count(SWEEP_BAD) >= 2
+        and q.count("ok") >= 1
+    )
+    exp = Experiment(populated.ws, SWEEP_EXPERIMENT)
+    config = HyperDriveConfig(
+        run_config=ScriptRunConfig(src, "train.py"),
+        hyperparameter_sampling=RandomParameterSampling(space, seed=seed),
+        policy=BanditPolicy(slack_factor=0.1, evaluation_interval=1),
+        primary_metric_name="accuracy",
+        primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+        max_total_runs=6,
+        max_concurrent_runs=3,
+    )
+    exp.submit(config, run_id=SWEEP_ID).wait_for_completion(poll_interval=0.1)
+    grid = GridParameterSampling({"--quality": choice("good", "ok"), "--lr": choice(0.001)})
+    minimize = HyperDriveConfig(
+        run_config=ScriptRunConfig(src, "train.py"),
+        hyperparameter_sampling=grid,
+        primary_metric_name="accuracy",
+        primary_metric_goal=PrimaryMetricGoal.MINIMIZE,
+        max_total_runs=2,
+    )
+    exp.submit(minimize, run_id=SWEEP_MIN_ID).wait_for_completion(poll_interval=0.1)
+    return Swept(populated.ws, SWEEP_ID, SWEEP_MIN_ID)

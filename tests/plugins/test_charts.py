@@ -138,3 +138,33 @@ def test_a_unit_the_metric_name_tells_is_on_its_ticks_and_values():
     assert y_ticks == ["30s", "1m", "1m30s", "2m", "2m30s"]  # seconds read as durations, in clock steps
     assert metric_value(1234.5, "train_seconds") == "20m34s (1234.5 s)"
     assert metric_value(0.85, "final_accuracy") == "0.85" and metric_value(40, "gpu_pct") == "40%"
+
+
+def test_a_log_axis_places_values_by_their_power_of_ten():
+    axes = [
+        {"name": "lr", "numeric": True, "log": True, "values": {"a": 1e-4, "b": 1e-3, "c": 1e-1}},
+        {"name": "acc", "numeric": True, "values": {"a": 0.5, "b": 0.6, "c": 0.7}, "kind": "metric"},
+    ]
+    svg = ET.fromstring(str(parallel_coordinates(axes, ["a", "b", "c"])))
+    ys = {
+        p.get("data-label"): float(p.get("points").split()[0].split(",")[1])
+        for p in svg.iter(f"{SVG}polyline")
+    }
+    # 1e-4 -> 1e-3 is one decade, 1e-3 -> 1e-1 two: evenly spaced by power of ten, not by value
+    assert abs((ys["a"] - ys["b"]) * 2 - (ys["b"] - ys["c"])) < 0.5
+    ticks = [t.text for t in svg.iter(f"{SVG}text") if t.get("class") == "tick"][:4]
+    assert ticks == ["0.0001", "0.001", "0.01", "0.1"]
+    assert "parameter (log)" in [t.text for t in svg.iter(f"{SVG}text") if t.get("class") == "pc-kind"]
+
+
+def test_many_lines_without_legend_take_their_colours_and_classes():
+    labels = [f"run-{i}" for i in range(30)]
+    series = [(label, points([1, 2, 3])) for label in labels]
+    svg = ET.fromstring(
+        str(line_chart("m", series, legend=False, colors={"run-0": "#123456"}, classes={"run-0": "best"}))
+    )
+    assert svg.findall(f"{SVG}text[@class='legend']") == []
+    lines = svg.findall(f"{SVG}polyline")
+    assert lines[0].get("stroke") == "#123456" and lines[0].get("class") == "series best"
+    assert lines[0].find(f"{SVG}title").text == "run-0"
+    assert svg.findall(f"{SVG}circle") == []  # 30 lines: no point markers

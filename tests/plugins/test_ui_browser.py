@@ -566,3 +566,36 @@ def test_models_page_versions_aliases_and_source_runs(page, server, populated):
     page.wait_for_url(f"**/mltrain/runs/{populated.runs['first']}")
     assert page.locator("#run-status").inner_text() == "Completed"
     assert page.dialogs == []
+
+
+def test_a_sweep_page_ranks_its_children_and_draws_their_curves(page, server, swept):
+    from tests.plugins.conftest import SWEEP_EXPERIMENT
+
+    login(page, server, start=f"/mltrain/experiments/{SWEEP_EXPERIMENT}")
+    assert page.locator("#runs tbody tr").count() == 2  # the two sweeps; their children folded in
+    assert "8 child runs" in page.locator("#children-hidden").inner_text()
+    page.check("#show-children")
+    page.get_by_role("button", name="Apply").click()
+    page.locator("#runs tbody tr").nth(9).wait_for()
+    assert page.locator("#runs tbody tr").count() == 10
+    page.goto(f"{server.url}/mltrain/runs/{swept.sweep_id}")
+    page.locator("#sweep-link").click()
+    page.wait_for_url(f"**/mltrain/sweeps/{swept.sweep_id}")
+    rows = page.locator("#children tbody tr")
+    assert rows.count() == 6
+    assert rows.first.locator(".best-mark").is_visible()
+    stopped = page.locator("#children tbody tr.stopped")
+    assert stopped.count() >= 2 and "BanditPolicy" in stopped.first.locator("td.reason").inner_text()
+    assert PROBE in stopped.first.inner_text()  # the probe hyperparameter, shown as text
+    curves = page.locator("svg#sweep-curves")
+    assert curves.locator("polyline.series").count() == 6
+    assert len(curves.locator("polyline.series.best").get_attribute("points").split()) == 6
+    assert _box(curves)["width"] > 400
+    parallel = page.locator("svg#sweep-parallel")
+    parallel.scroll_into_view_if_needed()
+    assert _box(parallel)["width"] > 500 and parallel.locator("polyline.series").count() == 6
+    shot(page, "ui-sweep.png")
+    rows.first.get_by_role("link").first.click()
+    page.wait_for_url("**/mltrain/runs/**")
+    assert page.locator("#parent-link").inner_text() == swept.sweep_id
+    assert page.dialogs == []
