@@ -92,7 +92,7 @@ class Experiment:
         returns its :class:`~airflow_provider_mltrain.core.sweep.SweepRun` (see docs/sweeps.md).
         """
         if isinstance(config, HyperDriveConfig):
-            return submit_sweep(self, config, tags=tags, run_id=run_id, log=log)
+            return submit_sweep(self, config, tags=tags, run_id=run_id, log=log, properties=properties)
         _check_submit_arguments(config, tags, run_id, properties, log, rebuild_environment, snapshot_progress)
         say = log or (lambda line: logger.info("%s", line))
         store = self.workspace.store

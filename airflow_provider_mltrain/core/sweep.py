@@ -238,11 +238,14 @@ def submit_sweep(
     tags: dict[str, Any] | None = None,
     run_id: str | None = None,
     log: Callable[[str], None] | None = None,
+    properties: dict[str, Any] | None = None,
 ) -> SweepRun:
     """Record the sweep's parent run and start its first children (``Experiment.submit``).
 
     With ``run_id`` naming a sweep already in the store, that sweep is returned to be resumed
-    (its definition must match ``config``'s).
+    (its definition must match ``config``'s). ``properties`` are recorded on the parent; the
+    ``airflow.*`` ones (the task that owns the sweep) are given to every child too, so each
+    child belongs to that DAG in the UI's access checks.
     """
     from airflow_provider_mltrain.core.experiment import MAX_RUN_DURATION, check_name
 
@@ -293,6 +296,7 @@ def submit_sweep(
         },
         "tags": all_tags,
         "properties": {
+            **{str(k): str(v) for k, v in (properties or {}).items()},
             **git_properties(source),
             KIND: "sweep",
             SWEEP: json.dumps(config.describe(seed)),
@@ -579,7 +583,7 @@ class SweepRun(Run):
                     **{
                         k: v
                         for k, v in record["properties"].items()
-                        if k.startswith("mltrain.git.") or k == MAX_RUN_DURATION
+                        if k.startswith(("mltrain.git.", "airflow.")) or k == MAX_RUN_DURATION
                     },
                     PARENT: self.id,
                     INDEX: str(index),

@@ -274,20 +274,21 @@ class SweepOperator(BaseOperator):
         try:
             config = self._checked_config(workspace)
             sweep_id, previous = self._sweep_id(workspace, ti)
+            # Recorded with the parent, before its first children start: they inherit airflow.*.
+            properties = {
+                "airflow.dag_id": str(ti.dag_id),
+                "airflow.task_id": str(ti.task_id),
+                "airflow.run_id": str(ti.run_id),
+                "airflow.map_index": str(getattr(ti, "map_index", -1)),
+            }
+            if previous:
+                properties["mltrain.previous_run_id"] = previous
             sweep = Experiment(workspace, self.experiment_name).submit(
-                config, run_id=sweep_id, log=lambda line: self.log.info("%s", line)
+                config, run_id=sweep_id, properties=properties, log=lambda line: self.log.info("%s", line)
             )
         except MLTrainError as exc:
             raise AirflowException(f"mltrain: sweep not submitted: {exc}") from exc
         assert isinstance(sweep, SweepRun)
-        properties = {
-            "airflow.dag_id": str(ti.dag_id),
-            "airflow.task_id": str(ti.task_id),
-            "airflow.run_id": str(ti.run_id),
-            "airflow.map_index": str(getattr(ti, "map_index", -1)),
-        }
-        if previous:
-            properties["mltrain.previous_run_id"] = previous
         if any(sweep.properties.get(k) != v for k, v in properties.items()):
             sweep.add_properties(properties)
         self._sweep = sweep

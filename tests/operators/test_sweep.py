@@ -96,6 +96,11 @@ def test_sweep_returns_the_best_child_and_pushes_the_summary(tmp_path, make_tree
     assert ti.xcoms["run_id"] == sweep_id  # the "ML Training run" link opens the sweep
     sweep = SweepRun(Workspace(tmp_path / "ws"), sweep_id)
     assert sweep.properties["airflow.dag_id"] == "dag" and sweep.properties["airflow.task_id"] == "sweep"
+    # Every child belongs to the DAG too (the UI shows a run to those who may read its DAG),
+    # the first ones, started with the parent, included.
+    for child in sweep.get_children():
+        assert child.properties["airflow.dag_id"] == "dag", child.id
+        assert child.properties["airflow.run_id"] == "manual__1", child.id
 
 
 def test_deferrable_execute_defers_to_a_sweep_trigger_and_completes_from_its_event(
