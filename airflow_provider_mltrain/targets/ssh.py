@@ -532,8 +532,15 @@ class SSHTarget(ComputeTarget):
         # What the last start() sent: {"blobs": n, "bytes": n}; a resubmission of an unchanged tree sends 0.
         self.last_upload: dict[str, int] = {"blobs": 0, "bytes": 0}
         # How the last start() asked: remote "start" calls, their request bytes, whether a delta
-        # manifest did (1) or the whole one (0).
-        self.last_start: dict[str, int] = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
+        # manifest did (1) or the whole one (0); whether the working copy was an ended run's, put
+        # right (1), or new (0), and how many of its files were copied from the cache.
+        self.last_start: dict[str, int] = {
+            "calls": 0,
+            "request_bytes": 0,
+            "delta_manifest": 0,
+            "reused_worktree": 0,
+            "files_copied": 0,
+        }
 
     def __repr__(self) -> str:
         s = self.settings
@@ -588,7 +595,60 @@ class SSHTarget(ComputeTarget):
             )
         return self._python
 
+    def _probe_file(self, interpreter: str) -> Path | None:
+        """Where this controller keeps what ``interpreter`` was on this host (by host key, login and
+        path): in the target's notes folder, so a new worker process need not ask again."""
+        if self.notes is None:
+            return None
+        s = self.settings
+        host_key = fingerprint(self._conn.call(self._conn.transport).get_remote_server_key())
+        key = hashlib.sha256(f"{host_key}|{s.login}@{s.where}|{interpreter}".encode()).hexdigest()[:16]
+        return self.notes / f"python-{key}.json"
+
+    def _interpreter_stat(self, executable: str) -> list[Any] | None:
+        """The executable's own and (through links) its file's size and mtime: a reinstalled
+        Python or a rebuilt venv changes them. None when it is gone."""
+
+        def look(sftp: paramiko.SFTPClient) -> list[Any]:
+            own, real = sftp.lstat(executable), sftp.stat(executable)
+            return [own.st_size, own.st_mtime, real.st_size, real.st_mtime]
+
+        try:
+            return self._sftp(look)
+        except OSError:
+            return None
+
+    def _forget_probes(self) -> None:
+        """Drop every remembered probe of this host: an interpreter failed to start."""
+        self._python = None
+        if self.notes is not None:
+            for path in self.notes.glob("python-*.json"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
     def _probe(self, interpreter: str, what: str) -> dict[str, Any]:
+        """What ``interpreter`` is (checked: 3.9 or newer). Asked once per host and interpreter:
+        later calls, from any process of this workspace, check only that its file is unchanged (one
+        SFTP stat instead of a remote Python)."""
+        path = self._probe_file(interpreter)
+        if path is not None:
+            try:
+                cached = json.loads(path.read_text())
+                info = cached["info"]
+                if cached["stat"] == self._interpreter_stat(info["executable"]):
+                    return dict(info)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        info = self._ask_python(interpreter, what)
+        if path is not None:
+            with contextlib.suppress(OSError):  # only a cache: a read-only workspace asks each time
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+                tmp.write_text(json.dumps({"info": info, "stat": self._interpreter_stat(info["executable"])}))
+                os.replace(tmp, path)
+        return info
+
+    def _ask_python(self, interpreter: str, what: str) -> dict[str, Any]:
         code, out, err = self._run([interpreter, "-I", "-c", _PROBE], timeout=60)
         s = self.settings
         try:
@@ -661,17 +721,28 @@ class SSHTarget(ComputeTarget):
         ``exclusive=False`` runs it on its own channel without holding the connection's lock (and
         without reconnecting): for a long wait, which must not hold up other users of the connection.
         """
-        python = self.python()["executable"]
         script = posixpath.join(self._runner_dir(), "remote.py")
         if isinstance(request, bytes):
             stdin = request
         else:
             stdin = json.dumps(request).encode() if request is not None else b""
-        argv = [python, "-I", "-S", script, command, *args]
-        if exclusive:
-            code, out, err = self._run(argv, stdin=stdin, timeout=timeout)
-        else:
-            code, out, err = self._conn.run(argv, stdin=stdin, timeout=timeout)
+        for attempt in range(2):
+            argv = [self.python()["executable"], "-I", "-S", script, command, *args]
+            if exclusive:
+                code, out, err = self._run(argv, stdin=stdin, timeout=timeout)
+            else:
+                code, out, err = self._conn.run(argv, stdin=stdin, timeout=timeout)
+            # 126/127: the shell could not run the interpreter (gone, or no longer executable): the
+            # remembered probe is stale; ask again (once).
+            if code not in (126, 127) or attempt:
+                break
+            log.info(
+                "%s on %s did not start (exit code %d); asking the remote Python again",
+                command,
+                self.settings.host,
+                code,
+            )
+            self._forget_probes()
         lines = out.decode("utf-8", "replace").strip().splitlines()
         try:
             answer = json.loads(lines[-1])
@@ -840,7 +911,13 @@ class SSHTarget(ComputeTarget):
         request carries only the changes to that manifest. Otherwise the remote answers what it
         lacks (that base manifest, blobs), which travels, and the start is asked again."""
         self.last_upload = {"blobs": 0, "bytes": 0}
-        self.last_start = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
+        self.last_start = {
+            "calls": 0,
+            "request_bytes": 0,
+            "delta_manifest": 0,
+            "reused_worktree": 0,
+            "files_copied": 0,
+        }
         if spec.inputs:
             self._upload_inputs(spec)
         request: dict[str, Any] = {
@@ -872,6 +949,9 @@ class SSHTarget(ComputeTarget):
             request.pop("commits", None)
             self._check_bad(answer.get("bad", []))
             if "started" in answer:
+                worktree = answer.get("worktree") or {}
+                self.last_start["reused_worktree"] = int(bool(worktree.get("reused")))
+                self.last_start["files_copied"] = int(worktree.get("copied") or 0)
                 if answer["started"]:
                     self._remember_sent(store, snapshot.id)
                 return bool(answer["started"])
