@@ -30,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -54,6 +55,7 @@ TOUCH_EVERY = 3600.0
 KEEP_WORKTREES = 2
 ENDED = ("Completed", "Failed", "Canceled")
 CHUNK = 1 << 20
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def _blob(root, digest):
@@ -61,7 +63,7 @@ def _blob(root, digest):
 
 
 def _check_digest(digest):
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if not _DIGEST.match(digest):
         raise ValueError("not a sha256 digest: %r" % (digest,))
 
 
@@ -311,7 +313,7 @@ def _full_manifest(root, snapshot_id, request):
         tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex[:8])
         try:
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(manifest, f, separators=(",", ":"))
+                f.write(json.dumps(manifest, separators=(",", ":")))
             os.replace(tmp, path)
         except BaseException:
             _unlink(tmp)
@@ -324,17 +326,13 @@ def _materialize(root, manifest, dest, index=None):
     docstring). ``dest`` is new, or (``index`` given) an ended run's working copy as ``index``
     recorded it: kept where its stat proves it untouched, everything else replaced or removed.
 
-    The caller holds ``blobs.lock`` shared, so a prune does not delete blobs under our feet.
+    The manifest's paths and digests were checked by ``_full_manifest``. The caller holds
+    ``blobs.lock`` shared, so a prune does not delete blobs under our feet.
     """
     links = dict((p, t) for p, t in manifest.get("symlinks", []))
-    files = {}
-    for path, digest, _size, mode in manifest["files"]:
-        _check_rel(path)
-        _check_digest(digest)
-        files[path] = (digest, int(mode))
+    files = dict((path, (digest, int(mode))) for path, digest, _size, mode in manifest["files"])
     dirs = set([""])
     for rel in list(files) + list(links) + list(manifest.get("dirs", [])):
-        _check_rel(rel)
         parts = rel.split("/")
         dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
     dirs.update(manifest.get("dirs", []))
@@ -470,7 +468,7 @@ def _write_index(root, run_id, index):
     tmp = "%s.tmp-%s" % (os.path.join(folder, "." + run_id), uuid.uuid4().hex[:8])
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(index, f, separators=(",", ":"))
+            f.write(json.dumps(index, separators=(",", ":")))  # dumps: json.dump has no C encoder
         os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)
