@@ -117,7 +117,7 @@ def test_resubmission_sends_only_the_changed_blob(workspace, target, make_tree):
             "data/a.txt": "version 1",
             "data/b.txt": "b" * 1000,
             "lib/util.py": "X = 1\n",
-            "big.bin": os.urandom(200_000),  # hard-linked from the cache in the working copy
+            "big.bin": os.urandom(200_000),
         }
     )
     first = submit(workspace, target, src)
