@@ -677,9 +677,27 @@ class SSHTarget(ComputeTarget):
         return self._runner
 
     def _upload_runner(self, sftp: paramiko.SFTPClient, final: str) -> str:
+        def fill(tmp: str) -> None:
+            made = {tmp}
+            for rel, full in _runner_files():
+                folder = posixpath.dirname(posixpath.join(tmp, rel))
+                if folder not in made:
+                    _makedirs(sftp, folder)
+                    made.add(folder)
+                sftp.put(full, posixpath.join(tmp, rel))
+
+        self._upload_folder(sftp, final, "remote.py", fill)
+        return final
+
+    def _upload_folder(
+        self, sftp: paramiko.SFTPClient, final: str, marker: str, fill: Callable[[str], None]
+    ) -> bool:
+        """Make the folder ``final`` once: ``fill(tmp)`` writes a temporary folder beside it, which is
+        renamed into place; False when ``final/marker`` was there already (or another controller's
+        copy got there first: then ours is deleted). Nothing partial is ever left under ``final``."""
         try:
-            sftp.stat(posixpath.join(final, "remote.py"))
-            return final
+            sftp.stat(posixpath.join(final, marker))
+            return False
         except FileNotFoundError:
             pass
         # Runs hold the scripts' outputs and run.json their secrets: the root is the login's alone.
@@ -688,24 +706,19 @@ class SSHTarget(ComputeTarget):
         _makedirs(sftp, parent)
         tmp = posixpath.join(parent, f".tmp-{posixpath.basename(final)}-{secrets.token_hex(4)}")
         try:
-            made = {tmp}
             sftp.mkdir(tmp)
-            for rel, full in _runner_files():
-                folder = posixpath.dirname(posixpath.join(tmp, rel))
-                if folder not in made:
-                    _makedirs(sftp, folder)
-                    made.add(folder)
-                sftp.put(full, posixpath.join(tmp, rel))
+            fill(tmp)
             try:
                 sftp.rename(tmp, final)
             except OSError:
-                sftp.stat(posixpath.join(final, "remote.py"))  # another controller uploaded it first
+                sftp.stat(posixpath.join(final, marker))  # another controller's copy is there
                 _rmtree(sftp, tmp)
+                return False
         except BaseException:
             with contextlib.suppress(Exception):
                 _rmtree(sftp, tmp)
             raise
-        return final
+        return True
 
     def _helper(
         self,
@@ -871,19 +884,11 @@ class SSHTarget(ComputeTarget):
 
     def _upload_input(self, sftp: paramiko.SFTPClient, *, inp: ResolvedInput, final: str) -> int | None:
         """Bytes sent, or None when the remote held this content already."""
-        try:
-            sftp.stat(posixpath.join(final, ".complete"))
-            return None
-        except FileNotFoundError:
-            pass
-        parent = posixpath.dirname(final)
-        _makedirs(sftp, self.root, mode=0o700)
-        _makedirs(sftp, parent)
-        tmp = posixpath.join(parent, f".tmp-{inp.key}-{secrets.token_hex(4)}")
         sent = 0
-        try:
+
+        def fill(tmp: str) -> None:
+            nonlocal sent
             made = {tmp}
-            sftp.mkdir(tmp)
             for f in inp.files:
                 dest = posixpath.join(tmp, "data", f.rel)
                 folder = posixpath.dirname(dest)
@@ -895,16 +900,9 @@ class SSHTarget(ComputeTarget):
                 sent += f.size
             with sftp.open(posixpath.join(tmp, ".complete"), "w") as marker:
                 marker.write(b"")
-            try:
-                sftp.rename(tmp, final)
-            except OSError:
-                sftp.stat(posixpath.join(final, ".complete"))  # another controller sent it first
-                _rmtree(sftp, tmp)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                _rmtree(sftp, tmp)
-            raise
-        return sent
+
+        ours = self._upload_folder(sftp, final, ".complete", fill)
+        return sent if ours or sent else None  # sent, even when another controller's copy won
 
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
         """One remote call when the remote holds a recent snapshot's manifest and every blob: the
