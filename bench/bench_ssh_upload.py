@@ -121,7 +121,8 @@ def submit(ws: Workspace, settings: SSHSettings, src: Path) -> tuple[float, int,
     """One submission from a new connection: seconds, bytes on the wire, what start() uploaded."""
     ssh_target._pool.clear()
     CountingSocket.totals.update(sent=0, received=0)
-    target = SSHTarget("bench", settings)
+    # Its notes (snapshots sent, the interpreter probe) in the workspace, as the Airflow hook keeps them.
+    target = SSHTarget("bench", settings, ws.root / "targets" / "ssh-bench")
     started = time.perf_counter()
     Experiment(ws, "bench").submit(ScriptRunConfig(src, "noop.py", compute_target=target))
     seconds = time.perf_counter() - started
@@ -179,17 +180,24 @@ def main() -> None:
             started = time.perf_counter()
             ws.snapshots.take(src)
             rows["c0"].append((ssh_true(env) + time.perf_counter() - started, 0))
-        print(f"tree: {args.files} files, {args.mb} MiB; {args.reps} reps; medians")
+        print(f"tree: {args.files} files, {args.mb} MiB; {args.reps} reps; medians (min-max of the reps)")
         print(
             f"{'case':<28}{'mltrain s':>11}{'baseline s':>12}{'ratio':>8}"
-            f"{'mltrain MB':>12}{'baseline MB':>13}"
+            f"{'mltrain MB':>12}{'baseline MB':>13}{'mltrain range':>17}{'baseline range':>17}"
         )
         for case, label in (("a", "a. first upload"), ("b", "b. one file changed"), ("c", "c. no change")):
             t = statistics.median(x[0] for x in rows[case])
             t0 = statistics.median(x[0] for x in rows[case + "0"])
             w = statistics.median(x[1] for x in rows[case]) / 1e6
             w0 = statistics.median(x[1] for x in rows[case + "0"]) / 1e6
-            print(f"{label:<28}{t:>11.3f}{t0:>12.3f}{t / t0:>8.2f}{w:>12.2f}{w0:>13.2f}")
+            spread = [
+                f"{min(x[0] for x in rows[k]):.3f}-{max(x[0] for x in rows[k]):.3f}"
+                for k in (case, case + "0")
+            ]
+            print(
+                f"{label:<28}{t:>11.3f}{t0:>12.3f}{t / t0:>8.2f}{w:>12.2f}{w0:>13.2f}"
+                f"{spread[0]:>17}{spread[1]:>17}"
+            )
         print(
             "baseline: a, b rsync -a over ssh (its --stats bytes); c one `ssh true` + the local re-snapshot"
         )

@@ -5,9 +5,22 @@ run there as ``python remote.py COMMAND ARGS...``; structured input comes on std
 answer is one JSON object on stdout. Nothing here goes through a shell.
 
 The blob cache is ``<root>/blobs/<aa>/<rest of sha256>``. A blob gets its final name only after its
-bytes were hashed on this host, and blobs are read-only, because working copies hard-link them.
-``<root>/manifests/<snapshot id>.json`` keeps the manifest of each snapshot a run was started from
-(named, like blobs, only once it hashed to that id here), so the next start needs only its changes.
+bytes were hashed on this host, and blobs are read-only. ``<root>/manifests/<snapshot id>.json``
+keeps the manifest of each snapshot a run was started from (named, like blobs, only once it hashed
+to that id here), so the next start needs only its changes.
+
+Working copies: every file of a run's ``snapshot/`` is a private copy of its blob (never a link into
+the cache, whose blobs a script running as their owner, or as root, could otherwise rewrite).
+Creating thousands of files is slow on many disks, so a start reuses the working copy of an ended
+run instead of building a new one: ``<root>/worktrees/<run_id>.json`` records, for the working copy
+of run ``run_id``, each file's blob, mode, inode, ctime and size as the start left them. Any write,
+chmod, rename, link or delete by the script changes the inode or its ctime (which no process can set
+back), so the next start keeps exactly the files whose stat still matches and whose blob and mode
+the new snapshot wants, and replaces, adds or removes everything else: the result is the snapshot.
+A working copy is claimed under ``worktrees.lock`` by renaming it into the new run's folder, only
+once its run has ended (terminal ``status.json`` and no supervisor), so no two runs ever share one.
+A collected run's working copy waits in ``<root>/worktrees/<run_id>.tree``; the newest
+``KEEP_WORKTREES`` wait there, older ones are deleted.
 """
 
 from __future__ import annotations
@@ -17,8 +30,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -32,11 +47,15 @@ except ImportError:  # run as a script on the remote host: tree.py is beside it
     sys.path.insert(0, HERE)
     import tree  # type: ignore[no-redef]
 SUPERVISOR = os.path.join(HERE, "supervisor.py")
-# Files this large or larger are hard-linked from the cache (read-only); smaller ones are copied, so
-# a script may still rewrite its small source and config files in place.
-LINK_MIN_SIZE = 64 * 1024
 TMP_MAX_AGE = 3600.0
+# A cached blob's time is its last use (prune goes by it): refreshed when older than this, so a
+# start of thousands of unchanged files does not write thousands of inodes.
+TOUCH_EVERY = 3600.0
+# Ended runs' working copies kept for reuse (each as big as the snapshot).
+KEEP_WORKTREES = 2
+ENDED = ("Completed", "Failed", "Canceled")
 CHUNK = 1 << 20
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def _blob(root, digest):
@@ -44,7 +63,7 @@ def _blob(root, digest):
 
 
 def _check_digest(digest):
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if not _DIGEST.match(digest):
         raise ValueError("not a sha256 digest: %r" % (digest,))
 
 
@@ -77,14 +96,16 @@ def _hash_file(path):
 
 
 def missing(root, digests):
-    """The digests the cache lacks; the present ones are touched, so a prune keeps them a while."""
+    """The digests the cache lacks; the present ones are touched (unless touched within
+    ``TOUCH_EVERY``), so a prune keeps them a while."""
     out = []
     now = time.time()
     for digest in digests:
         _check_digest(digest)
         path = _blob(root, digest)
         try:
-            os.utime(path, (now, now))
+            if os.stat(path).st_mtime < now - TOUCH_EVERY:
+                os.utime(path, (now, now))
         except FileNotFoundError:
             out.append(digest)
         except PermissionError:
@@ -181,9 +202,16 @@ def _prune_manifests(root, cutoff):
 
 
 def prune(root, days):
-    """Delete blobs no working copy links to and no submission touched in ``days``, and manifests
-    no start used in ``days``; stale uploads too. ``manifests``: the ids of the manifests removed."""
+    """Delete blobs no working copy links to and no submission touched in ``days``, manifests
+    no start used in ``days``, and kept working copies of runs ended before; stale uploads too.
+    ``manifests``: the ids of the manifests removed."""
     cutoff = time.time() - days * 86400
+    if os.path.isdir(_worktrees(root)):
+        with open(os.path.join(root, "worktrees.lock"), "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            doomed = _trim_worktrees(root, KEEP_WORKTREES, cutoff)
+        for path in doomed:
+            tree.rmtree(path)
     removed = 0
     freed = 0
     kept = 0
@@ -285,7 +313,7 @@ def _full_manifest(root, snapshot_id, request):
         tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex[:8])
         try:
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(manifest, f, separators=(",", ":"))
+                f.write(json.dumps(manifest, separators=(",", ":")))
             os.replace(tmp, path)
         except BaseException:
             _unlink(tmp)
@@ -293,56 +321,158 @@ def _full_manifest(root, snapshot_id, request):
     return manifest
 
 
-def _materialize(root, manifest, dest):
-    """Build the working copy from the cache: big read-only files hard-linked, the others copied.
+def _materialize(root, manifest, dest, index=None):
+    """Make ``dest`` the snapshot's working copy from the cache; its index (see the module's
+    docstring). ``dest`` is new, or (``index`` given) an ended run's working copy as ``index``
+    recorded it: kept where its stat proves it untouched, everything else replaced or removed.
 
-    The caller holds ``blobs.lock`` shared, so a prune does not delete blobs under our feet.
+    The manifest's paths and digests were checked by ``_full_manifest``. The caller holds
+    ``blobs.lock`` shared, so a prune does not delete blobs under our feet.
     """
-    os.makedirs(dest)
-    links = set(p for p, _ in manifest.get("symlinks", []))
-    made = set([dest])  # a mkdir per file costs as much as the copy of a small one
-
-    def folder_for(target):
-        folder = os.path.dirname(target)
-        if folder not in made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-
-    def under_link(path):
-        parts = path.split("/")
-        return any("/".join(parts[:i]) in links for i in range(1, len(parts)))
-
-    for d in manifest.get("dirs", []):
-        _check_rel(d)
-        if under_link(d) or d in links:
-            raise ValueError("snapshot path %r lies under a symlink" % (d,))
-        os.makedirs(os.path.join(dest, d), exist_ok=True)
-    for path, digest, size, mode in manifest["files"]:
-        _check_rel(path)
-        _check_digest(digest)
-        if under_link(path):
-            raise ValueError("snapshot path %r lies under a symlink" % (path,))
-        target = os.path.join(dest, path)
-        folder_for(target)
-        blob = _blob(root, digest)
-        if not os.path.exists(blob):
-            raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path))
-        # A link shares the blob's read-only, world-readable mode: only for plain 0o644 files.
-        if int(size) >= LINK_MIN_SIZE and int(mode) == 0o644:
+    links = dict((p, t) for p, t in manifest.get("symlinks", []))
+    files = dict((path, (digest, int(mode))) for path, digest, _size, mode in manifest["files"])
+    dirs = set([""])
+    for rel in list(files) + list(links) + list(manifest.get("dirs", [])):
+        parts = rel.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    dirs.update(manifest.get("dirs", []))
+    for rel in sorted(dirs):
+        if rel in links or rel in files:
+            raise ValueError("snapshot path %r lies under a symlink or a file" % (rel,))
+    for rel in links:
+        if rel in files:
+            raise ValueError("snapshot path %r is both a file and a symlink" % (rel,))
+    umask = os.umask(0)
+    os.umask(umask)
+    dir_mode = 0o777 & ~umask
+    kept = {}  # path -> stat of the files kept as they are
+    have_dirs = set()
+    have_links = set()
+    if index is None:
+        os.mkdir(dest)
+        have_dirs.add("")
+    else:
+        recorded = index.get("files", {})
+        pending = [""]
+        while pending:
+            rel = pending.pop()
+            folder = os.path.join(dest, rel) if rel else dest
+            if stat.S_IMODE(os.lstat(folder).st_mode) != dir_mode:
+                os.chmod(folder, dir_mode)  # a folder the script made unreadable or read-only
+            have_dirs.add(rel)
+            with os.scandir(folder) as it:
+                entries = list(it)
+            for entry in entries:
+                child = rel + "/" + entry.name if rel else entry.name
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    if child in dirs:
+                        pending.append(child)
+                        continue
+                    errors = tree.rmtree(entry.path)
+                    if errors:
+                        raise OSError("cannot remove %s from the working copy: %s" % (child, errors[0]))
+                    continue
+                if stat.S_ISLNK(st.st_mode) and child in links and os.readlink(entry.path) == links[child]:
+                    have_links.add(child)
+                    continue
+                want, was = files.get(child), recorded.get(child)
+                if (
+                    stat.S_ISREG(st.st_mode)
+                    and want is not None
+                    and was is not None
+                    and was[0] == want[0]
+                    and was[1:] == [stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
+                    and st.st_nlink == 1
+                ):
+                    if want[1] != was[1]:
+                        os.chmod(entry.path, want[1])
+                        st = os.lstat(entry.path)
+                    kept[child] = st
+                    continue
+                os.unlink(entry.path)
+    for rel in sorted(dirs - have_dirs):
+        os.mkdir(os.path.join(dest, rel))
+    out = {}
+    copied = 0
+    for path, (digest, mode) in files.items():
+        st = kept.get(path)
+        if st is None:
+            copied += 1
+            target = os.path.join(dest, path)
+            blob = _blob(root, digest)
             try:
-                os.link(blob, target)
+                shutil.copyfile(blob, target)
+            except FileNotFoundError:
+                if not os.path.exists(blob):
+                    raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path)) from None
+                raise
+            os.chmod(target, mode)
+            st = os.lstat(target)
+        out[path] = [digest, stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
+    for path, link_target in links.items():
+        if path not in have_links:
+            os.symlink(link_target, os.path.join(dest, path))
+    return {"files": out}, {"kept": len(kept), "copied": copied}
+
+
+def _worktrees(root):
+    return os.path.join(root, "worktrees")
+
+
+def _ended(run_dir):
+    status = _read_status(run_dir)
+    return bool(status) and status.get("state") in ENDED and not alive(run_dir)["alive"]
+
+
+def _claim_worktree(root, dest):
+    """Move the working copy of the newest ended run (or a kept one) to ``dest``; its index, or
+    None when there is none. The caller holds ``worktrees.lock`` exclusively."""
+    folder = _worktrees(root)
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".")]
+    except FileNotFoundError:
+        return None
+    found = []
+    for name in names:
+        try:
+            found.append((os.stat(os.path.join(folder, name)).st_mtime, name[: -len(".json")]))
+        except FileNotFoundError:
+            pass
+    for _mtime, run_id in sorted(found, reverse=True):
+        index_path = os.path.join(folder, run_id + ".json")
+        kept = os.path.join(folder, run_id + ".tree")
+        if os.path.isdir(kept):
+            source = kept
+        else:
+            run_dir = os.path.join(root, "runs", run_id)
+            if not _ended(run_dir):
                 continue
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
-                    raise
-        shutil.copyfile(blob, target)
-        os.chmod(target, int(mode))
-    for path, link_target in manifest.get("symlinks", []):
-        _check_rel(path)
-        if under_link(path):
-            raise ValueError("snapshot path %r lies under a symlink" % (path,))
-        folder_for(os.path.join(dest, path))
-        os.symlink(link_target, os.path.join(dest, path))
+            source = os.path.join(run_dir, "snapshot")
+        try:
+            with open(index_path, encoding="utf-8") as f:
+                index = json.load(f)
+            os.rename(source, dest)
+        except (OSError, ValueError):
+            _unlink(index_path)  # its working copy is gone (or the index is damaged): forget it
+            continue
+        _unlink(index_path)
+        return index if isinstance(index, dict) else {}
+    return None
+
+
+def _write_index(root, run_id, index):
+    folder = _worktrees(root)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, run_id + ".json")
+    tmp = "%s.tmp-%s" % (os.path.join(folder, "." + run_id), uuid.uuid4().hex[:8])
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(index, separators=(",", ":")))  # dumps: json.dump has no C encoder
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 def _launch(run_dir):
@@ -407,7 +537,21 @@ def start(root, run_id, request):
         tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, uuid.uuid4().hex[:8]))
         try:
             os.mkdir(tmp)
-            _materialize(root, manifest, os.path.join(tmp, "snapshot"))
+            dest = os.path.join(tmp, "snapshot")
+            with open(os.path.join(root, "worktrees.lock"), "a+") as wt_lock:
+                fcntl.flock(wt_lock.fileno(), fcntl.LOCK_EX)
+                index = _claim_worktree(root, dest)
+            worktree = {"reused": index is not None}
+            if index is not None:
+                try:
+                    index, counts = _materialize(root, manifest, dest, index)
+                except OSError:  # a working copy we cannot put right: a new one instead
+                    worktree["reused"] = False
+                    tree.rmtree(dest)
+                    index = None
+            if index is None:
+                index, counts = _materialize(root, manifest, dest)
+            worktree.update(counts)
             os.mkdir(os.path.join(tmp, "logs"))
             os.mkdir(os.path.join(tmp, "outputs"))
             # run.json carries the environment variables, secrets included: owner-only.
@@ -420,14 +564,16 @@ def start(root, run_id, request):
                 os.rename(tmp, final)
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    shutil.rmtree(tmp, ignore_errors=True)
+                    tree.rmtree(tmp)
                     return {"started": False}  # another controller started this run id first
                 raise
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tree.rmtree(tmp)
             raise
+        index["snapshot"] = request["snapshot"]
+        _write_index(root, run_id, index)  # before the launch: its run cannot have ended yet
     _launch(final)
-    return {"started": True}
+    return {"started": True, "worktree": worktree}
 
 
 def _read_status(run_dir):
@@ -512,13 +658,63 @@ def kill(run_dir):
 
 
 def cleanup(root, run_id, whole):
-    """Remove the run's working copy of the snapshot, or (``whole``) the whole run folder."""
+    """Remove the run's working copy of the snapshot, or (``whole``) the whole run folder. The
+    working copy of an ended run is kept for the next start to reuse instead (the newest
+    ``KEEP_WORKTREES`` of them), outside the run folder."""
     if run_id in ("", ".", "..") or "/" in run_id:
         raise ValueError("not a run id: %r" % (run_id,))
     run_dir = os.path.join(root, "runs", run_id)
-    # The script may have left links and a deep tree: none is followed, nothing recursed into.
-    errors = tree.rmtree(run_dir if whole else os.path.join(run_dir, "snapshot"))
+    folder = _worktrees(root)
+    index_path = os.path.join(folder, run_id + ".json")
+    doomed = [run_dir if whole else os.path.join(run_dir, "snapshot")]
+    if os.path.exists(index_path):
+        deadline = time.monotonic() + 5.0
+        status = _read_status(run_dir) or {}
+        while status.get("state") in ENDED and alive(run_dir)["alive"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # the supervisor is writing its last lines
+        with open(os.path.join(root, "worktrees.lock"), "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            if os.path.exists(index_path):
+                try:
+                    if not _ended(run_dir):
+                        raise OSError("the run has not ended")
+                    os.rename(os.path.join(run_dir, "snapshot"), os.path.join(folder, run_id + ".tree"))
+                    os.utime(index_path)  # its age is now the run's end, for the choice of the next start
+                except OSError:
+                    _unlink(index_path)
+                doomed += _trim_worktrees(root, KEEP_WORKTREES)
+    errors = []
+    for path in doomed:
+        errors += tree.rmtree(path)
     return {"removed": not errors, "errors": errors}
+
+
+def _trim_worktrees(root, keep, cutoff=None):
+    """Forget the kept working copies beyond the newest ``keep`` (or last used before ``cutoff``),
+    and the indexes of working copies gone; the folders to delete (moved aside). The caller holds
+    ``worktrees.lock`` exclusively."""
+    folder = _worktrees(root)
+    stale = time.time() - TMP_MAX_AGE
+    kept = []
+    doomed = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        if name.endswith(".json") and not name.startswith("."):
+            run_id = name[: -len(".json")]
+            if os.path.isdir(os.path.join(folder, run_id + ".tree")):
+                kept.append((os.stat(path).st_mtime, run_id))
+            elif not os.path.isdir(os.path.join(root, "runs", run_id, "snapshot")):
+                _unlink(path)
+        elif name.startswith(".") and cutoff is not None and os.lstat(path).st_mtime < stale:
+            doomed.append(path)  # left by a start or cleanup that died
+    kept.sort(reverse=True)
+    for i, (mtime, run_id) in enumerate(kept):
+        if i >= keep or (cutoff is not None and mtime < cutoff):
+            aside = os.path.join(folder, ".old-%s" % uuid.uuid4().hex)
+            os.rename(os.path.join(folder, run_id + ".tree"), aside)
+            _unlink(os.path.join(folder, run_id + ".json"))
+            doomed.append(aside)
+    return doomed
 
 
 def pack_env(envs, interpreter):

@@ -531,8 +531,15 @@ class SSHTarget(ComputeTarget):
         # What the last start() sent: {"blobs": n, "bytes": n}; a resubmission of an unchanged tree sends 0.
         self.last_upload: dict[str, int] = {"blobs": 0, "bytes": 0}
         # How the last start() asked: remote "start" calls, their request bytes, whether a delta
-        # manifest did (1) or the whole one (0).
-        self.last_start: dict[str, int] = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
+        # manifest did (1) or the whole one (0); whether the working copy was an ended run's, put
+        # right (1), or new (0), and how many of its files were copied from the cache.
+        self.last_start: dict[str, int] = {
+            "calls": 0,
+            "request_bytes": 0,
+            "delta_manifest": 0,
+            "reused_worktree": 0,
+            "files_copied": 0,
+        }
 
     def __repr__(self) -> str:
         s = self.settings
@@ -587,7 +594,60 @@ class SSHTarget(ComputeTarget):
             )
         return self._python
 
+    def _probe_file(self, interpreter: str) -> Path | None:
+        """Where this controller keeps what ``interpreter`` was on this host (by host key, login and
+        path): in the target's notes folder, so a new worker process need not ask again."""
+        if self.notes is None:
+            return None
+        s = self.settings
+        host_key = fingerprint(self._conn.call(self._conn.transport).get_remote_server_key())
+        key = hashlib.sha256(f"{host_key}|{s.login}@{s.where}|{interpreter}".encode()).hexdigest()[:16]
+        return self.notes / f"python-{key}.json"
+
+    def _interpreter_stat(self, executable: str) -> list[Any] | None:
+        """The executable's own and (through links) its file's size and mtime: a reinstalled
+        Python or a rebuilt venv changes them. None when it is gone."""
+
+        def look(sftp: paramiko.SFTPClient) -> list[Any]:
+            own, real = sftp.lstat(executable), sftp.stat(executable)
+            return [own.st_size, own.st_mtime, real.st_size, real.st_mtime]
+
+        try:
+            return self._sftp(look)
+        except OSError:
+            return None
+
+    def _forget_probes(self) -> None:
+        """Drop every remembered probe of this host: an interpreter failed to start."""
+        self._python = None
+        if self.notes is not None:
+            for path in self.notes.glob("python-*.json"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
     def _probe(self, interpreter: str, what: str) -> dict[str, Any]:
+        """What ``interpreter`` is (checked: 3.9 or newer). Asked once per host and interpreter:
+        later calls, from any process of this workspace, check only that its file is unchanged (one
+        SFTP stat instead of a remote Python)."""
+        path = self._probe_file(interpreter)
+        if path is not None:
+            try:
+                cached = json.loads(path.read_text())
+                info = cached["info"]
+                if cached["stat"] == self._interpreter_stat(info["executable"]):
+                    return dict(info)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        info = self._ask_python(interpreter, what)
+        if path is not None:
+            with contextlib.suppress(OSError):  # only a cache: a read-only workspace asks each time
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+                tmp.write_text(json.dumps({"info": info, "stat": self._interpreter_stat(info["executable"])}))
+                os.replace(tmp, path)
+        return info
+
+    def _ask_python(self, interpreter: str, what: str) -> dict[str, Any]:
         code, out, err = self._run([interpreter, "-I", "-c", _PROBE], timeout=60)
         s = self.settings
         try:
@@ -616,9 +676,27 @@ class SSHTarget(ComputeTarget):
         return self._runner
 
     def _upload_runner(self, sftp: paramiko.SFTPClient, final: str) -> str:
+        def fill(tmp: str) -> None:
+            made = {tmp}
+            for rel, full in _runner_files():
+                folder = posixpath.dirname(posixpath.join(tmp, rel))
+                if folder not in made:
+                    _makedirs(sftp, folder)
+                    made.add(folder)
+                sftp.put(full, posixpath.join(tmp, rel))
+
+        self._upload_folder(sftp, final, "remote.py", fill)
+        return final
+
+    def _upload_folder(
+        self, sftp: paramiko.SFTPClient, final: str, marker: str, fill: Callable[[str], None]
+    ) -> bool:
+        """Make the folder ``final`` once: ``fill(tmp)`` writes a temporary folder beside it, which is
+        renamed into place; False when ``final/marker`` was there already (or another controller's
+        copy got there first: then ours is deleted). Nothing partial is ever left under ``final``."""
         try:
-            sftp.stat(posixpath.join(final, "remote.py"))
-            return final
+            sftp.stat(posixpath.join(final, marker))
+            return False
         except FileNotFoundError:
             pass
         # Runs hold the scripts' outputs and run.json their secrets: the root is the login's alone.
@@ -627,24 +705,19 @@ class SSHTarget(ComputeTarget):
         _makedirs(sftp, parent)
         tmp = posixpath.join(parent, f".tmp-{posixpath.basename(final)}-{secrets.token_hex(4)}")
         try:
-            made = {tmp}
             sftp.mkdir(tmp)
-            for rel, full in _runner_files():
-                folder = posixpath.dirname(posixpath.join(tmp, rel))
-                if folder not in made:
-                    _makedirs(sftp, folder)
-                    made.add(folder)
-                sftp.put(full, posixpath.join(tmp, rel))
+            fill(tmp)
             try:
                 sftp.rename(tmp, final)
             except OSError:
-                sftp.stat(posixpath.join(final, "remote.py"))  # another controller uploaded it first
+                sftp.stat(posixpath.join(final, marker))  # another controller's copy is there
                 _rmtree(sftp, tmp)
+                return False
         except BaseException:
             with contextlib.suppress(Exception):
                 _rmtree(sftp, tmp)
             raise
-        return final
+        return True
 
     def _helper(
         self,
@@ -660,17 +733,28 @@ class SSHTarget(ComputeTarget):
         ``exclusive=False`` runs it on its own channel without holding the connection's lock (and
         without reconnecting): for a long wait, which must not hold up other users of the connection.
         """
-        python = self.python()["executable"]
         script = posixpath.join(self._runner_dir(), "remote.py")
         if isinstance(request, bytes):
             stdin = request
         else:
             stdin = json.dumps(request).encode() if request is not None else b""
-        argv = [python, "-I", "-S", script, command, *args]
-        if exclusive:
-            code, out, err = self._run(argv, stdin=stdin, timeout=timeout)
-        else:
-            code, out, err = self._conn.run(argv, stdin=stdin, timeout=timeout)
+        for attempt in range(2):
+            argv = [self.python()["executable"], "-I", "-S", script, command, *args]
+            if exclusive:
+                code, out, err = self._run(argv, stdin=stdin, timeout=timeout)
+            else:
+                code, out, err = self._conn.run(argv, stdin=stdin, timeout=timeout)
+            # 126/127: the shell could not run the interpreter (gone, or no longer executable): the
+            # remembered probe is stale; ask again (once).
+            if code not in (126, 127) or attempt:
+                break
+            log.info(
+                "%s on %s did not start (exit code %d); asking the remote Python again",
+                command,
+                self.settings.host,
+                code,
+            )
+            self._forget_probes()
         lines = out.decode("utf-8", "replace").strip().splitlines()
         try:
             answer = json.loads(lines[-1])
@@ -799,19 +883,11 @@ class SSHTarget(ComputeTarget):
 
     def _upload_input(self, sftp: paramiko.SFTPClient, *, inp: ResolvedInput, final: str) -> int | None:
         """Bytes sent, or None when the remote held this content already."""
-        try:
-            sftp.stat(posixpath.join(final, ".complete"))
-            return None
-        except FileNotFoundError:
-            pass
-        parent = posixpath.dirname(final)
-        _makedirs(sftp, self.root, mode=0o700)
-        _makedirs(sftp, parent)
-        tmp = posixpath.join(parent, f".tmp-{inp.key}-{secrets.token_hex(4)}")
         sent = 0
-        try:
+
+        def fill(tmp: str) -> None:
+            nonlocal sent
             made = {tmp}
-            sftp.mkdir(tmp)
             for f in inp.files:
                 dest = posixpath.join(tmp, "data", f.rel)
                 folder = posixpath.dirname(dest)
@@ -823,23 +899,22 @@ class SSHTarget(ComputeTarget):
                 sent += f.size
             with sftp.open(posixpath.join(tmp, ".complete"), "w") as marker:
                 marker.write(b"")
-            try:
-                sftp.rename(tmp, final)
-            except OSError:
-                sftp.stat(posixpath.join(final, ".complete"))  # another controller sent it first
-                _rmtree(sftp, tmp)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                _rmtree(sftp, tmp)
-            raise
-        return sent
+
+        ours = self._upload_folder(sftp, final, ".complete", fill)
+        return sent if ours or sent else None  # sent, even when another controller's copy won
 
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
         """One remote call when the remote holds a recent snapshot's manifest and every blob: the
         request carries only the changes to that manifest. Otherwise the remote answers what it
         lacks (that base manifest, blobs), which travels, and the start is asked again."""
         self.last_upload = {"blobs": 0, "bytes": 0}
-        self.last_start = {"calls": 0, "request_bytes": 0, "delta_manifest": 0}
+        self.last_start = {
+            "calls": 0,
+            "request_bytes": 0,
+            "delta_manifest": 0,
+            "reused_worktree": 0,
+            "files_copied": 0,
+        }
         if spec.inputs:
             self._upload_inputs(spec)
         request: dict[str, Any] = {
@@ -871,6 +946,9 @@ class SSHTarget(ComputeTarget):
             request.pop("commits", None)
             self._check_bad(answer.get("bad", []))
             if "started" in answer:
+                worktree = answer.get("worktree") or {}
+                self.last_start["reused_worktree"] = int(bool(worktree.get("reused")))
+                self.last_start["files_copied"] = int(worktree.get("copied") or 0)
                 if answer["started"]:
                     self._remember_sent(store, snapshot.id)
                 return bool(answer["started"])

@@ -25,7 +25,7 @@ def test_owner_only_files_stay_owner_only_and_secret_files_stay_home(workspace, 
         {
             "train.py": REPORT,
             "private.cfg": "token=abc",
-            "big_private.bin": os.urandom(200_000),  # large enough for a remote cache's hard link
+            "big_private.bin": os.urandom(200_000),  # big: its working copy keeps 0600 all the same
             "tool.sh": "echo hi\n",
             ".env": "API_TOKEN=abc\n",
             "conf/.env.local": "DB_PASSWORD=abc\n",

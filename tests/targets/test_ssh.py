@@ -36,6 +36,7 @@ from airflow_provider_mltrain.core.errors import (
     TargetError,
     TargetUnreachable,
 )
+from airflow_provider_mltrain.targets import ssh as ssh_target
 from airflow_provider_mltrain.targets.ssh import SSHSettings, SSHTarget
 from tests.targets.harnesses.ssh import connection_json, require_ssh
 from tests.targets.suite import wait_until
@@ -116,7 +117,7 @@ def test_resubmission_sends_only_the_changed_blob(workspace, target, make_tree):
             "data/a.txt": "version 1",
             "data/b.txt": "b" * 1000,
             "lib/util.py": "X = 1\n",
-            "big.bin": os.urandom(200_000),  # hard-linked from the cache in the working copy
+            "big.bin": os.urandom(200_000),
         }
     )
     first = submit(workspace, target, src)
@@ -324,6 +325,268 @@ def test_prune_removes_old_manifests_and_a_later_start_recovers(workspace, targe
     run.wait_for_completion()
     assert "second" in run.get_log_tail()
     assert len(_remote_listdir(target, manifests)) == 1
+
+
+# -- reused working copies ------------------------------------------------------------------------
+
+# Prints the working copy exactly: files by content hash and permission bits, symlinks, empty
+# folders, and anything else there (a FIFO, say) by name. With the argument "vandal" it first does
+# what a script may do to its working copy: rewrite files in place (one with its mtime put back),
+# chmod, delete, link, add files, folders and links, make a folder read-only.
+EXACT_TREE = """
+import hashlib, json, os, stat, sys
+if sys.argv[1:] == ["vandal"]:
+    os.chmod("big.bin", 0o644)
+    with open("big.bin", "r+b") as f:
+        f.write(b"X" * 10)
+    with open("config.txt", "r+") as f:
+        f.write("Z")
+    st = os.stat("same.txt")
+    with open("same.txt", "w") as f:
+        f.write("same")
+    os.utime("same.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod("run.sh", 0o600)
+    os.remove("gone.txt")
+    os.link("link-me.txt", "hard.txt")
+    os.makedirs("extra/deeper")
+    open("extra/deeper/x", "w").close()
+    open("stray.txt", "w").close()
+    os.symlink("/etc/passwd", "sneaky")
+    os.mkfifo("fifo")
+    open("sub/new.txt", "w").close()
+    os.chmod("sub", 0o500)
+    print("vandalized")
+out = {"files": {}, "symlinks": {}, "dirs": [], "other": []}
+for folder, dirs, files in os.walk("."):
+    rel = os.path.relpath(folder, ".").replace(os.sep, "/")
+    if rel.split("/")[0] in ("outputs", "logs"):
+        continue
+    for name in list(dirs):
+        if os.path.islink(os.path.join(folder, name)):
+            dirs.remove(name)
+            files.append(name)
+    if rel != "." and not dirs and not files:
+        out["dirs"].append(rel)
+    for name in files:
+        path = os.path.join(folder, name)
+        key = os.path.normpath(path).replace(os.sep, "/")
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            out["symlinks"][key] = os.readlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as f:
+                out["files"][key] = [hashlib.sha256(f.read()).hexdigest(), stat.S_IMODE(st.st_mode)]
+        else:
+            out["other"].append(key)
+print("TREE " + json.dumps(out, sort_keys=True))
+"""
+
+
+def _exact_expected(snapshot) -> dict:
+    return {**_expected_tree(snapshot), "other": []}
+
+
+def _check_blob_cache(target: SSHTarget) -> list[str]:
+    """The blobs in the remote cache whose bytes do not hash to their name."""
+    code = (
+        "import hashlib, os, sys\n"
+        "root = os.path.join(sys.argv[1], 'blobs')\n"
+        "for sub in sorted(os.listdir(root)):\n"
+        "    if len(sub) != 2: continue\n"
+        "    for name in os.listdir(os.path.join(root, sub)):\n"
+        "        data = open(os.path.join(root, sub, name), 'rb').read()\n"
+        "        if hashlib.sha256(data).hexdigest() != sub + name: print(sub + name)\n"
+    )
+    rc, out, err = target._run(["python3", "-c", code, target.root])
+    assert rc == 0, err
+    return out.decode().split()
+
+
+def test_a_reused_working_copy_is_the_snapshot(workspace, target, make_tree):
+    src = make_tree(
+        {
+            "train.py": EXACT_TREE,
+            "keep.txt": "kept",
+            "change.txt": "before",
+            "remove.txt": "gone soon",
+            "chmod.sh": "#!/bin/sh\necho hi\n",
+            "unchmod.sh": "#!/bin/sh\necho ho\n",
+            "sub/deep/x.py": "X = 1\n",
+            "old/only.txt": "a folder that goes",
+            "swap": "a file that becomes a folder",
+            "big.bin": os.urandom(100_000),
+        }
+    )
+    (src / "unchmod.sh").chmod(0o755)
+    (src / "empty-old").mkdir()
+    (src / "link-old").symlink_to("keep.txt")
+    first = submit(workspace, target, src)
+    assert target.last_start["reused_worktree"] == 0
+    first.wait_for_completion()  # collected: its working copy waits for the next start
+    assert _tree_of(first) == _exact_expected(workspace.snapshots.take(src))
+
+    (src / "change.txt").write_text("after")
+    (src / "remove.txt").unlink()
+    (src / "chmod.sh").chmod(0o755)
+    (src / "unchmod.sh").chmod(0o644)
+    (src / "sub/deep/added.py").write_text("ADDED = 1\n")
+    shutil.rmtree(src / "old")
+    (src / "swap").unlink()
+    (src / "swap").mkdir()
+    (src / "swap/inner.txt").write_text("inside")
+    (src / "empty-old").rmdir()
+    (src / "empty-new/deeper").mkdir(parents=True)
+    (src / "link-old").unlink()
+    (src / "sub/link-new").symlink_to("deep/x.py")
+    second = submit(workspace, target, src)
+    assert target.last_start["reused_worktree"] == 1
+    # Only what changed is written: change.txt, added.py, swap/inner.txt (modes are set in place).
+    assert target.last_start["files_copied"] == 3, target.last_start
+    second.wait_for_completion()
+    assert _tree_of(second) == _exact_expected(workspace.snapshots.take(src))
+    # The third start of the same tree reuses the second's copy and copies nothing.
+    third = submit(workspace, target, src)
+    assert target.last_start["reused_worktree"] == 1 and target.last_start["files_copied"] == 0
+    third.wait_for_completion()
+    assert _tree_of(third) == _exact_expected(workspace.snapshots.take(src))
+
+
+def test_a_run_that_rewrites_its_working_copy_changes_neither_the_cache_nor_the_next_run(
+    workspace, target, make_tree
+):
+    src = make_tree(
+        {
+            "train.py": EXACT_TREE,
+            "big.bin": os.urandom(200_000),
+            "config.txt": "lr=0.1\n",
+            "same.txt": "same",
+            "run.sh": "#!/bin/sh\n",
+            "gone.txt": "deleted by the script",
+            "link-me.txt": "hard-linked by the script",
+            "sub/keep.txt": "in a folder made read-only",
+        }
+    )
+    (src / "run.sh").chmod(0o755)
+    vandal = submit(workspace, target, src, arguments=["vandal"])
+    assert vandal.wait_for_completion()["status"] == "Completed"
+    assert "vandalized" in vandal.get_log_tail()
+    assert _check_blob_cache(target) == []
+    expected = _exact_expected(workspace.snapshots.take(src))
+    after = submit(workspace, target, src)
+    assert target.last_start["reused_worktree"] == 1
+    after.wait_for_completion()
+    assert _tree_of(after) == expected
+    # Also when the vandal's working copy is taken before its run was collected.
+    again = submit(workspace, target, src, arguments=["vandal"])
+    wait_until(lambda: "vandalized" in again.read_log().decode(), timeout=60)
+    wait_until(lambda: (target.read_status(again.id) or {}).get("state") == "Completed", timeout=60)
+    wait_until(lambda: not target.runner_alive(again.id, None), timeout=60)
+    last = submit(workspace, target, src)
+    assert target.last_start["reused_worktree"] == 1
+    last.wait_for_completion()
+    assert _tree_of(last) == expected
+    assert _check_blob_cache(target) == []
+
+
+def test_a_running_runs_working_copy_is_never_taken(workspace, target, make_tree, tmp_path):
+    src = make_tree({"lib.py": "X = 1\n", "train.py": "import time\ntime.sleep(6)\n" + EXACT_TREE})
+    expected = _exact_expected(workspace.snapshots.take(src))
+    running = submit(workspace, target, src)
+    wait_until(lambda: running.get_status() == "Running", timeout=60)
+    other = submit(workspace, target, src)
+    assert target.last_start["reused_worktree"] == 0
+    assert running.wait_for_completion()["status"] == "Completed"
+    assert other.wait_for_completion()["status"] == "Completed"
+    assert _tree_of(running) == expected and _tree_of(other) == expected
+
+
+def test_concurrent_submissions_from_two_controllers_each_get_a_whole_working_copy(
+    workspace, settings, make_tree, tmp_path
+):
+    src = make_tree({"lib.py": "X = 1\n", "train.py": EXACT_TREE, "data.bin": os.urandom(80_000)})
+    # Two controllers: two workspaces, two connections (settings that differ in nothing that matters).
+    controllers = [
+        (workspace, SSHTarget("vm", settings)),
+        (Workspace(tmp_path / "ws2"), SSHTarget("vm", replace(settings, conn_timeout=11.0))),
+    ]
+    for ws, t in controllers:  # each leaves an ended, collected run: two working copies to take
+        submit(ws, t, src).wait_for_completion()
+    (src / "lib.py").write_text("X = 2\n")
+    barrier = threading.Barrier(2)
+    runs: list = [None, None]
+    reused = [0, 0]
+
+    def go(i: int) -> None:
+        ws, t = controllers[i]
+        barrier.wait()
+        runs[i] = submit(ws, t, src)
+        reused[i] = t.last_start["reused_worktree"]
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    expected = _exact_expected(workspace.snapshots.take(src))
+    for run in runs:
+        assert run is not None and run.wait_for_completion()["status"] == "Completed"
+        assert _tree_of(run) == expected
+    assert sum(reused) >= 1, reused
+    for _ws, t in controllers:
+        t.close()
+
+
+def test_the_interpreter_probe_is_remembered_until_the_interpreter_changes(
+    workspace, settings, make_tree, monkeypatch
+):
+    helper = SSHTarget("helper", replace(settings, conn_timeout=12.0))
+    venv = posixpath.join(helper.root, "venv")
+    rc, _out, err = helper._run(["python3", "-m", "venv", "--without-pip", venv])
+    assert rc == 0, err
+    s = replace(settings, interpreter_path=f"{venv}/bin/python3")
+    notes = workspace.root / "targets" / "ssh-vm"
+    src = make_tree({"train.py": "import sys\nprint('on', sys.executable)\n"})
+
+    def new_worker() -> tuple[SSHTarget, list[list[str]]]:
+        """A new worker process: its own connection and target; the workspace's notes."""
+        ssh_target._pool.clear()
+        t = SSHTarget("vm", s, notes)
+        return t, _count_remote_processes(monkeypatch, t)
+
+    def probes(calls: list[list[str]]) -> int:
+        return sum(1 for argv in calls if "-c" in argv)
+
+    first, calls = new_worker()
+    submit(workspace, first, src)
+    assert probes(calls) == 1
+    first.close()
+    second, calls = new_worker()
+    run = submit(workspace, second, src)
+    assert [argv[4] for argv in calls] == ["start"], calls  # no probe: one remote Python
+    assert (
+        run.wait_for_completion()["status"] == "Completed" and f"on {venv}/bin/python3" in run.get_log_tail()
+    )
+    second.close()
+    # The venv rebuilt (its python3 link made again, in a later second: SFTP times are whole
+    # seconds): asked again.
+    rc, _out, err = helper._run(
+        ["sh", "-c", 'sleep 1.1 && rm -rf -- "$1" && python3 -m venv --without-pip "$1"', "sh", venv]
+    )
+    assert rc == 0, err
+    third, calls = new_worker()
+    assert submit(workspace, third, src).wait_for_completion()["status"] == "Completed"
+    assert probes(calls) == 1
+    # The interpreter gone under a target that knows it: its next remote call asks again, and says so.
+    rc, _out, err = helper._run(["rm", "-rf", "--", venv])
+    assert rc == 0, err
+    with pytest.raises(InvalidEnvironment, match="interpreter_path"):
+        third.runner_alive("any", None)
+    fourth, calls = new_worker()
+    with pytest.raises(InvalidEnvironment, match="interpreter_path"):
+        submit(workspace, fourth, src)
+    fourth.close()
+    third.close()
+    helper.close()
 
 
 # -- connection faults -----------------------------------------------------------------------------
@@ -700,20 +963,6 @@ def test_prune_removes_unused_blobs_only(workspace, target, make_tree):
     again = submit(workspace, target, make_tree({"train.py": "print('x')\n", "other.txt": "o"}))
     assert target.last_upload["blobs"] == 2  # pruned blobs travel again
     assert again.wait_for_completion()["status"] == "Completed"
-
-
-def test_big_files_are_hard_linked_from_the_cache(workspace, target, make_tree):
-    src = make_tree(
-        {
-            "train.py": "import os\nst = os.stat('big.bin')\nprint('links', st.st_nlink)\n"
-            "print('writable', os.access('big.bin', os.W_OK))\n",
-            "big.bin": os.urandom(100_000),
-        }
-    )
-    run = submit(workspace, target, src)
-    run.wait_for_completion()
-    tail = run.get_log_tail()
-    assert "links 2" in tail and "writable False" in tail  # read-only: the cache cannot be damaged
 
 
 def test_managed_environment_is_built_on_the_remote_once(workspace, target, make_tree):
