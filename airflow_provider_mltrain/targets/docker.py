@@ -296,6 +296,7 @@ class DockerTarget(ComputeTarget):
 
                 try:
                     client = docker.DockerClient(base_url=self.base_url, tls=self.tls, timeout=self.timeout)
+                    _share_connections(client.api)
                     client.ping()
                 except DockerException as exc:
                     raise TargetUnreachable(
@@ -1143,6 +1144,29 @@ class DockerTarget(ComputeTarget):
     def _cleanup_policy(self, container: Any) -> str:
         """The run's cleanup option, recorded in a label when its container was created."""
         return str((container.labels or {}).get("mltrain.cleanup") or self.options.cleanup)
+
+
+def _share_connections(api: Any) -> None:
+    """One connection pool per daemon instead of one per request URL.
+
+    docker-py's adapters for unix sockets, SSH and named pipes look their pool up by the whole
+    request URL (with requests >= 2.32.2), so nearly every request opened a new connection to the
+    daemon (17 for a no-op run) and kept up to 25 idle ones; keyed by scheme and host, they are
+    reused. TCP and TLS daemons go through requests' own adapter, which already keys by host.
+    """
+    from urllib.parse import urlsplit
+
+    for adapter in {id(a): a for a in api.adapters.values()}.values():
+        if not (hasattr(adapter, "pools") and hasattr(adapter, "get_connection")):
+            continue
+
+        def by_origin(
+            request: Any, verify: Any, proxies: Any = None, cert: Any = None, _a: Any = adapter
+        ) -> Any:
+            parts = urlsplit(request.url)
+            return _a.get_connection(f"{parts.scheme}://{parts.netloc}", proxies)
+
+        adapter.get_connection_with_tls_context = by_origin
 
 
 # Go's os.FileMode bits in the daemon's path stat: folder, link, named pipe, socket, device.

@@ -560,6 +560,25 @@ def test_a_running_runs_unchanged_status_is_not_copied_again(workspace, docker_c
     assert fresh.read_status(run.id)["state"] == "Canceled"  # a change is seen at once
 
 
+def test_requests_to_the_daemon_share_one_connection(workspace, docker_conn, monkeypatch):
+    """docker-py pools unix-socket connections by request URL; the target pools them by daemon,
+    so following a run does not open a connection to the daemon per request."""
+    from docker.transport import unixconn
+
+    if not os.environ["MLTRAIN_TEST_DOCKER_HOST"].startswith("unix://"):
+        pytest.skip("the test daemon is not on a unix socket")
+    target = target_for(workspace)
+    target.client()
+    opened: list[int] = []
+    connect = unixconn.UnixHTTPConnection.connect
+    monkeypatch.setattr(
+        unixconn.UnixHTTPConnection, "connect", lambda self: (opened.append(1), connect(self))[1]
+    )
+    for i in range(10):  # ten different URLs
+        assert target.has_run(f"no-such-run-{i}") is False
+    assert len(opened) <= 1
+
+
 def test_a_run_id_taken_by_another_workspace_is_refused(workspace, docker_conn, make_tree, tmp_path):
     run_id = f"shared.{os.urandom(6).hex()}"
     src = make_tree({"train.py": "print('mine')\n"})
