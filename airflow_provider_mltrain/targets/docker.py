@@ -63,6 +63,7 @@ MAX_REMEMBERED = 256  # stopped containers whose inspection a target keeps
 # After status.json says the run ended, its container only removes the working copy and exits:
 # reads wait this long for that, so that the whole run folder then comes in one archive.
 EXIT_WAIT = 30.0
+_ENDED = frozenset(state.value for state in TERMINAL_STATES)
 
 _PRUNE = """
 import json, os, sys, time
@@ -935,7 +936,7 @@ class DockerTarget(ComputeTarget):
         if entry is not None:
             return _parse_status(self._archived_bytes(entry, "status.json"))
         status = self._running_status(run_id, container)
-        if status is None or status.get("state") not in TERMINAL_STATES or container.status != "running":
+        if status is None or status.get("state") not in _ENDED or container.status != "running":
             return status
         # Ended: the container is about to exit. Then status, log, metrics and outputs all come
         # from one archive of the stopped container instead of one read each now.
