@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.hooks.docker import DockerComputeHook
@@ -53,13 +54,19 @@ def main() -> None:
         src.mkdir()
         (src / "noop.py").write_text("pass\n")
         experiment = Experiment(ws, "bench")
+        requests = _count_requests(target.client().api)
+
+        counts: list[int] = []
 
         def submit_and_wait() -> float:
+            requests.clear()
             start = time.perf_counter()
             experiment.submit(ScriptRunConfig(src, "noop.py", compute_target=target)).wait_for_completion(
                 poll_interval=0.05
             )
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            counts.append(len(requests))
+            return elapsed
 
         def docker_run() -> float:
             start = time.perf_counter()
@@ -85,18 +92,23 @@ def main() -> None:
             )
             return time.perf_counter() - start
 
+        load = os.getloadavg()
         submit_and_wait()  # warm: image facts probed, volume created, package imported
         docker_run()
         ours, base = [], []
+        counts.clear()
         for _ in range(args.reps):
             ours.append(submit_and_wait())
             base.append(docker_run())
         m_ours, m_base = statistics.median(ours), statistics.median(base)
-        print("| case | median | baseline (docker run --rm) | ratio |")
-        print("|---|---|---|---|")
+        print(f"load average before: {load[0]:.2f}, after: {os.getloadavg()[0]:.2f}")
+        print("| case | median (min-max) | baseline (docker run --rm) | ratio | API requests per run |")
+        print("|---|---|---|---|---|")
         print(
-            f"| submit + wait, image cached | {m_ours * 1000:.0f} ms | {m_base * 1000:.0f} ms | "
-            f"{m_ours / m_base:.2f}x |"
+            f"| submit + wait, image cached | {m_ours * 1000:.0f} ms ({min(ours) * 1000:.0f}-"
+            f"{max(ours) * 1000:.0f}) | {m_base * 1000:.0f} ms ({min(base) * 1000:.0f}-"
+            f"{max(base) * 1000:.0f}) | {m_ours / m_base:.2f}x | {statistics.median(counts):.0f} "
+            f"({min(counts)}-{max(counts)}) |"
         )
 
         tree = root / "tree"
@@ -144,6 +156,20 @@ def main() -> None:
         for container in listed:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+
+
+def _count_requests(api: Any) -> list[str]:
+    """The requests ``api`` (a docker ``APIClient``, a requests session) sends from now on, as
+    "METHOD path"; the caller clears the list between runs."""
+    sent: list[str] = []
+    send = api.send
+
+    def counting(request: Any, **kwargs: Any) -> Any:
+        sent.append(f"{request.method} {request.path_url.split('?')[0]}")
+        return send(request, **kwargs)
+
+    api.send = counting
+    return sent
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ is the snapshot's manifest (the same format as the workspace's snapshot store), 
 ``<id>.delta.json`` its changes to a base snapshot's full manifest; each file's content is
 ``CACHE_DIR/blobs/<hash[:2]>/<hash[2:]>``, sent there by the controller through the Docker API.
 Files are copied, not linked: the script may write to its working copy, never to the cache.
-The supervisor runs as a child; signals are passed on to it, and when it is done the working copy
-is removed so that the run folder holds only what the controller collects.
+The supervisor runs in this process (one interpreter start fewer before the script, and signals
+from docker-init reach its handlers directly); when it is done the working copy is removed, so that
+the run folder holds only what the controller collects. Exit code 0 says exactly that: the run
+folder holds no working copy (the controller then reads it whole, in one archive).
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -109,19 +109,21 @@ def main(argv):
             return 1
         os.rename(tmp, snapshot)
     # The container is the run's bound: what the script leaves behind ends when the container stops.
-    env = dict(os.environ, MLTRAIN_CGROUP_BASE="off")
-    supervisor = subprocess.Popen(
-        [sys.executable, "-I", "-S", os.path.join(HERE, "supervisor.py"), run_dir], env=env
-    )
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # docker stop/kill reach us via docker-init
-        signal.signal(sig, lambda signum, _frame: supervisor.send_signal(signum))
-    code = supervisor.wait()
-    # The supervisor moved ./outputs and ./logs out of the working copy; what is left is the
-    # snapshot, which the controller already has. Without it, the run folder is one small archive.
-    # The script may have left links and a deep tree there: no link followed, no recursion.
-    for line in tree.rmtree(snapshot):
-        sys.stderr.write("mltrain: removing the working copy: %s\n" % line)
-    return code
+    os.environ["MLTRAIN_CGROUP_BASE"] = "off"
+    import supervisor
+
+    try:
+        code = supervisor.main([run_dir])
+    finally:
+        # The supervisor moved ./outputs and ./logs out of the working copy; what is left is the
+        # snapshot, which the controller already has. Without it, the run folder is one small
+        # archive. The script may have left links and a deep tree there: no link followed, no
+        # recursion.
+        left = False
+        for line in tree.rmtree(snapshot):
+            left = True
+            sys.stderr.write("mltrain: removing the working copy: %s\n" % line)
+    return 3 if left and not code else code
 
 
 if __name__ == "__main__":

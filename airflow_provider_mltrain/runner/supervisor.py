@@ -26,6 +26,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -33,7 +34,6 @@ import stat
 import subprocess
 import sys
 import time
-import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYLIB = os.path.join(HERE, "pylib")
@@ -237,6 +237,8 @@ class Supervisor:
 
     def _py_files(self, snapshot):
         """The snapshot as a zip for spark-submit's ``--py-files``: executors import its modules."""
+        import zipfile  # here: only Spark runs need it, and it costs every run's start-up
+
         path = os.path.join(self.run_dir, "snapshot.zip")
         with zipfile.ZipFile(path + ".tmp", "w", zipfile.ZIP_DEFLATED) as zf:
             for folder, dirs, files in os.walk(snapshot):
@@ -253,6 +255,14 @@ class Supervisor:
         self.cancel_requested = True
 
     def wait(self):
+        pidfd = _pidfd(self.child.pid)
+        try:
+            return self._wait(pidfd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def _wait(self, pidfd):
         interval = self.status["heartbeat_interval"]
         grace = float(self.spec.get("kill_grace_period", 10))
         next_beat = _now() + interval
@@ -260,10 +270,18 @@ class Supervisor:
         limit = self.spec.get("max_run_duration_seconds")
         stop_at = _now() + float(limit) if limit else None
         while True:
-            try:
-                return self.child.wait(timeout=min(interval, 0.5))
-            except subprocess.TimeoutExpired:
-                pass
+            if pidfd is not None:
+                # Readable the moment the script exits; Popen.wait(timeout) polls every 50 ms,
+                # which would end every short run that much later.
+                select.select([pidfd], [], [], min(interval, 0.5))
+                code = self.child.poll()
+                if code is not None:
+                    return code
+            else:
+                try:
+                    return self.child.wait(timeout=min(interval, 0.5))
+                except subprocess.TimeoutExpired:
+                    pass
             now = _now()
             if not self.cancel_requested and os.path.exists(os.path.join(self.run_dir, CANCEL)):
                 self.cancel_requested = True
@@ -646,6 +664,14 @@ def kill_recorded_cgroup(status, run_id):
     except OSError:
         pass
     return True
+
+
+def _pidfd(pid):
+    """A pidfd of ``pid`` (Linux >= 5.3, Python >= 3.9), or None where there is none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _group_members(pgid):

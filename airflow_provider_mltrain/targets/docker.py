@@ -34,6 +34,7 @@ from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
 from airflow_provider_mltrain.core.runfiles import COLLECTED, RunFiles, extract_tar
 from airflow_provider_mltrain.core.snapshot import delta_manifest
+from airflow_provider_mltrain.core.states import TERMINAL_STATES
 from airflow_provider_mltrain.runner import RUNNER_DIR
 
 if TYPE_CHECKING:
@@ -57,6 +58,11 @@ _runner_cache: list[tuple[str, bytes]] = []
 # not copied whole.
 EXEC_READ_THRESHOLD = 1 << 20
 CREATED_GRACE = 120.0  # a container left "created" this long by a dead controller is started again
+MAX_REMEMBERED = 256  # stopped containers whose inspection a target keeps
+# After status.json says the run ended, its container only removes the working copy and exits:
+# reads wait this long for that, so that the whole run folder then comes in one archive.
+EXIT_WAIT = 30.0
+_ENDED = frozenset(state.value for state in TERMINAL_STATES)
 
 _PRUNE = """
 import json, os, sys, time
@@ -274,6 +280,11 @@ class DockerTarget(ComputeTarget):
         self._lock = threading.Lock()
         self.last_upload: dict[str, int] = {}
         self._finished: dict[str, dict[str, Any]] = {}
+        # A stopped container's state no longer changes: it is inspected once, not at every read.
+        self._stopped: dict[str, Any] = {}
+        # The last status.json read from a running container, with the daemon's stat of it.
+        self._status_seen: dict[str, tuple[tuple[Any, Any], dict[str, Any] | None]] = {}
+        self._running: set[str] = set()  # runs whose container was running when last inspected
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -285,6 +296,7 @@ class DockerTarget(ComputeTarget):
 
                 try:
                     client = docker.DockerClient(base_url=self.base_url, tls=self.tls, timeout=self.timeout)
+                    _share_connections(client.api)
                     client.ping()
                 except DockerException as exc:
                     raise TargetUnreachable(
@@ -303,6 +315,9 @@ class DockerTarget(ComputeTarget):
             for entry in self._finished.values():
                 entry["tar"].close()
             self._finished.clear()
+            self._stopped.clear()
+            self._status_seen.clear()
+            self._running.clear()
 
     def ping(self) -> dict[str, Any]:
         """The daemon's version information (reaches the daemon for real)."""
@@ -803,10 +818,25 @@ class DockerTarget(ComputeTarget):
     def _container(self, run_id: str) -> Any:
         from docker.errors import NotFound
 
+        stopped = self._stopped.get(run_id)
+        if stopped is not None:
+            return stopped
         try:
-            return self.client().containers.get(container_name(run_id))
+            container = self.client().containers.get(container_name(run_id))
         except NotFound:
+            self._running.discard(run_id)
             return None
+        if container.status == "running":
+            self._running.add(run_id)
+        else:
+            self._running.discard(run_id)
+        if container.status in ("exited", "dead"):
+            with self._lock:
+                while len(self._stopped) >= MAX_REMEMBERED:  # a UI process reads many runs, collects none
+                    self._stopped.pop(next(iter(self._stopped)))
+                self._stopped[run_id] = container
+            self._status_seen.pop(run_id, None)
+        return container
 
     def _stat(self, container: Any, path: str) -> dict[str, Any] | None:
         api = self.client().api
@@ -823,12 +853,18 @@ class DockerTarget(ComputeTarget):
         return dict(json.loads(base64.b64decode(header))) if header else {}
 
     def _get_archive(self, container: Any, path: str) -> tarfile.TarFile | None:
+        return self._get_archive_and_stat(container, path)[0]
+
+    def _get_archive_and_stat(
+        self, container: Any, path: str
+    ) -> tuple[tarfile.TarFile | None, dict[str, Any]]:
+        """The archive of ``path`` and the daemon's stat of it (taken before the archive was made)."""
         from docker.errors import NotFound
 
         try:
-            stream, _stat = container.get_archive(path)
+            stream, stat = container.get_archive(path)
         except NotFound:
-            return None
+            return None, {}
         spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - owned by the TarFile
         for chunk in stream:
             spool.write(chunk)
@@ -836,7 +872,7 @@ class DockerTarget(ComputeTarget):
         tar = _SpooledTarFile.open(fileobj=spool, mode="r:")
         # A tar kept in _finished by a target nobody closes still frees its spool when collected.
         weakref.finalize(tar, spool.close)
-        return tar
+        return tar, dict(stat or {})
 
     def _read_whole(
         self, container: Any, path: str, offset: int = 0, length: int | None = None
@@ -866,7 +902,9 @@ class DockerTarget(ComputeTarget):
         if cached is not None:
             return cached
         run_dir = f"{RUNS}/{run_id}"
-        if self._stat(container, f"{run_dir}/snapshot") is not None:
+        # docker_entry.py exits 0 only once the working copy is gone; otherwise ask.
+        exit_code = (container.attrs.get("State") or {}).get("ExitCode")
+        if exit_code != 0 and self._stat(container, f"{run_dir}/snapshot") is not None:
             return None
         tar = self._get_archive(container, run_dir)
         if tar is None:
@@ -895,16 +933,53 @@ class DockerTarget(ComputeTarget):
             return None
         entry = self._finished_archive(run_id, container)
         if entry is not None:
-            data = self._archived_bytes(entry, "status.json")
-        else:
-            data = self._read_whole(container, f"{RUNS}/{run_id}/status.json")
-        if not data:
-            return None
+            return _parse_status(self._archived_bytes(entry, "status.json"))
+        status = self._running_status(run_id, container)
+        if status is None or status.get("state") not in _ENDED or container.status != "running":
+            return status
+        # Ended: the container is about to exit. Then status, log, metrics and outputs all come
+        # from one archive of the stopped container instead of one read each now.
+        if self._wait_exit(container.id, EXIT_WAIT):
+            container = self._container(run_id)
+            entry = self._finished_archive(run_id, container) if container is not None else None
+            if entry is not None:
+                return _parse_status(self._archived_bytes(entry, "status.json"))
+        return status
+
+    def _wait_exit(self, container_id: str, seconds: float) -> bool:
+        """Whether the container stopped within ``seconds`` (the daemon's wait endpoint)."""
+        from docker.errors import DockerException
+        from requests.exceptions import RequestException
+
         try:
-            status = json.loads(data)
-        except ValueError:
-            return None  # written atomically, so only a torn copy of a file being replaced
-        return status if isinstance(status, dict) else None
+            self.client().api.wait(container_id, timeout=max(seconds, 0.01))
+        except (DockerException, RequestException):
+            return False  # ReadTimeout: still running; else the next read says what is wrong
+        return True
+
+    def _running_status(self, run_id: str, container: Any) -> dict[str, Any] | None:
+        """status.json of a running container: its archive only when the daemon's stat of it
+        (size, modification time) differs from the copy read last; the supervisor replaces it at
+        each state change and heartbeat, seconds apart, while a follower may poll many times a
+        second."""
+        path = f"{RUNS}/{run_id}/status.json"
+        seen = self._status_seen.get(run_id)
+        if seen is not None:
+            stat = self._stat(container, path)
+            if stat is None:
+                return None
+            if (stat.get("size"), stat.get("mtime")) == seen[0]:
+                return seen[1]
+        tar, stat = self._get_archive_and_stat(container, path)
+        if tar is None:
+            return None
+        with tar:
+            member = tar.next()  # the path itself: a link there is a link member, not its target
+            data = _read_member(tar, member, 0, None) if member is not None and member.isfile() else b""
+        status = _parse_status(data)
+        if status is not None and stat:
+            self._status_seen[run_id] = ((stat.get("size"), stat.get("mtime")), status)
+        return status
 
     def runner_alive(self, run_id: str, status: dict[str, Any] | None) -> bool:
         container = self._container(run_id)
@@ -930,17 +1005,12 @@ class DockerTarget(ComputeTarget):
 
         The end of a run is what a follower waits for; earlier changes are seen at its next poll.
         """
-        from docker.errors import DockerException
-        from requests.exceptions import RequestException
-
         started = time.monotonic()
-        try:
-            container = self._container(run_id)
-            if container is not None and container.status == "running":
-                self.client().api.wait(container.id, timeout=max(seconds, 0.01))
-                return
-        except (DockerException, RequestException):
-            pass  # ReadTimeout: still running after `seconds`; else the next poll says what is wrong
+        # The follower's refresh has just inspected the container: no inspection again here. The
+        # wait returns at once when the container stopped since.
+        if run_id in self._running and self._wait_exit(container_name(run_id), seconds):
+            self._running.discard(run_id)
+            return
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
 
     def _path(self, run_id: str, name: str) -> str:
@@ -1048,6 +1118,7 @@ class DockerTarget(ComputeTarget):
                 status = {}
             entry["tar"].close()
             self._finished.pop(run_id, None)
+            self._stopped.pop(run_id, None)
         else:
             for folder in COLLECTED:
                 tar = self._get_archive(container, f"{RUNS}/{run_id}/{folder}")
@@ -1073,6 +1144,29 @@ class DockerTarget(ComputeTarget):
     def _cleanup_policy(self, container: Any) -> str:
         """The run's cleanup option, recorded in a label when its container was created."""
         return str((container.labels or {}).get("mltrain.cleanup") or self.options.cleanup)
+
+
+def _share_connections(api: Any) -> None:
+    """One connection pool per daemon instead of one per request URL.
+
+    docker-py's adapters for unix sockets, SSH and named pipes look their pool up by the whole
+    request URL (with requests >= 2.32.2), so nearly every request opened a new connection to the
+    daemon (17 for a no-op run) and kept up to 25 idle ones; keyed by scheme and host, they are
+    reused. TCP and TLS daemons go through requests' own adapter, which already keys by host.
+    """
+    from urllib.parse import urlsplit
+
+    for adapter in {id(a): a for a in api.adapters.values()}.values():
+        if not (hasattr(adapter, "pools") and hasattr(adapter, "get_connection")):
+            continue
+
+        def by_origin(
+            request: Any, verify: Any, proxies: Any = None, cert: Any = None, _a: Any = adapter
+        ) -> Any:
+            parts = urlsplit(request.url)
+            return _a.get_connection(f"{parts.scheme}://{parts.netloc}", proxies)
+
+        adapter.get_connection_with_tls_context = by_origin
 
 
 # Go's os.FileMode bits in the daemon's path stat: folder, link, named pipe, socket, device.
@@ -1153,6 +1247,16 @@ def _parse_time(text: str | None) -> float | None:
         return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
     except ValueError:
         return None
+
+
+def _parse_status(data: bytes | None) -> dict[str, Any] | None:
+    if not data:
+        return None
+    try:
+        status = json.loads(data)
+    except ValueError:
+        return None  # written atomically, so only a torn copy of a file being replaced
+    return status if isinstance(status, dict) else None
 
 
 def _short(exc: BaseException) -> str:

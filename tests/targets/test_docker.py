@@ -30,7 +30,9 @@ from airflow_provider_mltrain import (
     TargetError,
     Workspace,
 )
+from airflow_provider_mltrain.core.compute import remember_target
 from airflow_provider_mltrain.core.errors import TargetUnreachable
+from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.hooks.docker import DockerComputeHook
 from airflow_provider_mltrain.targets.docker import DockerOptions, DockerTarget, container_name
 from tests.targets.harnesses.docker import CONN_ID, docker_connection, remove_test_containers, require_docker
@@ -483,6 +485,98 @@ def test_a_new_controller_reattaches_and_the_run_happens_once(workspace, docker_
         )
         is False
     )
+
+
+def _counting(target: DockerTarget) -> list[str]:
+    """The Docker API requests ``target`` sends from now on, as "METHOD /path"."""
+    api = target.client().api
+    sent: list[str] = []
+    send = api.send
+
+    def counting(request, **kwargs):
+        sent.append(f"{request.method} {request.path_url.split('?')[0].split('/', 2)[2]}")
+        return send(request, **kwargs)
+
+    api.send = counting
+    return sent
+
+
+def _archive_calls(sent: list[str]) -> list[str]:
+    return [r for r in sent if r.endswith("/archive")]
+
+
+def test_a_run_that_ended_between_refreshes_is_collected_from_one_archive(workspace, docker_conn, make_tree):
+    """A follower that finds the container stopped (the run ended while nobody looked, or before
+    a new controller reattached) reads status, log, metrics and outputs from one archive of the run
+    folder, with no other archive call: each costs the daemon tens of milliseconds."""
+    src = make_tree(
+        {
+            "train.py": """
+        import os
+        from mltrain import Run
+        run = Run.get_context()
+        for i in range(3):
+            run.log('loss', 1 / (i + 1), step=i)
+        os.makedirs('outputs/model', exist_ok=True)
+        open('outputs/model/weights.txt', 'w').write('w' * 1000)
+        print('trained')
+    """
+        }
+    )
+    run = submit(workspace, docker_conn, src)
+    client = _client()
+    wait_until(lambda: client.containers.get(container_name(run.id)).status == "exited", timeout=120)
+    fresh = target_for(workspace)  # a new controller: nothing known about the run but its id
+    remember_target(run.id, fresh)
+    sent = _counting(fresh)
+    details = Run(Workspace(workspace.root), run.id).wait_for_completion(poll_interval=0.1)
+    assert details["status"] == "Completed"
+    assert [r.split(" ")[0] for r in _archive_calls(sent)] == ["GET"], sent
+    again = Run(Workspace(workspace.root), run.id)
+    assert again.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
+    assert "trained" in again.get_log_tail()
+    assert (Path(details["output_dir"]) / "outputs/model/weights.txt").read_text() == "w" * 1000
+    history = [e["status"] for e in workspace.store.get_events(run.id)]
+    assert history[-4:] == ["Starting", "Running", "Finalizing", "Completed"]
+
+
+def test_a_running_runs_unchanged_status_is_not_copied_again(workspace, docker_conn, make_tree, monkeypatch):
+    """While the container runs, the follower asks the daemon whether status.json changed (a stat)
+    and copies it only when it did: polling a long run costs no archive per poll."""
+    monkeypatch.setenv("MLTRAIN_HEARTBEAT_INTERVAL", "600")  # status.json changes only with the state
+    src = make_tree({"train.py": "import time\nprint('up', flush=True)\ntime.sleep(600)\n"})
+    run = submit(workspace, docker_conn, src)
+    wait_until(lambda: run.get_status() == "Running" and "up" in run.get_log_tail(), timeout=120)
+    fresh = target_for(workspace)  # reattached mid-run by a new controller
+    sent = _counting(fresh)
+    first = fresh.read_status(run.id)
+    assert first is not None and first["state"] == "Running"
+    assert len([r for r in _archive_calls(sent) if r.startswith("GET")]) == 1
+    sent.clear()
+    for _ in range(5):
+        assert fresh.read_status(run.id) == first
+    assert not [r for r in _archive_calls(sent) if r.startswith("GET")], sent
+    run.cancel(grace_period=1)
+    assert fresh.read_status(run.id)["state"] == "Canceled"  # a change is seen at once
+
+
+def test_requests_to_the_daemon_share_one_connection(workspace, docker_conn, monkeypatch):
+    """docker-py pools unix-socket connections by request URL; the target pools them by daemon,
+    so following a run does not open a connection to the daemon per request."""
+    from docker.transport import unixconn
+
+    if not os.environ["MLTRAIN_TEST_DOCKER_HOST"].startswith("unix://"):
+        pytest.skip("the test daemon is not on a unix socket")
+    target = target_for(workspace)
+    target.client()
+    opened: list[int] = []
+    connect = unixconn.UnixHTTPConnection.connect
+    monkeypatch.setattr(
+        unixconn.UnixHTTPConnection, "connect", lambda self: (opened.append(1), connect(self))[1]
+    )
+    for i in range(10):  # ten different URLs
+        assert target.has_run(f"no-such-run-{i}") is False
+    assert len(opened) <= 1
 
 
 def test_a_run_id_taken_by_another_workspace_is_refused(workspace, docker_conn, make_tree, tmp_path):
