@@ -542,18 +542,12 @@ def _copy(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int
 
 def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int]:
     """A big object in ranges fetched ``PARALLEL`` at a time (one stream cannot fill the link),
-    written in order as they arrive and hashed in order by a thread of its own (sha256 releases
-    the GIL), so hashing overlaps the fetch and the write instead of following each write."""
+    hashed and written in order as they arrive."""
     h = hashlib.sha256()
     n = 0
     starts = iter(range(0, size, RANGE))
-    with (
-        ThreadPoolExecutor(PARALLEL) as pool,
-        ThreadPoolExecutor(1) as hasher,  # one worker: updates run in submission order
-        open(dest, "wb") as out,
-    ):
+    with ThreadPoolExecutor(PARALLEL) as pool, open(dest, "wb") as out:
         pending: collections.deque[Future[bytes]] = collections.deque()
-        hashing: collections.deque[Future[None]] = collections.deque()
 
         def more() -> None:
             start = next(starts, None)
@@ -565,13 +559,9 @@ def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[s
         while pending:
             chunk = pending.popleft().result()
             more()
-            hashing.append(hasher.submit(h.update, chunk))
-            while len(hashing) > PARALLEL:  # bounds the ranges held for the hash
-                hashing.popleft().result()
+            h.update(chunk)
             out.write(chunk)
             n += len(chunk)
-        for done in hashing:
-            done.result()
     if n != size:
         raise InputError(
             f"Input {inp.name!r}: {src} changed while it was fetched ({n} bytes read, {size} listed). "
