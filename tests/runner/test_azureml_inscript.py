@@ -184,3 +184,45 @@ run.register_model(model_name="churn", model_path="model.pkl")
     assert model.name == "churn"
     path = model.download(tmp_path)
     assert Path(path).read_bytes() == b"weights"
+
+
+def test_v1_scripts_run_unchanged_through_the_operator(tmp_path, make_tree):
+    """The same scripts as a DAG would run them: ScriptRunOperator submits and follows; every
+    value they log, upload or make lands in the run the task returns."""
+    from types import SimpleNamespace
+
+    from airflow_provider_mltrain import Workspace
+    from airflow_provider_mltrain.operators.script_run import ScriptRunOperator
+
+    class TI(SimpleNamespace):
+        def xcom_push(self, key, value):
+            self.xcoms[key] = value
+
+    src = make_tree({"self_aware.py": SELF_AWARE, "typed.py": TYPED})
+    ws = Workspace(tmp_path / "ws")
+    for script in ("self_aware.py", "typed.py"):
+        ti = TI(dag_id="azure", task_id=script[:-3], run_id="r1", map_index=-1, stats_tags={}, xcoms={})
+        op = ScriptRunOperator(
+            task_id=script[:-3],
+            experiment_name="compat",
+            source_directory=str(src),
+            script=script,
+            workspace=str(ws.root),
+            poll_interval=0.2,
+        )
+        run = ws.get_run(op.execute({"ti": ti}))
+        assert run.get_status() == "Completed", run.get_log_tail()
+        if script == "self_aware.py":
+            assert run.get_metrics()["from_handle"] == 1.5
+            assert [c.get_metrics() for c in run.get_children()] == [{"fold_auc": 0.8}]
+            assert "reports/q1.txt" in run.get_file_names()
+            assert "read back quarterly numbers" in run.read_log().decode()
+        else:
+            metrics = run.get_metrics()
+            assert metrics["confusion"]["data"]["matrix"] == [[8, 2], [1, 9]]
+            assert metrics["accuracy"]["data"]["probability_thresholds"] == [0.0, 0.5, 1.0]
+            assert metrics["predictions"]["data"]["bin_counts"] == [40, 60]
+            assert metrics["residuals"]["data"]["bin_edges"] == [-1.0, 0.0, 1.0]
+            assert metrics["per class"] == {"cls": ["cat"], "recall": [0.8]}
+            rows = {r["name"]: r for r in ws.store.get_metric_rows(run.id)}
+            assert rows["confusion"]["description"] == "validation set"
