@@ -204,24 +204,29 @@ dag.test()
 """
 
 
-def test_retraining_example_notifies_when_training_fails(airflow_home, tmp_path):
+def test_retraining_example_notifies_when_training_fails(airflow_home):
     env = _env(airflow_home, ROOT / "dags_examples")
-    (tmp_path / "bad-data").mkdir()
-    (tmp_path / "bad-data" / "digits.csv").write_text("not,a,number\n")  # train.py fails on it
-    env["MLTRAIN_EXAMPLE_DATA"] = str(tmp_path / "bad-data")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            DAG_TEST_FAST_RETRY,
-            str(ROOT / "dags_examples" / "retraining.py"),
-            "mltrain_retrain",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    # The bad data where the example reads it in this Airflow home: the data Asset keeps the URI
+    # the home's other DAG runs registered (another URI under the same Asset name is inactive).
+    data = Path(env["MLTRAIN_EXAMPLE_DATA"]) / "digits.csv"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("not,a,number\n")  # train.py fails on it
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                DAG_TEST_FAST_RETRY,
+                str(ROOT / "dags_examples" / "retraining.py"),
+                "mltrain_retrain",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        data.unlink()
     out = proc.stdout + proc.stderr
     ws = Workspace(airflow_home / "mltrain")
     failed = [r for r in ws.experiment("digits-retrain").list_runs() if r.get_status() == "Failed"]
