@@ -662,7 +662,7 @@ class SweepRun(Run):
                 raise RunTimeout(
                     f"Sweep {self.id} is still {status.value} after {timeout} s; its children go on running."
                 )
-            self._wait_for_a_child(poll_interval)
+            time.sleep(poll_interval)
         details = self.get_details()
         if raise_on_error and status == RunStatus.FAILED:
             raise RunFailed(
@@ -673,22 +673,6 @@ class SweepRun(Run):
                 log_tail="",
             )
         return details
-
-    def _wait_for_a_child(self, seconds: float) -> None:
-        """Up to ``seconds``, returning early when the oldest running child's status changes
-        (the target's ``wait_for_change``): the child most likely to end next, so the next one
-        starts in its slot without waiting out a poll interval."""
-        active = [c for c in self._child_records() if c["status"] == RunStatus.RUNNING.value]
-        if not active:
-            time.sleep(seconds)
-            return
-        oldest = min(active, key=lambda c: c["created_at"])["id"]
-        started = time.monotonic()
-        try:
-            self._child(oldest).target.wait_for_change(oldest, seconds)
-        except Exception as exc:  # a target that cannot wait: the plain poll interval
-            logger.debug("Sweep %s: waiting on child %s failed (%s); sleeping", self.id, oldest, exc)
-            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
 
     def cancel(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> str:
         """Stop the sweep: no new child starts, and every running child is canceled."""
