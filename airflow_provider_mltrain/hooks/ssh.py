@@ -101,9 +101,11 @@ class SSHComputeHook(ComputeHook):
         """Connects for real (host key, login) and checks the remote Python and the remote root.
 
         Changes nothing on the host: the root is looked at, not created (the first run creates it).
+        Writes nothing here either: the interpreter probe is not remembered (no notes folder).
         """
         try:
             target = self.get_target(Path("."))
+            target.notes = None  # else the probe's note would land in the process's working folder
             try:
                 return True, _describe(target)
             finally:

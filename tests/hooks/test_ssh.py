@@ -84,9 +84,11 @@ def test_provider_declares_the_connection_form():
 def test_test_connection_connects_for_real(monkeypatch, tmp_path):
     env = require_ssh()
     monkeypatch.setenv(CONN, connection_json(env, remote_root="~/mltrain-tests/hook"))
+    monkeypatch.chdir(tmp_path)
     ok, message = SSHComputeHook("hook_vm").test_connection()
     assert ok, message
     assert f"mltrain-vm@127.0.0.1:{env['PORT']}" in message and "Python 3." in message
+    assert list(tmp_path.iterdir()) == []  # "Test" in the UI leaves nothing in the server's folder
 
 
 @pytest.mark.integration
