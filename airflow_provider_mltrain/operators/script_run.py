@@ -143,6 +143,20 @@ def run_id_for_task(
     return run_id if attempt <= 1 else f"{run_id}.a{attempt}"
 
 
+def task_attempts(workspace: Workspace, ti: Any) -> tuple[str, dict[str, Any] | None]:
+    """The ids of a task instance's runs are ``<base>``, ``<base>.a2``, ``<base>.a3``...: returns
+    the first id not in the run store, and the record of the latest one that is (None if none)."""
+    map_index = getattr(ti, "map_index", -1)
+    map_index = -1 if map_index is None else int(map_index)
+    attempt, latest = 1, None
+    while True:
+        run_id = run_id_for_task(ti.dag_id, ti.task_id, ti.run_id, map_index, attempt)
+        record = workspace.store.get_run(run_id)
+        if record is None:
+            return run_id, latest
+        latest, attempt = record, attempt + 1
+
+
 def failure_message(run: Run, details: dict[str, Any]) -> str:
     code = details["exit_code"]
     return (
@@ -309,16 +323,10 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         The ids of one task instance are ``<base>``, ``<base>.a2``, ``<base>.a3``...; the latest
         that exists decides, by ``action_if_run_exists``.
         """
-        map_index = getattr(ti, "map_index", -1)
-        map_index = -1 if map_index is None else int(map_index)
-        attempt, latest = 1, None
-        while True:
-            run_id = run_id_for_task(ti.dag_id, ti.task_id, ti.run_id, map_index, attempt)
-            if workspace.store.get_run(run_id) is None:
-                break
-            latest, attempt = run_id, attempt + 1
-        if latest is None:
+        run_id, record = task_attempts(workspace, ti)
+        if record is None:
             return run_id, None
+        latest = record["id"]
         status = Run(workspace, latest).refresh()
         action = self.action_if_run_exists
         if action == "reattach" and not self.durable:

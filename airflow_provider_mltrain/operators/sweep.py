@@ -18,7 +18,7 @@ from airflow_provider_mltrain.core.sweep_policy import EarlyTerminationPolicy
 from airflow_provider_mltrain.core.sweep_space import HyperParameterSampling, InvalidSweep
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
-from airflow_provider_mltrain.operators.script_run import run_id_for_task
+from airflow_provider_mltrain.operators.script_run import task_attempts
 from airflow_provider_mltrain.triggers.sweep import SweepTrigger, run_config_kwargs
 from airflow_provider_mltrain.version_compat import AirflowException, AirflowTaskTimeout, BaseOperator
 
@@ -247,17 +247,10 @@ class SweepOperator(BaseOperator):
         ``<base>``, ``<base>.a2``...: the latest that exists is resumed while it runs and returned
         once Completed; after a Failed or Canceled one, the next id starts a new sweep.
         """
-        map_index = getattr(ti, "map_index", -1)
-        map_index = -1 if map_index is None else int(map_index)
-        attempt, latest = 1, None
-        while True:
-            sweep_id = run_id_for_task(ti.dag_id, ti.task_id, ti.run_id, map_index, attempt)
-            record = workspace.store.get_run(sweep_id)
-            if record is None:
-                break
-            latest, latest_status, attempt = sweep_id, RunStatus(record["status"]), attempt + 1
-        if latest is None:
+        sweep_id, record = task_attempts(workspace, ti)
+        if record is None:
             return sweep_id, None
+        latest, latest_status = record["id"], RunStatus(record["status"])
         if latest_status in (RunStatus.FAILED, RunStatus.CANCELED):
             self.log.info(
                 "Sweep %s ended %s: starting a new sweep %s.", latest, latest_status.value, sweep_id
