@@ -361,22 +361,27 @@ def test_missing_java_is_named_before_submission(workspace, monkeypatch, make_tr
 
 # -- executors lost mid-job: the run reflects Spark's own outcome ----------------------------------
 
-# Eight tasks of a few seconds each on two one-core executors: four waves, so an executor killed
-# while it runs a task is lost mid-stage. The squares are checked exactly; allexecutors (the live and
-# the lost ones) is kept for the test.
+# Eight tasks on two one-core executors. Every task waits for a "release" file the test writes once it
+# has killed a busy executor, so the executor killed is running a task whatever the machine's load (a
+# task that merely sleeps may end between the test's look at the executor and its kill, and a lost idle
+# executor fails nothing). The squares are checked exactly; allexecutors (the live and the lost ones)
+# is kept for the test.
 LOSSY_JOB = """
 import json, os, time, urllib.request
 from pyspark.sql import SparkSession
 sc = SparkSession.builder.getOrCreate().sparkContext
+release = os.path.abspath("release")
 with open("outputs/.driver.json", "w") as f:
     json.dump({"ui": sc.uiWebUrl, "app": sc.applicationId}, f)
 os.replace("outputs/.driver.json", "outputs/driver.json")
 
-def slow_square(x):
-    time.sleep(6)
+def held_square(x):
+    deadline = time.monotonic() + 600
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.2)
     return x * x
 
-print("squares", sc.parallelize(range(8), 8).map(slow_square).collect(), flush=True)
+print("squares", sc.parallelize(range(8), 8).map(held_square).collect(), flush=True)
 url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/allexecutors"
 with urllib.request.urlopen(url) as resp:
     json.dump(json.load(resp), open("outputs/allexecutors.json", "w"))
@@ -402,19 +407,26 @@ def executor_pid(app_id: str, executor_id: str) -> int | None:
 
 
 def kill_a_busy_executor(run, harness_dir) -> tuple[str, str]:
-    """Wait until an executor of ``run``'s application runs a task, SIGKILL its JVM; (app id, executor id)."""
+    """Wait until an executor of ``run``'s application runs a task, SIGKILL its JVM, release the job's tasks;
+    (app id, executor id)."""
     driver = wait_until(lambda: harness_dir(run, "outputs/driver.json"), timeout=120)
     ui, app_id = json.loads(driver)["ui"], json.loads(driver)["app"]
     url = f"{ui}/api/v1/applications/{app_id}/executors"
 
     def busy():
-        executors = get_json(url)
+        try:
+            executors = get_json(url)
+        except OSError:  # the driver's UI is slow to answer on a loaded machine: ask again
+            return None
         return next((e["id"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0), None)
 
     executor_id = wait_until(busy, timeout=120, interval=0.5)
     pid = executor_pid(app_id, executor_id)
     assert pid is not None, f"no JVM of executor {executor_id} of {app_id} on this machine"
     os.kill(pid, signal.SIGKILL)
+    # The job's tasks wait for this file: the killed executor's task was running, the others go on.
+    release = run.workspace.root / "targets" / f"spark-{CONN_ID}" / "runs" / run.id / "snapshot" / "release"
+    release.write_text("")
     return app_id, executor_id
 
 
