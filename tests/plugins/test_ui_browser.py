@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -385,11 +386,26 @@ def test_task_instance_tab_and_navigation_entry(page, server):
     }"""
     assert nav.evaluate(label_fits)  # the whole label shows, not "ML Traini…"
     nav.click()
-    page.wait_for_url("**/plugin/mltrain", timeout=90_000)  # a busy 2-core machine loads the UI slowly
+    # Airflow keeps the address bar in step with the page shown in the iframe: /plugin/mltrain, then
+    # /plugin/mltrain/<the iframe's path> once it has loaded (a busy 2-core machine loads it slowly).
+    page.wait_for_url(re.compile(r".*/plugin/mltrain(/mltrain/)?$"), timeout=90_000)
     frame = page.frame_locator("iframe").first
     frame.get_by_role("link", name=DAG_EXPERIMENT).wait_for()
     shot(page, "ui-nav.png", full_page=False)
     assert page.dialogs == []
+
+    # A page reached inside the iframe has an address of its own: copied and opened again (a link
+    # shared with a colleague), it shows the same page.
+    frame.get_by_role("link", name=DAG_EXPERIMENT).click()
+    page.wait_for_url(f"**/plugin/mltrain/mltrain/experiments/{DAG_EXPERIMENT}", timeout=90_000)
+    shared = page.url
+    page.goto(server.url + "/")
+    page.goto(shared)
+    inner = page.frame_locator("iframe").first
+    inner.locator(f"h1:has-text('{DAG_EXPERIMENT}')").wait_for(timeout=90_000)
+    assert next(f for f in page.frames if "/mltrain/" in f.url).url.endswith(
+        f"/mltrain/experiments/{DAG_EXPERIMENT}"
+    )
 
 
 def test_live_tail_and_refresh_follow_a_running_run(page, server, populated, tmp_path, make_tree):
