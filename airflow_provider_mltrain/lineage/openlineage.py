@@ -15,18 +15,19 @@ import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-# The key of our run facet in an event's ``run.facets``, and the JSON Schema describing it
-# (shipped in docs/lineage/, beside the user guide).
+# The key of our run facet in an event's ``run.facets``. Its JSON Schema ships in this package and
+# the ML Training app of every api-server serves it (SCHEMA_PATH, no login: it holds no data), so
+# the facet's ``_schemaURL`` is an address the deployment that sent the event answers.
 RUN_FACET = "mltrain_run"
-SCHEMA_URL = (
-    "https://airflow-provider-mltrain.readthedocs.io/en/latest/lineage/MLTrainRunFacet.json"
-    "#/$defs/MLTrainRunFacet"
-)
+SCHEMA_FILE = Path(__file__).with_name("MLTrainRunFacet.json")
+SCHEMA_PATH = "/mltrain/lineage/MLTrainRunFacet.json"
+SCHEMA_POINTER = "#/$defs/MLTrainRunFacet"
 _SCHEMES = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "local": "file"}
 
 
@@ -79,16 +80,28 @@ def source_location(value: Any) -> str | None:
     return None
 
 
+def schema_url() -> str:
+    """``<[api] base_url>/mltrain/lineage/MLTrainRunFacet.json#/$defs/MLTrainRunFacet``: an absolute
+    URL, as OpenLineage asks, so with no ``base_url`` set the api-server's default address
+    (``http://localhost:8080``, Airflow's own fallback for the log URLs of task instances)."""
+    from airflow_provider_mltrain.version_compat import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    if "://" not in base:
+        base = "http://localhost:8080" + base
+    return f"{base}{SCHEMA_PATH}{SCHEMA_POINTER}"
+
+
 @functools.cache
 def _run_facet_class() -> type:
     from openlineage.client.facet_v2 import RunFacet
 
     class MLTrainRunFacet(RunFacet):  # type: ignore[misc]
-        """The mltrain run behind a task: fields added per event (see docs/lineage/)."""
+        """The mltrain run behind a task: fields added per event (see MLTrainRunFacet.json)."""
 
         @staticmethod
         def _get_schema() -> str:
-            return SCHEMA_URL
+            return schema_url()
 
     return MLTrainRunFacet
 

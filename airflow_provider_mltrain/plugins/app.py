@@ -2,7 +2,8 @@
 
 Pages are rendered on the server with Jinja2 (autoescape on) and charts are inline SVG, so the
 app needs nothing from a CDN; the one script it ships only reloads, tails the log and swaps
-fragments this app rendered. Every route depends on :func:`auth.require_reader`. URL contract
+fragments this app rendered. Every route depends on :func:`auth.require_reader`, but /static and
+the OpenLineage facet's schema (/lineage/...: the same everywhere, no data). URL contract
 relied on by the operator's extra link: ``/mltrain/runs/{run_id}``. The one action that changes
 anything, cancelling a run, is a POST that needs the right to edit the run's DAG and, from a
 browser, the page's CSRF token (:mod:`.csrf`).
@@ -31,6 +32,7 @@ from airflow_provider_mltrain.core import sweep, text
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.lineage import openlineage as lineage
 from airflow_provider_mltrain.plugins import api_models as m
 from airflow_provider_mltrain.plugins import charts, csrf, parameters, queries, registry
 from airflow_provider_mltrain.plugins.auth import Access, ReaderDep
@@ -855,6 +857,14 @@ def create_app() -> FastAPI:
     app.include_router(api_router())
     app.include_router(pages_router(render))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.get("/lineage/" + lineage.SCHEMA_FILE.name, include_in_schema=False)
+    def lineage_schema() -> Response:
+        """The JSON Schema of the OpenLineage run facet, which each event's ``_schemaURL`` names;
+        no login, as for /static: it is the same for every deployment and holds no data."""
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"}
+        body = lineage.SCHEMA_FILE.read_bytes()
+        return Response(body, media_type="application/schema+json", headers=headers)
 
     @app.exception_handler(queries.NotFound)
     def not_found(request: Request, exc: queries.NotFound) -> Response:

@@ -12,12 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_mltrain.lineage.openlineage import SCHEMA_URL, dataset_identity, source_location
+from airflow_provider_mltrain.lineage.openlineage import (
+    SCHEMA_FILE,
+    dataset_identity,
+    schema_url,
+    source_location,
+)
 from tests.conftest import s3_options
 from tests.test_dags import AIRFLOW, _env
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "docs" / "lineage" / "MLTrainRunFacet.json").read_text())
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
+# The api-server address of the DAG tests' Airflow home: the facet's _schemaURL is under it.
+BASE_URL = "http://127.0.0.1:28793/airflow"
+SCHEMA_URL = f"{BASE_URL}/mltrain/lineage/MLTrainRunFacet.json#/$defs/MLTrainRunFacet"
 
 
 @pytest.mark.parametrize(
@@ -57,6 +64,35 @@ def test_every_kind_of_input_has_a_location():
     assert source_location(ObjectStoragePath("s3://conn@bucket/key")) == "s3://bucket/key"
     assert source_location(Path("/data/x")) == "/data/x"
     assert source_location(42) is None
+
+
+def test_the_facets_schema_url_is_served_by_the_api_server_it_names(monkeypatch):
+    """_schemaURL is <[api] base_url>/mltrain/lineage/MLTrainRunFacet.json#/$defs/MLTrainRunFacet:
+    the ML Training app answers that path with the schema, to a client with no login, and the
+    pointer names the facet's definition; with no base_url, Airflow's default address."""
+    from fastapi.testclient import TestClient
+
+    from airflow_provider_mltrain.lineage.openlineage import run_facet
+    from airflow_provider_mltrain.plugins.app import create_app
+    from airflow_provider_mltrain.plugins.ui_plugin import URL_PREFIX
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE_URL + "/")
+    facet = run_facet({"experiment": "e", "computeTarget": "local"})
+    assert facet._schemaURL == SCHEMA_URL
+    url, pointer = SCHEMA_URL.split("#", 1)
+    assert url.startswith(BASE_URL + URL_PREFIX + "/")
+    response = TestClient(create_app()).get(url.removeprefix(BASE_URL + URL_PREFIX))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/schema+json")
+    served = response.json()
+    assert served == SCHEMA
+    node = served
+    for part in pointer.strip("/").split("/"):
+        node = node[part]
+    assert "runId" in node["allOf"][1]["properties"]
+
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")
+    assert schema_url() == "http://localhost:8080/mltrain/lineage/MLTrainRunFacet.json#/$defs/MLTrainRunFacet"
 
 
 def test_the_operator_imports_no_openlineage_library():
@@ -154,6 +190,7 @@ def lineage_home(tmp_path_factory):
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
         AIRFLOW__OPENLINEAGE__NAMESPACE="mltrain-tests",
+        AIRFLOW__API__BASE_URL=BASE_URL + "/",
     )
     try:
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
