@@ -366,6 +366,7 @@ class SweepRun(Run):
         self.config = config
         self._say = log or (lambda line: logger.info("%s", line))
         self._children: dict[str, Run] = {}
+        self._ended: set[str] = set()
 
     def __repr__(self) -> str:
         return f"SweepRun(id={self.id!r})"
@@ -662,7 +663,11 @@ class SweepRun(Run):
                 raise RunTimeout(
                     f"Sweep {self.id} is still {status.value} after {timeout} s; its children go on running."
                 )
-            time.sleep(poll_interval)
+            self.wait_for_a_child(
+                poll_interval
+                if deadline is None
+                else min(poll_interval, max(0.0, deadline - time.monotonic()))
+            )
         details = self.get_details()
         if raise_on_error and status == RunStatus.FAILED:
             raise RunFailed(
@@ -673,6 +678,39 @@ class SweepRun(Run):
                 log_tail="",
             )
         return details
+
+    def wait_for_a_child(self, seconds: float) -> None:
+        """Up to ``seconds`` (the poll interval), returning as soon as the oldest active child's
+        script has ended, so the next child starts in its slot at once instead of at the next poll.
+
+        The oldest child is the likeliest to end first (children of one wave start in order). The
+        target's ``wait_for_change`` returns on any change of the child's status (a heartbeat, say),
+        so its status is read before each wait: only an ended script (Finalizing or later) ends the
+        wait early. Anything a target cannot do here is a plain sleep, as before."""
+        deadline = time.monotonic() + seconds
+        running = [
+            c
+            for c in self._child_records()
+            if RunStatus(c["status"]).rank < RunStatus.FINALIZING.rank and c["id"] not in self._ended
+        ]
+        if not running:  # nothing to wait on (or only children whose files are being collected)
+            time.sleep(seconds)
+            return
+        oldest = min(running, key=lambda c: (c["created_at"], c["id"]))["id"]
+        try:
+            target = self._child(oldest).target
+            # Read first: the script may have ended while the last step ran, and a change that
+            # happened before the wait began does not end the wait.
+            while not _script_ended(target.read_status(oldest)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                target.wait_for_change(oldest, left)
+            self._ended.add(oldest)  # woken once per child: never a loop of steps with no sleep
+            return
+        except Exception as exc:
+            logger.debug("Sweep %s: waiting on child %s failed (%s); sleeping", self.id, oldest, exc)
+            time.sleep(max(0.0, deadline - time.monotonic()))
 
     def cancel(self, grace_period: float = DEFAULT_GRACE_PERIOD) -> str:
         """Stop the sweep: no new child starts, and every running child is canceled."""
@@ -686,6 +724,17 @@ class SweepRun(Run):
             if not RunStatus(child["status"]).is_terminal:
                 self._child(child["id"]).cancel(grace_period)
         return RunStatus.CANCELED.value
+
+
+def _script_ended(status: dict[str, Any] | None) -> bool:
+    """Whether a target's status says the script is over (Finalizing or later), or says nothing
+    any more (the run folder or container is gone): either way the next step has news."""
+    if status is None:
+        return True
+    try:
+        return RunStatus(status.get("state")).rank >= RunStatus.FINALIZING.rank
+    except ValueError:
+        return False  # not started yet (state None)
 
 
 def sweep_or_run(workspace: Workspace, run_id: str) -> Run:

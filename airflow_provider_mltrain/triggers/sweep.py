@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -18,6 +19,13 @@ from airflow_provider_mltrain.core.workspace import Workspace
 # stopped) and the trigger that replaces it never step the same sweep at once.
 _STEP_LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
+
+
+# Between steps a trigger waits for a child to end (SweepRun.wait_for_a_child), which blocks a thread
+# for up to poll_interval: those waits get threads of their own, never the loop's default pool that
+# every trigger's short calls share. More deferred sweeps than threads only queue their waits (each
+# is bounded by its poll interval), so a sweep then steps within two poll intervals at worst.
+_WAITS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mltrain-sweep-wait")
 
 
 def _step_lock(sweep_id: str) -> threading.Lock:
@@ -51,8 +59,8 @@ def run_config_from_kwargs(data: dict[str, Any]) -> ScriptRunConfig:
 
 
 class SweepTrigger(BaseTrigger):
-    """Runs one :meth:`SweepRun.step` every ``poll_interval`` seconds until the sweep ends, then
-    fires one event ``{"sweep_id", "status"}``.
+    """Runs one :meth:`SweepRun.step` every ``poll_interval`` seconds, and as soon as a running child
+    ends, until the sweep ends, then fires one event ``{"sweep_id", "status"}``.
 
     Each step (read the children, apply the policy, cancel laggards, start children into free
     slots) runs in a thread, never on the triggerer's event loop. Everything the sweep knows is in
@@ -114,7 +122,10 @@ class SweepTrigger(BaseTrigger):
                     _STEP_LOCKS.pop(self.sweep_id, None)
                 yield TriggerEvent({"sweep_id": self.sweep_id, "status": status})
                 return
-            await asyncio.sleep(self.poll_interval)
+            # Until the oldest running child ends (its slot is then filled at once) or a poll interval.
+            await asyncio.get_running_loop().run_in_executor(
+                _WAITS, sweep.wait_for_a_child, self.poll_interval
+            )
 
     async def on_kill(self) -> None:
         """The user killed the deferred task: stop the sweep too (not on triggerer restarts)."""

@@ -447,3 +447,63 @@ def test_children_keep_the_run_configs_duration_limit(workspace, make_tree):
     assert by_speed["fast"].get_status() == "Completed"
     slow = by_speed["slow"].get_details()
     assert slow["status"] == "Canceled" and "max_run_duration_seconds=1" in slow["error"]
+
+
+def test_a_freed_slot_is_filled_when_its_child_ends_not_at_the_next_poll(workspace, make_tree):
+    """The driver waits on its oldest running child's status, so with a poll interval far longer
+    than the children, one child at a time still runs them back to back: with the plain sleep this
+    sweep took three poll intervals and hit its timeout first."""
+    src = make_tree({"train.py": "from mltrain import Run\nRun.get_context().log('score', 1.0)\n"})
+    config = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 1)}, seed=3), 3, 1, metric="score")
+    sweep = Experiment(workspace, "exp").submit(config)
+    details = sweep.wait_for_completion(poll_interval=600, timeout=240)
+    assert details["status"] == "Completed"
+    assert [c.get_status() for c in sweep.get_children()] == ["Completed"] * 3
+
+
+class _Target:
+    """A target whose child ends during the first wait: counts the calls the driver makes."""
+
+    def __init__(self, states):
+        self.states, self.waits = dict(states), []
+
+    def read_status(self, run_id):
+        return {"state": self.states[run_id]}
+
+    def wait_for_change(self, run_id, seconds):
+        self.waits.append(run_id)
+        self.states[run_id] = "Finalizing"
+
+
+def test_the_driver_is_woken_once_per_ended_child(workspace, make_tree, monkeypatch):
+    """A child whose script ended but whose files are still being collected (Running in the store
+    a while longer) wakes the driver once; the next wait is on the next child, never a loop of
+    steps with no sleep. A target that fails the wait costs a plain sleep of the poll interval."""
+    src = make_tree({"train.py": "import time\nfrom mltrain import Run\nRun.get_context()\ntime.sleep(60)\n"})
+    config = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 1)}, seed=1), 2, 2, metric="score")
+    sweep = Experiment(workspace, "exp").submit(config)  # two children, Running or about to
+    first, second = sorted(c.id for c in sweep.get_children())
+    target = _Target({first: "Running", second: "Running"})
+    monkeypatch.setattr(type(sweep._child(first)), "target", property(lambda run: target))
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    try:
+        sweep.wait_for_a_child(5.0)  # the oldest: woken when it ends
+        assert target.waits == [first] and slept == []
+        target.states[first] = "Finalizing"
+        sweep.wait_for_a_child(5.0)  # the first is still Running in the store: the second now
+        assert target.waits == [first, second] and slept == []
+        sweep.wait_for_a_child(5.0)  # both woke the driver once: a plain poll interval
+        assert target.waits == [first, second] and slept == [5.0]
+
+        def broken(run_id, seconds):
+            raise OSError("the target went away")
+
+        sweep._ended.clear()
+        target.states = {first: "Running", second: "Running"}
+        monkeypatch.setattr(target, "wait_for_change", broken)
+        sweep.wait_for_a_child(5.0)
+        assert len(slept) == 2 and 4.0 < slept[1] <= 5.0
+    finally:
+        monkeypatch.undo()
+        sweep.cancel(grace_period=1)
