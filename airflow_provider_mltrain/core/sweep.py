@@ -52,6 +52,10 @@ SWEEP_SEED = "mltrain.sweep.seed"
 INDEX = "mltrain.sweep.index"  # on a sweep child: its index, 0-based
 HYPERPARAMETERS = "mltrain.hyperparameters"  # on a sweep child: JSON {"--lr": 0.01}
 EARLY_TERMINATED = "mltrain.sweep.early_terminated"  # on a child a policy stopped: the reason
+# On a sweep child: the Airflow try whose driver recorded it. A driver of a later try knows that
+# try is over (Airflow starts a retry only after the try before it ended), so it starts a child that
+# try recorded but never started, whichever host the dead driver ran on.
+DRIVER_TRY = "mltrain.sweep.driver_try"
 PARENT_ENV = "MLTRAIN_PARENT_RUN_ID"
 NO_METRIC_WARNING = "sweep:no-primary-metric"
 
@@ -239,13 +243,15 @@ def submit_sweep(
     run_id: str | None = None,
     log: Callable[[str], None] | None = None,
     properties: dict[str, Any] | None = None,
+    driver_try: int | None = None,
 ) -> SweepRun:
     """Record the sweep's parent run and start its first children (``Experiment.submit``).
 
     With ``run_id`` naming a sweep already in the store, that sweep is returned to be resumed
     (its definition must match ``config``'s). ``properties`` are recorded on the parent; the
     ``airflow.*`` ones (the task that owns the sweep) are given to every child too, so each
-    child belongs to that DAG in the UI's access checks.
+    child belongs to that DAG in the UI's access checks. ``driver_try`` is the Airflow try
+    number of the task driving the sweep (see :data:`DRIVER_TRY`).
     """
     from airflow_provider_mltrain.core.experiment import MAX_RUN_DURATION, check_name
 
@@ -257,7 +263,7 @@ def submit_sweep(
         check_name("run_id", run_id)
         existing = store.get_run(run_id)
         if existing is not None:
-            return _resume(experiment, config, existing, log)
+            return _resume(experiment, config, existing, log, driver_try)
     rc = config.run_config
     assert rc is not None
     source = rc.resolved_source_directory()
@@ -315,12 +321,12 @@ def submit_sweep(
     try:
         store.create_run(record)
     except RunExists:
-        return _resume(experiment, config, store.get_run(run_id) or record, log)
+        return _resume(experiment, config, store.get_run(run_id) or record, log, driver_try)
     if rc.compute_target is target:
         remember_target(run_id, target)
     now = time.time()
     store.record_states(run_id, [(RunStatus.PREPARING, now, None), (RunStatus.RUNNING, now, None)])
-    sweep = SweepRun(workspace, run_id, config, log)
+    sweep = SweepRun(workspace, run_id, config, log, driver_try=driver_try)
     sweep.step()
     return sweep
 
@@ -330,6 +336,7 @@ def _resume(
     config: HyperDriveConfig,
     record: dict[str, Any],
     log: Callable[[str], None] | None,
+    driver_try: int | None = None,
 ) -> SweepRun:
     if record["properties"].get(KIND) != "sweep":
         raise InvalidSweep(f"Run {record['id']!r} exists and is not a sweep: pick another run_id.")
@@ -347,7 +354,7 @@ def _resume(
             "resume it with the same HyperDriveConfig, or submit a new sweep under another run_id."
         )
     logger.info("Sweep %s exists already; resuming it.", record["id"])
-    return SweepRun(experiment.workspace, record["id"], config, log)
+    return SweepRun(experiment.workspace, record["id"], config, log, driver_try=driver_try)
 
 
 class SweepRun(Run):
@@ -361,9 +368,11 @@ class SweepRun(Run):
         run_id: str,
         config: HyperDriveConfig | None = None,
         log: Callable[[str], None] | None = None,
+        driver_try: int | None = None,
     ):
         super().__init__(workspace, run_id)
         self.config = config
+        self.driver_try = driver_try
         self._say = log or (lambda line: logger.info("%s", line))
         self._children: dict[str, Run] = {}
         self._ended: set[str] = set()
@@ -483,10 +492,14 @@ class SweepRun(Run):
             )
         children = self._child_records()
         for child in children:
-            if RunStatus(child["status"]).rank <= RunStatus.PREPARING.rank and _dead_submitter(
-                child, self.workspace.root
+            if RunStatus(child["status"]).rank <= RunStatus.PREPARING.rank and (
+                self._of_an_earlier_try(child) or _dead_submitter(child, self.workspace.root)
             ):
-                # A driver died between recording this child and starting it: start it now.
+                # A driver died between recording this child and starting it: start it now (the
+                # target's start is a no-op for a run it has), as this try's child from here on.
+                if self.driver_try is not None:
+                    properties = {**child["properties"], DRIVER_TRY: str(self.driver_try)}
+                    self.workspace.store.update(child["id"], properties=properties)
                 params = json.loads(child["properties"].get(HYPERPARAMETERS, "{}"))
                 self._submit_child(config, int(child["properties"][INDEX]), params, adopt=True)
             if not RunStatus(child["status"]).is_terminal:
@@ -522,6 +535,11 @@ class SweepRun(Run):
         return self._end(children, overtime)
 
     _exhausted = False
+
+    def _of_an_earlier_try(self, child: dict[str, Any]) -> bool:
+        """Whether ``child`` was recorded by the driver of an earlier Airflow try (over by now)."""
+        recorded = child["properties"].get(DRIVER_TRY, "")
+        return self.driver_try is not None and recorded.isdigit() and int(recorded) < self.driver_try
 
     def _start_children(self, config: HyperDriveConfig, children: list[dict[str, Any]], active: int) -> None:
         indexes = {int(c["properties"][INDEX]) for c in children}
@@ -589,6 +607,7 @@ class SweepRun(Run):
                     PARENT: self.id,
                     INDEX: str(index),
                     HYPERPARAMETERS: json.dumps(params),
+                    **({DRIVER_TRY: str(self.driver_try)} if self.driver_try is not None else {}),
                 },
                 say=self._say,
                 rebuild_environment=False,

@@ -13,7 +13,7 @@ from airflow_provider_mltrain.core.experiment import Experiment
 from airflow_provider_mltrain.core.run import DEFAULT_GRACE_PERIOD
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
-from airflow_provider_mltrain.core.sweep import HyperDriveConfig, PrimaryMetricGoal, SweepRun
+from airflow_provider_mltrain.core.sweep import HyperDriveConfig, PrimaryMetricGoal, SweepRun, submit_sweep
 from airflow_provider_mltrain.core.sweep_policy import EarlyTerminationPolicy
 from airflow_provider_mltrain.core.sweep_space import HyperParameterSampling, InvalidSweep
 from airflow_provider_mltrain.core.workspace import Workspace
@@ -276,8 +276,15 @@ class SweepOperator(BaseOperator):
             }
             if previous:
                 properties["mltrain.previous_run_id"] = previous
-            sweep = Experiment(workspace, self.experiment_name).submit(
-                config, run_id=sweep_id, properties=properties, log=lambda line: self.log.info("%s", line)
+            # This try's number goes on the children it records: a retry on any host knows that a
+            # child an earlier try recorded but never started is its to start (core/sweep.py).
+            sweep = submit_sweep(
+                Experiment(workspace, self.experiment_name),
+                config,
+                run_id=sweep_id,
+                properties=properties,
+                log=lambda line: self.log.info("%s", line),
+                driver_try=_try_number(ti),
             )
         except MLTrainError as exc:
             raise AirflowException(f"mltrain: sweep not submitted: {exc}") from exc
@@ -302,6 +309,7 @@ class SweepOperator(BaseOperator):
                     run_config=run_config_kwargs(sweep.config.run_config),
                     poll_interval=self.poll_interval,
                     cancel_grace_period=self.cancel_grace_period,
+                    driver_try=sweep.driver_try,
                 ),
                 method_name="execute_complete",
             )
@@ -377,3 +385,9 @@ def sweep_summary(sweep: SweepRun) -> dict[str, Any]:
         "best_primary_metric": best["best_primary_metric"] if best else None,
         "children": children,
     }
+
+
+def _try_number(ti: Any) -> int | None:
+    """The task instance's try number (1 for the first try), None where a caller gives none."""
+    number = getattr(ti, "try_number", None)
+    return number if isinstance(number, int) and not isinstance(number, bool) and number > 0 else None

@@ -80,6 +80,7 @@ class SweepTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         cancel_grace_period: float = 10.0,
         database_url: str | None = None,
+        driver_try: int | None = None,
     ):
         super().__init__()
         self.sweep_id = sweep_id
@@ -89,6 +90,7 @@ class SweepTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.cancel_grace_period = cancel_grace_period
         self.database_url = database_url
+        self.driver_try = driver_try  # the deferring task's try number (core/sweep.py DRIVER_TRY)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -101,13 +103,20 @@ class SweepTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "cancel_grace_period": self.cancel_grace_period,
                 "database_url": self.database_url,
+                "driver_try": self.driver_try,
             },
         )
 
     def _sweep(self) -> SweepRun:
         workspace = Workspace(self.workspace, database_url=self.database_url)
         config = HyperDriveConfig.from_definition(self.definition, run_config_from_kwargs(self.run_config))
-        return SweepRun(workspace, self.sweep_id, config, log=lambda line: self.log.info("%s", line))
+        return SweepRun(
+            workspace,
+            self.sweep_id,
+            config,
+            log=lambda line: self.log.info("%s", line),
+            driver_try=self.driver_try,
+        )
 
     def _step(self, sweep: SweepRun) -> str:
         with _step_lock(self.sweep_id):

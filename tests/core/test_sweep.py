@@ -507,3 +507,49 @@ def test_the_driver_is_woken_once_per_ended_child(workspace, make_tree, monkeypa
     finally:
         monkeypatch.undo()
         sweep.cancel(grace_period=1)
+
+
+class _Died(BaseException):
+    """What a SIGKILL between recording a child and starting it looks like from inside."""
+
+
+def test_a_later_try_starts_the_child_a_dead_driver_on_another_host_recorded(
+    workspace, make_tree, monkeypatch
+):
+    """Airflow retries a task only after the try before it ended, so the driver of try 2 starts a
+    child that try 1 recorded and never started, whichever host try 1 ran on; a driver of the same
+    try (which may still be alive there) leaves it alone. Each child runs once."""
+    from airflow_provider_mltrain.core.sweep import DRIVER_TRY, submit_sweep
+    from airflow_provider_mltrain.targets.local import LocalTarget
+
+    src = make_tree({"train.py": "from mltrain import Run\nRun.get_context().log('score', 1.0)\n"})
+    config = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 1)}, seed=5), 2, 1, metric="score")
+    experiment = Experiment(workspace, "exp")
+
+    def die(*args, **kwargs):
+        raise _Died
+
+    with monkeypatch.context() as m:
+        m.setattr(LocalTarget, "start", die)
+        with pytest.raises(_Died):
+            submit_sweep(experiment, config, run_id="swp", driver_try=1)
+    child = workspace.store.get_run("swp_0")
+    assert child["status"] in ("Queued", "Preparing")
+    assert child["properties"][DRIVER_TRY] == "1"
+    # The dead driver ran on another host: this host cannot tell whether that process is alive.
+    workspace.store.update(
+        "swp_0", properties={**child["properties"], "mltrain.submitted_by": "elsewhere:4242"}
+    )
+
+    same_try = submit_sweep(experiment, config, run_id="swp", driver_try=1)
+    same_try.step()
+    assert workspace.store.get_run("swp_0")["status"] in ("Queued", "Preparing")
+    assert [c.id for c in same_try.get_children()] == ["swp_0"]  # its slot stays taken
+
+    retry = submit_sweep(experiment, config, run_id="swp", driver_try=2)
+    details = retry.wait_for_completion(poll_interval=0.05, timeout=240)
+    assert details["status"] == "Completed"
+    kids = retry.get_children()
+    assert [(c.id, c.get_status()) for c in kids] == [("swp_0", "Completed"), ("swp_1", "Completed")]
+    assert [c.properties[DRIVER_TRY] for c in kids] == ["2", "2"]
+    assert [len(workspace.store.get_metric_rows(c.id, "score")) for c in kids] == [1, 1]  # each ran once
