@@ -1178,7 +1178,8 @@ def build_parser() -> argparse.ArgumentParser:
     i_prune.add_argument("--dry-run", action="store_true")
     targets = sub.add_parser("target", help="compute targets").add_subparsers(dest="action", required=True)
     t_prune = targets.add_parser(
-        "prune", help="delete a remote target's cached snapshot files that no recent submission used"
+        "prune",
+        help="delete a remote target's cached snapshot files and inputs that no recent submission used",
     )
     t_prune.add_argument("target", help="the target's connection id")
     t_prune.add_argument("--days", type=float, default=7, help="keep what was used in the last DAYS (7)")
@@ -1298,14 +1299,19 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         _snapshot_diff(ws, args.run_a, args.run_b, args.text, args.json)
     elif command == "target":
         from airflow_provider_mltrain.core.compute import get_target
+        from airflow_provider_mltrain.core.inputs import keys_in_use
 
-        result = get_target(args.target, ws.root).prune_cache(args.days)
+        target = get_target(args.target, ws.root)
+        # Inputs a recent or unfinished run of this workspace names stay, whatever their last use.
+        keep = keys_in_use(ws.store.list_runs(), args.days)
+        result = target.prune_cache(args.days, keep_inputs=keep)
         if args.json:
             _dump(result)
         else:
             OUT.stream.write(
                 f"{args.target}: removed {result['removed']} file(s), {result['bytes'] / 1e6:.1f} MB; "
-                f"kept {result['kept']}\n"
+                f"kept {result['kept']}; removed {result.get('inputs_removed', 0)} cached input(s), "
+                f"{result.get('inputs_bytes', 0) / 1e6:.1f} MB\n"
             )
     elif command == "inputs":
         from airflow_provider_mltrain.core.inputs import prune_cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -198,11 +198,14 @@ class ComputeTarget(abc.ABC):
         """Copy the run's ``outputs/`` and ``logs/`` into ``dest``: regular files and folders; links
         are recorded in ``dest/links.json`` (``core/runfiles.py``), never made or followed."""
 
-    def prune_cache(self, days: float) -> dict[str, int]:
-        """Delete cached snapshot files on the target that no submission used in ``days``.
+    def prune_cache(self, days: float, keep_inputs: Iterable[str] = ()) -> dict[str, int]:
+        """Delete cached snapshot files and run inputs on the target that no submission used in
+        ``days``; a cached input whose content key is in ``keep_inputs`` (named by a run that is
+        recent or not ended: ``core.inputs.keys_in_use``) stays.
 
-        Returns ``{"removed": files, "bytes": freed, "kept": files}``. Targets without a cache of
-        their own (local: the workspace's snapshot store is shared) refuse.
+        Returns ``{"removed": files, "bytes": freed, "kept": files, "inputs_removed": copies,
+        "inputs_bytes": freed}``. Targets without a cache of their own (local: the workspace's
+        snapshot store and input cache are shared; ``mltrain inputs prune``) refuse.
         """
         raise TargetError(f"The {self.kind or self.name} target {self.name!r} keeps no blob cache to prune.")
 

@@ -617,23 +617,11 @@ def prune_cache(
     fetched it. Each is deleted under its key's lock, so a submission fetching or reading it at
     that moment is never cut; half-made copies (``.tmp-*``) of crashed fetches go too.
     """
-    from airflow_provider_mltrain.core.states import RunStatus
-
     root = cache_root(workspace_root)
     if not root.is_dir():
         return []
     cutoff = time.time() - days * 86400
-    keep: set[str] = set()
-    for record in records:
-        if record["created_at"] < cutoff and RunStatus(record["status"]).is_terminal:
-            continue
-        for entry in _input_entries(record.get("properties") or {}):
-            key = entry.get("cache_key")
-            if not key and isinstance(entry.get("path"), str):
-                m = _KEY_IN_PATH.search(entry["path"])
-                key = m.group(1) if m else None
-            if key:
-                keep.add(str(key))
+    keep = keys_in_use(records, days)
     removed = []
     for folder in sorted(root.iterdir()):
         if not folder.is_dir() or folder.is_symlink() or folder.name in keep:
@@ -652,6 +640,26 @@ def prune_cache(
         with _lock(root / f"{key}.lock"):
             _rmtree(folder)
     return removed
+
+
+def keys_in_use(records: Iterable[Mapping[str, Any]], days: float) -> set[str]:
+    """The content keys of the inputs named by a run created in the last ``days`` or not ended yet:
+    their cached copies (here or on a target) stay whatever their age."""
+    from airflow_provider_mltrain.core.states import RunStatus
+
+    cutoff = time.time() - days * 86400
+    keep: set[str] = set()
+    for record in records:
+        if record["created_at"] < cutoff and RunStatus(record["status"]).is_terminal:
+            continue
+        for entry in _input_entries(record.get("properties") or {}):
+            key = entry.get("cache_key")
+            if not key and isinstance(entry.get("path"), str):
+                m = _KEY_IN_PATH.search(entry["path"])
+                key = m.group(1) if m else None
+            if key:
+                keep.add(str(key))
+    return keep
 
 
 def _input_entries(properties: Mapping[str, Any]) -> list[dict[str, Any]]:

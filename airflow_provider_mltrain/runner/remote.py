@@ -201,11 +201,58 @@ def _prune_manifests(root, cutoff):
     return removed
 
 
-def prune(root, days):
+def _tree_bytes(path):
+    total = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _prune_inputs(root, cutoff, keep):
+    """Delete the cached inputs (``inputs/<key>/``) not in ``keep`` that no submission used since
+    ``cutoff`` (a use refreshes the time of the copy's ``.complete``), and stale half-made ones.
+    Each goes out of the way in one rename before it is deleted, so a submission either finds it
+    whole or not at all (and sends it again). Returns (copies removed, bytes freed)."""
+    folder = os.path.join(root, "inputs")
+    removed = freed = 0
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        try:
+            if name.startswith(".tmp-"):
+                stale = os.lstat(path).st_mtime < time.time() - TMP_MAX_AGE
+            elif name in keep:
+                continue
+            else:
+                try:
+                    stale = os.lstat(os.path.join(path, ".complete")).st_mtime < cutoff
+                except FileNotFoundError:
+                    stale = True  # no marker: never finished (uploads are renamed in whole)
+            if not stale:
+                continue
+            doomed = path
+            if not name.startswith(".tmp-"):
+                doomed = os.path.join(folder, ".tmp-pruned-%s-%s" % (name, uuid.uuid4().hex[:8]))
+                os.rename(path, doomed)
+        except FileNotFoundError:
+            continue  # another prune got there first
+        freed += _tree_bytes(doomed)
+        tree.rmtree(doomed)
+        removed += 1
+    return removed, freed
+
+
+def prune(root, days, keep_inputs=()):
     """Delete blobs no working copy links to and no submission touched in ``days``, manifests
-    no start used in ``days``, and kept working copies of runs ended before; stale uploads too.
-    ``manifests``: the ids of the manifests removed."""
+    no start used in ``days``, and kept working copies of runs ended before; stale uploads too;
+    cached inputs no submission used in ``days`` whose keys are not in ``keep_inputs`` (the ones
+    runs in the controller's run store still name). ``manifests``: the ids of the manifests
+    removed; ``inputs_removed`` and ``inputs_bytes``: the cached inputs deleted."""
     cutoff = time.time() - days * 86400
+    inputs_removed, inputs_bytes = _prune_inputs(root, cutoff, set(keep_inputs or ()))
     if os.path.isdir(_worktrees(root)):
         with open(os.path.join(root, "worktrees.lock"), "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -217,13 +264,14 @@ def prune(root, days):
     kept = 0
     blobs = os.path.join(root, "blobs")
     lock_path = os.path.join(root, "blobs.lock")
+    inputs = {"inputs_removed": inputs_removed, "inputs_bytes": inputs_bytes}
     if not os.path.isdir(root):
-        return {"removed": 0, "bytes": 0, "kept": 0, "manifests": []}
+        return {"removed": 0, "bytes": 0, "kept": 0, "manifests": [], **inputs}
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         manifests = _prune_manifests(root, cutoff)
         if not os.path.isdir(blobs):
-            return {"removed": 0, "bytes": 0, "kept": 0, "manifests": manifests}
+            return {"removed": 0, "bytes": 0, "kept": 0, "manifests": manifests, **inputs}
         for sub in sorted(os.listdir(blobs)):
             folder = os.path.join(blobs, sub)
             if not os.path.isdir(folder):
@@ -250,7 +298,7 @@ def prune(root, days):
                     freed += st.st_size
                 else:
                     kept += 1
-    return {"removed": removed, "bytes": freed, "kept": kept, "manifests": manifests}
+    return {"removed": removed, "bytes": freed, "kept": kept, "manifests": manifests, **inputs}
 
 
 # -- runs ------------------------------------------------------------------------------------------
@@ -814,7 +862,7 @@ def main(argv=None):
         elif command == "unbundle":
             result = unbundle(args[0], args[1], request())
         elif command == "prune":
-            result = prune(args[0], float(args[1]))
+            result = prune(args[0], float(args[1]), (request() or {}).get("keep_inputs") or ())
         elif command == "start":
             result = start(args[0], args[1], request())
         elif command == "alive":

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,9 +65,24 @@ EXIT_WAIT = 30.0
 _ENDED = frozenset(state.value for state in TERMINAL_STATES)
 
 _PRUNE = """
-import json, os, sys, time
-cache, days = sys.argv[1], float(sys.argv[2])
+import json, os, shutil, sys, time
+cache, days, keep_inputs = sys.argv[1], float(sys.argv[2]), set(json.loads(sys.argv[3]))
 cutoff = time.time() - days * 86400
+inputs_removed = inputs_bytes = 0
+folder = os.path.join(cache, "inputs")
+for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    path = os.path.join(folder, name)
+    used = os.path.join(cache, "used", "input-" + name)  # refreshed by every start that uses it
+    times = [os.stat(p).st_mtime for p in (os.path.join(path, ".complete"), used) if os.path.exists(p)]
+    # No marker: a copy whose archive is being unpacked now, or never was whole; gone after an hour.
+    last = max(times) if times else os.stat(path).st_mtime
+    if name in keep_inputs or last >= (cutoff if times else min(cutoff, time.time() - 3600)):
+        continue
+    inputs_bytes += sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(path) for f in fs)
+    shutil.rmtree(path)
+    if os.path.exists(used):
+        os.unlink(used)
+    inputs_removed += 1
 keep = set()
 folder = os.path.join(cache, "manifests")
 names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
@@ -103,7 +118,8 @@ for sub in os.listdir(blobs) if os.path.isdir(blobs) else []:
             os.unlink(path)
             removed += 1
             freed += st.st_size
-print(json.dumps({"removed": removed, "bytes": freed, "kept": kept}))
+print(json.dumps({"removed": removed, "bytes": freed, "kept": kept,
+                  "inputs_removed": inputs_removed, "inputs_bytes": inputs_bytes}))
 """
 # Reads a (long) log from an offset in the container; a link at the end of the path is not followed.
 _READ_FROM = (
@@ -719,6 +735,8 @@ class DockerTarget(ComputeTarget):
             if inp.mode != "download":
                 continue
             folder = f"{CACHE}/inputs/{inp.key}"
+            # Its time is this use, which a prune goes by (the copy itself stays read-only).
+            _add_bytes(tar, f"{CACHE}/used/input-{inp.key}".lstrip("/"), b"", 0o444)
             if self._stat(container, f"{folder}/.complete") is not None:
                 continue
             for f in inp.files:
@@ -762,8 +780,10 @@ class DockerTarget(ComputeTarget):
                 present.update(f.hash for f in manifest.files)
         return sorted(needed - present), base
 
-    def prune_cache(self, days: float) -> dict[str, int]:
-        """Delete the volume's manifests older than ``days`` and the blobs no newer manifest lists.
+    def prune_cache(self, days: float, keep_inputs: Iterable[str] = ()) -> dict[str, int]:
+        """Delete the volume's manifests older than ``days`` and the blobs no newer manifest lists,
+        and the cached inputs no start used in ``days`` whose keys are not in ``keep_inputs`` (the
+        ones runs still name: running containers read them in place).
 
         Blobs sent in the last ``days`` stay too, so a run being started now keeps its files. Runs
         copy their snapshot out of the cache when they start, so running ones are not affected. It
@@ -781,7 +801,16 @@ class DockerTarget(ComputeTarget):
         try:
             output = client.containers.run(
                 image,
-                ["python3", "-I", "-S", "-c", _PRUNE, CACHE, repr(float(days))],
+                [
+                    "python3",
+                    "-I",
+                    "-S",
+                    "-c",
+                    _PRUNE,
+                    CACHE,
+                    repr(float(days)),
+                    json.dumps(sorted(keep_inputs)),
+                ],
                 volumes={self.volume: {"bind": CACHE, "mode": "rw"}},
                 network_mode="none",
                 user="root",  # the cache belongs to root, read-only for runs
@@ -792,7 +821,8 @@ class DockerTarget(ComputeTarget):
                 f"Docker target {self.name!r}: pruning the blob cache failed: {_short(exc)}"
             ) from None
         answer = json.loads(output.decode().strip().splitlines()[-1])
-        return {k: int(answer[k]) for k in ("removed", "bytes", "kept")}
+        keys = ("removed", "bytes", "kept", "inputs_removed", "inputs_bytes")
+        return {k: int(answer.get(k, 0)) for k in keys}
 
     def _sent_file(self) -> Path:
         return self.root / "sent-snapshots.json"

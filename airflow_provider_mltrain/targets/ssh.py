@@ -32,7 +32,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -901,6 +901,10 @@ class SSHTarget(ComputeTarget):
                 marker.write(b"")
 
         ours = self._upload_folder(sftp, final, ".complete", fill)
+        if not ours and not sent:
+            # Held there already: this use is its last use, which a prune goes by.
+            with contextlib.suppress(OSError):
+                sftp.utime(posixpath.join(final, ".complete"), None)
         return sent if ours or sent else None  # sent, even when another controller's copy won
 
     def start(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore) -> bool:
@@ -1264,21 +1268,26 @@ class SSHTarget(ComputeTarget):
 
     # -- maintenance -----------------------------------------------------------------------------
 
-    def prune_cache(self, days: float) -> dict[str, int]:
-        return self.prune_blobs(days)
+    def prune_cache(self, days: float, keep_inputs: Iterable[str] = ()) -> dict[str, int]:
+        return self.prune_blobs(days, keep_inputs)
 
-    def prune_blobs(self, days: float = 7.0) -> dict[str, int]:
+    def prune_blobs(self, days: float = 7.0, keep_inputs: Iterable[str] = ()) -> dict[str, int]:
         """Delete cached blobs that no run's working copy uses and no submission touched in ``days``,
-        and the kept manifests no start used in ``days`` (dropped from this controller's notes too).
+        the kept manifests no start used in ``days`` (dropped from this controller's notes too), and
+        the cached inputs no submission used in ``days`` but those in ``keep_inputs`` (the content
+        keys that runs still name: ``core.inputs.keys_in_use``).
 
-        Returns ``{"removed": blobs, "bytes": freed, "kept": blobs}``. Safe while runs start: a
-        submission touches the blobs and manifest it uses, and starts run under a shared lock.
+        Returns ``{"removed": blobs, "bytes": freed, "kept": blobs, "inputs_removed": copies,
+        "inputs_bytes": freed}``. Safe while runs start: a submission touches the blobs, manifest
+        and inputs it uses, and starts run under a shared lock.
         """
-        answer = self._helper("prune", self.root, repr(float(days)))
+        request = {"keep_inputs": sorted(keep_inputs)}
+        answer = self._helper("prune", self.root, repr(float(days)), request=request)
         if answer.get("manifests"):
             with contextlib.suppress(OSError):  # only a hint: a start against a pruned one recovers
                 self._forget_sent(None, set(answer["manifests"]))
-        return {k: int(answer[k]) for k in ("removed", "bytes", "kept")}
+        keys = ("removed", "bytes", "kept", "inputs_removed", "inputs_bytes")
+        return {k: int(answer.get(k, 0)) for k in keys}
 
     def test(self) -> str:
         """Connect, check the remote Python and the remote root; a one-line description."""

@@ -327,6 +327,39 @@ def test_prune_removes_old_manifests_and_a_later_start_recovers(workspace, targe
     assert len(_remote_listdir(target, manifests)) == 1
 
 
+def test_prune_removes_cached_inputs_no_recent_or_unfinished_run_uses(workspace, target, make_tree, tmp_path):
+    """Inputs sent to the VM are cached by content under <root>/inputs/; a prune deletes the ones
+    no submission used in its window, but never one a run still names (keep_inputs), and the next
+    run that needs a pruned input sends it again."""
+    from airflow_provider_mltrain.core.inputs import keys_in_use
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.csv").write_text("1,2\n")
+    src = make_tree({"train.py": "import os\nprint(open(os.environ['MLTRAIN_INPUT_D'] + '/x.csv').read())\n"})
+    run = submit(workspace, target, src, inputs={"d": str(data)})
+    assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
+    inputs = posixpath.join(target.root, "inputs")
+    (key,) = _remote_listdir(target, inputs)
+    assert keys_in_use(workspace.store.list_runs(), days=1) == {key}
+
+    assert target.prune_cache(days=1, keep_inputs=())["inputs_removed"] == 0  # used today
+    kept = target.prune_cache(days=0, keep_inputs={key})  # too old, but a run names it
+    assert kept["inputs_removed"] == 0 and _remote_listdir(target, inputs) == [key]
+    assert keys_in_use(workspace.store.list_runs(), days=0) == set()  # the run ended: no longer
+    pruned = target.prune_cache(days=0, keep_inputs=())
+    assert pruned["inputs_removed"] == 1 and pruned["inputs_bytes"] == len("1,2\n")
+    assert _remote_listdir(target, inputs) == []
+
+    again = submit(workspace, target, src, inputs={"d": str(data)})
+    assert target.last_input_upload == {"inputs": 1, "bytes": len("1,2\n")}
+    assert again.wait_for_completion()["status"] == "Completed"
+    assert "1,2" in again.get_log_tail()
+    third = submit(workspace, target, src, inputs={"d": str(data)})  # held again: a use, nothing sent
+    assert target.last_input_upload == {"inputs": 0, "bytes": 0}
+    third.wait_for_completion()
+
+
 # -- reused working copies ------------------------------------------------------------------------
 
 # Prints the working copy exactly: files by content hash and permission bits, symlinks, empty
@@ -1079,7 +1112,13 @@ def test_mltrain_target_prune_command_reaches_the_vm(workspace, monkeypatch, cap
     )
     code = main(["--workspace", str(workspace.root), "target", "prune", "prune_vm", "--json"])
     assert code == 0, capsys.readouterr().err
-    assert set(json.loads(capsys.readouterr().out)) == {"removed", "bytes", "kept"}
+    assert set(json.loads(capsys.readouterr().out)) == {
+        "removed",
+        "bytes",
+        "kept",
+        "inputs_removed",
+        "inputs_bytes",
+    }
 
 
 def test_a_waiting_follower_does_not_hold_up_the_connection(workspace, target, make_tree, monkeypatch):
