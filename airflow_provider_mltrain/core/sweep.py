@@ -699,13 +699,14 @@ class SweepRun(Run):
         return details
 
     def wait_for_a_child(self, seconds: float) -> None:
-        """Up to ``seconds`` (the poll interval), returning as soon as the oldest active child's
-        script has ended, so the next child starts in its slot at once instead of at the next poll.
+        """Up to ``seconds`` (the poll interval), returning as soon as the oldest running child has
+        ended, so the next child starts in its slot at once instead of at the next poll.
 
         The oldest child is the likeliest to end first (children of one wave start in order). The
-        target's ``wait_for_change`` returns on any change of the child's status (a heartbeat, say),
-        so its status is read before each wait: only an ended script (Finalizing or later) ends the
-        wait early. Anything a target cannot do here is a plain sleep, as before."""
+        target's ``wait_for_change`` returns on any change of the child's status (a heartbeat, the
+        script's exit before its files are collected), so its status is read before each wait: only
+        an ended run (Completed, Failed, Canceled) ends the wait early. Anything a target cannot do
+        here is a plain sleep, as before."""
         deadline = time.monotonic() + seconds
         running = [
             c
@@ -720,7 +721,7 @@ class SweepRun(Run):
             target = self._child(oldest).target
             # Read first: the script may have ended while the last step ran, and a change that
             # happened before the wait began does not end the wait.
-            while not _script_ended(target.read_status(oldest)):
+            while not _run_ended(target.read_status(oldest)):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
@@ -745,13 +746,15 @@ class SweepRun(Run):
         return RunStatus.CANCELED.value
 
 
-def _script_ended(status: dict[str, Any] | None) -> bool:
-    """Whether a target's status says the script is over (Finalizing or later), or says nothing
-    any more (the run folder or container is gone): either way the next step has news."""
+def _run_ended(status: dict[str, Any] | None) -> bool:
+    """Whether a target's status says the run is over (Completed, Failed, Canceled: its slot is
+    free once the next step has read it). Finalizing is not over: the slot is still taken. No
+    status is not over either: a child just started has none yet (and one whose folder is gone is
+    the next step's to judge, at the poll interval as before)."""
     if status is None:
-        return True
+        return False
     try:
-        return RunStatus(status.get("state")).rank >= RunStatus.FINALIZING.rank
+        return RunStatus(status.get("state")).is_terminal
     except ValueError:
         return False  # not started yet (state None)
 

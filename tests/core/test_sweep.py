@@ -472,12 +472,12 @@ class _Target:
 
     def wait_for_change(self, run_id, seconds):
         self.waits.append(run_id)
-        self.states[run_id] = "Finalizing"
+        self.states[run_id] = "Finalizing" if self.states[run_id] == "Running" else "Completed"
 
 
 def test_the_driver_is_woken_once_per_ended_child(workspace, make_tree, monkeypatch):
-    """A child whose script ended but whose files are still being collected (Running in the store
-    a while longer) wakes the driver once; the next wait is on the next child, never a loop of
+    """Only a child that ended (not one still Finalizing) wakes the driver, and only once: while
+    the store says Running a while longer the next wait is on the next child, never a loop of
     steps with no sleep. A target that fails the wait costs a plain sleep of the poll interval."""
     src = make_tree({"train.py": "import time\nfrom mltrain import Run\nRun.get_context()\ntime.sleep(60)\n"})
     config = sweep_config(src, RandomParameterSampling({"--x": uniform(0, 1)}, seed=1), 2, 2, metric="score")
@@ -487,14 +487,19 @@ def test_the_driver_is_woken_once_per_ended_child(workspace, make_tree, monkeypa
     monkeypatch.setattr(type(sweep._child(first)), "target", property(lambda run: target))
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
+    from airflow_provider_mltrain.core.sweep import _run_ended
+
+    # A child just started has no status yet: that is no news (else a wave's children would each
+    # wake the driver at once, and it would then sleep a whole poll interval).
+    assert [_run_ended(s) for s in (None, {"state": None}, {"state": "Finalizing"})] == [False] * 3
+    assert all(_run_ended({"state": s}) for s in ("Completed", "Failed", "Canceled"))
     try:
-        sweep.wait_for_a_child(5.0)  # the oldest: woken when it ends
-        assert target.waits == [first] and slept == []
-        target.states[first] = "Finalizing"
+        sweep.wait_for_a_child(5.0)  # the oldest: Finalizing wakes nothing, Completed does
+        assert target.waits == [first, first] and slept == []
         sweep.wait_for_a_child(5.0)  # the first is still Running in the store: the second now
-        assert target.waits == [first, second] and slept == []
+        assert target.waits == [first, first, second, second] and slept == []
         sweep.wait_for_a_child(5.0)  # both woke the driver once: a plain poll interval
-        assert target.waits == [first, second] and slept == [5.0]
+        assert target.waits == [first, first, second, second] and slept == [5.0]
 
         def broken(run_id, seconds):
             raise OSError("the target went away")
