@@ -641,6 +641,13 @@ def test_upload_progress_is_reported_while_the_snapshot_is_sent(workspace, docke
     assert "ok" in run.get_log_tail()
 
 
+def test_a_random_sweep_with_a_bandit_cancels_exactly_the_laggards(workspace, docker_conn, make_tree):
+    """The 12-child random sweep of tests/core/test_sweep.py, each child a container."""
+    from tests.core.test_sweep import random_bandit_sweep_cancels_exactly_the_laggards
+
+    random_bandit_sweep_cancels_exactly_the_laggards(workspace, make_tree, docker_conn, bad_sleep=1.0)
+
+
 def test_prune_removes_blobs_no_recent_snapshot_uses(workspace, docker_conn, make_tree):
     import docker
 
