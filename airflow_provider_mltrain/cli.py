@@ -1310,8 +1310,8 @@ def _dispatch(ws: Workspace, args: argparse.Namespace) -> int:
         else:
             OUT.stream.write(
                 f"{args.target}: removed {result['removed']} file(s), {result['bytes'] / 1e6:.1f} MB; "
-                f"kept {result['kept']}; removed {result.get('inputs_removed', 0)} cached input(s), "
-                f"{result.get('inputs_bytes', 0) / 1e6:.1f} MB\n"
+                f"kept {result['kept']}; removed {result['inputs_removed']} cached input(s), "
+                f"{result['inputs_bytes'] / 1e6:.1f} MB\n"
             )
     elif command == "inputs":
         from airflow_provider_mltrain.core.inputs import prune_cache

@@ -648,10 +648,9 @@ def test_a_random_sweep_with_a_bandit_cancels_exactly_the_laggards(workspace, do
     random_bandit_sweep_cancels_exactly_the_laggards(workspace, make_tree, docker_conn, bad_sleep=1.0)
 
 
-def test_prune_removes_blobs_no_recent_snapshot_uses(workspace, docker_conn, make_tree):
-    import docker
-
-    # A target of its own (its own volume), so other tests' caches stay untouched.
+@pytest.fixture
+def own_volume_target(workspace, docker_conn):
+    """A target with a cache volume of its own, so that pruning it leaves other tests' caches be."""
     target = DockerTarget(
         f"prune-{os.urandom(4).hex()}",
         workspace.root / "notes",
@@ -659,68 +658,55 @@ def test_prune_removes_blobs_no_recent_snapshot_uses(workspace, docker_conn, mak
         None,
         DockerOptions(image=os.environ["MLTRAIN_TEST_DOCKER_IMAGE"], network_mode="none"),
     )
-    try:
-        old = make_tree({"train.py": "print('old')\n", "old.txt": "o" * 1000})
-        submit(workspace, target, old).wait_for_completion()
-        assert target.prune_cache(days=7) == {
-            "removed": 0,
-            "bytes": 0,
-            "kept": 2,
-            "inputs_removed": 0,
-            "inputs_bytes": 0,
-        }
-        # Everything older than "now" goes: nothing used since.
-        result = target.prune_cache(days=0)
-        assert result["removed"] == 2 and result["bytes"] == 1000 + len("print('old')\n")
-        assert result["kept"] == 0
-        # The volume no longer claims that snapshot: the next submission sends it again, and runs.
-        again = submit(workspace, target, old)
-        assert target.last_upload["blobs"] == 2
-        again.wait_for_completion()
-        assert "old" in again.get_log_tail()
-    finally:
-        remove_test_containers(target.name, workspace.root.parent)
-        docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"]).volumes.get(
-            target.volume
-        ).remove(force=True)
+    yield target
+    remove_test_containers(target.name, workspace.root.parent)
+    _client().volumes.get(target.volume).remove(force=True)
+
+
+def test_prune_removes_blobs_no_recent_snapshot_uses(workspace, own_volume_target, make_tree):
+    target = own_volume_target
+    old = make_tree({"train.py": "print('old')\n", "old.txt": "o" * 1000})
+    submit(workspace, target, old).wait_for_completion()
+    assert target.prune_cache(days=7) == {
+        "removed": 0,
+        "bytes": 0,
+        "kept": 2,
+        "inputs_removed": 0,
+        "inputs_bytes": 0,
+    }
+    # Everything older than "now" goes: nothing used since.
+    result = target.prune_cache(days=0)
+    assert result["removed"] == 2 and result["bytes"] == 1000 + len("print('old')\n")
+    assert result["kept"] == 0
+    # The volume no longer claims that snapshot: the next submission sends it again, and runs.
+    again = submit(workspace, target, old)
+    assert target.last_upload["blobs"] == 2
+    again.wait_for_completion()
+    assert "old" in again.get_log_tail()
 
 
 def test_prune_removes_cached_inputs_no_recent_or_unfinished_run_uses(
-    workspace, docker_conn, make_tree, tmp_path
+    workspace, own_volume_target, make_tree, tmp_path
 ):
     """Inputs travel into the cache volume once per content key; a prune deletes the ones no start
     used in its window but never one a run still names, and a later run sends it again."""
-    import docker
-
-    target = DockerTarget(
-        f"prune-in-{os.urandom(4).hex()}",
-        workspace.root / "notes",
-        os.environ["MLTRAIN_TEST_DOCKER_HOST"],
-        None,
-        DockerOptions(image=os.environ["MLTRAIN_TEST_DOCKER_IMAGE"], network_mode="none"),
-    )
+    target = own_volume_target
     data = tmp_path / "data"
     data.mkdir()
     (data / "x.csv").write_text("1,2\n")
     src = make_tree({"train.py": "import os\nprint(open(os.environ['MLTRAIN_INPUT_D'] + '/x.csv').read())\n"})
-    try:
-        run = submit(workspace, target, src, inputs={"d": str(data)})
-        assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
-        assert target.last_input_upload["inputs"] == 1
-        (key,) = {d["cache_key"] for d in run.get_details()["inputDatasets"]}
-        assert target.prune_cache(days=7, keep_inputs=())["inputs_removed"] == 0  # used today
-        assert target.prune_cache(days=0, keep_inputs={key})["inputs_removed"] == 0  # a run names it
-        pruned = target.prune_cache(days=0, keep_inputs=())
-        assert pruned["inputs_removed"] == 1 and pruned["inputs_bytes"] == len("1,2\n")
-        again = submit(workspace, target, src, inputs={"d": str(data)})
-        assert target.last_input_upload == {"inputs": 1, "bytes": len("1,2\n")}  # sent again
-        assert again.wait_for_completion()["status"] == "Completed"
-        assert "1,2" in again.get_log_tail()
-    finally:
-        remove_test_containers(target.name, workspace.root.parent)
-        docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"]).volumes.get(
-            target.volume
-        ).remove(force=True)
+    run = submit(workspace, target, src, inputs={"d": str(data)})
+    assert run.wait_for_completion()["status"] == "Completed", run.get_log_tail()
+    assert target.last_input_upload["inputs"] == 1
+    (key,) = {d["cache_key"] for d in run.get_details()["inputDatasets"]}
+    assert target.prune_cache(days=7, keep_inputs=())["inputs_removed"] == 0  # used today
+    assert target.prune_cache(days=0, keep_inputs={key})["inputs_removed"] == 0  # a run names it
+    pruned = target.prune_cache(days=0, keep_inputs=())
+    assert pruned["inputs_removed"] == 1 and pruned["inputs_bytes"] == len("1,2\n")
+    again = submit(workspace, target, src, inputs={"d": str(data)})
+    assert target.last_input_upload == {"inputs": 1, "bytes": len("1,2\n")}  # sent again
+    assert again.wait_for_completion()["status"] == "Completed"
+    assert "1,2" in again.get_log_tail()
 
 
 def test_mltrain_target_prune_command(workspace, docker_conn, make_tree, capsys):
