@@ -38,7 +38,7 @@ run = Run.get_context()
 value = {"good": 1.0, "ok": 0.95, "bad": 0.5}[a.quality]
 for i in range(10):
     run.log("accuracy", value)
-    time.sleep(BAD_SLEEP if a.quality == "bad" else 0.02)
+    time.sleep(0.3 if a.quality == "bad" else 0.02)
 """
 
 QUADRATIC = """
@@ -87,7 +87,7 @@ def random_bandit_sweep_cancels_exactly_the_laggards(
     """12 children of known curves, 3 at once, a bandit policy: every bad child is canceled by the
     policy, every other completes (tests/targets/test_docker.py runs it on Docker too, where the
     bad children run longer: each of the driver's passes reads the children from the daemon)."""
-    src = make_tree({"train.py": CURVES.replace("BAD_SLEEP", repr(bad_sleep))})
+    src = make_tree({"train.py": CURVES.replace("0.3 if", f"{bad_sleep!r} if")})
     space = {"--quality": choice("good", "ok", "bad")}
     # A seed whose first child is good (so every bad child has a leader to lag behind) and whose
     # twelve children hold some of each kind: the test then knows which children must stop.
