@@ -112,6 +112,7 @@ def test_the_official_providers_keep_their_connection_types(airflow_home):
         assert hooks[ours]["package_name"] == "airflow-provider-mltrain"
 
 
+@pytest.mark.timeout(1200)  # the DAG's own deadline is 900 s: four tasks on SSH and Spark, on a busy VM
 def test_one_connection_serves_the_official_operators_and_ours(airflow_home, tmp_path):
     ssh = require_ssh()
     master, ui = spark_service()

@@ -222,7 +222,8 @@ def login(page, server: Server, user: str = "viewer", start: str = "/mltrain/") 
     page.get_by_label("Username").fill(user)
     page.get_by_label("Password").fill(server.passwords[user])
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(server.url + start)
+    # The api-server renders the page after the login's redirect: over 30 s on a loaded 2-core VM.
+    page.wait_for_url(server.url + start, timeout=90_000)
 
 
 def shot(page, name: str, full_page: bool = True) -> None:
