@@ -889,12 +889,16 @@ class DockerTarget(ComputeTarget):
         self, container: Any, path: str
     ) -> tuple[tarfile.TarFile | None, dict[str, Any]]:
         """The archive of ``path`` and the daemon's stat of it (taken before the archive was made)."""
-        from docker.errors import NotFound
+        from docker.errors import APIError, NotFound
 
         try:
             stream, stat = container.get_archive(path)
         except NotFound:
             return None, {}
+        except APIError as exc:
+            if _being_removed(exc):
+                return None, {}
+            raise
         spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - owned by the TarFile
         for chunk in stream:
             spool.write(chunk)
@@ -1174,6 +1178,13 @@ class DockerTarget(ComputeTarget):
     def _cleanup_policy(self, container: Any) -> str:
         """The run's cleanup option, recorded in a label when its container was created."""
         return str((container.labels or {}).get("mltrain.cleanup") or self.options.cleanup)
+
+
+def _being_removed(exc: Exception) -> bool:
+    """Whether the daemon refused a request because the container is being removed meanwhile: its
+    files are gone as surely as with a 404."""
+    text = str(getattr(exc, "explanation", "") or exc)
+    return "is unexpectedly nil" in text or "removal of container" in text
 
 
 def _share_connections(api: Any) -> None:

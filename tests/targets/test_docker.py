@@ -391,6 +391,29 @@ def test_cleanup_policy(workspace, docker_conn, make_tree, policy, kept_after_su
     assert "1" in ok.get_log_tail() and bad.get_details()["exit_code"] == 2  # collected either way
 
 
+def test_a_container_being_removed_reads_as_gone_not_as_a_daemon_error(tmp_path):
+    """Reading a finished run while its removal (cleanup on_success, off the waiting path) is under
+    way: the daemon answers 500 "RWLayer ... is unexpectedly nil" or 409 "removal ... in progress"."""
+    from docker.errors import APIError
+
+    class Removing:
+        def __init__(self, explanation):
+            self.explanation = explanation
+
+        def get_archive(self, path):
+            raise APIError("500 Server Error", explanation=self.explanation)
+
+    target = DockerTarget(CONN_ID, tmp_path, "unix:///nowhere.sock", None, DockerOptions(image="img"))
+    for explanation in (
+        "RWLayer of container 31bc698f is unexpectedly nil",
+        "removal of container 31bc698f is already in progress",
+    ):
+        assert target._get_archive_and_stat(Removing(explanation), "/runs/r/status.json") == (None, {})
+        assert target._read_whole(Removing(explanation), "/runs/r/status.json") is None
+    with pytest.raises(APIError, match="disk full"):  # any other daemon error still surfaces
+        target._get_archive_and_stat(Removing("write /var/lib/docker: disk full"), "/x")
+
+
 # -- faults ---------------------------------------------------------------------------------------
 
 

@@ -54,6 +54,17 @@ def remove_test_containers(target_name: str, scope: Path) -> None:
     client.close()
 
 
+def join_removal(run_id: str) -> None:
+    """Wait for the target's background removal of ``run_id``'s container, if one is under way."""
+    import threading
+
+    from airflow_provider_mltrain.targets.docker import container_name
+
+    for thread in threading.enumerate():
+        if thread.name == f"rm-{container_name(run_id)}":
+            thread.join(timeout=60)
+
+
 def require_docker() -> None:
     if not os.environ.get("MLTRAIN_TEST_DOCKER_HOST"):
         service_missing("no Docker engine: run `make test` (tests/services/docker.sh starts one)")
@@ -121,8 +132,12 @@ class DockerHarness(Harness):
         self._container(run).kill()  # SIGKILL to the container's init: the runner dies with it
 
     def working_copy_removed(self, run):
+        # After a successful run the target removes its container off the waiting path (cleanup
+        # on_success); reading it meanwhile races the daemon's removal ("RWLayer ... is nil").
+        join_removal(run.id)
+        self._target(run)._stopped.pop(run.id, None)  # look the container up again
         container = self._container(run)
-        if container is None:  # removed after a successful run (cleanup on_success)
+        if container is None:
             return True
         return self.read_working_file(run, "train.py") is None
 
