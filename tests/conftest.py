@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="mltrain-test-airflow-")
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)  # each xdist worker has its own
 os.environ["AIRFLOW_HOME"] = _SESSION_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")

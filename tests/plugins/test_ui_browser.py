@@ -8,10 +8,12 @@ every run into a temporary folder; with ``MLTRAIN_UPDATE_DOC_IMAGES=1`` they rep
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -41,6 +43,8 @@ IMAGES = (
     if os.environ.get("MLTRAIN_UPDATE_DOC_IMAGES") == "1"
     else Path(tempfile.mkdtemp(prefix="mltrain-ui-screenshots-"))
 )
+if IMAGES.name.startswith("mltrain-ui-screenshots-"):
+    atexit.register(shutil.rmtree, IMAGES, ignore_errors=True)
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
