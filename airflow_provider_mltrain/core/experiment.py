@@ -317,6 +317,7 @@ class Experiment:
             if isinstance(exc, TargetError):
                 raise
             raise TargetError(f"Run {run_id} could not start on target {target.name!r}: {message}") from exc
+        run_inputs.hash_after_start(store, run_id, inputs or [])  # big first fetches: hashed now
         # TEST HOOK (tests/test_airflow_faults.py): die by SIGKILL once the target accepted the run.
         if os.environ.get("MLTRAIN_TEST_FAULT") == "after_start":
             os.kill(os.getpid(), 9)

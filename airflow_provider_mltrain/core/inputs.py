@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +40,11 @@ PLACEHOLDER_RE = re.compile(r"\$\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\.([^\s}]*)\s*\}\
 CHUNK = 8 << 20
 RANGE = 16 << 20  # objects bigger than this are fetched in ranges, PARALLEL at a time
 PARALLEL = 4
+# A first fetch of more than this many bytes is not hashed on its way in: the script starts as soon
+# as the copy is written, and the content hash lands in the run's record when a thread has read the
+# copy once more (about a second per GiB), at the latest when the run ends. Smaller inputs are hashed
+# as they are fetched, so their hash is in the record from the start.
+HASH_AFTER_START = 256 << 20
 # What the run records of its inputs: a JSON list in this provider-owned property.
 INPUTS_PROPERTY = "mltrain.inputs"
 # The arguments as given, ${{inputs.NAME}} placeholders unsubstituted (only when there are any): a
@@ -119,6 +125,7 @@ class ResolvedInput:
     key: str = ""
     cache_dir: Path | None = None  # <cache>/<key>: data/ and meta.json
     sha256: str | None = None
+    hash_pending: bool = False  # sha256 is computed after the submission (see HASH_AFTER_START)
     fetched_bytes: int = 0
     cache_hit: bool = False
     target_path: str = ""  # where the script finds it on the target
@@ -446,6 +453,7 @@ def fetch(inp: ResolvedInput, root: Path) -> None:
             meta = json.loads(meta_path.read_text())
             if _unchanged(inp.cache_dir / "data", meta.get("stat") or {}):
                 inp.sha256, inp.cache_hit = meta["sha256"], True
+                inp.hash_pending = inp.sha256 is None  # its hashing was cut short: hashed again
                 with contextlib.suppress(OSError):
                     os.utime(meta_path)  # last use, for a prune
                 return
@@ -459,19 +467,21 @@ def fetch(inp: ResolvedInput, root: Path) -> None:
             data = tmp / "data"
             data.mkdir(parents=True)
             lines, fetched = [], 0
+            inp.hash_pending = inp.size > HASH_AFTER_START
             for f in inp.files:
                 dest = data / f.rel
                 _check_rel(inp, f.rel)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 src = inp.path if inp.single else f"{inp.path.rstrip('/')}/{f.rel}"
-                digest, n = _copy(inp, src, dest, f.size)
+                digest, n = _copy(inp, src, dest, f.size, hashed=not inp.hash_pending)
                 lines.append(f"{f.rel}\0{digest}")
                 fetched += n
-            inp.sha256 = _digest(lines)
+            inp.sha256 = None if inp.hash_pending else _digest(lines)
             inp.fetched_bytes = fetched
             meta = {
                 "uri": inp.uri,
                 "sha256": inp.sha256,
+                **({"order": [f.rel for f in inp.files]} if inp.hash_pending else {}),
                 "size": fetched,
                 "fetched_at": time.time(),
                 "stat": _stat_files(data),
@@ -510,12 +520,13 @@ def _check_rel(inp: ResolvedInput, rel: str) -> None:
         )
 
 
-def _copy(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int]:
-    h = hashlib.sha256()
+def _copy(inp: ResolvedInput, src: str, dest: Path, size: int, hashed: bool = True) -> tuple[str, int]:
+    """Copy one file into the cache; its sha256 as it went by ("" when not ``hashed``)."""
+    h = hashlib.sha256() if hashed else _NoHash()
     n = 0
     try:
         if not inp.local and size > RANGE:
-            digest, n = _copy_ranges(inp, src, dest, size)
+            digest, n = _copy_ranges(inp, src, dest, size, h)
             os.chmod(dest, 0o444)
             return digest, n
         reader = open(src, "rb") if inp.local else inp.fs.open(src, "rb", block_size=CHUNK)  # noqa: SIM115
@@ -540,10 +551,17 @@ def _copy(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int
     return h.hexdigest(), n
 
 
-def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[str, int]:
+class _NoHash:
+    def update(self, data: bytes) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
+
+
+def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int, h: Any) -> tuple[str, int]:
     """A big object in ranges fetched ``PARALLEL`` at a time (one stream cannot fill the link),
-    hashed and written in order as they arrive."""
-    h = hashlib.sha256()
+    hashed (by ``h``) and written in order as they arrive."""
     n = 0
     starts = iter(range(0, size, RANGE))
     with ThreadPoolExecutor(PARALLEL) as pool, open(dest, "wb") as out:
@@ -572,16 +590,108 @@ def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int) -> tuple[s
 
 def hash_local(inp: ResolvedInput) -> None:
     """The content hash of a mounted local input (read once; recorded with the run)."""
-    lines = []
     base = Path(inp.path)
-    for f in inp.files:
-        full = base if inp.single else base / f.rel
+    inp.sha256 = _hash_files([(f.rel, base if inp.single else base / f.rel) for f in inp.files])
+
+
+def _hash_files(files: Iterable[tuple[str, Path]]) -> str:
+    """An input's content hash: each (name in the input, file to read) in the input's order."""
+    lines = []
+    for rel, full in files:
         h = hashlib.sha256()
         with open(full, "rb") as r:
             while chunk := r.read(CHUNK):
                 h.update(chunk)
-        lines.append(f"{f.rel}\0{h.hexdigest()}")
-    inp.sha256 = _digest(lines)
+        lines.append(f"{rel}\0{h.hexdigest()}")
+    return _digest(lines)
+
+
+# -- hashes computed after the submission (HASH_AFTER_START) -----------------------------------------
+
+_hashing: dict[str, threading.Thread] = {}  # run id -> the thread hashing its inputs in this process
+_hashing_lock = threading.Lock()
+
+
+def hash_after_start(store: Any, run_id: str, resolved: list[ResolvedInput]) -> None:
+    """Hash the inputs fetched unhashed, in a thread, and record their hashes on the run.
+
+    Not a daemon thread: a process that submits and exits (``mltrain submit``) finishes it first.
+    Should the process die first, the run's end fills the hashes in (``complete_hashes``).
+    """
+    pending = [inp for inp in resolved if inp.hash_pending]
+    if not pending:
+        return
+
+    def work() -> None:
+        try:
+            _record_hashes(store, run_id, {inp.name: _hash_cached(inp) for inp in pending})
+        except Exception as exc:  # never a run's outcome: the run's end tries again
+            logger.warning("Run %s: hashing its inputs failed (%s: %s)", run_id, type(exc).__name__, exc)
+        finally:
+            with _hashing_lock:
+                _hashing.pop(run_id, None)
+
+    thread = threading.Thread(target=work, name=f"mltrain-hash-{run_id}")
+    with _hashing_lock:
+        _hashing[run_id] = thread
+    thread.start()
+
+
+def _hash_cached(inp: ResolvedInput) -> str:
+    """Hash the cached copy and keep the hash in its meta.json, so the next run finds it there."""
+    assert inp.cache_dir is not None
+    digest = _hash_files((f.rel, inp.cache_dir / "data" / f.rel) for f in inp.files)
+    meta_path = inp.cache_dir / "meta.json"
+    with _lock(inp.cache_dir.parent / f"{inp.key}.lock"), contextlib.suppress(OSError, ValueError):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("sha256") is None and _unchanged(inp.cache_dir / "data", meta.get("stat") or {}):
+            meta["sha256"] = digest
+            tmp = meta_path.with_name(f".meta-{secrets.token_hex(4)}.json")
+            tmp.write_text(json.dumps(meta))
+            os.replace(tmp, meta_path)
+    inp.sha256, inp.hash_pending = digest, False
+    return digest
+
+
+def _record_hashes(store: Any, run_id: str, hashes: Mapping[str, str]) -> None:
+    def change(properties: dict[str, Any]) -> dict[str, Any]:
+        entries = _input_entries(properties)
+        for entry in entries:
+            if entry.get("name") in hashes and not entry.get("sha256"):
+                entry["sha256"] = hashes[entry["name"]]
+        return {**properties, INPUTS_PROPERTY: json.dumps(entries)}
+
+    store.change_properties(run_id, change)
+    logger.info("Run %s: content hash of input(s) %s recorded", run_id, ", ".join(sorted(hashes)))
+
+
+def complete_hashes(store: Any, run_id: str, properties: Mapping[str, Any], workspace_root: Path) -> None:
+    """At a run's end: the hashes still missing from its record, from this process's hashing
+    thread (waited for), else the cache's meta.json, else the cached copy read now."""
+    with _hashing_lock:
+        thread = _hashing.get(run_id)
+    if thread is not None:
+        thread.join()
+        return
+    missing = [e for e in _input_entries(properties) if e.get("mode") == "download" and not e.get("sha256")]
+    hashes = {}
+    for entry in missing:
+        key = entry.get("cache_key")
+        folder = cache_root(workspace_root) / str(key)
+        if not key or not (folder / "meta.json").is_file():
+            continue  # fetched on another host: its submitter records the hash
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            digest = meta.get("sha256")
+            if digest is None and _unchanged(folder / "data", meta.get("stat") or {}):
+                digest = _hash_files((rel, folder / "data" / rel) for rel in meta["order"])
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("Run %s: input %s could not be hashed: %s", run_id, entry.get("name"), exc)
+            continue
+        if digest:
+            hashes[str(entry["name"])] = digest
+    if hashes:
+        _record_hashes(store, run_id, hashes)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
+from airflow_provider_mltrain.core import inputs as run_inputs
 from airflow_provider_mltrain.core import outputs as run_outputs
 from airflow_provider_mltrain.core import run_files_store, run_warnings, settings
 from airflow_provider_mltrain.core.compute import ComputeTarget, target_for_run
@@ -120,11 +121,13 @@ class Run:
         self.workspace.store.update(self.id, tags=merged)
 
     def add_properties(self, properties: dict[str, Any]) -> None:
-        current = self.properties
-        clash = {k for k, v in properties.items() if k in current and current[k] != str(v)}
-        if clash:
-            raise ValueError(f"Run properties are write-once; already set: {sorted(clash)}")
-        self.workspace.store.update(self.id, properties=current | {k: str(v) for k, v in properties.items()})
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            clash = {k for k, v in properties.items() if k in current and current[k] != str(v)}
+            if clash:
+                raise ValueError(f"Run properties are write-once; already set: {sorted(clash)}")
+            return current | {k: str(v) for k, v in properties.items()}
+
+        self.workspace.store.change_properties(self.id, change)
 
     def register_model(
         self,
@@ -356,6 +359,12 @@ class Run:
         dest = self.output_dir
         pending = self._remote and dest.is_dir()  # collected here before; only the upload is left
         if not pending:
+            try:
+                run_inputs.complete_hashes(
+                    self.workspace.store, self.id, record["properties"], self.workspace.root
+                )
+            except Exception as exc:  # a hash is part of the record, never of the run's outcome
+                log.warning("Run %s: recording its inputs' hashes failed: %s", self.id, exc)
             try:
                 self._ingest_metrics(record["metrics_offset"], final=True)
                 self._ingest_children(record, final=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -373,6 +373,22 @@ class RunStore:
         with self.engine.begin() as conn:
             conn.execute(
                 runs.update().where(runs.c.id == run_id).values(updated_at=time.time(), **_encode(fields))
+            )
+
+    def change_properties(self, run_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Replace a run's properties by ``change(properties)`` in one transaction: writers that
+        change different keys meanwhile never lose each other's change."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(runs.c.properties).where(runs.c.id == run_id).with_for_update()
+            ).first()
+            if row is None:
+                return
+            properties = change(json.loads(row[0]))
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(updated_at=time.time(), **_encode({"properties": properties}))
             )
 
     def record_states(self, run_id: str, states: Iterable[tuple[RunStatus, float, str | None]]) -> RunStatus:

@@ -151,3 +151,64 @@ def test_a_big_object_is_fetched_in_ranges_whole_and_hashed(workspace, make_tree
         run.wait_for_completion()
     finally:
         fs.rm(key)
+
+
+def _big_object(size: int) -> tuple[str, bytes, str]:
+    """An object of ``size`` random bytes on the test S3 server: its key, body and the content
+    hash a run records for it as a one-file input named big.bin."""
+    import hashlib
+    import os
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True)
+    key = f"mltrain-test/{uuid.uuid4().hex}/big.bin"
+    body = os.urandom(size)
+    fs.pipe(key, body)
+    file_hash = hashlib.sha256(body).hexdigest()
+    return key, body, hashlib.sha256(f"big.bin\0{file_hash}\n".encode()).hexdigest()
+
+
+def test_a_big_first_fetch_is_hashed_after_the_run_starts(workspace, make_tree, monkeypatch):
+    """Above HASH_AFTER_START the first fetch writes the copy unhashed (the script starts sooner);
+    a thread records the hash on the run and in the cache, so the next run has it from the start."""
+    import json
+
+    from airflow_provider_mltrain.core import inputs as run_inputs
+
+    monkeypatch.setattr(run_inputs, "HASH_AFTER_START", 1 << 20)
+    key, body, content_hash = _big_object(20 << 20)  # in ranges
+    big = {"big": Input(f"s3://{key}", storage_options=s3_options())}
+    first = _submit(workspace, make_tree, big)
+    first.wait_for_completion()
+    (detail,) = first.get_details()["inputDatasets"]
+    assert detail["sha256"] == content_hash and detail["fetched_bytes"] == len(body)
+    assert Path(detail["path"]).read_bytes() == body
+    meta = json.loads((Path(detail["path"]).parents[1] / "meta.json").read_text())
+    assert meta["sha256"] == content_hash
+    again = _submit(workspace, make_tree, big)
+    (hit,) = again.get_details()["inputDatasets"]  # read at once: recorded at submission
+    assert hit["cache_hit"] and hit["sha256"] == content_hash
+    again.wait_for_completion()
+
+
+def test_a_hash_the_submitter_never_recorded_is_filled_at_the_end(workspace, make_tree, monkeypatch):
+    """The submitting process died before its hashing thread ended (here: it never started one):
+    the run's end hashes the cached copy, and a later cache hit hashes it again for the cache."""
+    from airflow_provider_mltrain.core import inputs as run_inputs
+
+    monkeypatch.setattr(run_inputs, "HASH_AFTER_START", 1 << 20)
+    key, _body, content_hash = _big_object(3 << 20)
+    big = {"big": Input(f"s3://{key}", storage_options=s3_options())}
+    with monkeypatch.context() as m:
+        m.setattr(run_inputs, "hash_after_start", lambda store, run_id, resolved: None)
+        run = _submit(workspace, make_tree, big)
+        (at_start,) = run.get_details()["inputDatasets"]
+        assert at_start["sha256"] is None and not at_start["cache_hit"]  # not hashed on the way in
+        run.wait_for_completion()
+    (detail,) = run.get_details()["inputDatasets"]
+    assert detail["sha256"] == content_hash
+    again = _submit(workspace, make_tree, big)
+    again.wait_for_completion()
+    (hit,) = again.get_details()["inputDatasets"]
+    assert hit["cache_hit"] and hit["sha256"] == content_hash

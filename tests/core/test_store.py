@@ -101,6 +101,31 @@ def test_several_processes_write_at_once(tmp_path):
     assert sum(len(store.get_metric_rows(r["id"])) for r in runs) == 160
 
 
+def _property_writer(url: str, worker: int, n: int) -> None:
+    store = RunStore(url)
+    for i in range(n):
+        store.change_properties("shared", lambda props, key=f"w{worker}.{i}": {**props, key: "1"})
+
+
+def check_no_lost_property(url: str, workers: int = 4, n: int = 25) -> None:
+    """Processes changing different properties of one run at once (an input's hash landing while
+    the script adds its own) lose none of each other's changes."""
+    RunStore(url).create_run(record("shared"))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_property_writer, args=(url, w, n)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * workers
+    properties = RunStore(url).get_run("shared")["properties"]
+    assert properties == {f"w{w}.{i}": "1" for w in range(workers) for i in range(n)}
+
+
+def test_no_property_is_lost_when_processes_change_them_at_once(tmp_path):
+    check_no_lost_property(f"sqlite:///{tmp_path / 'runs.db'}")
+
+
 def make_schema_1_store(url: str) -> None:
     """A run store as version 1 of this package left it: no warnings or summarized column, no
     metric summaries, schema_version 1, a run with 100 metric values."""

@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_mltrain import Experiment, ScriptRunConfig, Workspace
 from airflow_provider_mltrain.core.store import RunStore
-from tests.core.test_store import _writer, check_bounded_metric_reads
+from tests.core.test_store import _writer, check_bounded_metric_reads, check_no_lost_property
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,10 @@ def test_several_processes_write_at_once(pg_url):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     runs = RunStore(pg_url).list_runs()
     assert len(runs) == 100 and {r["status"] for r in runs} == {"Running"}
+
+
+def test_no_property_is_lost_when_processes_change_them_at_once_on_postgres(pg_url):
+    check_no_lost_property(pg_url)
 
 
 def test_a_whole_run_with_the_store_on_postgres(pg_url, tmp_path, make_tree):
