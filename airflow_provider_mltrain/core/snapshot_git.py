@@ -1,0 +1,206 @@
+"""Re-snapshots of an unchanged git work tree without walking it: git's index tells what changed.
+
+A re-snapshot must notice any change to what the snapshot holds. Walking the tree and ``lstat``-ing
+every file does that, and is what a Python process cannot do as fast as ``git status``, which
+``lstat``s its index entries from several threads in C. When the source folder lies in a git work
+tree, the last full snapshot also writes a small record (``<statcache>/<key>.git.json``), and the
+next one asks, in this order, whether anything changed since:
+
+1. every folder the last walk went into still has the modification time it had then: no entry was
+   added, removed or renamed anywhere in the snapshotted tree (new files, new empty folders, a
+   script's new output, a file git ignores but the snapshot keeps all change a folder's mtime);
+2. git's index file is the one it was then (no ``add``, ``commit``, ``checkout`` since);
+3. every ignore file the walk obeyed, every kept file git does not track (untracked, or ignored by
+   git but kept by the snapshot's own rules) and every kept file that differed from the index then
+   has the size, mtime, ctime and inode it had;
+4. ``git ls-files -m -d`` (git's multi-threaded stat of its index entries; racily clean entries are
+   compared by content) lists no file it did not list then. git compares whole seconds of mtime
+   and ctime, so the record is only written when the index is older than the walk by the racy
+   window: any later change then has a ctime second git has not seen.
+
+Then every tracked file matches the same index entry as before, so holds the same bytes, and the
+snapshot is the last one. Anything else, or any doubt (no git, another git layout, a record written
+within :data:`RACY_WINDOW_NS` of the mtimes it holds, git failing), falls back to the full walk,
+which is always right; the fast path only ever answers "unchanged".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+RACY_WINDOW_NS = 2_000_000_000
+GIT_TIMEOUT = 30.0
+# Git variables that would point git at another repository or index than the folder's own.
+_GIT_VARS = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_CEILING_DIRECTORIES")
+
+
+def work_tree_index(root: Path) -> Path | None:
+    """The index file of the git work tree holding ``root``: a plain ``.git`` folder at the top of
+    the tree (a worktree's or submodule's ``.git`` file, or none, gives None)."""
+    for folder in (root, *root.parents):
+        dot_git = folder / ".git"
+        try:
+            st = os.lstat(dot_git)
+        except OSError:
+            continue
+        return dot_git / "index" if stat.S_ISDIR(st.st_mode) else None
+    return None
+
+
+def _sig(path: str | Path) -> list[int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _ls_files(root: Path, *flags: str) -> list[str] | None:
+    """``git ls-files -z FLAGS`` in ``root`` (paths relative to it, its subtree only), or None."""
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_VARS}
+    env["GIT_OPTIONAL_LOCKS"] = "0"  # never write the index (that would change what we compare)
+    try:
+        done = subprocess.run(
+            # ctime compared whatever the repository's settings say (trustctime, checkStat)
+            ["git", "-c", "core.trustctime=true", "-c", "core.checkStat=default", "ls-files", "-z", *flags],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1]
+
+
+def write_record(
+    path: Path,
+    root: Path,
+    *,
+    snapshot_id: str,
+    blobs_id: str | None,
+    started_ns: int,
+    walked: dict[str, int],
+    ignore_files: dict[str, list],
+    kept: dict[str, tuple[int, int, int, int]],
+    secrets_skipped: list[str],
+    count: int,
+    total: int,
+) -> None:
+    """After a full walk of ``root``: the record the next re-snapshot checks (removed when none
+    can be trusted). ``walked``: folder -> mtime_ns of every folder walked; ``kept``: each kept
+    file's (size, mtime_ns, ctime_ns, inode)."""
+    index = work_tree_index(root)
+    record = None
+    if index is not None:
+        record = _record(
+            root, index, snapshot_id, blobs_id, started_ns, walked, ignore_files, kept, secrets_skipped
+        )
+    if record is None:
+        path.unlink(missing_ok=True)
+        return
+    record.update(count=count, total=total)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _record(
+    root: Path,
+    index: Path,
+    snapshot_id: str,
+    blobs_id: str | None,
+    started_ns: int,
+    walked: dict[str, int],
+    ignore_files: dict[str, list],
+    kept: dict[str, tuple[int, int, int, int]],
+    secrets_skipped: list[str],
+) -> dict[str, Any] | None:
+    trusted_before = started_ns - RACY_WINDOW_NS
+    if any(mtime >= trusted_before for mtime in walked.values()):
+        return None  # a folder changed moments ago may change again within the same mtime tick
+    index_sig = _sig(index)
+    if index_sig is None or index_sig[1] >= trusted_before:
+        # git compares whole seconds of mtime and ctime with the stat it keeps for each entry: a
+        # file rewritten within the second git took its stat (same size, mtime put back) passes.
+        # With the index (and so every stat in it) older than the walk by the racy window, any
+        # change after the walk has a later ctime second than git recorded.
+        return None
+    listed = _ls_files(root, "-t", "-c", "-m", "-d")
+    if listed is None:
+        return None
+    tracked: set[str] = set()
+    modified: set[str] = set()
+    for line in listed:
+        tag, _, name = line.partition(" ")
+        (tracked if tag == "H" else modified).add(name)
+    others = {}
+    for name, sig in kept.items():
+        if name not in tracked or name in modified:
+            if sig[1] >= trusted_before:
+                return None
+            others[name] = list(sig)
+    if _sig(index) != index_sig:
+        return None  # git changed its index meanwhile
+    return {
+        "version": RECORD_VERSION,
+        "root": str(root),
+        "snapshot_id": snapshot_id,
+        "blobs_id": blobs_id,
+        "index": index_sig,
+        "walked": walked,
+        "ignore_files": ignore_files,
+        "others": others,
+        "modified": sorted(modified),
+        "secrets_skipped": secrets_skipped,
+    }
+
+
+def unchanged(path: Path, root: Path, blobs_id: str | None) -> dict[str, Any] | None:
+    """The record of ``root``'s last full snapshot when nothing it holds changed since, else None."""
+    try:
+        record = json.loads(path.read_bytes())
+        if not (
+            isinstance(record, dict)
+            and record.get("version") == RECORD_VERSION
+            and record.get("root") == str(root)
+            and record.get("blobs_id") == blobs_id
+        ):
+            return None
+        index = work_tree_index(root)
+        if index is None or _sig(index) != record["index"]:
+            return None
+        root_s = str(root)
+        for rel, mtime in record["walked"].items():
+            try:
+                if os.lstat(os.path.join(root_s, rel) if rel else root_s).st_mtime_ns != mtime:
+                    return None
+            except OSError:
+                return None
+        for folder, (name, size, mtime, ino) in record["ignore_files"].items():
+            sig = _sig(os.path.join(root_s, folder, name))
+            if sig is None or [sig[0], sig[1], sig[3]] != [size, mtime, ino]:
+                return None
+        for rel, sig in record["others"].items():
+            if _sig(os.path.join(root_s, rel)) != sig:
+                return None
+        modified = _ls_files(root, "-m", "-d")
+        if modified is None or not set(modified) <= set(record["modified"]):
+            return None
+        if _sig(index) != record["index"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record

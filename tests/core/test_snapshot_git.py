@@ -1,0 +1,169 @@
+"""Re-snapshots of a git work tree: git's index stands in for the walk only when nothing changed.
+
+Every change below is made to a tree whose last snapshot left a git record; the next snapshot must
+be exactly what a full walk of the changed tree gives (a fresh store with no record), never the
+old one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain.core import snapshot as snapshot_mod
+from airflow_provider_mltrain.core import snapshot_git
+from airflow_provider_mltrain.core.snapshot import SnapshotStore
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, env={**os.environ, **GIT_ENV}, check=True, capture_output=True)
+
+
+def age(root: Path, seconds: float = 3600) -> None:
+    """Every file's and folder's mtime an hour back (out of the racy window), .git left alone."""
+    past = time.time() - seconds
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files + dirs:
+            os.utime(os.path.join(dirpath, name), (past, past), follow_symlinks=False)
+    os.utime(root, (past, past))
+
+
+@pytest.fixture
+def repo(make_tree) -> Path:
+    root = make_tree(
+        {
+            "train.py": "print('train')\n",
+            "lib/model.py": "W = 1\n",
+            "lib/data.py": "D = 2\n",
+            ".gitignore": "*.log\nscratch/\n",
+            "notes.txt": "untracked\n",  # kept, not tracked
+            "cache/kept.bin": "excluded by .git/info/exclude only\n",
+            "ignored.log": "left out\n",
+            "outputs/old.txt": "a local run's output\n",
+        }
+    )
+    git(root, "init", "-q")
+    (root / ".git" / "info").mkdir(exist_ok=True)
+    (root / ".git" / "info" / "exclude").write_text("cache/\n")
+    age(root)
+    git(root, "add", "train.py", "lib", ".gitignore")
+    git(root, "commit", "-q", "-m", "first")
+    (root / "lib" / "data.py").write_text("D = 33\n")  # dirty when the record is written
+    age(root)
+    settle()
+    return root
+
+
+def settle() -> None:
+    """Let the index (just written) leave the racy window: git keeps whole seconds of each file's
+    ctime, so only an index older than that trusts git's word (nothing else can stand in for it)."""
+    time.sleep(snapshot_git.RACY_WINDOW_NS / 1e9 + 0.1)
+
+
+def _fresh(tmp_path: Path, root: Path) -> str:
+    """What a full walk gives for ``root`` now: a store with no stat cache and no record."""
+    fresh = tmp_path / f"fresh-{time.monotonic_ns()}"
+    return SnapshotStore(fresh).take(root).id
+
+
+def _recorded(store: SnapshotStore, root: Path) -> str:
+    first = store.take(root)
+    assert list(store.statcache.glob("*.git.json")), "no git record was written"
+    return first.id
+
+
+def test_an_unchanged_work_tree_is_not_walked(store_path, repo, monkeypatch):
+    import json
+
+    store = SnapshotStore(store_path)
+    first = _recorded(store, repo)
+    (record,) = [json.loads(p.read_text()) for p in store.statcache.glob("*.git.json")]
+    assert record["modified"] == ["lib/data.py"]  # dirty then: its stat is in the record
+    assert set(record["others"]) == {"lib/data.py", "notes.txt", "cache/kept.bin"}
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("walked the tree although git and the record show no change")
+
+    monkeypatch.setattr(snapshot_mod, "scan", no_walk)
+    again = store.take(repo, required="train.py")
+    assert again.id == first and {f.path for f in again.files} >= {"train.py", "notes.txt", "cache/kept.bin"}
+    assert "ignored.log" not in {f.path for f in again.files}
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+def _write_same_size(path: Path, text: str) -> None:
+    """New content of the same size with the old mtime put back: only ctime (and git) can tell."""
+    st = path.stat()
+    assert len(text.encode()) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+CHANGES: dict[str, Callable[[Path], None]] = {
+    "a tracked file, same size and mtime": lambda r: _write_same_size(r / "lib/model.py", "W = 9\n"),
+    "a file dirty then, edited again": lambda r: _write_same_size(r / "lib/data.py", "D = 44\n"),
+    "a dirty file put back as committed": lambda r: git(r, "checkout", "--", "lib/data.py"),
+    "an untracked kept file, same size": lambda r: _write_same_size(r / "notes.txt", "UNTRACKED\n"),
+    "a file only .git/info/exclude ignores": lambda r: _write_same_size(
+        r / "cache/kept.bin", "x" * 34 + "\n"
+    ),
+    "a new untracked file": lambda r: (r / "lib/new.py").write_text("N = 1\n"),
+    "a new file in a folder git ignores": lambda r: (r / "cache/more.bin").write_text("more\n"),
+    "a new empty folder": lambda r: (r / "lib/empty").mkdir(),
+    "a tracked file removed": lambda r: (r / "lib/model.py").unlink(),
+    "the executable bit": lambda r: (r / "train.py").chmod(0o755),
+    "an ignore file edited": lambda r: _write_same_size(r / ".gitignore", "*.lug\nscratch/\n"),
+    "a commit of an edit": lambda r: (
+        (r / "train.py").write_text("print('two')\n"),
+        git(r, "commit", "-q", "-am", "two"),
+    ),
+    "a new symlink": lambda r: os.symlink("train.py", r / "link.py"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
+def test_every_change_is_seen(store_path, tmp_path, repo, change):
+    store = SnapshotStore(store_path)
+    before = _recorded(store, repo)
+    assert store.take(repo).id == before  # the fast path's own answer
+    CHANGES[change](repo)
+    expected = _fresh(tmp_path, repo)
+    assert expected != before, "the change does not change the snapshot: a useless case"
+    assert store.take(repo).id == expected
+
+
+def test_no_record_outside_a_work_tree_or_for_a_tree_changed_moments_ago(store_path, make_tree):
+    store = SnapshotStore(store_path)
+    plain = make_tree({"train.py": "print(1)\n"})
+    age(plain)
+    store.take(plain)
+    assert not list(store.statcache.glob("*.git.json"))
+    fresh = make_tree({"train.py": "print(1)\n"})
+    git(fresh, "init", "-q")
+    git(fresh, "add", "train.py")
+    git(fresh, "commit", "-q", "-m", "first")
+    store.take(fresh)  # its folders and index changed within the racy window: the walk stays
+    assert not list(store.statcache.glob("*.git.json"))
+    age(fresh)
+    settle()
+    store.take(fresh)
+    assert list(store.statcache.glob("*.git.json"))
