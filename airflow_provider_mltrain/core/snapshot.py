@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import functools
 import gc
 import hashlib
 import json
@@ -98,6 +99,9 @@ class FileEntry(NamedTuple):  # a named tuple: a 10,000-file manifest loads 3x f
     mode: int  # 0o644 or 0o755 as git keeps it; 0o600 or 0o700 for a file others could not read
 
 
+_new_file_entry = functools.partial(tuple.__new__, FileEntry)  # from a manifest row, unchecked
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """An immutable manifest. ``files``, ``symlinks`` and ``dirs`` are sorted by path.
@@ -134,7 +138,7 @@ class Snapshot:
         if not verify and snapshot_id is not None:
             return cls(
                 id=snapshot_id,
-                files=tuple(map(FileEntry._make, data["files"])),
+                files=tuple(map(_new_file_entry, data["files"])),
                 symlinks=tuple(map(tuple, data.get("symlinks", ()))),
                 dirs=tuple(data.get("dirs", ())),
             )
