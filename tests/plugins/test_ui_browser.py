@@ -227,7 +227,14 @@ def login(page, server: Server, user: str = "viewer", start: str = "/mltrain/") 
     page.get_by_label("Password").fill(server.passwords[user])
     page.get_by_role("button", name="Sign in").click()
     # The api-server renders the page after the login's redirect: over 30 s on a loaded 2-core VM.
-    page.wait_for_url(server.url + start, timeout=90_000)
+    # Waited for until the response arrives ("commit"), not the load event: a live run's page
+    # loads its log and charts meanwhile, and the callers wait for what they need on the page.
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_url(server.url + start, timeout=90_000, wait_until="commit")
+    except PlaywrightTimeout:
+        raise AssertionError(f"signed in as {user}, the browser is at {page.url}, not {start}") from None
 
 
 def shot(page, name: str, full_page: bool = True) -> None:
