@@ -561,25 +561,45 @@ class _NoHash:
 
 def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int, h: Any) -> tuple[str, int]:
     """A big object in ranges fetched ``PARALLEL`` at a time (one stream cannot fill the link),
-    hashed (by ``h``) and written in order as they arrive."""
+    each written at its offset by the thread that fetched it, into a file allocated whole first;
+    hashed (by ``h``) in order as the ranges arrive.
+
+    Allocating the file first and writing from several threads is what makes the write keep up:
+    measured on a 2-core VM, 1 GiB written by one thread with no allocation took 1.3-3.3 s, with
+    it and 2-4 threads 0.4-0.6 s (the kernel's page-cache and extent work, in parallel).
+    """
     n = 0
     starts = iter(range(0, size, RANGE))
-    with ThreadPoolExecutor(PARALLEL) as pool, open(dest, "wb") as out:
-        pending: collections.deque[Future[bytes]] = collections.deque()
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with contextlib.suppress(OSError):  # not every filesystem can; then the writes allocate
+            os.posix_fallocate(fd, 0, size)
 
-        def more() -> None:
-            start = next(starts, None)
-            if start is not None:
-                pending.append(pool.submit(inp.fs.cat_file, src, start=start, end=min(start + RANGE, size)))
+        def fetch_and_write(start: int) -> bytes:
+            data = inp.fs.cat_file(src, start=start, end=min(start + RANGE, size))
+            view, at = memoryview(data), start
+            while view:
+                written = os.pwrite(fd, view, at)
+                view, at = view[written:], at + written
+            return data
 
-        for _ in range(PARALLEL * 2):
-            more()
-        while pending:
-            chunk = pending.popleft().result()
-            more()
-            h.update(chunk)
-            out.write(chunk)
-            n += len(chunk)
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            pending: collections.deque[Future[bytes]] = collections.deque()
+
+            def more() -> None:
+                start = next(starts, None)
+                if start is not None:
+                    pending.append(pool.submit(fetch_and_write, start))
+
+            for _ in range(PARALLEL * 2):
+                more()
+            while pending:
+                chunk = pending.popleft().result()
+                more()
+                h.update(chunk)
+                n += len(chunk)
+    finally:
+        os.close(fd)
     if n != size:
         raise InputError(
             f"Input {inp.name!r}: {src} changed while it was fetched ({n} bytes read, {size} listed). "
