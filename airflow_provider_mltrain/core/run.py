@@ -127,7 +127,8 @@ class Run:
                 raise ValueError(f"Run properties are write-once; already set: {sorted(clash)}")
             return current | {k: str(v) for k, v in properties.items()}
 
-        self.workspace.store.change_properties(self.id, change)
+        if not self.workspace.store.change_properties(self.id, change):
+            self._record()  # raises RunNotFound, naming the store
 
     def register_model(
         self,

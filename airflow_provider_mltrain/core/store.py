@@ -375,21 +375,22 @@ class RunStore:
                 runs.update().where(runs.c.id == run_id).values(updated_at=time.time(), **_encode(fields))
             )
 
-    def change_properties(self, run_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def change_properties(self, run_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
         """Replace a run's properties by ``change(properties)`` in one transaction: writers that
-        change different keys meanwhile never lose each other's change."""
+        change different keys meanwhile never lose each other's change. False: no such run."""
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.select(runs.c.properties).where(runs.c.id == run_id).with_for_update()
             ).first()
             if row is None:
-                return
+                return False
             properties = change(json.loads(row[0]))
             conn.execute(
                 runs.update()
                 .where(runs.c.id == run_id)
                 .values(updated_at=time.time(), **_encode({"properties": properties}))
             )
+        return True
 
     def record_states(self, run_id: str, states: Iterable[tuple[RunStatus, float, str | None]]) -> RunStatus:
         """Record transitions not seen yet and move the run's status forward, never back.

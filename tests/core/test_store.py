@@ -334,3 +334,19 @@ def check_bounded_metric_reads(store: RunStore) -> None:
 
 def test_bounded_metric_reads(tmp_path):
     check_bounded_metric_reads(RunStore(f"sqlite:///{tmp_path}/runs.db"))
+
+
+def test_run_properties_are_write_once_and_a_missing_run_says_so(tmp_path):
+    from airflow_provider_mltrain.core.errors import RunNotFound
+    from airflow_provider_mltrain.core.run import Run
+
+    ws = Workspace(tmp_path / "ws")
+    ws.store.create_run(record("r1"))
+    run = Run(ws, "r1")
+    run.add_properties({"team": "vision", "n": 3})
+    run.add_properties({"team": "vision"})  # the same value again is no change
+    with pytest.raises(ValueError, match=r"write-once; already set: \['team'\]"):
+        run.add_properties({"team": "nlp", "other": "x"})
+    assert ws.store.get_run("r1")["properties"] == {"team": "vision", "n": "3"}  # nothing half-done
+    with pytest.raises(RunNotFound, match="'nope' is not in the run store"):
+        Run(ws, "nope").add_properties({"team": "vision"})
