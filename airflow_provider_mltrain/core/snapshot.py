@@ -80,7 +80,7 @@ STAT_INDEX_VERSION = 1
 MAX_STAT_INDEX = 64 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Cached hashes of files modified this close to the cache write are not trusted (git's "racy clean").
-RACY_WINDOW_NS = 2_000_000_000
+RACY_WINDOW_NS = snapshot_git.RACY_WINDOW_NS
 SMALL_FILE = 1 << 20
 # Files hashed per task when hashing runs on every core.
 HASH_BATCH = 64
@@ -716,8 +716,7 @@ class SnapshotStore:
 
     def _record_for_git(self, record_path: Path, result: ScanResult, snap: Snapshot, started_ns: int) -> None:
         try:
-            snapshot_git.write_record(
-                record_path,
+            record = snapshot_git.record(
                 result.root,
                 snapshot_id=snap.id,
                 blobs_id=_folder_id(self.blobs),
@@ -729,6 +728,10 @@ class SnapshotStore:
                 count=len(result.files) + len(result.symlinks),
                 total=result.total_size,
             )
+            if record is None:
+                record_path.unlink(missing_ok=True)
+            else:
+                self._save_cache(record_path, record)
         except OSError as exc:  # only a speed-up of the next re-snapshot
             log.debug("No git record for %s: %s", result.root, exc)
 

@@ -37,6 +37,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
+# Stats modified this close to the walk are not trusted (git's "racy clean"); the stat cache's too.
 RACY_WINDOW_NS = 2_000_000_000
 GIT_TIMEOUT = 30.0
 # Git variables that would point git at another repository or index than the folder's own.
@@ -85,8 +86,7 @@ def _ls_files(root: Path, *flags: str) -> list[str] | None:
     return done.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1]
 
 
-def write_record(
-    path: Path,
+def record(
     root: Path,
     *,
     snapshot_id: str,
@@ -98,36 +98,13 @@ def write_record(
     secrets_skipped: list[str],
     count: int,
     total: int,
-) -> None:
-    """After a full walk of ``root``: the record the next re-snapshot checks (removed when none
-    can be trusted). ``walked``: folder -> mtime_ns of every folder walked; ``kept``: each kept
+) -> dict[str, Any] | None:
+    """After a full walk of ``root``: the record the next re-snapshot checks, or None when none
+    can be trusted. ``walked``: folder -> mtime_ns of every folder walked; ``kept``: each kept
     file's (size, mtime_ns, ctime_ns, inode)."""
     index = work_tree_index(root)
-    record = None
-    if index is not None:
-        record = _record(
-            root, index, snapshot_id, blobs_id, started_ns, walked, ignore_files, kept, secrets_skipped
-        )
-    if record is None:
-        path.unlink(missing_ok=True)
-        return
-    record.update(count=count, total=total)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, separators=(",", ":")))
-    os.replace(tmp, path)
-
-
-def _record(
-    root: Path,
-    index: Path,
-    snapshot_id: str,
-    blobs_id: str | None,
-    started_ns: int,
-    walked: dict[str, int],
-    ignore_files: dict[str, list],
-    kept: dict[str, tuple[int, int, int, int]],
-    secrets_skipped: list[str],
-) -> dict[str, Any] | None:
+    if index is None:
+        return None
     trusted_before = started_ns - RACY_WINDOW_NS
     if any(mtime >= trusted_before for mtime in walked.values()):
         return None  # a folder changed moments ago may change again within the same mtime tick
@@ -165,6 +142,8 @@ def _record(
         "others": others,
         "modified": sorted(modified),
         "secrets_skipped": secrets_skipped,
+        "count": count,
+        "total": total,
     }
 
 

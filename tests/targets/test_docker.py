@@ -35,7 +35,13 @@ from airflow_provider_mltrain.core.errors import TargetUnreachable
 from airflow_provider_mltrain.core.run import Run
 from airflow_provider_mltrain.hooks.docker import DockerComputeHook
 from airflow_provider_mltrain.targets.docker import DockerOptions, DockerTarget, container_name
-from tests.targets.harnesses.docker import CONN_ID, docker_connection, remove_test_containers, require_docker
+from tests.targets.harnesses.docker import (
+    CONN_ID,
+    docker_connection,
+    join_removals,
+    remove_test_containers,
+    require_docker,
+)
 from tests.targets.suite import wait_until
 
 pytestmark = pytest.mark.integration
@@ -381,9 +387,7 @@ def test_cleanup_policy(workspace, docker_conn, make_tree, policy, kept_after_su
         target_options={"cleanup": policy},
     )
     bad.wait_for_completion(raise_on_error=False)
-    for thread in threading.enumerate():  # removal runs off the waiting path: let it finish
-        if thread.name.startswith("rm-mltrain-"):
-            thread.join(timeout=60)
+    join_removals()  # removal runs off the waiting path: let it finish
     listed = _client().containers.list(all=True, sparse=True, filters={"label": f"mltrain.target={CONN_ID}"})
     names = {c.attrs["Names"][0].lstrip("/") for c in listed}  # sparse: no inspect of each
     assert (container_name(ok.id) in names) == kept_after_success

@@ -45,6 +45,7 @@ from airflow_provider_mltrain import (
     Workspace,
 )
 from airflow_provider_mltrain.core.artifacts import FsspecArtifactStore
+from tests.targets.harnesses.docker import join_removals
 from tests.targets.suite import assert_store_holds, is_object_store, reopen, submit, wait_until
 
 TRAIN = """
@@ -551,9 +552,7 @@ def test_another_host_reads_the_log_of_a_run_whose_files_wait_elsewhere(
     run = submit(host_a, target, make_tree({"train.py": script}))
     details = run.wait_for_completion(upload_timeout=0)
     assert details["status"] == "Completed" and details["output_dir"] is None  # files wait on host A
-    for thread in threading.enumerate():  # the Docker target removes the container meanwhile
-        if thread.name.startswith("rm-mltrain-"):
-            thread.join(timeout=60)
+    join_removals()  # the Docker target removes the container meanwhile
     expected = "".join(f"line {i}\n" for i in range(20))
     seen_from_b = Workspace(tmp_path / "host-b", database_url=workspace.database_url, artifact_store=store)
     reader = seen_from_b.get_run(run.id)
@@ -577,9 +576,7 @@ def test_files_waiting_in_one_hosts_cache_are_never_finished_empty_by_another(
     details = run.wait_for_completion(upload_timeout=0)  # return with the upload pending
     assert details["status"] == "Completed" and details["output_dir"] is None  # not collected yet
     assert any("not in the artifact store" in w for w in details["warnings"])
-    for thread in threading.enumerate():  # the Docker target removes the container meanwhile
-        if thread.name.startswith("rm-mltrain-"):
-            thread.join(timeout=60)
+    join_removals()  # the Docker target removes the container meanwhile
     # Another host (the api-server, a retry on another worker) reads the run meanwhile.
     host_b = Workspace(tmp_path / "host-b", database_url=workspace.database_url, artifact_store=store)
     assert host_b.get_run(run.id).get_status() == "Completed"

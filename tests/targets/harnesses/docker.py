@@ -33,13 +33,9 @@ def remove_test_containers(target_name: str, scope: Path) -> None:
     """Remove a test's containers of a target (once the target's background removals are done): those
     whose workspace lies under ``scope``, the test's tmp_path. Other tests, in other xdist workers or
     another pytest session, run containers of the same target meanwhile; theirs stay."""
-    import threading
-
     import docker
 
-    for thread in threading.enumerate():
-        if thread.name.startswith("rm-mltrain-"):
-            thread.join(timeout=60)
+    join_removals()
     scope = scope.resolve()
     client = docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
     # sparse: no inspect per container, which fails for one being removed meanwhile
@@ -54,14 +50,16 @@ def remove_test_containers(target_name: str, scope: Path) -> None:
     client.close()
 
 
-def join_removal(run_id: str) -> None:
-    """Wait for the target's background removal of ``run_id``'s container, if one is under way."""
+def join_removals(run_id: str | None = None) -> None:
+    """Wait for the Docker target's background removals of containers (``run_id``'s only, when
+    given): it removes a finished run's container off the waiting path."""
     import threading
 
     from airflow_provider_mltrain.targets.docker import container_name
 
+    name = f"rm-{container_name(run_id)}" if run_id else "rm-mltrain-"
     for thread in threading.enumerate():
-        if thread.name == f"rm-{container_name(run_id)}":
+        if thread.name == name or (run_id is None and thread.name.startswith(name)):
             thread.join(timeout=60)
 
 
@@ -134,7 +132,7 @@ class DockerHarness(Harness):
     def working_copy_removed(self, run):
         # After a successful run the target removes its container off the waiting path (cleanup
         # on_success); reading it meanwhile races the daemon's removal ("RWLayer ... is nil").
-        join_removal(run.id)
+        join_removals(run.id)
         self._target(run)._stopped.pop(run.id, None)  # look the container up again
         container = self._container(run)
         if container is None:
