@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow import __version__ as _airflow_version
 from airflow.sdk import BaseOperator
 
 try:
@@ -29,6 +30,9 @@ try:
 except ImportError:  # pragma: no cover - Airflow 3.1 kept it with the execution-time masker
     from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
 
+# From 3.3 the triggerer renders a task's templates before a start_from_trigger task's trigger runs.
+AIRFLOW_V_3_3_PLUS = tuple(int(p) for p in _airflow_version.split(".")[:2] if p.isdigit()) >= (3, 3)
+
 if TYPE_CHECKING:
     from airflow.sdk import ResumableJobMixin
 
@@ -52,6 +56,7 @@ else:
 
 
 __all__ = [
+    "AIRFLOW_V_3_3_PLUS",
     "HAS_TASK_STATE_STORE",
     "AirflowException",
     "AirflowOptionalProviderFeatureException",

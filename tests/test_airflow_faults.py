@@ -89,30 +89,19 @@ with DAG("fault_deferrable", **ARGS):
 with DAG("fault_triggerer_restart", **ARGS):
     counted("train", "triggerer-restart", 15, deferrable=True)
 
-
-def sweep(experiment, deferrable):
-    from airflow_provider_mltrain.operators.sweep import SweepOperator
-    from airflow_provider_mltrain.train.hyperdrive import RandomParameterSampling, uniform
-
-    return SweepOperator(
-        task_id="train",
-        experiment_name=experiment,
-        source_directory=SCRIPTS,
-        script="sweep_child.py",
-        arguments=[os.path.join(COUNTERS, experiment)],
-        hyperparameter_sampling=RandomParameterSampling({{"--x": uniform(0, 1)}}),
-        primary_metric_name="score",
-        max_total_runs=6,
-        max_concurrent_runs=2,
-        poll_interval=0.5,
-        deferrable=deferrable,
+# Submitted in the triggerer: no worker slot until execute_complete; the tag is rendered there.
+with DAG("fault_start_from_trigger", **ARGS):
+    counted(
+        "train", "from-trigger", 2, deferrable=True, start_from_trigger=True,
+        tags={{"dag_run": "{{{{ run_id }}}}"}},
     )
 
-with DAG("fault_sweep_kill_task", **ARGS):
-    sweep("sweep-kill-task", deferrable=False)
-
-with DAG("fault_sweep_triggerer_restart", **ARGS):
-    sweep("sweep-triggerer-restart", deferrable=True)
+# Never on a worker: the first run fails, the retry (a new try, from the triggerer again) completes.
+with DAG("fault_end_from_trigger", **ARGS):
+    counted(
+        "train", "end-from-trigger", 1, fail_first=True, deferrable=True, start_from_trigger=True,
+        end_from_trigger=True,
+    )
 '''
 
 COUNTED_SCRIPT = """
@@ -563,3 +552,48 @@ def test_triggerer_restart_mid_sweep_resumes_it_with_no_duplicate_child(deployme
     assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
     assert deployment.ti(dag_id, dag_run) == ("success", 1)  # no retry: the new triggerer went on
     check_sweep_ran_each_child_once(deployment, dag_id, dag_run, "sweep-triggerer-restart")
+
+
+def test_start_from_trigger_submits_in_the_triggerer_once(deployment):
+    dag_id = "fault_start_from_trigger"
+    dag_run = deployment.trigger(dag_id)
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    mltrain_id = run_id_of(deployment, dag_id, dag_run)
+    (run,) = runs(deployment, "from-trigger")
+    assert (run.id, run.get_status()) == (mltrain_id, "Completed")
+    assert run.tags == {"dag_run": dag_run}  # rendered by the triggerer, with the task's context
+    assert run.properties["airflow.try_number"] == "1"
+    assert starts(deployment, "from-trigger") == 1
+    assert deployment.ti(dag_id, dag_run) == ("success", 1)
+    log = deployment.task_log(dag_id, dag_run)
+    assert f"Run {mltrain_id} submitted from the triggerer" in log and "all done" in log, log[-4000:]
+    assert "started on a worker" not in log, log[-4000:]
+    # execute_complete ran on a worker, which recorded its pid (what the end_from_trigger test checks).
+    ((pid,),) = deployment.query("SELECT pid FROM task_instance WHERE dag_id=? AND run_id=?", dag_id, dag_run)
+    assert pid is not None
+    assert xcom(deployment, dag_id, dag_run) == mltrain_id
+    assert xcom(deployment, dag_id, dag_run, "run_details")["status"] == "Completed"
+    assert stored_run_id(deployment, dag_id, dag_run) == mltrain_id
+
+
+def test_end_from_trigger_never_takes_a_worker_and_retries_a_failed_run(deployment):
+    dag_id = "fault_end_from_trigger"
+    dag_run = deployment.trigger(dag_id)
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    first = run_id_of(deployment, dag_id, dag_run)
+    assert [(r.id, r.get_status()) for r in runs(deployment, "end-from-trigger")] == [
+        (first + ".a2", "Completed"),
+        (first, "Failed"),
+    ]
+    assert starts(deployment, "end-from-trigger") == 2
+    assert deployment.ti(dag_id, dag_run) == ("success", 2)
+    assert tries(deployment, dag_id, dag_run) == [(1, "failed")]  # the failed run failed try 1
+    # No worker ran either try: Airflow records a worker's pid when it starts a try.
+    pids = "SELECT pid FROM {} WHERE dag_id=? AND run_id=? AND task_id='train'"
+    assert deployment.query(pids.format("task_instance"), dag_id, dag_run) == [(None,)]
+    assert deployment.query(pids.format("task_instance_history"), dag_id, dag_run) == [(None,)]
+    log = deployment.task_log(dag_id, dag_run)
+    assert "failing on purpose" in log and "exit code 5" in log and "all done" in log, log[-4000:]
+    # No XCom: Airflow 3.3 stores an end event's XComs encoded twice (a downstream task would
+    # read the run id as '"<id>"'), so the trigger sends none.
+    assert deployment.query("SELECT key FROM xcom WHERE dag_id=? AND run_id=?", dag_id, dag_run) == []

@@ -2,73 +2,61 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow_provider_mltrain.core.environment import Environment, EnvironmentBuildFailed, resolve_environment
+from airflow_provider_mltrain.core.environment import Environment
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, MLTrainError, RunNotFound, RunTimeout
-from airflow_provider_mltrain.core.experiment import Experiment
-from airflow_provider_mltrain.core.inputs import PLACEHOLDER_RE, Input
-from airflow_provider_mltrain.core.model import Model, check_labels, check_model_name, register_from_run
+from airflow_provider_mltrain.core.model import Model, register_from_run
 from airflow_provider_mltrain.core.outputs import Output
-from airflow_provider_mltrain.core.redact import secret_values
 from airflow_provider_mltrain.core.run import Run
-from airflow_provider_mltrain.core.run_config import ScriptRunConfig, check_type, type_error
 from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.lineage import openlineage as lineage
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
+from airflow_provider_mltrain.operators.submission import (
+    ACTIONS_IF_RUN_EXISTS,
+    REGISTER_MODEL_KEYS,
+    SUBMIT_FIELDS,
+    XCOM_RUN_DETAILS,
+    SubmitsRuns,
+    _is_asset,
+    failure_message,
+    keep_placeholders,
+    restore_placeholders,
+    run_id_for_task,
+    task_attempts,
+    trigger_value,
+)
 from airflow_provider_mltrain.triggers.run import RunTrigger
 from airflow_provider_mltrain.version_compat import (
+    AIRFLOW_V_3_3_PLUS,
     HAS_TASK_STATE_STORE,
     AirflowException,
     AirflowTaskTimeout,
     BaseOperator,
     ResumableJobMixin,
     conf,
-    mask_secret,
 )
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-XCOM_RUN_DETAILS = "run_details"
 XCOM_MODEL = "model"
-REGISTER_MODEL_KEYS = ("name", "path", "tags", "properties", "description")
-ACTIONS_IF_RUN_EXISTS = ("reattach", "resubmit", "fail")
 ACTIVE_STATES = frozenset(s.value for s in RunStatus if not s.is_terminal)
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_PROTECTED = re.compile(r"@@mltrain-placeholder-(\d+)@@")
-
-
-def _is_asset(value: Any) -> bool:
-    try:
-        from airflow.sdk import Asset
-    except ImportError:  # pragma: no cover - Airflow 3 has it
-        return False
-    return isinstance(value, Asset)
-
-
-def _plain_inputs(inputs: Any) -> Any:
-    """Inputs for the core, which knows no Airflow: an ``Asset`` (alone or in an ``Input``) is its URI."""
-    if not isinstance(inputs, dict):
-        return inputs
-    out: dict[str, Any] = {}
-    for name, value in inputs.items():
-        if _is_asset(value):
-            value = value.uri
-        elif isinstance(value, Input) and _is_asset(value.source):
-            value = Input(
-                value.source.uri, value.mode, value.storage_options, value.conn_id, value.path_on_compute
-            )
-        out[name] = value
-    return out
+__all__ = [
+    "ACTIONS_IF_RUN_EXISTS",
+    "REGISTER_MODEL_KEYS",
+    "XCOM_RUN_DETAILS",
+    "ScriptRunOperator",
+    "failure_message",
+    "run_id_for_task",
+    "task_attempts",
+]
 
 
 def output_asset_uri(value: Any) -> str:
@@ -126,48 +114,7 @@ def beats_promoted(workspace: Workspace, metrics: dict[str, float], spec: dict[s
     return better, f"{metric}={mine} vs {theirs} of {name}@{alias} (v{promoted.version}): {verdict}."
 
 
-def run_id_for_task(
-    dag_id: str, task_id: str, airflow_run_id: str, map_index: int = -1, attempt: int = 1
-) -> str:
-    """The run id of a task instance, fixed before submission so a retry finds the same run.
-
-    Readable parts (truncated, made file- and label-safe) plus a hash of the exact identity, so two
-    task instances never share an id. ``attempt`` > 1 names the fresh run that follows a failed one.
-    """
-    identity = f"{dag_id}\0{task_id}\0{airflow_run_id}\0{map_index}"
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
-    parts = [_UNSAFE.sub("_", p).strip("._-")[:60] or "x" for p in (dag_id, task_id, airflow_run_id)]
-    if map_index >= 0:
-        parts.append(f"m{map_index}")
-    run_id = ".".join([*parts, digest])
-    return run_id if attempt <= 1 else f"{run_id}.a{attempt}"
-
-
-def task_attempts(workspace: Workspace, ti: Any) -> tuple[str, dict[str, Any] | None]:
-    """The ids of a task instance's runs are ``<base>``, ``<base>.a2``, ``<base>.a3``...: returns
-    the first id not in the run store, and the record of the latest one that is (None if none)."""
-    map_index = getattr(ti, "map_index", -1)
-    map_index = -1 if map_index is None else int(map_index)
-    attempt, latest = 1, None
-    while True:
-        run_id = run_id_for_task(ti.dag_id, ti.task_id, ti.run_id, map_index, attempt)
-        record = workspace.store.get_run(run_id)
-        if record is None:
-            return run_id, latest
-        latest, attempt = record, attempt + 1
-
-
-def failure_message(run: Run, details: dict[str, Any]) -> str:
-    code = details["exit_code"]
-    return (
-        f"mltrain: run {run.id} {details['status'].lower()}"
-        + (f" with exit code {code}" if code not in (None, 0) else "")
-        + (f": {details['error']}" if details["error"] else "")
-        + f"\n--- last lines of the run's log ---\n{run.get_log_tail()}"
-    )
-
-
-class ScriptRunOperator(ResumableJobMixin, BaseOperator):
+class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
     """Run ``script`` from ``source_directory`` on ``compute_target`` and record it in ``experiment_name``.
 
     ``environment`` is an ``Environment``, the path of a YAML spec (relative paths are looked up in
@@ -249,6 +196,8 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         inputs: dict[str, Any] | None = None,
         outputs: dict[str, Any] | None = None,
         publish_if_better: dict[str, Any] | None = None,
+        start_from_trigger: bool = False,
+        end_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         assets = [v for v in (inputs or {}).values() if _is_asset(v)]
@@ -291,71 +240,64 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         self.inputs = inputs or {}
         self.outputs = outputs or {}
         self.publish_if_better = publish_if_better
+        self.end_from_trigger = end_from_trigger
         self._run: Run | None = None
         self._lineage: lineage.RunLineage | None = None
+        if start_from_trigger or end_from_trigger:
+            self._check_trigger_only(start_from_trigger)
+        if start_from_trigger:
+            from airflow.triggers.base import StartTriggerArgs
+
+            self.start_from_trigger = True
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls="airflow_provider_mltrain.triggers.run.SubmitRunTrigger",
+                trigger_kwargs=self._trigger_kwargs(),
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=None,
+            )
+
+    def _check_trigger_only(self, start_from_trigger: bool) -> None:
+        """``start_from_trigger`` / ``end_from_trigger`` as given: refused when the DAG is parsed."""
+        owner = f"ScriptRunOperator {self.task_id!r}:"
+        if not (self.deferrable and self.wait_for_completion):
+            raise ValueError(
+                f"{owner} start_from_trigger and end_from_trigger wait for the run in the triggerer: "
+                "set deferrable=True and wait_for_completion=True, or drop them."
+            )
+        if start_from_trigger and not AIRFLOW_V_3_3_PLUS:
+            raise ValueError(
+                f"{owner} start_from_trigger=True needs Airflow 3.3 or newer (the triggerer renders "
+                "the task's templates from 3.3 on). Drop it: deferrable=True alone still frees the "
+                "worker slot while the run goes on."
+            )
+        after = [name for name in ("outputs", "register_model", "publish_if_better") if getattr(self, name)]
+        if self.end_from_trigger and after:
+            raise ValueError(
+                f"{owner} end_from_trigger=True ends the task in the triggerer, but {', '.join(after)} "
+                "run on a worker after the run (Asset events, the model registry). Drop "
+                "end_from_trigger, or register and publish in a downstream task."
+            )
+
+    def _trigger_kwargs(self) -> dict[str, Any]:
+        """The submission's fields as ``SubmitRunTrigger`` takes them, unrendered: the triggerer
+        renders the templated ones (``template_fields``) under the same names."""
+        fields = {name: trigger_value(name, getattr(self, name)) for name in SUBMIT_FIELDS}
+        return {
+            **fields,
+            "task_id": self.task_id,
+            "poll_interval": self.poll_interval,
+            "timeout": self.timeout,
+            "cancel_grace_period": self.cancel_grace_period,
+            "end_from_trigger": self.end_from_trigger,
+        }
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         """Render as usual, leaving ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` in ``arguments``
         for mltrain: Jinja would read their ``{{ }}`` as its own (and fail on ``inputs``)."""
-        kept: list[str] = []
-
-        def keep(match: re.Match[str]) -> str:
-            kept.append(match.group(0))
-            return f"@@mltrain-placeholder-{len(kept) - 1}@@"
-
-        if isinstance(self.arguments, list):
-            self.arguments = [
-                PLACEHOLDER_RE.sub(keep, a) if isinstance(a, str) else a for a in self.arguments
-            ]
+        self.arguments, kept = keep_placeholders(self.arguments)
         super().render_template_fields(context, jinja_env)
-        if kept and isinstance(self.arguments, list):
-            self.arguments = [
-                _PROTECTED.sub(lambda m: kept[int(m.group(1))], a) if isinstance(a, str) else a
-                for a in self.arguments
-            ]
-
-    def _workspace(self) -> Workspace:
-        return Workspace(self.workspace) if self.workspace else Workspace()
-
-    def _pick_run_id(self, workspace: Workspace, ti: Any) -> tuple[str, str | None]:
-        """The id to submit under (or attach to), and the earlier run it follows (if any).
-
-        The ids of one task instance are ``<base>``, ``<base>.a2``, ``<base>.a3``...; the latest
-        that exists decides, by ``action_if_run_exists``.
-        """
-        run_id, record = task_attempts(workspace, ti)
-        if record is None:
-            return run_id, None
-        latest = record["id"]
-        status = Run(workspace, latest).refresh()
-        action = self.action_if_run_exists
-        if action == "reattach" and not self.durable:
-            action = "resubmit"
-        if action == "fail":
-            raise AirflowException(
-                f"mltrain: run {latest} ({status.value}) exists for this task instance and "
-                "action_if_run_exists='fail'. Set it to 'reattach' or 'resubmit', or trigger a new DAG run."
-            )
-        elsewhere = None if status.is_terminal else Run(workspace, latest).elsewhere()
-        if action == "resubmit" or status in (RunStatus.FAILED, RunStatus.CANCELED):
-            if not status.is_terminal:
-                self.log.warning(
-                    "Run %s is still %s%s; submitting a new run beside it.",
-                    latest,
-                    status.value,
-                    f" ({elsewhere})" if elsewhere else "",
-                )
-            return run_id, latest
-        if elsewhere:
-            raise AirflowException(
-                f"mltrain: run {latest} of this task instance is {status.value}: {elsewhere}. This "
-                "try cannot reattach to it from here. Route local-target tasks to a queue served by "
-                "one host (queue=...), or set action_if_run_exists='resubmit' to start a new run."
-            )
-        self.log.info(
-            "Run %s exists (%s): attaching to it instead of submitting again.", latest, status.value
-        )
-        return latest, None
+        self.arguments = restore_placeholders(self.arguments, kept)
 
     def execute(self, context: Context) -> str:
         if self._resumable(context):
@@ -364,6 +306,9 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
                 # The mixin returns poll_until_complete's None when it reconnected to a running run.
                 result = self.get_job_result(self._run.id, context)
             return str(result)
+        if getattr(self, "start_from_trigger", False):
+            # Airflow starts a mapped task on a worker whatever it asks (apache/airflow#52141).
+            self.log.info("start_from_trigger: this task started on a worker; submitting from here.")
         run_id = self.submit_job(context)
         self._remember(context, run_id)
         if not self.wait_for_completion:
@@ -376,6 +321,7 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
                     poll_interval=self.poll_interval,
                     deadline=time.time() + self.timeout if self.timeout else None,
                     cancel_grace_period=self.cancel_grace_period,
+                    end_from_trigger=self.end_from_trigger,
                 ),
                 method_name="execute_complete",
             )
@@ -412,85 +358,13 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         persisted finds the run by its id and attaches; the mixin's admitted gap does not open.
         """
         ti = context["ti"]
-        config = self._checked_config()
-        workspace = self._workspace()
-        run_id, previous = self._pick_run_id(workspace, ti)
-        attaching = workspace.store.get_run(run_id) is not None
-        properties = {
-            "airflow.dag_id": ti.dag_id,
-            "airflow.task_id": ti.task_id,
-            "airflow.run_id": ti.run_id,
-            "airflow.map_index": str(getattr(ti, "map_index", -1)),
-        }
-        if previous:
-            properties["mltrain.previous_run_id"] = previous  # the run this one follows
-        try:
-            if not attaching:
-                self._mask_secrets(config, workspace)
-            run = Experiment(workspace, self.experiment_name).submit(
-                config,
-                run_id=run_id,
-                properties=properties,
-                log=lambda line: self.log.info("%s", line),
-                rebuild_environment=self.rebuild_environment,
-            )
-        except EnvironmentBuildFailed as exc:
-            raise AirflowException(
-                f"mltrain: run {run_id} failed while preparing its environment: {exc}"
-            ) from exc
-        except MLTrainError as exc:
-            raise AirflowException(f"mltrain: run not submitted: {exc}") from exc
+        run, attaching = self._submit_run(ti, lambda line: self.log.info("%s", line))
         self._attach(run, ti)
         if not attaching:
             self.log.info(
                 "Run %s submitted to %s (experiment %s).", run.id, self.compute_target, self.experiment_name
             )
         return run.id
-
-    def _checked_config(self) -> ScriptRunConfig:
-        """The run's config from the rendered fields; a field of the wrong type (a template that
-        rendered to a number, a list, None...) raises :class:`InvalidRunConfig` naming it, before
-        anything is read or written."""
-        owner = f"ScriptRunOperator {self.task_id!r}:"
-        native = (
-            " A template renders to a string unless the DAG sets render_template_as_native_obj=True;"
-            " or pass the value itself."
-        )
-        check_type(f"{owner} experiment_name", self.experiment_name, str, "an experiment name (str)")
-        if isinstance(self.arguments, str):
-            raise type_error(f"{owner} arguments", self.arguments, "a list of strings or numbers", native)
-        config = ScriptRunConfig(
-            source_directory=self.source_directory,
-            script=self.script,
-            arguments=self.arguments,
-            compute_target=self.compute_target,
-            environment=self.environment,
-            tags=self.tags,
-            framework=self.framework,
-            target_options=self.target_options,
-            inputs=_plain_inputs(self.inputs),
-            outputs=self.outputs,
-        )
-        config.check_types(owner, hint=native)
-        self._check_register_model(owner)
-        return config
-
-    def _check_register_model(self, owner: str) -> None:
-        """``register_model`` as rendered: refused before anything is submitted."""
-        spec = self.register_model
-        if spec is None:
-            return
-        if not isinstance(spec, dict) or not spec.get("name") or not spec.get("path"):
-            raise type_error(f"{owner} register_model", spec, 'a dict {"name": ..., "path": "outputs/..."}')
-        unknown = sorted(set(spec) - set(REGISTER_MODEL_KEYS))
-        if unknown:
-            raise InvalidRunConfig(
-                f"{owner} register_model has unknown keys {unknown}; "
-                f"it takes {', '.join(REGISTER_MODEL_KEYS)}."
-            )
-        check_model_name(spec["name"])
-        check_labels("tags", spec.get("tags"))
-        check_labels("properties", spec.get("properties"))
 
     def _register(self, run: Run, ti: Any) -> None:
         spec = self.register_model
@@ -521,16 +395,6 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
             }
         if self.do_xcom_push:
             ti.xcom_push(key=XCOM_MODEL, value={"name": model.name, "version": model.version, "id": model.id})
-
-    def _mask_secrets(self, config: ScriptRunConfig, workspace: Workspace) -> None:
-        """Registers the environment's secret values with Airflow's secrets masker, so that the
-        task log (where the run's log streams) shows ``***`` if the script prints one; the
-        environment is resolved once here and handed to the submission as it is."""
-        env = resolve_environment(config.environment, workspace, config.resolved_source_directory())
-        config.environment = env
-        for name, value in env.environment_variables.items():
-            for secret in secret_values(name, value):
-                mask_secret(secret)  # with a name, Airflow would mask only names it finds sensitive
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         try:
@@ -586,9 +450,13 @@ class ScriptRunOperator(ResumableJobMixin, BaseOperator):
         return run
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
-        """Resumes after RunTrigger: the same XComs and failures as the synchronous path."""
+        """Resumes after RunTrigger (or SubmitRunTrigger, which also submitted the run): the same
+        XComs and failures as the synchronous path."""
         ti = context["ti"]
+        if event.get("status") == "not_submitted":
+            raise AirflowException(event["error"])
         run = self._attach(Run(self._workspace(), event["run_id"]), ti)
+        self._remember(context, run.id)
         if event.get("status") == "timeout":
             self._timed_out(run, ti)
         run.refresh()
