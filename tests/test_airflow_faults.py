@@ -96,6 +96,9 @@ with DAG("fault_start_from_trigger", **ARGS):
         tags={{"dag_run": "{{{{ run_id }}}}"}},
     )
 
+with DAG("fault_from_trigger_restart", **ARGS):
+    counted("train", "from-trigger-restart", 15, deferrable=True, start_from_trigger=True)
+
 # Never on a worker: the first run fails, the retry (a new try, from the triggerer again) completes.
 with DAG("fault_end_from_trigger", **ARGS):
     counted(
@@ -574,6 +577,22 @@ def test_start_from_trigger_submits_in_the_triggerer_once(deployment):
     assert xcom(deployment, dag_id, dag_run) == mltrain_id
     assert xcom(deployment, dag_id, dag_run, "run_details")["status"] == "Completed"
     assert stored_run_id(deployment, dag_id, dag_run) == mltrain_id
+
+
+def test_triggerer_restart_after_submitting_follows_the_same_run(deployment):
+    dag_id = "fault_from_trigger_restart"
+    dag_run = deployment.trigger(dag_id)
+    wait_for(lambda: starts(deployment, "from-trigger-restart") == 1, 120, "the run to start", deployment)
+    deployment.stop("triggerer")
+    assert runs(deployment, "from-trigger-restart")[0].get_status() == "Running"
+    deployment.start("triggerer")  # builds the trigger again from its kwargs: it submits nothing new
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    (run,) = runs(deployment, "from-trigger-restart")
+    assert (run.id, run.get_status()) == (run_id_of(deployment, dag_id, dag_run), "Completed")
+    assert starts(deployment, "from-trigger-restart") == 1
+    assert deployment.ti(dag_id, dag_run) == ("success", 1)
+    log = deployment.task_log(dag_id, dag_run)
+    assert f"Run {run.id} was submitted by this try (1): following it." in log, log[-4000:]
 
 
 def test_end_from_trigger_never_takes_a_worker_and_retries_a_failed_run(deployment):
