@@ -99,6 +99,18 @@ with DAG("fault_start_from_trigger", **ARGS):
 with DAG("fault_from_trigger_restart", **ARGS):
     counted("train", "from-trigger-restart", 15, deferrable=True, start_from_trigger=True)
 
+# Airflow starts a mapped task on a worker whatever it asks (apache/airflow#52141).
+with DAG("fault_from_trigger_mapped", **ARGS):
+    ScriptRunOperator.partial(
+        task_id="train",
+        experiment_name="from-trigger-mapped",
+        source_directory=SCRIPTS,
+        script="counted.py",
+        poll_interval=0.5,
+        deferrable=True,
+        start_from_trigger=True,
+    ).expand(arguments=[[os.path.join(COUNTERS, "from-trigger-mapped"), 1]])
+
 # Never on a worker: the first run fails, the retry (a new try, from the triggerer again) completes.
 with DAG("fault_end_from_trigger", **ARGS):
     counted(
@@ -593,6 +605,18 @@ def test_triggerer_restart_after_submitting_follows_the_same_run(deployment):
     assert deployment.ti(dag_id, dag_run) == ("success", 1)
     log = deployment.task_log(dag_id, dag_run)
     assert f"Run {run.id} was submitted by this try (1): following it." in log, log[-4000:]
+
+
+def test_a_mapped_start_from_trigger_task_submits_from_its_worker(deployment):
+    dag_id = "fault_from_trigger_mapped"
+    dag_run = deployment.trigger(dag_id)
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    (run,) = runs(deployment, "from-trigger-mapped")
+    assert run.get_status() == "Completed" and run.properties["airflow.map_index"] == "0"
+    assert starts(deployment, "from-trigger-mapped") == 1
+    log = deployment.task_log(dag_id, dag_run, pattern="map_index=0/*")
+    assert "start_from_trigger: this task started on a worker" in log, log[-4000:]
+    assert "submitted from the triggerer" not in log, log[-4000:]
 
 
 def test_end_from_trigger_never_takes_a_worker_and_retries_a_failed_run(deployment):
