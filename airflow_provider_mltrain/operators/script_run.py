@@ -23,8 +23,8 @@ from airflow_provider_mltrain.operators.submission import (
     SUBMIT_FIELDS,
     XCOM_RUN_DETAILS,
     SubmitsRuns,
-    _is_asset,
     failure_message,
+    is_asset,
     keep_placeholders,
     restore_placeholders,
     run_id_for_task,
@@ -141,7 +141,10 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
     ``durable=False`` makes every try submit a fresh run (as ``"resubmit"`` does).
 
     With ``deferrable=True`` (default: ``[operators] default_deferrable``) the wait happens in the
-    triggerer (``RunTrigger``) and frees the worker slot; the log still reaches the task log.
+    triggerer (``RunTrigger``) and frees the worker slot; the log still reaches the task log. On
+    Airflow 3.3+, ``start_from_trigger=True`` has the triggerer submit the run too
+    (``SubmitRunTrigger``: no worker slot until ``execute_complete``), and ``end_from_trigger=True``
+    ends the task there (no slot at all; no XComs, no outputs or model registration).
     ``wait_for_completion=False`` returns right after submission; follow with ``RunSensor``.
     """
 
@@ -200,7 +203,7 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
         end_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
-        assets = [v for v in (inputs or {}).values() if _is_asset(v)]
+        assets = [v for v in (inputs or {}).values() if is_asset(v)]
         if assets and "inlets" not in kwargs:
             kwargs["inlets"] = assets  # lineage: the Assets this task reads
         self._output_assets = {name: output_asset_uri(value) for name, value in (outputs or {}).items()}

@@ -85,7 +85,7 @@ def trigger_value(field: str, value: Any) -> Any:
     if isinstance(value, Output):
         return {_TAG: "Output", **dataclasses.asdict(value)}
     if isinstance(value, Input):
-        source = value.source.uri if _is_asset(value.source) else value.source
+        source = value.source.uri if is_asset(value.source) else value.source
         if not isinstance(source, str):
             raise InvalidRunConfig(
                 f"ScriptRunOperator {field}: with start_from_trigger=True an input's source must be "
@@ -93,7 +93,7 @@ def trigger_value(field: str, value: Any) -> Any:
                 "connection instead (Input('s3://bucket/key', conn_id='aws_default'))."
             )
         return {_TAG: "Input", **dataclasses.asdict(dataclasses.replace(value, source=source))}
-    if _is_asset(value):
+    if is_asset(value):
         return value.uri
     if isinstance(value, dict):
         return {k: trigger_value(field, v) for k, v in value.items()}
@@ -124,7 +124,7 @@ def from_trigger_value(value: Any) -> Any:
     return value
 
 
-def _is_asset(value: Any) -> bool:
+def is_asset(value: Any) -> bool:
     try:
         from airflow.sdk import Asset
     except ImportError:  # pragma: no cover - Airflow 3 has it
@@ -132,15 +132,15 @@ def _is_asset(value: Any) -> bool:
     return isinstance(value, Asset)
 
 
-def _plain_inputs(inputs: Any) -> Any:
+def plain_inputs(inputs: Any) -> Any:
     """Inputs for the core, which knows no Airflow: an ``Asset`` (alone or in an ``Input``) is its URI."""
     if not isinstance(inputs, dict):
         return inputs
     out: dict[str, Any] = {}
     for name, value in inputs.items():
-        if _is_asset(value):
+        if is_asset(value):
             value = value.uri
-        elif isinstance(value, Input) and _is_asset(value.source):
+        elif isinstance(value, Input) and is_asset(value.source):
             value = Input(
                 value.source.uri, value.mode, value.storage_options, value.conn_id, value.path_on_compute
             )
@@ -281,7 +281,7 @@ class SubmitsRuns:
             tags=self.tags,
             framework=self.framework,
             target_options=self.target_options,
-            inputs=_plain_inputs(self.inputs),
+            inputs=plain_inputs(self.inputs),
             outputs=self.outputs,
         )
         config.check_types(owner, hint=native)
