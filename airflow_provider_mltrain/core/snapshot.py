@@ -1060,7 +1060,7 @@ class SnapshotStore:
         keep: bool = True,
     ) -> list[tuple[str, int]]:
         """Small files one after the other (threads only add GIL contention to their syscalls);
-        large ones in a pool, where reading and hashing run outside the GIL. ``keep=False``
+        large ones in a pool meanwhile, where reading and hashing run outside the GIL. ``keep=False``
         hashes without storing: every file in a pool, in batches (a read and a SHA-256 of more
         than 2 KiB release the GIL, so hashing alone uses every core). New small blobs go to one
         pack, visible once every file is stored; large ones to files of their own."""
@@ -1104,19 +1104,28 @@ class SnapshotStore:
                             progress(done, total)
             return [results[f.path] for f in files]
         large = [f for f in files if f.size > SMALL_FILE]
-        if len(large) > 1 and self.workers > 1:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                for f, result in zip(large, pool.map(lambda f: one(root, f), large)):
-                    results[f.path] = result
-                    if progress is not None:
-                        done += f.size
-                        progress(done, total)
-        for f in files:
-            if f.path not in results:
+        streamer = (
+            ThreadPoolExecutor(max_workers=self.workers) if len(large) > 1 and self.workers > 1 else None
+        )
+        try:
+            # The large files stream in a pool while this thread stores the small ones: their
+            # reads, hashes and writes of 1 MiB release the GIL, so both cores work.
+            streaming = [(f, streamer.submit(one, root, f)) for f in large] if streamer is not None else []
+            for f in files:
+                if streamer is not None and f.size > SMALL_FILE:
+                    continue
                 results[f.path] = one(root, f)
                 if progress is not None:
                     done += f.size
                     progress(done, total)
+            for f, future in streaming:
+                results[f.path] = future.result()
+                if progress is not None:
+                    done += f.size
+                    progress(done, total)
+        finally:
+            if streamer is not None:
+                streamer.shutdown(wait=True, cancel_futures=True)
         return [results[f.path] for f in files]
 
     def _hash_one(self, root: Path, f: _Scanned) -> tuple[str, int]:
