@@ -23,11 +23,13 @@ import dataclasses
 import functools
 import gc
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -36,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import pathspec
 
@@ -85,6 +87,12 @@ SMALL_FILE = 1 << 20
 # Files hashed per task when hashing runs on every core.
 HASH_BATCH = 64
 CHUNK = 1 << 20
+# Fewer new small blobs than this (a re-snapshot of a few edited files) are written as files of
+# their own, as before packs: one file each instead of a pack and its index.
+PACK_MIN_BLOBS = 32
+# A snapshot storing more small files than this lists the blobs kept as files once, instead of
+# a stat per file, to store none twice.
+LIST_LOOSE_OVER = 256
 # Blobs of one pack this close together are fetched by one ranged read.
 COALESCE_GAP = 1 << 20
 # Uploads of one snapshot under way at once (each multipart upload has its own parts in flight).
@@ -542,14 +550,155 @@ class SnapshotStore:
         self.statcache = self.root / "statcache"
         self.packidx = self.root / "packidx"
         self._blobs_str = str(self.blobs)
+        # Small blobs are appended to pack files, one per snapshot (git's idea, and the shared
+        # store's format): creating a file per blob is most of a first snapshot's time.
+        self.packs = self.blobs / "packs"
+        self._packs_str = str(self.packs)
+        self._packs_lock = threading.Lock()
+        self._pack_indexes: dict[str, dict[str, list[int]]] = {}
+        self._packed: dict[str, _Place] = {}
+        self._packs_mtime: int | None = None
+        self._writing = threading.local()  # the pack the current thread's take() appends to
         self.workers = workers or min(8, (os.cpu_count() or 1) * 2)
         self.artifacts = artifacts
 
-    def blob_path(self, digest: str) -> Path:
-        return self.blobs / digest[:2] / digest[2:]
-
     def has_blob(self, digest: str) -> bool:
-        return os.path.isfile(os.path.join(self._blobs_str, digest[:2], digest[2:]))
+        """Whether the cache holds the blob, as a file of its own or in a pack."""
+        return self._where(digest) is not None
+
+    def blob_size(self, digest: str) -> int:
+        """The size of a blob the cache holds; FileNotFoundError when it does not."""
+        place = self._where(digest)
+        if place is None:
+            raise FileNotFoundError(f"Blob {digest} is not in {self.blobs}.")
+        return place.length
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """A binary file of exactly the blob's bytes (to be closed by the caller), whether it is
+        a file of its own or lies in a pack; FileNotFoundError when the cache lacks it."""
+        place = self._where(digest)
+        if place is None:
+            raise FileNotFoundError(f"Blob {digest} is not in {self.blobs}.")
+        return _open_place(place)
+
+    def _where(self, digest: str, refresh: bool = True) -> _Place | None:
+        """Where the cache keeps a blob: in a pack (the indexes read at the last refresh, made
+        again when the pack folder changed), else its own file. ``refresh=False`` trusts the
+        indexes read by the caller's own refresh."""
+        if refresh:
+            self._refresh_packs()
+        place = self._packed.get(digest)
+        if place is not None:
+            return place
+        loose = os.path.join(self._blobs_str, digest[:2], digest[2:])
+        try:
+            st = os.stat(loose)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        else:
+            if stat.S_ISREG(st.st_mode):
+                return _Place(loose, 0, st.st_size, False)
+        if refresh and self._refresh_packs(force=True):
+            return self._packed.get(digest)
+        return None
+
+    def _refresh_packs(self, force: bool = False) -> bool:
+        """Read the indexes of packs written since the last look, by this process or another,
+        and forget packs that are gone. Cheap (one stat) while the pack folder is unchanged;
+        ``force`` also lists it then (a change within the folder's mtime tick). True when the
+        folder was listed."""
+        try:
+            mtime = os.stat(self._packs_str).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            with self._packs_lock:
+                self._pack_indexes.clear()
+                self._packed.clear()
+                self._packs_mtime = None
+            return False
+        if not force and mtime == self._packs_mtime:
+            return False
+        try:
+            names = os.listdir(self._packs_str)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        with self._packs_lock:
+            self._packs_mtime = mtime
+            present = {n[: -len(".idx")] for n in names if n.endswith(".idx") and not n.startswith(".")}
+            gone = self._pack_indexes.keys() - present
+            new = {}
+            for pack_id in present - self._pack_indexes.keys():
+                index = self._read_local_index(pack_id)
+                if index is not None:
+                    new[pack_id] = index
+            if gone:  # a new map, swapped in whole: a reader never sees it half made
+                for pack_id in gone:
+                    del self._pack_indexes[pack_id]
+                self._pack_indexes.update(new)
+                packed: dict[str, _Place] = {}
+                _index_places(packed, self._packs_str, self._pack_indexes)
+                self._packed = packed
+            else:
+                self._pack_indexes.update(new)
+                _index_places(self._packed, self._packs_str, new)
+        return True
+
+    def _read_local_index(self, pack_id: str) -> dict[str, list[int]] | None:
+        path = os.path.join(self._packs_str, f"{pack_id}.idx")
+        try:
+            with open(path, "rb") as f:
+                index = json.loads(f.read())
+            if not isinstance(index, dict) or not all(
+                isinstance(d, str)
+                and _HEX64.fullmatch(d)
+                and isinstance(v, list)
+                and len(v) == 2
+                and all(type(n) is int and n >= 0 for n in v)
+                for d, v in index.items()
+            ):
+                raise ValueError("not a map of blob hash to [offset, length]")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring the pack index %s (%s): its blobs count as missing.", path, exc)
+            return None
+        return index
+
+    def _add_pack(self, pack_id: str, index: dict[str, list[int]]) -> None:
+        with self._packs_lock:
+            self._pack_indexes[pack_id] = index
+            _index_places(self._packed, self._packs_str, {pack_id: index})
+
+    def _loose_digests(self) -> set[str]:
+        """The blobs kept as files of their own: one listing per folder, for a snapshot of many
+        files instead of a stat per file. In a store written since packs exist these are the
+        large ones only; a workspace from before packs holds every blob this way."""
+        found: set[str] = set()
+        try:
+            folders = [n for n in os.listdir(self._blobs_str) if len(n) == 2]
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        for folder in folders:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                found.update(
+                    folder + n for n in os.listdir(os.path.join(self._blobs_str, folder)) if len(n) == 62
+                )
+        return found
+
+    def _read_local(self, digest: str) -> bytes | None:
+        """A blob's bytes from the cache (a packed one checked against its hash), or None."""
+        place = self._where(digest)
+        if place is None:
+            return None
+        try:
+            with _open_place(place) as src:
+                data = src.read()
+        except FileNotFoundError:
+            return None
+        if place.packed and hashlib.sha256(data).hexdigest() != digest:
+            raise SnapshotError(
+                f"Blob {digest[:12]} in {place.file} is corrupt. Delete {self.statcache} and submit again."
+            )
+        return data
 
     def take(
         self,
@@ -763,8 +912,9 @@ class SnapshotStore:
         if self.artifacts is None:
             return 0
         missing: dict[str, int] = {}
+        self._refresh_packs(force=True)
         for f in snapshot.files:
-            if f.hash not in missing and not self.has_blob(f.hash):
+            if f.hash not in missing and self._where(f.hash, refresh=False) is None:
                 missing[f.hash] = f.size
         if not missing:
             return 0
@@ -804,8 +954,9 @@ class SnapshotStore:
     def read_blob(self, snapshot_id: str, digest: str) -> bytes:
         """One blob of snapshot ``snapshot_id``: from the cache, else by one ranged read of the
         shared store (verified, then kept in the cache). For showing a file, not for runs."""
-        with contextlib.suppress(FileNotFoundError):
-            return self.blob_path(digest).read_bytes()
+        data = self._read_local(digest)
+        if data is not None:
+            return data
         if self.artifacts is None:
             raise SnapshotError(f"Blob {digest[:12]} of snapshot {snapshot_id[:12]} is not in {self.blobs}.")
         try:
@@ -835,14 +986,20 @@ class SnapshotStore:
                 )
             return
         data = self.artifacts.get_bytes(name, start, end - start)
-        for offset, length, digest in parts:
-            blob = data[offset - start : offset - start + length]
-            if hashlib.sha256(blob).hexdigest() != digest:
-                raise SnapshotError(
-                    f"Blob {digest[:12]} in {name} of the artifact store is corrupt. Submit the source again."
-                )
-            if not self.has_blob(digest):
-                self._write_blob(digest, blob)
+        pack = _PackWriter(self)  # the fetched blobs: one local pack per range
+        try:
+            for offset, length, digest in parts:
+                blob = data[offset - start : offset - start + length]
+                if hashlib.sha256(blob).hexdigest() != digest:
+                    raise SnapshotError(
+                        f"Blob {digest[:12]} in {name} of the artifact store is corrupt. "
+                        "Submit the source again."
+                    )
+                pack.add(digest, blob)
+            pack.finish()
+        except BaseException:
+            pack.abort()
+            raise
 
     def materialize(self, snapshot: Snapshot, dest: str | os.PathLike[str]) -> None:
         """Write the snapshot's files into ``dest`` (which must not exist yet or be empty)."""
@@ -854,22 +1011,40 @@ class SnapshotStore:
             _check_under_links(d, link_paths)
             (dest / d).mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        for f in snapshot.files:
-            _check_under_links(f.path, link_paths)
-            target = dest / f.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                src = open(self.blob_path(f.hash), "rb")  # noqa: SIM115 - closed below
-            except FileNotFoundError:
-                raise SnapshotError(
-                    f"Snapshot {snapshot.id[:12]} needs blob {f.hash[:12]} ({f.path}), which is no longer in "
-                    f"{self.blobs}. Delete {self.statcache} and submit again to store the source anew."
-                ) from None
-            with src:
+        self._refresh_packs(force=True)
+        packs: dict[str, int] = {}  # each pack opened once: one open for thousands of files
+        try:
+            for f in snapshot.files:
+                _check_under_links(f.path, link_paths)
+                target = dest / f.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    place = self._where(f.hash, refresh=False)
+                    if place is None:
+                        raise FileNotFoundError(f.hash)
+                    if place.packed:
+                        if place.file not in packs:
+                            packs[place.file] = os.open(place.file, os.O_RDONLY)
+                        src = None
+                    else:
+                        src = open(place.file, "rb")  # noqa: SIM115 - closed below
+                except FileNotFoundError:
+                    raise SnapshotError(
+                        f"Snapshot {snapshot.id[:12]} needs blob {f.hash[:12]} ({f.path}), which is no "
+                        f"longer in {self.blobs}. Delete {self.statcache} and submit again to store the "
+                        "source anew."
+                    ) from None
                 fd = os.open(target, flags, f.mode)
                 with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-            os.chmod(target, f.mode)
+                    if src is None:
+                        _copy_range(packs[place.file], place, out)
+                    else:
+                        with src:
+                            shutil.copyfileobj(src, out, CHUNK)
+                os.chmod(target, f.mode)
+        finally:
+            for pack_fd in packs.values():
+                os.close(pack_fd)
         for path, link_target in snapshot.symlinks:
             _check_under_links(path, link_paths - {path})
             (dest / path).parent.mkdir(parents=True, exist_ok=True)
@@ -885,9 +1060,33 @@ class SnapshotStore:
         keep: bool = True,
     ) -> list[tuple[str, int]]:
         """Small files one after the other (threads only add GIL contention to their syscalls);
-        large ones in a pool, where reading and hashing run outside the GIL. ``keep=False``
+        large ones in a pool meanwhile, where reading and hashing run outside the GIL. ``keep=False``
         hashes without storing: every file in a pool, in batches (a read and a SHA-256 of more
-        than 2 KiB release the GIL, so hashing alone uses every core)."""
+        than 2 KiB release the GIL, so hashing alone uses every core). New small blobs go to one
+        pack, visible once every file is stored; large ones to files of their own."""
+        if not keep:
+            return self._store_files(root, files, progress, keep)
+        self._refresh_packs(force=True)
+        small = sum(1 for f in files if f.size <= SMALL_FILE)
+        pack = _PackWriter(self, self._loose_digests() if small > LIST_LOOSE_OVER else None)
+        self._writing.pack = pack
+        try:
+            results = self._store_files(root, files, progress, keep)
+            pack.finish()
+        except BaseException:
+            pack.abort()
+            raise
+        finally:
+            self._writing.pack = None
+        return results
+
+    def _store_files(
+        self,
+        root: Path,
+        files: list[_Scanned],
+        progress: Callable[[int, int], None] | None,
+        keep: bool,
+    ) -> list[tuple[str, int]]:
         one = self._store_one if keep else self._hash_one
         results: dict[str, tuple[str, int]] = {}
         total = sum(f.size for f in files) if progress is not None else 0
@@ -905,19 +1104,28 @@ class SnapshotStore:
                             progress(done, total)
             return [results[f.path] for f in files]
         large = [f for f in files if f.size > SMALL_FILE]
-        if len(large) > 1 and self.workers > 1:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                for f, result in zip(large, pool.map(lambda f: one(root, f), large)):
-                    results[f.path] = result
-                    if progress is not None:
-                        done += f.size
-                        progress(done, total)
-        for f in files:
-            if f.path not in results:
+        streamer = (
+            ThreadPoolExecutor(max_workers=self.workers) if len(large) > 1 and self.workers > 1 else None
+        )
+        try:
+            # The large files stream in a pool while this thread stores the small ones: their
+            # reads, hashes and writes of 1 MiB release the GIL, so both cores work.
+            streaming = [(f, streamer.submit(one, root, f)) for f in large] if streamer is not None else []
+            for f in files:
+                if streamer is not None and f.size > SMALL_FILE:
+                    continue
                 results[f.path] = one(root, f)
                 if progress is not None:
                     done += f.size
                     progress(done, total)
+            for f, future in streaming:
+                results[f.path] = future.result()
+                if progress is not None:
+                    done += f.size
+                    progress(done, total)
+        finally:
+            if streamer is not None:
+                streamer.shutdown(wait=True, cancel_futures=True)
         return [results[f.path] for f in files]
 
     def _hash_one(self, root: Path, f: _Scanned) -> tuple[str, int]:
@@ -931,18 +1139,15 @@ class SnapshotStore:
             with open(path, "rb") as src:
                 if f.size <= SMALL_FILE:
                     data = src.read()
-                    digest = hashlib.sha256(data).hexdigest()
-                    if keep and not self.has_blob(digest):
-                        self._write_blob(digest, data)
-                    return digest, len(data)
-                if not keep:
+                elif not keep:
                     hasher = hashlib.sha256()
                     size = 0
                     while chunk := src.read(CHUNK):
                         hasher.update(chunk)
                         size += len(chunk)
                     return hasher.hexdigest(), size
-                return self._stream_blob(src)
+                else:
+                    return self._stream_blob(src)
         except PermissionError as exc:
             raise SnapshotError(
                 f"Cannot read {path}: permission denied. Make it readable, or leave it out by adding "
@@ -950,6 +1155,17 @@ class SnapshotStore:
             ) from exc
         except OSError as exc:
             raise SnapshotError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if keep:
+            try:
+                pack = getattr(self._writing, "pack", None)
+                if pack is not None:
+                    pack.add(digest, data)
+                elif not self.has_blob(digest):
+                    self._write_blob(digest, data)
+            except OSError as exc:
+                raise SnapshotError(f"Cannot store {path} in {self.blobs}: {exc.strerror or exc}.") from exc
+        return digest, len(data)
 
     def _blob_dir(self, digest: str) -> Path:
         folder = self.blobs / digest[:2]
@@ -974,7 +1190,9 @@ class SnapshotStore:
                 os.unlink(tmp)
             raise
 
-    def _stream_blob(self, src) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    def _stream_blob(self, src, loose: bool = False) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+        """Copy ``src`` into the cache as a file of its own, unless the cache holds its blob
+        (``loose``: unless it holds it as a file of its own)."""
         make_private_dirs(self.blobs)
         fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".tmp-")
         hasher = hashlib.sha256()
@@ -986,7 +1204,8 @@ class SnapshotStore:
                     out.write(chunk)
                     size += len(chunk)
             digest = hasher.hexdigest()
-            if self.has_blob(digest):
+            place = self._where(digest)
+            if place is not None and not (loose and place.packed):
                 os.unlink(tmp)
             else:
                 os.replace(tmp, self._blob_dir(digest) / digest[2:])
@@ -1127,10 +1346,11 @@ class SnapshotStore:
         while the ``uploads`` under way go on; stops early when one of them failed."""
         store = self.artifacts
         assert store is not None
-        make_private_dirs(self.root)
+        make_private_dirs(self.packs)
         index: dict[str, list[int]] = {}
         hasher = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".pack-")
+        # In the cache's pack folder: after the upload the same file is the cache's copy.
+        fd, tmp = tempfile.mkstemp(dir=self.packs, prefix=".tmp-pack-")
         try:
             with os.fdopen(fd, "wb") as out:
                 offset = 0
@@ -1153,15 +1373,20 @@ class SnapshotStore:
             store.put_bytes(f"snapshots/packs/{pack_id}.idx", raw)
             make_private_dirs(self.packidx)
             _atomic_write(self.packidx / f"{pack_id}.json", raw)
+            os.replace(tmp, self.packs / f"{pack_id}.pack")
+            _atomic_write(self.packs / f"{pack_id}.idx", raw)
+            self._add_pack(pack_id, index)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return {digest: [pack, offset, length] for digest, (offset, length) in index.items()}
 
     def _blob_bytes(self, f: FileEntry, source_root: Path) -> bytes:
-        """A small blob's bytes from the cache, else from the source file (kept in the cache)."""
-        with contextlib.suppress(FileNotFoundError):
-            return self.blob_path(f.hash).read_bytes()
+        """A small blob's bytes from the cache, else from the source file (the pack they go to
+        becomes the cache's copy)."""
+        cached = self._read_local(f.hash)
+        if cached is not None:
+            return cached
         path = source_root / f.path
         try:
             data = path.read_bytes()
@@ -1169,22 +1394,23 @@ class SnapshotStore:
             raise SnapshotError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
         if hashlib.sha256(data).hexdigest() != f.hash:
             raise _changed(path)
-        self._write_blob(f.hash, data)
         return data
 
     def _cached_blob(self, f: FileEntry, source_root: Path) -> Path:
-        """A large blob in the cache, copied there from the source file if need be."""
-        if self.has_blob(f.hash):
-            return self.blob_path(f.hash)
+        """A large blob's own file in the cache, copied there from the source file (or from a
+        pack) if need be."""
+        place = self._where(f.hash)
+        if place is not None and not place.packed:
+            return Path(place.file)
         path = source_root / f.path
         try:
-            with open(path, "rb") as src:
-                digest, _size = self._stream_blob(src)
+            with self.open_blob(f.hash) if place is not None else open(path, "rb") as src:
+                digest, _size = self._stream_blob(src, loose=True)
         except OSError as exc:
             raise SnapshotError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
         if digest != f.hash:
             raise _changed(path)
-        return self.blob_path(f.hash)
+        return self.blobs / f.hash[:2] / f.hash[2:]
 
     def _write_manifest(self, snap: Snapshot) -> None:
         folder = self.manifests / snap.id[:2]
@@ -1204,6 +1430,144 @@ class SnapshotStore:
     def _save_cache(self, path: Path, data: dict) -> None:
         make_private_dirs(path.parent)
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+class _Place(NamedTuple):
+    """Where the cache keeps a blob: its own file (offset 0), or a range of a pack."""
+
+    file: str
+    offset: int
+    length: int
+    packed: bool
+
+
+class _PackSlice(io.RawIOBase):
+    """The bytes of one packed blob, read with ``pread`` from the pack's own descriptor."""
+
+    def __init__(self, place: _Place) -> None:
+        super().__init__()
+        self._fd = os.open(place.file, os.O_RDONLY)
+        self._place = place
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self._place.length - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._place.offset + self._pos)
+        if not data:
+            raise SnapshotError(f"Pack {self._place.file} is truncated: a blob in it cannot be read.")
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+class _PackWriter:
+    """The new small blobs of one snapshot, appended to one temporary file. :meth:`finish`
+    renames it to ``<id>.pack`` and then writes ``<id>.idx`` (blob hash -> [offset, length], the
+    shared store's format) atomically: a reader that finds an index finds its whole pack, and a
+    snapshot that fails on the way leaves no pack to be seen (:meth:`abort`). Fewer than
+    :data:`PACK_MIN_BLOBS` blobs are kept in memory until then and written as files of their own."""
+
+    def __init__(self, store: SnapshotStore, loose: set[str] | None = None) -> None:
+        self.store = store
+        # The blobs kept as files of their own (listed once), or None: a stat per blob.
+        self.loose = loose
+        self.index: dict[str, list[int]] = {}
+        self.offset = 0
+        self._held: list[tuple[str, bytes]] = []
+        self._out: BinaryIO | None = None
+        self._tmp: str | None = None
+
+    def add(self, digest: str, data: bytes) -> None:
+        if digest in self.index or digest in self.store._packed:
+            return
+        if self.loose is not None:
+            if digest in self.loose:
+                return
+        elif os.path.isfile(os.path.join(self.store._blobs_str, digest[:2], digest[2:])):
+            return
+        if self._out is None:
+            if len(self._held) + 1 < PACK_MIN_BLOBS:
+                self.index[digest] = [0, len(data)]
+                self._held.append((digest, data))
+                return
+            make_private_dirs(self.store.packs)
+            fd, self._tmp = tempfile.mkstemp(dir=self.store._packs_str, prefix=".tmp-pack-")
+            self._out = os.fdopen(fd, "wb", buffering=CHUNK)
+            held, self._held = self._held, []
+            self.index.clear()
+            for held_digest, held_data in held:
+                self._append(held_digest, held_data)
+        self._append(digest, data)
+
+    def _append(self, digest: str, data: bytes) -> None:
+        assert self._out is not None
+        self._out.write(data)
+        self.index[digest] = [self.offset, len(data)]
+        self.offset += len(data)
+
+    def finish(self) -> None:
+        if self._out is None or self._tmp is None:
+            for digest, data in self._held:
+                self.store._write_blob(digest, data)
+            self._held = []
+            return
+        self._out.close()
+        raw = _canonical(self.index)
+        # Named by its index, which names every blob in it and its place: the same content
+        # packed twice (two processes at once) gets the same name, and either copy serves.
+        pack_id = hashlib.sha256(raw).hexdigest()
+        try:
+            os.replace(self._tmp, os.path.join(self.store._packs_str, f"{pack_id}.pack"))
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = None
+        _atomic_write(self.store.packs / f"{pack_id}.idx", raw)
+        self.store._add_pack(pack_id, self.index)
+
+    def abort(self) -> None:
+        self._held = []
+        if self._out is not None:
+            with contextlib.suppress(OSError):
+                self._out.close()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
+def _open_place(place: _Place) -> BinaryIO:
+    if not place.packed:
+        return open(place.file, "rb")
+    return io.BufferedReader(_PackSlice(place))
+
+
+def _index_places(into: dict[str, _Place], folder: str, indexes: dict[str, dict[str, list[int]]]) -> None:
+    for pack_id, index in indexes.items():
+        pack = os.path.join(folder, f"{pack_id}.pack")
+        for digest, (offset, length) in index.items():
+            into.setdefault(digest, _Place(pack, offset, length, True))
+
+
+def _copy_range(fd: int, place: _Place, out: BinaryIO) -> None:
+    done = 0
+    while done < place.length:
+        data = os.pread(fd, min(CHUNK, place.length - done), place.offset + done)
+        if not data:
+            raise SnapshotError(f"Pack {place.file} is truncated: a blob in it cannot be read.")
+        out.write(data)
+        done += len(data)
 
 
 def _stat_index_name(root: Path) -> str:

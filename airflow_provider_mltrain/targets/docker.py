@@ -687,7 +687,7 @@ class DockerTarget(ComputeTarget):
                         info.size = needed[digest].size
                         info.mode = 0o444  # the run's user can read the cache, not change it
                         info.mtime = int(time.time())
-                        with open(store.blob_path(digest), "rb") as f:
+                        with store.open_blob(digest) as f:
                             tar.addfile(info, f)
                         sent_bytes += info.size
                     # After the blobs: the manifest in the volume says it holds all of them. Against

@@ -1040,7 +1040,7 @@ class SSHTarget(ComputeTarget):
         With ``name_later``, the remote calls are left to the next ``start``, which makes them first:
         the uploads it should name are returned (``bundles``, ``commits``) for its request.
         """
-        sizes = {d: store.blob_path(d).stat().st_size for d in digests}
+        sizes = {d: store.blob_size(d) for d in digests}
         batches: list[list[str]] = []
         current: list[str] = []
         current_size = 0
@@ -1092,7 +1092,7 @@ class SSHTarget(ComputeTarget):
                 with sftp.open(path, "wb") as out:
                     out.set_pipelined(True)
                     for digest in batch:
-                        with open(store.blob_path(digest), "rb") as src:
+                        with store.open_blob(digest) as src:
                             while chunk := src.read(UPLOAD_CHUNK):
                                 out.write(chunk)
                 if sftp.stat(path).st_size != sum(sizes[d] for d in batch):
@@ -1113,7 +1113,8 @@ class SSHTarget(ComputeTarget):
         def put(sftp: paramiko.SFTPClient) -> None:
             _makedirs(sftp, folder)
             try:
-                sftp.put(str(store.blob_path(digest)), tmp, confirm=True)
+                with store.open_blob(digest) as src:
+                    sftp.putfo(src, tmp, confirm=True)
             except BaseException:
                 with contextlib.suppress(Exception):
                     sftp.remove(tmp)  # never leave a partial blob, even under its temporary name

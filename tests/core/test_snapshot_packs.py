@@ -1,0 +1,279 @@
+"""The local store's packs: small blobs of a snapshot appended to one file, large ones alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_mltrain.core import snapshot as snapshot_mod
+from airflow_provider_mltrain.core.errors import SnapshotError
+from airflow_provider_mltrain.core.snapshot import Snapshot, SnapshotStore, _manifest_id, scan
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SnapshotStore:
+    return SnapshotStore(tmp_path / "store")
+
+
+def small_tree(n: int = 200) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {f"pkg/m{i}.py": f"X = {i}\n" * (i % 37 + 1) for i in range(n)}
+    files["empty.txt"] = ""
+    files["copy/m3.py"] = files["pkg/m3.py"]  # same content: stored once
+    files["data/bytes.bin"] = os.urandom(5000)
+    files["train.py"] = "print('hi')\n"
+    return files
+
+
+def packs_of(store: SnapshotStore) -> dict[str, list[str]]:
+    names = sorted(os.listdir(store.packs)) if store.packs.exists() else []
+    return {
+        "pack": [n for n in names if n.endswith(".pack") and not n.startswith(".")],
+        "idx": [n for n in names if n.endswith(".idx") and not n.startswith(".")],
+        "tmp": [n for n in names if n.startswith(".")],
+    }
+
+
+def loose_blobs(store: SnapshotStore) -> list[Path]:
+    if not store.blobs.exists():
+        return []
+    return [p for d in store.blobs.iterdir() if d.is_dir() and len(d.name) == 2 for p in d.iterdir()]
+
+
+def test_small_files_go_to_one_pack_read_back_exactly(store, make_tree, tmp_path):
+    files = small_tree()
+    src = make_tree(files)
+    snap = store.take(src)
+    found = packs_of(store)
+    assert len(found["pack"]) == 1 and len(found["idx"]) == 1 and found["tmp"] == []
+    assert loose_blobs(store) == []  # no file per blob
+    index = json.loads((store.packs / found["idx"][0]).read_bytes())
+    pack = (store.packs / found["pack"][0]).read_bytes()
+    assert set(index) == {f.hash for f in snap.files}  # each content once
+    assert sum(length for _offset, length in index.values()) == len(pack)
+    for digest, (offset, length) in index.items():
+        assert hashlib.sha256(pack[offset : offset + length]).hexdigest() == digest
+    fresh = SnapshotStore(store.root)  # another process: reads the indexes from disk
+    for f in snap.files:
+        expected = (src / f.path).read_bytes()
+        assert hashlib.sha256(expected).hexdigest() == f.hash
+        assert fresh.has_blob(f.hash)
+        assert fresh.blob_size(f.hash) == len(expected) == f.size
+        assert fresh.read_blob(snap.id, f.hash) == expected
+        with fresh.open_blob(f.hash) as blob:
+            chunks = []
+            while chunk := blob.read(1000):
+                chunks.append(chunk)
+            assert blob.read() == b""  # never past the blob's end
+        assert b"".join(chunks) == expected
+    fresh.materialize(fresh.get(snap.id), tmp_path / "run")
+    for path, content in files.items():
+        data = content if isinstance(content, bytes) else content.encode()
+        assert (tmp_path / "run" / path).read_bytes() == data, path
+
+
+def test_a_few_new_blobs_are_files_of_their_own_many_a_new_pack(store, make_tree, tmp_path):
+    src = make_tree(small_tree())
+    store.take(src)
+    (src / "pkg/m7.py").write_text("X = 'changed'\n")
+    (src / "new.py").write_text("Y = 2\n")
+    snap = store.take(src)
+    assert len(packs_of(store)["pack"]) == 1
+    changed = {f.hash for f in snap.files if f.path in ("pkg/m7.py", "new.py")}
+    assert {p.parent.name + p.name for p in loose_blobs(store)} == changed
+    assert store.take(src).id == snap.id
+    assert len(packs_of(store)["pack"]) == 1  # an unchanged tree writes nothing
+    for i in range(40):
+        (src / f"pkg/m{i}.py").write_text(f"X = 'edited {i}'\n")
+    edited = store.take(src)
+    found = packs_of(store)
+    assert len(found["pack"]) == 2
+    indexes = [json.loads((store.packs / n).read_bytes()) for n in found["idx"]]
+    newest = next(i for i in indexes if len(i) < 100)
+    assert set(newest) == {f.hash for f in edited.files if f.path in {f"pkg/m{i}.py" for i in range(40)}}
+    assert len(loose_blobs(store)) == 2  # nothing stored twice
+    store.materialize(edited, tmp_path / "run")
+    assert (tmp_path / "run/pkg/m7.py").read_text() == "X = 'edited 7'\n"
+    assert (tmp_path / "run/new.py").read_text() == "Y = 2\n"
+
+
+def test_large_blobs_stay_files_of_their_own(store, make_tree, monkeypatch):
+    monkeypatch.setattr(snapshot_mod, "SMALL_FILE", 1024)
+    big = os.urandom(5000)
+    small = {f"m{i}.py": f"x = {i}\n" for i in range(40)}
+    snap = store.take(make_tree({"weights.bin": big, **small}))
+    digest = hashlib.sha256(big).hexdigest()
+    loose = store.blobs / digest[:2] / digest[2:]
+    assert loose.read_bytes() == big
+    assert loose_blobs(store) == [loose]
+    index = json.loads((store.packs / packs_of(store)["idx"][0]).read_bytes())
+    assert digest not in index
+    assert set(index) == {f.hash for f in snap.files if f.path in small}
+    with store.open_blob(digest) as blob:
+        assert blob.read() == big
+    assert store.blob_size(digest) == 5000
+
+
+@pytest.mark.parametrize("n", [50, 400], ids=["stat-each", "listed-once"])
+def test_a_workspace_of_loose_blobs_stays_readable(tmp_path, make_tree, n):
+    """The layout before packs: every blob a file of its own. Read as it is, never rewritten."""
+    files = small_tree(n)
+    src = make_tree(files)
+    old = SnapshotStore(tmp_path / "store")
+    result = scan(src)
+    entries = []
+    for f in result.files:
+        data = (src / f.path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        old._write_blob(digest, data)
+        entries.append(snapshot_mod.FileEntry(f.path, digest, len(data), f.mode))
+    files_t = tuple(entries)
+    snap = Snapshot(_manifest_id(files_t, [], []), files_t)
+    old._write_manifest(snap)
+    before = sorted(loose_blobs(old))
+
+    store = SnapshotStore(tmp_path / "store")
+    again = store.get(snap.id)
+    for f in again.files:
+        assert store.has_blob(f.hash)
+        assert store.read_blob(snap.id, f.hash) == (src / f.path).read_bytes()
+        assert store.blob_size(f.hash) == f.size
+    store.materialize(again, tmp_path / "run")
+    assert (tmp_path / "run/pkg/m9.py").read_text() == files["pkg/m9.py"]
+    # A snapshot of the same tree finds every blob already stored: no pack, nothing rewritten.
+    assert store.take(src).id == snap.id
+    assert packs_of(store)["pack"] == []
+    (src / "added.py").write_text("Z = 3\n")
+    newer = store.take(src)
+    added = next(f.hash for f in newer.files if f.path == "added.py")
+    assert sorted(loose_blobs(store)) == sorted([*before, store.blobs / added[:2] / added[2:]])
+    assert packs_of(store)["pack"] == []
+    for i in range(40):
+        (src / f"more/a{i}.py").parent.mkdir(exist_ok=True)
+        (src / f"more/a{i}.py").write_text(f"A = {i}\n")
+    newest = store.take(src)
+    index = json.loads((store.packs / packs_of(store)["idx"][0]).read_bytes())
+    assert set(index) == {f.hash for f in newest.files if f.path.startswith("more/")}
+    assert len(loose_blobs(store)) == len(before) + 1
+    store.materialize(newest, tmp_path / "run2")
+    assert (tmp_path / "run2/more/a7.py").read_text() == "A = 7\n"
+    assert (tmp_path / "run2/pkg/m9.py").read_text() == files["pkg/m9.py"]
+
+
+CONCURRENT = """
+import sys, time
+from airflow_provider_mltrain.core.snapshot import SnapshotStore
+store_root, src, go = sys.argv[1:]
+while time.time() < float(go):
+    time.sleep(0.001)
+for _ in range(3):
+    snap = SnapshotStore(store_root).take(src)
+print(snap.id)
+"""
+
+
+def test_concurrent_snapshots_into_one_store_all_succeed(tmp_path, make_tree):
+    shared = {f"shared/s{i}.py": f"S = {i}\n" * 30 for i in range(300)}
+    trees = []
+    for p in range(4):
+        own = {f"own/p{p}_{i}.txt": f"{p}:{i}\n" * 20 for i in range(150)}
+        trees.append(make_tree({**shared, **own, "train.py": f"print({p})\n"}))
+    root = tmp_path / "store"
+    go = str(time.time() + 2)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(root), str(t), go],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for t in trees
+    ]
+    ids = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        ids.append(out.strip())
+    store = SnapshotStore(root)
+    assert packs_of(store)["tmp"] == []
+    for snap_id, tree in zip(ids, trees):
+        snap = store.get(snap_id)
+        for f in snap.files:
+            data = store.read_blob(snap_id, f.hash)
+            assert hashlib.sha256(data).hexdigest() == f.hash
+            assert data == (tree / f.path).read_bytes()
+        out = tmp_path / f"run-{snap_id[:8]}"
+        store.materialize(snap, out)
+        assert (out / "shared/s7.py").read_text() == shared["shared/s7.py"]
+
+
+def test_a_failure_mid_snapshot_leaves_no_pack(store, make_tree, monkeypatch):
+    src = make_tree(small_tree())
+    original = snapshot_mod._PackWriter.add
+    calls = []
+
+    def failing(self, digest, data):
+        calls.append(digest)
+        if len(calls) == 50:
+            raise OSError("simulated crash")
+        return original(self, digest, data)
+
+    monkeypatch.setattr(snapshot_mod._PackWriter, "add", failing)
+    with pytest.raises(SnapshotError, match=r"Cannot store .*simulated crash"):
+        store.take(src)
+    assert packs_of(store) == {"pack": [], "idx": [], "tmp": []}
+    assert not store.manifests.exists() or not any(store.manifests.rglob("*.json"))
+    assert not any(store.has_blob(d) for d in calls)
+    monkeypatch.setattr(snapshot_mod._PackWriter, "add", original)
+    snap = store.take(src)
+    for f in snap.files:
+        assert store.read_blob(snap.id, f.hash) == (src / f.path).read_bytes()
+
+
+def test_a_pack_without_its_index_is_not_seen(store, make_tree, monkeypatch, tmp_path):
+    """A crash between the pack's rename and its index: the pack is invisible, stored again."""
+    src = make_tree(small_tree(60))
+    original = snapshot_mod._atomic_write
+
+    def no_index(path, data):
+        if str(path).endswith(".idx"):
+            raise OSError("simulated crash")
+        original(path, data)
+
+    monkeypatch.setattr(snapshot_mod, "_atomic_write", no_index)
+    with pytest.raises(OSError, match="simulated crash"):
+        store.take(src)
+    monkeypatch.setattr(snapshot_mod, "_atomic_write", original)
+    found = packs_of(store)
+    assert len(found["pack"]) == 1 and found["idx"] == [] and found["tmp"] == []
+    fresh = SnapshotStore(store.root)
+    snap = fresh.take(src)
+    for f in snap.files:
+        assert fresh.read_blob(snap.id, f.hash) == (src / f.path).read_bytes()
+    fresh.materialize(snap, tmp_path / "run")
+
+
+def test_a_corrupt_packed_blob_is_refused(store, make_tree):
+    snap = store.take(make_tree(small_tree(60)))
+    pack = store.packs / packs_of(store)["pack"][0]
+    data = bytearray(pack.read_bytes())
+    data[0] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    fresh = SnapshotStore(store.root)
+    with pytest.raises(SnapshotError, match="corrupt"):
+        for f in snap.files:
+            fresh.read_blob(snap.id, f.hash)
+
+
+def test_packs_are_owner_only(store, make_tree):
+    store.take(make_tree(small_tree(60)))
+    assert packs_of(store)["pack"]
+    assert store.packs.stat().st_mode & 0o777 == 0o700
+    for path in store.packs.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
