@@ -90,6 +90,9 @@ CHUNK = 1 << 20
 # Fewer new small blobs than this (a re-snapshot of a few edited files) are written as files of
 # their own, as before packs: one file each instead of a pack and its index.
 PACK_MIN_BLOBS = 32
+# What a killed snapshot left in the pack folder (a temporary pack, a pack whose index was never
+# written) is removed once it is this old: no writer keeps either unchanged for that long.
+STALE_PACK_SECONDS = 24 * 3600
 # A snapshot storing more small files than this lists the blobs kept as files once, instead of
 # a stat per file, to store none twice.
 LIST_LOOSE_OVER = 256
@@ -621,6 +624,7 @@ class SnapshotStore:
             names = os.listdir(self._packs_str)
         except (FileNotFoundError, NotADirectoryError):
             names = []
+        self._remove_stale(names)
         with self._packs_lock:
             self._packs_mtime = mtime
             present = {n[: -len(".idx")] for n in names if n.endswith(".idx") and not n.startswith(".")}
@@ -641,6 +645,20 @@ class SnapshotStore:
                 self._pack_indexes.update(new)
                 _index_places(self._packed, self._packs_str, new)
         return True
+
+    def _remove_stale(self, names: list[str]) -> None:
+        """Remove what a snapshot killed mid-write left (see ``STALE_PACK_SECONDS``); no reader
+        ever looks at either, as only an index makes a pack's blobs visible."""
+        indexed = {n[: -len(".idx")] for n in names if n.endswith(".idx")}
+        cutoff = time.time() - STALE_PACK_SECONDS
+        for name in names:
+            if name.startswith(".tmp-pack-") or (
+                name.endswith(".pack") and name[: -len(".pack")] not in indexed
+            ):
+                path = os.path.join(self._packs_str, name)
+                with contextlib.suppress(OSError):
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
 
     def _read_local_index(self, pack_id: str) -> dict[str, list[int]] | None:
         path = os.path.join(self._packs_str, f"{pack_id}.idx")

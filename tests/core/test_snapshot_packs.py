@@ -277,3 +277,22 @@ def test_packs_are_owner_only(store, make_tree):
     assert store.packs.stat().st_mode & 0o777 == 0o700
     for path in store.packs.iterdir():
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_what_a_killed_snapshot_left_is_removed_once_a_day_old(store, make_tree):
+    store.take(make_tree(small_tree()))
+    (pack,) = packs_of(store)["pack"]
+    old = time.time() - snapshot_mod.STALE_PACK_SECONDS - 60
+    leftovers = {
+        "old_tmp": store.packs / ".tmp-pack-killed",
+        "old_orphan": store.packs / ("0" * 64 + ".pack"),  # renamed, but its index never written
+        "new_tmp": store.packs / ".tmp-pack-writing",  # a snapshot writing right now
+    }
+    for name, path in leftovers.items():
+        path.write_bytes(b"partial")
+        if name.startswith("old"):
+            os.utime(path, (old, old))
+    os.utime(store.packs / pack, (old, old))  # an old pack with its index is kept
+    store.take(make_tree({"other.py": "x = 1\n" * 10, **small_tree(40)}))
+    assert not leftovers["old_tmp"].exists() and not leftovers["old_orphan"].exists()
+    assert leftovers["new_tmp"].exists() and (store.packs / pack).exists()
