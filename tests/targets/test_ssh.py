@@ -927,6 +927,48 @@ def test_controller_killed_mid_run_a_new_one_reattaches(workspace, settings, mak
     assert log.count("started") == 1 and "finished" in log
 
 
+# What a remote process holds: its command line, session id and open descriptors (by their targets).
+PROC_INFO = """
+import json, os, sys
+pid = int(sys.argv[1])
+proc = "/proc/%d/" % pid
+print(json.dumps({
+    "cmdline": open(proc + "cmdline", "rb").read().decode().split("\\0"),
+    "sid": os.getsid(pid),
+    "fds": {int(fd): os.readlink(proc + "fd/" + fd) for fd in os.listdir(proc + "fd")},
+}))
+"""
+
+
+def test_the_supervisor_forked_by_the_start_is_detached_and_outlives_the_connection(
+    workspace, target, make_tree
+):
+    train = "import time\nprint('started', flush=True)\ntime.sleep(4)\nprint('finished', flush=True)\n"
+    src = make_tree({"train.py": train})
+    run = submit(workspace, target, src)
+    pid = target.read_status(run.id)["supervisor_pid"]  # claimed before the start answered
+    code, out, err = target._run(["python3", "-c", PROC_INFO, str(pid)])
+    assert code == 0, err
+    info = json.loads(out)
+    # Forked by remote.py start (no second interpreter), in a session of its own, holding nothing
+    # of the exec channel (stdio, pipes, sockets) or of the start (the cache's locks).
+    assert "remote.py" in " ".join(info["cmdline"]) and "start" in info["cmdline"], info
+    assert info["sid"] == pid
+    fds = {int(fd): path for fd, path in info["fds"].items()}
+    assert fds[0] == "/dev/null"
+    assert fds[1] == fds[2] == posixpath.join(target.run_dir(run.id), "supervisor.log")
+    held = [
+        p
+        for p in fds.values()
+        if p.startswith(("pipe:", "socket:")) or posixpath.basename(p) in ("blobs.lock", "worktrees.lock")
+    ]
+    assert not held, fds
+    target.close()  # the connection that started the run goes; the run goes on
+    assert run.wait_for_completion()["status"] == "Completed"
+    log = run.read_log().decode()
+    assert log.count("started") == 1 and "finished" in log
+
+
 def test_shell_metacharacters_reach_nothing_but_argv(workspace, settings, make_tree, env):
     home = os.path.expanduser(f"~{env['USER']}")
     root = f"~/mltrain-tests/odd {secrets.token_hex(3)} $(touch PWNED) `touch PWNED2`; touch PWNED3 'q\""
