@@ -96,19 +96,27 @@ def _hash_file(path):
 def missing(root, digests):
     """The digests the cache lacks; the present ones are touched (unless touched within
     ``TOUCH_EVERY``), so a prune keeps them a while."""
-    out = []
-    now = time.time()
     for digest in digests:
         _check_digest(digest)
-        path = _blob(root, digest)
+    return {"missing": _absent(root, digests)}
+
+
+def _absent(root, digests):
+    """``missing`` for digests checked already (a start's, by ``_full_manifest``)."""
+    out = []
+    now = time.time()
+    stale = now - TOUCH_EVERY
+    blobs = os.path.join(root, "blobs", "")
+    for digest in digests:
+        path = blobs + digest[:2] + "/" + digest[2:]  # _blob, without a join per blob
         try:
-            if os.stat(path).st_mtime < now - TOUCH_EVERY:
+            if os.stat(path).st_mtime < stale:
                 os.utime(path, (now, now))
         except FileNotFoundError:
             out.append(digest)
         except PermissionError:
             pass  # present but not ours to touch (a shared cache): it still counts as present
-    return {"missing": out}
+    return out
 
 
 def commit(root, items):
@@ -584,7 +592,7 @@ def start(root, run_id, request):
         manifest = _full_manifest(root, request["snapshot"], request)
         if manifest is None:
             return {"base_missing": True}
-        absent = missing(root, sorted(set(entry[1] for entry in manifest["files"])))["missing"]
+        absent = _absent(root, sorted(set(entry[1] for entry in manifest["files"])))
         if absent:
             return {"missing": absent}
         tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, uuid.uuid4().hex[:8]))
