@@ -722,6 +722,11 @@ class SSHTarget(ComputeTarget):
             raise
         return True
 
+    def _remote_argv(self, command: str, *args: str) -> list[str]:
+        """``python -I -S RUNNER_DIR COMMAND ARGS``: remote.py's command, run by the runner's
+        ``__main__.py`` from remote.py's cached bytecode rather than compiled anew every time."""
+        return [self.python()["executable"], "-I", "-S", self._runner_dir(), command, *args]
+
     def _helper(
         self,
         command: str,
@@ -736,13 +741,12 @@ class SSHTarget(ComputeTarget):
         ``exclusive=False`` runs it on its own channel without holding the connection's lock (and
         without reconnecting): for a long wait, which must not hold up other users of the connection.
         """
-        script = posixpath.join(self._runner_dir(), "remote.py")
         if isinstance(request, bytes):
             stdin = request
         else:
             stdin = json.dumps(request).encode() if request is not None else b""
         for attempt in range(2):
-            argv = [self.python()["executable"], "-I", "-S", script, command, *args]
+            argv = self._remote_argv(command, *args)
             if exclusive:
                 code, out, err = self._run(argv, stdin=stdin, timeout=timeout)
             else:
@@ -1242,9 +1246,7 @@ class SSHTarget(ComputeTarget):
     def collect(self, run_id: str, dest: Path) -> None:
         # One tar stream made on the remote by runner/tree.py: opened without following links, the
         # links as link members, whatever the depth and width of the tree.
-        python = self.python()["executable"]
-        argv = [python, "-I", "-S", posixpath.join(self._runner_dir(), "remote.py"), "pack"]
-        argv.append(self.run_dir(run_id))
+        argv = self._remote_argv("pack", self.run_dir(run_id))
 
         def unpack(out: IO[bytes]) -> None:
             with tarfile.open(fileobj=out, mode="r|") as tar:

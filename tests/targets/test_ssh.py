@@ -239,7 +239,7 @@ def test_an_unchanged_tree_starts_in_one_remote_process(workspace, target, make_
     calls = _count_remote_processes(monkeypatch, target)
     run = submit(workspace, target, src)
     assert target.last_upload == {"blobs": 0, "bytes": 0}
-    assert [argv[4] for argv in calls] == ["start"], calls  # python -I -S remote.py start ROOT RUN_ID
+    assert [argv[4] for argv in calls] == ["start"], calls  # python -I -S RUNNER_DIR start ROOT RUN_ID
     assert target.last_start["calls"] == 1 and target.last_start["delta_manifest"] == 1
     monkeypatch.undo()
     assert run.wait_for_completion()["status"] == "Completed"
@@ -952,7 +952,7 @@ def test_the_supervisor_forked_by_the_start_is_detached_and_outlives_the_connect
     info = json.loads(out)
     # Forked by remote.py start (no second interpreter), in a session of its own, holding nothing
     # of the exec channel (stdio, pipes, sockets) or of the start (the cache's locks).
-    assert "remote.py" in " ".join(info["cmdline"]) and "start" in info["cmdline"], info
+    assert info["cmdline"][3:6] == [target._runner_dir(), "start", target.root], info
     assert info["sid"] == pid
     fds = {int(fd): path for fd, path in info["fds"].items()}
     assert fds[0] == "/dev/null"
@@ -963,6 +963,9 @@ def test_the_supervisor_forked_by_the_start_is_detached_and_outlives_the_connect
         if p.startswith(("pipe:", "socket:")) or posixpath.basename(p) in ("blobs.lock", "worktrees.lock")
     ]
     assert not held, fds
+    # remote.py ran from its bytecode, kept beside it
+    cached = _remote_listdir(target, posixpath.join(target._runner_dir(), "__pycache__"))
+    assert [name for name in cached if name.startswith("remote.")], cached
     target.close()  # the connection that started the run goes; the run goes on
     assert run.wait_for_completion()["status"] == "Completed"
     log = run.read_log().decode()
