@@ -947,6 +947,8 @@ def test_the_supervisor_forked_by_the_start_is_detached_and_outlives_the_connect
     src = make_tree({"train.py": train})
     run = submit(workspace, target, src)
     pid = target.read_status(run.id)["supervisor_pid"]  # claimed before the start answered
+    # Running: the script started (while it starts, the supervisor has exec's error pipe open).
+    wait_until(lambda: target.read_status(run.id)["state"] == "Running", timeout=60)
     code, out, err = target._run(["python3", "-c", PROC_INFO, str(pid)])
     assert code == 0, err
     info = json.loads(out)
