@@ -35,9 +35,7 @@ import shutil
 import signal
 import stat
 import sys
-import tarfile
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 try:
@@ -58,6 +56,11 @@ _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 
 def _blob(root, digest):
     return os.path.join(root, "blobs", digest[:2], digest[2:])
+
+
+def _token(n=4):
+    """``n`` random bytes in hex, for temporary names (uuid costs every call an import)."""
+    return os.urandom(n).hex()
 
 
 def _check_digest(digest):
@@ -158,7 +161,7 @@ def unbundle(root, bundle_name, index):
                 _check_digest(digest)
                 final = _blob(root, digest)
                 os.makedirs(os.path.dirname(final), exist_ok=True)
-                tmp = os.path.join(os.path.dirname(final), ".tmp-%s-%s" % (digest[:16], uuid.uuid4().hex[:8]))
+                tmp = os.path.join(os.path.dirname(final), ".tmp-%s-%s" % (digest[:16], _token()))
                 h = hashlib.sha256()
                 remaining = int(size)
                 try:
@@ -241,7 +244,7 @@ def _prune_inputs(root, cutoff, keep):
                 continue
             doomed = path
             if not name.startswith(".tmp-"):
-                doomed = os.path.join(folder, ".tmp-pruned-%s-%s" % (name, uuid.uuid4().hex[:8]))
+                doomed = os.path.join(folder, ".tmp-pruned-%s-%s" % (name, _token()))
                 os.rename(path, doomed)
         except FileNotFoundError:
             continue  # another prune got there first
@@ -364,7 +367,7 @@ def _full_manifest(root, snapshot_id, request):
         os.utime(path)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex[:8])
+        tmp = "%s.tmp-%s" % (path, _token())
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(json.dumps(manifest, separators=(",", ":")))
@@ -399,7 +402,7 @@ def _materialize(root, manifest, dest, index=None):
     umask = os.umask(0)
     os.umask(umask)
     dir_mode = 0o777 & ~umask
-    kept = {}  # path -> stat of the files kept as they are
+    kept = {}  # path -> index entry of the files kept as they are
     have_dirs = set()
     have_links = set()
     if index is None:
@@ -432,17 +435,21 @@ def _materialize(root, manifest, dest, index=None):
                     continue
                 want, was = files.get(child), recorded.get(child)
                 if (
-                    stat.S_ISREG(st.st_mode)
-                    and want is not None
+                    want is not None
                     and was is not None
                     and was[0] == want[0]
-                    and was[1:] == [stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
+                    and was[2] == st.st_ino
+                    and was[3] == st.st_ctime_ns
+                    and was[4] == st.st_size
+                    and was[1] == stat.S_IMODE(st.st_mode)
+                    and stat.S_ISREG(st.st_mode)
                     and st.st_nlink == 1
                 ):
                     if want[1] != was[1]:
                         os.chmod(entry.path, want[1])
                         st = os.lstat(entry.path)
-                    kept[child] = st
+                        was = [was[0], stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
+                    kept[child] = was  # as the index records it: unchanged
                     continue
                 os.unlink(entry.path)
     for rel in sorted(dirs - have_dirs):
@@ -450,19 +457,21 @@ def _materialize(root, manifest, dest, index=None):
     out = {}
     copied = 0
     for path, (digest, mode) in files.items():
-        st = kept.get(path)
-        if st is None:
-            copied += 1
-            target = os.path.join(dest, path)
-            blob = _blob(root, digest)
-            try:
-                shutil.copyfile(blob, target)
-            except FileNotFoundError:
-                if not os.path.exists(blob):
-                    raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path)) from None
-                raise
-            os.chmod(target, mode)
-            st = os.lstat(target)
+        entry = kept.get(path)
+        if entry is not None:
+            out[path] = entry
+            continue
+        copied += 1
+        target = os.path.join(dest, path)
+        blob = _blob(root, digest)
+        try:
+            shutil.copyfile(blob, target)
+        except FileNotFoundError:
+            if not os.path.exists(blob):
+                raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path)) from None
+            raise
+        os.chmod(target, mode)
+        st = os.lstat(target)
         out[path] = [digest, stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
     for path, link_target in links.items():
         if path not in have_links:
@@ -519,7 +528,7 @@ def _write_index(root, run_id, index):
     folder = _worktrees(root)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, run_id + ".json")
-    tmp = "%s.tmp-%s" % (os.path.join(folder, "." + run_id), uuid.uuid4().hex[:8])
+    tmp = "%s.tmp-%s" % (os.path.join(folder, "." + run_id), _token())
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(index, separators=(",", ":")))  # dumps: json.dump has no C encoder
@@ -595,7 +604,7 @@ def start(root, run_id, request):
         absent = _absent(root, sorted(set(entry[1] for entry in manifest["files"])))
         if absent:
             return {"missing": absent}
-        tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, uuid.uuid4().hex[:8]))
+        tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, _token()))
         try:
             os.mkdir(tmp)
             dest = os.path.join(tmp, "snapshot")
@@ -769,7 +778,7 @@ def _trim_worktrees(root, keep, cutoff=None):
     kept.sort(reverse=True)
     for i, (mtime, run_id) in enumerate(kept):
         if i >= keep or (cutoff is not None and mtime < cutoff):
-            aside = os.path.join(folder, ".old-%s" % uuid.uuid4().hex)
+            aside = os.path.join(folder, ".old-%s" % _token(16))
             os.rename(os.path.join(folder, run_id + ".tree"), aside)
             _unlink(os.path.join(folder, run_id + ".json"))
             doomed.append(aside)
@@ -792,10 +801,12 @@ def pack_env(envs, interpreter):
     archive = os.path.join(envs, name + ".tar.gz")
     if os.path.exists(archive):
         return {"archive": archive}
+    import tarfile  # here: only Spark gateways pack environments, and it costs every call a start
+
     with open(os.path.join(envs, name + ".lock"), "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         if not os.path.exists(archive):
-            tmp = os.path.join(envs, ".%s.tar.gz.%s" % (name, uuid.uuid4().hex))
+            tmp = os.path.join(envs, ".%s.tar.gz.%s" % (name, _token(16)))
             try:
                 with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
                     tar.add(os.path.join(envs, name), arcname=".")
