@@ -449,7 +449,7 @@ def _materialize(root, manifest, dest, index=None):
                         os.chmod(entry.path, want[1])
                         st = os.lstat(entry.path)
                         was = [was[0], stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
-                    kept[child] = was  # as the index records it: unchanged
+                    kept[child] = was  # its index entry: as recorded, or after the chmod
                     continue
                 os.unlink(entry.path)
     for rel in sorted(dirs - have_dirs):
