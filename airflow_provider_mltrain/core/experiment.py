@@ -11,6 +11,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_mltrain.core import inputs as run_inputs
@@ -119,12 +120,21 @@ class Experiment:
         if config.compute_target is target:
             remember_target(run_id, target)
         framework, target_options = target.check_options(config.framework, config.resolved_target_options())
-        target.check_environment(environment)
         env_hash = environment.content_hash()
-        self.workspace.check_artifacts()
-        snapshot = self.workspace.snapshots.take(
-            source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
-        )
+        # The target's checks run beside the snapshot: an SSH target's are round trips and the
+        # server's session setup, which need not wait for the walk and the hashing. Its error
+        # still comes first, as when it ran first.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mltrain-check") as pool:
+            checked = pool.submit(target.check_environment, environment)
+            try:
+                self.workspace.check_artifacts()
+                snapshot = self.workspace.snapshots.take(
+                    source, self.workspace.snapshot_limits, required=script, progress=snapshot_progress
+                )
+            except Exception:
+                checked.result()
+                raise
+            checked.result()
         resolved = run_inputs.prepare(declared, self.workspace.root, target)
         template = arguments
         arguments = run_inputs.substitute(

@@ -170,20 +170,17 @@ def delta_manifest(snapshot: Snapshot, base: Snapshot) -> dict | None:
     """``snapshot``'s manifest as changes to ``base``'s, for a target that holds ``base``'s full
     manifest: ``files`` added or changed, ``removed`` paths, and ``symlinks`` and ``dirs`` whole.
     None when most files changed and the full manifest is as small."""
-    before = {f.path: [f.path, f.hash, f.size, f.mode] for f in base.files}
-    after = {f.path: [f.path, f.hash, f.size, f.mode] for f in snapshot.files}
-    changed = [entry for path, entry in after.items() if before.get(path) != entry]
-    removed = sorted(before.keys() - after.keys())
-    if 2 * (len(changed) + len(removed)) > len(after):
+    before = {f.path: f for f in base.files}  # entries compare as tuples: no list per file
+    changed = [list(f) for f in snapshot.files if before.get(f.path) != f]
+    removed = sorted(before.keys() - {f.path for f in snapshot.files})
+    if 2 * (len(changed) + len(removed)) > len(snapshot.files):
         return None
-    full = snapshot.to_dict()
     return {
-        "version": full["version"],
+        "version": MANIFEST_VERSION,
         "base": base.id,
         "files": changed,
         "removed": removed,
-        "symlinks": full["symlinks"],
-        "dirs": full["dirs"],
+        **_rest(snapshot.symlinks, snapshot.dirs),
     }
 
 

@@ -34,11 +34,8 @@ import re
 import shutil
 import signal
 import stat
-import subprocess
 import sys
-import tarfile
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 try:
@@ -46,7 +43,6 @@ try:
 except ImportError:  # run as a script on the remote host: tree.py is beside it
     sys.path.insert(0, HERE)
     import tree  # type: ignore[no-redef]
-SUPERVISOR = os.path.join(HERE, "supervisor.py")
 TMP_MAX_AGE = 3600.0
 # A cached blob's time is its last use (prune goes by it): refreshed when older than this, so a
 # start of thousands of unchanged files does not write thousands of inodes.
@@ -60,6 +56,11 @@ _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 
 def _blob(root, digest):
     return os.path.join(root, "blobs", digest[:2], digest[2:])
+
+
+def _token(n=4):
+    """``n`` random bytes in hex, for temporary names (uuid costs every call an import)."""
+    return os.urandom(n).hex()
 
 
 def _check_digest(digest):
@@ -98,19 +99,27 @@ def _hash_file(path):
 def missing(root, digests):
     """The digests the cache lacks; the present ones are touched (unless touched within
     ``TOUCH_EVERY``), so a prune keeps them a while."""
-    out = []
-    now = time.time()
     for digest in digests:
         _check_digest(digest)
-        path = _blob(root, digest)
+    return {"missing": _absent(root, digests)}
+
+
+def _absent(root, digests):
+    """``missing`` for digests checked already (a start's, by ``_full_manifest``)."""
+    out = []
+    now = time.time()
+    stale = now - TOUCH_EVERY
+    blobs = os.path.join(root, "blobs", "")
+    for digest in digests:
+        path = blobs + digest[:2] + "/" + digest[2:]  # _blob, without a join per blob
         try:
-            if os.stat(path).st_mtime < now - TOUCH_EVERY:
+            if os.stat(path).st_mtime < stale:
                 os.utime(path, (now, now))
         except FileNotFoundError:
             out.append(digest)
         except PermissionError:
             pass  # present but not ours to touch (a shared cache): it still counts as present
-    return {"missing": out}
+    return out
 
 
 def commit(root, items):
@@ -152,7 +161,7 @@ def unbundle(root, bundle_name, index):
                 _check_digest(digest)
                 final = _blob(root, digest)
                 os.makedirs(os.path.dirname(final), exist_ok=True)
-                tmp = os.path.join(os.path.dirname(final), ".tmp-%s-%s" % (digest[:16], uuid.uuid4().hex[:8]))
+                tmp = os.path.join(os.path.dirname(final), ".tmp-%s-%s" % (digest[:16], _token()))
                 h = hashlib.sha256()
                 remaining = int(size)
                 try:
@@ -235,7 +244,7 @@ def _prune_inputs(root, cutoff, keep):
                 continue
             doomed = path
             if not name.startswith(".tmp-"):
-                doomed = os.path.join(folder, ".tmp-pruned-%s-%s" % (name, uuid.uuid4().hex[:8]))
+                doomed = os.path.join(folder, ".tmp-pruned-%s-%s" % (name, _token()))
                 os.rename(path, doomed)
         except FileNotFoundError:
             continue  # another prune got there first
@@ -358,7 +367,7 @@ def _full_manifest(root, snapshot_id, request):
         os.utime(path)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = "%s.tmp-%s" % (path, uuid.uuid4().hex[:8])
+        tmp = "%s.tmp-%s" % (path, _token())
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(json.dumps(manifest, separators=(",", ":")))
@@ -393,7 +402,7 @@ def _materialize(root, manifest, dest, index=None):
     umask = os.umask(0)
     os.umask(umask)
     dir_mode = 0o777 & ~umask
-    kept = {}  # path -> stat of the files kept as they are
+    kept = {}  # path -> index entry of the files kept as they are
     have_dirs = set()
     have_links = set()
     if index is None:
@@ -426,17 +435,21 @@ def _materialize(root, manifest, dest, index=None):
                     continue
                 want, was = files.get(child), recorded.get(child)
                 if (
-                    stat.S_ISREG(st.st_mode)
-                    and want is not None
+                    want is not None
                     and was is not None
                     and was[0] == want[0]
-                    and was[1:] == [stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
+                    and was[2] == st.st_ino
+                    and was[3] == st.st_ctime_ns
+                    and was[4] == st.st_size
+                    and was[1] == stat.S_IMODE(st.st_mode)
+                    and stat.S_ISREG(st.st_mode)
                     and st.st_nlink == 1
                 ):
                     if want[1] != was[1]:
                         os.chmod(entry.path, want[1])
                         st = os.lstat(entry.path)
-                    kept[child] = st
+                        was = [was[0], stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
+                    kept[child] = was  # its index entry: as recorded, or after the chmod
                     continue
                 os.unlink(entry.path)
     for rel in sorted(dirs - have_dirs):
@@ -444,19 +457,21 @@ def _materialize(root, manifest, dest, index=None):
     out = {}
     copied = 0
     for path, (digest, mode) in files.items():
-        st = kept.get(path)
-        if st is None:
-            copied += 1
-            target = os.path.join(dest, path)
-            blob = _blob(root, digest)
-            try:
-                shutil.copyfile(blob, target)
-            except FileNotFoundError:
-                if not os.path.exists(blob):
-                    raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path)) from None
-                raise
-            os.chmod(target, mode)
-            st = os.lstat(target)
+        entry = kept.get(path)
+        if entry is not None:
+            out[path] = entry
+            continue
+        copied += 1
+        target = os.path.join(dest, path)
+        blob = _blob(root, digest)
+        try:
+            shutil.copyfile(blob, target)
+        except FileNotFoundError:
+            if not os.path.exists(blob):
+                raise LookupError("blob %s (%s) is not in the cache" % (digest[:12], path)) from None
+            raise
+        os.chmod(target, mode)
+        st = os.lstat(target)
         out[path] = [digest, stat.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns, st.st_size]
     for path, link_target in links.items():
         if path not in have_links:
@@ -513,7 +528,7 @@ def _write_index(root, run_id, index):
     folder = _worktrees(root)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, run_id + ".json")
-    tmp = "%s.tmp-%s" % (os.path.join(folder, "." + run_id), uuid.uuid4().hex[:8])
+    tmp = "%s.tmp-%s" % (os.path.join(folder, "." + run_id), _token())
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(index, separators=(",", ":")))  # dumps: json.dump has no C encoder
@@ -523,19 +538,26 @@ def _write_index(root, run_id, index):
         raise
 
 
+def _supervisor():
+    """The supervisor module beside this one, imported only by the commands that use it."""
+    try:
+        from . import supervisor  # imported as part of the package
+    except ImportError:  # run as a script: beside it, on sys.path (see the import of tree)
+        import supervisor  # type: ignore[no-redef]
+    return supervisor
+
+
 def _launch(run_dir):
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", SUPERVISOR, run_dir, "--detach"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        close_fds=True,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            "the run supervisor failed to start: %s" % proc.stderr.decode("utf-8", "replace").strip()
-        )
+    """Start the run's supervisor, detached; return once it has claimed the run. Forked from this
+    process rather than run as ``supervisor.py --detach`` (the same code): one interpreter start
+    fewer. Nothing is open here then (no lock is held), and the child closes what it inherits; it
+    keeps this process's memory, a few MB for a snapshot of thousands of files."""
+    try:
+        problem = _supervisor().detach(run_dir)
+    except Exception as exc:  # run.json unreadable, fork failed
+        problem = "%s: %s" % (type(exc).__name__, exc)
+    if problem:
+        raise RuntimeError("the run supervisor failed to start: %s" % problem.strip())
 
 
 def _name_uploads(root, request):
@@ -579,10 +601,10 @@ def start(root, run_id, request):
         manifest = _full_manifest(root, request["snapshot"], request)
         if manifest is None:
             return {"base_missing": True}
-        absent = missing(root, sorted(set(entry[1] for entry in manifest["files"])))["missing"]
+        absent = _absent(root, sorted(set(entry[1] for entry in manifest["files"])))
         if absent:
             return {"missing": absent}
-        tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, uuid.uuid4().hex[:8]))
+        tmp = os.path.join(runs, ".tmp-%s-%s" % (run_id, _token()))
         try:
             os.mkdir(tmp)
             dest = os.path.join(tmp, "snapshot")
@@ -620,6 +642,7 @@ def start(root, run_id, request):
             raise
         index["snapshot"] = request["snapshot"]
         _write_index(root, run_id, index)  # before the launch: its run cannot have ended yet
+    del manifest, index  # the supervisor, forked from this process, need not carry them
     _launch(final)
     return {"started": True, "worktree": worktree}
 
@@ -681,11 +704,8 @@ def kill(run_dir):
         return {"killed": []}
     killed = []
     if status.get("cgroup"):
-        sys.path.insert(0, HERE)
-        import supervisor
-
         try:
-            supervisor.kill_recorded_cgroup(status, status.get("run_id", ""))
+            _supervisor().kill_recorded_cgroup(status, status.get("run_id", ""))
         except OSError:
             pass  # the process group and the supervisor are still ended below
     pgid = status.get("pgid")
@@ -758,7 +778,7 @@ def _trim_worktrees(root, keep, cutoff=None):
     kept.sort(reverse=True)
     for i, (mtime, run_id) in enumerate(kept):
         if i >= keep or (cutoff is not None and mtime < cutoff):
-            aside = os.path.join(folder, ".old-%s" % uuid.uuid4().hex)
+            aside = os.path.join(folder, ".old-%s" % _token(16))
             os.rename(os.path.join(folder, run_id + ".tree"), aside)
             _unlink(os.path.join(folder, run_id + ".json"))
             doomed.append(aside)
@@ -781,10 +801,12 @@ def pack_env(envs, interpreter):
     archive = os.path.join(envs, name + ".tar.gz")
     if os.path.exists(archive):
         return {"archive": archive}
+    import tarfile  # here: only Spark gateways pack environments, and it costs every call a start
+
     with open(os.path.join(envs, name + ".lock"), "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         if not os.path.exists(archive):
-            tmp = os.path.join(envs, ".%s.tar.gz.%s" % (name, uuid.uuid4().hex))
+            tmp = os.path.join(envs, ".%s.tar.gz.%s" % (name, _token(16)))
             try:
                 with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
                     tar.add(os.path.join(envs, name), arcname=".")

@@ -695,8 +695,19 @@ def _group_members(pgid):
     return pids
 
 
+def detach(run_dir):
+    """Start the supervisor of ``run_dir`` in a session of its own, forked from the calling process,
+    and return once the run is claimed (by it, or by a supervisor already there): None, or what went
+    wrong. For ``--detach``, and for a launcher that is itself a short single-threaded Python
+    (``remote.py start``), which saves an interpreter start."""
+    return _detach(Supervisor(run_dir))
+
+
 def _detach(sup):
-    """Fork into a new session; the parent exits once the child has claimed the run."""
+    """Fork into a new session; the parent returns once the child has claimed the run."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()  # or the child would write the launcher's buffered output again
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid:
@@ -704,49 +715,62 @@ def _detach(sup):
         with os.fdopen(read_fd, "rb") as r:
             message = r.read().decode("utf-8", "replace")
         # No waitpid: the child outlives us and is reparented, which is the point of detaching.
-        if message == "ok":
-            return 0
-        if message == "busy":
-            return 0  # another supervisor has this run: nothing to do
-        sys.stderr.write(message or "mltrain supervisor died before claiming the run\n")
-        return 1
-    os.close(read_fd)
-    os.setsid()
-    try:
-        log_fd = os.open(
-            os.path.join(sup.run_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
-        )
-        null_fd = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(null_fd)
-        os.close(log_fd)
-        claimed = sup.claim()
-    except Exception as exc:  # reported to the launcher, which shows it to the user
-        os.write(write_fd, ("mltrain supervisor failed to start: %r\n" % (exc,)).encode())
-        os._exit(1)
-    os.write(write_fd, b"ok" if claimed else b"busy")
-    os.close(write_fd)
-    if not claimed:
-        os._exit(0)
+        if message in ("ok", "busy"):  # busy: another supervisor has this run, nothing to do
+            return None
+        return message or "mltrain supervisor died before claiming the run\n"
     code = 1
-    try:
-        code = sup.run()
+    try:  # never back into the caller's code, which is the launcher's
+        os.close(read_fd)
+        os.setsid()
+        try:
+            log_fd = os.open(
+                os.path.join(sup.run_dir, "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
+            null_fd = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null_fd, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            _close_inherited(keep=write_fd)
+            claimed = sup.claim()
+        except Exception as exc:  # reported to the launcher, which shows it to the user
+            os.write(write_fd, ("mltrain supervisor failed to start: %r\n" % (exc,)).encode())
+        else:
+            os.write(write_fd, b"ok" if claimed else b"busy")
+            os.close(write_fd)
+            code = sup.run() if claimed else 0
     finally:
         os._exit(code)
 
 
+def _close_inherited(keep):
+    """Close every descriptor but stdio and ``keep``: a fork inherits them all, close-on-exec or not,
+    and a lock file the launcher held open would stay locked while the run lasts."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor, closed already
+
+
 def main(argv=None):
     args = list(sys.argv[1:] if argv is None else argv)
-    detach = "--detach" in args
+    detached = "--detach" in args
     args = [a for a in args if a != "--detach"]
     if len(args) != 1:
         sys.stderr.write("usage: supervisor.py RUN_DIR [--detach]\n")
         return 2
+    if detached:
+        problem = detach(args[0])
+        if problem:
+            sys.stderr.write(problem)
+            return 1
+        return 0
     sup = Supervisor(args[0])
-    if detach:
-        return _detach(sup)
     if not sup.claim():
         return 0
     return sup.run()

@@ -8,6 +8,8 @@ controller at processes of another cgroup.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import signal
@@ -110,3 +112,47 @@ def test_the_mlflow_run_id_is_one_mlflow_accepts():
     assert mlflow_run_id("nightly.train:2026-01-01T00+00") == "nightly_train_2026-01-01T00_00"
     for odd in ("_x", "é" * 300, "a/b c", "-"):
         assert mlflow_rule.match(mlflow_run_id(odd)), odd
+
+
+# A launcher that holds a lock while it forks the supervisor (as remote.py would, were it careless).
+LAUNCHER = """
+import fcntl, json, os, sys
+from airflow_provider_mltrain.runner import supervisor
+held = open(sys.argv[2], "a+")
+fcntl.flock(held.fileno(), fcntl.LOCK_SH)
+print(json.dumps({"problem": supervisor.detach(sys.argv[1]), "launcher": os.getpid()}), flush=True)
+"""
+
+
+def test_a_supervisor_forked_by_its_launcher_is_detached_and_inherits_no_descriptor(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "snapshot").mkdir(parents=True)
+    (run_dir / "snapshot" / "train.py").write_text(
+        "import time\nprint('started', flush=True)\ntime.sleep(4)\n"
+    )
+    (run_dir / "run.json").write_text('{"run_id": "r1", "script": "train.py", "arguments": []}')
+    lock = tmp_path / "launcher.lock"
+    out = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(run_dir), str(lock)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)  # the launcher's own output went out once, only from the launcher
+    assert answer["problem"] is None and out.stdout.count("launcher") == 1
+    status = json.loads((run_dir / "status.json").read_text())  # claimed before detach returned
+    pid = status["supervisor_pid"]
+    assert pid != answer["launcher"]
+    # Running: the script started (while it starts, the supervisor has exec's error pipe open).
+    _wait_for(lambda: json.loads((run_dir / "status.json").read_text())["state"] == "Running")
+    assert os.getsid(pid) == pid  # a session of its own: no hangup from the launcher's
+    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    assert fds[0] == os.devnull
+    assert fds[1] == fds[2] == str(run_dir / "supervisor.log")
+    assert not [t for t in fds.values() if t.startswith(("pipe:", "socket:")) or t == str(lock)], fds
+    # The launcher's lock went with the launcher, while the run goes on.
+    with open(lock, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _wait_for(lambda: json.loads((run_dir / "status.json").read_text())["state"] == "Completed")
+    assert (run_dir / "logs" / "std_log.txt").read_text() == "started\n"

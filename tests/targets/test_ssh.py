@@ -239,7 +239,7 @@ def test_an_unchanged_tree_starts_in_one_remote_process(workspace, target, make_
     calls = _count_remote_processes(monkeypatch, target)
     run = submit(workspace, target, src)
     assert target.last_upload == {"blobs": 0, "bytes": 0}
-    assert [argv[4] for argv in calls] == ["start"], calls  # python -I -S remote.py start ROOT RUN_ID
+    assert [argv[4] for argv in calls] == ["start"], calls  # python -I -S RUNNER_DIR start ROOT RUN_ID
     assert target.last_start["calls"] == 1 and target.last_start["delta_manifest"] == 1
     monkeypatch.undo()
     assert run.wait_for_completion()["status"] == "Completed"
@@ -922,6 +922,53 @@ def test_controller_killed_mid_run_a_new_one_reattaches(workspace, settings, mak
         proc.stdout.close()
     run = Workspace(workspace.root).get_run(run_id)
     assert run.get_status() == "Running"
+    assert run.wait_for_completion()["status"] == "Completed"
+    log = run.read_log().decode()
+    assert log.count("started") == 1 and "finished" in log
+
+
+# What a remote process holds: its command line, session id and open descriptors (by their targets).
+PROC_INFO = """
+import json, os, sys
+pid = int(sys.argv[1])
+proc = "/proc/%d/" % pid
+print(json.dumps({
+    "cmdline": open(proc + "cmdline", "rb").read().decode().split("\\0"),
+    "sid": os.getsid(pid),
+    "fds": {int(fd): os.readlink(proc + "fd/" + fd) for fd in os.listdir(proc + "fd")},
+}))
+"""
+
+
+def test_the_supervisor_forked_by_the_start_is_detached_and_outlives_the_connection(
+    workspace, target, make_tree
+):
+    train = "import time\nprint('started', flush=True)\ntime.sleep(4)\nprint('finished', flush=True)\n"
+    src = make_tree({"train.py": train})
+    run = submit(workspace, target, src)
+    pid = target.read_status(run.id)["supervisor_pid"]  # claimed before the start answered
+    # Running: the script started (while it starts, the supervisor has exec's error pipe open).
+    wait_until(lambda: target.read_status(run.id)["state"] == "Running", timeout=60)
+    code, out, err = target._run(["python3", "-c", PROC_INFO, str(pid)])
+    assert code == 0, err
+    info = json.loads(out)
+    # Forked by remote.py start (no second interpreter), in a session of its own, holding nothing
+    # of the exec channel (stdio, pipes, sockets) or of the start (the cache's locks).
+    assert info["cmdline"][3:6] == [target._runner_dir(), "start", target.root], info
+    assert info["sid"] == pid
+    fds = {int(fd): path for fd, path in info["fds"].items()}
+    assert fds[0] == "/dev/null"
+    assert fds[1] == fds[2] == posixpath.join(target.run_dir(run.id), "supervisor.log")
+    held = [
+        p
+        for p in fds.values()
+        if p.startswith(("pipe:", "socket:")) or posixpath.basename(p) in ("blobs.lock", "worktrees.lock")
+    ]
+    assert not held, fds
+    # remote.py ran from its bytecode, kept beside it
+    cached = _remote_listdir(target, posixpath.join(target._runner_dir(), "__pycache__"))
+    assert [name for name in cached if name.startswith("remote.")], cached
+    target.close()  # the connection that started the run goes; the run goes on
     assert run.wait_for_completion()["status"] == "Completed"
     log = run.read_log().decode()
     assert log.count("started") == 1 and "finished" in log
