@@ -117,6 +117,31 @@ with DAG("fault_end_from_trigger", **ARGS):
         "train", "end-from-trigger", 1, fail_first=True, deferrable=True, start_from_trigger=True,
         end_from_trigger=True,
     )
+
+
+def sweep(experiment, deferrable):
+    from airflow_provider_mltrain.operators.sweep import SweepOperator
+    from airflow_provider_mltrain.train.hyperdrive import RandomParameterSampling, uniform
+
+    return SweepOperator(
+        task_id="train",
+        experiment_name=experiment,
+        source_directory=SCRIPTS,
+        script="sweep_child.py",
+        arguments=[os.path.join(COUNTERS, experiment)],
+        hyperparameter_sampling=RandomParameterSampling({{"--x": uniform(0, 1)}}),
+        primary_metric_name="score",
+        max_total_runs=6,
+        max_concurrent_runs=2,
+        poll_interval=0.5,
+        deferrable=deferrable,
+    )
+
+with DAG("fault_sweep_kill_task", **ARGS):
+    sweep("sweep-kill-task", deferrable=False)
+
+with DAG("fault_sweep_triggerer_restart", **ARGS):
+    sweep("sweep-triggerer-restart", deferrable=True)
 '''
 
 COUNTED_SCRIPT = """
