@@ -69,7 +69,19 @@ def other_target():
 
 def _subprocess_cli(workspace, *argv: str, **kwargs) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "airflow_provider_mltrain.cli", "--workspace", str(workspace.root), *argv]
-    return subprocess.Popen(cmd, **kwargs)
+    env = {**kwargs.pop("env", os.environ), "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen(cmd, env=env, **kwargs)
+
+
+def interrupted(follower: subprocess.Popen) -> tuple[bytes, bytes]:
+    """The output of a follower sent SIGINT; one still there after 60 s (seen once in CI, under
+    load) is sent SIGABRT, which PYTHONFAULTHANDLER turns into every thread's stack on stderr."""
+    try:
+        return follower.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        follower.send_signal(signal.SIGABRT)
+        _, err = follower.communicate(timeout=30)
+        raise AssertionError(f"still following 60 s after SIGINT; its stacks:\n{err.decode()}") from None
 
 
 # -- runs list / show ------------------------------------------------------------------------------
@@ -224,7 +236,7 @@ def test_ctrl_c_stops_following_not_the_run(workspace, make_tree, tmp_path):
     try:
         assert follower.stdout.readline() == b"before\n"
         follower.send_signal(signal.SIGINT)
-        _, err = follower.communicate(timeout=60)
+        _, err = interrupted(follower)
     except BaseException:
         flag.touch()  # never leave the waiting script behind
         raise
@@ -253,11 +265,12 @@ def test_ctrl_c_in_wait_for_completion_says_how_to_get_back_to_the_run(workspace
         [sys.executable, "-c", FOLLOW_IN_PYTHON, str(workspace.root), run.id],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     try:
         assert follower.stdout.readline() == b"before\n"
         follower.send_signal(signal.SIGINT)
-        _, raw = follower.communicate(timeout=60)
+        _, raw = interrupted(follower)
     except BaseException:
         flag.touch()
         raise
