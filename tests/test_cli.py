@@ -67,8 +67,18 @@ def other_target():
     compute._resolvers.remove(resolve)
 
 
+# A terminal's Ctrl-C reaches a foreground job whose SIGINT is neither ignored nor blocked; a child
+# of a pytest-xdist worker may inherit either, so a follower starts as a terminal job would.
+AS_A_TERMINAL_JOB = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\n"
+)
+
+
 def _subprocess_cli(workspace, *argv: str, **kwargs) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "airflow_provider_mltrain.cli", "--workspace", str(workspace.root), *argv]
+    run_cli = "import runpy; runpy.run_module('airflow_provider_mltrain.cli', run_name='__main__')"
+    main = AS_A_TERMINAL_JOB + run_cli
+    cmd = [sys.executable, "-c", main, "--workspace", str(workspace.root), *argv]
     env = {**kwargs.pop("env", os.environ), "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen(cmd, env=env, **kwargs)
 
@@ -262,7 +272,7 @@ def test_ctrl_c_in_wait_for_completion_says_how_to_get_back_to_the_run(workspace
     flag = tmp_path / "go"
     run = Experiment(workspace, "cli").submit(ScriptRunConfig(src, "wait.py", arguments=[str(flag)]))
     follower = subprocess.Popen(
-        [sys.executable, "-c", FOLLOW_IN_PYTHON, str(workspace.root), run.id],
+        [sys.executable, "-c", AS_A_TERMINAL_JOB + FOLLOW_IN_PYTHON, str(workspace.root), run.id],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
