@@ -859,16 +859,22 @@ class SnapshotStore:
     ) -> Snapshot | None:
         """The last snapshot of ``root`` when git's index and a few stats show nothing changed
         (``snapshot_git``); None sends the caller to the full walk."""
-        record = snapshot_git.unchanged(record_path, root, _folder_id(self.blobs))
-        if record is None:
+
+        def last_snapshot(record: dict) -> Snapshot | None:
+            try:
+                return self.get(record["snapshot_id"], verify=False)
+            except (SnapshotError, ValueError, TypeError, KeyError):
+                return None
+
+        found = snapshot_git.unchanged(record_path, root, _folder_id(self.blobs), last_snapshot)
+        if found is None:
+            return None
+        record, snap = found
+        if snap is None:
             return None
         limits = limits or SnapshotLimits.from_settings()
         if record["count"] > limits.max_files or record["total"] > limits.max_bytes:
             return None  # the walk says what is too large
-        try:
-            snap = self.get(record["snapshot_id"], verify=False)
-        except (SnapshotError, ValueError, TypeError, KeyError):
-            return None
         if required is not None:  # files are sorted by path
             at = bisect.bisect_left(snap.files, required, key=lambda f: f.path)
             if at == len(snap.files) or snap.files[at].path != required:

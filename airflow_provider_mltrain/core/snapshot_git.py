@@ -14,7 +14,8 @@ next one asks, in this order, whether anything changed since:
    git but kept by the snapshot's own rules) and every kept file that differed from the index then
    has the size, mtime, ctime and inode it had;
 4. ``git ls-files -m -d`` (git's multi-threaded stat of its index entries; racily clean entries are
-   compared by content) lists no file it did not list then. git compares whole seconds of mtime
+   compared by content) lists no file it did not list then. It runs while the caller reads the
+   last snapshot's manifest back, which the answer "unchanged" returns. git compares whole seconds of mtime
    and ctime, so the record is only written when the index is older than the walk by the racy
    window: any later change then has a ctime second git has not seen.
 
@@ -31,10 +32,13 @@ import logging
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RECORD_VERSION = 1
 # Stats modified this close to the walk are not trusted (git's "racy clean"); the stat cache's too.
@@ -65,25 +69,50 @@ def _sig(path: str | Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def _ls_files(root: Path, *flags: str) -> list[str] | None:
-    """``git ls-files -z FLAGS`` in ``root`` (paths relative to it, its subtree only), or None."""
+def _start_ls_files(root: Path, *flags: str) -> subprocess.Popen[bytes] | None:
+    """``git ls-files -z FLAGS`` in ``root`` started (read it with :func:`_listed`), or None."""
     env = {k: v for k, v in os.environ.items() if k not in _GIT_VARS}
     env["GIT_OPTIONAL_LOCKS"] = "0"  # never write the index (that would change what we compare)
     try:
-        done = subprocess.run(
+        return subprocess.Popen(
             # ctime compared whatever the repository's settings say (trustctime, checkStat)
             ["git", "-c", "core.trustctime=true", "-c", "core.checkStat=default", "ls-files", "-z", *flags],
             cwd=root,
             env=env,
-            capture_output=True,
-            timeout=GIT_TIMEOUT,
-            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    if done.returncode != 0:
+
+
+def _listed(proc: subprocess.Popen[bytes] | None) -> list[str] | None:
+    """The paths a started ``git ls-files -z`` lists (relative to its folder), or None if it failed."""
+    if proc is None:
         return None
-    return done.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1]
+    with proc:
+        try:
+            out, _ = proc.communicate(timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return None
+    if proc.returncode != 0:
+        return None
+    return out.decode("utf-8", "surrogateescape").split("\0")[:-1]
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.returncode is None:
+        with proc:
+            proc.kill()
+            proc.communicate()
+
+
+def _ls_files(root: Path, *flags: str) -> list[str] | None:
+    """``git ls-files -z FLAGS`` in ``root`` (paths relative to it, its subtree only), or None."""
+    return _listed(_start_ls_files(root, *flags))
 
 
 def record(
@@ -147,8 +176,13 @@ def record(
     }
 
 
-def unchanged(path: Path, root: Path, blobs_id: str | None) -> dict[str, Any] | None:
-    """The record of ``root``'s last full snapshot when nothing it holds changed since, else None."""
+def unchanged(
+    path: Path, root: Path, blobs_id: str | None, meanwhile: Callable[[dict[str, Any]], T]
+) -> tuple[dict[str, Any], T] | None:
+    """The record of ``root``'s last full snapshot when nothing it holds changed since, and what
+    ``meanwhile(record)`` returned (called while git checks its index: the caller's reading of the
+    last snapshot overlaps git's work); None when anything changed."""
+    proc = None
     try:
         record = json.loads(path.read_bytes())
         if not (
@@ -161,6 +195,7 @@ def unchanged(path: Path, root: Path, blobs_id: str | None) -> dict[str, Any] | 
         index = work_tree_index(root)
         if index is None or _sig(index) != record["index"]:
             return None
+        proc = _start_ls_files(root, "-m", "-d")
         root_s = str(root)
         for rel, mtime in record["walked"].items():
             try:
@@ -175,11 +210,14 @@ def unchanged(path: Path, root: Path, blobs_id: str | None) -> dict[str, Any] | 
         for rel, sig in record["others"].items():
             if _sig(os.path.join(root_s, rel)) != sig:
                 return None
-        modified = _ls_files(root, "-m", "-d")
+        found = meanwhile(record)
+        modified, proc = _listed(proc), None
         if modified is None or not set(modified) <= set(record["modified"]):
             return None
         if _sig(index) != record["index"]:
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return record
+    finally:
+        _stop(proc)
+    return record, found

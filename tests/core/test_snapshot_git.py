@@ -167,3 +167,45 @@ def test_no_record_outside_a_work_tree_or_for_a_tree_changed_moments_ago(store_p
     settle()
     store.take(fresh)
     assert list(store.statcache.glob("*.git.json"))
+
+
+def test_git_started_for_a_check_that_fails_first_is_stopped(store_path, tmp_path, repo, monkeypatch):
+    """git's check starts before the stats that can fail first: such a failure stops and reaps it."""
+    store = SnapshotStore(store_path)
+    before = _recorded(store, repo)
+    started = []
+    real = snapshot_git._start_ls_files
+
+    def tracked(*args):
+        proc = real(*args)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(snapshot_git, "_start_ls_files", tracked)
+    read_back = []
+    real_get = SnapshotStore.get
+    monkeypatch.setattr(
+        SnapshotStore, "get", lambda self, *a, **k: read_back.append(a) or real_get(self, *a, **k)
+    )
+    CHANGES["an untracked kept file, same size"](repo)
+    assert store.take(repo).id == _fresh(tmp_path, repo) != before
+    assert started, "git was not asked before the stats"
+    assert all(proc.returncode is not None for proc in started if proc is not None)
+    assert not read_back, "the last manifest was read although a stat already showed a change"
+
+
+@pytest.mark.parametrize("failure", ["manifest gone", "no git"])
+def test_a_fast_path_that_cannot_answer_walks(store_path, tmp_path, repo, monkeypatch, failure):
+    """The last manifest missing from the store, or git not runnable: the walk answers, rightly."""
+    store = SnapshotStore(store_path)
+    before = _recorded(store, repo)
+    if failure == "manifest gone":
+        (store.manifests / before[:2] / f"{before}.json").unlink()
+    else:
+        monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    walks = []
+    real_scan = snapshot_mod.scan
+    monkeypatch.setattr(snapshot_mod, "scan", lambda *a, **k: walks.append(1) or real_scan(*a, **k))
+    again = store.take(repo)
+    assert walks == [1] and again.id == before
+    assert store.get(before).id == before  # the walk wrote the manifest back
