@@ -566,25 +566,35 @@ def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int, h: Any) ->
 
     Allocating the file first and writing from several threads is what makes the write keep up:
     measured on a 2-core VM, 1 GiB written by one thread with no allocation took 1.3-3.3 s, with
-    it and 2-4 threads 0.4-0.6 s (the kernel's page-cache and extent work, in parallel).
+    it and 2-4 threads 0.4-0.6 s (the kernel's page-cache and extent work, in parallel). On S3 the
+    ranges come over plain HTTP connections of their own (:class:`_RangeReader`).
     """
     n = 0
     starts = iter(range(0, size, RANGE))
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    ranges = None
+    hashing = not isinstance(h, _NoHash)
     try:
         with contextlib.suppress(OSError):  # not every filesystem can; then the writes allocate
             os.posix_fallocate(fd, 0, size)
 
-        def fetch_and_write(start: int) -> bytes:
-            data = inp.fs.cat_file(src, start=start, end=min(start + RANGE, size))
+        ranges = _RangeReader.for_object(inp.fs, src)
+
+        def fetch_and_write(start: int) -> tuple[bytes, int]:
+            """One range written at its offset; its bytes when they are hashed, and its length."""
+            end = min(start + RANGE, size)
+            if ranges is not None:
+                ranges.write(fd, start, end)
+                return (os.pread(fd, end - start, start) if hashing else b""), end - start
+            data = inp.fs.cat_file(src, start=start, end=end)
             view, at = memoryview(data), start
             while view:
                 written = os.pwrite(fd, view, at)
                 view, at = view[written:], at + written
-            return data
+            return data, len(data)
 
         with ThreadPoolExecutor(PARALLEL) as pool:
-            pending: collections.deque[Future[bytes]] = collections.deque()
+            pending: collections.deque[Future[tuple[bytes, int]]] = collections.deque()
 
             def more() -> None:
                 start = next(starts, None)
@@ -594,18 +604,162 @@ def _copy_ranges(inp: ResolvedInput, src: str, dest: Path, size: int, h: Any) ->
             for _ in range(PARALLEL * 2):
                 more()
             while pending:
-                chunk = pending.popleft().result()
+                chunk, length = pending.popleft().result()
                 more()
                 h.update(chunk)
-                n += len(chunk)
+                n += length
     finally:
         os.close(fd)
+        if ranges is not None:
+            ranges.close()
     if n != size:
         raise InputError(
             f"Input {inp.name!r}: {src} changed while it was fetched ({n} bytes read, {size} listed). "
             "Submit again."
         )
     return h.hexdigest(), n
+
+
+class _RangeReader:
+    """Ranges of one S3 object fetched with a presigned URL over ``http.client`` connections, one
+    per thread, each read straight into its buffer.
+
+    s3fs answers every request of every thread on its one event-loop thread, in Python: measured
+    on a 2-core VM, 1 GiB in 16 MiB ranges 4 at a time took 1.9 s through it, against 0.75 s this
+    way and 1.5 s for ``rclone copy`` (which the first fetch is measured against). The URL comes
+    from s3fs itself (its credentials, region, endpoint and version id); the request is a plain
+    GET with a Range header, checked to answer exactly that range. Anything this does not cover
+    (another store, a proxy, request-payer or SSE-C options, a custom CA that is not a file)
+    keeps the s3fs path.
+    """
+
+    EXPIRES = 3600  # seconds: a presigned URL is made per fetch, and a fetch retries within this
+    TIMEOUT = 60.0  # per socket operation, botocore's default read timeout
+    ATTEMPTS = 3
+    BUFFER = 1 << 20
+
+    def __init__(self, url: str, context: Any) -> None:
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host, self.port = parts.hostname or "", parts.port
+        self.target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.context = context
+        self.local = threading.local()
+        self.opened: list[Any] = []  # every thread's connection, closed by close()
+        self.lock = threading.Lock()
+
+    @classmethod
+    def for_object(cls, fs: Any, src: str) -> _RangeReader | None:
+        import urllib.parse
+        import urllib.request
+
+        if not {"s3", "s3a"} & set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+            return None
+        if getattr(fs, "req_kw", None) or getattr(fs, "s3_additional_kwargs", None):
+            return None  # request-payer, SSE-C and the like: headers a presigned GET does not carry
+        url = fs.url(src, expires=cls.EXPIRES)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname):
+            return None  # botocore would go through the proxy; http.client would not
+        context = None
+        if parts.scheme == "https":
+            context = cls._ssl_context(fs)
+            if context is None:
+                return None
+        return cls(url, context)
+
+    @staticmethod
+    def _ssl_context(fs: Any) -> Any:
+        """What botocore would verify the server with: ``verify`` in the client's options (False,
+        or a CA bundle's path), else ``AWS_CA_BUNDLE``, else certifi's bundle."""
+        import ssl
+
+        verify = (getattr(fs, "client_kwargs", None) or {}).get("verify", None)
+        if verify is False:
+            return ssl._create_unverified_context()  # noqa: S323 (the user's own choice, as for s3fs)
+        cafile = verify if isinstance(verify, str) else os.environ.get("AWS_CA_BUNDLE")
+        if cafile is None:
+            with contextlib.suppress(ImportError):
+                import certifi
+
+                cafile = certifi.where()
+        if cafile is not None and not os.path.isfile(cafile):
+            return None  # a folder of certificates, say: s3fs knows what to do with it
+        return ssl.create_default_context(cafile=cafile)
+
+    def _connection(self, fresh: bool = False) -> Any:
+        import http.client
+
+        conn = getattr(self.local, "conn", None)
+        if conn is not None and not fresh:
+            return conn
+        if conn is not None:
+            conn.close()
+        if self.https:
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.TIMEOUT, context=self.context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.TIMEOUT)
+        self.local.conn = conn
+        with self.lock:
+            self.opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self.lock:
+            opened, self.opened = self.opened, []
+        for conn in opened:
+            conn.close()
+
+    def write(self, fd: int, start: int, end: int) -> None:
+        """Bytes ``start`` to ``end`` (exclusive) of the object written at the same offsets of
+        ``fd``; a dropped connection is opened again and the range read again."""
+        import http.client
+
+        for attempt in range(self.ATTEMPTS):
+            try:
+                return self._write(self._connection(fresh=attempt > 0), fd, start, end)
+            except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+                if attempt == self.ATTEMPTS - 1:
+                    raise OSError(
+                        f"reading bytes {start}-{end - 1} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+
+    def _write(self, conn: Any, fd: int, start: int, end: int) -> None:
+        import http.client
+
+        conn.request("GET", self.target, headers={"Range": f"bytes={start}-{end - 1}"})
+        resp = conn.getresponse()
+        if resp.status != 206:
+            body = resp.read(4096).decode("utf-8", "replace")
+            conn.close()
+            if resp.status == 404 or "NoSuchKey" in body:
+                raise FileNotFoundError(f"NoSuchKey: {body[:200]}")
+            if resp.status == 403:
+                raise PermissionError(f"AccessDenied (HTTP 403): {body[:200]}")
+            raise OSError(f"HTTP {resp.status} for a ranged read: {body[:200]}")
+        # One buffer per thread, used again for every range: a new 16 MiB buffer per range costs
+        # its page faults every time (measured: a 1 GiB fetch 2.0 s instead of 1.5 s at one load).
+        buf = getattr(self.local, "buf", None)
+        if buf is None:
+            buf = self.local.buf = memoryview(bytearray(self.BUFFER))
+        at = start
+        while at < end:
+            got = resp.readinto(buf[: min(self.BUFFER, end - at)])
+            if not got:
+                break
+            view = buf[:got]
+            while view:
+                written = os.pwrite(fd, view, at)
+                view, at = view[written:], at + written
+        if at != end or resp.read(1):
+            conn.close()
+            raise http.client.IncompleteRead(b"", end - at)
 
 
 def hash_local(inp: ResolvedInput) -> None:

@@ -153,6 +153,88 @@ def test_a_big_object_is_fetched_in_ranges_whole_and_hashed(workspace, make_tree
         fs.rm(key)
 
 
+def _count_ranges(monkeypatch) -> list[tuple[int, int]]:
+    """Every range read over the plain HTTP connections (the s3fs path reads none)."""
+    from airflow_provider_mltrain.core import inputs as run_inputs
+
+    read: list[tuple[int, int]] = []
+    real = run_inputs._RangeReader._write
+
+    def counted(self, conn, fd, start, end):
+        read.append((start, end))
+        return real(self, conn, fd, start, end)
+
+    monkeypatch.setattr(run_inputs._RangeReader, "_write", counted)
+    return read
+
+
+def test_a_big_s3_object_comes_in_ranges_over_plain_connections(workspace, make_tree, monkeypatch):
+    """The ranges come with s3fs's presigned URL over connections of their own, exactly, and a
+    connection dropped mid-range is opened again and the range written again."""
+    import os
+
+    from airflow_provider_mltrain.core import inputs as run_inputs
+
+    read = _count_ranges(monkeypatch)
+    key, body, content_hash = _big_object(40 << 20)
+    real = run_inputs._RangeReader._write
+    dropped = []
+
+    def drop_once(self, conn, fd, start, end):
+        if start == 16 << 20 and not dropped:
+            dropped.append(start)
+            os.pwrite(fd, b"half a range, then the connection drops", start)
+            conn.close()
+            raise ConnectionResetError("dropped by the test")
+        return real(self, conn, fd, start, end)
+
+    monkeypatch.setattr(run_inputs._RangeReader, "_write", drop_once)
+    run = _submit(workspace, make_tree, {"big": Input(f"s3://{key}", storage_options=s3_options())})
+    (detail,) = run.get_details()["inputDatasets"]
+    assert Path(detail["path"]).read_bytes() == body and detail["sha256"] == content_hash
+    assert dropped == [16 << 20]
+    mib = 1 << 20
+    assert sorted(read) == [(0, 16 * mib), (16 * mib, 32 * mib), (32 * mib, 40 * mib)]
+    run.wait_for_completion()
+
+
+def test_ranges_the_plain_path_cannot_send_go_through_s3fs(workspace, make_tree, monkeypatch):
+    """A request-payer read needs a header a presigned GET does not carry: s3fs reads it."""
+    read = _count_ranges(monkeypatch)
+    key, body, content_hash = _big_object(20 << 20)
+    options = {**s3_options(), "requester_pays": True}
+    run = _submit(workspace, make_tree, {"big": Input(f"s3://{key}", storage_options=options)})
+    (detail,) = run.get_details()["inputDatasets"]
+    assert Path(detail["path"]).read_bytes() == body and detail["sha256"] == content_hash
+    assert read == []
+    run.wait_for_completion()
+
+
+def test_an_object_gone_during_its_fetch_is_a_clear_error(workspace, make_tree, monkeypatch):
+    """Listed, then deleted before its ranges are read: nothing submitted, no cached copy left."""
+    import s3fs
+
+    from airflow_provider_mltrain.core import inputs as run_inputs
+
+    key, _body, _hash = _big_object(20 << 20)
+    real = run_inputs._RangeReader.for_object
+
+    def delete_first(fs, src):
+        s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True).rm(key)
+        return real(fs, src)
+
+    monkeypatch.setattr(run_inputs._RangeReader, "for_object", staticmethod(delete_first))
+    _refused(
+        workspace,
+        make_tree,
+        InputNotFound,
+        "does not exist",
+        {"big": Input(f"s3://{key}", storage_options=s3_options())},
+    )
+    cache = run_inputs.cache_root(workspace.root)
+    assert [p.name for p in cache.iterdir() if p.is_dir()] == []  # no copy, no temporary folder
+
+
 def _big_object(size: int) -> tuple[str, bytes, str]:
     """An object of ``size`` random bytes on the test S3 server: its key, body and the content
     hash a run records for it as a one-file input named big.bin."""
