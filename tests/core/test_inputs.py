@@ -294,3 +294,32 @@ def test_a_hash_the_submitter_never_recorded_is_filled_at_the_end(workspace, mak
     again.wait_for_completion()
     (hit,) = again.get_details()["inputDatasets"]
     assert hit["cache_hit"] and hit["sha256"] == content_hash
+
+
+def test_the_plain_path_verifies_https_as_botocore_would_and_keeps_out_of_proxies(monkeypatch, tmp_path):
+    """verify=False, a CA bundle file, AWS_CA_BUNDLE; a CA folder and a proxy the endpoint is not
+    exempt from keep the s3fs path (None)."""
+    import ssl
+    from types import SimpleNamespace
+
+    import s3fs
+
+    from airflow_provider_mltrain.core.inputs import _RangeReader
+
+    context = _RangeReader._ssl_context
+    assert context(SimpleNamespace(client_kwargs={"verify": False})).verify_mode == ssl.CERT_NONE
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    assert context(SimpleNamespace(client_kwargs={"verify": bundle})).verify_mode == ssl.CERT_REQUIRED
+    assert context(SimpleNamespace(client_kwargs={"verify": str(tmp_path)})) is None
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path))
+    assert context(SimpleNamespace(client_kwargs={})) is None
+    monkeypatch.setenv("AWS_CA_BUNDLE", bundle)
+    assert context(SimpleNamespace(client_kwargs={})).verify_mode == ssl.CERT_REQUIRED
+
+    fs = s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True)
+    assert _RangeReader.for_object(fs, "mltrain-test/any.bin") is not None
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    monkeypatch.setenv("no_proxy", "")
+    assert _RangeReader.for_object(fs, "mltrain-test/any.bin") is None
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert _RangeReader.for_object(fs, "mltrain-test/any.bin") is not None
