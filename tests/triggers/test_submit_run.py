@@ -185,3 +185,24 @@ def test_what_cannot_start_from_the_triggerer_is_refused_when_the_dag_is_parsed(
 ):
     with pytest.raises(Exception, match=message):
         operator(make_tree({"train.py": ""}), tmp_path / "ws", **kwargs)
+
+
+@pytest.mark.parametrize("action", ["reattach", "resubmit"])
+def test_two_triggerers_running_one_trigger_at_once_start_one_run(make_tree, tmp_path, action):
+    """During a triggerer failover two triggerers can run the same trigger for a moment: both
+    submit the same try's run id, the script runs once, and both follow that one run."""
+    starts = tmp_path / "starts.txt"
+    src = make_tree({"train.py": f"import time\nopen({str(starts)!r}, 'a').write('x')\ntime.sleep(1)\n"})
+    op = operator(src, tmp_path / "ws", action_if_run_exists=action)
+
+    async def both():
+        async def one():
+            return [event async for event in trigger_of(op).run()]
+
+        return await asyncio.gather(one(), one())
+
+    first, second = asyncio.run(both())
+    assert [e.payload["status"] for e in first + second] == ["Completed", "Completed"]
+    assert first[0].payload["run_id"] == second[0].payload["run_id"]
+    assert len(op._workspace().store.list_runs()) == 1
+    assert starts.read_text() == "x"
