@@ -59,8 +59,10 @@ SPEC_VAR = "MLTRAIN_RUN_SPEC"
 TOKEN_VAR = "MLTRAIN_FOLDER_TOKEN"  # noqa: S105 - a variable name
 SPEC_MAX = 64 << 10  # a bigger run.json goes in the archive (a variable may hold 128 KiB)
 FRAME_LOG_DRIVERS = ("json-file", "local")  # log drivers the daemon can read the frame back from
+INSPECT_REUSE = 0.1  # seconds; never across a wait_for_change
+FRESH = 1.0  # seconds after its start a container's status is not read (_running_status)
 MARK_DELAY = 2.0  # seconds after a start with no archive before it, its markers are written
-FRAME_MAX_LINES = 400  # lines of the frame at its largest (docker_entry.FRAME_LIMIT, 4096 per line)
+FRAME_MAX_LINES = 400  # lines of the frame at its largest (docker_entry.FRAME_LIMIT, 3 KiB a line)
 CACHE = "/mltrain/cache"
 ENV_PYTHON = "/opt/mltrain/env/bin/python"
 IMAGE_REPO = "mltrain-env"
@@ -315,6 +317,10 @@ class DockerTarget(ComputeTarget):
         # The last status.json read from a running container, with the daemon's stat of it.
         self._status_seen: dict[str, tuple[tuple[Any, Any], dict[str, Any] | None]] = {}
         self._running: set[str] = set()  # runs whose container was running when last inspected
+        # A running container's inspection, reused for INSPECT_REUSE seconds: one refresh of a
+        # follower reads status, metrics and log, each of which looks the container up.
+        self._inspected: dict[str, tuple[float, Any]] = {}
+        self._started_at: dict[str, float] = {}  # runs this target started: when (time.monotonic())
         # Markers of runs started with no archive before them, not written yet (_mark_started).
         self._pending_marks: dict[str, tuple[Any, bytes]] = {}
 
@@ -329,6 +335,10 @@ class DockerTarget(ComputeTarget):
                 try:
                     client = docker.DockerClient(base_url=self.base_url, tls=self.tls, timeout=self.timeout)
                     _share_connections(client.api)
+                    if self.base_url.startswith("unix:"):
+                        # No proxy for a local socket: requests would otherwise read the proxy
+                        # variables from the environment at every request (a few ms of CPU a run).
+                        client.api.trust_env = False
                     client.ping()
                 except DockerException as exc:
                     raise TargetUnreachable(
@@ -351,6 +361,8 @@ class DockerTarget(ComputeTarget):
             self._stopped.clear()
             self._status_seen.clear()
             self._running.clear()
+            self._started_at.clear()
+            self._inspected.clear()
 
     def ping(self) -> dict[str, Any]:
         """The daemon's version information (reaches the daemon for real)."""
@@ -670,6 +682,10 @@ class DockerTarget(ComputeTarget):
             raise
         if not sent:
             self._mark_started(container, spec, snapshot, owner)
+        with self._lock:
+            while len(self._started_at) >= MAX_REMEMBERED:
+                self._started_at.pop(next(iter(self._started_at)))
+            self._started_at[spec.run_id] = time.monotonic()
         self._remember_sent(snapshot.id)
         return True
 
@@ -977,15 +993,24 @@ class DockerTarget(ComputeTarget):
         stopped = self._stopped.get(run_id)
         if stopped is not None:
             return stopped
+        recent = self._inspected.get(run_id)
+        if recent is not None and time.monotonic() - recent[0] < INSPECT_REUSE:
+            return recent[1]
         try:
             container = self.client().containers.get(container_name(run_id))
         except NotFound:
             self._running.discard(run_id)
+            self._inspected.pop(run_id, None)
             return None
-        if container.status == "running":
-            self._running.add(run_id)
-        else:
-            self._running.discard(run_id)
+        with self._lock:
+            self._inspected.pop(run_id, None)
+            if container.status == "running":
+                self._running.add(run_id)
+                while len(self._inspected) >= MAX_REMEMBERED:
+                    self._inspected.pop(next(iter(self._inspected)))
+                self._inspected[run_id] = (time.monotonic(), container)
+            else:
+                self._running.discard(run_id)
         if container.status in ("exited", "dead"):
             with self._lock:
                 while len(self._stopped) >= MAX_REMEMBERED:  # a UI process reads many runs, collects none
@@ -1136,6 +1161,7 @@ class DockerTarget(ComputeTarget):
         # Ended: the container is about to exit. Then status, log, metrics and outputs all come
         # from one archive of the stopped container instead of one read each now.
         if self._wait_exit(container.id, EXIT_WAIT):
+            self._inspected.pop(run_id, None)
             container = self._container(run_id)
             entry = self._finished_archive(run_id, container) if container is not None else None
             if entry is not None:
@@ -1157,9 +1183,19 @@ class DockerTarget(ComputeTarget):
         """status.json of a running container: its archive only when the daemon's stat of it
         (size, modification time) differs from the copy read last; the supervisor replaces it at
         each state change and heartbeat, seconds apart, while a follower may poll many times a
-        second."""
-        path = f"{_run_dir(container, run_id)}/status.json"
+        second.
+
+        In its first ``FRESH`` seconds, a container this target started is not asked at all: its
+        run is starting (the supervisor writes Starting, then Running, one archive call each), and
+        a run that ends that soon is read whole once it stopped. Only a follower in the process
+        that started the run skips: the submitter is alive, so a missing status cannot be taken for
+        a run whose submitter died before the start.
+        """
+        started = self._started_at.get(run_id)
         seen = self._status_seen.get(run_id)
+        if started is not None and time.monotonic() - started < FRESH:
+            return seen[1] if seen is not None else None
+        path = f"{_run_dir(container, run_id)}/status.json"
         if seen is not None:
             stat = self._stat(container, path)
             if stat is None:
@@ -1202,6 +1238,7 @@ class DockerTarget(ComputeTarget):
         The end of a run is what a follower waits for; earlier changes are seen at its next poll.
         """
         started = time.monotonic()
+        self._inspected.pop(run_id, None)  # the next refresh inspects anew
         # The follower's refresh has just inspected the container: no inspection again here. The
         # wait returns at once when the container stopped since.
         if run_id in self._running and self._wait_exit(container_name(run_id), seconds):
@@ -1427,7 +1464,7 @@ def _parse_frame(raw: bytes, token: str) -> bytes | None:
     if start is None:
         return None
     fields = lines[start].split(b" ")
-    if len(fields) != 4 or not fields[2].isdigit():
+    if len(fields) != 4 or not (fields[2].isdigit() and fields[3].isdigit()):
         return None
     import base64
     import binascii
@@ -1436,7 +1473,7 @@ def _parse_frame(raw: bytes, token: str) -> bytes | None:
         data = base64.b64decode(b"".join(lines[start + 1 : -1]), validate=True)
     except (binascii.Error, ValueError):
         return None
-    if len(data) != int(fields[2]) or hashlib.sha256(data).hexdigest().encode() != fields[3]:
+    if len(data) != int(fields[2]) or binascii.crc32(data) != int(fields[3]):
         return None
     return data
 
