@@ -2,11 +2,13 @@
 
 Everything goes through the Docker API, so a remote daemon works the same as the local one: the
 snapshot's blobs are sent with ``put_archive`` into a volume that keeps them for the next run
-(``mltrain-cache-<target>``), the runner and the run folder into the container itself
-(``/mltrain/runs/<run_id>``), and status, log, metrics and outputs come back with ``get_archive``,
-which also works once the container has stopped. The container is named after the run id, so a
-second start of the same run finds it instead of starting another, and a new controller reattaches
-by id.
+(``mltrain-cache-<target>``), with the runner; ``run.json`` travels in the container's environment
+and the entry script makes the run folder (``/tmp/mltrain/runs/<run_id>``), so a warm resubmission
+sends no archive at all before the start. Status, log, metrics and outputs come back with
+``get_archive``, which also works once the container has stopped; a small finished run folder comes
+from the container's log instead (see ``runner/docker_entry.py``). The container is named after the
+run id, so a second start of the same run finds it instead of starting another, and a new controller
+reattaches by id.
 """
 
 from __future__ import annotations
