@@ -198,4 +198,8 @@ def run(run_dir, cache, snapshot_id):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_code = main(sys.argv[1:])
+    # Nothing is left to do but the interpreter's own teardown, which the container's end waits for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

@@ -409,9 +409,11 @@ class DockerTarget(ComputeTarget):
     ) -> PreparedEnvironment:
         client = self.client()
         built, seconds = False, 0.0
+        image_id: str | None = None  # looked up once here, not again for the image's facts
         if env.managed or env.docker.dockerfile:
             image = self.image_tag(env)
-            if rebuild or not self._has_image(image):
+            image_id = None if rebuild else self._image_id(image)
+            if image_id is None:
                 with self._build_lock(env.content_hash()):
                     if rebuild or not self._has_image(image):
                         started = time.monotonic()
@@ -421,9 +423,9 @@ class DockerTarget(ComputeTarget):
                 log(f"Image {image} exists on {self.base_url}: reusing it.")
         else:
             image = self._base_image(env) or ""
-            self._ensure_image(image, log)
+            image_id = self._ensure_image(image, log)
         interpreter = ENV_PYTHON if env.managed else (env.python.interpreter_path or "python3")
-        facts = self._image_facts(client, image, interpreter)
+        facts = self._image_facts(client, image, interpreter, image_id)
         wanted = env.python.python_version if env.managed else None
         if wanted and not (facts["version"] + ".").startswith(wanted.rstrip(".") + "."):
             raise EnvironmentBuildFailed(
@@ -440,20 +442,24 @@ class DockerTarget(ComputeTarget):
             image=image,
         )
 
-    def _has_image(self, image: str) -> bool:
+    def _image_id(self, image: str) -> str | None:
         from docker.errors import ImageNotFound
 
         try:
-            self.client().images.get(image)
+            return str(self.client().images.get(image).id)
         except ImageNotFound:
-            return False
-        return True
+            return None
 
-    def _ensure_image(self, image: str, log: LogLine) -> None:
+    def _has_image(self, image: str) -> bool:
+        return self._image_id(image) is not None
+
+    def _ensure_image(self, image: str, log: LogLine) -> str | None:
+        """The id of ``image`` (None when it was pulled just now), pulled when the daemon lacks it."""
         from docker.errors import DockerException
 
-        if self._has_image(image):
-            return
+        image_id = self._image_id(image)
+        if image_id is not None:
+            return image_id
         log(f"Image {image} is not on {self.base_url}: pulling it.")
         try:
             self.client().images.pull(image)
@@ -463,6 +469,7 @@ class DockerTarget(ComputeTarget):
                 f"({_short(exc)}). Pull it there (docker pull {image}) or build it "
                 f"(docker build -t {image} .), then submit again."
             ) from None
+        return None
 
     @contextlib.contextmanager
     def _build_lock(self, env_hash: str) -> Iterator[None]:
@@ -543,11 +550,14 @@ class DockerTarget(ComputeTarget):
         buf.seek(0)
         return buf, text
 
-    def _image_facts(self, client: docker.DockerClient, image: str, interpreter: str) -> dict[str, Any]:
-        """Python version and installed packages of ``image``, probed once per image id."""
+    def _image_facts(
+        self, client: docker.DockerClient, image: str, interpreter: str, image_id: str | None = None
+    ) -> dict[str, Any]:
+        """Python version and installed packages of ``image`` (whose id the caller may know),
+        probed once per image id."""
         from docker.errors import APIError, DockerException
 
-        image_id = client.images.get(image).id.split(":")[-1]
+        image_id = (image_id or client.images.get(image).id).split(":")[-1]
         cache = self.root / "images" / f"{image_id}-{re.sub(r'[^A-Za-z0-9]', '_', interpreter)}.json"
         try:
             return dict(json.loads(cache.read_text()))
