@@ -1416,6 +1416,8 @@ class DockerTarget(ComputeTarget):
 
 
 _pending_targets: weakref.WeakSet[DockerTarget] = weakref.WeakSet()
+# A forked child shares the parent's connections to the daemon: the parent writes its markers.
+os.register_at_fork(after_in_child=_pending_targets.clear)
 
 
 @atexit.register
@@ -1552,9 +1554,10 @@ def _runner_files() -> Iterator[tuple[str, bytes]]:
         yield rel, data
         if rel in _MAIN_SCRIPTS:
             continue
-        code = compile(data, rel, "exec", dont_inherit=True)  # co_filename is fixed up on import
+        # Not optimized (-O), as the container's Python runs; co_filename is fixed up on import.
+        code = compile(data, rel, "exec", dont_inherit=True, optimize=0)
         header = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(data)
-        yield importlib.util.cache_from_source(rel), header + marshal.dumps(code)
+        yield importlib.util.cache_from_source(rel, optimization=""), header + marshal.dumps(code)
 
 
 def _runner_hash() -> str:

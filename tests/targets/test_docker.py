@@ -924,3 +924,40 @@ def test_only_a_whole_last_frame_with_the_token_is_taken():
     assert _parse_frame(frame(body=[b"not base64 at all!\n"]), "t0k") is None
     assert _parse_frame(frame()[:-10], "t0k") is None  # cut short
     assert _parse_frame(b"MLTRAIN-FOLDER-NONE t0k\n", "t0k") is None
+
+
+def test_the_runner_travels_with_bytecode_its_python_loads_from_a_read_only_folder(tmp_path):
+    """The volume is read-only for the run's user: the runner's modules come with .pyc files that
+    Python loads as they are, instead of compiling the supervisor at every run."""
+    from airflow_provider_mltrain.targets.docker import _runner_files
+
+    root = tmp_path / "runner"
+    for rel, data in _runner_files():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    cached = {p.name.split(".")[0] for p in (root / "__pycache__").iterdir()}
+    assert {"supervisor", "tree"} <= cached and not cached & {"docker_entry", "bootstrap"}  # run as __main__
+    for folder in [root, *root.rglob("*")]:
+        if folder.is_dir():
+            folder.chmod(0o555)
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-v",
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); import supervisor, tree",
+                str(root),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+    finally:
+        for folder in [root, *root.rglob("*")]:
+            if folder.is_dir():
+                folder.chmod(0o755)
+    for module in ("supervisor", "tree"):
+        assert f"code object from '{root}/__pycache__/{module}." in out, out[-2000:]
