@@ -5,7 +5,8 @@
 Needs MLTRAIN_TEST_DOCKER_HOST and MLTRAIN_TEST_DOCKER_IMAGE (``bash tests/services/docker.sh``).
 Each call is timed on its own, on fresh containers of the test image: ``create``, ``put_archive``
 of a small archive (created and running container), a ``HEAD`` stat on the archive endpoint,
-``start``, ``wait``, ``get_archive`` of a small file (running and stopped container), ``inspect``
+``start``, ``wait``, ``get_archive`` of a small file (running and stopped container), ``logs`` of
+a stopped container (how the Docker target reads a small finished run folder), ``inspect``
 and ``remove``. Nothing here asserts a time.
 """
 
@@ -66,6 +67,7 @@ def main() -> None:
         timed("start", api.start, cid)
         timed("wait", api.wait, cid)
         timed("get_archive (stopped)", read, cid)
+        timed("logs (stopped)", api.logs, cid, stdout=True, stderr=False, tail=400)
         timed("inspect", api.inspect_container, cid)
         timed("remove", api.remove_container, cid)
         cid = api.create_container(image, ["sleep", "30"], host_config=config)["Id"]

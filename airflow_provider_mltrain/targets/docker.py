@@ -2,15 +2,18 @@
 
 Everything goes through the Docker API, so a remote daemon works the same as the local one: the
 snapshot's blobs are sent with ``put_archive`` into a volume that keeps them for the next run
-(``mltrain-cache-<target>``), the runner and the run folder into the container itself
-(``/mltrain/runs/<run_id>``), and status, log, metrics and outputs come back with ``get_archive``,
-which also works once the container has stopped. The container is named after the run id, so a
-second start of the same run finds it instead of starting another, and a new controller reattaches
-by id.
+(``mltrain-cache-<target>``), with the runner; ``run.json`` travels in the container's environment
+and the entry script makes the run folder (``/tmp/mltrain/runs/<run_id>``), so a warm resubmission
+sends no archive at all before the start. Status, log, metrics and outputs come back with
+``get_archive``, which also works once the container has stopped; a small finished run folder comes
+from the container's log instead (see ``runner/docker_entry.py``). The container is named after the
+run id, so a second start of the same run finds it instead of starting another, and a new controller
+reattaches by id.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import tarfile
 import tempfile
 import threading
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_mltrain.core.compute import ComputeTarget, LogLine, PreparedEnvironment, RunSpec
 from airflow_provider_mltrain.core.environment import EnvironmentBuildFailed
 from airflow_provider_mltrain.core.errors import InvalidRunConfig, TargetError, TargetUnreachable
+from airflow_provider_mltrain.core.redact import secret_values
 from airflow_provider_mltrain.core.runfiles import COLLECTED, RunFiles, extract_tar
 from airflow_provider_mltrain.core.snapshot import delta_manifest
 from airflow_provider_mltrain.core.states import TERMINAL_STATES
@@ -46,14 +51,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNS = "/mltrain/runs"
+# Run folders: in /tmp, which every image lets any user write to, so that the entry script can make
+# the folder itself (no archive call before the start); containers made before kept them here:
+LEGACY_RUNS = "/mltrain/runs"
+RUNS = "/tmp/mltrain/runs"
+LABEL_RUN_DIR = "mltrain.run_dir"
+# Read by runner/docker_entry.py: run.json's text, and the token of the finished run folder's frame.
+SPEC_VAR = "MLTRAIN_RUN_SPEC"
+TOKEN_VAR = "MLTRAIN_FOLDER_TOKEN"  # noqa: S105 - a variable name
+SPEC_MAX = 64 << 10  # a bigger run.json goes in the archive (a variable may hold 128 KiB)
+FRAME_LOG_DRIVERS = ("json-file", "local")  # log drivers the daemon can read the frame back from
+INSPECT_REUSE = 0.1  # seconds; never across a wait_for_change
+FRESH = 1.0  # seconds after its start a container's status is not read (_running_status)
+MARK_DELAY = 2.0  # seconds after a start with no archive before it, its markers are written
+FRAME_MAX_LINES = 400  # lines of the frame at its largest (docker_entry.FRAME_LIMIT, 3 KiB a line)
 CACHE = "/mltrain/cache"
 ENV_PYTHON = "/opt/mltrain/env/bin/python"
 IMAGE_REPO = "mltrain-env"
 LABEL_RUN = "mltrain.run_id"
 CLEANUP_POLICIES = ("never", "on_success", "always")
 RUNNER_FILES = ("supervisor.py", "bootstrap.py", "docker_entry.py", "tree.py")
+_MAIN_SCRIPTS = ("docker_entry.py", "bootstrap.py")
 _runner_cache: list[tuple[str, bytes]] = []
+_runner_digest: list[str] = []
 # Above this size a running container's log is read from the offset by a command in the container,
 # not copied whole.
 EXEC_READ_THRESHOLD = 1 << 20
@@ -301,6 +321,12 @@ class DockerTarget(ComputeTarget):
         # The last status.json read from a running container, with the daemon's stat of it.
         self._status_seen: dict[str, tuple[tuple[Any, Any], dict[str, Any] | None]] = {}
         self._running: set[str] = set()  # runs whose container was running when last inspected
+        # A running container's inspection, reused for INSPECT_REUSE seconds: one refresh of a
+        # follower reads status, metrics and log, each of which looks the container up.
+        self._inspected: dict[str, tuple[float, Any]] = {}
+        self._started_at: dict[str, float] = {}  # runs this target started: when (time.monotonic())
+        # Markers of runs started with no archive before them, not written yet (_mark_started).
+        self._pending_marks: dict[str, tuple[Any, bytes]] = {}
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -313,6 +339,10 @@ class DockerTarget(ComputeTarget):
                 try:
                     client = docker.DockerClient(base_url=self.base_url, tls=self.tls, timeout=self.timeout)
                     _share_connections(client.api)
+                    if self.base_url.startswith("unix:"):
+                        # No proxy for a local socket: requests would otherwise read the proxy
+                        # variables from the environment at every request (a few ms of CPU a run).
+                        client.api.trust_env = False
                     client.ping()
                 except DockerException as exc:
                     raise TargetUnreachable(
@@ -324,6 +354,7 @@ class DockerTarget(ComputeTarget):
             return self._client
 
     def close(self) -> None:
+        self._write_all_marks()
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -334,6 +365,8 @@ class DockerTarget(ComputeTarget):
             self._stopped.clear()
             self._status_seen.clear()
             self._running.clear()
+            self._started_at.clear()
+            self._inspected.clear()
 
     def ping(self) -> dict[str, Any]:
         """The daemon's version information (reaches the daemon for real)."""
@@ -376,9 +409,11 @@ class DockerTarget(ComputeTarget):
     ) -> PreparedEnvironment:
         client = self.client()
         built, seconds = False, 0.0
+        image_id: str | None = None  # looked up once here, not again for the image's facts
         if env.managed or env.docker.dockerfile:
             image = self.image_tag(env)
-            if rebuild or not self._has_image(image):
+            image_id = None if rebuild else self._image_id(image)
+            if image_id is None:
                 with self._build_lock(env.content_hash()):
                     if rebuild or not self._has_image(image):
                         started = time.monotonic()
@@ -388,9 +423,9 @@ class DockerTarget(ComputeTarget):
                 log(f"Image {image} exists on {self.base_url}: reusing it.")
         else:
             image = self._base_image(env) or ""
-            self._ensure_image(image, log)
+            image_id = self._ensure_image(image, log)
         interpreter = ENV_PYTHON if env.managed else (env.python.interpreter_path or "python3")
-        facts = self._image_facts(client, image, interpreter)
+        facts = self._image_facts(client, image, interpreter, image_id)
         wanted = env.python.python_version if env.managed else None
         if wanted and not (facts["version"] + ".").startswith(wanted.rstrip(".") + "."):
             raise EnvironmentBuildFailed(
@@ -407,20 +442,24 @@ class DockerTarget(ComputeTarget):
             image=image,
         )
 
-    def _has_image(self, image: str) -> bool:
+    def _image_id(self, image: str) -> str | None:
         from docker.errors import ImageNotFound
 
         try:
-            self.client().images.get(image)
+            return str(self.client().images.get(image).id)
         except ImageNotFound:
-            return False
-        return True
+            return None
 
-    def _ensure_image(self, image: str, log: LogLine) -> None:
+    def _has_image(self, image: str) -> bool:
+        return self._image_id(image) is not None
+
+    def _ensure_image(self, image: str, log: LogLine) -> str | None:
+        """The id of ``image`` (None when it was pulled just now), pulled when the daemon lacks it."""
         from docker.errors import DockerException
 
-        if self._has_image(image):
-            return
+        image_id = self._image_id(image)
+        if image_id is not None:
+            return image_id
         log(f"Image {image} is not on {self.base_url}: pulling it.")
         try:
             self.client().images.pull(image)
@@ -430,6 +469,7 @@ class DockerTarget(ComputeTarget):
                 f"({_short(exc)}). Pull it there (docker pull {image}) or build it "
                 f"(docker build -t {image} .), then submit again."
             ) from None
+        return None
 
     @contextlib.contextmanager
     def _build_lock(self, env_hash: str) -> Iterator[None]:
@@ -510,11 +550,14 @@ class DockerTarget(ComputeTarget):
         buf.seek(0)
         return buf, text
 
-    def _image_facts(self, client: docker.DockerClient, image: str, interpreter: str) -> dict[str, Any]:
-        """Python version and installed packages of ``image``, probed once per image id."""
+    def _image_facts(
+        self, client: docker.DockerClient, image: str, interpreter: str, image_id: str | None = None
+    ) -> dict[str, Any]:
+        """Python version and installed packages of ``image`` (whose id the caller may know),
+        probed once per image id."""
         from docker.errors import APIError, DockerException
 
-        image_id = client.images.get(image).id.split(":")[-1]
+        image_id = (image_id or client.images.get(image).id).split(":")[-1]
         cache = self.root / "images" / f"{image_id}-{re.sub(r'[^A-Za-z0-9]', '_', interpreter)}.json"
         try:
             return dict(json.loads(cache.read_text()))
@@ -590,7 +633,7 @@ class DockerTarget(ComputeTarget):
         existing = self._container(spec.run_id)
         if existing is not None:
             self._check_owner(spec.run_id, (existing.labels or {}).get("mltrain.workspace", ""), owner)
-            self._finish_interrupted_start(existing, spec.run_id)
+            self._finish_interrupted_start(existing, spec, snapshot, store, owner)
             return False
         if not spec.image:
             raise TargetError(f"Run {spec.run_id}: no image was prepared for the Docker target.")
@@ -605,11 +648,16 @@ class DockerTarget(ComputeTarget):
                 volumes[inp.path] = {"bind": inp.target_path, "mode": "ro"}
         labels = {
             LABEL_RUN: spec.run_id,
+            LABEL_RUN_DIR: run_dir,
             "mltrain.experiment": spec.experiment,
             "mltrain.target": self.name,
             "mltrain.cleanup": opts.cleanup,
             **{k: v for k, v in spec.labels.items() if v},
         }
+        environment = {"HOME": "/tmp", **opts.environment, TOKEN_VAR: secrets.token_hex(16)}
+        spec_text = _spec_for_environment(spec)
+        if spec_text is not None:
+            environment[SPEC_VAR] = spec_text
         try:
             container = client.containers.create(
                 spec.image,
@@ -621,7 +669,7 @@ class DockerTarget(ComputeTarget):
                 name=container_name(spec.run_id),
                 labels=labels,
                 volumes=volumes,
-                environment={"HOME": "/tmp", **opts.environment},
+                environment=environment,
                 init=True,  # reaps what the script leaves behind and passes signals to the supervisor
                 detach=True,
                 **opts.host_config(),
@@ -640,12 +688,18 @@ class DockerTarget(ComputeTarget):
                 container.remove(force=True)
                 self._check_owner(spec.run_id, found, owner)
                 return False
-            self._put_files(container, spec, snapshot, store, owner)
+            sent = self._put_files(container, spec, snapshot, store, owner, run_json=spec_text is None)
             container.start()
         except BaseException:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
             raise
+        if not sent:
+            self._mark_started(container, spec, snapshot, owner)
+        with self._lock:
+            while len(self._started_at) >= MAX_REMEMBERED:
+                self._started_at.pop(next(iter(self._started_at)))
+            self._started_at[spec.run_id] = time.monotonic()
         self._remember_sent(snapshot.id)
         return True
 
@@ -657,27 +711,127 @@ class DockerTarget(ComputeTarget):
                 f"workspace {found}, not this one ({owner}). Submit under another run id."
             )
 
-    def _finish_interrupted_start(self, container: Any, run_id: str) -> None:
-        """A controller that died after creating the container but before starting it."""
+    def _finish_interrupted_start(
+        self, container: Any, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore, owner: str
+    ) -> None:
+        """A controller that died after creating the container but before starting it: the container
+        is started when all it needs is in place (``run.json`` in its run folder, or in its
+        environment with nothing left to send to the volume), else removed once old enough."""
         if container.status != "created":
             return
+        run_id = spec.run_id
         created = _parse_time(container.attrs.get("Created"))
-        if self._stat(container, f"{RUNS}/{run_id}/run.json") is not None:
+        in_env = any(
+            e.startswith(SPEC_VAR + "=") for e in (container.attrs.get("Config") or {}).get("Env") or ()
+        )
+        if in_env:
+            mark = f"{CACHE}/started/{run_id}"
+            ready = self._stat(container, mark) is None and not self._archive_needed(
+                container, spec, snapshot, store
+            )
+        else:
+            ready = self._stat(container, f"{_run_dir(container, run_id)}/run.json") is not None
+        if ready:
             container.start()
+            if in_env:
+                self._mark_started(container, spec, snapshot, owner)
         elif created and time.time() - created > CREATED_GRACE:
             log.warning("Run %s: removing container left half-prepared by a stopped controller", run_id)
             container.remove(force=True)
 
+    def _archive_needed(
+        self, container: Any, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore
+    ) -> bool:
+        """Whether the volume lacks anything of the run: blobs, the runner, a cached input."""
+        if self._missing_blobs(container, snapshot, store)[0] is not None:
+            return True
+        if self._stat(container, f"{CACHE}/runner/{_runner_hash()}/.complete") is None:
+            return True
+        return bool(self._missing_inputs(container, spec))
+
+    def _marks(self, tar: tarfile.TarFile, spec: RunSpec, snapshot: Snapshot, owner: str) -> None:
+        """Markers in the volume: this run started (``start`` refuses the run id from then on, even
+        once its container is gone), and the last use of its snapshot and inputs (for pruning)."""
+        cache = CACHE.lstrip("/")
+        _add_bytes(tar, f"{cache}/started/{spec.run_id}", owner.encode(), 0o444)
+        _add_bytes(tar, f"{cache}/used/{snapshot.id}", b"", 0o444)  # its time: last use, for pruning
+        for inp in spec.inputs:
+            if inp.mode == "download":
+                # Its time is this use, which a prune goes by (the copy itself stays read-only).
+                _add_bytes(tar, f"{cache}/used/input-{inp.key}", b"", 0o444)
+
+    def _mark_started(self, container: Any, spec: RunSpec, snapshot: Snapshot, owner: str) -> None:
+        """The markers of a run that started with no archive before it are written after the start:
+        ``MARK_DELAY`` seconds later, or before its container is removed (``_remove``), or when
+        this process exits, whichever comes first. An archive call costs the daemon tens of
+        milliseconds and locks the container meanwhile; a short run ends before the delay, and its
+        markers then travel after it, off the following path."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            self._marks(tar, spec, snapshot, owner)
+        with self._lock:
+            self._pending_marks[spec.run_id] = (container, buf.getvalue())
+        timer = threading.Timer(MARK_DELAY, self._write_marks, args=(spec.run_id,))
+        timer.daemon = True  # the exit hook writes what is pending; a submitter need not linger
+        timer.start()
+        _pending_targets.add(self)
+
+    def _write_marks(self, run_id: str) -> bool:
+        """Writes ``run_id``'s pending markers, once (any thread may call it); whether it did."""
+        from docker.errors import DockerException
+        from requests.exceptions import RequestException
+
+        with self._lock:
+            pending = self._pending_marks.pop(run_id, None)
+        if pending is None:
+            return False
+        container, data = pending
+        try:
+            container.put_archive("/", data)
+        except (DockerException, RequestException) as exc:  # _remove writes the started mark anyway
+            log.debug("Run %s: writing its markers failed: %s", run_id, _short(exc))
+            return False
+        return True
+
+    def _write_all_marks(self) -> None:
+        with self._lock:
+            pending = list(self._pending_marks)
+        for run_id in pending:
+            self._write_marks(run_id)
+
     def _put_files(
-        self, container: Any, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore, owner: str
-    ) -> None:
-        """One archive, extracted at ``/`` before the container starts: into the cache volume the
-        blobs it lacks and then the snapshot's manifest, a marker saying this run started, the
-        runner when this version is new to it; into the container, the run folder."""
+        self,
+        container: Any,
+        spec: RunSpec,
+        snapshot: Snapshot,
+        store: SnapshotStore,
+        owner: str,
+        run_json: bool = True,
+    ) -> bool:
+        """One archive, extracted at ``/`` before the container starts, when anything must travel:
+        into the cache volume the blobs it lacks and then the snapshot's manifest, the markers
+        (``_marks``), the runner when this version is new to it, the cached inputs it lacks; into
+        the container, the run folder with ``run.json`` when ``run_json`` (else the entry script
+        makes them from its environment). Returns whether it sent one: a warm resubmission sends
+        nothing."""
         cache = CACHE.lstrip("/")
         missing, base = self._missing_blobs(container, snapshot, store)
-        delta = None
+        runner = f"{cache}/runner/{_runner_hash()}"
+        new_runner = self._stat(container, f"/{runner}/.complete") is None
+        inputs = self._missing_inputs(container, spec)
         needed = {f.hash: f for f in snapshot.files}
+        self.last_input_upload = {"inputs": 0, "bytes": 0}
+        if missing is None and not new_runner and not inputs and not run_json:
+            self.last_upload = {
+                "delta_manifest": 0,
+                "blobs": 0,
+                "bytes": 0,
+                "files": len(needed),
+                "cache_bytes": 0,
+                "wire_bytes": 0,
+            }
+            return False
+        delta = None
         sent_bytes = 0
         with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
             with tarfile.open(fileobj=spool, mode="w") as tar:
@@ -698,20 +852,19 @@ class DockerTarget(ComputeTarget):
                     else:
                         body, name = json.dumps(snapshot.to_dict()).encode(), f"{snapshot.id}.json"
                     _add_bytes(tar, f"{cache}/manifests/{name}", body, 0o444)
-                _add_bytes(tar, f"{cache}/started/{spec.run_id}", owner.encode(), 0o444)
-                _add_bytes(tar, f"{cache}/used/{snapshot.id}", b"", 0o444)  # its time: last use, for pruning
-                self._add_inputs(tar, container, spec)
+                self._marks(tar, spec, snapshot, owner)
+                self._add_inputs(tar, inputs)
                 cache_bytes = tar.offset
-                runner = f"{cache}/runner/{_runner_hash()}"
-                if self._stat(container, f"/{runner}/.complete") is None:
+                if new_runner:
                     _add_dir(tar, runner, 0o755)
                     for rel, data in _runner_files():
                         _add_bytes(tar, f"{runner}/{rel}", data, 0o644)
                     _add_bytes(tar, f"{runner}/.complete", b"", 0o644)
-                # The run's user is not root: its folder is writable for it.
-                run_dir = f"{RUNS}/{spec.run_id}".lstrip("/")
-                _add_dir(tar, run_dir, 0o777)
-                _add_bytes(tar, f"{run_dir}/run.json", json.dumps(spec.to_runner_json()).encode(), 0o644)
+                if run_json:
+                    # The run's user is not root: its folder is writable for it.
+                    run_dir = f"{RUNS}/{spec.run_id}".lstrip("/")
+                    _add_dir(tar, run_dir, 0o777)
+                    _add_bytes(tar, f"{run_dir}/run.json", json.dumps(spec.to_runner_json()).encode(), 0o644)
                 end = tar.offset + 2 * tarfile.BLOCKSIZE  # the archive without tarfile's record padding
             spool.truncate(end)
             spool.seek(0)
@@ -727,18 +880,21 @@ class DockerTarget(ComputeTarget):
             "wire_bytes": end,  # the whole archive, runner and run.json included
         }
         log.debug("Run %s: sent %s", spec.run_id, self.last_upload)
+        return True
 
-    def _add_inputs(self, tar: tarfile.TarFile, container: Any, spec: RunSpec) -> None:
+    def _missing_inputs(self, container: Any, spec: RunSpec) -> list[ResolvedInput]:
+        """The inputs to download that the volume has no complete copy of (one stat each)."""
+        return [
+            inp
+            for inp in spec.inputs
+            if inp.mode == "download" and self._stat(container, f"{CACHE}/inputs/{inp.key}/.complete") is None
+        ]
+
+    def _add_inputs(self, tar: tarfile.TarFile, inputs: list[ResolvedInput]) -> None:
         """The cached inputs the volume lacks, each closed by its ``.complete`` marker."""
         sent = {"inputs": 0, "bytes": 0}
-        for inp in spec.inputs:
-            if inp.mode != "download":
-                continue
+        for inp in inputs:
             folder = f"{CACHE}/inputs/{inp.key}"
-            # Its time is this use, which a prune goes by (the copy itself stays read-only).
-            _add_bytes(tar, f"{CACHE}/used/input-{inp.key}".lstrip("/"), b"", 0o444)
-            if self._stat(container, f"{folder}/.complete") is not None:
-                continue
             for f in inp.files:
                 info = tarfile.TarInfo(f"{folder}/data/{f.rel}".lstrip("/"))
                 with open(inp.data_dir / f.rel, "rb") as data:
@@ -851,15 +1007,24 @@ class DockerTarget(ComputeTarget):
         stopped = self._stopped.get(run_id)
         if stopped is not None:
             return stopped
+        recent = self._inspected.get(run_id)
+        if recent is not None and time.monotonic() - recent[0] < INSPECT_REUSE:
+            return recent[1]
         try:
             container = self.client().containers.get(container_name(run_id))
         except NotFound:
             self._running.discard(run_id)
+            self._inspected.pop(run_id, None)
             return None
-        if container.status == "running":
-            self._running.add(run_id)
-        else:
-            self._running.discard(run_id)
+        with self._lock:
+            self._inspected.pop(run_id, None)
+            if container.status == "running":
+                self._running.add(run_id)
+                while len(self._inspected) >= MAX_REMEMBERED:
+                    self._inspected.pop(next(iter(self._inspected)))
+                self._inspected[run_id] = (time.monotonic(), container)
+            else:
+                self._running.discard(run_id)
         if container.status in ("exited", "dead"):
             with self._lock:
                 while len(self._stopped) >= MAX_REMEMBERED:  # a UI process reads many runs, collects none
@@ -926,32 +1091,68 @@ class DockerTarget(ComputeTarget):
     def _finished_archive(self, run_id: str, container: Any) -> dict[str, Any] | None:
         """The run folder of a stopped container, fetched once: it can no longer change.
 
-        Members are renamed relative to the run folder (``status.json``, ``logs/std_log.txt``). None
+        Members are named relative to the run folder (``status.json``, ``logs/std_log.txt``). None
         while the container runs, or when the working copy is still there (a killed container), since
-        then the folder holds the whole snapshot and single files are read instead.
+        then the folder holds the whole snapshot and single files are read instead. A container
+        whose entry script ended normally (exit code 0) left a small folder on its log
+        (``_folder_from_log``); else, or when that cannot be read, it comes in one archive.
         """
         if container.status in ("running", "restarting", "paused", "created"):
             return None
         cached = self._finished.get(run_id)
         if cached is not None:
             return cached
-        run_dir = f"{RUNS}/{run_id}"
+        run_dir = _run_dir(container, run_id)
         # docker_entry.py exits 0 only once the working copy is gone; otherwise ask.
         exit_code = (container.attrs.get("State") or {}).get("ExitCode")
         if exit_code != 0 and self._stat(container, f"{run_dir}/snapshot") is not None:
             return None
-        tar = self._get_archive(container, run_dir)
-        if tar is None:
-            return None
         members: dict[str, tarfile.TarInfo] = {}
-        for member in tar.getmembers():
-            _, _, rel = member.name.partition("/")
-            if rel:
-                member.name = rel
-                members[rel] = member
+        tar = self._folder_from_log(container) if exit_code == 0 else None
+        if tar is not None:
+            members = {m.name: m for m in tar.getmembers()}
+        else:
+            tar = self._get_archive(container, run_dir)
+            if tar is None:
+                return None
+            for member in tar.getmembers():
+                _, _, rel = member.name.partition("/")
+                if rel:
+                    member.name = rel
+                    members[rel] = member
         entry = {"tar": tar, "members": members}
         self._finished[run_id] = entry
         return entry
+
+    def _folder_from_log(self, container: Any) -> tarfile.TarFile | None:
+        """The finished run folder as the entry script wrote it to the container's log, or None
+        (then it is read with an archive call): a log driver the daemon cannot read back, a folder
+        too big for the log, or a frame that is not exactly the entry script's.
+
+        The frame must carry the container's token, be the log's last line, and match its size
+        and SHA-256; the entry script killed every other process of the container before writing
+        it, so nothing the script left running wrote after it. The script itself can read the
+        token (``/proc/1/environ``) as it can write its own run folder: the frame holds nothing the
+        run folder could not, and its members are checked as an archive's are by every reader.
+        """
+        from docker.errors import DockerException
+        from requests.exceptions import RequestException
+
+        attrs = container.attrs
+        driver = ((attrs.get("HostConfig") or {}).get("LogConfig") or {}).get("Type")
+        env = (attrs.get("Config") or {}).get("Env") or ()
+        token = next((e.split("=", 1)[1] for e in env if e.startswith(TOKEN_VAR + "=")), "")
+        if not token or driver not in FRAME_LOG_DRIVERS:
+            return None
+        try:
+            raw = self.client().api.logs(container.id, stdout=True, stderr=False, tail=FRAME_MAX_LINES)
+        except (DockerException, RequestException) as exc:
+            log.debug("Container %s: its log could not be read (%s)", container.name, _short(exc))
+            return None
+        data = _parse_frame(bytes(raw), token)
+        if data is None:
+            return None
+        return _SpooledTarFile.open(fileobj=io.BytesIO(data), mode="r:")
 
     def _archived_bytes(
         self, entry: dict[str, Any], name: str, offset: int = 0, length: int | None = None
@@ -974,6 +1175,7 @@ class DockerTarget(ComputeTarget):
         # Ended: the container is about to exit. Then status, log, metrics and outputs all come
         # from one archive of the stopped container instead of one read each now.
         if self._wait_exit(container.id, EXIT_WAIT):
+            self._inspected.pop(run_id, None)
             container = self._container(run_id)
             entry = self._finished_archive(run_id, container) if container is not None else None
             if entry is not None:
@@ -995,9 +1197,19 @@ class DockerTarget(ComputeTarget):
         """status.json of a running container: its archive only when the daemon's stat of it
         (size, modification time) differs from the copy read last; the supervisor replaces it at
         each state change and heartbeat, seconds apart, while a follower may poll many times a
-        second."""
-        path = f"{RUNS}/{run_id}/status.json"
+        second.
+
+        In its first ``FRESH`` seconds, a container this target started is not asked at all: its
+        run is starting (the supervisor writes Starting, then Running, one archive call each), and
+        a run that ends that soon is read whole once it stopped. Only a follower in the process
+        that started the run skips: the submitter is alive, so a missing status cannot be taken for
+        a run whose submitter died before the start.
+        """
+        started = self._started_at.get(run_id)
         seen = self._status_seen.get(run_id)
+        if started is not None and time.monotonic() - started < FRESH:
+            return seen[1] if seen is not None else None
+        path = f"{_run_dir(container, run_id)}/status.json"
         if seen is not None:
             stat = self._stat(container, path)
             if stat is None:
@@ -1040,6 +1252,7 @@ class DockerTarget(ComputeTarget):
         The end of a run is what a follower waits for; earlier changes are seen at its next poll.
         """
         started = time.monotonic()
+        self._inspected.pop(run_id, None)  # the next refresh inspects anew
         # The follower's refresh has just inspected the container: no inspection again here. The
         # wait returns at once when the container stopped since.
         if run_id in self._running and self._wait_exit(container_name(run_id), seconds):
@@ -1047,17 +1260,16 @@ class DockerTarget(ComputeTarget):
             return
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
 
-    def _path(self, run_id: str, name: str) -> str:
-        parts = name.split("/")
-        if not name or name.startswith("/") or ".." in parts or parts[0] not in (*COLLECTED, "status.json"):
-            raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
-        return f"{RUNS}/{run_id}/{name}"
+    def _path(self, container: Any, run_id: str, name: str) -> str:
+        _check_name(name)
+        return f"{_run_dir(container, run_id)}/{name}"
 
     def read_file(self, run_id: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        path = self._path(run_id, name)
+        _check_name(name)
         container = self._container(run_id)
         if container is None:
             return b""
+        path = self._path(container, run_id, name)
         entry = self._finished_archive(run_id, container)
         if entry is not None:
             return self._archived_bytes(entry, name, offset, length) or b""
@@ -1088,7 +1300,7 @@ class DockerTarget(ComputeTarget):
             if member is not None and member.islnk():
                 return len(self._archived_bytes(entry, name) or b"")
             return int(member.size) if member is not None and member.isfile() else 0
-        stat = self._stat(container, self._path(run_id, name))
+        stat = self._stat(container, self._path(container, run_id, name))
         if not stat or stat.get("linkTarget") or int(stat.get("mode") or 0) & _GO_NOT_REGULAR:
             return 0
         return int(stat.get("size") or 0)
@@ -1103,7 +1315,7 @@ class DockerTarget(ComputeTarget):
             return _entries(members)
         members = []
         for folder in COLLECTED:
-            tar = self._get_archive(container, f"{RUNS}/{run_id}/{folder}")
+            tar = self._get_archive(container, f"{_run_dir(container, run_id)}/{folder}")
             if tar is None:
                 continue
             with tar:
@@ -1118,11 +1330,16 @@ class DockerTarget(ComputeTarget):
         container = self._container(run_id)
         if container is None:
             return
+        # The run folder may not be there yet (a container not started, whose entry script makes
+        # it): the archive makes it, writable for the run's user, as the start's archive does.
+        run_dir = _run_dir(container, run_id).lstrip("/")
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            _add_bytes(tar, "cancel_requested", json.dumps({"grace_period": grace_period}).encode(), 0o644)
+            _add_dir(tar, run_dir, 0o777)
+            body = json.dumps({"grace_period": grace_period}).encode()
+            _add_bytes(tar, f"{run_dir}/cancel_requested", body, 0o644)
         with contextlib.suppress(APIError):
-            container.put_archive(f"{RUNS}/{run_id}", buf.getvalue())
+            container.put_archive("/", buf.getvalue())
         container.reload()
         if container.status == "running":
             with contextlib.suppress(APIError):
@@ -1155,7 +1372,7 @@ class DockerTarget(ComputeTarget):
             self._stopped.pop(run_id, None)
         else:
             for folder in COLLECTED:
-                tar = self._get_archive(container, f"{RUNS}/{run_id}/{folder}")
+                tar = self._get_archive(container, f"{_run_dir(container, run_id)}/{folder}")
                 if tar is None:
                     continue
                 with tar:
@@ -1171,13 +1388,45 @@ class DockerTarget(ComputeTarget):
         from docker.errors import APIError
 
         with contextlib.suppress(APIError):
+            self._ensure_marked(container)
             container.reload()
             if container.status not in ("running", "restarting"):
                 container.remove()
 
+    def _ensure_marked(self, container: Any) -> None:
+        """The started mark of ``container``'s run in the volume, before the container may go: a
+        run that started with no archive before it has it written after the start
+        (``_mark_started``), which may not have happened yet, or not in this process."""
+        run_id = (container.labels or {}).get(LABEL_RUN) or ""
+        with self._lock:
+            pending = run_id in self._pending_marks
+        if pending and self._write_marks(run_id):
+            return
+        if not run_id or self._stat(container, f"{CACHE}/started/{run_id}") is not None:
+            return
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            owner = (container.labels or {}).get("mltrain.workspace", "")
+            _add_bytes(tar, f"{CACHE}/started/{run_id}".lstrip("/"), owner.encode(), 0o444)
+        container.put_archive("/", buf.getvalue())
+
     def _cleanup_policy(self, container: Any) -> str:
         """The run's cleanup option, recorded in a label when its container was created."""
         return str((container.labels or {}).get("mltrain.cleanup") or self.options.cleanup)
+
+
+_pending_targets: weakref.WeakSet[DockerTarget] = weakref.WeakSet()
+# A forked child shares the parent's connections to the daemon: the parent writes its markers.
+os.register_at_fork(after_in_child=_pending_targets.clear)
+
+
+@atexit.register
+def _write_pending_marks() -> None:
+    """Markers still pending when the process exits are written first (a submitter that does not
+    wait for its run, the mltrain command, exits right after the start)."""
+    for target in list(_pending_targets):
+        with contextlib.suppress(Exception):
+            target._write_all_marks()
 
 
 def _being_removed(exc: Exception) -> bool:
@@ -1210,6 +1459,59 @@ def _share_connections(api: Any) -> None:
         adapter.get_connection_with_tls_context = by_origin
 
 
+def _run_dir(container: Any, run_id: str) -> str:
+    """The run folder in ``container``: where its label says (containers made by this version),
+    else where earlier versions put it."""
+    labels = (container.attrs.get("Config") or {}).get("Labels") or container.attrs.get("Labels") or {}
+    new = f"{RUNS}/{run_id}"
+    return new if labels.get(LABEL_RUN_DIR) == new else f"{LEGACY_RUNS}/{run_id}"
+
+
+def _parse_frame(raw: bytes, token: str) -> bytes | None:
+    """The tar in the frame that ends ``raw`` (the container's log; see ``runner/docker_entry.py``),
+    or None when the log does not end with a whole, intact frame of ``token``."""
+    lines = raw.split(b"\n")
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) < 2 or lines[-1] != f"MLTRAIN-FOLDER-END {token}".encode():
+        return None
+    head = f"MLTRAIN-FOLDER {token} ".encode()
+    start = next((i for i in range(len(lines) - 2, -1, -1) if lines[i].startswith(head)), None)
+    if start is None:
+        return None
+    fields = lines[start].split(b" ")
+    if len(fields) != 4 or not (fields[2].isdigit() and fields[3].isdigit()):
+        return None
+    import base64
+    import binascii
+
+    try:
+        data = base64.b64decode(b"".join(lines[start + 1 : -1]), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(data) != int(fields[2]) or binascii.crc32(data) != int(fields[3]):
+        return None
+    return data
+
+
+def _check_name(name: str) -> None:
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts or parts[0] not in (*COLLECTED, "status.json"):
+        raise ValueError(f"{name!r} is not a run file name (outputs/... or logs/...).")
+
+
+def _spec_for_environment(spec: RunSpec) -> str | None:
+    """``run.json``'s text for the container's environment, where the entry script writes it to
+    the run folder; None when it must travel in the archive instead: too big for a variable, or
+    holding a secret-looking variable (the daemon shows a container's environment to whoever
+    inspects it, and ``run.json`` holds the run's variables)."""
+    variables = spec.environment_variables or {}
+    if any(secret_values(str(k), str(v)) for k, v in variables.items()):
+        return None
+    text = json.dumps(spec.to_runner_json())
+    return text if len(text) <= SPEC_MAX else None
+
+
 # Go's os.FileMode bits in the daemon's path stat: folder, link, named pipe, socket, device.
 _GO_NOT_REGULAR = (1 << 31) | (1 << 27) | (1 << 25) | (1 << 24) | (1 << 26)
 
@@ -1221,7 +1523,7 @@ def _entries(members: list[tarfile.TarInfo]) -> RunFiles:
     return RunFiles(files, links)
 
 
-def _runner_files() -> list[tuple[str, bytes]]:
+def _runner_sources() -> list[tuple[str, bytes]]:
     """The stdlib runner that goes into containers: supervisor, entry, in-script ``mltrain``, compat."""
     if not _runner_cache:
         for name in RUNNER_FILES:
@@ -1238,12 +1540,37 @@ def _runner_files() -> list[tuple[str, bytes]]:
     return _runner_cache
 
 
+def _runner_files() -> Iterator[tuple[str, bytes]]:
+    """The runner's sources, each module with its bytecode compiled by this Python (an unchecked
+    hash-based ``.pyc``, PEP 552): the volume is read-only for the run's user, so a container's
+    Python could cache nothing there and compiled the supervisor at every run (about 7 ms). A
+    container whose Python has another bytecode version ignores the files and compiles, as before.
+    The scripts Python runs as ``__main__`` are never read from a cache."""
+    import importlib.util
+    import marshal
+
+    flags = (1).to_bytes(4, "little")  # hash-based, source not checked: the folder is per version
+    for rel, data in _runner_sources():
+        yield rel, data
+        if rel in _MAIN_SCRIPTS:
+            continue
+        # Not optimized (-O), as the container's Python runs; co_filename is fixed up on import.
+        code = compile(data, rel, "exec", dont_inherit=True, optimize=0)
+        header = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(data)
+        yield importlib.util.cache_from_source(rel, optimization=""), header + marshal.dumps(code)
+
+
 def _runner_hash() -> str:
-    """Content hash of the runner: each version is sent to a target's volume once."""
-    digest = hashlib.sha256()
-    for rel, data in _runner_files():
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest()[:16]
+    """Content hash of the runner, and of this Python's bytecode version (``_runner_files``): each
+    version is sent to a target's volume once."""
+    if not _runner_digest:
+        import importlib.util
+
+        digest = hashlib.sha256(importlib.util.MAGIC_NUMBER)
+        for rel, data in _runner_sources():
+            digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+        _runner_digest.append(digest.hexdigest()[:16])
+    return _runner_digest[0]
 
 
 class _Reporting:

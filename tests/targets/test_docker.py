@@ -532,10 +532,11 @@ def _archive_calls(sent: list[str]) -> list[str]:
     return [r for r in sent if r.endswith("/archive")]
 
 
-def test_a_run_that_ended_between_refreshes_is_collected_from_one_archive(workspace, docker_conn, make_tree):
+def test_a_run_that_ended_between_refreshes_is_collected_from_its_log(workspace, docker_conn, make_tree):
     """A follower that finds the container stopped (the run ended while nobody looked, or before
-    a new controller reattached) reads status, log, metrics and outputs from one archive of the run
-    folder, with no other archive call: each costs the daemon tens of milliseconds."""
+    a new controller reattached) reads status, log, metrics and outputs from the frame the entry
+    script left on the container's log, with no archive call: each costs the daemon tens of
+    milliseconds."""
     src = make_tree(
         {
             "train.py": """
@@ -558,7 +559,8 @@ def test_a_run_that_ended_between_refreshes_is_collected_from_one_archive(worksp
     sent = _counting(fresh)
     details = Run(Workspace(workspace.root), run.id).wait_for_completion(poll_interval=0.1)
     assert details["status"] == "Completed"
-    assert [r.split(" ")[0] for r in _archive_calls(sent)] == ["GET"], sent
+    assert not [r for r in _archive_calls(sent) if r.startswith("GET")], sent
+    assert len([r for r in sent if r.endswith("/logs")]) == 1, sent
     again = Run(Workspace(workspace.root), run.id)
     assert again.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
     assert "trained" in again.get_log_tail()
@@ -746,3 +748,216 @@ def test_mltrain_target_prune_command(workspace, docker_conn, make_tree, capsys)
     assert code == 0 and out["removed"] == 0 and out["kept"] >= 0
     code = main(["--workspace", str(workspace.root), "target", "prune", "local"])
     assert code == 1 and "keeps no blob cache" in capsys.readouterr().err
+
+
+# -- starting without an archive, the finished folder on the log ---------------------------------
+
+
+def test_a_warm_resubmission_starts_with_no_archive_and_runs_once_only(workspace, docker_conn, make_tree):
+    """A resubmission whose snapshot and runner the volume holds sends no archive before the start:
+    run.json travels in the container's environment (never the script's) and the entry script makes
+    the run folder. The started mark follows after the start, so once the container is cleaned up
+    a second start of the run id is refused, by a controller that knows nothing of it too."""
+    src = make_tree({"train.py": "import os\nprint('spec', os.environ.get('MLTRAIN_RUN_SPEC'))\n"})
+    target = target_for(workspace)
+    assert submit(workspace, target, src).wait_for_completion()["status"] == "Completed"  # a warm volume
+    sent = _counting(target)
+    run = submit(workspace, target, src)
+    before_start = sent[: next(i for i, r in enumerate(sent) if r.endswith("/start"))]
+    assert not [r for r in before_start if r.startswith("PUT")], sent
+    assert target.last_upload["wire_bytes"] == 0
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed"
+    assert "spec None" in run.get_log_tail()
+    join_removals(run.id)
+    fresh = target_for(workspace)
+    assert fresh.has_run(run.id) is False  # cleaned up (on_success)
+    snapshot = workspace.snapshots.get(details["snapshot_id"])
+    assert fresh.start(_spec_of(run), snapshot, workspace.snapshots) is False
+    assert fresh.has_run(run.id) is False  # the refused start left no container behind
+
+
+def test_a_run_with_a_secret_looking_variable_keeps_run_json_out_of_the_environment(
+    workspace, docker_conn, make_tree
+):
+    """The daemon shows a container's environment to whoever inspects it: a run whose variables
+    look secret sends run.json in the archive, as before."""
+    src = make_tree({"train.py": "import os\nprint('token', os.environ['API_TOKEN'])\n"})
+    target = target_for(workspace)
+    run = submit(
+        workspace, target, src, environment=Environment(environment_variables={"API_TOKEN": "s3cr3t"})
+    )
+    env = _client().containers.get(container_name(run.id)).attrs["Config"]["Env"]
+    assert not [e for e in env if e.startswith("MLTRAIN_RUN_SPEC=") or "s3cr3t" in e]
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert "token s3cr3t" in run.get_log_tail()
+
+
+def test_a_container_left_created_by_a_stopped_controller_is_started_by_the_next(
+    workspace, docker_conn, make_tree, monkeypatch
+):
+    """A controller that died between creating and starting a container with run.json in its
+    environment: the next start of the run id starts that container (nothing else had to travel),
+    and the run happens once."""
+    from docker.models.containers import Container
+
+    src = make_tree({"train.py": "print('ran once')\n"})
+    target = target_for(workspace)
+    assert submit(workspace, target, src).wait_for_completion()["status"] == "Completed"  # a warm volume
+    start = Container.start
+    monkeypatch.setattr(Container, "start", lambda self, **kwargs: None)  # the controller "dies" here
+    run = submit(workspace, target, src)
+    monkeypatch.setattr(Container, "start", start)
+    assert _client().containers.get(container_name(run.id)).status == "created"
+    fresh = target_for(workspace)
+    snapshot = workspace.snapshots.get(run.get_details()["snapshot_id"])
+    assert fresh.start(_spec_of(run), snapshot, workspace.snapshots) is False  # not a second container
+    remember_target(run.id, fresh)
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert run.get_log_tail().count("ran once") == 1
+
+
+def test_a_run_canceled_before_its_container_started_never_runs_the_script(
+    workspace, docker_conn, make_tree, monkeypatch
+):
+    """Cancel makes the run folder the entry script would make, with the cancel marker in it, then
+    starts the container: the supervisor records Canceled without starting the script."""
+    from docker.models.containers import Container
+
+    src = make_tree({"train.py": "print('the script ran')\n"})
+    target = target_for(workspace)
+    assert submit(workspace, target, src).wait_for_completion()["status"] == "Completed"  # a warm volume
+    start = Container.start
+    monkeypatch.setattr(Container, "start", lambda self, **kwargs: None)
+    run = submit(workspace, target, src)
+    monkeypatch.setattr(Container, "start", start)
+    run.cancel(grace_period=1)
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
+    assert "the script ran" not in run.get_log_tail()
+
+
+def test_without_a_readable_log_driver_the_run_folder_comes_in_one_archive(
+    workspace, docker_conn, make_tree, monkeypatch
+):
+    """The finished run folder is read from the container's log only where the daemon can read
+    logs back (json-file, local); else from one archive of the stopped container, as before."""
+    from docker.types import LogConfig
+
+    src = make_tree({"train.py": "open('outputs/a.txt', 'w').write('a')\nprint('hello')\n"})
+    target = target_for(workspace)
+    assert submit(workspace, target, src).wait_for_completion()["status"] == "Completed"  # image probed
+    host_config = DockerOptions.host_config
+    monkeypatch.setattr(
+        DockerOptions, "host_config", lambda self: {**host_config(self), "log_config": LogConfig(type="none")}
+    )
+    sent = _counting(target)
+    run = submit(workspace, target, src)
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed"
+    assert (Path(details["output_dir"]) / "outputs/a.txt").read_text() == "a"
+    assert "hello" in run.get_log_tail()
+    assert not [r for r in sent if r.endswith("/logs")], sent
+    assert [r for r in _archive_calls(sent) if r.startswith("GET")], sent
+
+
+_FORGER = """
+import binascii, io, os, tarfile, time
+environ = open('/proc/1/environ', 'rb').read().split(b'\\0')
+token = [e.split(b'=', 1)[1] for e in environ if e.startswith(b'MLTRAIN_FOLDER_TOKEN=')][0].decode()
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode='w') as tar:
+    for name, body in (('status.json', b'{"state": "Failed", "error": "forged"}'),
+                       ('outputs/forged.txt', b'forged')):
+        info = tarfile.TarInfo(name)
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+data = buf.getvalue()
+frame = ('\\nMLTRAIN-FOLDER %s %d %d\\n' % (token, len(data), binascii.crc32(data))).encode()
+frame += binascii.b2a_base64(data) + ('MLTRAIN-FOLDER-END %s\\n' % token).encode()
+out = os.open('/proc/1/fd/1', os.O_WRONLY)  # the container's stdout, past the supervisor
+os.write(out, frame)
+if os.fork() == 0:  # left behind in a session of its own, writing the frame until it is killed
+    os.setsid()
+    while True:
+        os.write(out, frame)
+        time.sleep(0.002)
+open('outputs/real.txt', 'w').write('real')
+time.sleep(0.1)
+"""
+
+
+def test_a_frame_forged_by_the_script_does_not_replace_the_run_folder(workspace, docker_conn, make_tree):
+    """The script can read the frame's token (/proc/1/environ) and write to the container's stdout,
+    and can leave a process behind that keeps writing: the entry script kills every other process
+    before its own frame, which is the log's last, so the run's real folder and status are read."""
+    src = make_tree({"train.py": _FORGER})
+    target = target_for(workspace)
+    sent = _counting(target)
+    run = submit(workspace, target, src)
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed", details
+    out = Path(details["output_dir"]) / "outputs"
+    assert (out / "real.txt").read_text() == "real" and not (out / "forged.txt").exists()
+    assert not [r for r in _archive_calls(sent) if r.startswith("GET")], sent  # the log's frame was read
+
+
+def test_only_a_whole_last_frame_with_the_token_is_taken():
+    import binascii
+
+    from airflow_provider_mltrain.targets.docker import _parse_frame
+
+    data = os.urandom(5000)
+    lines = [binascii.b2a_base64(data[i : i + 3072]) for i in range(0, len(data), 3072)]
+
+    def frame(token="t0k", size=len(data), crc=binascii.crc32(data), body=None, end="t0k"):
+        head = f"\nMLTRAIN-FOLDER {token} {size} {crc}\n".encode()
+        return head + b"".join(lines if body is None else body) + f"MLTRAIN-FOLDER-END {end}\n".encode()
+
+    assert _parse_frame(b"noise\n" + frame(), "t0k") == data
+    assert _parse_frame(frame(token="other", end="other") + frame(), "t0k") == data  # the last one
+    assert _parse_frame(frame() + b"written after it\n", "t0k") is None
+    assert _parse_frame(frame(), "other") is None
+    assert _parse_frame(frame(token="other"), "t0k") is None
+    assert _parse_frame(frame(size=len(data) - 1), "t0k") is None
+    assert _parse_frame(frame(crc=0), "t0k") is None
+    assert _parse_frame(frame(body=lines[1:]), "t0k") is None  # a line lost
+    assert _parse_frame(frame(body=[b"not base64 at all!\n"]), "t0k") is None
+    assert _parse_frame(frame()[:-10], "t0k") is None  # cut short
+    assert _parse_frame(b"MLTRAIN-FOLDER-NONE t0k\n", "t0k") is None
+
+
+def test_the_runner_travels_with_bytecode_its_python_loads_from_a_read_only_folder(tmp_path):
+    """The volume is read-only for the run's user: the runner's modules come with .pyc files that
+    Python loads as they are, instead of compiling the supervisor at every run."""
+    from airflow_provider_mltrain.targets.docker import _runner_files
+
+    root = tmp_path / "runner"
+    for rel, data in _runner_files():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    cached = {p.name.split(".")[0] for p in (root / "__pycache__").iterdir()}
+    assert {"supervisor", "tree"} <= cached and not cached & {"docker_entry", "bootstrap"}  # run as __main__
+    for folder in [root, *root.rglob("*")]:
+        if folder.is_dir():
+            folder.chmod(0o555)
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-v",
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); import supervisor, tree",
+                str(root),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+    finally:
+        for folder in [root, *root.rglob("*")]:
+            if folder.is_dir():
+                folder.chmod(0o755)
+    for module in ("supervisor", "tree"):
+        assert f"code object from '{root}/__pycache__/{module}." in out, out[-2000:]

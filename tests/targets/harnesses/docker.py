@@ -91,7 +91,9 @@ class DockerHarness(Harness):
         container = self._container(run)
         if container is None:
             return None
-        data = self._target(run)._read_whole(container, f"/mltrain/runs/{run.id}/snapshot/{rel}")
+        from airflow_provider_mltrain.targets.docker import _run_dir
+
+        data = self._target(run)._read_whole(container, f"{_run_dir(container, run.id)}/snapshot/{rel}")
         return data.decode() if data else None
 
     def write_working_file(self, run, rel, text):
@@ -105,7 +107,10 @@ class DockerHarness(Harness):
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
-        assert self._container(run).put_archive(f"/mltrain/runs/{run.id}/snapshot", buf.getvalue())
+        from airflow_provider_mltrain.targets.docker import _run_dir
+
+        container = self._container(run)
+        assert container.put_archive(f"{_run_dir(container, run.id)}/snapshot", buf.getvalue())
 
     def pids_alive(self, run, pids):
         container = self._container(run)
