@@ -18,8 +18,10 @@ executable) and every target writes it so; the others are 0o644 or 0o755, as git
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dataclasses
+import errno
 import functools
 import gc
 import hashlib
@@ -87,6 +89,7 @@ SMALL_FILE = 1 << 20
 # Files hashed per task when hashing runs on every core.
 HASH_BATCH = 64
 CHUNK = 1 << 20
+HASH_BUFFER = 256 << 10
 # Fewer new small blobs than this (a re-snapshot of a few edited files) are written as files of
 # their own, as before packs: one file each instead of a pack and its index.
 PACK_MIN_BLOBS = 32
@@ -101,6 +104,7 @@ COALESCE_GAP = 1 << 20
 # Uploads of one snapshot under way at once (each multipart upload has its own parts in flight).
 UPLOAD_WORKERS = 4
 MAX_RANGE = 64 << 20
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class FileEntry(NamedTuple):  # a named tuple: a 10,000-file manifest loads 3x faster than dataclasses
@@ -185,8 +189,15 @@ def delta_manifest(snapshot: Snapshot, base: Snapshot) -> dict | None:
 
 
 def _manifest_id(files: Iterable[FileEntry], symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> str:
+    return hashlib.sha256(_manifest_bytes(files, symlinks, dirs)).hexdigest()
+
+
+def _manifest_bytes(
+    files: Iterable[FileEntry], symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]
+) -> bytes:
+    """The manifest as the store keeps it (``_canonical(snapshot.to_dict())``); its hash is the id."""
     body = {"version": MANIFEST_VERSION, "files": [[f.path, f.hash, f.size, f.mode] for f in files]}
-    return hashlib.sha256(_canonical({**body, **_rest(symlinks, dirs)})).hexdigest()
+    return _canonical({**body, **_rest(symlinks, dirs)})
 
 
 def _rest(symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> dict:
@@ -678,10 +689,17 @@ class SnapshotStore:
             return None
         return index
 
-    def _add_pack(self, pack_id: str, index: dict[str, list[int]]) -> None:
+    def _add_pack(
+        self, pack_id: str, index: dict[str, list[int]], places: dict[str, _Place] | None = None
+    ) -> None:
+        """Make a pack written by this process visible to its readers (``places``: its blobs'
+        places, made by the writer beforehand)."""
         with self._packs_lock:
             self._pack_indexes[pack_id] = index
-            _index_places(self._packed, self._packs_str, {pack_id: index})
+            if places is None:
+                _index_places(self._packed, self._packs_str, {pack_id: index})
+            else:
+                self._packed.update(places)
 
     def _loose_digests(self) -> set[str]:
         """The blobs kept as files of their own: one listing per folder, for a snapshot of many
@@ -739,12 +757,32 @@ class SnapshotStore:
     ) -> Snapshot:
         root = Path(source_dir).resolve()
         key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
-        cache_file = self.statcache / f"{key}.json"
         git_record = self.statcache / f"{key}.git.json"
         if git_record.exists():
             fast = self._unchanged_by_git(git_record, root, limits, required)
             if fast is not None:
                 return fast
+        # git's listing for the record after the walk runs in its own process meanwhile.
+        listing = snapshot_git.start_listing(root, time.time_ns())
+        try:
+            return self._walk(root, source_dir, limits, required, progress, listing)
+        finally:
+            if listing is not None:
+                listing.close()
+
+    def _walk(
+        self,
+        root: Path,
+        source_dir: str | os.PathLike[str],
+        limits: SnapshotLimits | None,
+        required: str | None,
+        progress: Callable[[int, int], None] | None,
+        listing: snapshot_git.Listing | None,
+    ) -> Snapshot:
+        """A snapshot of ``root`` by a walk of the tree, trusting the stat cache."""
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
+        cache_file = self.statcache / f"{key}.json"
+        git_record = self.statcache / f"{key}.git.json"
         cache = self._load_cache(cache_file)
         known = None
         if "entries" in cache and "ignore_files" in cache:
@@ -813,7 +851,7 @@ class SnapshotStore:
             )
             if self.artifacts is not None:
                 self._publish(unchanged, result.root)
-            self._record_for_git(git_record, result, unchanged, started_ns)
+            self._record_for_git(git_record, result, unchanged, started_ns, listing)
             return unchanged
         if index is not None:
             todo = index.lookup(todo, digests)
@@ -825,8 +863,9 @@ class SnapshotStore:
                 digests[f.path] = digest
                 sizes[f.path] = size
         files = tuple(FileEntry(f.path, digests[f.path], sizes[f.path], f.mode) for f in result.files)
+        manifest = _manifest_bytes(files, result.symlinks, result.dirs)
         snap = Snapshot(
-            _manifest_id(files, result.symlinks, result.dirs),
+            hashlib.sha256(manifest).hexdigest(),
             files,
             tuple(result.symlinks),
             tuple(result.dirs),
@@ -838,7 +877,7 @@ class SnapshotStore:
             published = self._publish(snap, result.root)
             if published or fetched_index:
                 self._write_stat_index(result, snap, digests, started_ns)
-        self._write_manifest(snap)
+        self._write_manifest(snap, manifest)
         new_entries = {f.path: [*f.sig, digests[f.path]] for f in result.files}
         self._save_cache(
             cache_file,
@@ -851,7 +890,7 @@ class SnapshotStore:
                 "ignore_files": result.ignore_files,
             },
         )
-        self._record_for_git(git_record, result, snap, started_ns)
+        self._record_for_git(git_record, result, snap, started_ns, listing)
         return snap
 
     def _unchanged_by_git(
@@ -878,7 +917,14 @@ class SnapshotStore:
             self._publish(snap, root)
         return snap
 
-    def _record_for_git(self, record_path: Path, result: ScanResult, snap: Snapshot, started_ns: int) -> None:
+    def _record_for_git(
+        self,
+        record_path: Path,
+        result: ScanResult,
+        snap: Snapshot,
+        started_ns: int,
+        listing: snapshot_git.Listing | None = None,
+    ) -> None:
         try:
             record = snapshot_git.record(
                 result.root,
@@ -891,6 +937,7 @@ class SnapshotStore:
                 secrets_skipped=list(result.secrets_skipped),
                 count=len(result.files) + len(result.symlinks),
                 total=result.total_size,
+                listing=listing,
             )
             if record is None:
                 record_path.unlink(missing_ok=True)
@@ -1086,7 +1133,7 @@ class SnapshotStore:
         pack = _PackWriter(self, self._loose_digests() if small > LIST_LOOSE_OVER else None)
         self._writing.pack = pack
         try:
-            results = self._store_files(root, files, progress, keep)
+            results = self._store_files(root, files, progress, keep, pack.seal)
             pack.finish()
         except BaseException:
             pack.abort()
@@ -1101,7 +1148,10 @@ class SnapshotStore:
         files: list[_Scanned],
         progress: Callable[[int, int], None] | None,
         keep: bool,
+        small_done: Callable[[], None] | None = None,
     ) -> list[tuple[str, int]]:
+        """``small_done`` is called once every small file is stored, while large ones may still
+        be under way."""
         one = self._store_one if keep else self._hash_one
         results: dict[str, tuple[str, int]] = {}
         total = sum(f.size for f in files) if progress is not None else 0
@@ -1118,27 +1168,53 @@ class SnapshotStore:
                             done += f.size
                             progress(done, total)
             return [results[f.path] for f in files]
-        large = [f for f in files if f.size > SMALL_FILE]
-        streamer = (
-            ThreadPoolExecutor(max_workers=self.workers) if len(large) > 1 and self.workers > 1 else None
-        )
+        # The large files are copied and hashed by other threads while this one stores the small
+        # ones (their copies and hashes release the GIL, so both cores work); once done with the
+        # small ones it takes large ones from the same queue. One helper per other core: more
+        # threads only wait for a core.
+        large = collections.deque(f for f in files if f.size > SMALL_FILE)
+        helpers = cores - 1 if len(large) > 1 else 0
+        streamer = ThreadPoolExecutor(max_workers=helpers) if helpers > 0 else None
+        stop = threading.Event()
+
+        def take_large(here: bool) -> list[tuple[_Scanned, tuple[str, int]]]:
+            nonlocal done
+            taken = []
+            while not stop.is_set():
+                try:
+                    f = large.popleft()
+                except IndexError:
+                    break
+                result = one(root, f)
+                if here:  # progress is reported by the calling thread only
+                    results[f.path] = result
+                    if progress is not None:
+                        done += f.size
+                        progress(done, total)
+                else:
+                    taken.append((f, result))
+            return taken
+
         try:
-            # The large files stream in a pool while this thread stores the small ones: their
-            # reads, hashes and writes of 1 MiB release the GIL, so both cores work.
-            streaming = [(f, streamer.submit(one, root, f)) for f in large] if streamer is not None else []
+            helping = [streamer.submit(take_large, False) for _ in range(helpers)] if streamer else []
             for f in files:
-                if streamer is not None and f.size > SMALL_FILE:
+                if f.size > SMALL_FILE:
                     continue
                 results[f.path] = one(root, f)
                 if progress is not None:
                     done += f.size
                     progress(done, total)
-            for f, future in streaming:
-                results[f.path] = future.result()
-                if progress is not None:
-                    done += f.size
-                    progress(done, total)
+            if small_done is not None:
+                small_done()
+            take_large(True)
+            for helper in helping:
+                for f, result in helper.result():
+                    results[f.path] = result
+                    if progress is not None:
+                        done += f.size
+                        progress(done, total)
         finally:
+            stop.set()
             if streamer is not None:
                 streamer.shutdown(wait=True, cancel_futures=True)
         return [results[f.path] for f in files]
@@ -1151,18 +1227,18 @@ class SnapshotStore:
         """Hash the file's bytes and store exactly those bytes; returns (digest, size read)."""
         path = os.path.join(root, f.path)
         try:
-            with open(path, "rb") as src:
-                if f.size <= SMALL_FILE:
-                    data = src.read()
-                elif not keep:
+            if f.size <= SMALL_FILE:
+                data = _read_file(path, f.size)
+            elif keep:
+                return self._copy_blob(path)
+            else:
+                with open(path, "rb") as src:
                     hasher = hashlib.sha256()
                     size = 0
                     while chunk := src.read(CHUNK):
                         hasher.update(chunk)
                         size += len(chunk)
                     return hasher.hexdigest(), size
-                else:
-                    return self._stream_blob(src)
         except PermissionError as exc:
             raise SnapshotError(
                 f"Cannot read {path}: permission denied. Make it readable, or leave it out by adding "
@@ -1181,6 +1257,36 @@ class SnapshotStore:
             except OSError as exc:
                 raise SnapshotError(f"Cannot store {path} in {self.blobs}: {exc.strerror or exc}.") from exc
         return digest, len(data)
+
+    def _copy_blob(self, path: str) -> tuple[str, int]:
+        """Copy the file at ``path`` into the cache as a blob file of its own, unless the cache
+        holds its blob; returns (digest, size copied).
+
+        The kernel copies (``copy_file_range``, else ``sendfile``: no pass through this process),
+        then the copy is read back for its hash: the blob's name is the hash of exactly the bytes
+        it holds."""
+        src = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        try:
+            make_private_dirs(self.blobs)
+            fd, tmp = tempfile.mkstemp(dir=self._blobs_str, prefix=".tmp-")
+            try:
+                try:
+                    size = _copy_fd(src, fd)
+                    digest = _hash_fd(fd)
+                finally:
+                    os.close(fd)
+                place = self._where(digest)
+                if place is not None:
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, self._blob_dir(digest) / digest[2:])
+                return digest, size
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        finally:
+            os.close(src)
 
     def _blob_dir(self, digest: str) -> Path:
         folder = self.blobs / digest[:2]
@@ -1427,13 +1533,14 @@ class SnapshotStore:
             raise _changed(path)
         return self.blobs / f.hash[:2] / f.hash[2:]
 
-    def _write_manifest(self, snap: Snapshot) -> None:
+    def _write_manifest(self, snap: Snapshot, raw: bytes | None = None) -> None:
+        """Keep ``snap``'s manifest (``raw``: its bytes, made already) unless the cache has it."""
         folder = self.manifests / snap.id[:2]
         path = folder / f"{snap.id}.json"
         if path.exists():
             return
         make_private_dirs(folder)
-        _atomic_write(path, _canonical(snap.to_dict()))
+        _atomic_write(path, raw if raw is not None else _canonical(snap.to_dict()))
 
     def _load_cache(self, path: Path) -> dict:
         try:
@@ -1445,6 +1552,70 @@ class SnapshotStore:
     def _save_cache(self, path: Path, data: dict) -> None:
         make_private_dirs(path.parent)
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _read_file(path: str, size: int) -> bytes:
+    """The bytes of the file at ``path``, which the walk found ``size`` bytes long: one open and
+    one read when it still is (a buffered ``open`` costs a few syscalls more per file)."""
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) == size:
+            return data
+        chunks = [data]  # it changed since the walk: read up to its end, whatever it is now
+        while chunk := os.read(fd, CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _copy_fd(src: int, dst: int) -> int:
+    """Copy from ``src``'s offset to its end into ``dst``; the bytes copied. In the kernel where
+    it can (``copy_file_range`` within one file system, which may share the blocks; ``sendfile``
+    across file systems), else through a buffer."""
+    total = 0
+    for copy in (_copy_file_range, _sendfile):
+        if copy is None:
+            continue
+        try:
+            while n := copy(src, dst):
+                total += n
+            return total
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+        # Not supported here: go on from where the offsets stand with the next way.
+    while chunk := os.read(src, CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+        total += len(chunk)
+    return total
+
+
+_NO_KERNEL_COPY = frozenset(
+    getattr(errno, name)
+    for name in ("EXDEV", "EINVAL", "ENOSYS", "EOPNOTSUPP", "ENOTSUP", "EBADF", "ETXTBSY", "EPERM")
+    if hasattr(errno, name)
+)
+_KERNEL_COPY = 1 << 30
+_copy_file_range = (
+    (lambda src, dst: os.copy_file_range(src, dst, _KERNEL_COPY)) if hasattr(os, "copy_file_range") else None
+)
+_sendfile = (lambda src, dst: os.sendfile(dst, src, None, _KERNEL_COPY)) if hasattr(os, "sendfile") else None
+
+
+def _hash_fd(fd: int) -> str:
+    """SHA-256 of the whole file ``fd`` (opened for reading), read through one small buffer that
+    stays in the processor's cache (faster here than a map of the file, or a new buffer per read)."""
+    hasher = hashlib.sha256()
+    buffer = bytearray(HASH_BUFFER)
+    view = memoryview(buffer)
+    os.lseek(fd, 0, os.SEEK_SET)
+    while n := os.readv(fd, [buffer]):
+        hasher.update(view[:n])  # releases the GIL
+    return hasher.hexdigest()
 
 
 class _Place(NamedTuple):
@@ -1500,8 +1671,12 @@ class _PackWriter:
         self.index: dict[str, list[int]] = {}
         self.offset = 0
         self._held: list[tuple[str, bytes]] = []
-        self._out: BinaryIO | None = None
+        self._fd: int | None = None
         self._tmp: str | None = None
+        # Blobs not written yet, written together by one writev: no copy into a buffer.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._sealed: tuple[bytes, str, dict[str, _Place]] | None = None
 
     def add(self, digest: str, data: bytes) -> None:
         if digest in self.index or digest in self.store._packed:
@@ -1511,14 +1686,13 @@ class _PackWriter:
                 return
         elif os.path.isfile(os.path.join(self.store._blobs_str, digest[:2], digest[2:])):
             return
-        if self._out is None:
+        if self._fd is None:
             if len(self._held) + 1 < PACK_MIN_BLOBS:
                 self.index[digest] = [0, len(data)]
                 self._held.append((digest, data))
                 return
             make_private_dirs(self.store.packs)
-            fd, self._tmp = tempfile.mkstemp(dir=self.store._packs_str, prefix=".tmp-pack-")
-            self._out = os.fdopen(fd, "wb", buffering=CHUNK)
+            self._fd, self._tmp = tempfile.mkstemp(dir=self.store._packs_str, prefix=".tmp-pack-")
             held, self._held = self._held, []
             self.index.clear()
             for held_digest, held_data in held:
@@ -1526,22 +1700,50 @@ class _PackWriter:
         self._append(digest, data)
 
     def _append(self, digest: str, data: bytes) -> None:
-        assert self._out is not None
-        self._out.write(data)
+        self._pending.append(data)
+        self._pending_size += len(data)
         self.index[digest] = [self.offset, len(data)]
         self.offset += len(data)
+        if self._pending_size >= CHUNK or len(self._pending) >= 512:
+            self._flush()
 
-    def finish(self) -> None:
-        if self._out is None or self._tmp is None:
-            for digest, data in self._held:
-                self.store._write_blob(digest, data)
-            self._held = []
+    def _flush(self) -> None:
+        assert self._fd is not None
+        if not self._pending:
             return
-        self._out.close()
+        written = os.writev(self._fd, self._pending)
+        if written < self._pending_size:  # a short write: the rest in a loop
+            view = memoryview(b"".join(self._pending))[written:]
+            while view:
+                view = view[os.write(self._fd, view) :]
+        self._pending = []
+        self._pending_size = 0
+
+    def seal(self) -> None:
+        """Close the pack and name it: what :meth:`finish` does that no one else sees, so that it
+        may run while other threads still store large blobs."""
+        if self._fd is None or self._sealed is not None:
+            return
+        self._flush()
+        fd, self._fd = self._fd, -1
+        os.close(fd)
         raw = _canonical(self.index)
         # Named by its index, which names every blob in it and its place: the same content
         # packed twice (two processes at once) gets the same name, and either copy serves.
         pack_id = hashlib.sha256(raw).hexdigest()
+        places: dict[str, _Place] = {}
+        _index_places(places, self.store._packs_str, {pack_id: self.index})
+        self._sealed = (raw, pack_id, places)
+
+    def finish(self) -> None:
+        if self._fd is None or self._tmp is None:
+            for digest, data in self._held:
+                self.store._write_blob(digest, data)
+            self._held = []
+            return
+        self.seal()
+        assert self._sealed is not None
+        raw, pack_id, places = self._sealed
         try:
             os.replace(self._tmp, os.path.join(self.store._packs_str, f"{pack_id}.pack"))
         except BaseException:
@@ -1549,13 +1751,15 @@ class _PackWriter:
             raise
         self._tmp = None
         _atomic_write(self.store.packs / f"{pack_id}.idx", raw)
-        self.store._add_pack(pack_id, self.index)
+        self.store._add_pack(pack_id, self.index, places)
 
     def abort(self) -> None:
         self._held = []
-        if self._out is not None:
+        self._pending = []
+        if self._fd is not None and self._fd >= 0:
             with contextlib.suppress(OSError):
-                self._out.close()
+                os.close(self._fd)
+            self._fd = -1
         if self._tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
