@@ -280,6 +280,38 @@ def _one_regex(spec: pathspec.GitIgnoreSpec) -> re.Pattern[str] | None:
         return None
 
 
+_AT_ANY_DEPTH = "^(?:.+/)?"  # how pathspec's regex of a pattern without "/" (but a last one) starts
+_FOLDER_GROUP = "(?P<ps_d>/)"
+_DEFAULT_FLAGS = re.compile("").flags
+
+
+def _name_sources(spec: pathspec.GitIgnoreSpec) -> list[str] | None:
+    """Regexes on an entry's name alone (a folder's with a trailing "/") equivalent to ``spec``'s
+    for every entry a walk reaches, or None.
+
+    That holds for an ignore file without ``!`` lines whose every pattern is a name at any depth
+    (``*.pyc``, ``build/``: no "/" but a trailing one): pathspec's regex then matches a path when
+    the pattern matches one of its names, and the walk has gone into every folder above the entry
+    only because no pattern matched that folder's name.
+    """
+    sources = []
+    for pattern in spec.patterns:
+        include = getattr(pattern, "include", None)
+        regex = getattr(pattern, "regex", None)
+        if include is None:
+            continue  # a comment or blank line
+        if include is not True or not isinstance(regex, re.Pattern) or regex.flags != _DEFAULT_FLAGS:
+            return None
+        source = regex.pattern
+        if not source.startswith(_AT_ANY_DEPTH) or "(?P=" in source or set(regex.groupindex) - {"ps_d"}:
+            return None
+        name = source[len(_AT_ANY_DEPTH) :]
+        if "/" in name.replace("[^/]", "").replace(_FOLDER_GROUP, ""):
+            return None
+        sources.append("(?:" + name.replace(_FOLDER_GROUP, "/") + ")")
+    return sources
+
+
 class _IgnoreRules:
     """The ignore files met on the way down, deepest last."""
 
@@ -288,6 +320,10 @@ class _IgnoreRules:
         # the spec as one regex when it has no "!" line)
         self._specs: list[tuple[str, pathspec.GitIgnoreSpec, bool, re.Pattern[str] | None]] = []
         self.trusted = trusted  # every ignore file above is unchanged since the known tree
+        # Every spec's patterns as regexes on a name (see _name_sources), or None; and all of them
+        # as one regex.
+        self._name_sources: list[str] | None = []
+        self._names: re.Pattern[str] | None = None
 
     def child(
         self,
@@ -322,10 +358,18 @@ class _IgnoreRules:
                 seen[rel_dir] = sig
             new = _IgnoreRules(trusted=self.trusted and before == sig)
             new._specs = [*self._specs, (rel_dir, spec, name == ".mltrainignore", _one_regex(spec))]
+            sources = _name_sources(spec)
+            if self._name_sources is not None and sources is not None:
+                new._name_sources = self._name_sources + sources
+                new._names = re.compile("^(?:" + ("|".join(new._name_sources) or "(?!)") + ")")
+            else:
+                new._name_sources = None
             return new
         if self.trusted and before is not None:  # an ignore file is gone from here
             new = _IgnoreRules(trusted=False)
             new._specs = self._specs
+            new._name_sources = self._name_sources
+            new._names = self._names
             return new
         return self
 
@@ -334,6 +378,13 @@ class _IgnoreRules:
         return bool(self._specs)
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
+        return bool(self.verdicts(rel, is_dir)[0])
+
+    def ignored_in_walk(self, rel: str, name: str, is_dir: bool) -> bool:
+        """:meth:`ignored` for an entry of a folder the walk went into with these rules: one match
+        of its name when every ignore file allows it (see :func:`_name_sources`)."""
+        if self._names is not None:
+            return self._names.match(name + "/" if is_dir else name) is not None
         return bool(self.verdicts(rel, is_dir)[0])
 
     def verdicts(self, rel: str, is_dir: bool) -> tuple[bool | None, bool | None]:
@@ -422,7 +473,7 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
                     if _secret_name(entry.name, False):
                         if rules.secret_left_out(rel, False, result.secrets_skipped):
                             continue
-                    elif rules.active and rules.ignored(rel, is_dir=False):
+                    elif rules.active and rules.ignored_in_walk(rel, entry.name, False):
                         continue
                     target = os.readlink(entry.path)
                     if _escapes(rel, target):
@@ -442,7 +493,7 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
                     if _secret_name(entry.name, True):
                         if rules.secret_left_out(rel, True, result.secrets_skipped):
                             continue
-                    elif rules.active and rules.ignored(rel, is_dir=True):
+                    elif rules.active and rules.ignored_in_walk(rel, entry.name, True):
                         continue
                     result.walked[rel] = entry.stat(follow_symlinks=False).st_mtime_ns
                     stack.append((rel, entry.path, rules))
@@ -454,7 +505,7 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
                     elif (
                         rules.active
                         and not (rules.trusted and rel in kept_before)
-                        and rules.ignored(rel, is_dir=False)
+                        and rules.ignored_in_walk(rel, entry.name, False)
                     ):
                         continue
                     st = entry.stat(follow_symlinks=False)

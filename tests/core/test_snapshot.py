@@ -497,3 +497,44 @@ def test_store_folders_are_owner_only(store, make_tree):
     for path in store.root.rglob("*"):
         if path.is_file() and path.name != ".store-id":
             assert path.stat().st_mode & 0o077 == 0, path
+
+
+IGNORE_CASES = {
+    "names at any depth": {
+        ".gitignore": "*.pyc\n__pycache__/\nbuild/\n*.egg-info/\n.ipynb_*/\ndata?.csv\n[ab]*.log\n"
+    },
+    "nested, names only": {".gitignore": "*.log\n", "pkg/.gitignore": "tmp/\n*.bin\n"},
+    "anchored and nested": {".gitignore": "/build\ndocs/*.md\n*.pyc\n", "pkg/.mltrainignore": "**/deep/\n"},
+    "a negation": {".gitignore": "*.log\n!keep.log\nbuild/\n"},
+    "a folder excluded and a deeper one re-including": {".gitignore": "tmp/\n", "pkg/.gitignore": "!tmp/\n"},
+}
+
+
+@pytest.mark.parametrize("case", list(IGNORE_CASES), ids=list(IGNORE_CASES))
+def test_ignore_decisions_by_name_are_pathspecs_own(make_tree, monkeypatch, case):
+    """An ignore file of names (no "/" but a trailing one) is matched against each entry's name,
+    not its path: the walk must keep and leave out exactly what pathspec decides for the path."""
+    names = ["a.py", "b.pyc", "c.log", "bx.log", "keep.log", "data1.csv", "data12.csv", "w.bin", "r.md"]
+    folders = ["", "build/", "tmp/", "pkg/", "pkg/tmp/", "pkg/build/", "x.egg-info/", "pkg/deep/", "docs/"]
+    folders.append(".ipynb_cp/")
+    files: dict[str, str] = {f"{folder}{name}": name for folder in folders for name in names}
+    files.update(IGNORE_CASES[case])
+    files["pkg/sub/deep/z.py"] = "z"
+    src = make_tree(files)
+    by_name = scan(src)
+    monkeypatch.setattr(snapshot_mod, "_name_sources", lambda spec: None)
+    by_path = scan(src)
+    assert [f.path for f in by_name.files] == [f.path for f in by_path.files]
+    assert by_name.dirs == by_path.dirs and by_name.secrets_skipped == by_path.secrets_skipped
+    assert len(by_name.files) < len(files)  # the rules left something out
+
+
+def test_only_name_patterns_are_matched_by_name():
+    import pathspec
+
+    def sources(text: str) -> list[str] | None:
+        return snapshot_mod._name_sources(pathspec.GitIgnoreSpec.from_lines(text.splitlines()))
+
+    assert sources("# a comment\n\n*.pyc\nbuild/\n**/cache/\n[ab]?.log\n") is not None
+    for anchored in ("/build", "docs/*.md", "a/**/b", "!keep.log", "build/\n!build/keep"):
+        assert sources(anchored) is None, anchored
