@@ -1230,8 +1230,9 @@ class SnapshotStore:
         # The large files are copied and hashed by other threads while this one stores the small
         # ones (their copies and hashes release the GIL, so both cores work); once done with the
         # small ones it takes large ones from the same queue. One helper per other core: more
-        # threads only wait for a core.
-        large = collections.deque(f for f in files if f.size > SMALL_FILE)
+        # threads only wait for a core. Largest first: the last ones taken are the smallest, so
+        # the threads finish together.
+        large = collections.deque(sorted((f for f in files if f.size > SMALL_FILE), key=lambda f: -f.size))
         helpers = cores - 1 if len(large) > 1 else 0
         streamer = ThreadPoolExecutor(max_workers=helpers) if helpers > 0 else None
         stop = threading.Event()
