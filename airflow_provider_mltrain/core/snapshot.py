@@ -197,8 +197,34 @@ def _manifest_bytes(
     files: Iterable[FileEntry], symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]
 ) -> bytes:
     """The manifest as the store keeps it (``_canonical(snapshot.to_dict())``); its hash is the id."""
+    files = files if isinstance(files, (list, tuple)) else list(files)
+    rest = _rest(symlinks, dirs)
+    try:  # anything but str (a manifest being checked may hold anything) takes json.dumps
+        names = "".join([f.path + f.hash for f in files])
+        numbers = {type(f.size) for f in files} | {type(f.mode) for f in files}
+    except TypeError:
+        names, numbers = '"', set()
+    if _plain(names) and numbers <= {int}:
+        # The same bytes as json.dumps, for names and hashes that JSON writes as they are.
+        rows = ",".join([f'["{f.path}","{f.hash}",{f.size},{f.mode}]' for f in files])
+        return (
+            f'{{"dirs":{_canonical_json(rest["dirs"])},"files":[{rows}],'
+            f'"symlinks":{_canonical_json(rest["symlinks"])},"version":{MANIFEST_VERSION}}}'
+        ).encode()
     body = {"version": MANIFEST_VERSION, "files": [[f.path, f.hash, f.size, f.mode] for f in files]}
-    return _canonical({**body, **_rest(symlinks, dirs)})
+    return _canonical({**body, **rest})
+
+
+# Printable ASCII but '"' and '\\': what JSON (ensure_ascii) writes between quotes unchanged.
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
+
+
+def _plain(text: str) -> bool:
+    return _PLAIN.fullmatch(text) is not None
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _rest(symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> dict:
@@ -213,6 +239,19 @@ def _canonical_index(index: dict[str, list[int]]) -> bytes:
     """``_canonical(index)`` for a pack index (blob hash -> [offset, length]), made faster: hex
     digests and integers need no escaping."""
     return ("{" + ",".join([f'"{d}":[{o},{n}]' for d, (o, n) in sorted(index.items())]) + "}").encode()
+
+
+def _stat_cache_bytes(files: list[_Scanned], digests: dict[str, str], rest: dict[str, Any]) -> bytes:
+    """The stat cache: ``rest`` with ``entries`` (path -> [size, mtime_ns, ctime_ns, inode, hash])."""
+    paths = [f.path for f in files]
+    hashes = [digests[p] for p in paths]
+    if _plain("".join(paths) + "".join(hashes)):  # written as they are, faster than json.dumps
+        entries = ",".join(
+            [f'"{f.path}":[{f.sig[0]},{f.sig[1]},{f.sig[2]},{f.sig[3]},"{h}"]' for f, h in zip(files, hashes)]
+        )
+        return ('{"entries":{' + entries + "}," + json.dumps(rest, separators=(",", ":"))[1:]).encode()
+    data = {"entries": {f.path: [*f.sig, h] for f, h in zip(files, hashes)}, **rest}
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _check_relative(path: str) -> None:
@@ -949,18 +988,15 @@ class SnapshotStore:
             if published or fetched_index:
                 self._write_stat_index(result, snap, digests, started_ns)
         self._write_manifest(snap, manifest)
-        new_entries = {f.path: [*f.sig, digests[f.path]] for f in result.files}
-        self._save_cache(
-            cache_file,
-            {
-                "written_at_ns": started_ns,
-                "entries": new_entries,
-                "snapshot_id": snap.id,
-                "layout": layout,
-                "blobs_id": _folder_id(self.blobs),
-                "ignore_files": result.ignore_files,
-            },
-        )
+        rest = {
+            "written_at_ns": started_ns,
+            "snapshot_id": snap.id,
+            "layout": layout,
+            "blobs_id": _folder_id(self.blobs),
+            "ignore_files": result.ignore_files,
+        }
+        make_private_dirs(cache_file.parent)
+        _atomic_write(cache_file, _stat_cache_bytes(result.files, digests, rest))
         self._record_for_git(git_record, result, snap, started_ns, listing)
         return snap
 

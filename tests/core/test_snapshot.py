@@ -538,3 +538,45 @@ def test_only_name_patterns_are_matched_by_name():
     assert sources("# a comment\n\n*.pyc\nbuild/\n**/cache/\n[ab]?.log\n") is not None
     for anchored in ("/build", "docs/*.md", "a/**/b", "!keep.log", "build/\n!build/keep"):
         assert sources(anchored) is None, anchored
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["train.py", "pkg/a b.py", "x~!#$%&'()*+,-.;<=>?@[]^_`{|}.txt"],
+        ['quote".py', "plain.py"],
+        ["back\\slash.py"],
+        ["tab\there.py", "new\nline.py"],
+        ["caf\u00e9.py", "\u65e5\u672c.py"],
+        ["bad-\udcff.py"],  # a name that is not UTF-8, as os.fsdecode gives it
+    ],
+    ids=["plain", "quote", "backslash", "control", "non-ascii", "surrogate"],
+)
+def test_manifest_and_stat_cache_bytes_are_jsons_own(names):
+    """The manifest's bytes (its hash is the snapshot id, checked by every host) and the stat cache
+    are written by hand for plain names: they must be exactly what json.dumps writes."""
+    files = [snapshot_mod.FileEntry(n, f"{i:064x}", i * 7, 0o644) for i, n in enumerate(sorted(names))]
+    symlinks = [("link", "train.py")]
+    dirs = ["empty"]
+    snap = Snapshot("0" * 64, tuple(files), tuple(symlinks), tuple(dirs))
+    assert snapshot_mod._manifest_bytes(files, symlinks, dirs) == snapshot_mod._canonical(snap.to_dict())
+    scanned = [
+        snapshot_mod._Scanned(f.path, f.size, f.mode, (f.size, 10**18 + i, 10**18, 99))
+        for i, f in enumerate(files)
+    ]
+    digests = {f.path: f.hash for f in files}
+    rest = {
+        "written_at_ns": 1,
+        "snapshot_id": "0" * 64,
+        "layout": [[], []],
+        "blobs_id": None,
+        "ignore_files": {},
+    }
+    expected = {"entries": {s.path: [*s.sig, digests[s.path]] for s in scanned}, **rest}
+    assert json.loads(snapshot_mod._stat_cache_bytes(scanned, digests, rest)) == expected
+
+
+def test_a_manifest_with_a_hash_that_is_not_a_string_is_corrupt():
+    data = {"version": 1, "files": [["a.py", 5, 1, 420]], "symlinks": [], "dirs": []}
+    with pytest.raises(SnapshotError, match="corrupt"):
+        Snapshot.from_dict(data, "0" * 64)
