@@ -18,6 +18,7 @@ executable) and every target writes it so; the others are 0o644 or 0o755, as git
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -87,6 +88,9 @@ SMALL_FILE = 1 << 20
 # Files hashed per task when hashing runs on every core.
 HASH_BATCH = 64
 CHUNK = 1 << 20
+# The buffer a large file is copied through. Each pass takes the GIL a few times: while the main
+# thread stores small files, 1 MiB did better than 256 KiB (fewer hand-overs of the GIL).
+HASH_BUFFER = 1 << 20
 # Fewer new small blobs than this (a re-snapshot of a few edited files) are written as files of
 # their own, as before packs: one file each instead of a pack and its index.
 PACK_MIN_BLOBS = 32
@@ -101,6 +105,7 @@ COALESCE_GAP = 1 << 20
 # Uploads of one snapshot under way at once (each multipart upload has its own parts in flight).
 UPLOAD_WORKERS = 4
 MAX_RANGE = 64 << 20
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class FileEntry(NamedTuple):  # a named tuple: a 10,000-file manifest loads 3x faster than dataclasses
@@ -185,8 +190,41 @@ def delta_manifest(snapshot: Snapshot, base: Snapshot) -> dict | None:
 
 
 def _manifest_id(files: Iterable[FileEntry], symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> str:
+    return hashlib.sha256(_manifest_bytes(files, symlinks, dirs)).hexdigest()
+
+
+def _manifest_bytes(
+    files: Iterable[FileEntry], symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]
+) -> bytes:
+    """The manifest as the store keeps it (``_canonical(snapshot.to_dict())``); its hash is the id."""
+    files = files if isinstance(files, (list, tuple)) else list(files)
+    rest = _rest(symlinks, dirs)
+    try:  # anything but str (a manifest being checked may hold anything) takes json.dumps
+        names = "".join([f.path + f.hash for f in files])
+        numbers = {type(f.size) for f in files} | {type(f.mode) for f in files}
+    except TypeError:
+        names, numbers = '"', set()
+    if _plain(names) and numbers <= {int}:
+        # The same bytes as json.dumps, for names and hashes that JSON writes as they are.
+        rows = ",".join([f'["{f.path}","{f.hash}",{f.size},{f.mode}]' for f in files])
+        return (
+            f'{{"dirs":{_canonical_json(rest["dirs"])},"files":[{rows}],'
+            f'"symlinks":{_canonical_json(rest["symlinks"])},"version":{MANIFEST_VERSION}}}'
+        ).encode()
     body = {"version": MANIFEST_VERSION, "files": [[f.path, f.hash, f.size, f.mode] for f in files]}
-    return hashlib.sha256(_canonical({**body, **_rest(symlinks, dirs)})).hexdigest()
+    return _canonical({**body, **rest})
+
+
+# Printable ASCII but '"' and '\\': what JSON (ensure_ascii) writes between quotes unchanged.
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
+
+
+def _plain(text: str) -> bool:
+    return _PLAIN.fullmatch(text) is not None
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _rest(symlinks: Iterable[tuple[str, str]], dirs: Iterable[str]) -> dict:
@@ -197,18 +235,39 @@ def _canonical(data: dict) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def _canonical_index(index: dict[str, list[int]]) -> bytes:
+    """``_canonical(index)`` for a pack index (blob hash -> [offset, length]), made faster: hex
+    digests and integers need no escaping."""
+    return ("{" + ",".join([f'"{d}":[{o},{n}]' for d, (o, n) in sorted(index.items())]) + "}").encode()
+
+
+def _stat_cache_bytes(files: list[_Scanned], digests: dict[str, str], rest: dict[str, Any]) -> bytes:
+    """The stat cache: ``rest`` with ``entries`` (path -> [size, mtime_ns, ctime_ns, inode, hash])."""
+    paths = [f.path for f in files]
+    hashes = [digests[p] for p in paths]
+    if _plain("".join(paths) + "".join(hashes)):  # written as they are, faster than json.dumps
+        entries = ",".join(
+            [f'"{f.path}":[{f.sig[0]},{f.sig[1]},{f.sig[2]},{f.sig[3]},"{h}"]' for f, h in zip(files, hashes)]
+        )
+        return ('{"entries":{' + entries + "}," + json.dumps(rest, separators=(",", ":"))[1:]).encode()
+    data = {"entries": {f.path: [*f.sig, h] for f, h in zip(files, hashes)}, **rest}
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
 def _check_relative(path: str) -> None:
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise SnapshotError(f"Snapshot path {path!r} is not a plain relative path; refusing to use it.")
 
 
-@dataclass(slots=True)
-class _Scanned:
+class _Scanned(NamedTuple):  # made 10,000 times a walk: a tuple is made in C, a dataclass is not
     path: str
     size: int
     mode: int
     sig: tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+_new_scanned = functools.partial(tuple.__new__, _Scanned)
 
 
 @dataclass
@@ -269,6 +328,38 @@ def _one_regex(spec: pathspec.GitIgnoreSpec) -> re.Pattern[str] | None:
         return None
 
 
+_AT_ANY_DEPTH = "^(?:.+/)?"  # how pathspec's regex of a pattern without "/" (but a last one) starts
+_FOLDER_GROUP = "(?P<ps_d>/)"
+_DEFAULT_FLAGS = re.compile("").flags
+
+
+def _name_sources(spec: pathspec.GitIgnoreSpec) -> list[str] | None:
+    """Regexes on an entry's name alone (a folder's with a trailing "/") equivalent to ``spec``'s
+    for every entry a walk reaches, or None.
+
+    That holds for an ignore file without ``!`` lines whose every pattern is a name at any depth
+    (``*.pyc``, ``build/``: no "/" but a trailing one): pathspec's regex then matches a path when
+    the pattern matches one of its names, and the walk has gone into every folder above the entry
+    only because no pattern matched that folder's name.
+    """
+    sources = []
+    for pattern in spec.patterns:
+        include = getattr(pattern, "include", None)
+        regex = getattr(pattern, "regex", None)
+        if include is None:
+            continue  # a comment or blank line
+        if include is not True or not isinstance(regex, re.Pattern) or regex.flags != _DEFAULT_FLAGS:
+            return None
+        source = regex.pattern
+        if not source.startswith(_AT_ANY_DEPTH) or "(?P=" in source or set(regex.groupindex) - {"ps_d"}:
+            return None
+        name = source[len(_AT_ANY_DEPTH) :]
+        if "/" in name.replace("[^/]", "").replace(_FOLDER_GROUP, ""):
+            return None
+        sources.append("(?:" + name.replace(_FOLDER_GROUP, "/") + ")")
+    return sources
+
+
 class _IgnoreRules:
     """The ignore files met on the way down, deepest last."""
 
@@ -277,6 +368,10 @@ class _IgnoreRules:
         # the spec as one regex when it has no "!" line)
         self._specs: list[tuple[str, pathspec.GitIgnoreSpec, bool, re.Pattern[str] | None]] = []
         self.trusted = trusted  # every ignore file above is unchanged since the known tree
+        # Every spec's patterns as regexes on a name (see _name_sources), or None; and all of them
+        # as one regex.
+        self._name_sources: list[str] | None = []
+        self._names: re.Pattern[str] | None = None
 
     def child(
         self,
@@ -311,10 +406,18 @@ class _IgnoreRules:
                 seen[rel_dir] = sig
             new = _IgnoreRules(trusted=self.trusted and before == sig)
             new._specs = [*self._specs, (rel_dir, spec, name == ".mltrainignore", _one_regex(spec))]
+            sources = _name_sources(spec)
+            if self._name_sources is not None and sources is not None:
+                new._name_sources = self._name_sources + sources
+                new._names = re.compile("^(?:" + ("|".join(new._name_sources) or "(?!)") + ")")
+            else:
+                new._name_sources = None
             return new
         if self.trusted and before is not None:  # an ignore file is gone from here
             new = _IgnoreRules(trusted=False)
             new._specs = self._specs
+            new._name_sources = self._name_sources
+            new._names = self._names
             return new
         return self
 
@@ -323,6 +426,13 @@ class _IgnoreRules:
         return bool(self._specs)
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
+        return bool(self.verdicts(rel, is_dir)[0])
+
+    def ignored_in_walk(self, rel: str, name: str, is_dir: bool) -> bool:
+        """:meth:`ignored` for an entry of a folder the walk went into with these rules: one match
+        of its name when every ignore file allows it (see :func:`_name_sources`)."""
+        if self._names is not None:
+            return self._names.match(name + "/" if is_dir else name) is not None
         return bool(self.verdicts(rel, is_dir)[0])
 
     def verdicts(self, rel: str, is_dir: bool) -> tuple[bool | None, bool | None]:
@@ -391,6 +501,7 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
     kept_before = set(known.kept) if known is not None else set()
     stack: list[tuple[str, str, _IgnoreRules]] = [("", str(root), _IgnoreRules(trusted=known is not None))]
     result.walked[""] = root.stat().st_mtime_ns
+    files = result.files
     while stack:
         rel_dir, abs_dir, parent_rules = stack.pop()
         try:
@@ -404,14 +515,49 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
             rel_dir, Path(abs_dir), {e.name for e in entries}, result.ignore_files, known
         )
         kept_any = False
+        # Regular files first: nearly every entry is one, and it is then the only test made. A file
+        # is matched against the rules unless these are trusted and it was kept before.
+        check_all = rules.active and not rules.trusted
+        check_new = rules.active and rules.trusted
         for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            name = entry.name
+            rel = f"{rel_dir}/{name}" if rel_dir else name
             try:
-                if entry.is_symlink():
-                    if _secret_name(entry.name, False):
+                if entry.is_file(follow_symlinks=False):
+                    if (
+                        name in _SECRET_NAMES
+                        or name.startswith(_SECRET_PREFIXES)
+                        or name.endswith(_SECRET_SUFFIXES)
+                    ):
                         if rules.secret_left_out(rel, False, result.secrets_skipped):
                             continue
-                    elif rules.active and rules.ignored(rel, is_dir=False):
+                    elif (check_all or (check_new and rel not in kept_before)) and rules.ignored_in_walk(
+                        rel, name, False
+                    ):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    size = st.st_size
+                    sig = (size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                    files.append(_new_scanned((rel, size, _manifest_mode(st.st_mode), sig)))
+                    kept_any = True
+                elif entry.is_dir(follow_symlinks=False):
+                    if name in ALWAYS_EXCLUDED_DIRS or _is_virtualenv(entry.path):
+                        continue
+                    if not rel_dir and name in RUN_OUTPUT_DIRS:
+                        continue
+                    if _secret_name(name, True):
+                        if rules.secret_left_out(rel, True, result.secrets_skipped):
+                            continue
+                    elif rules.active and rules.ignored_in_walk(rel, name, True):
+                        continue
+                    result.walked[rel] = entry.stat(follow_symlinks=False).st_mtime_ns
+                    stack.append((rel, entry.path, rules))
+                    kept_any = True
+                elif entry.is_symlink():
+                    if _secret_name(name, False):
+                        if rules.secret_left_out(rel, False, result.secrets_skipped):
+                            continue
+                    elif rules.active and rules.ignored_in_walk(rel, name, False):
                         continue
                     target = os.readlink(entry.path)
                     if _escapes(rel, target):
@@ -422,34 +568,6 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
                             target,
                         )
                     result.symlinks.append((rel, target))
-                    kept_any = True
-                elif entry.is_dir(follow_symlinks=False):
-                    if entry.name in ALWAYS_EXCLUDED_DIRS or _is_virtualenv(entry.path):
-                        continue
-                    if not rel_dir and entry.name in RUN_OUTPUT_DIRS:
-                        continue
-                    if _secret_name(entry.name, True):
-                        if rules.secret_left_out(rel, True, result.secrets_skipped):
-                            continue
-                    elif rules.active and rules.ignored(rel, is_dir=True):
-                        continue
-                    result.walked[rel] = entry.stat(follow_symlinks=False).st_mtime_ns
-                    stack.append((rel, entry.path, rules))
-                    kept_any = True
-                elif entry.is_file(follow_symlinks=False):
-                    if _secret_name(entry.name, False):
-                        if rules.secret_left_out(rel, False, result.secrets_skipped):
-                            continue
-                    elif (
-                        rules.active
-                        and not (rules.trusted and rel in kept_before)
-                        and rules.ignored(rel, is_dir=False)
-                    ):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                    mode = _manifest_mode(st.st_mode)
-                    sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-                    result.files.append(_Scanned(rel, st.st_size, mode, sig))
                     kept_any = True
                 else:
                     log.warning("Leaving out %s: not a regular file, folder or symlink.", rel)
@@ -678,10 +796,17 @@ class SnapshotStore:
             return None
         return index
 
-    def _add_pack(self, pack_id: str, index: dict[str, list[int]]) -> None:
+    def _add_pack(
+        self, pack_id: str, index: dict[str, list[int]], places: dict[str, _Place] | None = None
+    ) -> None:
+        """Make a pack written by this process visible to its readers (``places``: its blobs'
+        places, made by the writer beforehand)."""
         with self._packs_lock:
             self._pack_indexes[pack_id] = index
-            _index_places(self._packed, self._packs_str, {pack_id: index})
+            if places is None:
+                _index_places(self._packed, self._packs_str, {pack_id: index})
+            else:
+                self._packed.update(places)
 
     def _loose_digests(self) -> set[str]:
         """The blobs kept as files of their own: one listing per folder, for a snapshot of many
@@ -739,12 +864,32 @@ class SnapshotStore:
     ) -> Snapshot:
         root = Path(source_dir).resolve()
         key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
-        cache_file = self.statcache / f"{key}.json"
         git_record = self.statcache / f"{key}.git.json"
         if git_record.exists():
             fast = self._unchanged_by_git(git_record, root, limits, required)
             if fast is not None:
                 return fast
+        # git's listing for the record after the walk runs in its own process meanwhile.
+        listing = snapshot_git.start_listing(root, time.time_ns())
+        try:
+            return self._walk(root, source_dir, limits, required, progress, listing)
+        finally:
+            if listing is not None:
+                listing.close()
+
+    def _walk(
+        self,
+        root: Path,
+        source_dir: str | os.PathLike[str],
+        limits: SnapshotLimits | None,
+        required: str | None,
+        progress: Callable[[int, int], None] | None,
+        listing: snapshot_git.Listing | None,
+    ) -> Snapshot:
+        """A snapshot of ``root`` by a walk of the tree, trusting the stat cache."""
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
+        cache_file = self.statcache / f"{key}.json"
+        git_record = self.statcache / f"{key}.git.json"
         cache = self._load_cache(cache_file)
         known = None
         if "entries" in cache and "ignore_files" in cache:
@@ -813,7 +958,7 @@ class SnapshotStore:
             )
             if self.artifacts is not None:
                 self._publish(unchanged, result.root)
-            self._record_for_git(git_record, result, unchanged, started_ns)
+            self._record_for_git(git_record, result, unchanged, started_ns, listing)
             return unchanged
         if index is not None:
             todo = index.lookup(todo, digests)
@@ -824,9 +969,13 @@ class SnapshotStore:
             for f, (digest, size) in zip(todo, self._store_all(result.root, todo, progress, keep)):
                 digests[f.path] = digest
                 sizes[f.path] = size
-        files = tuple(FileEntry(f.path, digests[f.path], sizes[f.path], f.mode) for f in result.files)
+        # Made as plain tuples: FileEntry's own __new__ costs as much again for 10,000 files.
+        files = tuple(
+            [_new_file_entry((f.path, digests[f.path], sizes[f.path], f.mode)) for f in result.files]
+        )
+        manifest = _manifest_bytes(files, result.symlinks, result.dirs)
         snap = Snapshot(
-            _manifest_id(files, result.symlinks, result.dirs),
+            hashlib.sha256(manifest).hexdigest(),
             files,
             tuple(result.symlinks),
             tuple(result.dirs),
@@ -838,20 +987,17 @@ class SnapshotStore:
             published = self._publish(snap, result.root)
             if published or fetched_index:
                 self._write_stat_index(result, snap, digests, started_ns)
-        self._write_manifest(snap)
-        new_entries = {f.path: [*f.sig, digests[f.path]] for f in result.files}
-        self._save_cache(
-            cache_file,
-            {
-                "written_at_ns": started_ns,
-                "entries": new_entries,
-                "snapshot_id": snap.id,
-                "layout": layout,
-                "blobs_id": _folder_id(self.blobs),
-                "ignore_files": result.ignore_files,
-            },
-        )
-        self._record_for_git(git_record, result, snap, started_ns)
+        self._write_manifest(snap, manifest)
+        rest = {
+            "written_at_ns": started_ns,
+            "snapshot_id": snap.id,
+            "layout": layout,
+            "blobs_id": _folder_id(self.blobs),
+            "ignore_files": result.ignore_files,
+        }
+        make_private_dirs(cache_file.parent)
+        _atomic_write(cache_file, _stat_cache_bytes(result.files, digests, rest))
+        self._record_for_git(git_record, result, snap, started_ns, listing)
         return snap
 
     def _unchanged_by_git(
@@ -884,7 +1030,14 @@ class SnapshotStore:
             self._publish(snap, root)
         return snap
 
-    def _record_for_git(self, record_path: Path, result: ScanResult, snap: Snapshot, started_ns: int) -> None:
+    def _record_for_git(
+        self,
+        record_path: Path,
+        result: ScanResult,
+        snap: Snapshot,
+        started_ns: int,
+        listing: snapshot_git.Listing | None = None,
+    ) -> None:
         try:
             record = snapshot_git.record(
                 result.root,
@@ -897,6 +1050,7 @@ class SnapshotStore:
                 secrets_skipped=list(result.secrets_skipped),
                 count=len(result.files) + len(result.symlinks),
                 total=result.total_size,
+                listing=listing,
             )
             if record is None:
                 record_path.unlink(missing_ok=True)
@@ -1092,7 +1246,7 @@ class SnapshotStore:
         pack = _PackWriter(self, self._loose_digests() if small > LIST_LOOSE_OVER else None)
         self._writing.pack = pack
         try:
-            results = self._store_files(root, files, progress, keep)
+            results = self._store_files(root, files, progress, keep, pack.seal)
             pack.finish()
         except BaseException:
             pack.abort()
@@ -1107,7 +1261,10 @@ class SnapshotStore:
         files: list[_Scanned],
         progress: Callable[[int, int], None] | None,
         keep: bool,
+        small_done: Callable[[], None] | None = None,
     ) -> list[tuple[str, int]]:
+        """``small_done`` is called once every small file is stored, while large ones may still
+        be under way."""
         one = self._store_one if keep else self._hash_one
         results: dict[str, tuple[str, int]] = {}
         total = sum(f.size for f in files) if progress is not None else 0
@@ -1124,27 +1281,54 @@ class SnapshotStore:
                             done += f.size
                             progress(done, total)
             return [results[f.path] for f in files]
-        large = [f for f in files if f.size > SMALL_FILE]
-        streamer = (
-            ThreadPoolExecutor(max_workers=self.workers) if len(large) > 1 and self.workers > 1 else None
-        )
+        # The large files are copied and hashed by other threads while this one stores the small
+        # ones (their copies and hashes release the GIL, so both cores work); once done with the
+        # small ones it takes large ones from the same queue. One helper per other core: more
+        # threads only wait for a core. Largest first: the last ones taken are the smallest, so
+        # the threads finish together.
+        large = collections.deque(sorted((f for f in files if f.size > SMALL_FILE), key=lambda f: -f.size))
+        helpers = cores - 1 if len(large) > 1 else 0
+        streamer = ThreadPoolExecutor(max_workers=helpers) if helpers > 0 else None
+        stop = threading.Event()
+
+        def take_large(here: bool) -> list[tuple[_Scanned, tuple[str, int]]]:
+            nonlocal done
+            taken = []
+            while not stop.is_set():
+                try:
+                    f = large.popleft()
+                except IndexError:
+                    break
+                result = one(root, f)
+                if here:  # progress is reported by the calling thread only
+                    results[f.path] = result
+                    if progress is not None:
+                        done += f.size
+                        progress(done, total)
+                else:
+                    taken.append((f, result))
+            return taken
+
         try:
-            # The large files stream in a pool while this thread stores the small ones: their
-            # reads, hashes and writes of 1 MiB release the GIL, so both cores work.
-            streaming = [(f, streamer.submit(one, root, f)) for f in large] if streamer is not None else []
+            helping = [streamer.submit(take_large, False) for _ in range(helpers)] if streamer else []
             for f in files:
-                if streamer is not None and f.size > SMALL_FILE:
+                if f.size > SMALL_FILE:
                     continue
                 results[f.path] = one(root, f)
                 if progress is not None:
                     done += f.size
                     progress(done, total)
-            for f, future in streaming:
-                results[f.path] = future.result()
-                if progress is not None:
-                    done += f.size
-                    progress(done, total)
+            if small_done is not None:
+                small_done()
+            take_large(True)
+            for helper in helping:
+                for f, result in helper.result():
+                    results[f.path] = result
+                    if progress is not None:
+                        done += f.size
+                        progress(done, total)
         finally:
+            stop.set()
             if streamer is not None:
                 streamer.shutdown(wait=True, cancel_futures=True)
         return [results[f.path] for f in files]
@@ -1155,20 +1339,18 @@ class SnapshotStore:
 
     def _store_one(self, root: Path, f: _Scanned, keep: bool = True) -> tuple[str, int]:
         """Hash the file's bytes and store exactly those bytes; returns (digest, size read)."""
-        path = os.path.join(root, f.path)
+        path = f"{root}/{f.path}"  # root is absolute, f.path a plain relative path
         try:
-            with open(path, "rb") as src:
-                if f.size <= SMALL_FILE:
-                    data = src.read()
-                elif not keep:
-                    hasher = hashlib.sha256()
-                    size = 0
-                    while chunk := src.read(CHUNK):
-                        hasher.update(chunk)
-                        size += len(chunk)
-                    return hasher.hexdigest(), size
-                else:
-                    return self._stream_blob(src)
+            if f.size <= SMALL_FILE:
+                data = _read_file(path, f.size)
+            elif keep:
+                return self._copy_blob(path)
+            else:
+                src = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+                try:
+                    return _copy_hashing(src, None)
+                finally:
+                    os.close(src)
         except PermissionError as exc:
             raise SnapshotError(
                 f"Cannot read {path}: permission denied. Make it readable, or leave it out by adding "
@@ -1187,6 +1369,31 @@ class SnapshotStore:
             except OSError as exc:
                 raise SnapshotError(f"Cannot store {path} in {self.blobs}: {exc.strerror or exc}.") from exc
         return digest, len(data)
+
+    def _copy_blob(self, path: str) -> tuple[str, int]:
+        """Copy the file at ``path`` into the cache as a blob file of its own, unless the cache
+        holds its blob; returns (digest, size copied)."""
+        src = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        try:
+            make_private_dirs(self.blobs)
+            fd, tmp = tempfile.mkstemp(dir=self._blobs_str, prefix=".tmp-")
+            try:
+                try:
+                    digest, size = _copy_hashing(src, fd)
+                finally:
+                    os.close(fd)
+                place = self._where(digest)
+                if place is not None:
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, self._blob_dir(digest) / digest[2:])
+                return digest, size
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        finally:
+            os.close(src)
 
     def _blob_dir(self, digest: str) -> Path:
         folder = self.blobs / digest[:2]
@@ -1433,13 +1640,14 @@ class SnapshotStore:
             raise _changed(path)
         return self.blobs / f.hash[:2] / f.hash[2:]
 
-    def _write_manifest(self, snap: Snapshot) -> None:
+    def _write_manifest(self, snap: Snapshot, raw: bytes | None = None) -> None:
+        """Keep ``snap``'s manifest (``raw``: its bytes, made already) unless the cache has it."""
         folder = self.manifests / snap.id[:2]
         path = folder / f"{snap.id}.json"
         if path.exists():
             return
         make_private_dirs(folder)
-        _atomic_write(path, _canonical(snap.to_dict()))
+        _atomic_write(path, raw if raw is not None else _canonical(snap.to_dict()))
 
     def _load_cache(self, path: Path) -> dict:
         try:
@@ -1451,6 +1659,46 @@ class SnapshotStore:
     def _save_cache(self, path: Path, data: dict) -> None:
         make_private_dirs(path.parent)
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _read_file(path: str, size: int) -> bytes:
+    """The bytes of the file at ``path``, which the walk found ``size`` bytes long: one open and
+    one read when it still is (a buffered ``open`` costs a few syscalls more per file)."""
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) == size:
+            return data
+        chunks = [data]  # it changed since the walk: read up to its end, whatever it is now
+        while chunk := os.read(fd, CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+_copy_buffers = threading.local()
+
+
+def _copy_hashing(src: int, dst: int | None) -> tuple[str, int]:
+    """Copy ``src`` from its offset to its end into ``dst`` (None: only hash it), through one
+    reused buffer; returns (SHA-256, size). The digest is of exactly the bytes written. Measured
+    here against a copy in the kernel (``copy_file_range``) and a hash of the copy read back, or
+    through a map: 8 % less processor time than either."""
+    hasher = hashlib.sha256()
+    buffer = getattr(_copy_buffers, "buffer", None)
+    if buffer is None or len(buffer) != HASH_BUFFER:
+        # One per thread, kept: a new one per file is a 1 MiB allocation and memset each time.
+        buffer = _copy_buffers.buffer = bytearray(HASH_BUFFER)
+    view = memoryview(buffer)
+    size = 0
+    while n := os.readv(src, [buffer]):
+        chunk = view[:n]
+        hasher.update(chunk)  # releases the GIL
+        while dst is not None and chunk:
+            chunk = chunk[os.write(dst, chunk) :]
+        size += n
+    return hasher.hexdigest(), size
 
 
 class _Place(NamedTuple):
@@ -1506,8 +1754,12 @@ class _PackWriter:
         self.index: dict[str, list[int]] = {}
         self.offset = 0
         self._held: list[tuple[str, bytes]] = []
-        self._out: BinaryIO | None = None
+        self._fd: int | None = None
         self._tmp: str | None = None
+        # Blobs not written yet, written together by one writev: no copy into a buffer.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._sealed: tuple[bytes, str, dict[str, _Place]] | None = None
 
     def add(self, digest: str, data: bytes) -> None:
         if digest in self.index or digest in self.store._packed:
@@ -1517,14 +1769,13 @@ class _PackWriter:
                 return
         elif os.path.isfile(os.path.join(self.store._blobs_str, digest[:2], digest[2:])):
             return
-        if self._out is None:
+        if self._fd is None:
             if len(self._held) + 1 < PACK_MIN_BLOBS:
                 self.index[digest] = [0, len(data)]
                 self._held.append((digest, data))
                 return
             make_private_dirs(self.store.packs)
-            fd, self._tmp = tempfile.mkstemp(dir=self.store._packs_str, prefix=".tmp-pack-")
-            self._out = os.fdopen(fd, "wb", buffering=CHUNK)
+            self._fd, self._tmp = tempfile.mkstemp(dir=self.store._packs_str, prefix=".tmp-pack-")
             held, self._held = self._held, []
             self.index.clear()
             for held_digest, held_data in held:
@@ -1532,22 +1783,50 @@ class _PackWriter:
         self._append(digest, data)
 
     def _append(self, digest: str, data: bytes) -> None:
-        assert self._out is not None
-        self._out.write(data)
+        self._pending.append(data)
+        self._pending_size += len(data)
         self.index[digest] = [self.offset, len(data)]
         self.offset += len(data)
+        if self._pending_size >= CHUNK or len(self._pending) >= 512:
+            self._flush()
+
+    def _flush(self) -> None:
+        assert self._fd is not None
+        if not self._pending:
+            return
+        written = os.writev(self._fd, self._pending)
+        if written < self._pending_size:  # a short write: the rest in a loop
+            view = memoryview(b"".join(self._pending))[written:]
+            while view:
+                view = view[os.write(self._fd, view) :]
+        self._pending = []
+        self._pending_size = 0
+
+    def seal(self) -> None:
+        """Close the pack and name it: what :meth:`finish` does that no one else sees, so that it
+        may run while other threads still store large blobs."""
+        if self._fd is None or self._sealed is not None:
+            return
+        self._flush()
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        raw = _canonical_index(self.index)
+        # Named by its index, which names every blob in it and its place: the same content
+        # packed twice (two processes at once) gets the same name, and either copy serves.
+        pack_id = hashlib.sha256(raw).hexdigest()
+        places: dict[str, _Place] = {}
+        _index_places(places, self.store._packs_str, {pack_id: self.index})
+        self._sealed = (raw, pack_id, places)
 
     def finish(self) -> None:
-        if self._out is None or self._tmp is None:
+        if self._fd is None or self._tmp is None:
             for digest, data in self._held:
                 self.store._write_blob(digest, data)
             self._held = []
             return
-        self._out.close()
-        raw = _canonical(self.index)
-        # Named by its index, which names every blob in it and its place: the same content
-        # packed twice (two processes at once) gets the same name, and either copy serves.
-        pack_id = hashlib.sha256(raw).hexdigest()
+        self.seal()
+        assert self._sealed is not None
+        raw, pack_id, places = self._sealed
         try:
             os.replace(self._tmp, os.path.join(self.store._packs_str, f"{pack_id}.pack"))
         except BaseException:
@@ -1555,13 +1834,15 @@ class _PackWriter:
             raise
         self._tmp = None
         _atomic_write(self.store.packs / f"{pack_id}.idx", raw)
-        self.store._add_pack(pack_id, self.index)
+        self.store._add_pack(pack_id, self.index, places)
 
     def abort(self) -> None:
         self._held = []
-        if self._out is not None:
+        self._pending = []
+        if self._fd is not None and self._fd >= 0:
             with contextlib.suppress(OSError):
-                self._out.close()
+                os.close(self._fd)
+            self._fd = -1
         if self._tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)

@@ -32,6 +32,7 @@ import logging
 import os
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,16 +70,24 @@ def _sig(path: str | Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def _start_ls_files(root: Path, *flags: str) -> subprocess.Popen[bytes] | None:
-    """``git ls-files -z FLAGS`` in ``root`` started (read it with :func:`_listed`), or None."""
+def _git_ls_files(*flags: str) -> list[str]:
+    # ctime compared whatever the repository's settings say (trustctime, checkStat)
+    return ["git", "-c", "core.trustctime=true", "-c", "core.checkStat=default", "ls-files", "-z", *flags]
+
+
+def _git_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _GIT_VARS}
     env["GIT_OPTIONAL_LOCKS"] = "0"  # never write the index (that would change what we compare)
+    return env
+
+
+def _start_ls_files(root: Path, *flags: str) -> subprocess.Popen[bytes] | None:
+    """``git ls-files -z FLAGS`` in ``root`` started (read it with :func:`_listed`), or None."""
     try:
         return subprocess.Popen(
-            # ctime compared whatever the repository's settings say (trustctime, checkStat)
-            ["git", "-c", "core.trustctime=true", "-c", "core.checkStat=default", "ls-files", "-z", *flags],
+            _git_ls_files(*flags),
             cwd=root,
-            env=env,
+            env=_git_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -115,6 +124,72 @@ def _ls_files(root: Path, *flags: str) -> list[str] | None:
     return _listed(_start_ls_files(root, *flags))
 
 
+_RECORD_FLAGS = ("-t", "-c", "-m", "-d")
+
+
+class Listing:
+    """The listing :func:`record` needs, started early in a process of its own (see
+    :func:`start_listing`): git stats the tracked files on the other core while the walk runs.
+    :meth:`close` ends it, whether or not it was used."""
+
+    def __init__(self, root: Path, index: Path, index_sig: list[int]) -> None:
+        self.root = root
+        self.index = index
+        self.index_sig = index_sig  # taken before git started
+        # A file, not a pipe: git never waits for a reader, whatever the listing's size.
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                _git_ls_files(*_RECORD_FLAGS),
+                cwd=root,
+                env=_git_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=self._out,
+                stderr=subprocess.DEVNULL,
+            )
+        except BaseException:
+            self._out.close()
+            raise
+
+    def result(self) -> list[str] | None:
+        """The listing, or None when git failed or took longer than :data:`GIT_TIMEOUT`."""
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(timeout=GIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.close()
+            return None
+        if code != 0:
+            return None
+        self._out.seek(0)
+        return self._out.read().decode("utf-8", "surrogateescape").split("\0")[:-1]
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._out.close()
+
+
+def start_listing(root: Path, now_ns: int) -> Listing | None:
+    """Start the ``git ls-files`` that :func:`record` will need after a walk of ``root`` starting
+    at ``now_ns``, or None when no record could be written (no plain git work tree, an index
+    modified within the racy window, git missing)."""
+    index = work_tree_index(root)
+    if index is None:
+        return None
+    index_sig = _sig(index)
+    if index_sig is None or index_sig[1] >= now_ns - RACY_WINDOW_NS:
+        return None
+    try:
+        return Listing(root, index, index_sig)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def record(
     root: Path,
     *,
@@ -127,24 +202,29 @@ def record(
     secrets_skipped: list[str],
     count: int,
     total: int,
+    listing: Listing | None = None,
 ) -> dict[str, Any] | None:
     """After a full walk of ``root``: the record the next re-snapshot checks, or None when none
     can be trusted. ``walked``: folder -> mtime_ns of every folder walked; ``kept``: each kept
-    file's (size, mtime_ns, ctime_ns, inode)."""
+    file's (size, mtime_ns, ctime_ns, inode); ``listing``: git's listing, started before the walk
+    (the caller closes it), else git is run now."""
     index = work_tree_index(root)
     if index is None:
         return None
     trusted_before = started_ns - RACY_WINDOW_NS
     if any(mtime >= trusted_before for mtime in walked.values()):
         return None  # a folder changed moments ago may change again within the same mtime tick
-    index_sig = _sig(index)
+    if listing is not None and (listing.root != root or listing.index != index):
+        listing = None
+    # Taken before git ran: the check after it shows the index was the same throughout.
+    index_sig = listing.index_sig if listing is not None else _sig(index)
     if index_sig is None or index_sig[1] >= trusted_before:
         # git compares whole seconds of mtime and ctime with the stat it keeps for each entry: a
         # file rewritten within the second git took its stat (same size, mtime put back) passes.
         # With the index (and so every stat in it) older than the walk by the racy window, any
         # change after the walk has a later ctime second than git recorded.
         return None
-    listed = _ls_files(root, "-t", "-c", "-m", "-d")
+    listed = listing.result() if listing is not None else _ls_files(root, *_RECORD_FLAGS)
     if listed is None:
         return None
     tracked: set[str] = set()

@@ -497,3 +497,86 @@ def test_store_folders_are_owner_only(store, make_tree):
     for path in store.root.rglob("*"):
         if path.is_file() and path.name != ".store-id":
             assert path.stat().st_mode & 0o077 == 0, path
+
+
+IGNORE_CASES = {
+    "names at any depth": {
+        ".gitignore": "*.pyc\n__pycache__/\nbuild/\n*.egg-info/\n.ipynb_*/\ndata?.csv\n[ab]*.log\n"
+    },
+    "nested, names only": {".gitignore": "*.log\n", "pkg/.gitignore": "tmp/\n*.bin\n"},
+    "anchored and nested": {".gitignore": "/build\ndocs/*.md\n*.pyc\n", "pkg/.mltrainignore": "**/deep/\n"},
+    "a negation": {".gitignore": "*.log\n!keep.log\nbuild/\n"},
+    "a folder excluded and a deeper one re-including": {".gitignore": "tmp/\n", "pkg/.gitignore": "!tmp/\n"},
+}
+
+
+@pytest.mark.parametrize("case", list(IGNORE_CASES), ids=list(IGNORE_CASES))
+def test_ignore_decisions_by_name_are_pathspecs_own(make_tree, monkeypatch, case):
+    """An ignore file of names (no "/" but a trailing one) is matched against each entry's name,
+    not its path: the walk must keep and leave out exactly what pathspec decides for the path."""
+    names = ["a.py", "b.pyc", "c.log", "bx.log", "keep.log", "data1.csv", "data12.csv", "w.bin", "r.md"]
+    folders = ["", "build/", "tmp/", "pkg/", "pkg/tmp/", "pkg/build/", "x.egg-info/", "pkg/deep/", "docs/"]
+    folders.append(".ipynb_cp/")
+    files: dict[str, str] = {f"{folder}{name}": name for folder in folders for name in names}
+    files.update(IGNORE_CASES[case])
+    files["pkg/sub/deep/z.py"] = "z"
+    src = make_tree(files)
+    by_name = scan(src)
+    monkeypatch.setattr(snapshot_mod, "_name_sources", lambda spec: None)
+    by_path = scan(src)
+    assert [f.path for f in by_name.files] == [f.path for f in by_path.files]
+    assert by_name.dirs == by_path.dirs and by_name.secrets_skipped == by_path.secrets_skipped
+    assert len(by_name.files) < len(files)  # the rules left something out
+
+
+def test_only_name_patterns_are_matched_by_name():
+    import pathspec
+
+    def sources(text: str) -> list[str] | None:
+        return snapshot_mod._name_sources(pathspec.GitIgnoreSpec.from_lines(text.splitlines()))
+
+    assert sources("# a comment\n\n*.pyc\nbuild/\n**/cache/\n[ab]?.log\n") is not None
+    for anchored in ("/build", "docs/*.md", "a/**/b", "!keep.log", "build/\n!build/keep"):
+        assert sources(anchored) is None, anchored
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["train.py", "pkg/a b.py", "x~!#$%&'()*+,-.;<=>?@[]^_`{|}.txt"],
+        ['quote".py', "plain.py"],
+        ["back\\slash.py"],
+        ["tab\there.py", "new\nline.py"],
+        ["caf\u00e9.py", "\u65e5\u672c.py"],
+        ["bad-\udcff.py"],  # a name that is not UTF-8, as os.fsdecode gives it
+    ],
+    ids=["plain", "quote", "backslash", "control", "non-ascii", "surrogate"],
+)
+def test_manifest_and_stat_cache_bytes_are_jsons_own(names):
+    """The manifest's bytes (its hash is the snapshot id, checked by every host) and the stat cache
+    are written by hand for plain names: they must be exactly what json.dumps writes."""
+    files = [snapshot_mod.FileEntry(n, f"{i:064x}", i * 7, 0o644) for i, n in enumerate(sorted(names))]
+    symlinks = [("link", "train.py")]
+    dirs = ["empty"]
+    snap = Snapshot("0" * 64, tuple(files), tuple(symlinks), tuple(dirs))
+    assert snapshot_mod._manifest_bytes(files, symlinks, dirs) == snapshot_mod._canonical(snap.to_dict())
+    scanned = [
+        snapshot_mod._Scanned(f.path, f.size, f.mode, (f.size, 10**18 + i, 10**18, 99))
+        for i, f in enumerate(files)
+    ]
+    digests = {f.path: f.hash for f in files}
+    rest = {
+        "written_at_ns": 1,
+        "snapshot_id": "0" * 64,
+        "layout": [[], []],
+        "blobs_id": None,
+        "ignore_files": {},
+    }
+    expected = {"entries": {s.path: [*s.sig, digests[s.path]] for s in scanned}, **rest}
+    assert json.loads(snapshot_mod._stat_cache_bytes(scanned, digests, rest)) == expected
+
+
+def test_a_manifest_with_a_hash_that_is_not_a_string_is_corrupt():
+    data = {"version": 1, "files": [["a.py", 5, 1, 420]], "symlinks": [], "dirs": []}
+    with pytest.raises(SnapshotError, match="corrupt"):
+        Snapshot.from_dict(data, "0" * 64)

@@ -209,3 +209,86 @@ def test_a_fast_path_that_cannot_answer_walks(store_path, tmp_path, repo, monkey
     again = store.take(repo)
     assert walks == [1] and again.id == before
     assert store.get(before).id == before  # the walk wrote the manifest back
+
+
+def _records(store: SnapshotStore) -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in store.statcache.glob("*.git.json")]
+
+
+def test_the_listing_started_before_the_walk_gives_the_record_a_listing_after_it_gives(
+    tmp_path, repo, monkeypatch
+):
+    started: list[snapshot_git.Listing] = []
+    original = snapshot_git.start_listing
+
+    def start(root, now_ns):
+        listing = original(root, now_ns)
+        started.append(listing)
+        return listing
+
+    monkeypatch.setattr(snapshot_git, "start_listing", start)
+    early = SnapshotStore(tmp_path / "early")
+    early.take(repo)
+    assert started and started[0] is not None and started[0]._proc is None  # used, then closed
+    monkeypatch.setattr(snapshot_git, "start_listing", lambda root, now_ns: None)
+    late = SnapshotStore(tmp_path / "late")
+    late.take(repo)
+    (with_early,) = _records(early)
+    (with_late,) = _records(late)
+    assert with_early.pop("blobs_id") != with_late.pop("blobs_id")  # each store's own
+    assert with_early == with_late and with_early["modified"] == ["lib/data.py"]
+
+
+def test_an_index_changed_while_git_listed_gives_no_record(store_path, repo, monkeypatch):
+    original = snapshot_git.start_listing
+
+    def start(root, now_ns):
+        listing = original(root, now_ns)
+        index = repo / ".git" / "index"
+        os.utime(index, ns=(time.time_ns(), time.time_ns() - 10 * snapshot_git.RACY_WINDOW_NS))
+        return listing
+
+    monkeypatch.setattr(snapshot_git, "start_listing", start)
+    store = SnapshotStore(store_path)
+    store.take(repo)
+    assert _records(store) == []
+
+
+def test_the_listing_is_ended_when_the_snapshot_fails(store_path, repo, monkeypatch):
+    started: list[snapshot_git.Listing] = []
+    original = snapshot_git.start_listing
+
+    def start(root, now_ns):
+        listing = original(root, now_ns)
+        started.append(listing)
+        return listing
+
+    monkeypatch.setattr(snapshot_git, "start_listing", start)
+    procs = []
+    popen = subprocess.Popen
+
+    def keep(*args, **kwargs):
+        proc = popen(*args, **kwargs)
+        procs.append(proc)
+        return proc
+
+    monkeypatch.setattr(snapshot_git.subprocess, "Popen", keep)
+    with pytest.raises(snapshot_mod.SnapshotError, match=r"missing\.py"):
+        SnapshotStore(store_path).take(repo, required="missing.py")
+    assert len(started) == 1 and started[0] is not None and started[0]._proc is None
+    assert len(procs) == 1 and procs[0].returncode is not None  # waited for: no zombie left
+
+
+def test_no_listing_is_started_outside_a_work_tree_or_for_an_index_written_moments_ago(make_tree, repo):
+    plain = make_tree({"train.py": "print(1)\n"})
+    assert snapshot_git.start_listing(plain, time.time_ns()) is None
+    index = repo / ".git" / "index"
+    assert snapshot_git.start_listing(repo, index.stat().st_mtime_ns + 1) is None
+    listing = snapshot_git.start_listing(repo, time.time_ns())
+    assert listing is not None
+    try:
+        assert listing.result() is not None
+    finally:
+        listing.close()

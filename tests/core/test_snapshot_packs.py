@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -296,3 +298,104 @@ def test_what_a_killed_snapshot_left_is_removed_once_a_day_old(store, make_tree)
     store.take(make_tree({"other.py": "x = 1\n" * 10, **small_tree(40)}))
     assert not leftovers["old_tmp"].exists() and not leftovers["old_orphan"].exists()
     assert leftovers["new_tmp"].exists() and (store.packs / pack).exists()
+
+
+def large_tree(monkeypatch) -> dict[str, str | bytes]:
+    """40 small files and 4 large ones (over a SMALL_FILE lowered to 1 KiB), one large twice."""
+    monkeypatch.setattr(snapshot_mod, "SMALL_FILE", 1024)
+    files: dict[str, str | bytes] = {f"m{i}.py": f"x = {i}\n" for i in range(40)}
+    for i in range(3):
+        files[f"data/w{i}.bin"] = os.urandom(5000 + 997 * i)
+    files["copy/w0.bin"] = files["data/w0.bin"]
+    return files
+
+
+def test_large_files_are_copied_exactly_and_the_same_content_once(store, make_tree, monkeypatch, tmp_path):
+    files = large_tree(monkeypatch)
+    src = make_tree(files)
+    snap = store.take(src)
+    for f in snap.files:
+        content = files[f.path]
+        expected = content if isinstance(content, bytes) else content.encode()
+        assert f.hash == hashlib.sha256(expected).hexdigest() and f.size == len(expected)
+        assert store.read_blob(snap.id, f.hash) == expected
+    big = [f for f in snap.files if f.size > 1024]
+    assert len(big) == 4 and len(loose_blobs(store)) == 3  # the same content stored once
+    assert not list(store.blobs.glob(".tmp-*"))
+    store.materialize(snap, tmp_path / "run")
+    assert (tmp_path / "run/copy/w0.bin").read_bytes() == files["data/w0.bin"]
+
+
+def test_a_failed_copy_of_a_large_file_fails_the_snapshot_and_leaves_nothing(store, make_tree, monkeypatch):
+    src = make_tree(large_tree(monkeypatch))
+    original = snapshot_mod._copy_hashing
+
+    def no_space(src_fd, dst_fd):
+        if dst_fd is not None:
+            os.write(dst_fd, b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(src_fd, dst_fd)
+
+    monkeypatch.setattr(snapshot_mod, "_copy_hashing", no_space)
+    with pytest.raises(SnapshotError, match="No space left"):
+        store.take(src)
+    assert packs_of(store) == {"pack": [], "idx": [], "tmp": []}
+    assert not list(store.blobs.glob(".tmp-*")) and loose_blobs(store) == []
+
+
+def test_a_large_file_failing_after_the_pack_is_sealed_leaves_no_pack(store, make_tree, monkeypatch):
+    """The pack is closed and named while large files are still copied; only the end makes it seen."""
+    src = make_tree(large_tree(monkeypatch))
+    sealed = threading.Event()
+    original_seal = snapshot_mod._PackWriter.seal
+    original_copy = SnapshotStore._copy_blob
+
+    def seal(self):
+        original_seal(self)
+        sealed.set()
+
+    def copy_blob(self, path):
+        if path.endswith("w2.bin"):
+            assert sealed.wait(30)
+            raise OSError(errno.EIO, "simulated read error")
+        return original_copy(self, path)
+
+    monkeypatch.setattr(snapshot_mod._PackWriter, "seal", seal)
+    monkeypatch.setattr(SnapshotStore, "_copy_blob", copy_blob)
+    with pytest.raises(SnapshotError, match="simulated read error"):
+        store.take(src)
+    assert sealed.is_set()
+    assert packs_of(store) == {"pack": [], "idx": [], "tmp": []}
+    assert not store.manifests.exists() or not any(store.manifests.rglob("*.json"))
+
+
+def test_progress_counts_every_byte_once(store, make_tree, monkeypatch):
+    files = large_tree(monkeypatch)
+    src = make_tree(files)
+    calls: list[tuple[int, int]] = []
+    main = threading.get_ident()
+
+    def progress(done: int, total: int) -> None:
+        assert threading.get_ident() == main  # a caller's callback is never run by a helper thread
+        calls.append((done, total))
+
+    snap = store.take(src, progress=progress)
+    total = sum(len(c) if isinstance(c, bytes) else len(c.encode()) for c in files.values())
+    assert snap.total_size == total
+    assert len(calls) == len(files)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1] == (total, total)
+
+
+@pytest.mark.parametrize("size", [0, 10, 3000], ids=["empty", "shrunk", "grown"])
+def test_a_file_whose_size_changed_since_the_walk_is_read_whole(tmp_path, size):
+    path = tmp_path / "f.bin"
+    data = os.urandom(size)
+    path.write_bytes(data)
+    assert snapshot_mod._read_file(str(path), 100) == data  # the walk saw 100 bytes
+    assert snapshot_mod._read_file(str(path), size) == data
+
+
+def test_a_pack_index_is_encoded_as_the_shared_store_encodes_it():
+    index = {hashlib.sha256(bytes([i])).hexdigest(): [i * 1000, i + 1] for i in range(50)}
+    assert snapshot_mod._canonical_index(index) == snapshot_mod._canonical(index)
+    assert snapshot_mod._canonical_index({}) == snapshot_mod._canonical({})
