@@ -674,22 +674,22 @@ class _RangeReader:
 
     @staticmethod
     def _ssl_context(fs: Any) -> Any:
-        """What botocore would verify the server with: ``verify`` in the client's options (False,
-        or a CA bundle's path), else ``AWS_CA_BUNDLE``, else certifi's bundle."""
+        """What the server is verified with: ``verify`` in the client's options (False, or a CA
+        bundle's path) or ``AWS_CA_BUNDLE``, as botocore reads them, else the system's trust store.
+        None (the s3fs path, whose botocore brings its own bundle) for a bundle that is a folder or
+        a system with no trust store."""
         import ssl
 
         verify = (getattr(fs, "client_kwargs", None) or {}).get("verify", None)
         if verify is False:
             return ssl._create_unverified_context()  # noqa: S323 (the user's own choice, as for s3fs)
         cafile = verify if isinstance(verify, str) else os.environ.get("AWS_CA_BUNDLE")
-        if cafile is None:
-            with contextlib.suppress(ImportError):
-                import certifi
-
-                cafile = certifi.where()
-        if cafile is not None and not os.path.isfile(cafile):
-            return None  # a folder of certificates, say: s3fs knows what to do with it
-        return ssl.create_default_context(cafile=cafile)
+        if cafile is not None:
+            return ssl.create_default_context(cafile=cafile) if os.path.isfile(cafile) else None
+        paths = ssl.get_default_verify_paths()
+        if not any(p and os.path.exists(p) for p in (paths.cafile, paths.capath)):
+            return None
+        return ssl.create_default_context()
 
     def _connection(self, fresh: bool = False) -> Any:
         import http.client

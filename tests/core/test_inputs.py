@@ -315,6 +315,8 @@ def test_the_plain_path_verifies_https_as_botocore_would_and_keeps_out_of_proxie
     assert context(SimpleNamespace(client_kwargs={})) is None
     monkeypatch.setenv("AWS_CA_BUNDLE", bundle)
     assert context(SimpleNamespace(client_kwargs={})).verify_mode == ssl.CERT_REQUIRED
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    assert context(SimpleNamespace(client_kwargs={})).verify_mode == ssl.CERT_REQUIRED  # the system's
 
     fs = s3fs.S3FileSystem(**s3_options(), skip_instance_cache=True)
     assert _RangeReader.for_object(fs, "mltrain-test/any.bin") is not None
