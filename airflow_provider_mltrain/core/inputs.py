@@ -629,7 +629,7 @@ class _RangeReader:
     way and 1.5 s for ``rclone copy`` (which the first fetch is measured against). The URL comes
     from s3fs itself (its credentials, region, endpoint and version id); the request is a plain
     GET with a Range header, checked to answer exactly that range. Anything this does not cover
-    (another store, a proxy, request-payer or SSE-C options, a custom CA that is not a file)
+    (another store, a proxy, request-payer or SSE-C options, a CA folder, no trust store at all)
     keeps the s3fs path.
     """
 

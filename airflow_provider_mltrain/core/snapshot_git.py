@@ -81,15 +81,16 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def _start_ls_files(root: Path, *flags: str) -> subprocess.Popen[bytes] | None:
-    """``git ls-files -z FLAGS`` in ``root`` started (read it with :func:`_listed`), or None."""
+def _start_ls_files(root: Path, *flags: str, stdout: Any = subprocess.PIPE) -> subprocess.Popen[bytes] | None:
+    """``git ls-files -z FLAGS`` in ``root`` started, writing to ``stdout`` (a pipe: read it with
+    :func:`_listed`), or None when git cannot be started."""
     try:
         return subprocess.Popen(
             _git_ls_files(*flags),
             cwd=root,
             env=_git_env(),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError):
@@ -138,18 +139,8 @@ class Listing:
         self.index_sig = index_sig  # taken before git started
         # A file, not a pipe: git never waits for a reader, whatever the listing's size.
         self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        try:
-            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                _git_ls_files(*_RECORD_FLAGS),
-                cwd=root,
-                env=_git_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._out,
-                stderr=subprocess.DEVNULL,
-            )
-        except BaseException:
-            self._out.close()
-            raise
+        # None when git cannot be started: result() then says so, as a late listing would.
+        self._proc = _start_ls_files(root, *_RECORD_FLAGS, stdout=self._out)
 
     def result(self) -> list[str] | None:
         """The listing, or None when git failed or took longer than :data:`GIT_TIMEOUT`."""

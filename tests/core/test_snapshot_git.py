@@ -176,8 +176,8 @@ def test_git_started_for_a_check_that_fails_first_is_stopped(store_path, tmp_pat
     started = []
     real = snapshot_git._start_ls_files
 
-    def tracked(*args):
-        proc = real(*args)
+    def tracked(*args, **kwargs):
+        proc = real(*args, **kwargs)
         started.append(proc)
         return proc
 
@@ -217,10 +217,9 @@ def _records(store: SnapshotStore) -> list[dict]:
     return [json.loads(p.read_text()) for p in store.statcache.glob("*.git.json")]
 
 
-def test_the_listing_started_before_the_walk_gives_the_record_a_listing_after_it_gives(
-    tmp_path, repo, monkeypatch
-):
-    started: list[snapshot_git.Listing] = []
+def _spy_listings(monkeypatch) -> list[snapshot_git.Listing | None]:
+    """Every listing a snapshot starts before its walk, in order."""
+    started: list[snapshot_git.Listing | None] = []
     original = snapshot_git.start_listing
 
     def start(root, now_ns):
@@ -229,6 +228,13 @@ def test_the_listing_started_before_the_walk_gives_the_record_a_listing_after_it
         return listing
 
     monkeypatch.setattr(snapshot_git, "start_listing", start)
+    return started
+
+
+def test_the_listing_started_before_the_walk_gives_the_record_a_listing_after_it_gives(
+    tmp_path, repo, monkeypatch
+):
+    started = _spy_listings(monkeypatch)
     early = SnapshotStore(tmp_path / "early")
     early.take(repo)
     assert started and started[0] is not None and started[0]._proc is None  # used, then closed
@@ -257,15 +263,7 @@ def test_an_index_changed_while_git_listed_gives_no_record(store_path, repo, mon
 
 
 def test_the_listing_is_ended_when_the_snapshot_fails(store_path, repo, monkeypatch):
-    started: list[snapshot_git.Listing] = []
-    original = snapshot_git.start_listing
-
-    def start(root, now_ns):
-        listing = original(root, now_ns)
-        started.append(listing)
-        return listing
-
-    monkeypatch.setattr(snapshot_git, "start_listing", start)
+    started = _spy_listings(monkeypatch)
     procs = []
     popen = subprocess.Popen
 
