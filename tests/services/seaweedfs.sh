@@ -58,6 +58,18 @@ else
   answers || { log "weed did not answer on 127.0.0.1:$S3_PORT within 60 s"; tail -n 30 "$DATA/weed.log" >&2; exit 1; }
   log "weed server up on 127.0.0.1:$S3_PORT (log: $DATA/weed.log)"
 fi
+# The tests' bucket exists before any test runs: a test that only checks the store (as real S3
+# refuses a missing bucket, the check asks first) must not depend on another test's PUT having
+# created it. A bucket is a folder under /buckets of the filer; 409 means it is there already.
+for _ in $(seq 1 40); do
+  code="$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$FILER_PORT/buckets/mltrain-test/")"
+  case "$code" in 201 | 409) break ;; esac
+  sleep 0.5
+done
+case "$code" in
+  201 | 409) ;;
+  *) log "could not create the bucket mltrain-test through the filer on 127.0.0.1:$FILER_PORT (HTTP $code)"; exit 1 ;;
+esac
 echo "MLTRAIN_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
 echo "MLTRAIN_TEST_S3_KEY=$KEY"
 echo "MLTRAIN_TEST_S3_SECRET=$SECRET"
