@@ -330,11 +330,11 @@ def test_a_failed_copy_of_a_large_file_fails_the_snapshot_and_leaves_nothing(sto
     src = make_tree(large_tree(monkeypatch))
     original = snapshot_mod._copy_hashing
 
-    def no_space(src_fd, dst_fd):
+    def no_space(src_fd, dst_fd, stop=None):
         if dst_fd is not None:
             os.write(dst_fd, b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
-        return original(src_fd, dst_fd)
+        return original(src_fd, dst_fd, stop)
 
     monkeypatch.setattr(snapshot_mod, "_copy_hashing", no_space)
     with pytest.raises(SnapshotError, match="No space left"):
@@ -348,20 +348,20 @@ def test_a_large_file_failing_after_the_pack_is_sealed_leaves_no_pack(store, mak
     src = make_tree(large_tree(monkeypatch))
     sealed = threading.Event()
     original_seal = snapshot_mod._PackWriter.seal
-    original_copy = SnapshotStore._copy_blob
+    original_copy = SnapshotStore._copy_to_temp
 
     def seal(self):
         original_seal(self)
         sealed.set()
 
-    def copy_blob(self, path):
-        if path.endswith("w2.bin"):
+    def copy_to_temp(self, root, f, stop=None):
+        if f.path.endswith("w2.bin"):
             assert sealed.wait(30)
-            raise OSError(errno.EIO, "simulated read error")
-        return original_copy(self, path)
+            raise SnapshotError(f"Cannot read {root}/{f.path}: simulated read error.")
+        return original_copy(self, root, f, stop)
 
     monkeypatch.setattr(snapshot_mod._PackWriter, "seal", seal)
-    monkeypatch.setattr(SnapshotStore, "_copy_blob", copy_blob)
+    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", copy_to_temp)
     with pytest.raises(SnapshotError, match="simulated read error"):
         store.take(src)
     assert sealed.is_set()
@@ -399,3 +399,132 @@ def test_a_pack_index_is_encoded_as_the_shared_store_encodes_it():
     index = {hashlib.sha256(bytes([i])).hexdigest(): [i * 1000, i + 1] for i in range(50)}
     assert snapshot_mod._canonical_index(index) == snapshot_mod._canonical(index)
     assert snapshot_mod._canonical_index({}) == snapshot_mod._canonical({})
+
+
+# -- large files copied while the walk goes on -------------------------------------------------------
+
+
+def test_the_walk_hands_over_each_kept_large_file_as_it_finds_it(tmp_path, make_tree, monkeypatch):
+    files = large_tree(monkeypatch)
+    files[".gitignore"] = "ignored/\n"
+    files["ignored/w9.bin"] = os.urandom(4000)
+    files[".env"] = "X" * 4000  # a secret: left out before anything is read
+    src = make_tree(files)
+    found: list[str] = []
+    result = scan(src, found_large=lambda f: found.append(f.path))
+    assert sorted(found) == ["copy/w0.bin", "data/w0.bin", "data/w1.bin", "data/w2.bin"]
+    assert sorted(found) == sorted(f.path for f in result.files if f.size > 1024)
+
+
+@pytest.mark.parametrize("refusal", ["limits", "script"])
+def test_a_snapshot_refused_after_its_walk_leaves_no_copy_behind(tmp_path, make_tree, monkeypatch, refusal):
+    """Copies begin during the walk; a snapshot refused after it removes every one of them."""
+    from airflow_provider_mltrain.core.errors import SnapshotTooLarge
+    from airflow_provider_mltrain.core.settings import SnapshotLimits
+
+    files = large_tree(monkeypatch)
+    files["data/w3.bin"] = os.urandom(3 << 20)  # still being copied when the walk ends
+    src = make_tree(files)
+    store = SnapshotStore(tmp_path / "store")
+    copied: list[str] = []
+    original = SnapshotStore._copy_to_temp
+
+    def copy_to_temp(self, root, f, stop=None):
+        copied.append(f.path)
+        return original(self, root, f, stop)
+
+    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", copy_to_temp)
+    if refusal == "limits":
+        with pytest.raises(SnapshotTooLarge):
+            store.take(src, SnapshotLimits(max_bytes=1 << 20, max_files=1000))
+    else:
+        with pytest.raises(SnapshotError, match=r"nope\.py"):
+            store.take(src, required="nope.py")
+    assert not [t for t in threading.enumerate() if t.name == "mltrain-snapshot-copy"]
+    assert copied, "no large file was handed to the copies during the walk"
+    assert not store.blobs.exists() or not list(store.blobs.glob(".tmp-*"))
+    assert loose_blobs(store) == [] and packs_of(store) == {"pack": [], "idx": [], "tmp": []}
+    assert not store.manifests.exists() or not any(store.manifests.rglob("*.json"))
+    # The same store then takes the same tree whole.
+    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", original)
+    snap = store.take(src)
+    for f in snap.files:
+        content = files[f.path]
+        expected = content if isinstance(content, bytes) else content.encode()
+        assert store.read_blob(snap.id, f.hash) == expected
+
+
+def test_large_files_the_stat_cache_vouches_for_are_not_copied_again(store, make_tree, monkeypatch):
+    files = large_tree(monkeypatch)
+    src = make_tree(files)
+    old = time.time_ns() - 86_400 * 10**9  # out of the racy window
+    for path in files:
+        os.utime(src / path, ns=(old, old))
+    first = store.take(src)
+    (src / "data/w1.bin").write_bytes(os.urandom(6000))
+    copied: list[str] = []
+    original = SnapshotStore._copy_to_temp
+
+    def copy_to_temp(self, root, f, stop=None):
+        copied.append(f.path)
+        return original(self, root, f, stop)
+
+    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", copy_to_temp)
+    second = store.take(src)
+    assert copied == ["data/w1.bin"]
+    before = {f.path: f.hash for f in first.files}
+    after = {f.path: f.hash for f in second.files}
+    assert {p for p in after if after[p] != before[p]} == {"data/w1.bin"} and after.keys() == before.keys()
+    assert store.read_blob(second.id, after["data/w1.bin"]) == (src / "data/w1.bin").read_bytes()
+
+
+def test_a_large_file_that_cannot_be_read_fails_the_snapshot_with_its_name(store, make_tree, monkeypatch):
+    src = make_tree(large_tree(monkeypatch))
+    os_open = os.open
+
+    def refuse(path, flags, *args, **kwargs):  # as chmod 0 would, for root too
+        if str(path).endswith("data/w1.bin"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(snapshot_mod.os, "open", refuse)
+    with pytest.raises(SnapshotError, match=r"Cannot read .*data/w1\.bin: permission denied"):
+        store.take(src)
+    assert not list(store.blobs.glob(".tmp-*")) if store.blobs.exists() else True
+    assert not store.manifests.exists() or not any(store.manifests.rglob("*.json"))
+
+
+def test_stopping_the_copies_stops_a_copy_within_a_buffer_and_removes_it(store, tmp_path, monkeypatch):
+    """An abort does not wait for a large file to be copied to its end."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(8 << 20))
+    f = scan(src).files[0]
+    started, go_on = threading.Event(), threading.Event()
+    original = snapshot_mod._copy_hashing
+    buffers: list[int] = []
+
+    def slow_copy(src_fd, dst_fd, stop=None):
+        def readv(fd, bufs):
+            if buffers:
+                started.set()
+                go_on.wait(30)
+            buffers.append(1)
+            return os_readv(fd, bufs)
+
+        monkeypatch.setattr(snapshot_mod.os, "readv", readv)
+        return original(src_fd, dst_fd, stop)
+
+    os_readv = os.readv
+    monkeypatch.setattr(snapshot_mod, "_copy_hashing", slow_copy)
+    copies = snapshot_mod._LargeCopies(store, src, helpers=1)
+    copies.add(f)
+    assert started.wait(30)
+    aborting = threading.Thread(target=copies.abort)
+    aborting.start()
+    time.sleep(0.05)
+    go_on.set()
+    aborting.join(30)
+    assert not aborting.is_alive()
+    assert len(buffers) <= 3  # 8 buffers of 1 MiB: stopped after the one under way
+    assert not list(store.blobs.glob(".tmp-*")) and loose_blobs(store) == []
