@@ -130,13 +130,13 @@ def test_stat_cache_skips_reading_unchanged_files(store, make_tree, monkeypatch)
     age(src)
     first = store.take(src)
     reads: list[str] = []
-    original = SnapshotStore._store_one
+    original = SnapshotStore._store_small
 
-    def counting(self, root, f):
-        reads.append(f.path)
-        return original(self, root, f)
+    def counting(self, root, files, pack, after=None):
+        reads.extend(f.path for f in files)
+        return original(self, root, files, pack, after)
 
-    monkeypatch.setattr(SnapshotStore, "_store_one", counting)
+    monkeypatch.setattr(SnapshotStore, "_store_small", counting)
     assert store.take(src).id == first.id
     assert reads == []
     (src / "f3.txt").write_text("changed")
