@@ -885,7 +885,8 @@ class SnapshotStore:
         listing = snapshot_git.start_listing(root, time.time_ns())
         # Large files are copied by helper threads from the moment the walk finds them (a shared
         # store hashes first instead: what it holds is never written here).
-        copies = self._large_copies(root) if self.artifacts is None else None
+        limits = limits or SnapshotLimits.from_settings()
+        copies = self._large_copies(root, limits.max_bytes) if self.artifacts is None else None
         try:
             return self._walk(root, source_dir, limits, required, progress, listing, copies)
         finally:
@@ -1307,9 +1308,11 @@ class SnapshotStore:
             raise
         return [results[f.path] for f in files]
 
-    def _large_copies(self, root: Path) -> _LargeCopies:
+    def _large_copies(self, root: Path, max_bytes: int | None = None) -> _LargeCopies:
         """Copies of large files: one helper thread per other core (more only wait for a core)."""
-        return _LargeCopies(self, root, helpers=min(self.workers, os.cpu_count() or 1) - 1)
+        return _LargeCopies(
+            self, root, helpers=min(self.workers, os.cpu_count() or 1) - 1, max_bytes=max_bytes
+        )
 
     def _hash_all(
         self, root: Path, files: list[_Scanned], progress: Callable[[int, int], None] | None
@@ -1786,10 +1789,14 @@ class _LargeCopies:
     file: a tree without large files starts none.
     """
 
-    def __init__(self, store: SnapshotStore, root: Path, helpers: int) -> None:
+    def __init__(self, store: SnapshotStore, root: Path, helpers: int, max_bytes: int | None = None) -> None:
         self._store = store
         self._root = root
         self._helpers = helpers
+        # Once the large files found add up to more than the snapshot's size limit, the walk
+        # will end in its refusal: copying stops there, so at most that much is copied for nothing.
+        self._max_bytes = max_bytes
+        self._found = 0
         self._threads: list[threading.Thread] = []
         self._cond = threading.Condition()
         self._queue: list[_Scanned] = []
@@ -1801,6 +1808,9 @@ class _LargeCopies:
         self._error: BaseException | None = None
 
     def add(self, f: _Scanned) -> None:
+        self._found += f.size
+        if self._max_bytes is not None and self._found > self._max_bytes:
+            self._stop.set()  # the snapshot is over its size limit: check_limits will refuse it
         with self._cond:
             self._queue.append(f)
             self._cond.notify()

@@ -528,3 +528,35 @@ def test_stopping_the_copies_stops_a_copy_within_a_buffer_and_removes_it(store, 
     assert not aborting.is_alive()
     assert len(buffers) <= 3  # 8 buffers of 1 MiB: stopped after the one under way
     assert not list(store.blobs.glob(".tmp-*")) and loose_blobs(store) == []
+
+
+def test_a_folder_over_the_size_limit_is_not_copied_beyond_the_limit(tmp_path, make_tree, monkeypatch):
+    """Large files found past the size limit are never copied: the walk will end in a refusal."""
+    from airflow_provider_mltrain.core.errors import SnapshotTooLarge
+    from airflow_provider_mltrain.core.settings import SnapshotLimits
+
+    monkeypatch.setattr(snapshot_mod, "SMALL_FILE", 1024)
+    src = make_tree({f"data/part{i}.bin": os.urandom(64 << 10) for i in range(40)})
+    store = SnapshotStore(tmp_path / "store")
+    completed: list[int] = []
+    original = SnapshotStore._copy_to_temp
+
+    def copy_to_temp(self, root, f, stop=None):
+        result = original(self, root, f, stop)
+        completed.append(result[1])
+        return result
+
+    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", copy_to_temp)
+    manifest_mode = snapshot_mod._manifest_mode
+
+    def slow_walk(st_mode):  # called once per file by the walk: time for the copies to catch up
+        time.sleep(0.02)
+        return manifest_mode(st_mode)
+
+    monkeypatch.setattr(snapshot_mod, "_manifest_mode", slow_walk)
+    limit = 5 * (64 << 10)
+    with pytest.raises(SnapshotTooLarge):
+        store.take(src, SnapshotLimits(max_bytes=limit, max_files=1000))
+    assert sum(completed) <= limit
+    assert not store.blobs.exists() or not list(store.blobs.glob(".tmp-*"))
+    assert loose_blobs(store) == []
