@@ -658,8 +658,10 @@ class DockerTarget(ComputeTarget):
         spec_text = _spec_for_environment(spec)
         if spec_text is not None:
             environment[SPEC_VAR] = spec_text
+        host = opts.host_config()
+        user = host.pop("user")
         try:
-            container = client.containers.create(
+            created = client.api.create_container(
                 spec.image,
                 [
                     spec.interpreter or "python3",
@@ -668,12 +670,19 @@ class DockerTarget(ComputeTarget):
                 ],
                 name=container_name(spec.run_id),
                 labels=labels,
-                volumes=volumes,
+                volumes=[bind["bind"] for bind in volumes.values()],
                 environment=environment,
-                init=True,  # reaps what the script leaves behind and passes signals to the supervisor
+                user=user,
                 detach=True,
-                **opts.host_config(),
+                host_config=client.api.create_host_config(
+                    binds=volumes,
+                    init=True,  # reaps what the script leaves behind and passes signals to the supervisor
+                    **host,
+                ),
             )
+            # Not inspected again: the start below needs only its id (``containers.create`` would
+            # inspect it, one more request before the start).
+            container = client.containers.prepare_model({"Id": created["Id"]})
         except APIError as exc:
             if exc.status_code == 409:
                 return False  # another controller created this run's container first
