@@ -200,6 +200,8 @@ class Run:
         if status.is_terminal and self._remote and self.output_dir.is_dir():
             self._finish(None, None)  # collected here, the upload to the store is pending
             return status
+        if self._target is None:  # from the record just read, not a second reading
+            self._target = target_for_run(self.id, record["target"], self.workspace.root)
         target = self.target
         runner = target.read_status(self.id)
         states = _history(runner)
@@ -240,6 +242,8 @@ class Run:
     def elsewhere(self, record: dict[str, Any] | None = None) -> str | None:
         """Why this process cannot read the run's target, or None when it can: a local-target run
         lives on the host and in the workspace folder that submitted it."""
+        if self._target is not None and self._target.kind != "local":
+            return None  # known without reading the run store (a follower asks at every poll)
         record = record or self._record()
         if record["target"] != "local" or self.target.kind != "local":
             return None

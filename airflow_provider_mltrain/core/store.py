@@ -396,8 +396,16 @@ class RunStore:
         """Record transitions not seen yet and move the run's status forward, never back.
 
         A terminal state, once recorded, is final: a late "Running" from a slow reader cannot undo it.
-        Returns the status after the update.
+        Returns the status after the update; with no states, the status as it is, read with no
+        write (a follower's poll that learnt nothing new).
         """
+        states = list(states)
+        if not states:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).first()
+            if row is None:
+                raise KeyError(run_id)
+            return RunStatus(row[0])
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).first()
             if row is None:

@@ -6,10 +6,15 @@ real ``azureml-core`` installed keeps using it.
 
 When the script raises, a one-line summary of the exception goes to ``exception.txt`` in the run
 folder (``MLTRAIN_RUN_DIR``), for the run's error; the traceback and exit code stay Python's own.
+
+A plain source file runs as ``runpy.run_path(path, run_name="__main__")`` would run it, without
+importing ``runpy``: its ``pkgutil`` imports ``typing`` (through ``functools.singledispatch``),
+which cost every run about as much as the interpreter's own start-up. Anything else runpy accepts
+(a folder or zip file with ``__main__.py``, compiled code) still goes through runpy.
 """
 
+import io
 import os
-import runpy
 import sys
 
 
@@ -25,13 +30,67 @@ def main():
     sys.path.append(os.path.join(here, "compat"))
     sys.meta_path.insert(0, AzuremlRunHook(os.path.join(here, "compat")))
     try:
-        runpy.run_path(path, run_name="__main__")
+        run_path(path)
     except SystemExit:
         raise
     except BaseException as exc:
         _record(exc)
         raise
     return 0
+
+
+def run_path(path):
+    """``runpy.run_path(path, run_name="__main__")``: the code of the file at ``path`` runs in a
+    fresh ``__main__`` module (``__file__`` is ``path``, ``__package__`` empty, no spec or loader),
+    with ``sys.argv[0]`` set to ``path``; both are put back afterwards, as runpy does."""
+    code = _source_code(path)
+    if code is None:  # runpy's own cases: a folder, a zip file, compiled code
+        import runpy
+
+        runpy.run_path(path, run_name="__main__")
+        return
+    module = type(sys)("__main__")
+    module.__dict__.update(
+        __name__="__main__",
+        __file__=path,
+        __cached__=None,
+        __doc__=None,
+        __loader__=None,
+        __package__="",
+        __spec__=None,
+    )
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = module
+    argv0 = sys.argv[0]
+    sys.argv[0] = path
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - the user's own script, as runpy runs it
+    finally:
+        sys.argv[0] = argv0
+        if saved is not None:
+            sys.modules["__main__"] = saved
+        else:
+            del sys.modules["__main__"]
+
+
+def _source_code(path):
+    """The compiled source of ``path`` when runpy would compile it as a source file; None when a
+    path hook accepts ``path`` (runpy then imports ``__main__`` from it) or it holds compiled code."""
+    if sys.path_importer_cache.get(path) is not None:
+        return None
+    for hook in sys.path_hooks:  # pkgutil.get_importer, which runpy asks first
+        try:
+            hook(path)
+        except ImportError:
+            continue
+        return None
+    bootstrap = sys.modules.get("_frozen_importlib_external")
+    magic = getattr(bootstrap, "MAGIC_NUMBER", None)
+    with io.open_code(path) as f:
+        source = f.read()
+    if magic is None or source[:4] == magic:
+        return None
+    return compile(source, path, "exec", dont_inherit=True)
 
 
 class AzuremlRunHook:

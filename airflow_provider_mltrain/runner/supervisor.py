@@ -27,9 +27,7 @@ import fcntl
 import json
 import os
 import select
-import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -91,7 +89,8 @@ class Supervisor:
             "run_id": self.spec["run_id"],
             "state": None,
             "history": [],
-            "host": socket.gethostname(),
+            # gethostname(2) is uname's node name; the socket module costs every run's start-up.
+            "host": os.uname().nodename,
             "heartbeat_interval": float(self.spec.get("heartbeat_interval", 5)),
         }
         self.child = None
@@ -421,6 +420,8 @@ class Supervisor:
                 while os.path.lexists(target):
                     target = os.path.join(dest, "%s.%d" % (entry, n))
                     n += 1
+                import shutil  # here: a script that wrote nothing there never pays for it
+
                 shutil.move(os.path.join(src, entry), target)
 
     def run(self):

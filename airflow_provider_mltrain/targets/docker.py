@@ -630,11 +630,10 @@ class DockerTarget(ComputeTarget):
 
         client = self.client()
         owner = spec.labels.get("mltrain.workspace", "")
-        existing = self._container(spec.run_id)
-        if existing is not None:
-            self._check_owner(spec.run_id, (existing.labels or {}).get("mltrain.workspace", ""), owner)
-            self._finish_interrupted_start(existing, spec, snapshot, store, owner)
-            return False
+        # The container is not looked up first: its creation says when it exists (a name taken).
+        # A container seen stopped here already, or a spec with no image, is looked up instead.
+        if (spec.run_id in self._stopped or not spec.image) and self._container(spec.run_id) is not None:
+            return self._start_existing(spec, snapshot, store, owner)
         if not spec.image:
             raise TargetError(f"Run {spec.run_id}: no image was prepared for the Docker target.")
         opts = self.options.merged(spec.target_options)
@@ -658,8 +657,10 @@ class DockerTarget(ComputeTarget):
         spec_text = _spec_for_environment(spec)
         if spec_text is not None:
             environment[SPEC_VAR] = spec_text
+        host = opts.host_config()
+        user = host.pop("user")
         try:
-            container = client.containers.create(
+            created = client.api.create_container(
                 spec.image,
                 [
                     spec.interpreter or "python3",
@@ -668,15 +669,22 @@ class DockerTarget(ComputeTarget):
                 ],
                 name=container_name(spec.run_id),
                 labels=labels,
-                volumes=volumes,
+                volumes=[bind["bind"] for bind in volumes.values()],
                 environment=environment,
-                init=True,  # reaps what the script leaves behind and passes signals to the supervisor
+                user=user,
                 detach=True,
-                **opts.host_config(),
+                host_config=client.api.create_host_config(
+                    binds=volumes,
+                    init=True,  # reaps what the script leaves behind and passes signals to the supervisor
+                    **host,
+                ),
             )
+            # Not inspected again: the start below needs only its id (``containers.create`` would
+            # inspect it, one more request before the start).
+            container = client.containers.prepare_model({"Id": created["Id"]})
         except APIError as exc:
-            if exc.status_code == 409:
-                return False  # another controller created this run's container first
+            if exc.status_code == 409:  # the run's container exists: reattach, never a second one
+                return self._start_existing(spec, snapshot, store, owner)
             raise TargetError(
                 f"Docker target {self.name!r}: creating the container failed: {_short(exc)}"
             ) from None
@@ -702,6 +710,16 @@ class DockerTarget(ComputeTarget):
             self._started_at[spec.run_id] = time.monotonic()
         self._remember_sent(snapshot.id)
         return True
+
+    def _start_existing(self, spec: RunSpec, snapshot: Snapshot, store: SnapshotStore, owner: str) -> bool:
+        """A start of a run whose container exists (its name is taken; it is not looked up before
+        the creation, which says so): it is this run's, started unless a stopped controller left it
+        half-prepared (``_finish_interrupted_start``). Always False: nothing new started."""
+        existing = self._container(spec.run_id)
+        if existing is not None:
+            self._check_owner(spec.run_id, (existing.labels or {}).get("mltrain.workspace", ""), owner)
+            self._finish_interrupted_start(existing, spec, snapshot, store, owner)
+        return False
 
     def _check_owner(self, run_id: str, found: str, owner: str) -> None:
         """Run ids are unique within a workspace; two workspaces on one daemon may collide."""

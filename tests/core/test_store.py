@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from airflow_provider_mltrain import Workspace
 from airflow_provider_mltrain.core.states import RunStatus
@@ -47,6 +48,38 @@ def test_states_only_move_forward_and_terminal_is_final(tmp_path):
     assert store.record_states("a", [(RunStatus.COMPLETED, now + 2, None)]) == RunStatus.FAILED
     statuses = [e["status"] for e in store.get_events("a")]
     assert sorted(statuses) == ["Failed", "Queued", "Running", "Starting"]
+
+
+def test_recording_no_state_reads_the_status_and_writes_nothing(tmp_path):
+    """A follower's poll that learnt nothing new: the status as it is, read with no write (the
+    run's updated_at and events stay as they were)."""
+    store = RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.create_run(record("a"))
+    store.record_states("a", [(RunStatus.RUNNING, time.time(), None)])
+    before, events = store.get_run("a")["updated_at"], store.get_events("a")
+    statements = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert store.record_states("a", []) == RunStatus.RUNNING
+    assert store.record_states("a", iter(())) == RunStatus.RUNNING
+    assert statements and all(s.lstrip().upper().startswith(("SELECT", "BEGIN")) for s in statements)
+    assert store.get_run("a")["updated_at"] == before and store.get_events("a") == events
+    with pytest.raises(KeyError):
+        store.record_states("missing", [])
+
+
+def test_a_follower_of_a_run_elsewhere_than_the_local_target_needs_no_store_read_to_know_it(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from airflow_provider_mltrain.core.run import Run
+
+    ws = Workspace(tmp_path / "ws")
+    ws.store.create_run({**record("a"), "target": "docker_test"})
+    run = Run(ws, "a")
+    run._target = SimpleNamespace(kind="docker")
+    monkeypatch.setattr(ws.store, "get_run", lambda run_id: pytest.fail("read the run store"))
+    assert run.elsewhere() is None
 
 
 def test_metric_ingestion_is_compare_and_set(tmp_path):

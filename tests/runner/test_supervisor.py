@@ -156,3 +156,21 @@ def test_a_supervisor_forked_by_its_launcher_is_detached_and_inherits_no_descrip
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     _wait_for(lambda: json.loads((run_dir / "status.json").read_text())["state"] == "Completed")
     assert (run_dir / "logs" / "std_log.txt").read_text() == "started\n"
+
+
+def test_the_supervisor_starts_without_socket_or_shutil(tmp_path):
+    """Every run's start pays for the supervisor's imports: the host name comes from uname (what
+    gethostname returns), and shutil is imported only to move files a script left."""
+    runner = os.path.dirname(supervisor.__file__)
+    code = (
+        f"import sys; sys.path.insert(0, {runner!r}); import supervisor; "
+        "print(sorted({'socket', 'shutil', 'tarfile'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    import socket
+
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "r1"}))
+    assert supervisor.Supervisor(str(tmp_path)).status["host"] == socket.gethostname()

@@ -777,6 +777,36 @@ def test_a_warm_resubmission_starts_with_no_archive_and_runs_once_only(workspace
     assert fresh.has_run(run.id) is False  # the refused start left no container behind
 
 
+def test_the_container_is_not_inspected_before_its_start(workspace, docker_conn, make_tree):
+    """No container is looked up before the start: not before the creation (a container of the
+    run id that exists makes the creation fail, which says so), not after it (docker-py's
+    ``containers.create`` inspects; the low-level API does not). The container keeps the same
+    configuration as before: the cache volume, docker-init, the non-root user, the entry script.
+    A second start of the run id finds the container and starts nothing."""
+    src = make_tree({"train.py": "print('ok')\n"})
+    target = target_for(workspace)
+    assert submit(workspace, target, src).wait_for_completion()["status"] == "Completed"  # a warm volume
+    join_removals()  # the first run's container is removed in the background
+    sent = _counting(target)
+    run = submit(workspace, target, src)
+    created = next(i for i, r in enumerate(sent) if r.endswith("containers/create"))
+    started = next(i for i, r in enumerate(sent) if r.endswith("/start"))
+    assert not [r for r in sent[:started] if r.startswith("GET containers/")], sent
+    assert created < started
+    attrs = _client().api.inspect_container(container_name(run.id))
+    assert attrs["HostConfig"]["Init"] is True and attrs["Config"]["User"] == "1000:1000"
+    assert f"{target.volume}:/mltrain/cache:rw" in attrs["HostConfig"]["Binds"]
+    assert attrs["HostConfig"]["NetworkMode"] == "none"
+    assert attrs["Config"]["Cmd"][1:3] == ["-I", "-S"] and attrs["Config"]["Cmd"][3].endswith(
+        "/docker_entry.py"
+    )
+    fresh = target_for(workspace)
+    snapshot = workspace.snapshots.get(run.get_details()["snapshot_id"])
+    assert fresh.start(_spec_of(run), snapshot, workspace.snapshots) is False  # the name is taken
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert run.get_log_tail().count("ok") == 1
+
+
 def test_a_run_with_a_secret_looking_variable_keeps_run_json_out_of_the_environment(
     workspace, docker_conn, make_tree
 ):
