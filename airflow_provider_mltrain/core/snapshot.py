@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import logging
+import operator
 import os
 import re
 import shutil
@@ -269,6 +270,7 @@ class _Scanned(NamedTuple):  # made 10,000 times a walk: a tuple is made in C, a
 
 
 _new_scanned = functools.partial(tuple.__new__, _Scanned)
+_PATH, _SIZE, _SIG = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(3)
 
 
 @dataclass
@@ -285,7 +287,7 @@ class ScanResult:
 
     @property
     def total_size(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(map(_SIZE, self.files))  # a generator costs 7 ms per 10,000 files on a slow core
 
 
 @dataclass
@@ -484,16 +486,8 @@ def _is_virtualenv(folder: str) -> bool:
     )
 
 
-def scan(
-    source_dir: str | os.PathLike[str],
-    known: KnownTree | None = None,
-    found_large: Callable[[_Scanned], None] | None = None,
-) -> ScanResult:
-    """Walk the tree with ``lstat`` only: what a snapshot would hold, nothing read or hashed.
-
-    ``found_large`` is called with each kept file over :data:`SMALL_FILE` as soon as the walk
-    finds it, so that copying it can start while the walk goes on.
-    """
+def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> ScanResult:
+    """Walk the tree with ``lstat`` only: what a snapshot would hold, nothing read or hashed."""
     root = Path(source_dir)
     if not root.exists():
         raise SnapshotError(f"source_directory {root} does not exist. Pass the folder that holds the script.")
@@ -511,7 +505,6 @@ def scan(
     stack: list[tuple[str, str, _IgnoreRules]] = [("", str(root), _IgnoreRules(trusted=known is not None))]
     result.walked[""] = root.stat().st_mtime_ns
     files = result.files
-    small_file = SMALL_FILE
     while stack:
         rel_dir, abs_dir, parent_rules = stack.pop()
         try:
@@ -548,10 +541,7 @@ def scan(
                     st = entry.stat(follow_symlinks=False)
                     size = st.st_size
                     sig = (size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-                    scanned = _new_scanned((rel, size, _manifest_mode(st.st_mode), sig))
-                    files.append(scanned)
-                    if size > small_file and found_large is not None:
-                        found_large(scanned)
+                    files.append(_new_scanned((rel, size, _manifest_mode(st.st_mode), sig)))
                     kept_any = True
                 elif entry.is_dir(follow_symlinks=False):
                     if name in ALWAYS_EXCLUDED_DIRS or _is_virtualenv(entry.path):
@@ -883,15 +873,9 @@ class SnapshotStore:
                 return fast
         # git's listing for the record after the walk runs in its own process meanwhile.
         listing = snapshot_git.start_listing(root, time.time_ns())
-        # Large files are copied by helper threads from the moment the walk finds them (a shared
-        # store hashes first instead: what it holds is never written here).
-        limits = limits or SnapshotLimits.from_settings()
-        copies = self._large_copies(root, limits.max_bytes) if self.artifacts is None else None
         try:
-            return self._walk(root, source_dir, limits, required, progress, listing, copies)
+            return self._walk(root, source_dir, limits, required, progress, listing)
         finally:
-            if copies is not None:
-                copies.abort()  # stops and removes what is left of the copies: nothing once stored
             if listing is not None:
                 listing.close()
 
@@ -903,10 +887,8 @@ class SnapshotStore:
         required: str | None,
         progress: Callable[[int, int], None] | None,
         listing: snapshot_git.Listing | None,
-        copies: _LargeCopies | None = None,
     ) -> Snapshot:
-        """A snapshot of ``root`` by a walk of the tree, trusting the stat cache; ``copies`` takes
-        the large files it finds, and is told when the snapshot goes ahead."""
+        """A snapshot of ``root`` by a walk of the tree, trusting the stat cache."""
         key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
         cache_file = self.statcache / f"{key}.json"
         git_record = self.statcache / f"{key}.git.json"
@@ -934,19 +916,7 @@ class SnapshotStore:
                 # While its ignore files are the ones it saw (size, mtime, inode), a path it kept
                 # is kept now without matching the rules again.
                 known = KnownTree(kept=index.files.keys(), ignore_files=index.ignore_files)
-        trusted_before = cache.get("written_at_ns", 0) - RACY_WINDOW_NS
-        found_large = None
-        if copies is not None:
-            large_copies = copies
-
-            def found_large(f: _Scanned) -> None:
-                # Large files the stat cache cannot vouch for are copied as the walk finds them.
-                if _cached_digest(entries, f, trusted_before) is None:
-                    large_copies.add(f)
-
-        result = scan(source_dir, known, found_large)
-        if copies is not None:
-            copies.close()
+        result = scan(source_dir, known)
         if required is not None and required not in {f.path for f in result.files}:
             raise SnapshotError(
                 f"script {required!r} is left out of the snapshot of {result.root} by an ignore file "
@@ -954,9 +924,8 @@ class SnapshotStore:
                 "which are never snapshotted. Remove the ignore line that matches it, or move it."
             )
         check_limits(result, limits or SnapshotLimits.from_settings())
-        if copies is not None:
-            copies.commit()
         started_ns = time.time_ns()
+        trusted_before = cache.get("written_at_ns", 0) - RACY_WINDOW_NS
         todo: list[_Scanned] = []
         digests: dict[str, str] = {}
         for f in result.files:
@@ -991,7 +960,7 @@ class SnapshotStore:
         if todo:
             # With a shared store, hash first: what it holds already is never written here.
             keep = self.artifacts is None
-            stored = self._store_all(result.root, todo, progress, keep, copies)
+            stored = self._store_all(result.root, todo, progress, keep)
             for f, (digest, size) in zip(todo, stored):
                 digests[f.path] = digest
                 sizes[f.path] = size
@@ -1072,7 +1041,7 @@ class SnapshotStore:
                 started_ns=started_ns,
                 walked=result.walked,
                 ignore_files=result.ignore_files,
-                kept={f.path: f.sig for f in result.files},
+                kept=dict(zip(map(_PATH, result.files), map(_SIG, result.files))),
                 secrets_skipped=list(result.secrets_skipped),
                 count=len(result.files) + len(result.symlinks),
                 total=result.total_size,
@@ -1259,25 +1228,20 @@ class SnapshotStore:
         files: list[_Scanned],
         progress: Callable[[int, int], None] | None = None,
         keep: bool = True,
-        copies: _LargeCopies | None = None,
     ) -> list[tuple[str, int]]:
         """Store ``files``; returns (digest, size read) for each. Small files one after the other
         on this thread (threads only add GIL contention to their syscalls), into one new pack,
-        visible once every file is stored; large ones to files of their own, by the helper threads
-        of ``copies`` (started by the walk, or here), where reading and hashing run outside the
-        GIL. ``keep=False`` hashes without storing (:meth:`_hash_all`)."""
+        visible once every file is stored; large ones to files of their own, by helper threads
+        meanwhile (:class:`_LargeCopies`), where reading and hashing run outside the GIL.
+        ``keep=False`` hashes without storing (:meth:`_hash_all`)."""
         if not keep:
             return self._hash_all(root, files, progress)
         self._refresh_packs(force=True)
         small = [f for f in files if f.size <= SMALL_FILE]
         pack = _PackWriter(self, self._loose_digests() if len(small) > LIST_LOOSE_OVER else None)
-        if copies is None:
-            copies = self._large_copies(root)
-            for f in files:
-                if f.size > SMALL_FILE:
-                    copies.add(f)
-            copies.close()
-            copies.commit()
+        # One helper per other core: more threads only wait for a core.
+        helpers = min(self.workers, os.cpu_count() or 1) - 1
+        copies = _LargeCopies(self, root, [f for f in files if f.size > SMALL_FILE], helpers)
         results: dict[str, tuple[str, int]] = {}
         total = sum(f.size for f in files) if progress is not None else 0
         done = 0
@@ -1307,12 +1271,6 @@ class SnapshotStore:
             pack.abort()
             raise
         return [results[f.path] for f in files]
-
-    def _large_copies(self, root: Path, max_bytes: int | None = None) -> _LargeCopies:
-        """Copies of large files: one helper thread per other core (more only wait for a core)."""
-        return _LargeCopies(
-            self, root, helpers=min(self.workers, os.cpu_count() or 1) - 1, max_bytes=max_bytes
-        )
 
     def _hash_all(
         self, root: Path, files: list[_Scanned], progress: Callable[[int, int], None] | None
@@ -1778,65 +1736,31 @@ class _Stopped(Exception):
 
 
 class _LargeCopies:
-    """Large files copied and hashed into temporary blob files by helper threads from the moment
-    the walk finds them, so that the walk (one core, in Python) and the copies (reads, SHA-256 and
-    writes, outside the GIL) overlap.
+    """Large files copied and hashed into the cache by helper threads, largest first (the last
+    ones taken are the smallest, so the threads finish together), while the caller stores the
+    small ones; the caller then takes what is left (:meth:`help`). :meth:`abort` stops every copy
+    within a buffer.
 
-    A copy stays a temporary file until :meth:`commit` says the snapshot goes ahead (after the
-    limits and the script were checked); from then on each is named as its blob when it ends.
-    :meth:`abort` stops every copy within a buffer and removes every file not named yet, so a
-    snapshot refused after its walk leaves nothing in the store. Threads start with the first
-    file: a tree without large files starts none.
+    Tried here and dropped (2026-12-02, ``bench_snapshot.py``'s tree): starting the copies as the
+    walk finds the files (the helper's hand-overs of the GIL slowed the walk more than the overlap
+    gained: 7 % slower), and helpers taking small files from the end of the caller's list into a
+    pack of their own (GIL contention: 17 % more processor time, slower in 5 of 6 runs).
     """
 
-    def __init__(self, store: SnapshotStore, root: Path, helpers: int, max_bytes: int | None = None) -> None:
+    def __init__(self, store: SnapshotStore, root: Path, files: list[_Scanned], helpers: int) -> None:
         self._store = store
         self._root = root
-        self._helpers = helpers
-        # Once the large files found add up to more than the snapshot's size limit, the walk
-        # will end in its refusal: copying stops there, so at most that much is copied for nothing.
-        self._max_bytes = max_bytes
-        self._found = 0
-        self._threads: list[threading.Thread] = []
-        self._cond = threading.Condition()
-        self._queue: list[_Scanned] = []
-        self._closed = False
-        self._committed = False
+        self._queue = sorted(files, key=_SIZE)  # taken from the end: largest first
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        # path -> (digest, size, the temporary file while it is not named as its blob)
-        self._copied: dict[str, tuple[str, int, str | None]] = {}
+        self._copied: dict[str, tuple[str, int]] = {}
         self._error: BaseException | None = None
-
-    def add(self, f: _Scanned) -> None:
-        self._found += f.size
-        if self._max_bytes is not None and self._found > self._max_bytes:
-            self._stop.set()  # the snapshot is over its size limit: check_limits will refuse it
-        with self._cond:
-            self._queue.append(f)
-            self._cond.notify()
-        if len(self._threads) < self._helpers:
-            thread = threading.Thread(target=self._work, name="mltrain-snapshot-copy", daemon=True)
-            self._threads.append(thread)
+        self._threads = [
+            threading.Thread(target=self._work, name="mltrain-snapshot-copy", daemon=True)
+            for _ in range(helpers if len(files) > 1 else 0)
+        ]
+        for thread in self._threads:
             thread.start()
-
-    def close(self) -> None:
-        """No more files: the rest is taken largest first, so the last ones taken are the
-        smallest and the threads finish together."""
-        with self._cond:
-            self._queue.sort(key=lambda f: f.size)
-            self._closed = True
-            self._cond.notify_all()
-
-    def commit(self) -> None:
-        """The snapshot goes ahead: name what was copied as blobs, and each copy as it ends."""
-        with self._cond:
-            self._committed = True
-            waiting = [(path, copied) for path, copied in self._copied.items() if copied[2] is not None]
-            for path, (digest, size, _) in waiting:
-                self._copied[path] = (digest, size, None)
-        for _, (digest, _, tmp) in waiting:
-            assert tmp is not None
-            self._store._place_blob(digest, tmp)
 
     def help(self, copied: Callable[[_Scanned, tuple[str, int]], None]) -> None:
         """The calling thread takes files too until none is left; ``copied`` after each."""
@@ -1847,55 +1771,39 @@ class _LargeCopies:
             pass  # a helper failed and stopped the copies: results() raises its error
 
     def results(self) -> dict[str, tuple[str, int]]:
-        """(digest, size) of every file, once every thread is done; a thread's error is raised."""
+        """(digest, size) of each file the helpers copied, once they are done; their error is raised."""
         for thread in self._threads:
             thread.join()
         if self._error is not None:
             raise self._error
-        return {path: (digest, size) for path, (digest, size, _) in self._copied.items()}
+        return self._copied
 
     def abort(self) -> None:
-        """Stop every copy and remove every temporary file not named as a blob (harmless once
-        :meth:`results` returned)."""
+        """Stop every copy within a buffer (its temporary file removed) and wait for the helpers."""
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
         for thread in self._threads:
             thread.join()
-        with self._cond:
-            left = [tmp for _, _, tmp in self._copied.values() if tmp is not None]
-            self._copied.clear()
-        for tmp in left:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
     def _next(self) -> _Scanned | None:
-        with self._cond:
-            while not self._queue and not self._closed and not self._stop.is_set():
-                self._cond.wait()
+        with self._lock:
             if self._stop.is_set() or not self._queue:
                 return None
             return self._queue.pop()
 
     def _copy(self, f: _Scanned) -> tuple[str, int]:
         digest, size, tmp = self._store._copy_to_temp(self._root, f, self._stop)
-        with self._cond:
-            name_now = self._committed
-            self._copied[f.path] = (digest, size, None if name_now else tmp)
-        if name_now:
-            self._store._place_blob(digest, tmp)
+        self._store._place_blob(digest, tmp)
         return digest, size
 
     def _work(self) -> None:
         try:
             while (f := self._next()) is not None:
-                self._copy(f)
+                self._copied[f.path] = self._copy(f)
         except BaseException as exc:  # raised by results(); the others stop
-            with self._cond:
+            with self._lock:
                 if self._error is None:
                     self._error = exc
-                self._stop.set()
-                self._cond.notify_all()
+            self._stop.set()
 
 
 class _Place(NamedTuple):

@@ -224,11 +224,12 @@ def record(
         tag, _, name = line.partition(" ")
         (tracked if tag == "H" else modified).add(name)
     others = {}
-    for name, sig in kept.items():
-        if name not in tracked or name in modified:
-            if sig[1] >= trusted_before:
-                return None
-            others[name] = list(sig)
+    # Set operations over the names, in C: most of a work tree is tracked and unmodified.
+    for name in sorted((kept.keys() - tracked) | (kept.keys() & modified)):
+        sig = kept[name]
+        if sig[1] >= trusted_before:
+            return None
+        others[name] = list(sig)
     if _sig(index) != index_sig:
         return None  # git changed its index meanwhile
     return {

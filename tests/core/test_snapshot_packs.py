@@ -401,57 +401,7 @@ def test_a_pack_index_is_encoded_as_the_shared_store_encodes_it():
     assert snapshot_mod._canonical_index({}) == snapshot_mod._canonical({})
 
 
-# -- large files copied while the walk goes on -------------------------------------------------------
-
-
-def test_the_walk_hands_over_each_kept_large_file_as_it_finds_it(tmp_path, make_tree, monkeypatch):
-    files = large_tree(monkeypatch)
-    files[".gitignore"] = "ignored/\n"
-    files["ignored/w9.bin"] = os.urandom(4000)
-    files[".env"] = "X" * 4000  # a secret: left out before anything is read
-    src = make_tree(files)
-    found: list[str] = []
-    result = scan(src, found_large=lambda f: found.append(f.path))
-    assert sorted(found) == ["copy/w0.bin", "data/w0.bin", "data/w1.bin", "data/w2.bin"]
-    assert sorted(found) == sorted(f.path for f in result.files if f.size > 1024)
-
-
-@pytest.mark.parametrize("refusal", ["limits", "script"])
-def test_a_snapshot_refused_after_its_walk_leaves_no_copy_behind(tmp_path, make_tree, monkeypatch, refusal):
-    """Copies begin during the walk; a snapshot refused after it removes every one of them."""
-    from airflow_provider_mltrain.core.errors import SnapshotTooLarge
-    from airflow_provider_mltrain.core.settings import SnapshotLimits
-
-    files = large_tree(monkeypatch)
-    files["data/w3.bin"] = os.urandom(3 << 20)  # still being copied when the walk ends
-    src = make_tree(files)
-    store = SnapshotStore(tmp_path / "store")
-    copied: list[str] = []
-    original = SnapshotStore._copy_to_temp
-
-    def copy_to_temp(self, root, f, stop=None):
-        copied.append(f.path)
-        return original(self, root, f, stop)
-
-    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", copy_to_temp)
-    if refusal == "limits":
-        with pytest.raises(SnapshotTooLarge):
-            store.take(src, SnapshotLimits(max_bytes=1 << 20, max_files=1000))
-    else:
-        with pytest.raises(SnapshotError, match=r"nope\.py"):
-            store.take(src, required="nope.py")
-    assert not [t for t in threading.enumerate() if t.name == "mltrain-snapshot-copy"]
-    assert copied, "no large file was handed to the copies during the walk"
-    assert not store.blobs.exists() or not list(store.blobs.glob(".tmp-*"))
-    assert loose_blobs(store) == [] and packs_of(store) == {"pack": [], "idx": [], "tmp": []}
-    assert not store.manifests.exists() or not any(store.manifests.rglob("*.json"))
-    # The same store then takes the same tree whole.
-    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", original)
-    snap = store.take(src)
-    for f in snap.files:
-        content = files[f.path]
-        expected = content if isinstance(content, bytes) else content.encode()
-        assert store.read_blob(snap.id, f.hash) == expected
+# -- large files copied by helper threads ---------------------------------------------------------------
 
 
 def test_large_files_the_stat_cache_vouches_for_are_not_copied_again(store, make_tree, monkeypatch):
@@ -499,7 +449,7 @@ def test_stopping_the_copies_stops_a_copy_within_a_buffer_and_removes_it(store, 
     src = tmp_path / "src"
     src.mkdir()
     (src / "big.bin").write_bytes(os.urandom(8 << 20))
-    f = scan(src).files[0]
+    (src / "other.bin").write_bytes(os.urandom(2 << 20))  # two files: one for the helper to start on
     started, go_on = threading.Event(), threading.Event()
     original = snapshot_mod._copy_hashing
     buffers: list[int] = []
@@ -517,8 +467,7 @@ def test_stopping_the_copies_stops_a_copy_within_a_buffer_and_removes_it(store, 
 
     os_readv = os.readv
     monkeypatch.setattr(snapshot_mod, "_copy_hashing", slow_copy)
-    copies = snapshot_mod._LargeCopies(store, src, helpers=1)
-    copies.add(f)
+    copies = snapshot_mod._LargeCopies(store, src, scan(src).files, helpers=1)
     assert started.wait(30)
     aborting = threading.Thread(target=copies.abort)
     aborting.start()
@@ -528,35 +477,3 @@ def test_stopping_the_copies_stops_a_copy_within_a_buffer_and_removes_it(store, 
     assert not aborting.is_alive()
     assert len(buffers) <= 3  # 8 buffers of 1 MiB: stopped after the one under way
     assert not list(store.blobs.glob(".tmp-*")) and loose_blobs(store) == []
-
-
-def test_a_folder_over_the_size_limit_is_not_copied_beyond_the_limit(tmp_path, make_tree, monkeypatch):
-    """Large files found past the size limit are never copied: the walk will end in a refusal."""
-    from airflow_provider_mltrain.core.errors import SnapshotTooLarge
-    from airflow_provider_mltrain.core.settings import SnapshotLimits
-
-    monkeypatch.setattr(snapshot_mod, "SMALL_FILE", 1024)
-    src = make_tree({f"data/part{i}.bin": os.urandom(64 << 10) for i in range(40)})
-    store = SnapshotStore(tmp_path / "store")
-    completed: list[int] = []
-    original = SnapshotStore._copy_to_temp
-
-    def copy_to_temp(self, root, f, stop=None):
-        result = original(self, root, f, stop)
-        completed.append(result[1])
-        return result
-
-    monkeypatch.setattr(SnapshotStore, "_copy_to_temp", copy_to_temp)
-    manifest_mode = snapshot_mod._manifest_mode
-
-    def slow_walk(st_mode):  # called once per file by the walk: time for the copies to catch up
-        time.sleep(0.02)
-        return manifest_mode(st_mode)
-
-    monkeypatch.setattr(snapshot_mod, "_manifest_mode", slow_walk)
-    limit = 5 * (64 << 10)
-    with pytest.raises(SnapshotTooLarge):
-        store.take(src, SnapshotLimits(max_bytes=limit, max_files=1000))
-    assert sum(completed) <= limit
-    assert not store.blobs.exists() or not list(store.blobs.glob(".tmp-*"))
-    assert loose_blobs(store) == []
