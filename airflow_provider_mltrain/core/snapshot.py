@@ -929,11 +929,19 @@ class SnapshotStore:
         todo: list[_Scanned] = []
         digests: dict[str, str] = {}
         for f in result.files:
-            digest = _cached_digest(entries, f, trusted_before)
-            if digest is None:
-                todo.append(f)
+            hit = entries.get(f.path)
+            size, mtime, ctime, ino = f.sig
+            if (
+                hit is not None
+                and hit[0] == size
+                and hit[1] == mtime
+                and hit[2] == ctime
+                and hit[3] == ino
+                and mtime < trusted_before
+            ):
+                digests[f.path] = hit[4]
             else:
-                digests[f.path] = digest
+                todo.append(f)
         layout = [result.symlinks, result.dirs]
         if (
             not todo
@@ -1660,18 +1668,6 @@ class SnapshotStore:
     def _save_cache(self, path: Path, data: dict) -> None:
         make_private_dirs(path.parent)
         _atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
-
-
-def _cached_digest(entries: dict[str, list], f: _Scanned, trusted_before: int) -> str | None:
-    """The digest the stat cache holds for ``f`` if it can be trusted: same size, times and
-    inode, and modified before the cache's racy window."""
-    hit = entries.get(f.path)
-    if hit is None:
-        return None
-    size, mtime, ctime, ino = f.sig
-    if hit[0] == size and hit[1] == mtime and hit[2] == ctime and hit[3] == ino and mtime < trusted_before:
-        return hit[4]
-    return None
 
 
 def _read_error(root: Path, f: _Scanned, exc: OSError) -> SnapshotError:
