@@ -31,15 +31,16 @@ from airflow_provider_mltrain import (
 from airflow_provider_mltrain.core.compute import RunSpec
 from airflow_provider_mltrain.core.errors import TargetUnreachable
 from airflow_provider_mltrain.targets.spark import SparkSettings, SparkTarget
-from tests.targets.harnesses.spark import CONN_ID, connection_json, spark_service
+from tests.targets.harnesses.spark import CONN_ID, connection_json, end_leftover_applications, spark_service
 from tests.targets.suite import wait_until
 
 
 @pytest.fixture
-def cluster(monkeypatch) -> tuple[str, str]:
+def cluster(monkeypatch, workspace):
     master, ui = spark_service()
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(master, ui))
-    return master, ui
+    yield master, ui
+    end_leftover_applications(workspace, ui)
 
 
 def get_json(url: str):
@@ -113,11 +114,13 @@ sc.parallelize(range(2), 2).map(lambda x: time.sleep(600)).collect()
 """
 
 
+@pytest.mark.timeout(600)
 def test_cancel_ends_the_application_on_the_master(workspace, cluster, harness_dir, make_tree):
     _, ui = cluster
     src = make_tree({"job.py": SLOW_JOB, "outputs/.keep": ""})
     run = submit(workspace, src)
-    app_id = wait_until(lambda: harness_dir(run, "outputs/app"), timeout=90)
+    # Three JVMs start first (driver, two executors): minutes on a loaded 2-core machine.
+    app_id = wait_until(lambda: harness_dir(run, "outputs/app"), timeout=300)
     wait_until(lambda: any(a["id"] == app_id and a["state"] == "RUNNING" for a in master_apps(ui)), 60)
     assert run.cancel(grace_period=5) == "Canceled"
 

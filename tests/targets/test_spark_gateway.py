@@ -28,6 +28,7 @@ from tests.targets.harnesses.spark import (
     GATEWAY_CONN_ID,
     GATEWAY_SSH_CONN_ID,
     connection_json,
+    end_leftover_applications,
     gateway_spark_client,
     spark_service,
 )
@@ -41,7 +42,7 @@ CONN_ID, SSH_CONN_ID = GATEWAY_CONN_ID, GATEWAY_SSH_CONN_ID
 
 
 @pytest.fixture
-def gateway(monkeypatch):
+def gateway(monkeypatch, workspace):
     """The spark connection CONN_ID with gateway-conn-id = the SSH VM, whose remote root is this test's."""
     master, ui = spark_service()
     ssh = require_ssh()
@@ -58,6 +59,7 @@ def gateway(monkeypatch):
 
     connect()
     yield {"ui": ui, "python": python, "connect": connect, "master": master}
+    end_leftover_applications(workspace, ui)
     target = SSHComputeHook(SSH_CONN_ID).get_target(Path("."))
     try:
         if posixpath.basename(posixpath.dirname(target.root)) == "mltrain-tests":

@@ -6,6 +6,7 @@ for the gateway-over-SSH tests (tests/targets/test_spark_gateway.py).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -37,6 +38,39 @@ def spark_service() -> tuple[str, str]:
             "no Spark cluster: run `make test` (it starts one) or eval the output of tests/services/spark.sh"
         )
     return master, ui  # type: ignore[return-value]
+
+
+def end_leftover_applications(workspace, ui: str, timeout: float = 60.0) -> None:
+    """After a Spark test: cancel the runs it left going and have the master end any application
+    still holding the cluster's two cores, so that one failed test (a deadline missed on a busy
+    machine) does not starve the next tests' applications into failing too. Best effort; the
+    Spark tests run one at a time in one pytest worker (conftest.py), so every application still
+    active now is a leftover."""
+    import time
+    import urllib.parse
+    import urllib.request
+
+    with contextlib.suppress(Exception):
+        for record in workspace.store.list_runs():
+            if record.get("status") not in ("Completed", "Failed", "Canceled"):
+                with contextlib.suppress(Exception):
+                    workspace.get_run(record["id"]).cancel(grace_period=0)
+
+    def state() -> dict:
+        with urllib.request.urlopen(f"{ui}/json/", timeout=10) as resp:
+            return json.load(resp)
+
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(Exception):
+        while time.monotonic() < deadline:
+            current = state()
+            if not current["activeapps"] and current["coresused"] == 0:
+                return
+            for app in current["activeapps"]:
+                data = urllib.parse.urlencode({"id": app["id"], "terminate": "true"}).encode()
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(f"{ui}/app/kill/", data=data, timeout=10).close()
+            time.sleep(1)
 
 
 def connection_json(master: str, ui: str, **extra) -> str:
@@ -107,6 +141,11 @@ class SparkHarness(LocalHarness):
         master, ui = spark_service()
         monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(master, ui))
 
+        self.workspace, self.ui = workspace, ui
+
+    def teardown(self) -> None:
+        end_leftover_applications(self.workspace, self.ui)
+
     def run_dir(self, run) -> Path:
         return run.workspace.root / "targets" / f"spark-{CONN_ID}" / "runs" / run.id
 
@@ -130,8 +169,12 @@ class SparkGatewayHarness(SSHHarness):
             f"AIRFLOW_CONN_{GATEWAY_CONN_ID.upper()}",
             connection_json(master, ui, **{"gateway-conn-id": GATEWAY_SSH_CONN_ID}),
         )
-        self.workspace = workspace
+        self.workspace, self.ui = workspace, ui
         self._target = None
+
+    def teardown(self) -> None:
+        end_leftover_applications(self.workspace, self.ui)
+        super().teardown()
 
     def target(self):
         if self._target is None:
