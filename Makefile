@@ -99,11 +99,12 @@ typecheck: install-dev
 # here. In CI a service that cannot start fails the run; elsewhere its tests skip with a reason.
 # The tests run in PYTEST_WORKERS pytest-xdist workers (0: in this process, one at a time). Most of
 # them wait on subprocesses and services rather than compute, so 1.5x the CPU count pays off on
-# small machines (2x timed tests out on a loaded 2-core VM); conftest.py keeps Spark in one worker.
+# small machines (2x timed tests out on a loaded 2-core VM); conftest.py keeps the tests that run jobs
+# on the Spark cluster in one worker. The slowest tests are listed at the end (--durations).
 PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n * 3 / 2 < 8 ? n * 3 / 2 : 8 )))
 unit: install-dev
 	@services=$$(bash tests/services/start-all.sh) || exit 1; \
-	eval "$$services"; $(PY) -m pytest -q -n $(PYTEST_WORKERS)
+	eval "$$services"; $(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=40
 
 # The lowest Airflow that pyproject.toml allows (apache-airflow>=FLOOR_AIRFLOW), with the lowest task
 # SDK it allows and every other library as it was on its release day (uv --exclude-newer: what its

@@ -144,14 +144,22 @@ SLOW_FILES = (
     "tests/test_airflow_faults.py",
     "tests/test_dags.py",
 )
-# The test Spark cluster has 2 one-core workers, and some tests kill a worker: every test that uses
-# it runs in one xdist work unit, in one worker, one at a time. The scheduler sees test ids only:
-# a Spark test says "spark" in its id (its file, its name or its harness), or is listed here.
+# The test Spark cluster has 2 one-core workers, and some tests kill an executor: every test that
+# runs Spark jobs on it (or counts its workers) runs in one xdist work unit, in one worker, one at a
+# time. The scheduler sees test ids only: such a test is in one of these files or listed here. The
+# shared suites' Spark variants (a plain script through spark-submit, no application on the master)
+# run beside everything else like any other target's.
+CLUSTER_FILES = (
+    "tests/targets/test_spark.py",
+    "tests/targets/test_spark_gateway.py",
+    "tests/test_dags_spark.py",
+    "tests/hooks/test_spark.py",
+)
 SPARK_TESTS = ("tests/test_providers_coexist.py::test_one_connection_serves_the_official_operators_and_ours",)
 
 
 def uses_spark(nodeid: str) -> bool:
-    return "spark" in nodeid.lower() or nodeid in SPARK_TESTS
+    return nodeid.split("::", 1)[0] in CLUSTER_FILES or nodeid in SPARK_TESTS
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent from the floor's venv

@@ -40,21 +40,28 @@ def spark_service() -> tuple[str, str]:
     return master, ui  # type: ignore[return-value]
 
 
-def end_leftover_applications(workspace, ui: str, timeout: float = 60.0) -> None:
-    """After a Spark test: cancel the runs it left going and have the master end any application
-    still holding the cluster's two cores, so that one failed test (a deadline missed on a busy
-    machine) does not starve the next tests' applications into failing too. Best effort; the
-    Spark tests run one at a time in one pytest worker (conftest.py), so every application still
-    active now is a leftover."""
-    import time
-    import urllib.parse
-    import urllib.request
-
+def cancel_unfinished_runs(workspace) -> None:
+    """Cancel the runs of ``workspace`` a test left going (best effort): a run's cancel also has the
+    master end its application."""
     with contextlib.suppress(Exception):
         for record in workspace.store.list_runs():
             if record.get("status") not in ("Completed", "Failed", "Canceled"):
                 with contextlib.suppress(Exception):
                     workspace.get_run(record["id"]).cancel(grace_period=0)
+
+
+def end_leftover_applications(workspace, ui: str, timeout: float = 60.0) -> None:
+    """After a test that runs Spark jobs on the cluster: cancel the runs it left going and have the
+    master end any application still holding the cluster's two cores, so that one failed test (a
+    deadline missed on a busy machine) does not starve the next ones' applications into failing
+    too. Best effort. Only for the tests of the one work unit that uses the cluster's executors
+    (``CLUSTER_FILES`` in conftest.py), which run one at a time: any application still active then
+    is a leftover. The shared suites' scripts start no application and run beside them."""
+    import time
+    import urllib.parse
+    import urllib.request
+
+    cancel_unfinished_runs(workspace)
 
     def state() -> dict:
         with urllib.request.urlopen(f"{ui}/json/", timeout=10) as resp:
@@ -141,10 +148,11 @@ class SparkHarness(LocalHarness):
         master, ui = spark_service()
         monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(master, ui))
 
-        self.workspace, self.ui = workspace, ui
+        self.workspace = workspace
 
     def teardown(self) -> None:
-        end_leftover_applications(self.workspace, self.ui)
+        cancel_unfinished_runs(self.workspace)
+        super().teardown()
 
     def run_dir(self, run) -> Path:
         return run.workspace.root / "targets" / f"spark-{CONN_ID}" / "runs" / run.id
@@ -169,11 +177,11 @@ class SparkGatewayHarness(SSHHarness):
             f"AIRFLOW_CONN_{GATEWAY_CONN_ID.upper()}",
             connection_json(master, ui, **{"gateway-conn-id": GATEWAY_SSH_CONN_ID}),
         )
-        self.workspace, self.ui = workspace, ui
+        self.workspace = workspace
         self._target = None
 
     def teardown(self) -> None:
-        end_leftover_applications(self.workspace, self.ui)
+        cancel_unfinished_runs(self.workspace)
         super().teardown()
 
     def target(self):
