@@ -585,6 +585,36 @@ def scan(source_dir: str | os.PathLike[str], known: KnownTree | None = None) -> 
     return result
 
 
+def _same_files(root: Path, snap: Snapshot, paths: list[str]) -> bool:
+    """Whether each of ``paths`` (relative to ``root``) is still a regular file holding the bytes
+    and mode ``snap`` holds for it: read and hashed, as git compares a file whose stat changed.
+    A path ``snap`` lacks, a link, a folder or any error: False (the caller walks the tree)."""
+    files = snap.files  # sorted by path
+    for rel in paths:
+        at = bisect.bisect_left(files, rel, key=lambda f: f.path)
+        if at == len(files) or files[at].path != rel:
+            return False
+        entry = files[at]
+        try:
+            fd = os.open(os.path.join(root, rel), os.O_RDONLY | _O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+                return False
+            if _manifest_mode(st.st_mode) != entry.mode:
+                return False
+            digest, size = _copy_hashing(fd, None)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        if size != entry.size or digest != entry.hash:
+            return False
+    return True
+
+
 def _manifest_mode(st_mode: int) -> int:
     """0o644/0o755 for a file anyone may read; 0o600/0o700 (owner-only) for one others may not."""
     executable = st_mode & 0o111
@@ -1015,7 +1045,10 @@ class SnapshotStore:
             except (SnapshotError, ValueError, TypeError, KeyError):
                 return None
 
-        found = snapshot_git.unchanged(record_path, root, _folder_id(self.blobs), last_snapshot)
+        def same_files(snap: Snapshot | None, paths: list[str]) -> bool:
+            return snap is not None and _same_files(root, snap, paths)
+
+        found = snapshot_git.unchanged(record_path, root, _folder_id(self.blobs), last_snapshot, same_files)
         if found is None:
             return None
         record, snap = found

@@ -105,6 +105,64 @@ def test_an_unchanged_work_tree_is_not_walked(store_path, repo, monkeypatch):
     assert "ignored.log" not in {f.path for f in again.files}
 
 
+def test_tracked_files_only_their_stat_changed_are_read_again_not_walked(store_path, repo, monkeypatch):
+    """A tracked file touched since git last refreshed its index: git's stat calls list it
+    ("stat-dirty"), and its bytes, read again, show the snapshot is the last one."""
+    git(repo, "update-index", "-q", "--refresh")  # only lib/data.py differs from git's index
+    settle()
+    store = SnapshotStore(store_path)
+    first = _recorded(store, repo)
+    os.utime(repo / "train.py")  # now: same bytes, a new mtime
+    read_again: list[list[str]] = []
+    real = snapshot_mod._same_files
+
+    def spy(root, snap, paths):
+        read_again.append(paths)
+        return real(root, snap, paths)
+
+    monkeypatch.setattr(snapshot_mod, "_same_files", spy)
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("walked the tree although only stats changed")
+
+    monkeypatch.setattr(snapshot_mod, "scan", no_walk)
+    assert store.take(repo).id == first
+    # lib/data.py, modified when the record was written, is the record's to check, not git's
+    assert read_again == [["train.py"]]
+
+
+def test_more_stat_dirty_files_than_the_recheck_takes_are_walked(store_path, tmp_path, repo, monkeypatch):
+    store = SnapshotStore(store_path)
+    first = _recorded(store, repo)
+    for name in ("train.py", "lib/model.py", ".gitignore"):
+        os.utime(repo / name)  # same bytes, a new mtime: three files git's stat calls list
+    monkeypatch.setattr(snapshot_git, "RECHECK_MAX_FILES", 2)
+    scans = []
+    real_scan = snapshot_mod.scan
+    monkeypatch.setattr(snapshot_mod, "scan", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
+    assert store.take(repo).id == first == _fresh(tmp_path, repo)
+    assert len(scans) == 2  # this store's walk, and the fresh store's
+
+
+def test_same_files_refuses_what_is_not_the_snapshots_regular_file(store_path, repo):
+    store = SnapshotStore(store_path)
+    snap = store.take(repo)
+    assert snapshot_mod._same_files(repo, snap, ["train.py", "lib/model.py"])
+    assert not snapshot_mod._same_files(repo, snap, ["ignored.log"])  # not in the snapshot
+    assert not snapshot_mod._same_files(repo, snap, ["missing.py"])
+    (repo / "lib" / "model.py").chmod(0o755)
+    assert not snapshot_mod._same_files(repo, snap, ["lib/model.py"])  # its mode
+    (repo / "lib" / "model.py").chmod(0o644)
+    (repo / "lib" / "model.py").write_text("W = 2\n")  # same size, other bytes
+    assert not snapshot_mod._same_files(repo, snap, ["lib/model.py"])
+    (repo / "lib" / "model.py").write_text("W = 1\n")
+    assert snapshot_mod._same_files(repo, snap, ["lib/model.py"])
+    (repo / "copy.py").write_text("W = 1\n")
+    (repo / "lib" / "model.py").unlink()
+    os.symlink("../copy.py", repo / "lib" / "model.py")  # a link to the same bytes
+    assert not snapshot_mod._same_files(repo, snap, ["lib/model.py"])
+
+
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "store"
@@ -174,14 +232,14 @@ def test_git_started_for_a_check_that_fails_first_is_stopped(store_path, tmp_pat
     store = SnapshotStore(store_path)
     before = _recorded(store, repo)
     started = []
-    real = snapshot_git._start_ls_files
+    real = snapshot_git._start_diff_files
 
     def tracked(*args, **kwargs):
         proc = real(*args, **kwargs)
         started.append(proc)
         return proc
 
-    monkeypatch.setattr(snapshot_git, "_start_ls_files", tracked)
+    monkeypatch.setattr(snapshot_git, "_start_diff_files", tracked)
     read_back = []
     real_get = SnapshotStore.get
     monkeypatch.setattr(
