@@ -552,31 +552,76 @@ def test_only_name_patterns_are_matched_by_name():
     ],
     ids=["plain", "quote", "backslash", "control", "non-ascii", "surrogate"],
 )
-def test_manifest_and_stat_cache_bytes_are_jsons_own(names):
-    """The manifest's bytes (its hash is the snapshot id, checked by every host) and the stat cache
-    are written by hand for plain names: they must be exactly what json.dumps writes."""
+def test_manifest_bytes_are_jsons_own_and_the_stat_cache_reads_back_every_name(names, tmp_path):
+    """The manifest's bytes (its hash is the snapshot id, checked by every host) are written by
+    hand for plain names: they must be exactly what json.dumps writes. The stat cache (marshal)
+    reads back every name, hash and stat as written, the extremes of each integer included."""
     files = [snapshot_mod.FileEntry(n, f"{i:064x}", i * 7, 0o644) for i, n in enumerate(sorted(names))]
     symlinks = [("link", "train.py")]
     dirs = ["empty"]
     snap = Snapshot("0" * 64, tuple(files), tuple(symlinks), tuple(dirs))
     assert snapshot_mod._manifest_bytes(files, symlinks, dirs) == snapshot_mod._canonical(snap.to_dict())
-    scanned = [
-        snapshot_mod._Scanned(f.path, f.size, f.mode, (f.size, 10**18 + i, 10**18, 99))
-        for i, f in enumerate(files)
-    ]
-    digests = {f.path: f.hash for f in files}
-    rest = {
-        "written_at_ns": 1,
-        "snapshot_id": "0" * 64,
-        "layout": [[], []],
-        "blobs_id": None,
-        "ignore_files": {},
-    }
-    expected = {"entries": {s.path: [*s.sig, digests[s.path]] for s in scanned}, **rest}
-    assert json.loads(snapshot_mod._stat_cache_bytes(scanned, digests, rest)) == expected
+    sigs = [(2**64 - 1, -(2**63), 2**63 - 1, 2**64 - 1), (0, 10**18, 10**18 + 1, 99)]
+    scanned = [snapshot_mod._Scanned(f.path, f.size, f.mode, sigs[i % 2]) for i, f in enumerate(files)]
+    rest = {"written_at_ns": 1, "blobs_id": None, "ignore_files": {"": [".gitignore", 3, 4, 5]}}
+    path = tmp_path / "cache.stat"
+    path.write_bytes(snapshot_mod._stat_cache_bytes(snap, scanned, rest))
+    cache = snapshot_mod._read_stat_cache(path)
+    assert cache is not None and cache.snapshot_id == snap.id and cache.rest == rest
+    assert cache.entries() == {s.path: (*s.sig, f.hash) for s, f in zip(scanned, files)}
+    back = cache.snapshot()
+    assert (
+        back == snap and back.files == snap.files and (back.symlinks, back.dirs) == (snap.symlinks, snap.dirs)
+    )
+
+
+def test_a_stat_no_machine_integer_holds_leaves_no_stat_cache(store, make_tree, monkeypatch):
+    """A stat out of every machine integer's range (no file system gives one today) writes no
+    stat cache: the snapshot is right, and the next one reads every file again."""
+    src = make_tree({"train.py": "print(1)\n", "lib/a.py": "A = 1\n"})
+    first = store.take(src)
+    assert list(store.statcache.glob("*.stat"))
+    real_scan = snapshot_mod.scan
+
+    def huge_inodes(*args, **kwargs):
+        result = real_scan(*args, **kwargs)
+        result.files = [f._replace(sig=(*f.sig[:3], 2**64)) for f in result.files]
+        return result
+
+    monkeypatch.setattr(snapshot_mod, "scan", huge_inodes)
+    (src / "lib" / "a.py").write_text("A = 2\n")
+    second = store.take(src)
+    assert second.id != first.id and not list(store.statcache.glob("*.stat"))
+    monkeypatch.setattr(snapshot_mod, "scan", real_scan)
+    assert store.take(src).id == second.id
 
 
 def test_a_manifest_with_a_hash_that_is_not_a_string_is_corrupt():
     data = {"version": 1, "files": [["a.py", 5, 1, 420]], "symlinks": [], "dirs": []}
     with pytest.raises(SnapshotError, match="corrupt"):
         Snapshot.from_dict(data, "0" * 64)
+
+
+def test_a_json_stat_cache_of_version_1_is_not_trusted_and_is_deleted(store, make_tree, tmp_path):
+    """The stat cache was JSON (``<key>.json``) before it was marshal: one left by an older version,
+    whatever it claims, is not read, and the next walk deletes it."""
+    src = make_tree({"train.py": "print(1)\n"})
+    first = store.take(src)
+    (stat_file,) = store.statcache.glob("*.stat")
+    legacy = stat_file.with_suffix(".json")
+    st = (src / "train.py").stat()
+    legacy.write_text(
+        json.dumps(
+            {
+                "written_at_ns": time.time_ns() + 10**12,
+                "snapshot_id": first.id,
+                "layout": [[], []],
+                "blobs_id": None,
+                "ignore_files": {},
+                "entries": {"train.py": [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, "0" * 64]},
+            }
+        )
+    )
+    stat_file.unlink()
+    assert store.take(src).id == first.id == SnapshotStore(tmp_path / "fresh").take(src).id
+    assert not legacy.exists() and stat_file.exists()

@@ -269,61 +269,68 @@ def test_a_fast_path_that_cannot_answer_walks(store_path, tmp_path, repo, monkey
     assert store.get(before).id == before  # the walk wrote the manifest back
 
 
-def _image(store: SnapshotStore) -> Path:
-    (image,) = store.statcache.glob("*.git.files")
-    return image
+def _stat_cache(store: SnapshotStore) -> Path:
+    (found,) = store.statcache.glob("*.stat")
+    return found
 
 
-def test_the_last_snapshot_is_read_back_from_the_records_files_image_as_the_manifest_holds_it(
+def test_the_last_snapshot_is_read_back_from_the_stat_cache_as_the_manifest_holds_it(
     store_path, repo, monkeypatch
 ):
-    """The fast path reads the snapshot from the image the record's walk wrote beside it (marshal,
-    not the JSON manifest): every file, mode, link and empty folder as the manifest has them."""
+    """The fast path reads the snapshot from the stat cache the record's walk wrote (marshal
+    columns, not the JSON manifest): every file, mode, link and empty folder as the manifest has
+    them."""
     (repo / "run.sh").write_text("#!/bin/sh\n")
     (repo / "run.sh").chmod(0o755)
     (repo / "latest").symlink_to("lib/model.py")
     (repo / "empty").mkdir()
     age(repo)
     store = SnapshotStore(store_path)
-    first = store.take(repo)
+    first = _recorded(store, repo)
+    first = store.get(first)
     assert first.symlinks and first.dirs and any(f.mode == 0o755 for f in first.files)
-    image = snapshot_mod._read_files_image(_image(store), first.id)
-    manifest = store.get(first.id)
-    assert image == manifest and image.files == manifest.files
-    assert (image.symlinks, image.dirs) == (manifest.symlinks, manifest.dirs)
-    assert [type(f) for f in image.files] == [snapshot_mod.FileEntry] * len(manifest.files)
+    cache = snapshot_mod._read_stat_cache(_stat_cache(store))
+    assert cache is not None and cache.snapshot_id == first.id
+    from_cache = cache.snapshot()
+    assert from_cache == first and from_cache.files == first.files
+    assert (from_cache.symlinks, from_cache.dirs) == (first.symlinks, first.dirs)
+    assert [type(f) for f in from_cache.files] == [snapshot_mod.FileEntry] * len(first.files)
 
     def no_call(*args, **kwargs):
-        raise AssertionError("the manifest was read or the tree walked although the image holds it")
+        raise AssertionError("the manifest was read or the tree walked although the stat cache holds it")
 
     monkeypatch.setattr(snapshot_mod, "scan", no_call)
     monkeypatch.setattr(SnapshotStore, "get", no_call)
     again = store.take(repo)
-    assert again == first and again.secrets_skipped == first.secrets_skipped
+    assert again == first and again.files == first.files
 
 
 @pytest.mark.parametrize(
-    "damage", ["missing", "not marshal", "truncated", "another snapshot's", "another version"]
+    "damage", ["missing", "not marshal", "truncated", "another snapshot's", "another version", "a stat short"]
 )
-def test_a_files_image_that_is_not_the_records_snapshot_is_not_used(store_path, repo, monkeypatch, damage):
-    """Whatever is wrong with the image, the manifest is read instead and gives the same snapshot."""
+def test_a_stat_cache_that_is_not_the_records_snapshot_is_not_used(store_path, repo, monkeypatch, damage):
+    """Whatever is wrong with the stat cache, the manifest is read instead and gives the same
+    snapshot, without a walk."""
     import marshal
 
     store = SnapshotStore(store_path)
-    first = store.take(repo)
-    image = _image(store)
-    data = marshal.loads(image.read_bytes())
+    first = store.get(_recorded(store, repo))
+    path = _stat_cache(store)
+    data = marshal.loads(path.read_bytes())
     if damage == "missing":
-        image.unlink()
+        path.unlink()
     elif damage == "not marshal":
-        image.write_bytes(b"\xff not a marshal stream")
+        path.write_bytes(b"\xff not a marshal stream")
     elif damage == "truncated":
-        image.write_bytes(image.read_bytes()[:-100])
+        path.write_bytes(path.read_bytes()[:-100])
     elif damage == "another snapshot's":
-        image.write_bytes(marshal.dumps((data[0], "0" * 64, *data[2:])))
+        path.write_bytes(marshal.dumps((*data[:2], "0" * 64, *data[3:])))
+    elif damage == "another version":
+        path.write_bytes(marshal.dumps((snapshot_mod.STAT_CACHE_VERSION + 1, *data[1:])))
     else:
-        image.write_bytes(marshal.dumps((snapshot_mod.FILES_IMAGE_VERSION + 1, *data[1:])))
-    assert snapshot_mod._read_files_image(image, first.id) is None
+        path.write_bytes(marshal.dumps((*data[:-1], data[-1][:-8])))
+    cache = snapshot_mod._read_stat_cache(path)
+    assert cache is None or cache.snapshot_id != first.id
     read_back = []
     real_get = SnapshotStore.get
     monkeypatch.setattr(
