@@ -17,8 +17,8 @@ next one asks, in this order, whether anything changed since:
    does; racily clean entries are compared by content) lists no file that ``git ls-files -m -d``
    did not list then, except files whose bytes and mode the caller finds, by reading them, to be
    the last snapshot's (:data:`RECHECK_MAX_FILES` at most). It runs while the caller reads the last
-   snapshot back (the store keeps a copy beside the record that is quicker to read than its
-   manifest), which the answer "unchanged" returns. git compares whole seconds of
+   snapshot back (from the stat cache the same walk wrote, quicker to read than the manifest),
+   which the answer "unchanged" returns. git compares whole seconds of
    mtime and ctime, so the record is only written when the index is older than the walk by the
    racy window: any later change then has a ctime second git has not seen.
 
