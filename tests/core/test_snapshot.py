@@ -616,12 +616,14 @@ def test_a_json_stat_cache_of_version_1_is_not_trusted_and_is_deleted(store, mak
                 "written_at_ns": time.time_ns() + 10**12,
                 "snapshot_id": first.id,
                 "layout": [[], []],
-                "blobs_id": None,
+                "blobs_id": snapshot_mod._folder_id(store.blobs),
                 "ignore_files": {},
                 "entries": {"train.py": [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, "0" * 64]},
             }
         )
     )
     stat_file.unlink()
-    assert store.take(src).id == first.id == SnapshotStore(tmp_path / "fresh").take(src).id
+    again = store.take(src)  # the whole snapshot: a trusted entry would keep the id, not the hash
+    assert again == first == SnapshotStore(tmp_path / "fresh").take(src)
+    assert again.files[0].hash != "0" * 64
     assert not legacy.exists() and stat_file.exists()
