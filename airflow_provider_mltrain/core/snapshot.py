@@ -25,7 +25,6 @@ import functools
 import gc
 import hashlib
 import io
-import itertools
 import json
 import logging
 import marshal
@@ -291,13 +290,7 @@ class _StatCache(NamedTuple):
         return dict(zip(self.paths, zip(*self.stats, self.hashes)))
 
     def snapshot(self) -> Snapshot:
-        files = tuple(
-            map(
-                tuple.__new__,
-                itertools.repeat(FileEntry),
-                zip(self.paths, self.hashes, self.sizes, self.modes),
-            )
-        )
+        files = tuple(map(_new_file_entry, zip(self.paths, self.hashes, self.sizes, self.modes)))
         return Snapshot(id=self.snapshot_id, files=files, symlinks=self.layout[0], dirs=self.layout[1])
 
 
@@ -967,10 +960,9 @@ class SnapshotStore:
         progress: Callable[[int, int], None] | None,
     ) -> Snapshot:
         root = Path(source_dir).resolve()
-        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
-        git_record = self.statcache / f"{key}.git.json"
+        cache_file, git_record = self._cache_files(root)
         if git_record.exists():
-            fast = self._unchanged_by_git(git_record, root, limits, required)
+            fast = self._unchanged_by_git(git_record, cache_file, root, limits, required)
             if fast is not None:
                 return fast
         # git's listing for the record after the walk runs in its own process meanwhile.
@@ -991,9 +983,7 @@ class SnapshotStore:
         listing: snapshot_git.Listing | None,
     ) -> Snapshot:
         """A snapshot of ``root`` by a walk of the tree, trusting the stat cache."""
-        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
-        cache_file = self.statcache / f"{key}.stat"
-        git_record = self.statcache / f"{key}.git.json"
+        cache_file, git_record = self._cache_files(root)
         cache = _read_stat_cache(cache_file)
         rest: dict[str, Any] = cache.rest if cache is not None else {}
         entries = cache.entries() if cache is not None else {}
@@ -1002,11 +992,7 @@ class SnapshotStore:
             known = KnownTree(kept=entries.keys(), ignore_files=rest["ignore_files"])
         previous = cache.snapshot_id if cache is not None else None
         blobs_id = _folder_id(self.blobs)
-        if (
-            not previous
-            or rest.get("blobs_id") != blobs_id
-            or not (self.manifests / previous[:2] / f"{previous}.json").exists()
-        ):
+        if not previous or rest.get("blobs_id") != blobs_id or not self._manifest_file(previous).exists():
             entries = {}  # the store was cleaned since: trust nothing the cache says is stored
         # A host that knows nothing of the folder asks the shared store what the last host to
         # publish a snapshot of it saw. Before the walk, not beside it: a thread busy with the
@@ -1108,8 +1094,21 @@ class SnapshotStore:
         self._record_for_git(git_record, result, snap, started_ns, listing)
         return snap
 
+    def _cache_files(self, root: Path) -> tuple[Path, Path]:
+        """The stat cache and the git record of the source folder ``root``."""
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
+        return self.statcache / f"{key}.stat", self.statcache / f"{key}.git.json"
+
+    def _manifest_file(self, snapshot_id: str) -> Path:
+        return self.manifests / snapshot_id[:2] / f"{snapshot_id}.json"
+
     def _unchanged_by_git(
-        self, record_path: Path, root: Path, limits: SnapshotLimits | None, required: str | None
+        self,
+        record_path: Path,
+        cache_file: Path,
+        root: Path,
+        limits: SnapshotLimits | None,
+        required: str | None,
     ) -> Snapshot | None:
         """The last snapshot of ``root`` when git's index and a few stats show nothing changed
         (``snapshot_git``); None sends the caller to the full walk."""
@@ -1117,12 +1116,10 @@ class SnapshotStore:
         def last_snapshot(record: dict) -> Snapshot | None:
             try:
                 snapshot_id = record["snapshot_id"]
-                if (self.manifests / snapshot_id[:2] / f"{snapshot_id}.json").exists():  # still held
+                if self._manifest_file(snapshot_id).exists():  # still held
                     # The walk that wrote the record wrote the stat cache first: its columns hold
                     # the snapshot, read 2x faster than the JSON manifest.
-                    cache = _read_stat_cache(
-                        record_path.with_name(record_path.name[: -len(".git.json")] + ".stat")
-                    )
+                    cache = _read_stat_cache(cache_file)
                     if cache is not None and cache.snapshot_id == snapshot_id:
                         return cache.snapshot()
                 return self.get(snapshot_id, verify=False)
@@ -1182,7 +1179,7 @@ class SnapshotStore:
     def get(self, snapshot_id: str, verify: bool = True) -> Snapshot:
         """The manifest of ``snapshot_id``, from the cache or else the shared store (always
         checked); ``verify=False`` trusts the cache's own copy (written by this store, private)."""
-        path = self.manifests / snapshot_id[:2] / f"{snapshot_id}.json"
+        path = self._manifest_file(snapshot_id)
         try:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
