@@ -316,7 +316,7 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
         self._remember(context, run_id)
         if not self.wait_for_completion:
             return run_id
-        if self.deferrable:
+        if self.deferrable and self.is_job_active(self.get_job_status(run_id, context)):
             self.defer(
                 trigger=RunTrigger(
                     run_id=run_id,
@@ -328,6 +328,11 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
                 ),
                 method_name="execute_complete",
             )
+        if self.deferrable:
+            # Over already (an earlier try's run, or a script that ended at once): finishing here
+            # spares a second worker slot, and a trigger that would fire at once could meet
+            # Airflow's stale-executor-event race (apache/airflow#72716) and fail the try.
+            self.log.info("Run %s has ended already: finishing on this worker, not deferring.", run_id)
         self.poll_until_complete(run_id, context)
         return self.get_job_result(run_id, context)
 

@@ -285,6 +285,63 @@ def test_without_task_state_store_the_run_store_gives_the_same_outcomes(counted,
     assert starts() == 2
 
 
+class Deferred(Exception):
+    pass
+
+
+def deferrals(op, monkeypatch):
+    """The triggers ``op`` defers to; deferring raises ``Deferred`` as Airflow's TaskDeferred would."""
+    seen = []
+
+    def defer(*, trigger, method_name, **_):
+        seen.append((trigger, method_name))
+        raise Deferred
+
+    monkeypatch.setattr(op, "defer", defer)
+    return seen
+
+
+def test_deferrable_defers_while_the_run_goes_on_and_a_retry_of_an_ended_run_finishes_on_the_worker(
+    counted, monkeypatch
+):
+    """A retry that finds its earlier try's run over must not defer: the trigger would fire at once,
+    and a trigger firing before Airflow has taken in the deferral can fail the try
+    (apache/airflow#72716)."""
+    from airflow_provider_mltrain.triggers.run import RunTrigger
+
+    make, starts = counted
+    op, store = make(seconds=1, deferrable=True), TaskStateStore()
+    seen = deferrals(op, monkeypatch)
+    with pytest.raises(Deferred):
+        op.execute({"ti": TI(), "task_state_store": store})
+    ((trigger, method),) = seen
+    assert isinstance(trigger, RunTrigger) and trigger.run_id == BASE_ID and method == "execute_complete"
+    run = op._workspace().get_run(BASE_ID)
+    run.wait_for_completion(timeout=60)  # the try "died" in the triggerer; the run went on
+    retry, ti = make(seconds=1, deferrable=True), TI()
+    seen = deferrals(retry, monkeypatch)
+    assert retry.execute({"ti": ti, "task_state_store": store}) == BASE_ID
+    assert seen == []
+    assert ti.xcoms["run_id"] == BASE_ID and ti.xcoms["run_details"]["status"] == "Completed"
+    assert starts() == 1 and len(op._workspace().store.list_runs()) == 1
+
+
+def test_deferrable_retry_of_a_failed_run_defers_on_its_fresh_run(counted, monkeypatch):
+    from airflow_provider_mltrain.version_compat import AirflowException
+
+    make, starts = counted
+    store = TaskStateStore()
+    with pytest.raises(AirflowException, match="failed with exit code 5"):
+        make(fail_first=True).execute({"ti": TI(), "task_state_store": store})
+    retry = make(seconds=5, fail_first=True, deferrable=True)
+    seen = deferrals(retry, monkeypatch)
+    with pytest.raises(Deferred):
+        retry.execute({"ti": TI(), "task_state_store": store})
+    assert [t.run_id for t, _ in seen] == [BASE_ID + ".a2"]
+    retry._workspace().get_run(BASE_ID + ".a2").wait_for_completion(timeout=60)
+    assert starts() == 2
+
+
 # -- templated fields that render to the wrong type ----------------------------------------------
 
 
