@@ -141,8 +141,9 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
     ``durable=False`` makes every try submit a fresh run (as ``"resubmit"`` does).
 
     With ``deferrable=True`` (default: ``[operators] default_deferrable``) the wait happens in the
-    triggerer (``RunTrigger``) and frees the worker slot; the log still reaches the task log. On
-    Airflow 3.3+, ``start_from_trigger=True`` has the triggerer submit the run too
+    triggerer (``RunTrigger``) and frees the worker slot; the log still reaches the task log. A run
+    already over when the task would defer (a retry finding its earlier try's run) is finished on
+    the worker instead. On Airflow 3.3+, ``start_from_trigger=True`` has the triggerer submit the run too
     (``SubmitRunTrigger``: no worker slot until ``execute_complete``), and ``end_from_trigger=True``
     ends the task there (no slot at all; no XComs, no outputs or model registration).
     ``wait_for_completion=False`` returns right after submission; follow with ``RunSensor``.
