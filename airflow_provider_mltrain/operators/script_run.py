@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 XCOM_MODEL = "model"
 ACTIVE_STATES = frozenset(s.value for s in RunStatus if not s.is_terminal)
+ENDED_STATES = frozenset(s.value for s in RunStatus if s.is_terminal)
 __all__ = [
     "ACTIONS_IF_RUN_EXISTS",
     "REGISTER_MODEL_KEYS",
@@ -317,19 +318,19 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
         self._remember(context, run_id)
         if not self.wait_for_completion:
             return run_id
-        if self.deferrable and self.is_job_active(self.get_job_status(run_id, context)):
-            self.defer(
-                trigger=RunTrigger(
-                    run_id=run_id,
-                    workspace=str(self._workspace().root),
-                    poll_interval=self.poll_interval,
-                    deadline=time.time() + self.timeout if self.timeout else None,
-                    cancel_grace_period=self.cancel_grace_period,
-                    end_from_trigger=self.end_from_trigger,
-                ),
-                method_name="execute_complete",
-            )
         if self.deferrable:
+            if self.get_job_status(run_id, context) not in ENDED_STATES:
+                self.defer(
+                    trigger=RunTrigger(
+                        run_id=run_id,
+                        workspace=str(self._workspace().root),
+                        poll_interval=self.poll_interval,
+                        deadline=time.time() + self.timeout if self.timeout else None,
+                        cancel_grace_period=self.cancel_grace_period,
+                        end_from_trigger=self.end_from_trigger,
+                    ),
+                    method_name="execute_complete",
+                )
             # Over already (an earlier try's run, or a script that ended at once): finishing here
             # spares a second worker slot, and a trigger that would fire at once could meet
             # Airflow's stale-executor-event race (apache/airflow#72716) and fail the try.
