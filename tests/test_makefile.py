@@ -68,8 +68,9 @@ class Lines:
         self._thread.start()
 
     def _read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
+        with stream:  # closed at the end of the output, not left to the gc
+            for line in stream:
+                self.lines.append(line.rstrip("\n"))
 
     def wait_for(self, pattern: str, deadline: float) -> re.Match[str]:
         while time.monotonic() < deadline:

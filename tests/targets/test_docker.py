@@ -6,6 +6,7 @@ The suite every target runs is tests/targets/test_target_suite.py; these are the
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import io
 import json
@@ -56,7 +57,9 @@ def docker_conn(monkeypatch, tmp_path):
     remove_test_containers(CONN_ID, tmp_path)
 
 
+@functools.cache
 def _client():
+    """One client of the test daemon for the module's checks (one each left its socket to the gc)."""
     import docker
 
     return docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
@@ -114,6 +117,7 @@ def package_index(tmp_path_factory):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/simple"
     server.shutdown()
+    server.server_close()
 
 
 def probe_environment(index: str, *requirements: str) -> Environment:
