@@ -28,6 +28,7 @@ from airflow_provider_mltrain.train.hyperdrive import (
 )
 from airflow_provider_mltrain.triggers.sweep import SweepTrigger
 from airflow_provider_mltrain.version_compat import AirflowException
+from tests.operators.test_script_run import Deferred, deferrals
 
 
 class FakeTI(SimpleNamespace):
@@ -36,10 +37,6 @@ class FakeTI(SimpleNamespace):
 
     def xcom_push(self, key, value):
         self.xcoms[key] = json.loads(json.dumps(value))  # what XCom would store
-
-
-class Deferred(Exception):
-    pass
 
 
 def context(ti):
@@ -108,17 +105,11 @@ def test_deferrable_execute_defers_to_a_sweep_trigger_and_completes_from_its_eve
 ):
     src = make_tree({"train.py": CURVES})
     operator = grid_operator(src, tmp_path / "ws", deferrable=True)
-    deferred = {}
-
-    def defer(*, trigger, method_name, **_):
-        deferred.update(trigger=trigger, method_name=method_name)
-        raise Deferred
-
-    monkeypatch.setattr(operator, "defer", defer)
+    seen = deferrals(operator, monkeypatch)
     with pytest.raises(Deferred):
         operator.execute(context(FakeTI()))
-    trigger = deferred["trigger"]
-    assert isinstance(trigger, SweepTrigger) and deferred["method_name"] == "execute_complete"
+    ((trigger, method_name),) = seen
+    assert isinstance(trigger, SweepTrigger) and method_name == "execute_complete"
     from tests.triggers.test_sweep import collect
 
     (event,) = collect(SweepTrigger(**trigger.serialize()[1]))
