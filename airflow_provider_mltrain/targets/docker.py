@@ -82,6 +82,11 @@ MAX_REMEMBERED = 256  # stopped containers whose inspection a target keeps
 # After status.json says the run ended, its container only removes the working copy and exits:
 # reads wait this long for that, so that the whole run folder then comes in one archive.
 EXIT_WAIT = 30.0
+# _CUT_SHORT: the daemon archives a running container's file from its stat, then copies what it
+# opens at that path. A file replaced or shortened in between (status.json at each heartbeat, a
+# checkpoint the script saves by rename) ends the archive early, which tarfile reports as
+# "unexpected end of data". Such a read is made this many times in all before it is given up.
+CUT_SHORT_TRIES = 5
 _ENDED = frozenset(state.value for state in TERMINAL_STATES)
 
 _PRUNE = """
@@ -1094,14 +1099,21 @@ class DockerTarget(ComputeTarget):
     def _read_whole(
         self, container: Any, path: str, offset: int = 0, length: int | None = None
     ) -> bytes | None:
-        tar = self._get_archive(container, path)
-        if tar is None:
-            return None
-        with tar:
-            member = tar.next()  # the path itself: a link there is a link member, not its target
-            if member is not None and member.isfile():
-                return _read_member(tar, member, offset, length)
-        return b""
+        """``length`` bytes from ``offset`` of one file of the container, by an archive of it; None
+        when it is not there, and b"" when it is not a file or kept changing while it was read."""
+        for _ in range(CUT_SHORT_TRIES):
+            tar = self._get_archive(container, path)
+            if tar is None:
+                return None
+            with tar:
+                try:
+                    member = tar.next()  # the path itself: a link there is a link member, not its target
+                    if member is None or not member.isfile():
+                        return b""
+                    return _read_member(tar, member, offset, length)
+                except tarfile.ReadError:
+                    continue  # cut short (_CUT_SHORT): ask again
+        return b""  # a reader polls again; nothing new for now is what it can use
 
     def has_run(self, run_id: str) -> bool:
         return self._container(run_id) is not None
@@ -1234,16 +1246,25 @@ class DockerTarget(ComputeTarget):
                 return None
             if (stat.get("size"), stat.get("mtime")) == seen[0]:
                 return seen[1]
-        tar, stat = self._get_archive_and_stat(container, path)
-        if tar is None:
-            return None
-        with tar:
-            member = tar.next()  # the path itself: a link there is a link member, not its target
-            data = _read_member(tar, member, 0, None) if member is not None and member.isfile() else b""
-        status = _parse_status(data)
-        if status is not None and stat:
-            self._status_seen[run_id] = ((stat.get("size"), stat.get("mtime")), status)
-        return status
+        for _ in range(CUT_SHORT_TRIES):
+            tar, stat = self._get_archive_and_stat(container, path)
+            if tar is None:
+                return None
+            with tar:
+                try:
+                    member = tar.next()  # the path itself: a link there is a link member, not its target
+                    if member is None or not member.isfile():
+                        return None
+                    data = _read_member(tar, member, 0, None)
+                except tarfile.ReadError:
+                    continue  # cut short (_CUT_SHORT): replaced by a shorter copy while archived
+            # A longer copy is cut to the stat's size instead, which is no JSON: read again.
+            status = _parse_status(data)
+            if status is not None:
+                if stat:
+                    self._status_seen[run_id] = ((stat.get("size"), stat.get("mtime")), status)
+                return status
+        return seen[1] if seen is not None else None  # what was read last still holds
 
     def runner_alive(self, run_id: str, status: dict[str, Any] | None) -> bool:
         container = self._container(run_id)
@@ -1333,12 +1354,27 @@ class DockerTarget(ComputeTarget):
             return _entries(members)
         members = []
         for folder in COLLECTED:
-            tar = self._get_archive(container, f"{_run_dir(container, run_id)}/{folder}")
-            if tar is None:
-                continue
-            with tar:
-                members += tar.getmembers()
+            members += self._running_members(container, f"{_run_dir(container, run_id)}/{folder}")
         return _entries(members)
+
+    def _running_members(self, container: Any, path: str) -> list[tarfile.TarInfo]:
+        """The members of an archive of a running container's folder. When the script changed a file
+        while the daemon archived it (_CUT_SHORT), it is asked again; after CUT_SHORT_TRIES cut
+        archives, the members before the last cut are taken, and the next poll lists the rest."""
+        members: list[tarfile.TarInfo] = []
+        for _ in range(CUT_SHORT_TRIES):
+            tar = self._get_archive(container, path)
+            if tar is None:
+                return []
+            with tar:
+                members = []
+                try:
+                    for member in tar:
+                        members.append(member)
+                except tarfile.ReadError:
+                    continue
+                return members
+        return members
 
     # -- stop and collect ----------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ def docker_conn(monkeypatch, tmp_path):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", docker_connection())
     yield CONN_ID
     remove_test_containers(CONN_ID, tmp_path)
+    while _made:
+        _made.pop().close()  # the client's connections, not left to the gc
 
 
 @functools.cache
@@ -65,9 +67,13 @@ def _client():
     return docker.DockerClient(base_url=os.environ["MLTRAIN_TEST_DOCKER_HOST"])
 
 
+_made: list[DockerTarget] = []  # target objects the tests made, closed at the end of each test
+
+
 def target_for(workspace: Workspace) -> DockerTarget:
     """A target object of the test connection (so a test can read what it sent)."""
-    return DockerComputeHook(CONN_ID).get_target(workspace.root)
+    _made.append(DockerComputeHook(CONN_ID).get_target(workspace.root))
+    return _made[-1]
 
 
 def submit(workspace, target, src, script="train.py", **kwargs):
@@ -249,6 +255,7 @@ def test_resubmission_sends_only_the_changed_blob(workspace, docker_conn, make_t
     other = DockerTarget(
         CONN_ID, workspace.root / "other-notes", os.environ["MLTRAIN_TEST_DOCKER_HOST"], None, target.options
     )
+    _made.append(other)
     submit(workspace, other, src).wait_for_completion()
     assert other.last_upload["blobs"] == 0
 
@@ -593,6 +600,52 @@ def test_a_running_runs_unchanged_status_is_not_copied_again(workspace, docker_c
     assert fresh.read_status(run.id)["state"] == "Canceled"  # a change is seen at once
 
 
+REPLACED_WHILE_READ = """
+import json, os, time
+run_dir = os.environ["MLTRAIN_RUN_DIR"]
+status_path = os.path.join(run_dir, "status.json")
+print("up", flush=True)
+# What the supervisor does to status.json at each heartbeat (the parent, every 5 ms here), and a
+# script to a checkpoint it saves by rename (the child, without a pause): each replaced by a copy of
+# another size.
+child = os.fork() == 0
+i = 0
+while True:
+    if child:
+        path, body = os.path.join(run_dir, "outputs/ckpt.bin"), b"a" * 10 if i % 2 else b"x" * 3000
+    else:
+        with open(status_path, "rb") as f:
+            path, body = status_path, json.dumps(json.load(f), indent=i % 2 or None).encode()
+    temporary = f"replacing-{os.getpid()}.tmp"
+    with open(temporary, "wb") as f:
+        f.write(body)
+    os.replace(temporary, path)
+    i += 1
+    if not child:
+        time.sleep(0.005)
+"""
+
+
+def test_files_replaced_while_the_daemon_archives_them_are_read_again(workspace, docker_conn, make_tree):
+    """The daemon archives a running container's file from its stat, then copies what it opens: a
+    file replaced in between ends the archive early (tarfile: "unexpected end of data"). A follower
+    and the UI read such a file again, and never fail on it (it failed a CI run's refresh)."""
+    src = make_tree({"train.py": REPLACED_WHILE_READ})
+    run = submit(workspace, docker_conn, src)
+    try:
+        wait_until(lambda: "up" in run.get_log_tail(), timeout=120)
+        target = target_for(workspace)  # a new controller's: no copy of status.json read yet
+        for _ in range(40):
+            assert target.read_status(run.id)["state"] == "Running"
+            data = target.read_file(run.id, "outputs/ckpt.bin")
+            assert len(set(data)) <= 1, data[:40]  # one copy's bytes, or none for now
+            listed = target.list_entries(run.id).files
+            assert {name for name in listed if name.startswith("outputs/")} <= {"outputs/ckpt.bin"}
+        assert run.get_status() == "Running"  # the follower's refresh too
+    finally:
+        run.cancel(grace_period=1)
+
+
 def test_requests_to_the_daemon_share_one_connection(workspace, docker_conn, monkeypatch):
     """docker-py pools unix-socket connections by request URL; the target pools them by daemon,
     so following a run does not open a connection to the daemon per request."""
@@ -692,6 +745,7 @@ def own_volume_target(workspace, docker_conn):
         DockerOptions(image=os.environ["MLTRAIN_TEST_DOCKER_IMAGE"], network_mode="none"),
     )
     yield target
+    target.close()
     remove_test_containers(target.name, workspace.root.parent)
     _client().volumes.get(target.volume).remove(force=True)
 
