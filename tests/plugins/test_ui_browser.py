@@ -227,12 +227,15 @@ def login(page, server: Server, user: str = "viewer", start: str = "/mltrain/") 
     page.get_by_label("Password").fill(server.passwords[user])
     page.get_by_role("button", name="Sign in").click()
     # The api-server renders the page after the login's redirect: over 30 s on a loaded 2-core VM.
-    # Waited for until the response arrives ("commit"), not the load event: a live run's page
-    # loads its log and charts meanwhile, and the callers wait for what they need on the page.
+    # Waited for until the response arrives ("commit"), then until the page's HTML is parsed, not
+    # the load event: a live run's page loads its log and charts meanwhile, and the callers wait
+    # for what they need of those. Without the second wait, a check that does not wait (count(),
+    # is_visible()) could look at a page half received: one CI run found no probe text that way.
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
         page.wait_for_url(server.url + start, timeout=90_000, wait_until="commit")
+        page.wait_for_load_state("domcontentloaded", timeout=90_000)
     except PlaywrightTimeout:
         raise AssertionError(f"signed in as {user}, the browser is at {page.url}, not {start}") from None
 
