@@ -60,6 +60,11 @@ def fault_on_first_try(context):
         os.environ.pop("MLTRAIN_TEST_FAULT", None)
 
 
+def fail_first_try_after_its_run(context, result=None):
+    if context["ti"].try_number == 1:
+        raise RuntimeError("failing try 1 after its run, on purpose")
+
+
 def counted(task_id, experiment, seconds, fail_first=False, **kwargs):
     return ScriptRunOperator(
         task_id=task_id,
@@ -85,6 +90,10 @@ with DAG("fault_failed_run", **ARGS):
 # a trigger firing first hits Airflow's stale-executor-event race (apache/airflow#67287, #72716).
 with DAG("fault_deferrable", **ARGS):
     counted("train", "deferrable", 8, deferrable=True)
+
+# Try 1 completes its run and then fails (a post_execute hook): try 2 finds the run over.
+with DAG("fault_deferrable_retry", **ARGS):
+    counted("train", "deferrable-retry", 4, deferrable=True, post_execute=fail_first_try_after_its_run)
 
 with DAG("fault_triggerer_restart", **ARGS):
     counted("train", "triggerer-restart", 15, deferrable=True)
@@ -486,6 +495,39 @@ def test_deferrable_run_through_scheduler_triggerer_and_local_executor(deploymen
     assert xcom(deployment, dag_id, dag_run) == mltrain_id
     assert xcom(deployment, dag_id, dag_run, "run_details")["status"] == "Completed"
     assert stored_run_id(deployment, dag_id, dag_run) == mltrain_id
+
+
+def test_a_deferrable_retry_that_finds_its_run_over_finishes_on_its_worker(deployment):
+    """Deferring again would only fire the trigger at once, which can meet Airflow's stale-event
+    race (apache/airflow#72716, #67287) and fail the retry too."""
+    dag_id = "fault_deferrable_retry"
+    dag_run = deployment.trigger(dag_id)
+    assert deployment.wait_dag_run(dag_id, dag_run) == "success", deployment.task_log(dag_id, dag_run)
+    mltrain_id = run_id_of(deployment, dag_id, dag_run)
+    assert [(r.id, r.get_status()) for r in runs(deployment, "deferrable-retry")] == [
+        (mltrain_id, "Completed")
+    ]
+    assert starts(deployment, "deferrable-retry") == 1
+    assert deployment.ti(dag_id, dag_run) == ("success", 2)
+    # Try 1 failed one of two ways, each leaving the run Completed for try 2 to find: in its
+    # post_execute hook once resumed, or, before it resumed, by Airflow 3.3's race itself. Then the
+    # scheduler took the deferring process's late "success" for a task changed from outside (a
+    # "state mismatch" in its log table), failed the queued resumption, and kept no history row.
+    mismatches = deployment.query(
+        "SELECT COUNT(*) FROM log WHERE event='state mismatch' AND dag_id=? AND run_id=?", dag_id, dag_run
+    )[0][0]
+    first = deployment.task_log(dag_id, dag_run, pattern="attempt=1.log*")
+    assert "DEFERRED" in first and "all done" in first, first[-4000:]
+    if mismatches:
+        assert tries(deployment, dag_id, dag_run) == []
+    else:
+        assert tries(deployment, dag_id, dag_run) == [(1, "failed")], first[-4000:]
+        assert "failing try 1 after its run, on purpose" in first, first[-4000:]
+    second = deployment.task_log(dag_id, dag_run, pattern="attempt=2.log*")
+    assert "has ended already: finishing on this worker, not deferring" in second, second[-4000:]
+    assert "DEFERRED" not in second and "all done" in second, second[-4000:]
+    assert xcom(deployment, dag_id, dag_run) == mltrain_id
+    assert xcom(deployment, dag_id, dag_run, "run_details")["status"] == "Completed"
 
 
 def test_triggerer_restart_mid_wait_resumes_without_canceling(deployment):
