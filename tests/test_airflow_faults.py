@@ -34,8 +34,10 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 # Test DAGs. ``{counter_dir}`` is filled in when the module writes them.
 DAGS = '''
+import atexit
 import os
 import signal
+import time
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
@@ -86,10 +88,17 @@ with DAG("fault_after_start", **ARGS):
 with DAG("fault_failed_run", **ARGS):
     counted("train", "failed-run", 0, fail_first=True)
 
-# Long enough that the trigger fires after the scheduler has seen the deferring process exit:
-# a trigger firing first hits Airflow's stale-executor-event race (apache/airflow#67287, #72716).
+def exit_late(context):
+    """The task process exits 4 s after its task, as Airflow's task supervisor sometimes reports a
+    deferring process's exit up to [workers] min_heartbeat_interval (5 s) late."""
+    atexit.register(time.sleep, 4)  # Airflow runs the atexit functions registered after its fork
+
+
+# Over 2 s after the deferral, seconds before the scheduler sees the deferring process exit: a
+# trigger firing then meets Airflow's stale-executor-event race (apache/airflow#67287, #72716) and
+# fails the try, unless it waits for its not_before (triggers/run.py RESUME_NOT_BEFORE).
 with DAG("fault_deferrable", **ARGS):
-    counted("train", "deferrable", 8, deferrable=True)
+    counted("train", "deferrable", 2, deferrable=True, pre_execute=exit_late)
 
 # Try 1 completes its run and then fails (a post_execute hook): try 2 finds the run over.
 with DAG("fault_deferrable_retry", **ARGS):

@@ -31,7 +31,7 @@ from airflow_provider_mltrain.operators.submission import (
     task_attempts,
     trigger_value,
 )
-from airflow_provider_mltrain.triggers.run import RunTrigger
+from airflow_provider_mltrain.triggers.run import RunTrigger, resume_not_before
 from airflow_provider_mltrain.version_compat import (
     AIRFLOW_V_3_3_PLUS,
     HAS_TASK_STATE_STORE,
@@ -144,9 +144,12 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
     With ``deferrable=True`` (default: ``[operators] default_deferrable``) the wait happens in the
     triggerer (``RunTrigger``) and frees the worker slot; the log still reaches the task log. A run
     already over when the task would defer (a retry finding its earlier try's run) is finished on
-    the worker instead. On Airflow 3.3+, ``start_from_trigger=True`` has the triggerer submit the run too
-    (``SubmitRunTrigger``: no worker slot until ``execute_complete``), and ``end_from_trigger=True``
-    ends the task there (no slot at all; no XComs, no outputs or model registration).
+    the worker instead, and one that ends soon after resumes the task no sooner than
+    ``RESUME_NOT_BEFORE`` (10 s) after the deferral (Airflow 3.3's stale-event race,
+    apache/airflow#72716: give deferrable tasks retries). On Airflow 3.3+,
+    ``start_from_trigger=True`` has the triggerer submit the run too (``SubmitRunTrigger``: no
+    worker slot until ``execute_complete``), and ``end_from_trigger=True`` ends the task there
+    (no slot at all; no XComs, no outputs or model registration).
     ``wait_for_completion=False`` returns right after submission; follow with ``RunSensor``.
     """
 
@@ -328,6 +331,8 @@ class ScriptRunOperator(SubmitsRuns, ResumableJobMixin, BaseOperator):
                         deadline=time.time() + self.timeout if self.timeout else None,
                         cancel_grace_period=self.cancel_grace_period,
                         end_from_trigger=self.end_from_trigger,
+                        # Ended in the triggerer, the task never resumes on a worker: no race.
+                        not_before=None if self.end_from_trigger else resume_not_before(),
                     ),
                     method_name="execute_complete",
                 )

@@ -19,6 +19,7 @@ from airflow_provider_mltrain.core.sweep_space import HyperParameterSampling, In
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
 from airflow_provider_mltrain.operators.script_run import task_attempts
+from airflow_provider_mltrain.triggers.run import resume_not_before
 from airflow_provider_mltrain.triggers.sweep import SweepTrigger, run_config_kwargs
 from airflow_provider_mltrain.version_compat import AirflowException, AirflowTaskTimeout, BaseOperator
 
@@ -310,6 +311,7 @@ class SweepOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     cancel_grace_period=self.cancel_grace_period,
                     driver_try=sweep.driver_try,
+                    not_before=resume_not_before(),
                 ),
                 method_name="execute_complete",
             )

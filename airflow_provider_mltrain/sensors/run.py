@@ -14,7 +14,7 @@ from airflow_provider_mltrain.core.states import RunStatus
 from airflow_provider_mltrain.core.workspace import Workspace
 from airflow_provider_mltrain.links.run import XCOM_RUN_ID, MLTrainRunLink, remember_run_id
 from airflow_provider_mltrain.operators.script_run import XCOM_RUN_DETAILS, failure_message
-from airflow_provider_mltrain.triggers.run import RunTrigger
+from airflow_provider_mltrain.triggers.run import RunTrigger, resume_not_before
 from airflow_provider_mltrain.version_compat import AirflowException, conf
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class RunSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 deadline=time.time() + self.timeout if self.timeout else None,
                 cancel_on_kill=False,  # the run belongs to the task that submitted it
+                not_before=resume_not_before(),
             ),
             method_name="execute_complete",
         )

@@ -14,6 +14,32 @@ from airflow_provider_mltrain.core.errors import MLTrainError, RunOnOtherHost
 from airflow_provider_mltrain.core.run import LOG_PUSH_INTERVAL, LogFollower, Run
 from airflow_provider_mltrain.core.workspace import Workspace
 
+# Airflow 3.3.x fails a deferred task whose trigger fires before the scheduler has drained the
+# deferring process's own exit event (apache/airflow#67287, #72716): that late "success" finds the
+# task queued or running again and is taken for a task changed from outside. Airflow's task
+# supervisor reports that exit up to [workers] min_heartbeat_interval (5 s) after it, so a trigger
+# that resumes a task on a worker fires no sooner than this many seconds after the deferral. Only
+# a run that ends within them waits, and for no longer than they last.
+RESUME_NOT_BEFORE = 10.0
+
+
+def resume_not_before() -> float:
+    """The ``not_before`` of a trigger deferred now (epoch seconds)."""
+    return time.time() + RESUME_NOT_BEFORE
+
+
+async def settle(trigger: BaseTrigger, not_before: float | None, what: str) -> None:
+    """Wait, if need be, until ``not_before`` before firing the event that resumes the task."""
+    left = (not_before or 0.0) - time.time()
+    if left > 0:
+        trigger.log.info(
+            "%s has ended; resuming the task in %.1f s, once Airflow has taken in its deferral "
+            "(Airflow 3.3's stale-event race, apache/airflow#72716).",
+            what,
+            left,
+        )
+        await asyncio.sleep(left)
+
 
 class RunTrigger(BaseTrigger):
     """Polls a run through its target's channel until it ends, then fires one event.
@@ -24,7 +50,8 @@ class RunTrigger(BaseTrigger):
     resumes the wait; a user killing the task (mark failed, clear) cancels the run.
 
     The event's payload: ``{"run_id", "status", "log_offset"}``, with ``status`` a run state or
-    ``"timeout"`` when ``deadline`` (epoch seconds) passed first. With ``end_from_trigger`` the task
+    ``"timeout"`` when ``deadline`` (epoch seconds) passed first, and fired no sooner than
+    ``not_before`` (epoch seconds, :data:`RESUME_NOT_BEFORE`). With ``end_from_trigger`` the task
     ends here instead of resuming on a worker, with no XCom: a completed run succeeds it; a failed,
     canceled or timed-out (then canceled) run fails it, with retries as the task sets them.
     """
@@ -40,6 +67,7 @@ class RunTrigger(BaseTrigger):
         database_url: str | None = None,
         cancel_on_kill: bool = True,
         end_from_trigger: bool = False,
+        not_before: float | None = None,
     ):
         super().__init__()
         self.run_id = run_id
@@ -51,6 +79,7 @@ class RunTrigger(BaseTrigger):
         self.database_url = database_url
         self.cancel_on_kill = cancel_on_kill
         self.end_from_trigger = end_from_trigger
+        self.not_before = not_before
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -65,6 +94,7 @@ class RunTrigger(BaseTrigger):
                 "database_url": self.database_url,
                 "cancel_on_kill": self.cancel_on_kill,
                 "end_from_trigger": self.end_from_trigger,
+                "not_before": self.not_before,
             },
         )
 
@@ -109,6 +139,7 @@ class RunTrigger(BaseTrigger):
                 if self.end_from_trigger:
                     yield await asyncio.to_thread(self._end, run, status)
                 else:
+                    await settle(self, self.not_before, f"Run {self.run_id}")
                     yield TriggerEvent(
                         {"run_id": self.run_id, "status": status, "log_offset": follower.offset}
                     )

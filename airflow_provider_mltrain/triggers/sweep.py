@@ -14,6 +14,7 @@ from airflow_provider_mltrain.core.environment import Environment
 from airflow_provider_mltrain.core.run_config import ScriptRunConfig
 from airflow_provider_mltrain.core.sweep import HyperDriveConfig, SweepRun
 from airflow_provider_mltrain.core.workspace import Workspace
+from airflow_provider_mltrain.triggers.run import settle
 
 # One step at a time per sweep in this process: a trigger canceled mid-step (its thread cannot be
 # stopped) and the trigger that replaces it never step the same sweep at once.
@@ -81,6 +82,7 @@ class SweepTrigger(BaseTrigger):
         cancel_grace_period: float = 10.0,
         database_url: str | None = None,
         driver_try: int | None = None,
+        not_before: float | None = None,
     ):
         super().__init__()
         self.sweep_id = sweep_id
@@ -91,6 +93,7 @@ class SweepTrigger(BaseTrigger):
         self.cancel_grace_period = cancel_grace_period
         self.database_url = database_url
         self.driver_try = driver_try  # the deferring task's try number (core/sweep.py DRIVER_TRY)
+        self.not_before = not_before  # no event before then (triggers/run.py RESUME_NOT_BEFORE)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -104,6 +107,7 @@ class SweepTrigger(BaseTrigger):
                 "cancel_grace_period": self.cancel_grace_period,
                 "database_url": self.database_url,
                 "driver_try": self.driver_try,
+                "not_before": self.not_before,
             },
         )
 
@@ -129,6 +133,7 @@ class SweepTrigger(BaseTrigger):
             if status in ("Completed", "Failed", "Canceled"):
                 with _LOCKS_LOCK:
                     _STEP_LOCKS.pop(self.sweep_id, None)
+                await settle(self, self.not_before, f"Sweep {self.sweep_id}")
                 yield TriggerEvent({"sweep_id": self.sweep_id, "status": status})
                 return
             # Until the oldest running child ends (its slot is then filled at once) or a poll interval.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -307,7 +308,7 @@ def test_deferrable_defers_while_the_run_goes_on_and_a_retry_of_an_ended_run_fin
     """A retry that finds its earlier try's run over must not defer: the trigger would fire at once,
     and a trigger firing before Airflow has taken in the deferral can fail the try
     (apache/airflow#72716)."""
-    from airflow_provider_mltrain.triggers.run import RunTrigger
+    from airflow_provider_mltrain.triggers.run import RESUME_NOT_BEFORE, RunTrigger
 
     make, starts = counted
     op, store = make(seconds=1, deferrable=True), TaskStateStore()
@@ -316,6 +317,8 @@ def test_deferrable_defers_while_the_run_goes_on_and_a_retry_of_an_ended_run_fin
         op.execute({"ti": TI(), "task_state_store": store})
     ((trigger, method),) = seen
     assert isinstance(trigger, RunTrigger) and trigger.run_id == BASE_ID and method == "execute_complete"
+    # It resumes the task no sooner than RESUME_NOT_BEFORE after the deferral (triggers/run.py).
+    assert trigger.not_before == pytest.approx(time.time() + RESUME_NOT_BEFORE, abs=5)
     run = op._workspace().get_run(BASE_ID)
     run.wait_for_completion(timeout=60)  # the try "died" in the triggerer; the run went on
     retry, ti = make(seconds=1, deferrable=True), TI()
@@ -324,6 +327,19 @@ def test_deferrable_defers_while_the_run_goes_on_and_a_retry_of_an_ended_run_fin
     assert seen == []
     assert ti.xcoms["run_id"] == BASE_ID and ti.xcoms["run_details"]["status"] == "Completed"
     assert starts() == 1 and len(op._workspace().store.list_runs()) == 1
+
+
+def test_a_task_that_ends_in_the_triggerer_is_not_held_back(counted, monkeypatch):
+    """With end_from_trigger the task never resumes on a worker, so Airflow's race cannot meet it:
+    its trigger fires as soon as the run ends."""
+    make, _ = counted
+    op = make(seconds=1, deferrable=True, end_from_trigger=True)
+    seen = deferrals(op, monkeypatch)
+    with pytest.raises(Deferred):
+        op.execute({"ti": TI(), "task_state_store": TaskStateStore()})
+    ((trigger, _),) = seen
+    assert trigger.end_from_trigger and trigger.not_before is None
+    op._workspace().get_run(BASE_ID).wait_for_completion(timeout=60)
 
 
 def test_deferrable_retry_of_a_failed_run_defers_on_its_fresh_run(counted, monkeypatch):

@@ -15,7 +15,9 @@ def collect(trigger: RunTrigger) -> list:
 
 
 def test_serializes_to_what_rebuilds_it(workspace):
-    trigger = RunTrigger("r1", str(workspace.root), poll_interval=3, log_offset=7, deadline=12.5)
+    trigger = RunTrigger(
+        "r1", str(workspace.root), poll_interval=3, log_offset=7, deadline=12.5, not_before=9.0
+    )
     path, kwargs = trigger.serialize()
     assert path == "airflow_provider_mltrain.triggers.run.RunTrigger"
     assert RunTrigger(**kwargs).serialize() == (path, kwargs)
@@ -32,6 +34,25 @@ def test_fires_once_when_the_run_ends_and_resumes_from_an_offset(workspace, make
     # A trigger recreated after a triggerer restart at that offset repeats nothing.
     again = collect(RunTrigger(run.id, str(workspace.root), log_offset=payload["log_offset"]))
     assert again[0].payload["status"] == "Completed"
+
+
+def test_an_event_that_resumes_the_task_is_not_fired_before_not_before(workspace, make_tree, capsys):
+    """Airflow 3.3 fails a task resumed before the scheduler took in its deferral (apache/airflow#72716):
+    a run that ended at once is reported no sooner than ``not_before``, and one that ended later at once."""
+    src = make_tree({"train.py": "print('quick')\n"})
+    run = Experiment(workspace, "t").submit(ScriptRunConfig(src, "train.py"))
+    run.wait_for_completion()
+    not_before = time.time() + 1.5
+    capsys.readouterr()
+    events = collect(RunTrigger(run.id, str(workspace.root), poll_interval=0.2, not_before=not_before))
+    fired = time.time()
+    assert events[0].payload["status"] == "Completed"
+    assert fired >= not_before - 0.05  # asyncio may wake a clock tick early
+    assert f"Run {run.id} has ended; resuming the task in" in capsys.readouterr().out  # the trigger's log
+    events = collect(RunTrigger(run.id, str(workspace.root), not_before=time.time() - 1))
+    assert (
+        events[0].payload["status"] == "Completed" and "resuming the task in" not in capsys.readouterr().out
+    )
 
 
 def test_deadline_fires_timeout_and_leaves_the_run_alone(workspace, make_tree):

@@ -75,9 +75,10 @@ def test_serializes_to_what_rebuilds_it(workspace, make_tree):
     src = make_tree({"train.py": "print(1)"})
     config = config_for(src, 2, 1, policy=BanditPolicy(slack_factor=0.2, delay_evaluation=3))
     trigger = SweepTrigger(
-        "s1", str(workspace.root), config.describe(7), run_config_kwargs(config.run_config)
+        "s1", str(workspace.root), config.describe(7), run_config_kwargs(config.run_config), not_before=9.0
     )
     path, kwargs = trigger.serialize()
+    assert kwargs["not_before"] == 9.0
     assert path == "airflow_provider_mltrain.triggers.sweep.SweepTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs  # plain data, as Airflow stores it
     assert SweepTrigger(**kwargs).serialize() == (path, kwargs)
@@ -98,6 +99,23 @@ def test_drives_the_sweep_to_its_end_and_fires_once(workspace, make_tree, tmp_pa
     assert all(c.get_status() == "Completed" for c in sweep.get_children())
     best = max(sweep.get_children(), key=lambda c: json.loads(c.properties[HYPERPARAMETERS])["--x"])
     assert sweep.get_best_run_by_primary_metric().id == best.id
+
+
+def test_the_end_event_is_not_fired_before_not_before(workspace, make_tree, tmp_path):
+    """As RunTrigger's (triggers/run.py RESUME_NOT_BEFORE): a sweep over already resumes its task
+    no sooner than ``not_before``."""
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    src = make_tree({"train.py": counted_script(starts)})
+    config = config_for(src, total=1, concurrent=1)
+    sweep = Experiment(workspace, "exp").submit(config, run_id="s1")
+    assert collect(trigger_for(sweep, config))[0].payload["status"] == "Completed"
+    trigger = trigger_for(sweep, config)  # a deferral that finds the sweep over
+    trigger.not_before = time.time() + 1.5
+    events = collect(trigger)
+    assert [e.payload for e in events] == [{"sweep_id": "s1", "status": "Completed"}]
+    assert time.time() >= trigger.not_before - 0.05  # asyncio may wake a clock tick early
+    assert len(list(starts.iterdir())) == 1
 
 
 def test_triggerer_restart_mid_sweep_resumes_with_no_duplicate_or_lost_child(workspace, make_tree, tmp_path):
